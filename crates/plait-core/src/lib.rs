@@ -1,0 +1,18 @@
+//! Plait's zkVM-independent domain: what a proving job is made of and in which order its parts
+//! may run.
+//!
+//! This crate owns the segment plan, the shape of the aggregation tree and the task graph that
+//! ties them together. It does no IO, spawns nothing and reads no clock: callers pass every fact
+//! in, which keeps the scheduling rules testable in microseconds.
+
+mod agg_tree;
+mod ids;
+mod input;
+mod plan;
+mod task_graph;
+
+pub use agg_tree::{AggLayer, AggNode, AggTree, AggTreeShape, ChildRef, TreeShapeError};
+pub use ids::{JobId, TaskId};
+pub use input::{InputError, InputItemSource, ProgramInput};
+pub use plan::{SegmentPlan, SegmentSpec};
+pub use task_graph::{TaskGraph, TaskGraphError, TaskKind, TaskState};

@@ -1,0 +1,44 @@
+//! The segment plan: how one execution is cut into independently provable slices.
+
+use serde::{Deserialize, Serialize};
+
+/// One slice of an execution, as the zkVM's metered execution reported it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentSpec {
+    /// Position of the segment in execution order, from 0.
+    pub index: u32,
+    /// Instructions executed before this segment starts.
+    pub instret_start: u64,
+    /// Instructions in this segment.
+    pub num_insns: u64,
+    /// The zkVM's estimate of the prover memory this segment needs, in bytes.
+    pub memory_estimate_bytes: u64,
+    /// Backend-specific facts a worker needs to prove exactly this slice (for OpenVM: the
+    /// per-chip trace heights). Opaque to the scheduler.
+    pub backend_hint: serde_json::Value,
+}
+
+/// All segments of one execution, in order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SegmentPlan {
+    pub segments: Vec<SegmentSpec>,
+    /// Public values the program revealed, as bytes.
+    pub public_values: Vec<u8>,
+}
+
+impl SegmentPlan {
+    /// Returns the total number of instructions across all segments.
+    pub fn total_insns(&self) -> u64 {
+        self.segments.iter().map(|s| s.num_insns).sum()
+    }
+
+    /// Returns the largest per-segment memory estimate, the memory a worker needs to take any
+    /// segment of this plan.
+    pub fn peak_memory_estimate_bytes(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| s.memory_estimate_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+}
