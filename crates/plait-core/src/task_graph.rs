@@ -267,7 +267,11 @@ mod tests {
             assert!(g.is_complete(), "n = {n}");
             completed.sort();
             completed.dedup();
-            assert_eq!(completed.len(), g.num_tasks(), "every task ran exactly once");
+            assert_eq!(
+                completed.len(),
+                g.num_tasks(),
+                "every task ran exactly once"
+            );
         }
     }
 

@@ -1,1 +1,17 @@
+//! The backend interface Plait proves through, and its implementations.
+//!
+//! The scheduler and the coordinator speak only [`ProverBackend`]; this is the only crate that
+//! names OpenVM types. Adding another zkVM means adding a module here, not touching the pool.
+//!
+//! - [`openvm`]: OpenVM 2.0 on the CPU: real proofs.
+//! - [`dev`]: a dev backend whose "proofs" are hash commitments. It proves nothing, says so in
+//!   every proof it makes, and no verifier outside dev mode accepts its output.
 
+mod backend;
+pub mod dev;
+pub mod openvm;
+
+pub use backend::{
+    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
+    SegmentProofMeta, Verdict, VerifiedProof,
+};

@@ -1,0 +1,208 @@
+//! The interface between Plait's pool and a zkVM.
+
+use std::{fmt, sync::Arc};
+
+use plait_core::{AggLayer, AggTreeShape, ProgramInput, SegmentPlan, SegmentSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A guest program as the user gave it (an ELF), with its content hash.
+#[derive(Clone)]
+pub struct ProgramImage {
+    pub bytes: Arc<Vec<u8>>,
+    /// SHA-256 of `bytes`, hex. Programs are content-addressed by it.
+    pub digest: String,
+}
+
+impl ProgramImage {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        let digest = hex::encode(Sha256::digest(&bytes));
+        Self {
+            bytes: Arc::new(bytes),
+            digest,
+        }
+    }
+}
+
+impl fmt::Debug for ProgramImage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "program-{}", &self.digest[..12])
+    }
+}
+
+/// The parameters that fix a job's keys and its segmentation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProvingParams {
+    /// Log2 of the largest trace height a segment may reach (OpenVM's app
+    /// `log_stacked_height`). Smaller means more, cheaper segments. Changes the keys.
+    pub segment_height: u32,
+    /// Shape of the aggregation tree.
+    pub tree: AggTreeShape,
+    /// Execution stops with an error past this many guest instructions.
+    pub max_instructions: u64,
+}
+
+impl Default for ProvingParams {
+    fn default() -> Self {
+        Self {
+            segment_height: 20,
+            tree: AggTreeShape::default(),
+            max_instructions: 1 << 32,
+        }
+    }
+}
+
+/// An opaque, backend-encoded proof (a segment proof or an aggregation node's proof).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ProofBlob(pub Vec<u8>);
+
+impl fmt::Debug for ProofBlob {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ProofBlob({} bytes)", self.0.len())
+    }
+}
+
+/// Measurements a worker reports beside a segment proof.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct SegmentProofMeta {
+    /// Seconds spent re-executing the guest from the start to the segment's first
+    /// instruction (OpenVM's VM state is not serializable, so a worker rebuilds it).
+    pub reexecution_seconds: f64,
+    /// Seconds spent proving the segment itself.
+    pub proving_seconds: f64,
+}
+
+/// The coordinator's judgement of a returned proof. Rejection is a normal outcome, not an error.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "verdict")]
+pub enum Verdict {
+    Accepted,
+    Rejected { reason: String },
+}
+
+impl Verdict {
+    pub fn rejected(reason: impl Into<String>) -> Self {
+        Verdict::Rejected {
+            reason: reason.into(),
+        }
+    }
+}
+
+/// What a successful final verification established.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedProof {
+    /// The public values the program revealed, as committed in the proof.
+    pub public_values: Vec<u8>,
+    /// The backend's commitment to the program, hex.
+    pub program_commit: String,
+}
+
+/// Who a backend is; recorded in every proof and checked by workers and verifiers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    /// `openvm` or `dev`.
+    pub name: String,
+    /// Version of the zkVM whose proof format this backend speaks (major.minor).
+    pub version: String,
+    /// False for the dev backend: its proofs prove nothing.
+    pub sound: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    #[error("program is not a usable guest: {0}")]
+    InvalidProgram(String),
+    #[error("guest failed during execution: {0}")]
+    GuestFailed(String),
+    #[error("guest exceeded the instruction limit of {limit} instructions")]
+    InstructionLimit { limit: u64 },
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    #[error("task input is malformed: {0}")]
+    MalformedTask(String),
+    #[error("proving failed: {0}")]
+    ProvingFailed(String),
+    #[error("key store at {path}: {reason}")]
+    KeyStore { path: String, reason: String },
+    #[error("proof rejected: {0}")]
+    ProofRejected(String),
+}
+
+/// The operations Plait needs from a zkVM with continuations.
+///
+/// Every method is blocking and may take minutes; async callers run them on blocking threads.
+/// Implementations cache expensive state (keys, committed programs) internally, so calls are
+/// cheap to repeat.
+pub trait ProverBackend: Send + Sync {
+    fn info(&self) -> BackendInfo;
+
+    /// Makes sure the keys for `params` exist (generating and caching them if needed) and
+    /// returns a one-line report: where they are, how long keygen took, their sizes.
+    fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError>;
+
+    /// Executes the program once and cuts the execution into segments.
+    fn execute(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+    ) -> Result<SegmentPlan, BackendError>;
+
+    /// Proves one segment.
+    fn prove_segment(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+        segment: &SegmentSpec,
+        is_last: bool,
+    ) -> Result<(ProofBlob, SegmentProofMeta), BackendError>;
+
+    /// Joins the children's proofs (in execution order) into one proof of `layer`.
+    fn aggregate(
+        &self,
+        params: &ProvingParams,
+        layer: AggLayer,
+        children: &[ProofBlob],
+    ) -> Result<ProofBlob, BackendError>;
+
+    /// Checks that `proof` is a valid proof of exactly this segment of this execution.
+    fn check_segment_proof(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        plan: &SegmentPlan,
+        segment: &SegmentSpec,
+        proof: &ProofBlob,
+    ) -> Verdict;
+
+    /// Checks that `proof` is a valid `layer` proof covering exactly `covered` (the node's
+    /// segments, in order) of this execution.
+    fn check_aggregate_proof(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        plan: &SegmentPlan,
+        layer: AggLayer,
+        covered: &[SegmentSpec],
+        proof: &ProofBlob,
+    ) -> Verdict;
+
+    /// Builds the final, self-describing proof file from the root (wrap) proof and the last
+    /// segment's proof, and verifies it before returning it.
+    fn finalize(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        root: &ProofBlob,
+        last_segment: &ProofBlob,
+    ) -> Result<Vec<u8>, BackendError>;
+
+    /// Verifies a final proof file against the program it claims to prove.
+    fn verify_final(
+        &self,
+        program: &ProgramImage,
+        proof_file: &[u8],
+    ) -> Result<VerifiedProof, BackendError>;
+}

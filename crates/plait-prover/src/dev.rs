@@ -1,0 +1,396 @@
+//! The dev backend: fast, fake proofs for testing the pool. **It proves nothing.**
+//!
+//! A dev "program" is any byte string; its input's first item is the number of instructions to
+//! pretend to run (a little-endian u64). Segments hold `2^segment_height` instructions each. A
+//! dev "proof" is a JSON commitment (SHA-256) to what it claims, prefixed by a banner that says
+//! it is fake. The coordinator checks dev proofs as strictly as real ones (right program, right
+//! slice, children in order), so the pool's logic is exercised honestly, but
+//! [`ProverBackend::verify_final`] always rejects them: nothing downstream may mistake one for a
+//! proof.
+
+use std::{thread, time::Duration};
+
+use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
+    SegmentProofMeta, Verdict, VerifiedProof,
+};
+
+/// Every dev proof starts with this line.
+pub const DEV_PROOF_BANNER: &str =
+    "PLAIT DEV-BACKEND PROOF: NOT A REAL PROOF, PROVES NOTHING, NEVER ACCEPTED BY `plait verify`\n";
+
+/// Simulated costs of the dev backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DevBackend {
+    pub segment_delay: Duration,
+    pub aggregate_delay: Duration,
+}
+
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevClaim {
+    program_sha256: String,
+    /// Hash of the input the execution ran on.
+    input_sha256: String,
+    /// `segment` or the layer name.
+    kind: String,
+    covers: (u32, u32),
+    /// Commitment to the children's commitments (for nodes) or to the slice (for segments).
+    commitment: String,
+}
+
+fn sha(parts: &[&[u8]]) -> String {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update((part.len() as u64).to_le_bytes());
+        hasher.update(part);
+    }
+    hex::encode(hasher.finalize())
+}
+
+fn input_digest(input: &ProgramInput) -> String {
+    let items: Vec<&[u8]> = input.items.iter().map(Vec::as_slice).collect();
+    sha(&items)
+}
+
+fn encode(claim: &DevClaim) -> ProofBlob {
+    let mut bytes = DEV_PROOF_BANNER.as_bytes().to_vec();
+    bytes.extend(serde_json::to_vec(claim).expect("claim serializes"));
+    ProofBlob(bytes)
+}
+
+fn decode(blob: &ProofBlob) -> Result<DevClaim, String> {
+    let body = blob
+        .0
+        .strip_prefix(DEV_PROOF_BANNER.as_bytes())
+        .ok_or("not a dev-backend proof")?;
+    serde_json::from_slice(body).map_err(|e| format!("dev proof does not parse: {e}"))
+}
+
+fn segment_commitment(program: &str, input: &str, segment: &SegmentSpec) -> String {
+    sha(&[
+        program.as_bytes(),
+        input.as_bytes(),
+        &segment.instret_start.to_le_bytes(),
+        &segment.num_insns.to_le_bytes(),
+    ])
+}
+
+fn node_commitment(layer: AggLayer, children: &[String]) -> String {
+    let name = layer.to_string();
+    let mut parts: Vec<&[u8]> = vec![name.as_bytes()];
+    parts.extend(children.iter().map(|c| c.as_bytes()));
+    sha(&parts)
+}
+
+/// The input digest is part of the plan, so checks can recompute claims without the input.
+fn planned_input_digest(plan: &SegmentPlan) -> Option<&str> {
+    plan.segments
+        .first()?
+        .backend_hint
+        .get("input-sha256")?
+        .as_str()
+}
+
+impl ProverBackend for DevBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "dev".into(),
+            version: "0".into(),
+            sound: false,
+        }
+    }
+
+    fn prepare_keys(&self, _params: &ProvingParams) -> Result<String, BackendError> {
+        Ok("dev backend: no keys (its proofs are fake)".into())
+    }
+
+    fn execute(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+    ) -> Result<SegmentPlan, BackendError> {
+        let total = match input.items.first().map(Vec::as_slice) {
+            Some(bytes) if bytes.len() == 8 => u64::from_le_bytes(bytes.try_into().unwrap()),
+            _ => {
+                return Err(BackendError::GuestFailed(
+                    "a dev program's first input item is its instruction count (u64)".into(),
+                ))
+            }
+        };
+        if total == 0 {
+            return Err(BackendError::GuestFailed(
+                "a dev program runs at least one instruction".into(),
+            ));
+        }
+        if total > params.max_instructions {
+            return Err(BackendError::InstructionLimit {
+                limit: params.max_instructions,
+            });
+        }
+        let per_segment = 1u64 << params.segment_height.min(62);
+        let input_sha = input_digest(input);
+        let segments = (0..total.div_ceil(per_segment))
+            .map(|i| {
+                let start = i * per_segment;
+                SegmentSpec {
+                    index: i as u32,
+                    instret_start: start,
+                    num_insns: per_segment.min(total - start),
+                    memory_estimate_bytes: per_segment * 1024,
+                    backend_hint: serde_json::json!({ "input-sha256": input_sha }),
+                }
+            })
+            .collect();
+        Ok(SegmentPlan {
+            segments,
+            public_values: hex::decode(sha(&[program.digest.as_bytes(), input_sha.as_bytes()]))
+                .expect("hex of a digest"),
+        })
+    }
+
+    fn prove_segment(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        _params: &ProvingParams,
+        segment: &SegmentSpec,
+        _is_last: bool,
+    ) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+        thread::sleep(self.segment_delay);
+        let input_sha = input_digest(input);
+        let claim = DevClaim {
+            commitment: segment_commitment(&program.digest, &input_sha, segment),
+            program_sha256: program.digest.clone(),
+            input_sha256: input_sha,
+            kind: "segment".into(),
+            covers: (segment.index, segment.index + 1),
+        };
+        Ok((
+            encode(&claim),
+            SegmentProofMeta {
+                reexecution_seconds: 0.0,
+                proving_seconds: self.segment_delay.as_secs_f64(),
+            },
+        ))
+    }
+
+    fn aggregate(
+        &self,
+        _params: &ProvingParams,
+        layer: AggLayer,
+        children: &[ProofBlob],
+    ) -> Result<ProofBlob, BackendError> {
+        thread::sleep(self.aggregate_delay);
+        let claims = children
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(BackendError::MalformedTask)?;
+        let (first, last) = match (claims.first(), claims.last()) {
+            (Some(f), Some(l)) => (f, l),
+            _ => return Err(BackendError::MalformedTask("no children".into())),
+        };
+        // Like a real recursion circuit, refuse children that do not chain.
+        if claims.windows(2).any(|w| w[0].covers.1 != w[1].covers.0)
+            || claims
+                .iter()
+                .any(|c| c.program_sha256 != first.program_sha256)
+        {
+            return Err(BackendError::ProvingFailed(format!(
+                "{layer} node: children do not form one contiguous slice of one program"
+            )));
+        }
+        let commitments: Vec<String> = claims.iter().map(|c| c.commitment.clone()).collect();
+        Ok(encode(&DevClaim {
+            program_sha256: first.program_sha256.clone(),
+            input_sha256: first.input_sha256.clone(),
+            kind: layer.to_string(),
+            covers: (first.covers.0, last.covers.1),
+            commitment: node_commitment(layer, &commitments),
+        }))
+    }
+
+    fn check_segment_proof(
+        &self,
+        program: &ProgramImage,
+        _params: &ProvingParams,
+        plan: &SegmentPlan,
+        segment: &SegmentSpec,
+        proof: &ProofBlob,
+    ) -> Verdict {
+        let check = || -> Result<(), String> {
+            let claim = decode(proof)?;
+            let input = planned_input_digest(plan).ok_or("plan has no input digest")?;
+            let expected = DevClaim {
+                program_sha256: program.digest.clone(),
+                input_sha256: input.to_string(),
+                kind: "segment".into(),
+                covers: (segment.index, segment.index + 1),
+                commitment: segment_commitment(&program.digest, input, segment),
+            };
+            if claim != expected {
+                return Err(format!(
+                    "dev proof claims {} {:?}, expected segment {}",
+                    claim.kind, claim.covers, segment.index
+                ));
+            }
+            Ok(())
+        };
+        check().into()
+    }
+
+    fn check_aggregate_proof(
+        &self,
+        program: &ProgramImage,
+        _params: &ProvingParams,
+        plan: &SegmentPlan,
+        layer: AggLayer,
+        covered: &[SegmentSpec],
+        proof: &ProofBlob,
+    ) -> Verdict {
+        let check = || -> Result<(), String> {
+            let claim = decode(proof)?;
+            let input = planned_input_digest(plan).ok_or("plan has no input digest")?;
+            let covers = match (covered.first(), covered.last()) {
+                (Some(f), Some(l)) => (f.index, l.index + 1),
+                _ => return Err("node covers no segment".into()),
+            };
+            if claim.program_sha256 != program.digest
+                || claim.input_sha256 != input
+                || claim.kind != layer.to_string()
+                || claim.covers != covers
+            {
+                return Err(format!(
+                    "dev proof claims {} {:?}, expected {layer} {covers:?}",
+                    claim.kind, claim.covers
+                ));
+            }
+            Ok(())
+        };
+        check().into()
+    }
+
+    fn finalize(
+        &self,
+        _program: &ProgramImage,
+        _params: &ProvingParams,
+        root: &ProofBlob,
+        _last_segment: &ProofBlob,
+    ) -> Result<Vec<u8>, BackendError> {
+        decode(root).map_err(BackendError::MalformedTask)?;
+        Ok(root.0.clone())
+    }
+
+    fn verify_final(
+        &self,
+        _program: &ProgramImage,
+        _proof_file: &[u8],
+    ) -> Result<VerifiedProof, BackendError> {
+        Err(BackendError::ProofRejected(
+            "dev-backend proofs prove nothing and are never accepted".into(),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(
+        insns: u64,
+    ) -> (
+        DevBackend,
+        ProgramImage,
+        ProgramInput,
+        ProvingParams,
+        SegmentPlan,
+    ) {
+        let backend = DevBackend::default();
+        let program = ProgramImage::new(b"dev program".to_vec());
+        let input = ProgramInput {
+            items: vec![insns.to_le_bytes().to_vec()],
+        };
+        let params = ProvingParams {
+            segment_height: 4,
+            ..Default::default()
+        };
+        let plan = backend.execute(&program, &input, &params).unwrap();
+        (backend, program, input, params, plan)
+    }
+
+    #[test]
+    fn dev_proofs_check_only_for_their_own_slice_and_never_verify() {
+        let (backend, program, input, params, plan) = setup(40);
+        assert_eq!(plan.segments.len(), 3);
+        let proofs: Vec<ProofBlob> = plan
+            .segments
+            .iter()
+            .map(|s| {
+                backend
+                    .prove_segment(&program, &input, &params, s, false)
+                    .unwrap()
+                    .0
+            })
+            .collect();
+        let s = &plan.segments;
+        assert_eq!(
+            backend.check_segment_proof(&program, &params, &plan, &s[1], &proofs[1]),
+            Verdict::Accepted
+        );
+        // A valid proof of the wrong segment is rejected.
+        assert!(matches!(
+            backend.check_segment_proof(&program, &params, &plan, &s[1], &proofs[2]),
+            Verdict::Rejected { .. }
+        ));
+        // Reordered children cannot be aggregated.
+        let swapped = [proofs[1].clone(), proofs[0].clone()];
+        assert!(backend
+            .aggregate(&params, AggLayer::Leaf, &swapped)
+            .is_err());
+        // A dropped child yields a proof that does not cover the node's segments.
+        let dropped = backend
+            .aggregate(
+                &params,
+                AggLayer::Leaf,
+                &[proofs[0].clone(), proofs[2].clone()],
+            )
+            .err();
+        assert!(dropped.is_some());
+        let leaf = backend.aggregate(&params, AggLayer::Leaf, &proofs).unwrap();
+        assert_eq!(
+            backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, s, &leaf),
+            Verdict::Accepted
+        );
+        assert!(matches!(
+            backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, &s[..2], &leaf),
+            Verdict::Rejected { .. }
+        ));
+        let file = backend
+            .finalize(&program, &params, &leaf, &proofs[2])
+            .unwrap();
+        assert!(file.starts_with(DEV_PROOF_BANNER.as_bytes()));
+        assert!(backend.verify_final(&program, &file).is_err());
+    }
+
+    #[test]
+    fn instruction_limit_is_enforced() {
+        let backend = DevBackend::default();
+        let params = ProvingParams {
+            max_instructions: 10,
+            ..Default::default()
+        };
+        let input = ProgramInput {
+            items: vec![11u64.to_le_bytes().to_vec()],
+        };
+        let err = backend
+            .execute(&ProgramImage::new(vec![1]), &input, &params)
+            .unwrap_err();
+        assert!(matches!(err, BackendError::InstructionLimit { limit: 10 }));
+    }
+}

@@ -1,0 +1,294 @@
+//! OpenVM 2.0 on the CPU.
+//!
+//! Layout: [`keys`] generates and caches proving keys per segment height; [`program`] loads a
+//! guest ELF; [`execution`] plans segments and their boundaries; [`proofs`] proves and checks
+//! segments and aggregation nodes; [`proof_file`] is the final proof's on-disk format.
+
+mod execution;
+mod keys;
+mod program;
+mod proof_file;
+mod proofs;
+
+use std::{
+    collections::HashMap,
+    fs,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+};
+
+pub use keys::{KeyMeta, MIN_SEGMENT_HEIGHT};
+use openvm_sdk::Sdk;
+use openvm_verify_stark_host::vk::VmStarkVerifyingKey;
+use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
+
+use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
+use crate::{
+    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
+    SegmentProofMeta, Verdict, VerifiedProof,
+};
+
+/// The OpenVM backend. Keys and loaded programs are cached in memory per segment height and
+/// program; keys are also cached on disk under `cache_dir`.
+pub struct OpenVmBackend {
+    cache_dir: PathBuf,
+    key_sets: Mutex<HashMap<u32, Arc<KeySet>>>,
+    programs: Mutex<HashMap<(u32, String), Arc<LoadedProgram>>>,
+}
+
+impl OpenVmBackend {
+    pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            cache_dir: cache_dir.into(),
+            key_sets: Mutex::new(HashMap::new()),
+            programs: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn cache_dir(&self) -> &Path {
+        &self.cache_dir
+    }
+
+    fn key_set(&self, segment_height: u32) -> Result<Arc<KeySet>, BackendError> {
+        let mut sets = self.key_sets.lock().expect("key set lock poisoned");
+        if let Some(set) = sets.get(&segment_height) {
+            return Ok(set.clone());
+        }
+        let set = Arc::new(KeySet::new(&self.cache_dir, segment_height)?);
+        sets.insert(segment_height, set.clone());
+        Ok(set)
+    }
+
+    fn program(
+        &self,
+        keys: &KeySet,
+        program: &ProgramImage,
+    ) -> Result<Arc<LoadedProgram>, BackendError> {
+        let key = (keys.segment_height, program.digest.clone());
+        if let Some(loaded) = self.programs.lock().expect("program lock").get(&key) {
+            return Ok(loaded.clone());
+        }
+        // Loading commits the program (seconds); do it outside the lock.
+        let loaded = Arc::new(program::load(keys, program)?);
+        Ok(self
+            .programs
+            .lock()
+            .expect("program lock")
+            .entry(key)
+            .or_insert(loaded)
+            .clone())
+    }
+
+    /// Returns the verifying key of `program` under `segment_height`: what OpenVM's verifier
+    /// needs. It is cached on disk, so verifying needs no proving key once it exists.
+    pub fn program_verifying_key(
+        &self,
+        program: &ProgramImage,
+        segment_height: u32,
+    ) -> Result<VmStarkVerifyingKey, BackendError> {
+        let keys = self.key_set(segment_height)?;
+        let path = keys
+            .dir
+            .join("programs")
+            .join(format!("{}.vk", program.digest));
+        if let Ok(bytes) = fs::read(&path) {
+            if let Ok(vk) = bitcode::deserialize(&bytes) {
+                return Ok(vk);
+            }
+        }
+        let loaded = self.program(&keys, program)?;
+        let mut vk = keys.verifier_template()?.clone();
+        vk.baseline.app_exe_commit = loaded.exe_commit;
+        // Best effort: a read-only cache only costs the next verify some seconds.
+        let _ = fs::create_dir_all(path.parent().expect("vk path has a parent"));
+        let _ = fs::write(&path, bitcode::serialize(&vk).expect("vk serializes"));
+        Ok(vk)
+    }
+
+    fn check_params(params: &ProvingParams) -> Result<(), BackendError> {
+        keys::validate_segment_height(params.segment_height)?;
+        let leaf = params.tree.num_children_leaf as usize;
+        let internal = params.tree.num_children_internal as usize;
+        if !(1..=proofs::max_children(AggLayer::Leaf)).contains(&leaf)
+            || !(2..=proofs::max_children(AggLayer::InternalForLeaf)).contains(&internal)
+        {
+            return Err(BackendError::InvalidParams(format!(
+                "OpenVM takes 1..={} children per leaf and 2..={} per internal node, got {leaf} and {internal}",
+                proofs::max_children(AggLayer::Leaf),
+                proofs::max_children(AggLayer::InternalForLeaf)
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl ProverBackend for OpenVmBackend {
+    fn info(&self) -> BackendInfo {
+        BackendInfo {
+            name: "openvm".into(),
+            version: openvm_sdk::OPENVM_VERSION.into(),
+            sound: true,
+        }
+    }
+
+    fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError> {
+        Self::check_params(params)?;
+        let keys = self.key_set(params.segment_height)?;
+        let fresh = !keys.exists();
+        let meta = keys.ensure_generated()?;
+        let total: u64 = meta.files.iter().map(|(_, len)| len).sum();
+        let sizes: Vec<String> = meta
+            .files
+            .iter()
+            .map(|(name, len)| format!("{name} {:.1} MB", *len as f64 / 1e6))
+            .collect();
+        Ok(format!(
+            "keys for segment height {} {} at {} (keygen: app {:.1} s, aggregation {:.1} s; {:.1} MB: {})",
+            params.segment_height,
+            if fresh { "generated" } else { "loaded from cache" },
+            keys.dir.display(),
+            meta.app_keygen_seconds,
+            meta.agg_keygen_seconds,
+            total as f64 / 1e6,
+            sizes.join(", ")
+        ))
+    }
+
+    fn execute(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+    ) -> Result<SegmentPlan, BackendError> {
+        Self::check_params(params)?;
+        let keys = self.key_set(params.segment_height)?;
+        // Execution needs the app key (for trace widths); generate the whole set once here.
+        keys.ensure_generated()?;
+        let loaded = self.program(&keys, program)?;
+        execution::execute(&keys, &loaded, input, params.max_instructions)
+    }
+
+    fn prove_segment(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+        segment: &SegmentSpec,
+        is_last: bool,
+    ) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+        let keys = self.key_set(params.segment_height)?;
+        let loaded = self.program(&keys, program)?;
+        proofs::prove_segment(&keys, &loaded, input, segment, is_last)
+    }
+
+    fn aggregate(
+        &self,
+        params: &ProvingParams,
+        layer: AggLayer,
+        children: &[ProofBlob],
+    ) -> Result<ProofBlob, BackendError> {
+        let keys = self.key_set(params.segment_height)?;
+        proofs::aggregate(&keys, layer, children)
+    }
+
+    fn check_segment_proof(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        plan: &SegmentPlan,
+        segment: &SegmentSpec,
+        proof: &ProofBlob,
+    ) -> Verdict {
+        let checked = self
+            .key_set(params.segment_height)
+            .and_then(|keys| Ok((self.program(&keys, program)?, keys)))
+            .map_err(|e| format!("cannot check: {e}"))
+            .and_then(|(loaded, keys)| proofs::check_segment(&keys, &loaded, plan, segment, proof));
+        checked.into()
+    }
+
+    fn check_aggregate_proof(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        plan: &SegmentPlan,
+        layer: AggLayer,
+        covered: &[SegmentSpec],
+        proof: &ProofBlob,
+    ) -> Verdict {
+        let checked = self
+            .key_set(params.segment_height)
+            .and_then(|keys| Ok((self.program(&keys, program)?, keys)))
+            .map_err(|e| format!("cannot check: {e}"))
+            .and_then(|(loaded, keys)| {
+                proofs::check_aggregate(&keys, &loaded, plan, layer, covered, proof)
+            });
+        checked.into()
+    }
+
+    fn finalize(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        root: &ProofBlob,
+        last_segment: &ProofBlob,
+    ) -> Result<Vec<u8>, BackendError> {
+        let (inner, _) = ProofEnvelope::decode(root).map_err(BackendError::MalformedTask)?;
+        let (_, user_pvs) =
+            ProofEnvelope::decode(last_segment).map_err(BackendError::MalformedTask)?;
+        let user_pvs_proof = user_pvs.ok_or_else(|| {
+            BackendError::MalformedTask("last segment proof has no public values proof".into())
+        })?;
+        let proof = openvm_verify_stark_host::VmStarkProof {
+            inner,
+            user_pvs_proof,
+            deferral_merkle_proofs: None,
+        };
+        let vk = self.program_verifying_key(program, params.segment_height)?;
+        let exe_commit = vk.baseline.app_exe_commit;
+        let bytes = proof_file::write(proof, params.segment_height, &program.digest, &exe_commit)?;
+        // Never hand out a proof we have not verified the way a user will.
+        self.verify_final(program, &bytes)?;
+        Ok(bytes)
+    }
+
+    fn verify_final(
+        &self,
+        program: &ProgramImage,
+        proof_file: &[u8],
+    ) -> Result<VerifiedProof, BackendError> {
+        let (file, proof) = proof_file::read(proof_file)?;
+        keys::validate_segment_height(file.segment_height)
+            .map_err(|e| BackendError::ProofRejected(e.to_string()))?;
+        let vk = self.program_verifying_key(program, file.segment_height)?;
+        // The cryptographic check comes first and is against the program the caller named,
+        // never against anything the file says about itself.
+        Sdk::verify_proof(vk.mvk.clone(), vk.baseline.clone(), &proof).map_err(|e| {
+            BackendError::ProofRejected(format!(
+                "OpenVM verifier rejects the proof for this program: {e}"
+            ))
+        })?;
+        let public_values = proof_file::public_values_of(&proof);
+        let program_commit = proof_file::digest_hex(&vk.baseline.app_exe_commit);
+        if file.public_values != hex::encode(&public_values) {
+            return Err(BackendError::ProofRejected(
+                "the file's public-values member differs from the values the proof commits to"
+                    .into(),
+            ));
+        }
+        if file.app_exe_commit != program_commit {
+            return Err(BackendError::ProofRejected(
+                "the file's app-exe-commit member differs from the program's".into(),
+            ));
+        }
+        if file.program_sha256 != program.digest {
+            return Err(BackendError::ProofRejected(
+                "the file's program-sha256 member names another program".into(),
+            ));
+        }
+        Ok(VerifiedProof {
+            public_values,
+            program_commit,
+        })
+    }
+}

@@ -1,0 +1,131 @@
+//! The final proof file: a self-describing JSON document around OpenVM's own versioned proof.
+//!
+//! The `openvm-proof` member is exactly OpenVM's `VersionedVmStarkProof` encoding, so the proof
+//! can be verified with `Sdk::verify_proof` and the program's verifying key without Plait.
+//! Every member is checked on reading (unknown members are refused), so no byte of the file
+//! can change without the verifier noticing.
+
+use openvm_sdk::{types::VersionedVmStarkProof, F};
+use openvm_stark_backend::p3_field::PrimeField32;
+use openvm_verify_stark_host::VmStarkProof;
+use serde::{Deserialize, Serialize};
+
+use crate::BackendError;
+
+pub(crate) const FORMAT: &str = "plait-proof";
+pub(crate) const FORMAT_VERSION: u32 = 1;
+pub(crate) const OPENVM_PROOF_VERSION: &str = "v2.0";
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub(crate) struct ProofFile {
+    pub format: String,
+    pub format_version: u32,
+    pub backend: String,
+    pub segment_height: u32,
+    /// SHA-256 of the guest ELF the proof is for.
+    pub program_sha256: String,
+    /// OpenVM's commitment to the program (code, initial memory, entry point), hex words.
+    pub app_exe_commit: String,
+    /// The public values the program revealed, hex.
+    pub public_values: String,
+    pub openvm_proof: OpenVmProofJson,
+}
+
+/// OpenVM's `VersionedVmStarkProof` JSON, mirrored so that unknown or missing members are
+/// refused rather than defaulted.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OpenVmProofJson {
+    pub version: String,
+    pub proof: String,
+    pub user_pvs_proof: String,
+    pub deferral_merkle_proofs: Option<String>,
+}
+
+pub(crate) fn public_values_of(proof: &VmStarkProof) -> Vec<u8> {
+    proof
+        .user_pvs_proof
+        .public_values
+        .iter()
+        .map(|x| x.as_canonical_u32() as u8)
+        .collect()
+}
+
+pub(crate) fn digest_hex(digest: &[F; 8]) -> String {
+    digest
+        .iter()
+        .map(|x| format!("{:08x}", x.as_canonical_u32()))
+        .collect()
+}
+
+pub(crate) fn write(
+    proof: VmStarkProof,
+    segment_height: u32,
+    program_sha256: &str,
+    exe_commit: &[F; 8],
+) -> Result<Vec<u8>, BackendError> {
+    let public_values = hex::encode(public_values_of(&proof));
+    let versioned = VersionedVmStarkProof::new(proof)
+        .map_err(|e| BackendError::ProvingFailed(format!("proof does not encode: {e}")))?;
+    let file = ProofFile {
+        format: FORMAT.into(),
+        format_version: FORMAT_VERSION,
+        backend: "openvm".into(),
+        segment_height,
+        program_sha256: program_sha256.into(),
+        app_exe_commit: digest_hex(exe_commit),
+        public_values,
+        openvm_proof: OpenVmProofJson {
+            version: versioned.version,
+            proof: hex::encode(versioned.proof),
+            user_pvs_proof: hex::encode(versioned.user_pvs_proof),
+            deferral_merkle_proofs: versioned.deferral_merkle_proofs.map(hex::encode),
+        },
+    };
+    let mut bytes = serde_json::to_vec_pretty(&file).expect("proof file serializes");
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
+/// Parses a proof file and checks its envelope; the proof itself is verified by the caller.
+pub(crate) fn read(bytes: &[u8]) -> Result<(ProofFile, VmStarkProof), BackendError> {
+    let bad = |reason: String| BackendError::ProofRejected(reason);
+    let file: ProofFile = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("not a well-formed Plait proof file: {e}")))?;
+    if file.format != FORMAT || file.format_version != FORMAT_VERSION {
+        return Err(bad(format!(
+            "unsupported proof format {:?} version {}; this Plait reads {FORMAT:?} version {FORMAT_VERSION}",
+            file.format, file.format_version
+        )));
+    }
+    if file.backend != "openvm" {
+        return Err(bad(format!(
+            "proof is from backend {:?}, not openvm",
+            file.backend
+        )));
+    }
+    let inner = &file.openvm_proof;
+    if inner.version != OPENVM_PROOF_VERSION {
+        return Err(bad(format!(
+            "OpenVM proof version {:?} is not {OPENVM_PROOF_VERSION}",
+            inner.version
+        )));
+    }
+    let hex_field = |name: &str, s: &str| {
+        hex::decode(s).map_err(|e| bad(format!("member {name} is not valid hex: {e}")))
+    };
+    let versioned = VersionedVmStarkProof {
+        version: inner.version.clone(),
+        proof: hex_field("proof", &inner.proof)?,
+        user_pvs_proof: hex_field("user_pvs_proof", &inner.user_pvs_proof)?,
+        deferral_merkle_proofs: inner
+            .deferral_merkle_proofs
+            .as_deref()
+            .map(|s| hex_field("deferral_merkle_proofs", s))
+            .transpose()?,
+    };
+    let proof = VmStarkProof::try_from(versioned)
+        .map_err(|e| bad(format!("OpenVM proof does not decode: {e}")))?;
+    Ok((file, proof))
+}

@@ -1,0 +1,421 @@
+//! Segment and aggregation proofs: producing them on a worker, and the coordinator's checks
+//! that a returned proof is valid *and* is the proof it asked for.
+
+use std::{borrow::Borrow, mem::size_of, time::Instant};
+
+use openvm_circuit::{
+    arch::{
+        hasher::poseidon2::vm_poseidon2_hasher, CONNECTOR_AIR_ID, MERKLE_AIR_ID, PROGRAM_AIR_ID,
+        PROGRAM_CACHED_TRACE_INDEX,
+    },
+    system::{
+        connector::VmConnectorPvs,
+        memory::merkle::{public_values::UserPublicValuesProof, MemoryMerklePvs},
+    },
+};
+use openvm_continuations::prover::ChildVkKind;
+use openvm_sdk::{F, SC};
+use openvm_stark_backend::{
+    codec::{Decode, Encode},
+    keygen::types::MultiStarkVerifyingKey,
+    p3_field::PrimeField32,
+    proof::Proof,
+    StarkEngine,
+};
+use openvm_verify_stark_host::pvs::{VmPvs, VM_PVS_AIR_ID};
+use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    execution::{stdin_of, Boundary, SegmentHint},
+    keys::{Engine, KeySet},
+    program::{vm_instance, LoadedProgram},
+};
+use crate::{BackendError, ProofBlob, SegmentProofMeta, Verdict};
+
+const ENVELOPE_VERSION: u8 = 1;
+
+/// What travels between worker and coordinator: an encoded STARK proof, plus, for the last
+/// segment, the proof that the public values sit in the final memory.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct ProofEnvelope {
+    pub version: u8,
+    pub proof: Vec<u8>,
+    pub user_pvs_proof: Option<Vec<u8>>,
+}
+
+impl ProofEnvelope {
+    pub fn encode(proof: &Proof<SC>, user_pvs: Option<&UserPublicValuesProof<8, F>>) -> ProofBlob {
+        let proof = proof
+            .encode_to_vec()
+            .expect("encoding to memory cannot fail");
+        let user_pvs_proof = user_pvs.map(|p| {
+            let mut buf = Vec::new();
+            p.encode::<SC, _>(&mut buf)
+                .expect("encoding to memory cannot fail");
+            buf
+        });
+        let envelope = ProofEnvelope {
+            version: ENVELOPE_VERSION,
+            proof,
+            user_pvs_proof,
+        };
+        ProofBlob(bitcode::serialize(&envelope).expect("envelope serializes"))
+    }
+
+    pub fn decode(
+        blob: &ProofBlob,
+    ) -> Result<(Proof<SC>, Option<UserPublicValuesProof<8, F>>), String> {
+        let envelope: ProofEnvelope = bitcode::deserialize(&blob.0)
+            .map_err(|e| format!("proof envelope does not decode: {e}"))?;
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(format!(
+                "proof envelope version {} is not {ENVELOPE_VERSION}",
+                envelope.version
+            ));
+        }
+        let proof = Proof::<SC>::decode_from_bytes(&envelope.proof)
+            .map_err(|e| format!("STARK proof does not decode: {e}"))?;
+        let user_pvs = envelope
+            .user_pvs_proof
+            .map(|bytes| {
+                UserPublicValuesProof::<8, F>::decode::<SC, _>(&mut std::io::Cursor::new(&bytes))
+                    .map_err(|e| format!("public values proof does not decode: {e}"))
+            })
+            .transpose()?;
+        Ok((proof, user_pvs))
+    }
+}
+
+pub(crate) fn prove_segment(
+    keys: &KeySet,
+    program: &LoadedProgram,
+    input: &ProgramInput,
+    segment: &SegmentSpec,
+    is_last: bool,
+) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+    let hint = SegmentHint::of(segment)?;
+    let mut instance = vm_instance(keys, &program.exe)?;
+    let failed = |e: &dyn std::fmt::Display| BackendError::ProvingFailed(e.to_string());
+
+    // OpenVM's VM state does not serialize, so rebuild it by executing up to the segment.
+    let started = Instant::now();
+    let state = {
+        let interpreter = instance
+            .vm
+            .interpreter(&program.exe)
+            .map_err(|e| failed(&e))?;
+        let initial = interpreter.create_initial_vm_state(stdin_of(input));
+        if segment.instret_start == 0 {
+            initial
+        } else {
+            interpreter
+                .execute_from_state(initial, Some(segment.instret_start))
+                .map_err(|e| failed(&e))?
+        }
+    };
+    let reexecution_seconds = started.elapsed().as_secs_f64();
+    if state.pc() != hint.start.pc {
+        return Err(BackendError::MalformedTask(format!(
+            "re-execution reached pc {:#x}, the plan says segment {} starts at {:#x}: \
+             input or program differ from the plan's",
+            state.pc(),
+            segment.index,
+            hint.start.pc
+        )));
+    }
+
+    let started = Instant::now();
+    let instance = &mut instance;
+    let (proof, final_memory) = instance
+        .vm
+        .prove(
+            &mut instance.interpreter,
+            state,
+            Some(segment.num_insns),
+            &hint.trace_heights,
+        )
+        .map_err(|e| failed(&e))?;
+    let user_pvs = if is_last {
+        let final_memory = final_memory.ok_or_else(|| {
+            BackendError::ProvingFailed("the last segment did not end in a successful exit".into())
+        })?;
+        let top_tree = instance.vm.memory_top_tree().ok_or_else(|| {
+            BackendError::ProvingFailed("VM kept no memory tree after the last segment".into())
+        })?;
+        let config = instance.vm.config().as_ref();
+        Some(UserPublicValuesProof::compute(
+            config.memory_config.memory_dimensions(),
+            config.num_public_values,
+            &vm_poseidon2_hasher(),
+            &final_memory.memory,
+            top_tree,
+        ))
+    } else {
+        None
+    };
+    let proving_seconds = started.elapsed().as_secs_f64();
+    Ok((
+        ProofEnvelope::encode(&proof, user_pvs.as_ref()),
+        SegmentProofMeta {
+            reexecution_seconds,
+            proving_seconds,
+        },
+    ))
+}
+
+/// The most children one node of `layer` takes (a circuit constant in OpenVM).
+pub(crate) fn max_children(layer: AggLayer) -> usize {
+    match layer {
+        AggLayer::Leaf => openvm_sdk::config::MAX_NUM_CHILDREN_LEAF,
+        AggLayer::InternalForLeaf | AggLayer::InternalRecursive(_) => {
+            openvm_sdk::config::MAX_NUM_CHILDREN_INTERNAL
+        }
+        AggLayer::Wrap => 1,
+    }
+}
+
+pub(crate) fn aggregate(
+    keys: &KeySet,
+    layer: AggLayer,
+    children: &[ProofBlob],
+) -> Result<ProofBlob, BackendError> {
+    if children.is_empty() || children.len() > max_children(layer) {
+        return Err(BackendError::MalformedTask(format!(
+            "a {layer} node takes 1 to {} children, got {}",
+            max_children(layer),
+            children.len()
+        )));
+    }
+    let proofs = children
+        .iter()
+        .map(|c| ProofEnvelope::decode(c).map(|(p, _)| p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(BackendError::MalformedTask)?;
+    let failed = |e: eyre::Report| BackendError::ProvingFailed(format!("{layer} node: {e}"));
+    let proof = match layer {
+        AggLayer::Leaf => keys
+            .leaf_prover()?
+            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::App),
+        AggLayer::InternalForLeaf => keys
+            .internal_for_leaf_prover()?
+            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::Standard),
+        AggLayer::InternalRecursive(0) => keys
+            .internal_recursive_prover()?
+            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::Standard),
+        // Deeper recursive layers and the wrap verify proofs of their own circuit.
+        AggLayer::InternalRecursive(_) | AggLayer::Wrap => keys
+            .internal_recursive_prover()?
+            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::RecursiveSelf),
+    }
+    .map_err(failed)?;
+    Ok(ProofEnvelope::encode(&proof, None))
+}
+
+/// The verifying key a proof of `layer` must verify under.
+fn layer_vk(keys: &KeySet, layer: AggLayer) -> Result<&MultiStarkVerifyingKey<SC>, BackendError> {
+    let vks = keys.vks()?;
+    Ok(match layer {
+        AggLayer::Leaf => &vks.leaf,
+        AggLayer::InternalForLeaf => &vks.internal_for_leaf,
+        AggLayer::InternalRecursive(_) | AggLayer::Wrap => &vks.internal_recursive,
+    })
+}
+
+fn verify_stark(vk: &MultiStarkVerifyingKey<SC>, proof: &Proof<SC>) -> Result<(), String> {
+    Engine::new(vk.inner.params.clone())
+        .verify(vk, proof)
+        .map_err(|e| format!("STARK verification failed: {e:?}"))
+}
+
+fn words(digest: &[F; 8]) -> [u32; 8] {
+    digest.map(|x| x.as_canonical_u32())
+}
+
+/// The facts about an execution slice that a proof exposes, in one shape for segment and
+/// aggregation proofs.
+struct SliceClaims {
+    program_commit: [u32; 8],
+    start: Boundary,
+    end: Boundary,
+    is_terminate: bool,
+    exit_code: u32,
+}
+
+/// Compares what a proof claims with the plan's boundaries for the slice it was asked for.
+fn compare_with_plan(
+    claims: &SliceClaims,
+    program: &LoadedProgram,
+    first: &SegmentHint,
+    last: &SegmentHint,
+    ends_execution: bool,
+) -> Result<(), String> {
+    if claims.program_commit != words(&program.program_commit) {
+        return Err("proof is of another program (program commitment differs)".into());
+    }
+    if claims.start != first.start {
+        return Err(format!(
+            "proof starts at pc {:#x} / memory root {:08x?}, the slice starts at pc {:#x} / {:08x?}",
+            claims.start.pc, claims.start.memory_root[0], first.start.pc, first.start.memory_root[0]
+        ));
+    }
+    if claims.end.memory_root != last.end.memory_root {
+        return Err("proof ends in another memory state than the slice".into());
+    }
+    if claims.is_terminate != ends_execution {
+        return Err(format!(
+            "proof says the program {} here, the plan says it {}",
+            if claims.is_terminate {
+                "terminates"
+            } else {
+                "continues"
+            },
+            if ends_execution {
+                "terminates"
+            } else {
+                "continues"
+            }
+        ));
+    }
+    if ends_execution {
+        if claims.exit_code != 0 {
+            return Err(format!("proof shows exit code {}", claims.exit_code));
+        }
+    } else if claims.end.pc != last.end.pc {
+        return Err(format!(
+            "proof ends at pc {:#x}, the slice ends at {:#x}",
+            claims.end.pc, last.end.pc
+        ));
+    }
+    Ok(())
+}
+
+fn pvs_slice(proof: &Proof<SC>, air: usize, len: usize) -> Result<&[F], String> {
+    let pvs = proof
+        .public_values
+        .get(air)
+        .ok_or_else(|| format!("proof has no public values for AIR {air}"))?;
+    if pvs.len() != len {
+        return Err(format!(
+            "AIR {air} exposes {} public values, expected {len}",
+            pvs.len()
+        ));
+    }
+    Ok(pvs)
+}
+
+pub(crate) fn check_segment(
+    keys: &KeySet,
+    program: &LoadedProgram,
+    plan: &SegmentPlan,
+    segment: &SegmentSpec,
+    blob: &ProofBlob,
+) -> Result<(), String> {
+    let hint = SegmentHint::of(segment).map_err(|e| e.to_string())?;
+    let (proof, user_pvs) = ProofEnvelope::decode(blob)?;
+    let vks = keys.vks().map_err(|e| e.to_string())?;
+    verify_stark(&vks.app, &proof)?;
+
+    let program_commit = proof
+        .trace_vdata
+        .get(PROGRAM_AIR_ID)
+        .and_then(|v| v.as_ref())
+        .and_then(|v| v.cached_commitments.get(PROGRAM_CACHED_TRACE_INDEX))
+        .ok_or("proof has no program commitment")?;
+    let connector: &VmConnectorPvs<F> =
+        pvs_slice(&proof, CONNECTOR_AIR_ID, size_of::<VmConnectorPvs<u8>>())?.borrow();
+    let merkle: &MemoryMerklePvs<F, 8> =
+        pvs_slice(&proof, MERKLE_AIR_ID, size_of::<MemoryMerklePvs<u8, 8>>())?.borrow();
+    let claims = SliceClaims {
+        program_commit: words(program_commit),
+        start: Boundary {
+            pc: connector.initial_pc.as_canonical_u32(),
+            memory_root: words(&merkle.initial_root),
+        },
+        end: Boundary {
+            pc: connector.final_pc.as_canonical_u32(),
+            memory_root: words(&merkle.final_root),
+        },
+        is_terminate: connector.is_terminate(),
+        exit_code: connector.exit_code.as_canonical_u32(),
+    };
+    let is_last = segment.index as usize + 1 == plan.segments.len();
+    compare_with_plan(&claims, program, &hint, &hint, is_last)?;
+
+    match (is_last, user_pvs) {
+        (true, Some(user_pvs)) => {
+            let config = keys
+                .app_pk()
+                .map_err(|e| e.to_string())?
+                .vm_config()
+                .as_ref();
+            user_pvs
+                .verify(
+                    &vm_poseidon2_hasher(),
+                    config.memory_config.memory_dimensions(),
+                    merkle.final_root,
+                )
+                .map_err(|e| format!("public values proof does not verify: {e:?}"))?;
+            let revealed: Vec<u8> = user_pvs
+                .public_values
+                .iter()
+                .map(|x| x.as_canonical_u32() as u8)
+                .collect();
+            if revealed != plan.public_values {
+                return Err("public values differ from the planned execution's".into());
+            }
+        }
+        (true, None) => return Err("the last segment's proof lacks its public values proof".into()),
+        (false, Some(_)) => {
+            return Err("only the last segment carries a public values proof".into())
+        }
+        (false, None) => {}
+    }
+    Ok(())
+}
+
+pub(crate) fn check_aggregate(
+    keys: &KeySet,
+    program: &LoadedProgram,
+    plan: &SegmentPlan,
+    layer: AggLayer,
+    covered: &[SegmentSpec],
+    blob: &ProofBlob,
+) -> Result<(), String> {
+    let (first, last) = match (covered.first(), covered.last()) {
+        (Some(first), Some(last)) => (first, last),
+        _ => return Err("an aggregation node must cover at least one segment".into()),
+    };
+    let (proof, user_pvs) = ProofEnvelope::decode(blob)?;
+    if user_pvs.is_some() {
+        return Err("aggregation proofs carry no public values proof".into());
+    }
+    verify_stark(layer_vk(keys, layer).map_err(|e| e.to_string())?, &proof)?;
+    let pvs: &VmPvs<F> = pvs_slice(&proof, VM_PVS_AIR_ID, size_of::<VmPvs<u8>>())?.borrow();
+    let claims = SliceClaims {
+        program_commit: words(&pvs.program_commit),
+        start: Boundary {
+            pc: pvs.initial_pc.as_canonical_u32(),
+            memory_root: words(&pvs.initial_root),
+        },
+        end: Boundary {
+            pc: pvs.final_pc.as_canonical_u32(),
+            memory_root: words(&pvs.final_root),
+        },
+        is_terminate: pvs.is_terminate.as_canonical_u32() == 1,
+        exit_code: pvs.exit_code.as_canonical_u32(),
+    };
+    let ends_execution = last.index as usize + 1 == plan.segments.len();
+    let first = SegmentHint::of(first).map_err(|e| e.to_string())?;
+    let last = SegmentHint::of(last).map_err(|e| e.to_string())?;
+    compare_with_plan(&claims, program, &first, &last, ends_execution)
+}
+
+impl From<Result<(), String>> for Verdict {
+    fn from(result: Result<(), String>) -> Self {
+        match result {
+            Ok(()) => Verdict::Accepted,
+            Err(reason) => Verdict::Rejected { reason },
+        }
+    }
+}
