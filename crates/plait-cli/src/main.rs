@@ -1,1 +1,103 @@
-fn main() {}
+//! `plait`: a proving pool for zkVM continuations. This binary is a thin shell over the
+//! `plait-*` libraries: it parses arguments, sets up logging, and maps errors to exit codes
+//! (see [`exit`]).
+
+mod commands;
+mod exit;
+mod guest_build;
+mod local;
+mod program_arg;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "plait",
+    version,
+    about = "A proving pool for zkVM continuations"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Where keys, built guests and worker logs are kept.
+    #[arg(long, global = true, env = "PLAIT_CACHE_DIR")]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Execute a program and print its segment plan, without proving.
+    Execute(commands::execute::ExecuteArgs),
+    /// Prove a program with local worker processes and write the final proof.
+    Prove(commands::prove::ProveArgs),
+    /// Verify a proof file against the program it claims to prove.
+    Verify(commands::verify::VerifyArgs),
+    /// Generate (or load) the proving keys for a segment height and report them.
+    Keygen(KeygenArgs),
+    /// Build a guest program directory into a RISC-V ELF.
+    BuildGuest(BuildGuestArgs),
+    /// Run a worker that proves tasks for a coordinator.
+    Worker(commands::worker::WorkerArgs),
+}
+
+#[derive(Args)]
+struct KeygenArgs {
+    #[arg(long, default_value_t = 20)]
+    segment_height: u32,
+}
+
+#[derive(Args)]
+struct BuildGuestArgs {
+    /// The guest's package directory (with its Cargo.toml).
+    dir: PathBuf,
+}
+
+fn cache_dir(explicit: Option<PathBuf>) -> PathBuf {
+    explicit.unwrap_or_else(|| {
+        std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+            .unwrap_or_else(|| PathBuf::from(".cache"))
+            .join("plait")
+    })
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PLAIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let cache = cache_dir(cli.cache_dir);
+    let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Execute(args) => commands::execute::run(args, &cache).await,
+            Command::Prove(args) => commands::prove::run(args, &cache).await,
+            Command::Verify(args) => commands::verify::run(args, &cache).await,
+            Command::Keygen(args) => commands::keygen(args.segment_height, &cache).await,
+            Command::BuildGuest(args) => {
+                let elf = guest_build::build(&args.dir, &cache.join("guest-target"))?;
+                println!("{}", elf.display());
+                Ok(())
+            }
+            Command::Worker(args) => commands::worker::run(args, &cache).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::from(exit::code_for(&error))
+        }
+    }
+}

@@ -1,0 +1,90 @@
+//! The types that cross the wire between a coordinator and its workers. See `docs/api.md`.
+//!
+//! Every request and response body here is JSON, except proof and program bodies, which are
+//! raw bytes (`application/octet-stream`). Routes live under [`API_PREFIX`]; a breaking change
+//! bumps it.
+
+use plait_core::{AggLayer, JobId, ProgramInput, SegmentSpec, TaskId};
+use plait_prover::{ProvingParams, SegmentProofMeta, Verdict};
+use serde::{Deserialize, Serialize};
+
+pub const API_PREFIX: &str = "/v1";
+
+/// HTTP header carrying a result's [`SegmentProofMeta`] as JSON.
+pub const TASK_META_HEADER: &str = "plait-task-meta";
+
+/// A worker asks for work. The coordinator answers with a task that fits, or none after a
+/// short wait (long poll).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClaimTaskRequest {
+    pub worker_id: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    /// Backend name and zkVM version the worker proves with; tasks go only to matching workers.
+    pub backend: String,
+    pub backend_version: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClaimTaskResponse {
+    pub task: Option<TaskAssignment>,
+}
+
+/// One task, self-contained: with the program (fetched by digest) and the children's proofs
+/// (fetched by task id) a worker needs nothing else.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TaskAssignment {
+    pub job_id: JobId,
+    pub task_id: TaskId,
+    /// Attempt number of this lease; results and heartbeats must quote it.
+    pub attempt: u32,
+    pub params: ProvingParams,
+    pub program_sha256: String,
+    /// Seconds the lease lasts without a heartbeat.
+    pub lease_seconds: u64,
+    pub work: Work,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
+pub enum Work {
+    ProveSegment {
+        segment: SegmentSpec,
+        is_last: bool,
+        input: ProgramInput,
+    },
+    Aggregate {
+        layer: AggLayer,
+        /// Tasks whose accepted proofs are the children, in execution order.
+        children: Vec<TaskId>,
+    },
+}
+
+/// The coordinator's answer to a submitted result.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SubmitResultResponse {
+    pub verdict: Verdict,
+}
+
+/// A worker gives up on a task (its proving failed).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ReportFailureRequest {
+    pub reason: String,
+}
+
+/// The body of every non-2xx answer.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ApiErrorBody {
+    /// Stable machine-readable code, e.g. `unauthorized`, `unknown-task`, `stale-lease`.
+    pub code: String,
+    pub message: String,
+}
+
+/// Measurements attached to a result.
+pub type TaskMeta = SegmentProofMeta;

@@ -1,0 +1,27 @@
+//! One module per subcommand.
+
+pub mod execute;
+pub mod prove;
+pub mod verify;
+pub mod worker;
+
+use std::{path::Path, sync::Arc};
+
+use anyhow::Result;
+use plait_prover::{openvm::OpenVmBackend, ProverBackend, ProvingParams};
+
+/// The backend every real command uses.
+pub fn openvm_backend(cache: &Path) -> Arc<OpenVmBackend> {
+    Arc::new(OpenVmBackend::new(cache))
+}
+
+pub async fn keygen(segment_height: u32, cache: &Path) -> Result<()> {
+    let backend = openvm_backend(cache);
+    let params = ProvingParams {
+        segment_height,
+        ..Default::default()
+    };
+    let report = tokio::task::spawn_blocking(move || backend.prepare_keys(&params)).await??;
+    println!("{report}");
+    Ok(())
+}

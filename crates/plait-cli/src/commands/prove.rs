@@ -1,0 +1,200 @@
+//! `plait prove`: the main job. Executes the program, proves its segments in local worker
+//! processes, aggregates them, writes and verifies the final proof.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use plait_coordinator::{JobStatus, TaskTiming};
+use plait_core::JobId;
+use plait_prover::{dev::DevBackend, ProverBackend};
+
+use super::openvm_backend;
+use crate::{exit::ProvingFailed, local::LocalPool, program_arg::ProgramArgs};
+
+#[derive(Args)]
+pub struct ProveArgs {
+    #[command(flatten)]
+    program: ProgramArgs,
+    /// Local worker processes to start.
+    #[arg(long, default_value_t = 2)]
+    workers: usize,
+    /// Where to write the proof (default: PROGRAM-NAME.proof).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Use the dev backend: FAKE proofs that prove nothing, for testing the pool only.
+    #[arg(long)]
+    dev: bool,
+    /// Print the per-task timings as JSON on stdout when done.
+    #[arg(long)]
+    timings_json: bool,
+}
+
+fn spinner(message: &str) -> ProgressBar {
+    let bar = ProgressBar::new_spinner().with_message(message.to_string());
+    bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));
+    bar.enable_steady_tick(Duration::from_millis(120));
+    bar
+}
+
+pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
+    let started = Instant::now();
+    let (program, input) = args.program.load(cache)?;
+    let params = args.program.params.params();
+    let backend: Arc<dyn ProverBackend> = if args.dev {
+        eprintln!("WARNING: --dev: the dev backend makes FAKE proofs that prove nothing");
+        Arc::new(DevBackend::default())
+    } else {
+        openvm_backend(cache)
+    };
+    let output = args.output.clone().unwrap_or_else(|| {
+        let stem = args
+            .program
+            .program
+            .file_name()
+            .map_or("program".into(), |n| n.to_string_lossy().to_string());
+        PathBuf::from(format!("{stem}.proof"))
+    });
+
+    let mut pool = LocalPool::start(backend, cache).await?;
+    let coordinator = pool.coordinator.clone();
+
+    let bar = spinner("keys");
+    let keys = coordinator.prepare_keys(params).await?;
+    bar.finish_and_clear();
+    eprintln!("{keys}");
+
+    let bar = spinner("executing");
+    let exec_started = Instant::now();
+    let job = coordinator
+        .submit_job(program.clone(), input, params)
+        .await?;
+    bar.finish_and_clear();
+    let plan = coordinator.plan(job)?;
+    eprintln!(
+        "executed {} instructions in {:.2} s: {} segments at segment height {}",
+        plan.total_insns(),
+        exec_started.elapsed().as_secs_f64(),
+        plan.segments.len(),
+        params.segment_height
+    );
+
+    pool.spawn_workers(args.workers, cache, args.dev)?;
+    eprintln!(
+        "{} worker processes proving (coordinator {}; logs in {})",
+        args.workers,
+        pool.url,
+        pool.log_dir.display()
+    );
+    let status = follow_progress(&coordinator, job).await?;
+    let timings = coordinator.timings(job)?;
+    pool.shutdown().await;
+
+    match status {
+        JobStatus::Succeeded(bytes) => {
+            std::fs::write(&output, &bytes)
+                .with_context(|| format!("writing {}", output.display()))?;
+            print_summary(&timings);
+            eprintln!(
+                "{} written to {} ({} bytes) in {:.1} s total",
+                if args.dev {
+                    "FAKE dev proof (proves nothing)"
+                } else {
+                    "proof verified and"
+                },
+                output.display(),
+                bytes.len(),
+                started.elapsed().as_secs_f64()
+            );
+            if args.timings_json {
+                println!("{}", serde_json::to_string_pretty(&timings)?);
+            }
+            Ok(())
+        }
+        JobStatus::Failed(reason) => {
+            for event in coordinator.events(job)? {
+                eprintln!("  [{:>7.1} s] {}", event.at_seconds, event.message);
+            }
+            Err(ProvingFailed(format!("proving failed: {reason}")).into())
+        }
+        JobStatus::Running => unreachable!("follow_progress returns only when the job ended"),
+    }
+}
+
+/// Shows one progress bar per phase until the job ends.
+async fn follow_progress(
+    coordinator: &plait_coordinator::Coordinator,
+    job: JobId,
+) -> Result<JobStatus> {
+    let multi = MultiProgress::new();
+    let style = ProgressStyle::with_template("{prefix:>22} [{bar:30}] {pos}/{len} {msg}")
+        .expect("template")
+        .progress_chars("=> ");
+    let mut bars: HashMap<String, ProgressBar> = HashMap::new();
+    let mut reported: HashMap<String, bool> = HashMap::new();
+    loop {
+        let progress = coordinator.progress(job)?;
+        for (phase, done, total) in &progress.phases {
+            let bar = bars.entry(phase.clone()).or_insert_with(|| {
+                let bar = multi.add(ProgressBar::new(*total as u64));
+                bar.set_style(style.clone());
+                bar.set_prefix(phase.clone());
+                bar
+            });
+            bar.set_position(*done as u64);
+            if done == total && !reported.get(phase).copied().unwrap_or(false) {
+                reported.insert(phase.clone(), true);
+                bar.finish_with_message(format!("done at {:.1} s", progress.elapsed_seconds));
+                multi.suspend(|| {
+                    eprintln!(
+                        "{phase}: {total}/{total} done at {:.1} s",
+                        progress.elapsed_seconds
+                    )
+                });
+            } else if done != total {
+                bar.set_message(format!("{:.0} s", progress.elapsed_seconds));
+            }
+        }
+        if progress.finished {
+            break;
+        }
+        coordinator.changed(Duration::from_millis(500)).await;
+    }
+    // Finalization runs after the last phase completes; wait for its verdict.
+    loop {
+        match coordinator.status(job)? {
+            JobStatus::Running => coordinator.changed(Duration::from_millis(200)).await,
+            status => return Ok(status),
+        }
+    }
+}
+
+fn print_summary(timings: &[TaskTiming]) {
+    let mut phases: Vec<(String, Vec<&TaskTiming>)> = Vec::new();
+    for t in timings {
+        match phases.iter_mut().find(|(p, _)| *p == t.phase) {
+            Some((_, list)) => list.push(t),
+            None => phases.push((t.phase.clone(), vec![t])),
+        }
+    }
+    eprintln!(
+        "{:>22} {:>5} {:>12} {:>12} {:>14}",
+        "phase", "tasks", "prove s/task", "wall s/task", "re-exec s/task"
+    );
+    for (phase, list) in phases {
+        let n = list.len() as f64;
+        let prove: f64 = list.iter().map(|t| t.meta.proving_seconds).sum::<f64>() / n;
+        let wall: f64 = list.iter().map(|t| t.wall_seconds).sum::<f64>() / n;
+        let reexec: f64 = list.iter().map(|t| t.meta.reexecution_seconds).sum::<f64>() / n;
+        eprintln!(
+            "{phase:>22} {:>5} {prove:>12.1} {wall:>12.1} {reexec:>14.2}",
+            list.len()
+        );
+    }
+}

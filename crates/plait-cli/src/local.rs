@@ -1,0 +1,105 @@
+//! The embedded pool `plait prove` runs: a coordinator on 127.0.0.1 and worker processes that
+//! talk to it over HTTP exactly as remote workers would.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::Arc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result};
+use plait_coordinator::{http, Coordinator, CoordinatorConfig};
+use plait_prover::ProverBackend;
+use tokio::process::{Child, Command};
+
+pub struct LocalPool {
+    pub coordinator: Arc<Coordinator>,
+    pub url: String,
+    workers: Vec<Child>,
+    server: tokio::task::JoinHandle<()>,
+    reaper: tokio::task::JoinHandle<()>,
+    pub log_dir: PathBuf,
+}
+
+impl LocalPool {
+    /// Starts the coordinator's HTTP server on a free loopback port.
+    pub async fn start(backend: Arc<dyn ProverBackend>, cache: &Path) -> Result<Self> {
+        let config = CoordinatorConfig {
+            worker_token: uuid::Uuid::new_v4().to_string(),
+            lease: Duration::from_secs(60),
+            ..CoordinatorConfig::default()
+        };
+        let coordinator = Coordinator::new(backend, config);
+        let reaper = coordinator.spawn_lease_reaper();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the coordinator to 127.0.0.1")?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = http::router(coordinator.clone(), 1 << 30);
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "coordinator server stopped");
+            }
+        });
+        let log_dir = cache.join("logs").join(format!(
+            "{}-{}",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&log_dir)
+            .with_context(|| format!("creating {}", log_dir.display()))?;
+        Ok(Self {
+            coordinator,
+            url,
+            workers: Vec::new(),
+            server,
+            reaper,
+            log_dir,
+        })
+    }
+
+    /// Spawns `count` worker processes of this very binary.
+    pub fn spawn_workers(&mut self, count: usize, cache: &Path, dev: bool) -> Result<()> {
+        let exe = std::env::current_exe().context("locating the plait binary")?;
+        for i in 0..count {
+            let log_path = self.log_dir.join(format!("worker-{i}.log"));
+            let log = std::fs::File::create(&log_path)
+                .with_context(|| format!("creating {}", log_path.display()))?;
+            let mut command = Command::new(&exe);
+            command
+                .arg("--cache-dir")
+                .arg(cache)
+                .args(["worker", "--coordinator", &self.url])
+                .args(["--worker-id", &format!("local-{i}")])
+                .env(
+                    "PLAIT_WORKER_TOKEN",
+                    &self.coordinator.config().worker_token,
+                )
+                .env(
+                    "PLAIT_LOG",
+                    std::env::var("PLAIT_LOG").unwrap_or_else(|_| "info".into()),
+                )
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true);
+            if dev {
+                command.arg("--dev");
+            }
+            let child = command.spawn().context("starting a worker process")?;
+            self.workers.push(child);
+        }
+        Ok(())
+    }
+
+    pub async fn shutdown(mut self) {
+        for worker in &mut self.workers {
+            let _ = worker.kill().await;
+        }
+        self.server.abort();
+        self.reaper.abort();
+    }
+}

@@ -1,0 +1,184 @@
+//! The worker loop: claim a task, fetch what it needs, prove it on a blocking thread while
+//! heartbeating the lease, upload the result. A worker holds no job state; losing one loses at
+//! most the task it was proving, which the coordinator re-leases when the lease runs out.
+
+mod client;
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+pub use client::{ClientError, CoordinatorClient};
+use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
+use plait_prover::{
+    BackendError, ProgramImage, ProofBlob, ProverBackend, SegmentProofMeta, Verdict,
+};
+
+#[derive(Clone, Debug)]
+pub struct WorkerConfig {
+    pub coordinator: String,
+    pub token: String,
+    pub worker_id: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    /// Stop after this many tasks (for tests and benchmarks); `None` runs forever.
+    pub max_tasks: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("coordinator: {0}")]
+    Client(#[from] ClientError),
+}
+
+/// Runs the claim → prove → submit loop until `max_tasks` is reached or the coordinator says
+/// this worker cannot work for it.
+pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Result<(), WorkerError> {
+    let client = CoordinatorClient::new(&config.coordinator, &config.token);
+    let info = backend.info();
+    let request = ClaimTaskRequest {
+        worker_id: config.worker_id.clone(),
+        cores: config.cores,
+        memory_bytes: config.memory_bytes,
+        backend: info.name.clone(),
+        backend_version: info.version.clone(),
+    };
+    let mut programs: HashMap<String, ProgramImage> = HashMap::new();
+    let mut done = 0u64;
+    tracing::info!(worker = %config.worker_id, coordinator = %config.coordinator, backend = %info.name, "worker started");
+    while config.max_tasks.is_none_or(|max| done < max) {
+        let task = match client.claim(&request).await {
+            Ok(Some(task)) => task,
+            Ok(None) => continue,
+            Err(ClientError::Refused { code, message, .. })
+                if code == "incompatible-worker" || code == "unauthorized" =>
+            {
+                return Err(ClientError::Refused {
+                    status: 0,
+                    code,
+                    message,
+                }
+                .into());
+            }
+            Err(e) => {
+                // The coordinator may be restarting; back off and retry.
+                tracing::warn!(error = %e, "claim failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        done += 1;
+        if let Err(e) = work_on(&client, &backend, &mut programs, &task).await {
+            tracing::warn!(job = %task.job_id, task = %task.task_id, error = %e, "task abandoned");
+        }
+    }
+    Ok(())
+}
+
+async fn work_on(
+    client: &CoordinatorClient,
+    backend: &Arc<dyn ProverBackend>,
+    programs: &mut HashMap<String, ProgramImage>,
+    task: &TaskAssignment,
+) -> Result<(), ClientError> {
+    let (job, id, attempt) = (task.job_id, task.task_id, task.attempt);
+    tracing::info!(job_id = %job, task_id = %id, attempt, "task started");
+    let program = match programs.get(&task.program_sha256) {
+        Some(p) => p.clone(),
+        None => {
+            let bytes = client.program(&task.program_sha256).await?;
+            let program = ProgramImage::new(bytes);
+            if program.digest != task.program_sha256 {
+                return client
+                    .report_failure(
+                        job,
+                        id,
+                        attempt,
+                        "program download does not match its digest",
+                    )
+                    .await;
+            }
+            programs.insert(program.digest.clone(), program.clone());
+            program
+        }
+    };
+    let children = match &task.work {
+        Work::Aggregate { children, .. } => {
+            let mut proofs = Vec::with_capacity(children.len());
+            for child in children {
+                proofs.push(ProofBlob(client.proof(job, *child).await?));
+            }
+            proofs
+        }
+        Work::ProveSegment { .. } => Vec::new(),
+    };
+
+    // Prove on a blocking thread; heartbeat the lease meanwhile.
+    let proving = {
+        let backend = backend.clone();
+        let task = task.clone();
+        tokio::task::spawn_blocking(move || prove(&*backend, &program, &task, &children))
+    };
+    tokio::pin!(proving);
+    let heartbeat_every = Duration::from_secs((task.lease_seconds / 3).max(1));
+    let outcome = loop {
+        tokio::select! {
+            outcome = &mut proving => break outcome,
+            _ = tokio::time::sleep(heartbeat_every) => {
+                if let Err(e) = client.heartbeat(job, id, attempt).await {
+                    tracing::warn!(error = %e, "heartbeat failed");
+                }
+            }
+        }
+    };
+    match outcome {
+        Ok(Ok((proof, meta))) => {
+            let verdict = client.submit(job, id, attempt, proof, &meta).await?;
+            match verdict {
+                Verdict::Accepted => {
+                    tracing::info!(job_id = %job, task_id = %id, "result accepted")
+                }
+                Verdict::Rejected { reason } => {
+                    tracing::warn!(job_id = %job, task_id = %id, %reason, "result rejected")
+                }
+            }
+            Ok(())
+        }
+        Ok(Err(e)) => {
+            client
+                .report_failure(job, id, attempt, &e.to_string())
+                .await
+        }
+        Err(panic) => {
+            client
+                .report_failure(job, id, attempt, &format!("prover panicked: {panic}"))
+                .await
+        }
+    }
+}
+
+fn prove(
+    backend: &dyn ProverBackend,
+    program: &ProgramImage,
+    task: &TaskAssignment,
+    children: &[ProofBlob],
+) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+    // Loads the task's keys, generating them on a machine that has none yet.
+    backend.prepare_keys(&task.params)?;
+    match &task.work {
+        Work::ProveSegment {
+            segment,
+            is_last,
+            input,
+        } => backend.prove_segment(program, input, &task.params, segment, *is_last),
+        Work::Aggregate { layer, .. } => {
+            let started = std::time::Instant::now();
+            let proof = backend.aggregate(&task.params, *layer, children)?;
+            Ok((
+                proof,
+                SegmentProofMeta {
+                    reexecution_seconds: 0.0,
+                    proving_seconds: started.elapsed().as_secs_f64(),
+                },
+            ))
+        }
+    }
+}
