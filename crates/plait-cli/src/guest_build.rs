@@ -148,7 +148,7 @@ pub fn build(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
         .env("CARGO_ENCODED_RUSTFLAGS", flags.join("\x1f"))
         .env("CARGO_TARGET_DIR", target_dir)
         .current_dir(dir)
-        .args(["build", "--release", "--target", GUEST_TARGET])
+        .args(["build", "--quiet", "--release", "--target", GUEST_TARGET])
         .args(["-Z", "build-std=alloc,core,proc_macro,panic_abort,std"])
         .args(["-Z", "build-std-features=compiler-builtins-mem"])
         .args(["--manifest-path", "Cargo.toml"]);

@@ -40,6 +40,9 @@ enum Command {
     BuildGuest(BuildGuestArgs),
     /// Run a worker that proves tasks for a coordinator.
     Worker(commands::worker::WorkerArgs),
+    /// Benchmark baseline: prove with OpenVM's single-process `Sdk::prove` (same keys).
+    #[command(hide = true)]
+    BenchSdkProve(commands::bench::BenchSdkProveArgs),
 }
 
 #[derive(Args)]
@@ -88,6 +91,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Worker(args) => commands::worker::run(args, &cache).await,
+            Command::BenchSdkProve(args) => commands::bench::sdk_prove(args, &cache).await,
         }
     });
     match result {

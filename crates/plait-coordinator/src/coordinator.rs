@@ -188,6 +188,19 @@ impl Coordinator {
             .ok_or(CoordinatorError::UnknownTask(task, job))
     }
 
+    /// Every proof accepted for the job so far, by task.
+    pub fn accepted_proofs(
+        &self,
+        job: JobId,
+    ) -> Result<HashMap<TaskId, ProofBlob>, CoordinatorError> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        Ok(jobs
+            .get(&job)
+            .ok_or(CoordinatorError::UnknownJob(job))?
+            .proofs()
+            .clone())
+    }
+
     fn with_job<T>(
         &self,
         job: JobId,

@@ -276,6 +276,11 @@ impl Job {
         self.proofs.get(&task)
     }
 
+    /// Every accepted proof, by task.
+    pub fn proofs(&self) -> &HashMap<TaskId, ProofBlob> {
+        &self.proofs
+    }
+
     /// Records a verified result. Re-checks the lease: a result whose lease was lost while it
     /// was being checked is dropped. Returns whether the job's root proof is now accepted.
     pub fn accept(

@@ -63,14 +63,19 @@ impl fmt::Debug for ProofBlob {
     }
 }
 
-/// Measurements a worker reports beside a segment proof.
+/// Measurements a worker reports beside a proof.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct SegmentProofMeta {
     /// Seconds spent re-executing the guest from the start to the segment's first
     /// instruction (OpenVM's VM state is not serializable, so a worker rebuilds it).
     pub reexecution_seconds: f64,
-    /// Seconds spent proving the segment itself.
+    /// Seconds spent proving (the segment or the aggregation node).
     pub proving_seconds: f64,
+    /// The worker process's peak resident memory so far, in bytes.
+    pub process_peak_rss_bytes: u64,
+    /// CPU seconds (user + system) the worker process has used so far.
+    pub process_cpu_seconds: f64,
 }
 
 /// The coordinator's judgement of a returned proof. Rejection is a normal outcome, not an error.

@@ -174,8 +174,8 @@ impl ProverBackend for DevBackend {
         Ok((
             encode(&claim),
             SegmentProofMeta {
-                reexecution_seconds: 0.0,
                 proving_seconds: self.segment_delay.as_secs_f64(),
+                ..Default::default()
             },
         ))
     }

@@ -3,6 +3,7 @@
 //! most the task it was proving, which the coordinator re-leases when the lease runs out.
 
 mod client;
+mod usage;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -11,6 +12,7 @@ use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_prover::{
     BackendError, ProgramImage, ProofBlob, ProverBackend, SegmentProofMeta, Verdict,
 };
+pub use usage::{process_usage, ProcessUsage};
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -130,7 +132,10 @@ async fn work_on(
         }
     };
     match outcome {
-        Ok(Ok((proof, meta))) => {
+        Ok(Ok((proof, mut meta))) => {
+            let usage = process_usage();
+            meta.process_peak_rss_bytes = usage.peak_rss_bytes;
+            meta.process_cpu_seconds = usage.cpu_seconds;
             let verdict = client.submit(job, id, attempt, proof, &meta).await?;
             match verdict {
                 Verdict::Accepted => {
@@ -175,8 +180,8 @@ fn prove(
             Ok((
                 proof,
                 SegmentProofMeta {
-                    reexecution_seconds: 0.0,
                     proving_seconds: started.elapsed().as_secs_f64(),
+                    ..Default::default()
                 },
             ))
         }

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub mod bench;
 pub mod execute;
 pub mod prove;
 pub mod verify;

@@ -34,6 +34,13 @@ pub struct ProveArgs {
     /// Print the per-task timings as JSON on stdout when done.
     #[arg(long)]
     timings_json: bool,
+    /// Also write the segment plan and every accepted task proof into this directory
+    /// (`plan.json`, `task-N.proof`), for inspection and tests.
+    #[arg(long, value_name = "DIR")]
+    keep_task_proofs: Option<PathBuf>,
+    /// Write wall time and each process's peak memory and CPU time to this JSON file.
+    #[arg(long, value_name = "FILE")]
+    summary_json: Option<PathBuf>,
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -94,8 +101,20 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     );
     let status = follow_progress(&coordinator, job).await?;
     let timings = coordinator.timings(job)?;
+    if let Some(dir) = &args.keep_task_proofs {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
+        for (task, proof) in coordinator.accepted_proofs(job)? {
+            std::fs::write(dir.join(format!("{task}.proof")), &proof.0)?;
+        }
+    }
     pool.shutdown().await;
 
+    if let Some(path) = &args.summary_json {
+        let summary = super::bench::summary(started.elapsed().as_secs_f64(), &timings);
+        std::fs::write(path, serde_json::to_vec_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     match status {
         JobStatus::Succeeded(bytes) => {
             std::fs::write(&output, &bytes)

@@ -69,12 +69,14 @@ pub(crate) fn execute(
     keys: &KeySet,
     program: &LoadedProgram,
     input: &ProgramInput,
+    segment_height: u32,
     max_instructions: u64,
 ) -> Result<SegmentPlan, BackendError> {
     let instance = vm_instance(keys, &program.exe)?;
     let vm = &instance.vm;
     let exe = &program.exe;
     let failed = |e: &dyn std::fmt::Display| BackendError::GuestFailed(e.to_string());
+    let started = std::time::Instant::now();
 
     // OpenVM reports its per-segment memory estimate only in a log line; capture it.
     let estimates = Arc::new(Mutex::new(HashMap::new()));
@@ -112,12 +114,34 @@ pub(crate) fn execute(
         let VmExecState { vm_state, ctx, .. } = state;
         Ok((ctx.into_segments(), vm_state))
     })?;
+    // Fixed-size tables (lookup chips) have the same height in every segment; a segment height
+    // below theirs can be keyed but never proven.
+    let limit = 1u64 << segment_height;
+    if let Some(tallest) = segments
+        .iter()
+        .flat_map(|s| s.trace_heights.iter())
+        .map(|&h| u64::from(h))
+        .max()
+        .filter(|&h| h > limit)
+    {
+        let needed = 64 - (tallest - 1).leading_zeros();
+        return Err(BackendError::InvalidParams(format!(
+            "segment height {segment_height} is too small for this VM: one of its tables has \
+             {tallest} rows, so every segment needs a height of at least {needed}"
+        )));
+    }
     let total: u64 = segments.iter().map(|s| s.num_insns).sum();
     if total > max_instructions {
         return Err(BackendError::InstructionLimit {
             limit: max_instructions,
         });
     }
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        segments = segments.len(),
+        "metered execution done"
+    );
+    let started = std::time::Instant::now();
     let config = vm.config().as_ref();
     let public_values = extract_public_values(config.num_public_values, &final_state.memory.memory);
 
@@ -155,6 +179,10 @@ pub(crate) fn execute(
         });
         start = end;
     }
+    tracing::info!(
+        seconds = started.elapsed().as_secs_f64(),
+        "segment boundaries recorded"
+    );
     Ok(SegmentPlan {
         segments: specs,
         public_values,

@@ -14,7 +14,7 @@ use std::{
 use openvm_continuations::prover::InnerCpuProver;
 use openvm_sdk::{
     config::{AggregationSystemParams, MAX_NUM_CHILDREN_INTERNAL, MAX_NUM_CHILDREN_LEAF},
-    keygen::AppProvingKey,
+    keygen::{AggPrefixProvingKey, AggProvingKey, AppProvingKey},
     Sdk, SC,
 };
 use openvm_sdk_config::SdkVmConfig;
@@ -149,8 +149,9 @@ impl KeySet {
 
         tracing::info!(segment_height = self.segment_height, dir = %self.dir.display(), "generating keys");
         let app_params = app_params_with_100_bits_security(self.segment_height as usize);
-        let sdk = Sdk::riscv32(app_params, AggregationSystemParams::default());
+        // Building the SDK generates the app key; the aggregation keys come on first use.
         let started = Instant::now();
+        let sdk = Sdk::riscv32(app_params, AggregationSystemParams::default());
         let app_pk = sdk.app_pk().clone();
         let app_keygen_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
@@ -282,6 +283,25 @@ impl KeySet {
                 None,
             )))
         })
+    }
+
+    /// An OpenVM SDK seeded with these keys (for the single-process baseline).
+    pub fn sdk(&self) -> Result<Sdk, BackendError> {
+        let read_pk = |name: &str| -> Result<Arc<MultiStarkProvingKey<SC>>, BackendError> {
+            Ok(Arc::new(self.read(name)?))
+        };
+        let agg_pk = AggProvingKey {
+            prefix: AggPrefixProvingKey {
+                leaf: read_pk(LEAF_PK)?,
+                internal_for_leaf: read_pk(INTERNAL_FOR_LEAF_PK)?,
+            },
+            internal_recursive: read_pk(INTERNAL_RECURSIVE_PK)?,
+        };
+        Sdk::builder()
+            .app_pk(self.app_pk()?.clone())
+            .agg_pk(agg_pk)
+            .build()
+            .map_err(|e| key_error(&self.dir, e))
     }
 
     fn read<T: DeserializeOwned>(&self, name: &str) -> Result<T, BackendError> {

@@ -96,6 +96,9 @@ impl OpenVmBackend {
                 return Ok(vk);
             }
         }
+        // Keys are deterministic: a verifier without them derives them (once) from the
+        // parameters rather than trusting any key material that came with the proof.
+        keys.ensure_generated()?;
         let loaded = self.program(&keys, program)?;
         let mut vk = keys.verifier_template()?.clone();
         vk.baseline.app_exe_commit = loaded.exe_commit;
@@ -165,7 +168,13 @@ impl ProverBackend for OpenVmBackend {
         // Execution needs the app key (for trace widths); generate the whole set once here.
         keys.ensure_generated()?;
         let loaded = self.program(&keys, program)?;
-        execution::execute(&keys, &loaded, input, params.max_instructions)
+        execution::execute(
+            &keys,
+            &loaded,
+            input,
+            params.segment_height,
+            params.max_instructions,
+        )
     }
 
     fn prove_segment(
@@ -291,4 +300,35 @@ impl ProverBackend for OpenVmBackend {
             program_commit,
         })
     }
+}
+
+/// OpenVM's own single-process pipeline, as a baseline for benchmarks: `Sdk::prove` with the
+/// same cached keys Plait uses, followed by `Sdk::verify_proof`. Returns the proof's size in
+/// bytes.
+pub fn sdk_prove_single_process(
+    cache_dir: &Path,
+    program: &ProgramImage,
+    input: &ProgramInput,
+    segment_height: u32,
+) -> Result<usize, BackendError> {
+    let keys = KeySet::new(cache_dir, segment_height)?;
+    keys.ensure_generated()?;
+    let sdk = keys.sdk()?;
+    program::check_elf_header(&program.bytes)?;
+    let elf = openvm_transpiler::elf::Elf::decode(
+        &program.bytes,
+        openvm_transpiler::openvm_platform::memory::MEM_SIZE as u32,
+    )
+    .map_err(|e| BackendError::InvalidProgram(e.to_string()))?;
+    let exe = sdk
+        .convert_to_exe(elf)
+        .map_err(|e| BackendError::InvalidProgram(e.to_string()))?;
+    let (proof, baseline) = sdk
+        .prove(exe, execution::stdin_of(input), &[])
+        .map_err(|e| BackendError::ProvingFailed(e.to_string()))?;
+    Sdk::verify_proof(sdk.agg_vk().as_ref().clone(), baseline, &proof)
+        .map_err(|e| BackendError::ProofRejected(e.to_string()))?;
+    let encoded = openvm_sdk::types::VersionedVmStarkProof::new(proof)
+        .map_err(|e| BackendError::ProvingFailed(e.to_string()))?;
+    Ok(encoded.proof.len() + encoded.user_pvs_proof.len())
 }

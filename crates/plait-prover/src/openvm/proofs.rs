@@ -160,6 +160,7 @@ pub(crate) fn prove_segment(
         SegmentProofMeta {
             reexecution_seconds,
             proving_seconds,
+            ..Default::default()
         },
     ))
 }

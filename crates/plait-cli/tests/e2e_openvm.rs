@@ -1,0 +1,310 @@
+//! End-to-end tests with real OpenVM proofs (feature `e2e`; minutes on 2 cores).
+//!
+//! One proof of a 2-segment Fibonacci run is made through `plait prove` (segments proven in
+//! separate worker processes) and then attacked: every tampering must be rejected by
+//! `plait verify` with exit code 4, and at the task level the coordinator's checks must reject
+//! proofs of the wrong segment and aggregations of reordered or missing segments.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::OnceLock,
+};
+
+use plait_core::{AggLayer, SegmentPlan};
+use plait_prover::{
+    openvm::OpenVmBackend, ProgramImage, ProofBlob, ProverBackend, ProvingParams, Verdict,
+};
+
+const SEGMENT_HEIGHT: u32 = 19;
+/// 1.5M instructions: two segments at height 19.
+const FIB_N: u64 = 100_000;
+const PROOF_REJECTED: i32 = 4;
+const BAD_INPUT: i32 = 3;
+
+fn plait(args: &[&str]) -> Output {
+    let output = Command::new(env!("CARGO_BIN_EXE_plait"))
+        .args(args)
+        .output()
+        .expect("plait runs");
+    eprintln!(
+        "$ plait {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn cache_dir() -> PathBuf {
+    std::env::var_os("PLAIT_CACHE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/plait"))
+}
+
+fn guest_elf(name: &str) -> PathBuf {
+    let out = plait(&[
+        "build-guest",
+        repo().join("guests").join(name).to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "guest {name} builds");
+    PathBuf::from(String::from_utf8(out.stdout).unwrap().trim())
+}
+
+fn fib(n: u64) -> u64 {
+    let (mut a, mut b) = (0u64, 1u64);
+    for _ in 0..n {
+        (a, b) = (b, a.wrapping_add(b));
+    }
+    a
+}
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    fib_elf: PathBuf,
+    proof: PathBuf,
+}
+
+/// Proves the Fibonacci run once for all tests of this file.
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let fib_elf = guest_elf("fib");
+        let proof = dir.path().join("fib.proof");
+        let tasks = dir.path().join("tasks");
+        let out = plait(&[
+            "prove",
+            fib_elf.to_str().unwrap(),
+            "--input",
+            &FIB_N.to_string(),
+            "--segment-height",
+            &SEGMENT_HEIGHT.to_string(),
+            "--workers",
+            "2",
+            "-o",
+            proof.to_str().unwrap(),
+            "--keep-task-proofs",
+            tasks.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "plait prove succeeds");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(": 2 segments at segment height 19"),
+            "{stderr}"
+        );
+        Fixture {
+            dir,
+            fib_elf,
+            proof,
+        }
+    })
+}
+
+fn verify(proof: &Path, program: &Path) -> Output {
+    plait(&[
+        "verify",
+        proof.to_str().unwrap(),
+        "--program",
+        program.to_str().unwrap(),
+    ])
+}
+
+fn expected_public_values() -> String {
+    let mut bytes = FIB_N.to_le_bytes().to_vec();
+    bytes.extend(fib(FIB_N).to_le_bytes());
+    bytes.resize(32, 0);
+    hex::encode(bytes)
+}
+
+#[test]
+fn proof_verifies_with_the_right_public_values() {
+    let f = fixture();
+    let out = verify(&f.proof, &f.fib_elf);
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("public values   {}", expected_public_values())),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn proof_of_another_program_is_rejected() {
+    let f = fixture();
+    let other = guest_elf("sha-chain");
+    let out = verify(&f.proof, &other);
+    assert_eq!(out.status.code(), Some(PROOF_REJECTED));
+}
+
+#[test]
+fn altered_public_values_are_rejected() {
+    let f = fixture();
+    let text = std::fs::read_to_string(&f.proof).unwrap();
+    let mut json: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut values = hex::decode(json["public-values"].as_str().unwrap()).unwrap();
+    values[8] ^= 1; // fib(n), the value a verifier cares about
+    json["public-values"] = hex::encode(values).into();
+    let tampered = f.dir.path().join("altered-pvs.proof");
+    std::fs::write(&tampered, serde_json::to_vec_pretty(&json).unwrap()).unwrap();
+    let out = verify(&tampered, &f.fib_elf);
+    assert_eq!(out.status.code(), Some(PROOF_REJECTED));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("public-values"));
+}
+
+#[test]
+fn a_flipped_byte_anywhere_is_rejected() {
+    let f = fixture();
+    let bytes = std::fs::read(&f.proof).unwrap();
+    // Positions spread over the whole file, plus both ends and the segment height's digits.
+    let mut positions: Vec<usize> = (0..48).map(|i| i * bytes.len() / 48).collect();
+    positions.push(bytes.len() - 1);
+    let text = String::from_utf8_lossy(&bytes);
+    let height_at = text.find("\"segment-height\": ").unwrap() + "\"segment-height\": ".len();
+    positions.extend([height_at, height_at + 1]);
+    let tampered = f.dir.path().join("flipped.proof");
+    for position in positions {
+        let mut copy = bytes.clone();
+        copy[position] ^= 1;
+        std::fs::write(&tampered, &copy).unwrap();
+        let out = verify(&tampered, &f.fib_elf);
+        assert_eq!(
+            out.status.code(),
+            Some(PROOF_REJECTED),
+            "flipping byte {position} must be rejected"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.starts_with("error: "), "one-line reason: {stderr}");
+    }
+}
+
+/// The coordinator-side checks, with the real segment proofs of the fixture's job.
+#[test]
+fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
+    let f = fixture();
+    let tasks = f.dir.path().join("tasks");
+    let plan: SegmentPlan =
+        serde_json::from_slice(&std::fs::read(tasks.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan.segments.len(), 2);
+    let proof = |i: u32| ProofBlob(std::fs::read(tasks.join(format!("task-{i}.proof"))).unwrap());
+    let (p0, p1) = (proof(0), proof(1));
+    let program = ProgramImage::new(std::fs::read(&f.fib_elf).unwrap());
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        ..Default::default()
+    };
+    let backend = OpenVmBackend::new(cache_dir());
+    let s = &plan.segments;
+
+    // Control: each proof is accepted for its own segment.
+    assert_eq!(
+        backend.check_segment_proof(&program, &params, &plan, &s[0], &p0),
+        Verdict::Accepted
+    );
+    assert_eq!(
+        backend.check_segment_proof(&program, &params, &plan, &s[1], &p1),
+        Verdict::Accepted
+    );
+    // A valid proof of the wrong segment.
+    let wrong = backend.check_segment_proof(&program, &params, &plan, &s[0], &p1);
+    assert!(matches!(wrong, Verdict::Rejected { .. }), "{wrong:?}");
+
+    // Reordered: the leaf either fails to prove or its proof does not cover segments 0..2.
+    match backend.aggregate(&params, AggLayer::Leaf, &[p1.clone(), p0.clone()]) {
+        Err(e) => eprintln!("reordered leaf refused by the prover: {e}"),
+        Ok(leaf) => {
+            let verdict =
+                backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, s, &leaf);
+            assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
+        }
+    }
+    // One dropped: a leaf of segment 1 alone does not cover segments 0..2.
+    match backend.aggregate(&params, AggLayer::Leaf, &[p1]) {
+        Err(e) => eprintln!("leaf without segment 0 refused by the prover: {e}"),
+        Ok(leaf) => {
+            let verdict =
+                backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, s, &leaf);
+            assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
+        }
+    }
+}
+
+#[test]
+fn bad_programs_and_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let fib_elf = guest_elf("fib");
+    let execute = |program: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "execute",
+            program.to_str().unwrap(),
+            "--segment-height",
+            "19",
+        ];
+        args.extend_from_slice(extra);
+        plait(&args)
+    };
+    let expect = |out: Output, code: i32, needle: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(code), "{stderr}");
+        assert!(stderr.contains(needle), "expected {needle:?} in {stderr}");
+    };
+
+    expect(
+        execute(&dir.path().join("missing.elf"), &["--input", "10"]),
+        BAD_INPUT,
+        "cannot read program",
+    );
+    let garbage = dir.path().join("garbage.elf");
+    std::fs::write(&garbage, b"definitely not an executable").unwrap();
+    expect(
+        execute(&garbage, &["--input", "10"]),
+        BAD_INPUT,
+        "not an ELF",
+    );
+    let truncated = dir.path().join("truncated.elf");
+    let elf = std::fs::read(&fib_elf).unwrap();
+    std::fs::write(&truncated, &elf[..elf.len() / 3]).unwrap();
+    expect(execute(&truncated, &["--input", "10"]), BAD_INPUT, "ELF");
+    // The plait binary itself: an ELF, for x86-64.
+    expect(
+        execute(Path::new(env!("CARGO_BIN_EXE_plait")), &["--input", "10"]),
+        BAD_INPUT,
+        "another architecture",
+    );
+    expect(
+        execute(&fib_elf, &["--input", "u64:twelve"]),
+        BAD_INPUT,
+        "does not parse",
+    );
+    // The guest reads 8 bytes and panics on 4.
+    expect(
+        execute(&fib_elf, &["--input", "u32:5"]),
+        BAD_INPUT,
+        "guest exited with code",
+    );
+    expect(
+        execute(
+            &fib_elf,
+            &["--input", "1000000", "--max-instructions", "100000"],
+        ),
+        BAD_INPUT,
+        "instruction limit of 100000",
+    );
+    // A segment height below the VM's fixed tables is refused before any proving.
+    expect(
+        plait(&[
+            "execute",
+            fib_elf.to_str().unwrap(),
+            "--input",
+            "10",
+            "--segment-height",
+            "17",
+        ]),
+        BAD_INPUT,
+        "at least 19",
+    );
+}
