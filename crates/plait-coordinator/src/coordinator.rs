@@ -180,11 +180,7 @@ impl Coordinator {
     }
 
     pub fn accepted_proof(&self, job: JobId, task: TaskId) -> Result<ProofBlob, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        let job_state = jobs.get(&job).ok_or(CoordinatorError::UnknownJob(job))?;
-        job_state
-            .proof(task)
-            .cloned()
+        self.read_job(job, |j| j.proof(task).cloned())?
             .ok_or(CoordinatorError::UnknownTask(task, job))
     }
 
@@ -193,12 +189,7 @@ impl Coordinator {
         &self,
         job: JobId,
     ) -> Result<HashMap<TaskId, ProofBlob>, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        Ok(jobs
-            .get(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?
-            .proofs()
-            .clone())
+        self.read_job(job, |j| j.proofs().clone())
     }
 
     fn with_job<T>(
@@ -360,48 +351,31 @@ impl Coordinator {
         }
     }
 
-    pub fn status(&self, job: JobId) -> Result<JobStatus, CoordinatorError> {
+    fn read_job<T>(&self, job: JobId, f: impl FnOnce(&Job) -> T) -> Result<T, CoordinatorError> {
         let jobs = self.jobs.lock().expect("jobs lock");
-        Ok(jobs
-            .get(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?
-            .status
-            .clone())
+        jobs.get(&job)
+            .map(f)
+            .ok_or(CoordinatorError::UnknownJob(job))
+    }
+
+    pub fn status(&self, job: JobId) -> Result<JobStatus, CoordinatorError> {
+        self.read_job(job, |j| j.status.clone())
     }
 
     pub fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        Ok(jobs
-            .get(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?
-            .progress(Instant::now()))
+        self.read_job(job, |j| j.progress(Instant::now()))
     }
 
     pub fn plan(&self, job: JobId) -> Result<plait_core::SegmentPlan, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        Ok(jobs
-            .get(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?
-            .plan
-            .clone())
+        self.read_job(job, |j| j.plan.clone())
     }
 
     pub fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        Ok(jobs
-            .get(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?
-            .events()
-            .to_vec())
+        self.read_job(job, |j| j.events().to_vec())
     }
 
     pub fn timings(&self, job: JobId) -> Result<Vec<TaskTiming>, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        Ok(jobs
-            .get(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?
-            .timings()
-            .to_vec())
+        self.read_job(job, |j| j.timings().to_vec())
     }
 
     /// Waits until any job changes, or the timeout passes.

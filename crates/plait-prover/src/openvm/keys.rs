@@ -247,39 +247,42 @@ impl KeySet {
     }
 
     pub fn leaf_prover(&self) -> Result<&Arc<LeafProver>, BackendError> {
-        get_or_load(&self.leaf, || {
-            let pk: MultiStarkProvingKey<SC> = self.read(LEAF_PK)?;
-            let child = Arc::new(self.vks()?.app.clone());
-            Ok(Arc::new(LeafProver::from_pk::<Engine>(
-                child,
-                Arc::new(pk),
-                false,
-                None,
-            )))
-        })
+        self.layer_prover(&self.leaf, LEAF_PK, |vks| &vks.app, false)
     }
 
     pub fn internal_for_leaf_prover(&self) -> Result<&Arc<InternalProver>, BackendError> {
-        get_or_load(&self.internal_for_leaf, || {
-            let pk: MultiStarkProvingKey<SC> = self.read(INTERNAL_FOR_LEAF_PK)?;
-            let child = Arc::new(self.vks()?.leaf.clone());
-            Ok(Arc::new(InternalProver::from_pk::<Engine>(
-                child,
-                Arc::new(pk),
-                false,
-                None,
-            )))
-        })
+        self.layer_prover(
+            &self.internal_for_leaf,
+            INTERNAL_FOR_LEAF_PK,
+            |vks| &vks.leaf,
+            false,
+        )
     }
 
     pub fn internal_recursive_prover(&self) -> Result<&Arc<InternalProver>, BackendError> {
-        get_or_load(&self.internal_recursive, || {
-            let pk: MultiStarkProvingKey<SC> = self.read(INTERNAL_RECURSIVE_PK)?;
-            let child = Arc::new(self.vks()?.internal_for_leaf.clone());
-            Ok(Arc::new(InternalProver::from_pk::<Engine>(
+        self.layer_prover(
+            &self.internal_recursive,
+            INTERNAL_RECURSIVE_PK,
+            |vks| &vks.internal_for_leaf,
+            true,
+        )
+    }
+
+    /// Loads one aggregation layer's prover from its key file and its children's vk.
+    fn layer_prover<'a, const N: usize>(
+        &'a self,
+        cell: &'a OnceLock<Arc<InnerCpuProver<N>>>,
+        pk_file: &str,
+        child_vk: impl FnOnce(&LayerVks) -> &MultiStarkVerifyingKey<SC>,
+        self_recursive: bool,
+    ) -> Result<&'a Arc<InnerCpuProver<N>>, BackendError> {
+        get_or_load(cell, || {
+            let pk: MultiStarkProvingKey<SC> = self.read(pk_file)?;
+            let child = Arc::new(child_vk(self.vks()?).clone());
+            Ok(Arc::new(InnerCpuProver::<N>::from_pk::<Engine>(
                 child,
                 Arc::new(pk),
-                true,
+                self_recursive,
                 None,
             )))
         })
