@@ -10,8 +10,9 @@ cd "$(dirname "$0")/.."
 n="${1:-150000}"
 h="${2:-19}"
 out="$(mktemp -d)"
-cargo build --release --bin plait -q
-plait=./target/release/plait
+# PLAIT=path/to/plait benchmarks a prebuilt binary.
+plait="${PLAIT:-./target/release/plait}"
+if [ -z "${PLAIT:-}" ]; then cargo build --release --bin plait -q; fi
 $plait keygen --segment-height "$h"
 elf="$($plait build-guest guests/fib)"
 $plait execute "$elf" --input "$n" --segment-height "$h" | head -4

@@ -77,6 +77,50 @@ pub struct ReportFailureRequest {
     pub reason: String,
 }
 
+/// Answer to a program upload (`POST /v1/programs`, the ELF as body).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct UploadProgramResponse {
+    pub program_sha256: String,
+}
+
+/// `POST /v1/jobs`: prove an uploaded program on an input.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SubmitJobRequest {
+    pub program_sha256: String,
+    pub input: ProgramInput,
+    pub params: ProvingParams,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SubmitJobResponse {
+    pub job_id: JobId,
+    pub segments: usize,
+}
+
+/// `GET /v1/jobs/{job}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JobStatusResponse {
+    pub job_id: JobId,
+    /// `running`, `succeeded` or `failed`.
+    pub state: String,
+    pub failure: Option<String>,
+    /// (phase, done, total): `segments`, then each aggregation layer.
+    pub phases: Vec<(String, usize, usize)>,
+    pub elapsed_seconds: f64,
+}
+
+/// One entry of `GET /v1/jobs/{job}/events`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct JobEventBody {
+    pub at_seconds: f64,
+    pub message: String,
+}
+
 /// The body of every non-2xx answer.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

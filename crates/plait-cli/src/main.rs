@@ -40,6 +40,12 @@ enum Command {
     BuildGuest(BuildGuestArgs),
     /// Run a worker that proves tasks for a coordinator.
     Worker(commands::worker::WorkerArgs),
+    /// Run a coordinator that workers join and clients submit jobs to, over HTTP.
+    Serve(commands::serve::ServeArgs),
+    /// Upload a program to a coordinator and submit a job; with --wait, fetch its proof.
+    Submit(commands::client::SubmitArgs),
+    /// Show a job's status and progress.
+    Status(commands::client::StatusArgs),
     /// Benchmark baseline: prove with OpenVM's single-process `Sdk::prove` (same keys).
     #[command(hide = true)]
     BenchSdkProve(commands::bench::BenchSdkProveArgs),
@@ -91,6 +97,9 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Worker(args) => commands::worker::run(args, &cache).await,
+            Command::Serve(args) => commands::serve::run(args, &cache).await,
+            Command::Submit(args) => commands::client::submit(args, &cache).await,
+            Command::Status(args) => commands::client::status(args).await,
             Command::BenchSdkProve(args) => commands::bench::sdk_prove(args, &cache).await,
         }
     });

@@ -22,21 +22,27 @@ use crate::job::{CheckTarget, Job, JobEvent, JobProgress, JobStatus, LeaseError,
 pub struct CoordinatorConfig {
     /// Token workers must present.
     pub worker_token: String,
+    /// Token clients (job submitters) must present.
+    pub client_token: String,
     /// How long a lease lasts without a heartbeat.
     pub lease: Duration,
     /// Attempts after which a failing task fails its job.
     pub max_attempts: u32,
     /// How long a claim waits for work before answering "none".
     pub claim_wait: Duration,
+    /// Rejected proofs after which a worker gets no more work.
+    pub max_rejections_per_worker: u32,
 }
 
 impl Default for CoordinatorConfig {
     fn default() -> Self {
         Self {
             worker_token: String::new(),
+            client_token: String::new(),
             lease: Duration::from_secs(60),
             max_attempts: 3,
             claim_wait: Duration::from_secs(10),
+            max_rejections_per_worker: 2,
         }
     }
 }
@@ -61,6 +67,8 @@ pub enum CoordinatorError {
     },
     #[error("worker proves with {worker}, this coordinator with {coordinator}")]
     IncompatibleWorker { worker: String, coordinator: String },
+    #[error("worker {worker} returned {rejections} rejected proofs and gets no more work")]
+    WorkerBanned { worker: String, rejections: u32 },
     #[error("the blocking task panicked: {0}")]
     Panicked(String),
 }
@@ -71,6 +79,8 @@ pub struct Coordinator {
     config: CoordinatorConfig,
     jobs: Mutex<HashMap<JobId, Job>>,
     programs: Mutex<HashMap<String, ProgramImage>>,
+    /// Rejected proofs per worker id.
+    rejections: Mutex<HashMap<String, u32>>,
     next_job: AtomicU64,
     /// Woken when tasks may have become ready.
     work_available: Notify,
@@ -87,6 +97,7 @@ impl Coordinator {
             config,
             jobs: Mutex::new(HashMap::new()),
             programs: Mutex::new(HashMap::new()),
+            rejections: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(1),
             work_available: Notify::new(),
             job_changed: Notify::new(),
@@ -145,6 +156,13 @@ impl Coordinator {
                 coordinator: format!("{} {}", self.backend_info.name, self.backend_info.version),
             });
         }
+        let rejections = self.rejections_of(&worker.worker_id);
+        if rejections >= self.config.max_rejections_per_worker {
+            return Err(CoordinatorError::WorkerBanned {
+                worker: worker.worker_id.clone(),
+                rejections,
+            });
+        }
         let deadline = tokio::time::Instant::now() + self.config.claim_wait;
         loop {
             // Register interest before looking, so a notification between the look and the
@@ -160,6 +178,11 @@ impl Coordinator {
         }
     }
 
+    fn rejections_of(&self, worker: &str) -> u32 {
+        let rejections = self.rejections.lock().expect("rejections lock");
+        rejections.get(worker).copied().unwrap_or(0)
+    }
+
     fn try_lease(&self, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
         let now = Instant::now();
         let mut jobs = self.jobs.lock().expect("jobs lock");
@@ -169,6 +192,20 @@ impl Coordinator {
             jobs.get_mut(&id)?
                 .lease_next(worker, self.config.lease, now)
         })
+    }
+
+    /// Checks a program and stores it under its content hash (idempotent). A program the
+    /// backend cannot run is refused and nothing is stored.
+    pub fn add_program(&self, bytes: Vec<u8>) -> Result<ProgramImage, CoordinatorError> {
+        let program = ProgramImage::new(bytes);
+        self.backend.check_program(&program)?;
+        Ok(self
+            .programs
+            .lock()
+            .expect("programs lock")
+            .entry(program.digest.clone())
+            .or_insert(program)
+            .clone())
     }
 
     pub fn program(&self, sha256: &str) -> Option<ProgramImage> {
@@ -261,11 +298,12 @@ impl Coordinator {
         proof: ProofBlob,
         meta: TaskMeta,
     ) -> Result<Verdict, CoordinatorError> {
-        let (target, program, params, plan) = self.with_job(
+        let (target, program, params, plan, worker) = self.with_job(
             job,
             |j| {
                 let target = j.check_target(task, attempt)?;
-                Ok((target, j.program.clone(), j.params, j.plan.clone()))
+                let worker = j.lease_holder(task).unwrap_or_default();
+                Ok((target, j.program.clone(), j.params, j.plan.clone(), worker))
             },
             task,
             attempt,
@@ -290,6 +328,12 @@ impl Coordinator {
                 attempt,
             )?,
             Verdict::Rejected { reason } => {
+                *self
+                    .rejections
+                    .lock()
+                    .expect("rejections lock")
+                    .entry(worker)
+                    .or_insert(0) += 1;
                 self.with_job(
                     job,
                     |j| {

@@ -12,13 +12,14 @@ use axum::{
     Json, Router,
 };
 use plait_api::{
-    ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, ReportFailureRequest, SubmitResultResponse,
-    TaskMeta, TASK_META_HEADER,
+    ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, JobEventBody, JobStatusResponse,
+    ReportFailureRequest, SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta,
+    UploadProgramResponse, TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
 
-use crate::{Coordinator, CoordinatorError};
+use crate::{Coordinator, CoordinatorError, JobStatus};
 
 /// An error answer: an HTTP status and a stable code.
 #[derive(Debug)]
@@ -57,9 +58,13 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::IncompatibleWorker { .. } => {
                 (StatusCode::CONFLICT, "incompatible-worker")
             }
+            CoordinatorError::Backend(plait_prover::BackendError::InvalidProgram(_)) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, "invalid-program")
+            }
             CoordinatorError::Backend(_) | CoordinatorError::Tree(_) => {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid-job")
             }
+            CoordinatorError::WorkerBanned { .. } => (StatusCode::FORBIDDEN, "worker-banned"),
             CoordinatorError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
         ApiError::new(status, code, e.to_string())
@@ -88,11 +93,60 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
             coordinator.clone(),
             require_worker_token,
         ));
+    let client = Router::new()
+        .route("/programs", post(upload_program))
+        .route("/jobs", post(submit_job))
+        .route("/jobs/{job}", get(job_status))
+        .route("/jobs/{job}/proof", get(job_proof))
+        .route("/jobs/{job}/events", get(job_events))
+        .layer(middleware::from_fn_with_state(
+            coordinator.clone(),
+            require_client_token,
+        ));
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
         .nest("/v1/worker", worker)
+        .nest("/v1", client)
         .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::map_response(json_errors))
         .with_state(coordinator)
+}
+
+/// Gives the errors axum produces itself (malformed JSON or paths, oversize bodies, unknown
+/// routes) the same JSON shape and stable codes as ours.
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let code = match status {
+        StatusCode::BAD_REQUEST => "bad-request",
+        StatusCode::NOT_FOUND => "not-found",
+        StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
+        StatusCode::UNPROCESSABLE_ENTITY => "malformed-json",
+        _ if status.is_client_error() => "bad-request",
+        _ => "internal",
+    };
+    let body = axum::body::to_bytes(response.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let message = String::from_utf8_lossy(&body).trim().to_string();
+    ApiError {
+        status,
+        code,
+        message: if message.is_empty() {
+            status.to_string()
+        } else {
+            message
+        },
+    }
+    .into_response()
 }
 
 async fn require_worker_token(
@@ -100,19 +154,120 @@ async fn require_worker_token(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let expected = format!("Bearer {}", coordinator.config().worker_token);
+    check_token(&request, &coordinator.config().worker_token, "worker")?;
+    Ok(next.run(request).await)
+}
+
+async fn require_client_token(
+    State(coordinator): State<Arc<Coordinator>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    check_token(&request, &coordinator.config().client_token, "client")?;
+    Ok(next.run(request).await)
+}
+
+/// Workers and clients hold different tokens; neither opens the other's routes.
+fn check_token(request: &Request, token: &str, who: &str) -> Result<(), ApiError> {
     let given = request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if given != Some(expected.as_str()) {
+    if token.is_empty() || given != Some(format!("Bearer {token}").as_str()) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
-            "missing or wrong worker token",
+            format!("missing or wrong {who} token"),
         ));
     }
-    Ok(next.run(request).await)
+    Ok(())
+}
+
+async fn upload_program(
+    State(coordinator): State<Arc<Coordinator>>,
+    body: Bytes,
+) -> Result<Json<UploadProgramResponse>, ApiError> {
+    if body.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "empty-program",
+            "the request body must be the program ELF",
+        ));
+    }
+    let program = coordinator.add_program(body.to_vec())?;
+    Ok(Json(UploadProgramResponse {
+        program_sha256: program.digest,
+    }))
+}
+
+async fn submit_job(
+    State(coordinator): State<Arc<Coordinator>>,
+    Json(request): Json<SubmitJobRequest>,
+) -> Result<Json<SubmitJobResponse>, ApiError> {
+    let program = coordinator
+        .program(&request.program_sha256)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown-program",
+                format!("no program with sha256 {}", request.program_sha256),
+            )
+        })?;
+    let job_id = coordinator
+        .submit_job(program, request.input, request.params)
+        .await?;
+    let segments = coordinator.plan(job_id)?.segments.len();
+    Ok(Json(SubmitJobResponse { job_id, segments }))
+}
+
+async fn job_status(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(job): Path<u64>,
+) -> Result<Json<JobStatusResponse>, ApiError> {
+    let job_id = JobId(job);
+    let progress = coordinator.progress(job_id)?;
+    let (state, failure) = match coordinator.status(job_id)? {
+        JobStatus::Running => ("running", None),
+        JobStatus::Succeeded(_) => ("succeeded", None),
+        JobStatus::Failed(reason) => ("failed", Some(reason)),
+    };
+    Ok(Json(JobStatusResponse {
+        job_id,
+        state: state.into(),
+        failure,
+        phases: progress.phases,
+        elapsed_seconds: progress.elapsed_seconds,
+    }))
+}
+
+async fn job_proof(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(job): Path<u64>,
+) -> Result<Vec<u8>, ApiError> {
+    match coordinator.status(JobId(job))? {
+        JobStatus::Succeeded(bytes) => Ok(bytes),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not-finished",
+            format!("{} has no proof (yet)", JobId(job)),
+        )),
+    }
+}
+
+async fn job_events(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(job): Path<u64>,
+) -> Result<Json<Vec<JobEventBody>>, ApiError> {
+    let events = coordinator.events(JobId(job))?;
+    Ok(Json(
+        events
+            .into_iter()
+            .map(|e| JobEventBody {
+                at_seconds: e.at_seconds,
+                message: e.message,
+            })
+            .collect(),
+    ))
 }
 
 async fn claim(

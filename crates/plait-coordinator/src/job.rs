@@ -243,6 +243,11 @@ impl Job {
         }
     }
 
+    /// The worker holding the task's current lease.
+    pub fn lease_holder(&self, task: TaskId) -> Option<String> {
+        self.leases.get(&task).map(|l| l.worker.clone())
+    }
+
     pub fn heartbeat(
         &mut self,
         task: TaskId,

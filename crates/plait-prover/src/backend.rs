@@ -146,6 +146,10 @@ pub trait ProverBackend: Send + Sync {
     /// returns a one-line report: where they are, how long keygen took, their sizes.
     fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError>;
 
+    /// Checks, cheaply, that `program` is something this backend can run (for OpenVM: a 32-bit
+    /// RISC-V ELF), so that uploads of anything else are refused at the door.
+    fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError>;
+
     /// Executes the program once and cuts the execution into segments.
     fn execute(
         &self,

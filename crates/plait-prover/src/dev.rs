@@ -23,11 +23,21 @@ use crate::{
 pub const DEV_PROOF_BANNER: &str =
     "PLAIT DEV-BACKEND PROOF: NOT A REAL PROOF, PROVES NOTHING, NEVER ACCEPTED BY `plait verify`\n";
 
-/// Simulated costs of the dev backend.
+/// Simulated costs of the dev backend, and a fault it can inject (to test the pool).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DevBackend {
     pub segment_delay: Duration,
     pub aggregate_delay: Duration,
+    pub fault: Option<DevFault>,
+}
+
+/// A misbehaviour a dev worker can be told to show on every segment it proves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DevFault {
+    /// Returns bytes that are not a proof.
+    CorruptProof,
+    /// Returns a well-formed proof of the next segment instead of the one asked for.
+    WrongSegment,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +119,13 @@ impl ProverBackend for DevBackend {
         Ok("dev backend: no keys (its proofs are fake)".into())
     }
 
+    fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError> {
+        if program.bytes.is_empty() {
+            return Err(BackendError::InvalidProgram("empty program".into()));
+        }
+        Ok(())
+    }
+
     fn execute(
         &self,
         program: &ProgramImage,
@@ -164,15 +181,25 @@ impl ProverBackend for DevBackend {
     ) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
         thread::sleep(self.segment_delay);
         let input_sha = input_digest(input);
+        let mut proven = segment.clone();
+        if self.fault == Some(DevFault::WrongSegment) {
+            proven.index += 1;
+            proven.instret_start += segment.num_insns;
+        }
         let claim = DevClaim {
-            commitment: segment_commitment(&program.digest, &input_sha, segment),
+            commitment: segment_commitment(&program.digest, &input_sha, &proven),
             program_sha256: program.digest.clone(),
             input_sha256: input_sha,
             kind: "segment".into(),
-            covers: (segment.index, segment.index + 1),
+            covers: (proven.index, proven.index + 1),
         };
+        let mut proof = encode(&claim);
+        if self.fault == Some(DevFault::CorruptProof) {
+            let last = proof.0.len() - 2;
+            proof.0[last] ^= 0x55;
+        }
         Ok((
-            encode(&claim),
+            proof,
             SegmentProofMeta {
                 proving_seconds: self.segment_delay.as_secs_f64(),
                 ..Default::default()

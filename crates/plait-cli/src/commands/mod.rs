@@ -1,8 +1,10 @@
 //! One module per subcommand.
 
 pub mod bench;
+pub mod client;
 pub mod execute;
 pub mod prove;
+pub mod serve;
 pub mod verify;
 pub mod worker;
 

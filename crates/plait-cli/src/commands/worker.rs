@@ -4,7 +4,10 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::Result;
 use clap::Args;
-use plait_prover::{dev::DevBackend, ProverBackend};
+use plait_prover::{
+    dev::{DevBackend, DevFault},
+    ProverBackend,
+};
 use plait_worker::WorkerConfig;
 
 use super::openvm_backend;
@@ -26,6 +29,36 @@ pub struct WorkerArgs {
     /// Prove with the dev backend: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
+    #[command(flatten)]
+    dev_options: DevOptions,
+}
+
+/// Dev-backend knobs for testing the pool.
+#[derive(Args, Clone, Debug)]
+pub struct DevOptions {
+    /// Dev backend: milliseconds each segment "proof" takes.
+    #[arg(long, default_value_t = 0)]
+    pub dev_segment_ms: u64,
+    /// Dev backend: milliseconds each aggregation "proof" takes.
+    #[arg(long, default_value_t = 0)]
+    pub dev_aggregate_ms: u64,
+    /// Dev backend: misbehave on every segment (`corrupt-proof` or `wrong-segment`).
+    #[arg(long, value_parser = ["corrupt-proof", "wrong-segment"])]
+    pub dev_fault: Option<String>,
+}
+
+impl DevOptions {
+    pub fn backend(&self) -> DevBackend {
+        DevBackend {
+            segment_delay: std::time::Duration::from_millis(self.dev_segment_ms),
+            aggregate_delay: std::time::Duration::from_millis(self.dev_aggregate_ms),
+            fault: match self.dev_fault.as_deref() {
+                Some("corrupt-proof") => Some(DevFault::CorruptProof),
+                Some("wrong-segment") => Some(DevFault::WrongSegment),
+                _ => None,
+            },
+        }
+    }
 }
 
 pub fn machine_memory_bytes() -> u64 {
@@ -41,7 +74,7 @@ pub fn machine_memory_bytes() -> u64 {
 
 pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
     let backend: Arc<dyn ProverBackend> = if args.dev {
-        Arc::new(DevBackend::default())
+        Arc::new(args.dev_options.backend())
     } else {
         openvm_backend(cache)
     };

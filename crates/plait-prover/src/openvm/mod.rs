@@ -157,6 +157,10 @@ impl ProverBackend for OpenVmBackend {
         ))
     }
 
+    fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError> {
+        program::check_elf_header(&program.bytes)
+    }
+
     fn execute(
         &self,
         program: &ProgramImage,
