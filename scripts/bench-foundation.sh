@@ -15,7 +15,7 @@ plait="${PLAIT:-./target/release/plait}"
 if [ -z "${PLAIT:-}" ]; then cargo build --release --bin plait -q; fi
 $plait keygen --segment-height "$h"
 elf="$($plait build-guest guests/fib)"
-$plait execute "$elf" --input "$n" --segment-height "$h" | head -4
+$plait execute "$elf" --input "$n" --segment-height "$h" | sed -n 1,4p
 
 $plait bench-sdk-prove "$elf" --input "$n" --segment-height "$h" --summary-json "$out/sdk.json"
 for w in 1 2; do

@@ -276,7 +276,7 @@ impl Coordinator {
                     task,
                     attempt,
                     &format!("worker reports: {reason}"),
-                    max,
+                    Some(max),
                     Instant::now(),
                 )
             },
@@ -319,7 +319,6 @@ impl Coordinator {
             }
         })
         .await?;
-        let max = self.config.max_attempts;
         let root_done = match &verdict {
             Verdict::Accepted => self.with_job(
                 job,
@@ -334,6 +333,8 @@ impl Coordinator {
                     .expect("rejections lock")
                     .entry(worker)
                     .or_insert(0) += 1;
+                // A rejection counts against the worker (which is banned past a threshold),
+                // not against the task: bad workers must not be able to fail a job.
                 self.with_job(
                     job,
                     |j| {
@@ -341,7 +342,7 @@ impl Coordinator {
                             task,
                             attempt,
                             &format!("proof rejected: {reason}"),
-                            max,
+                            None,
                             Instant::now(),
                         )
                     },

@@ -319,28 +319,31 @@ impl Job {
         Ok(self.graph.is_complete())
     }
 
-    /// Records a failed or rejected attempt and puts the task back, or fails the job once the
-    /// task has failed `max_attempts` times.
+    /// Records a failed or rejected attempt and puts the task back. With `max_attempts`, the
+    /// attempt counts against the task, and the job fails once the task has failed that often.
     pub fn fail_attempt(
         &mut self,
         task: TaskId,
         attempt: u32,
         reason: &str,
-        max_attempts: u32,
+        max_attempts: Option<u32>,
         now: Instant,
     ) -> Result<(), LeaseError> {
         let worker = self.current_lease(task, attempt)?.worker.clone();
         self.leases.remove(&task);
         self.graph.retry(task).expect("a leased task is running");
+        self.log(
+            now,
+            format!("{task} attempt {attempt} from {worker} failed: {reason}"),
+        );
+        let Some(max_attempts) = max_attempts else {
+            return Ok(());
+        };
         let failures = {
             let n = self.failures.entry(task).or_insert(0);
             *n += 1;
             *n
         };
-        self.log(
-            now,
-            format!("{task} attempt {attempt} from {worker} failed: {reason}"),
-        );
         if failures >= max_attempts {
             let message = format!("{task} failed {failures} times; last reason: {reason}");
             self.log(now, format!("job failed: {message}"));
@@ -362,7 +365,7 @@ impl Job {
                 *task,
                 *attempt,
                 "lease expired (no heartbeat)",
-                max_attempts,
+                Some(max_attempts),
                 now,
             );
         }

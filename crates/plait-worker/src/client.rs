@@ -21,6 +21,14 @@ pub enum ClientError {
     },
 }
 
+impl ClientError {
+    /// Whether retrying cannot help: the coordinator will never give this worker work.
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, ClientError::Refused { code, .. }
+            if matches!(code.as_str(), "incompatible-worker" | "unauthorized" | "worker-banned"))
+    }
+}
+
 pub struct CoordinatorClient {
     http: reqwest::Client,
     base: String,

@@ -50,16 +50,8 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         let task = match client.claim(&request).await {
             Ok(Some(task)) => task,
             Ok(None) => continue,
-            Err(ClientError::Refused { code, message, .. })
-                if code == "incompatible-worker" || code == "unauthorized" =>
-            {
-                return Err(ClientError::Refused {
-                    status: 0,
-                    code,
-                    message,
-                }
-                .into());
-            }
+            // Permanent refusals end the worker; anything else may pass.
+            Err(e @ ClientError::Refused { .. }) if e.is_permanent() => return Err(e.into()),
             Err(e) => {
                 // The coordinator may be restarting; back off and retry.
                 tracing::warn!(error = %e, "claim failed; retrying in 1 s");
@@ -120,7 +112,7 @@ async fn work_on(
         tokio::task::spawn_blocking(move || prove(&*backend, &program, &task, &children))
     };
     tokio::pin!(proving);
-    let heartbeat_every = Duration::from_secs((task.lease_seconds / 3).max(1));
+    let heartbeat_every = Duration::from_millis((task.lease_seconds * 1000 / 3).max(100));
     let outcome = loop {
         tokio::select! {
             outcome = &mut proving => break outcome,

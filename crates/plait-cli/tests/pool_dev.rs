@@ -1,0 +1,424 @@
+//! The pool over real processes and HTTP on 127.0.0.1, with the dev backend (fake proofs, so
+//! these run in seconds): a coordinator (`plait serve --dev`), worker processes, clients.
+//! Faults are real: workers are killed with SIGKILL, frozen with SIGSTOP, or told to return
+//! corrupt proofs or proofs of the wrong segment.
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+const WORKER_TOKEN: &str = "worker-secret";
+const CLIENT_TOKEN: &str = "client-secret";
+
+fn plait() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plait"))
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    http: reqwest::blocking::Client,
+    _programs: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+struct Worker(Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Worker {
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+fn serve(extra: &[&str]) -> Server {
+    let mut child = plait()
+        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
+        .args([
+            "--worker-token",
+            WORKER_TOKEN,
+            "--client-token",
+            CLIENT_TOKEN,
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_string();
+    Server {
+        child,
+        url,
+        http: reqwest::blocking::Client::new(),
+        _programs: tempfile::tempdir().unwrap(),
+    }
+}
+
+impl Server {
+    fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        Worker(
+            plait()
+                .args([
+                    "worker",
+                    "--dev",
+                    "--coordinator",
+                    &self.url,
+                    "--worker-id",
+                    id,
+                ])
+                .env("PLAIT_WORKER_TOKEN", WORKER_TOKEN)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    fn get(&self, path: &str, token: &str) -> reqwest::blocking::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    }
+
+    fn post_bytes(&self, path: &str, token: &str, body: Vec<u8>) -> reqwest::blocking::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
+    /// Uploads a dev program and submits a job of `instructions` dev instructions.
+    fn submit(&self, name: &str, instructions: u64) -> u64 {
+        let upload: Value = self
+            .post_bytes("/v1/programs", CLIENT_TOKEN, name.as_bytes().to_vec())
+            .json()
+            .unwrap();
+        let job: Value = self
+            .http
+            .post(format!("{}/v1/jobs", self.url))
+            .bearer_auth(CLIENT_TOKEN)
+            .json(&serde_json::json!({
+                "program-sha256": upload["program-sha256"],
+                "input": {"items": [instructions.to_le_bytes().to_vec()]},
+                "params": {
+                    "segment-height": 3,
+                    "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+                    "max-instructions": 1_000_000u64,
+                },
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        job["job-id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no job id in {job}"))
+    }
+
+    fn status(&self, job: u64) -> Value {
+        self.get(&format!("/v1/jobs/{job}"), CLIENT_TOKEN)
+            .json()
+            .unwrap()
+    }
+
+    fn events(&self, job: u64) -> Vec<String> {
+        let events: Vec<Value> = self
+            .get(&format!("/v1/jobs/{job}/events"), CLIENT_TOKEN)
+            .json()
+            .unwrap();
+        events
+            .into_iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn wait_succeeded(&self, job: u64, timeout: Duration) {
+        self.wait_for(&format!("job {job}"), timeout, || {
+            let status = self.status(job);
+            assert_ne!(status["state"], "failed", "{status}");
+            status["state"] == "succeeded"
+        });
+    }
+}
+
+/// Counts "task-N (...) accepted" events per task; every task must appear exactly once.
+fn assert_each_task_accepted_once(events: &[String], tasks: usize) {
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    for e in events.iter().filter(|e| e.contains(") accepted from ")) {
+        *accepted
+            .entry(e.split(' ').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(accepted.len(), tasks, "{events:#?}");
+    assert!(accepted.values().all(|&n| n == 1), "{accepted:?}");
+}
+
+fn task_count(server: &Server, job: u64) -> usize {
+    let status = server.status(job);
+    status["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[2].as_u64().unwrap() as usize)
+        .sum()
+}
+
+#[test]
+fn twenty_concurrent_jobs_complete_on_three_workers() {
+    let server = serve(&[]);
+    let _workers: Vec<Worker> = (0..3)
+        .map(|i| {
+            server.worker(
+                &format!("w{i}"),
+                &["--dev-segment-ms", "5", "--dev-aggregate-ms", "2"],
+            )
+        })
+        .collect();
+    let jobs: Vec<u64> = (0..20)
+        .map(|i| server.submit(&format!("program {}", i % 4), 40 + 7 * i))
+        .collect();
+    for &job in &jobs {
+        server.wait_succeeded(job, Duration::from_secs(60));
+        let proof = server.get(&format!("/v1/jobs/{job}/proof"), CLIENT_TOKEN);
+        assert!(proof.status().is_success());
+        assert!(proof
+            .bytes()
+            .unwrap()
+            .starts_with(b"PLAIT DEV-BACKEND PROOF"));
+        assert_each_task_accepted_once(&server.events(job), task_count(&server, job));
+    }
+}
+
+#[test]
+fn a_killed_worker_loses_its_task_to_another() {
+    let server = serve(&["--lease-seconds", "1"]);
+    let slow = server.worker("doomed", &["--dev-segment-ms", "60000"]);
+    let job = server.submit("program", 10); // 2 segments
+    server.wait_for("the doomed worker's lease", Duration::from_secs(20), || {
+        server
+            .events(job)
+            .iter()
+            .any(|e| e.contains("leased to doomed"))
+    });
+    slow.signal("-KILL");
+    let _rescuer = server.worker("rescuer", &[]);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let events = server.events(job);
+    assert!(
+        events.iter().any(|e| e.contains("lease expired")),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(&server, job));
+}
+
+#[test]
+fn a_frozen_worker_resumes_late_and_its_result_is_ignored() {
+    let server = serve(&["--lease-seconds", "1"]);
+    let frozen = server.worker("frozen", &["--dev-segment-ms", "1500", "--max-tasks", "1"]);
+    let job = server.submit("program", 6); // 1 segment
+    server.wait_for("the frozen worker's lease", Duration::from_secs(20), || {
+        server
+            .events(job)
+            .iter()
+            .any(|e| e.contains("leased to frozen"))
+    });
+    frozen.signal("-STOP");
+    let _rescuer = server.worker("rescuer", &[]);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    frozen.signal("-CONT");
+    // The frozen worker wakes, finishes its stale attempt and submits it; it must change
+    // nothing. It exits after its one task.
+    let mut frozen = frozen;
+    let started = Instant::now();
+    while frozen.0.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "frozen worker never finished"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let events = server.events(job);
+    assert!(
+        events.iter().any(|e| e.contains("lease expired")),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("accepted from frozen")),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(&server, job));
+}
+
+#[test]
+fn corrupt_and_wrong_segment_proofs_are_rejected_and_their_workers_banned() {
+    let server = serve(&[]);
+    let mut corrupt = server.worker("corrupt", &["--dev-fault", "corrupt-proof"]);
+    let mut wrong = server.worker("wrong", &["--dev-fault", "wrong-segment"]);
+    let jobs: Vec<u64> = (0..2)
+        .map(|i| server.submit(&format!("p{i}"), 40))
+        .collect();
+    // Let the bad workers take (and lose) work before an honest one joins.
+    server.wait_for("two rejections each", Duration::from_secs(20), || {
+        corrupt.0.try_wait().unwrap().is_some() && wrong.0.try_wait().unwrap().is_some()
+    });
+    let _honest = server.worker("honest", &[]);
+    let mut all_events = Vec::new();
+    for &job in &jobs {
+        server.wait_succeeded(job, Duration::from_secs(30));
+        let events = server.events(job);
+        assert_each_task_accepted_once(&events, task_count(&server, job));
+        all_events.extend(events);
+    }
+    assert!(all_events
+        .iter()
+        .any(|e| e.contains("from corrupt failed: proof rejected")));
+    assert!(all_events
+        .iter()
+        .any(|e| e.contains("from wrong failed: proof rejected")));
+    // Banned workers were told so and stopped.
+    assert!(!corrupt.0.wait().unwrap().success());
+    assert!(!wrong.0.wait().unwrap().success());
+}
+
+#[test]
+fn bad_requests_get_json_errors_and_change_nothing() {
+    let server = serve(&["--max-upload-bytes", "1000"]);
+    let code = |response: reqwest::blocking::Response| -> (u16, String) {
+        let status = response.status().as_u16();
+        let body: Value = response.json().expect("error bodies are JSON");
+        (status, body["code"].as_str().unwrap().to_string())
+    };
+    assert_eq!(
+        code(server.get("/v1/jobs/42", CLIENT_TOKEN)),
+        (404, "unknown-job".into())
+    );
+    assert_eq!(
+        code(server.get("/v1/jobs/42", "wrong-token")),
+        (401, "unauthorized".into())
+    );
+    // Worker and client tokens do not open each other's routes.
+    assert_eq!(
+        code(server.get("/v1/jobs/42", WORKER_TOKEN)),
+        (401, "unauthorized".into())
+    );
+    let malformed = server
+        .http
+        .post(format!("{}/v1/jobs", server.url))
+        .bearer_auth(CLIENT_TOKEN)
+        .header("content-type", "application/json")
+        .body("{\"program-sha256\": ")
+        .send()
+        .unwrap();
+    let (status, malformed_code) = code(malformed);
+    assert_eq!(status, 400);
+    assert_eq!(malformed_code, "bad-request");
+    assert_eq!(
+        code(server.post_bytes("/v1/programs", CLIENT_TOKEN, vec![7; 2000])),
+        (413, "payload-too-large".into())
+    );
+    let unknown_program = server
+        .http
+        .post(format!("{}/v1/jobs", server.url))
+        .bearer_auth(CLIENT_TOKEN)
+        .json(&serde_json::json!({
+            "program-sha256": "00",
+            "input": {"items": []},
+            "params": {"segment-height": 3, "tree": {"num-children-leaf": 4, "num-children-internal": 3}, "max-instructions": 10},
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(code(unknown_program), (404, "unknown-program".into()));
+    // Nothing above created a job.
+    assert_eq!(
+        code(server.get("/v1/jobs/1", CLIENT_TOKEN)),
+        (404, "unknown-job".into())
+    );
+}
+
+#[test]
+fn a_real_coordinator_refuses_a_program_that_is_not_an_elf() {
+    // Without --dev the coordinator uses OpenVM; checking an upload needs no keys.
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = plait()
+        .args([
+            "--cache-dir",
+            dir.path().to_str().unwrap(),
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args([
+            "--worker-token",
+            WORKER_TOKEN,
+            "--client-token",
+            CLIENT_TOKEN,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let server = Server {
+        child,
+        url: line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string(),
+        http: reqwest::blocking::Client::new(),
+        _programs: tempfile::tempdir().unwrap(),
+    };
+    let response = server.post_bytes(
+        "/v1/programs",
+        CLIENT_TOKEN,
+        b"#!/bin/sh\necho hi\n".to_vec(),
+    );
+    assert_eq!(response.status().as_u16(), 422);
+    let body: Value = response.json().unwrap();
+    assert_eq!(body["code"], "invalid-program");
+    assert!(body["message"].as_str().unwrap().contains("not an ELF"));
+}
