@@ -308,3 +308,44 @@ fn bad_programs_and_inputs_get_clear_errors() {
         "at least 19",
     );
 }
+
+/// Executing (not proving) both guests: they reach 3 segments at height 19 and reveal what a
+/// host computation of the same function gives.
+#[test]
+fn guests_reveal_what_the_host_computes_and_reach_three_segments() {
+    let execute = |elf: &Path, inputs: &[&str]| -> serde_json::Value {
+        let mut args = vec![
+            "execute",
+            elf.to_str().unwrap(),
+            "--segment-height",
+            "19",
+            "--json",
+        ];
+        for input in inputs {
+            args.extend(["--input", input]);
+        }
+        let out = plait(&args);
+        assert!(out.status.success());
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+
+    let fib_plan = execute(&guest_elf("fib"), &["150000"]);
+    assert_eq!(fib_plan["segments"].as_array().unwrap().len(), 3);
+    let mut expected = 150000u64.to_le_bytes().to_vec();
+    expected.extend(fib(150000).to_le_bytes());
+    expected.resize(32, 0);
+    assert_eq!(fib_plan["public-values"], hex::encode(expected));
+
+    let sha_plan = execute(&guest_elf("sha-chain"), &["u32:500", "str:plait"]);
+    assert_eq!(sha_plan["segments"].as_array().unwrap().len(), 3);
+    let mut digest: [u8; 32] = sha256(b"plait");
+    for _ in 0..500 {
+        digest = sha256(&digest);
+    }
+    assert_eq!(sha_plan["public-values"], hex::encode(digest));
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).into()
+}
