@@ -23,7 +23,6 @@ struct Server {
     child: Child,
     url: String,
     http: reqwest::blocking::Client,
-    _programs: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -52,14 +51,18 @@ impl Worker {
 }
 
 fn serve(extra: &[&str]) -> Server {
+    spawn_server(&[], &["--dev"], extra)
+}
+
+/// Starts `plait [global] serve [args…]` on a free loopback port and reads the address it
+/// prints.
+fn spawn_server(global: &[&str], args: &[&str], extra: &[&str]) -> Server {
     let mut child = plait()
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .args([
-            "--worker-token",
-            WORKER_TOKEN,
-            "--client-token",
-            CLIENT_TOKEN,
-        ])
+        .args(global)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--worker-token", WORKER_TOKEN])
+        .args(["--client-token", CLIENT_TOKEN])
+        .args(args)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -69,16 +72,11 @@ fn serve(extra: &[&str]) -> Server {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_string();
+    let url = line.trim().strip_prefix("listening on ").unwrap();
     Server {
+        url: url.to_string(),
         child,
-        url,
         http: reqwest::blocking::Client::new(),
-        _programs: tempfile::tempdir().unwrap(),
     }
 }
 
@@ -380,38 +378,7 @@ fn bad_requests_get_json_errors_and_change_nothing() {
 fn a_real_coordinator_refuses_a_program_that_is_not_an_elf() {
     // Without --dev the coordinator uses OpenVM; checking an upload needs no keys.
     let dir = tempfile::tempdir().unwrap();
-    let mut child = plait()
-        .args([
-            "--cache-dir",
-            dir.path().to_str().unwrap(),
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .args([
-            "--worker-token",
-            WORKER_TOKEN,
-            "--client-token",
-            CLIENT_TOKEN,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let server = Server {
-        child,
-        url: line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap()
-            .to_string(),
-        http: reqwest::blocking::Client::new(),
-        _programs: tempfile::tempdir().unwrap(),
-    };
+    let server = spawn_server(&["--cache-dir", dir.path().to_str().unwrap()], &[], &[]);
     let response = server.post_bytes(
         "/v1/programs",
         CLIENT_TOKEN,

@@ -108,6 +108,22 @@ impl OpenVmBackend {
         Ok(vk)
     }
 
+    /// The keys and loaded program a proof check needs; a failure to get them is a reason to
+    /// reject, since an unchecked proof must never be accepted.
+    fn checking_context(
+        &self,
+        params: &ProvingParams,
+        program: &ProgramImage,
+    ) -> Result<(Arc<KeySet>, Arc<LoadedProgram>), String> {
+        let keys = self
+            .key_set(params.segment_height)
+            .map_err(|e| format!("cannot check: {e}"))?;
+        let loaded = self
+            .program(&keys, program)
+            .map_err(|e| format!("cannot check: {e}"))?;
+        Ok((keys, loaded))
+    }
+
     fn check_params(params: &ProvingParams) -> Result<(), BackendError> {
         keys::validate_segment_height(params.segment_height)?;
         let leaf = params.tree.num_children_leaf as usize;
@@ -212,12 +228,9 @@ impl ProverBackend for OpenVmBackend {
         segment: &SegmentSpec,
         proof: &ProofBlob,
     ) -> Verdict {
-        let checked = self
-            .key_set(params.segment_height)
-            .and_then(|keys| Ok((self.program(&keys, program)?, keys)))
-            .map_err(|e| format!("cannot check: {e}"))
-            .and_then(|(loaded, keys)| proofs::check_segment(&keys, &loaded, plan, segment, proof));
-        checked.into()
+        self.checking_context(params, program)
+            .and_then(|(keys, loaded)| proofs::check_segment(&keys, &loaded, plan, segment, proof))
+            .into()
     }
 
     fn check_aggregate_proof(
@@ -229,14 +242,11 @@ impl ProverBackend for OpenVmBackend {
         covered: &[SegmentSpec],
         proof: &ProofBlob,
     ) -> Verdict {
-        let checked = self
-            .key_set(params.segment_height)
-            .and_then(|keys| Ok((self.program(&keys, program)?, keys)))
-            .map_err(|e| format!("cannot check: {e}"))
-            .and_then(|(loaded, keys)| {
+        self.checking_context(params, program)
+            .and_then(|(keys, loaded)| {
                 proofs::check_aggregate(&keys, &loaded, plan, layer, covered, proof)
-            });
-        checked.into()
+            })
+            .into()
     }
 
     fn finalize(
