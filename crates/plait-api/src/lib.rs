@@ -5,12 +5,12 @@
 //! bumps it.
 
 use plait_core::{AggLayer, JobId, ProgramInput, SegmentSpec, TaskId};
-use plait_prover::{ProvingParams, SegmentProofMeta, Verdict};
+use plait_prover::{ProofMeta, ProvingParams, Verdict};
 use serde::{Deserialize, Serialize};
 
 pub const API_PREFIX: &str = "/v1";
 
-/// HTTP header carrying a result's [`SegmentProofMeta`] as JSON.
+/// HTTP header carrying a result's [`TaskMeta`] as JSON.
 pub const TASK_META_HEADER: &str = "plait-task-meta";
 
 /// A worker asks for work. The coordinator answers with a task that fits, or none after a
@@ -131,4 +131,4 @@ pub struct ApiErrorBody {
 }
 
 /// Measurements attached to a result.
-pub type TaskMeta = SegmentProofMeta;
+pub type TaskMeta = ProofMeta;

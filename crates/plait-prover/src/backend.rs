@@ -66,7 +66,7 @@ impl fmt::Debug for ProofBlob {
 /// Measurements a worker reports beside a proof.
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
-pub struct SegmentProofMeta {
+pub struct ProofMeta {
     /// Seconds spent re-executing the guest from the start to the segment's first
     /// instruction (OpenVM's VM state is not serializable, so a worker rebuilds it).
     pub reexecution_seconds: f64,
@@ -166,7 +166,7 @@ pub trait ProverBackend: Send + Sync {
         params: &ProvingParams,
         segment: &SegmentSpec,
         is_last: bool,
-    ) -> Result<(ProofBlob, SegmentProofMeta), BackendError>;
+    ) -> Result<(ProofBlob, ProofMeta), BackendError>;
 
     /// Joins the children's proofs (in execution order) into one proof of `layer`.
     fn aggregate(

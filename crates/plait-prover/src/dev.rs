@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    SegmentProofMeta, Verdict, VerifiedProof,
+    BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
+    Verdict, VerifiedProof,
 };
 
 /// Every dev proof starts with this line.
@@ -178,7 +178,7 @@ impl ProverBackend for DevBackend {
         _params: &ProvingParams,
         segment: &SegmentSpec,
         _is_last: bool,
-    ) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+    ) -> Result<(ProofBlob, ProofMeta), BackendError> {
         thread::sleep(self.segment_delay);
         let input_sha = input_digest(input);
         let mut proven = segment.clone();
@@ -200,7 +200,7 @@ impl ProverBackend for DevBackend {
         }
         Ok((
             proof,
-            SegmentProofMeta {
+            ProofMeta {
                 proving_seconds: self.segment_delay.as_secs_f64(),
                 ..Default::default()
             },

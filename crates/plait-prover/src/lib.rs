@@ -12,6 +12,6 @@ pub mod dev;
 pub mod openvm;
 
 pub use backend::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    SegmentProofMeta, Verdict, VerifiedProof,
+    BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
+    Verdict, VerifiedProof,
 };

@@ -9,9 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub use client::{ClientError, CoordinatorClient};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
-use plait_prover::{
-    BackendError, ProgramImage, ProofBlob, ProverBackend, SegmentProofMeta, Verdict,
-};
+use plait_prover::{BackendError, ProgramImage, ProofBlob, ProofMeta, ProverBackend, Verdict};
 pub use usage::{process_usage, ProcessUsage};
 
 #[derive(Clone, Debug)]
@@ -157,7 +155,7 @@ fn prove(
     program: &ProgramImage,
     task: &TaskAssignment,
     children: &[ProofBlob],
-) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+) -> Result<(ProofBlob, ProofMeta), BackendError> {
     // Loads the task's keys, generating them on a machine that has none yet.
     backend.prepare_keys(&task.params)?;
     match &task.work {
@@ -171,7 +169,7 @@ fn prove(
             let proof = backend.aggregate(&task.params, *layer, children)?;
             Ok((
                 proof,
-                SegmentProofMeta {
+                ProofMeta {
                     proving_seconds: started.elapsed().as_secs_f64(),
                     ..Default::default()
                 },

@@ -24,8 +24,8 @@ use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
 
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    SegmentProofMeta, Verdict, VerifiedProof,
+    BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
+    Verdict, VerifiedProof,
 };
 
 /// The OpenVM backend. Keys and loaded programs are cached in memory per segment height and
@@ -204,7 +204,7 @@ impl ProverBackend for OpenVmBackend {
         params: &ProvingParams,
         segment: &SegmentSpec,
         is_last: bool,
-    ) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+    ) -> Result<(ProofBlob, ProofMeta), BackendError> {
         let keys = self.key_set(params.segment_height)?;
         let loaded = self.program(&keys, program)?;
         proofs::prove_segment(&keys, &loaded, input, segment, is_last)

@@ -31,7 +31,7 @@ use super::{
     keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
 };
-use crate::{BackendError, ProofBlob, SegmentProofMeta, Verdict};
+use crate::{BackendError, ProofBlob, ProofMeta, Verdict};
 
 const ENVELOPE_VERSION: u8 = 1;
 
@@ -93,7 +93,7 @@ pub(crate) fn prove_segment(
     input: &ProgramInput,
     segment: &SegmentSpec,
     is_last: bool,
-) -> Result<(ProofBlob, SegmentProofMeta), BackendError> {
+) -> Result<(ProofBlob, ProofMeta), BackendError> {
     let hint = SegmentHint::of(segment)?;
     let mut instance = vm_instance(keys, &program.exe)?;
     let failed = |e: &dyn std::fmt::Display| BackendError::ProvingFailed(e.to_string());
@@ -157,7 +157,7 @@ pub(crate) fn prove_segment(
     let proving_seconds = started.elapsed().as_secs_f64();
     Ok((
         ProofEnvelope::encode(&proof, user_pvs.as_ref()),
-        SegmentProofMeta {
+        ProofMeta {
             reexecution_seconds,
             proving_seconds,
             ..Default::default()
