@@ -303,7 +303,13 @@ impl Coordinator {
             |j| {
                 let target = j.check_target(task, attempt)?;
                 let worker = j.lease_holder(task).unwrap_or_default();
-                Ok((target, j.program.clone(), j.params, j.plan.clone(), worker))
+                Ok((
+                    target,
+                    j.program.clone(),
+                    j.params,
+                    Arc::clone(&j.plan),
+                    worker,
+                ))
             },
             task,
             attempt,
@@ -412,7 +418,7 @@ impl Coordinator {
     }
 
     pub fn plan(&self, job: JobId) -> Result<plait_core::SegmentPlan, CoordinatorError> {
-        self.read_job(job, |j| j.plan.clone())
+        self.read_job(job, |j| j.plan.as_ref().clone())
     }
 
     pub fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {

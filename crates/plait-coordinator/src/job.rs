@@ -4,6 +4,7 @@
 
 use std::{
     collections::HashMap,
+    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -73,7 +74,8 @@ pub(crate) struct Job {
     pub program: ProgramImage,
     pub input: ProgramInput,
     pub params: ProvingParams,
-    pub plan: SegmentPlan,
+    /// Shared, not copied: every result check reads it.
+    pub plan: Arc<SegmentPlan>,
     pub status: JobStatus,
     pub submitted: Instant,
     graph: TaskGraph,
@@ -108,7 +110,7 @@ impl Job {
             program,
             input,
             params,
-            plan,
+            plan: Arc::new(plan),
             status: JobStatus::Running,
             submitted: now,
             graph,

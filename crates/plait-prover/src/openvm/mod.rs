@@ -270,8 +270,8 @@ impl ProverBackend for OpenVmBackend {
         let vk = self.program_verifying_key(program, params.segment_height)?;
         let exe_commit = vk.baseline.app_exe_commit;
         let bytes = proof_file::write(proof, params.segment_height, &program.digest, &exe_commit)?;
-        // Never hand out a proof we have not verified the way a user will.
-        self.verify_final(program, &bytes)?;
+        // Never hand out a proof we have not verified the way a user will: from the file.
+        verify_file(&vk, program, &bytes)?;
         Ok(bytes)
     }
 
@@ -280,40 +280,50 @@ impl ProverBackend for OpenVmBackend {
         program: &ProgramImage,
         proof_file: &[u8],
     ) -> Result<VerifiedProof, BackendError> {
-        let (file, proof) = proof_file::read(proof_file)?;
+        let (file, _) = proof_file::read(proof_file)?;
         keys::validate_segment_height(file.segment_height)
             .map_err(|e| BackendError::ProofRejected(e.to_string()))?;
         let vk = self.program_verifying_key(program, file.segment_height)?;
-        // The cryptographic check comes first and is against the program the caller named,
-        // never against anything the file says about itself.
-        Sdk::verify_proof(vk.mvk.clone(), vk.baseline.clone(), &proof).map_err(|e| {
-            BackendError::ProofRejected(format!(
-                "OpenVM verifier rejects the proof for this program: {e}"
-            ))
-        })?;
-        let public_values = proof_file::public_values_of(&proof);
-        let program_commit = proof_file::digest_hex(&vk.baseline.app_exe_commit);
-        if file.public_values != hex::encode(&public_values) {
-            return Err(BackendError::ProofRejected(
-                "the file's public-values member differs from the values the proof commits to"
-                    .into(),
-            ));
-        }
-        if file.app_exe_commit != program_commit {
-            return Err(BackendError::ProofRejected(
-                "the file's app-exe-commit member differs from the program's".into(),
-            ));
-        }
-        if file.program_sha256 != program.digest {
-            return Err(BackendError::ProofRejected(
-                "the file's program-sha256 member names another program".into(),
-            ));
-        }
-        Ok(VerifiedProof {
-            public_values,
-            program_commit,
-        })
+        verify_file(&vk, program, proof_file)
     }
+}
+
+/// Verifies a proof file with the given program verifying key, then checks that every member
+/// of the file agrees with what the proof commits to.
+fn verify_file(
+    vk: &VmStarkVerifyingKey,
+    program: &ProgramImage,
+    proof_file: &[u8],
+) -> Result<VerifiedProof, BackendError> {
+    let (file, proof) = proof_file::read(proof_file)?;
+    // The cryptographic check comes first and is against the program the caller named, never
+    // against anything the file says about itself.
+    Sdk::verify_proof(vk.mvk.clone(), vk.baseline.clone(), &proof).map_err(|e| {
+        BackendError::ProofRejected(format!(
+            "OpenVM verifier rejects the proof for this program: {e}"
+        ))
+    })?;
+    let public_values = proof_file::public_values_of(&proof);
+    let program_commit = proof_file::digest_hex(&vk.baseline.app_exe_commit);
+    if file.public_values != hex::encode(&public_values) {
+        return Err(BackendError::ProofRejected(
+            "the file's public-values member differs from the values the proof commits to".into(),
+        ));
+    }
+    if file.app_exe_commit != program_commit {
+        return Err(BackendError::ProofRejected(
+            "the file's app-exe-commit member differs from the program's".into(),
+        ));
+    }
+    if file.program_sha256 != program.digest {
+        return Err(BackendError::ProofRejected(
+            "the file's program-sha256 member names another program".into(),
+        ));
+    }
+    Ok(VerifiedProof {
+        public_values,
+        program_commit,
+    })
 }
 
 /// OpenVM's own single-process pipeline, as a baseline for benchmarks: `Sdk::prove` with the
