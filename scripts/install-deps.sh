@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Installs the Debian packages Plait needs on a fresh machine: a C toolchain for OpenVM's
 # native dependencies, and the guest toolchain (Debian's Rust with its standard library source,
-# and LLVM's linker) that builds guests for riscv32im-risc0-zkvm-elf.
+# and LLVM's linker) that builds guests for riscv32im-risc0-zkvm-elf; PostgreSQL for the
+# cluster store and its tests.
 set -euo pipefail
 
-packages=(build-essential pkg-config rustc-web cargo-web rust-web-src lld)
+packages=(build-essential pkg-config rustc-web cargo-web rust-web-src lld postgresql)
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

@@ -105,7 +105,7 @@ pub struct SubmitJobResponse {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct JobStatusResponse {
     pub job_id: JobId,
-    /// `running`, `succeeded` or `failed`.
+    /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
     pub state: String,
     pub failure: Option<String>,
     /// (phase, done, total): `segments`, then each aggregation layer.

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use plait_coordinator::{http, Coordinator, CoordinatorConfig};
+use plait_coordinator::{http, Coordinator, CoordinatorConfig, Store};
 use plait_prover::ProverBackend;
 use tokio::process::{Child, Command};
 
@@ -20,17 +20,33 @@ pub struct LocalPool {
     server: tokio::task::JoinHandle<()>,
     reaper: tokio::task::JoinHandle<()>,
     pub log_dir: PathBuf,
+    /// Holds the run's store when the user named none; deleted with the pool.
+    _scratch: Option<tempfile::TempDir>,
 }
 
 impl LocalPool {
-    /// Starts the coordinator's HTTP server on a free loopback port.
-    pub async fn start(backend: Arc<dyn ProverBackend>, cache: &Path) -> Result<Self> {
+    /// Starts the coordinator's HTTP server on a free loopback port, on the store at
+    /// `store_url`, or on a scratch SQLite store that lives as long as the pool.
+    pub async fn start(
+        backend: Arc<dyn ProverBackend>,
+        cache: &Path,
+        store_url: Option<&str>,
+    ) -> Result<Self> {
         let config = CoordinatorConfig {
             worker_token: uuid::Uuid::new_v4().to_string(),
+            client_token: uuid::Uuid::new_v4().to_string(),
             lease: Duration::from_secs(60),
             ..CoordinatorConfig::default()
         };
-        let coordinator = Coordinator::new(backend, config);
+        let (store, scratch) = match store_url {
+            Some(url) => (Store::open(url).await?, None),
+            None => {
+                let scratch = tempfile::tempdir().context("creating a scratch store directory")?;
+                let url = format!("sqlite://{}", scratch.path().join("store.sqlite").display());
+                (Store::open(&url).await?, Some(scratch))
+            }
+        };
+        let coordinator = Coordinator::open(backend, config, store).await?;
         let reaper = coordinator.spawn_lease_reaper();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -58,6 +74,7 @@ impl LocalPool {
             server,
             reaper,
             log_dir,
+            _scratch: scratch,
         })
     }
 

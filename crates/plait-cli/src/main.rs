@@ -45,7 +45,21 @@ enum Command {
     /// Upload a program to a coordinator and submit a job; with --wait, fetch its proof.
     Submit(commands::client::SubmitArgs),
     /// Show a job's status and progress.
-    Status(commands::client::StatusArgs),
+    Status(commands::client::JobArgs),
+    /// List every job a coordinator holds.
+    Jobs(commands::client::ListArgs),
+    /// Show a job's event log.
+    Events(commands::client::JobArgs),
+    /// Download a finished job's proof.
+    Fetch(commands::client::FetchArgs),
+    /// Stop handing out a job's tasks (results in flight are still accepted).
+    Pause(commands::client::JobArgs),
+    /// Hand out a paused job's tasks again.
+    Resume(commands::client::JobArgs),
+    /// End a job; results in flight are ignored.
+    Cancel(commands::client::JobArgs),
+    /// Restart a failed job, keeping every proof it already accepted.
+    Retry(commands::client::JobArgs),
     /// Benchmark baseline: prove with OpenVM's single-process `Sdk::prove` (same keys).
     #[command(hide = true)]
     BenchSdkProve(commands::bench::BenchSdkProveArgs),
@@ -100,6 +114,13 @@ fn main() -> ExitCode {
             Command::Serve(args) => commands::serve::run(args, &cache).await,
             Command::Submit(args) => commands::client::submit(args, &cache).await,
             Command::Status(args) => commands::client::status(args).await,
+            Command::Jobs(args) => commands::client::list(args).await,
+            Command::Events(args) => commands::client::events(args).await,
+            Command::Fetch(args) => commands::client::fetch(args).await,
+            Command::Pause(args) => commands::client::act(args, "pause").await,
+            Command::Resume(args) => commands::client::act(args, "resume").await,
+            Command::Cancel(args) => commands::client::act(args, "cancel").await,
+            Command::Retry(args) => commands::client::act(args, "retry").await,
             Command::BenchSdkProve(args) => commands::bench::sdk_prove(args, &cache).await,
         }
     });

@@ -23,6 +23,11 @@ struct Server {
     child: Child,
     url: String,
     http: reqwest::blocking::Client,
+    /// How it was started, to start it again on the same address and store.
+    global: Vec<String>,
+    args: Vec<String>,
+    store: String,
+    _store_dir: tempfile::TempDir,
 }
 
 impl Drop for Server {
@@ -51,19 +56,41 @@ impl Worker {
 }
 
 fn serve(extra: &[&str]) -> Server {
-    spawn_server(&[], &["--dev"], extra)
+    spawn_server(&[], &["--dev"], extra, None)
 }
 
-/// Starts `plait [global] serve [args…]` on a free loopback port and reads the address it
-/// prints.
-fn spawn_server(global: &[&str], args: &[&str], extra: &[&str]) -> Server {
+/// Starts `plait [global] serve [args…]` on a free loopback port, on a fresh SQLite store or
+/// on `store`, and reads the address it prints.
+fn spawn_server(global: &[&str], args: &[&str], extra: &[&str], store: Option<String>) -> Server {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store.unwrap_or_else(|| {
+        format!(
+            "sqlite://{}",
+            store_dir.path().join("store.sqlite").display()
+        )
+    });
+    let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut args = owned(args);
+    args.extend(owned(extra));
+    let (child, url) = start_serve(&owned(global), &args, &store, "127.0.0.1:0");
+    Server {
+        url,
+        child,
+        http: reqwest::blocking::Client::new(),
+        global: owned(global),
+        args,
+        store,
+        _store_dir: store_dir,
+    }
+}
+
+fn start_serve(global: &[String], args: &[String], store: &str, listen: &str) -> (Child, String) {
     let mut child = plait()
         .args(global)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", listen, "--store", store])
         .args(["--worker-token", WORKER_TOKEN])
         .args(["--client-token", CLIENT_TOKEN])
         .args(args)
-        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -72,15 +99,41 @@ fn spawn_server(global: &[&str], args: &[&str], extra: &[&str]) -> Server {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap();
-    Server {
-        url: url.to_string(),
-        child,
-        http: reqwest::blocking::Client::new(),
-    }
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("plait serve printed {line:?}"))
+        .to_string();
+    (child, url)
 }
 
 impl Server {
+    /// Kills the coordinator with SIGKILL and starts it again on the same address and store.
+    fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        let listen = self.url.strip_prefix("http://").unwrap().to_string();
+        let (child, url) = start_serve(&self.global, &self.args, &self.store, &listen);
+        assert_eq!(url, self.url);
+        self.child = child;
+    }
+
+    /// Runs a client command (`plait status …`) against this coordinator; returns its JSON.
+    fn client(&self, args: &[&str]) -> Value {
+        let out = plait()
+            .args(args)
+            .args(["--coordinator", &self.url, "--json"])
+            .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "plait {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     fn worker(&self, id: &str, extra: &[&str]) -> Worker {
         Worker(
             plait()
@@ -378,7 +431,12 @@ fn bad_requests_get_json_errors_and_change_nothing() {
 fn a_real_coordinator_refuses_a_program_that_is_not_an_elf() {
     // Without --dev the coordinator uses OpenVM; checking an upload needs no keys.
     let dir = tempfile::tempdir().unwrap();
-    let server = spawn_server(&["--cache-dir", dir.path().to_str().unwrap()], &[], &[]);
+    let server = spawn_server(
+        &["--cache-dir", dir.path().to_str().unwrap()],
+        &[],
+        &[],
+        None,
+    );
     let response = server.post_bytes(
         "/v1/programs",
         CLIENT_TOKEN,
@@ -388,4 +446,123 @@ fn a_real_coordinator_refuses_a_program_that_is_not_an_elf() {
     let body: Value = response.json().unwrap();
     assert_eq!(body["code"], "invalid-program");
     assert!(body["message"].as_str().unwrap().contains("not an ELF"));
+}
+
+/// kill -9 the coordinator mid-job and start it again on the same store: the job completes,
+/// no accepted task is proven again, and the event log tells the story.
+fn coordinator_restart(store: Option<String>) {
+    let mut server = spawn_server(&[], &["--dev"], &["--lease-seconds", "2"], store);
+    let _workers: Vec<Worker> = (0..3)
+        .map(|i| {
+            server.worker(
+                &format!("w{i}"),
+                &["--dev-segment-ms", "150", "--dev-aggregate-ms", "150"],
+            )
+        })
+        .collect();
+    let jobs: Vec<u64> = (0..3)
+        .map(|i| server.submit(&format!("p{i}"), 120))
+        .collect();
+    server.wait_for("some accepted tasks", Duration::from_secs(30), || {
+        let events = server.events(jobs[0]);
+        events
+            .iter()
+            .filter(|e| e.contains(") accepted from "))
+            .count()
+            >= 4
+    });
+    server.kill_and_restart();
+    for &job in &jobs {
+        server.wait_succeeded(job, Duration::from_secs(90));
+        let events = server.events(job);
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("coordinator restarted: ")),
+            "{events:#?}"
+        );
+        assert_each_task_accepted_once(&events, task_count(&server, job));
+    }
+    let restart = server.events(jobs[0]);
+    let kept: usize = restart
+        .iter()
+        .find_map(|e| e.strip_prefix("coordinator restarted: "))
+        .and_then(|e| e.split(' ').next()?.parse().ok())
+        .unwrap();
+    assert!(kept >= 4, "{restart:#?}");
+}
+
+#[test]
+fn a_killed_coordinator_restarts_on_sqlite_and_finishes_its_jobs() {
+    coordinator_restart(None);
+}
+
+#[test]
+fn a_killed_coordinator_restarts_on_postgres_and_finishes_its_jobs() {
+    let admin = std::env::var("PLAIT_TEST_POSTGRES_URL").expect(
+        "PLAIT_TEST_POSTGRES_URL is not set: run scripts/test.sh (it starts PostgreSQL), \
+         or export PLAIT_TEST_POSTGRES_URL=$(scripts/start-postgres.sh)",
+    );
+    let url = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(plait_coordinator::store::scratch_postgres_database(&admin))
+        .unwrap();
+    coordinator_restart(Some(url));
+}
+
+#[test]
+fn client_commands_list_pause_resume_cancel_and_show_events_as_json() {
+    let server = serve(&[]);
+    let job = server.submit("program", 40);
+    let other = server.submit("program", 16);
+    let id = job.to_string();
+    let paused = server.client(&["pause", &id]);
+    assert_eq!(paused["state"], "paused");
+    // No worker yet: nothing of the paused job may be handed out once one joins.
+    let _worker = server.worker("w", &[]);
+    server.wait_succeeded(other, Duration::from_secs(30));
+    let status = server.client(&["status", &format!("job-{job}")]);
+    assert_eq!(status["state"], "paused");
+    assert!(status["phases"][0][1] == 0, "{status}");
+    assert_eq!(server.client(&["resume", &id])["state"], "running");
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let jobs = server.client(&["jobs"]);
+    assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+    let events = server.client(&["events", &id]);
+    let messages: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert!(messages.contains(&"paused by its owner"), "{messages:#?}");
+    assert!(messages.contains(&"running by its owner"), "{messages:#?}");
+
+    // A finished job cannot be cancelled: a 409 with a code, exit code 3 (bad input).
+    let out = plait()
+        .args(["cancel", &id, "--coordinator", &server.url])
+        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("409") && stderr.contains("invalid-state"),
+        "{stderr}"
+    );
+    let third = server.submit("program", 16).to_string();
+    assert_eq!(server.client(&["cancel", &third])["state"], "cancelled");
+
+    let dir = tempfile::tempdir().unwrap();
+    let proof = dir.path().join("job.proof");
+    let out = plait()
+        .args(["fetch", &id, "-o", proof.to_str().unwrap()])
+        .args(["--coordinator", &server.url])
+        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(std::fs::read(&proof)
+        .unwrap()
+        .starts_with(b"PLAIT DEV-BACKEND PROOF"));
 }

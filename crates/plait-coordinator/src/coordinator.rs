@@ -10,13 +10,19 @@ use std::{
 };
 
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta};
-use plait_core::{JobId, ProgramInput, TaskGraph, TaskId};
+use plait_core::{AggLayer, JobId, ProgramInput, TaskGraph, TaskId};
 use plait_prover::{
     BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams, Verdict,
 };
 use tokio::sync::Notify;
 
-use crate::job::{CheckTarget, Job, JobEvent, JobProgress, JobStatus, LeaseError, TaskTiming};
+use crate::{
+    job::{
+        CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, LeaseError, RetryPolicy,
+        TaskTiming,
+    },
+    store::{Store, StoreError, StoreOp},
+};
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
@@ -28,6 +34,8 @@ pub struct CoordinatorConfig {
     pub lease: Duration,
     /// Attempts after which a failing task fails its job.
     pub max_attempts: u32,
+    /// Wait before a failed task is handed out again; doubles with each failure.
+    pub retry_backoff: Duration,
     /// How long a claim waits for work before answering "none".
     pub claim_wait: Duration,
     /// Rejected proofs after which a worker gets no more work.
@@ -41,6 +49,7 @@ impl Default for CoordinatorConfig {
             client_token: String::new(),
             lease: Duration::from_secs(60),
             max_attempts: 3,
+            retry_backoff: Duration::from_secs(2),
             claim_wait: Duration::from_secs(10),
             max_rejections_per_worker: 2,
         }
@@ -71,16 +80,29 @@ pub enum CoordinatorError {
     WorkerBanned { worker: String, rejections: u32 },
     #[error("the blocking task panicked: {0}")]
     Panicked(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    InvalidState(String),
 }
 
 pub struct Coordinator {
     backend: Arc<dyn ProverBackend>,
     backend_info: BackendInfo,
     config: CoordinatorConfig,
+    store: Store,
+    /// Store writes not yet applied, in the order the changes were made (appended under the
+    /// jobs lock, so the order is the order of the changes).
+    outbox: Mutex<Vec<StoreOp>>,
+    /// Serializes writes to the store, so they land in outbox order.
+    writer: tokio::sync::Mutex<()>,
     jobs: Mutex<HashMap<JobId, Job>>,
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Rejected proofs per worker id.
     rejections: Mutex<HashMap<String, u32>>,
+    /// The largest peak memory workers reported per (segment height, aggregation layer): what
+    /// an aggregation node is assumed to need once one was measured.
+    node_memory: Mutex<HashMap<(u32, String), u64>>,
     next_job: AtomicU64,
     /// Woken when tasks may have become ready.
     work_available: Notify,
@@ -89,23 +111,127 @@ pub struct Coordinator {
 }
 
 impl Coordinator {
-    pub fn new(backend: Arc<dyn ProverBackend>, config: CoordinatorConfig) -> Arc<Self> {
+    /// Opens a coordinator on `store`, resuming every job stored there: accepted proofs are
+    /// kept, tasks that were in flight are handed out again, and a job whose root was accepted
+    /// but not yet finalized is finalized now.
+    pub async fn open(
+        backend: Arc<dyn ProverBackend>,
+        config: CoordinatorConfig,
+        store: Store,
+    ) -> Result<Arc<Self>, CoordinatorError> {
+        let snapshot = store.load().await?;
         let backend_info = backend.info();
-        Arc::new(Self {
+        let programs: HashMap<String, ProgramImage> = snapshot
+            .programs
+            .into_iter()
+            .map(|(_, bytes)| {
+                let image = ProgramImage::new(bytes);
+                (image.digest.clone(), image)
+            })
+            .collect();
+        let (now, now_unix_ms) = (Instant::now(), unix_ms());
+        let mut jobs = HashMap::new();
+        for stored in snapshot.jobs {
+            let id = stored.record.id;
+            let program = programs
+                .get(&stored.record.program_sha256)
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!("{id}: its program is not in the store"))
+                })?;
+            let mut job =
+                Job::restore(stored, program, now, now_unix_ms).map_err(StoreError::Corrupt)?;
+            if job.status.is_live() {
+                let (accepted, total) = job.accepted_count();
+                job.log(
+                    now,
+                    format!(
+                        "coordinator restarted: {accepted} of {total} tasks already accepted and                          kept; tasks in flight are handed out again"
+                    ),
+                );
+            }
+            jobs.insert(id, job);
+        }
+        let next_job = jobs.keys().map(|j| j.0 + 1).max().unwrap_or(1);
+        let mut node_memory = HashMap::new();
+        for job in jobs.values() {
+            for t in job.timings() {
+                record_peak(&mut node_memory, job.params.segment_height, t);
+            }
+        }
+        let mut outbox = Vec::new();
+        for job in jobs.values_mut() {
+            outbox.extend(job.take_outbox());
+        }
+        let to_finalize: Vec<JobId> = jobs
+            .values()
+            .filter(|j| j.awaits_finalization())
+            .map(|j| j.id)
+            .collect();
+        let this = Arc::new(Self {
             backend,
             backend_info,
             config,
-            jobs: Mutex::new(HashMap::new()),
-            programs: Mutex::new(HashMap::new()),
-            rejections: Mutex::new(HashMap::new()),
-            next_job: AtomicU64::new(1),
+            store,
+            outbox: Mutex::new(outbox),
+            writer: tokio::sync::Mutex::new(()),
+            jobs: Mutex::new(jobs),
+            programs: Mutex::new(programs),
+            rejections: Mutex::new(snapshot.worker_rejections.into_iter().collect()),
+            node_memory: Mutex::new(node_memory),
+            next_job: AtomicU64::new(next_job),
             work_available: Notify::new(),
             job_changed: Notify::new(),
-        })
+        });
+        this.flush().await?;
+        for job in to_finalize {
+            let this = this.clone();
+            tokio::spawn(async move {
+                if let Err(e) = this.finalize(job).await {
+                    tracing::error!("{job}: finalizing after restart: {e}");
+                }
+            });
+        }
+        Ok(this)
+    }
+
+    /// Writes pending changes to the store. On failure they stay pending (and are retried by
+    /// the next flush) and the caller gets the error, so nothing is reported as durable that
+    /// is not.
+    async fn flush(&self) -> Result<(), CoordinatorError> {
+        let _writer = self.writer.lock().await;
+        let ops = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
+        if let Err(e) = self.store.apply(&ops).await {
+            let mut outbox = self.outbox.lock().expect("outbox lock");
+            let newer = std::mem::replace(&mut *outbox, ops);
+            outbox.extend(newer);
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Moves a job's pending store writes to the coordinator's outbox. Called with the jobs
+    /// lock held, so changes enter the outbox in the order they were made.
+    fn collect_writes(&self, job: &mut Job) {
+        let ops = job.take_outbox();
+        if !ops.is_empty() {
+            self.outbox.lock().expect("outbox lock").extend(ops);
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
+    }
+
+    fn retry_policy(&self) -> RetryPolicy {
+        RetryPolicy {
+            max_attempts: self.config.max_attempts,
+            backoff: self.config.retry_backoff,
+        }
     }
 
     pub fn backend_info(&self) -> &BackendInfo {
@@ -131,13 +257,24 @@ impl Coordinator {
         let (p, i) = (program.clone(), input.clone());
         let plan = blocking(move || backend.execute(&p, &i, &params)).await??;
         let graph = TaskGraph::new(plan.segments.len() as u32, params.tree)?;
+        self.remember_program(&program);
         let id = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
-        self.programs
-            .lock()
-            .expect("programs lock")
-            .insert(program.digest.clone(), program.clone());
-        let job = Job::new(id, program, input, params, plan, graph, Instant::now());
-        self.jobs.lock().expect("jobs lock").insert(id, job);
+        let mut job = Job::new(
+            id,
+            program,
+            input,
+            params,
+            plan,
+            graph,
+            Instant::now(),
+            unix_ms(),
+        );
+        {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            self.collect_writes(&mut job);
+            jobs.insert(id, job);
+        }
+        self.flush().await?;
         self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
         Ok(id)
@@ -169,10 +306,18 @@ impl Coordinator {
             // wait is not lost.
             let notified = self.work_available.notified();
             if let Some(task) = self.try_lease(worker) {
+                // The lease's attempt number must be durable before the worker uses it, so
+                // that a restarted coordinator never reissues it.
+                self.flush().await?;
                 self.job_changed.notify_waiters();
                 return Ok(Some(task));
             }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+            // Look again at least every second: a task's retry backoff ends without a
+            // notification.
+            let wake = deadline.min(tokio::time::Instant::now() + Duration::from_secs(1));
+            if tokio::time::timeout_at(wake, notified).await.is_err()
+                && tokio::time::Instant::now() >= deadline
+            {
                 return Ok(None);
             }
         }
@@ -183,29 +328,52 @@ impl Coordinator {
         rejections.get(worker).copied().unwrap_or(0)
     }
 
+    /// What an aggregation node of `phase` is assumed to need: the largest peak measured for
+    /// that layer and segment height, else the backend's figure.
+    fn node_memory_need(&self, params: &ProvingParams, layer: AggLayer) -> u64 {
+        let measured = self.node_memory.lock().expect("node memory lock");
+        match measured.get(&(params.segment_height, layer.to_string())) {
+            Some(peak) => *peak,
+            None => self.backend.aggregation_memory_estimate(params, layer),
+        }
+    }
+
     fn try_lease(&self, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
         let now = Instant::now();
+        let node_need = |p: &ProvingParams, layer: AggLayer| self.node_memory_need(p, layer);
         let mut jobs = self.jobs.lock().expect("jobs lock");
         let mut ids: Vec<JobId> = jobs.keys().copied().collect();
         ids.sort();
         ids.into_iter().find_map(|id| {
-            jobs.get_mut(&id)?
-                .lease_next(worker, self.config.lease, now)
+            let job = jobs.get_mut(&id)?;
+            let task = job.lease_next(worker, self.config.lease, now, &node_need)?;
+            self.collect_writes(job);
+            Some(task)
         })
     }
 
     /// Checks a program and stores it under its content hash (idempotent). A program the
     /// backend cannot run is refused and nothing is stored.
-    pub fn add_program(&self, bytes: Vec<u8>) -> Result<ProgramImage, CoordinatorError> {
+    pub async fn add_program(&self, bytes: Vec<u8>) -> Result<ProgramImage, CoordinatorError> {
         let program = ProgramImage::new(bytes);
         self.backend.check_program(&program)?;
-        Ok(self
-            .programs
-            .lock()
-            .expect("programs lock")
-            .entry(program.digest.clone())
-            .or_insert(program)
-            .clone())
+        self.remember_program(&program);
+        self.flush().await?;
+        Ok(program)
+    }
+
+    fn remember_program(&self, program: &ProgramImage) {
+        let mut programs = self.programs.lock().expect("programs lock");
+        if !programs.contains_key(&program.digest) {
+            programs.insert(program.digest.clone(), program.clone());
+            self.outbox
+                .lock()
+                .expect("outbox lock")
+                .push(StoreOp::Program {
+                    sha256: program.digest.clone(),
+                    bytes: program.bytes.clone(),
+                });
+        }
     }
 
     pub fn program(&self, sha256: &str) -> Option<ProgramImage> {
@@ -240,10 +408,12 @@ impl Coordinator {
         let state = jobs
             .get_mut(&job)
             .ok_or(CoordinatorError::UnknownJob(job))?;
-        f(state).map_err(|e| match e {
+        let result = f(state).map_err(|e| match e {
             LeaseError::UnknownTask => CoordinatorError::UnknownTask(task, job),
             LeaseError::Stale => CoordinatorError::StaleLease { job, task, attempt },
-        })
+        });
+        self.collect_writes(state);
+        result
     }
 
     pub fn heartbeat(
@@ -261,14 +431,14 @@ impl Coordinator {
         )
     }
 
-    pub fn report_failure(
+    pub async fn report_failure(
         &self,
         job: JobId,
         task: TaskId,
         attempt: u32,
         reason: &str,
     ) -> Result<(), CoordinatorError> {
-        let max = self.config.max_attempts;
+        let policy = self.retry_policy();
         self.with_job(
             job,
             |j| {
@@ -276,13 +446,14 @@ impl Coordinator {
                     task,
                     attempt,
                     &format!("worker reports: {reason}"),
-                    Some(max),
+                    Some(policy),
                     Instant::now(),
                 )
             },
             task,
             attempt,
         )?;
+        self.flush().await?;
         self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
         Ok(())
@@ -326,19 +497,28 @@ impl Coordinator {
         })
         .await?;
         let root_done = match &verdict {
-            Verdict::Accepted => self.with_job(
-                job,
-                |j| j.accept(task, attempt, proof, meta, Instant::now()),
-                task,
-                attempt,
-            )?,
+            Verdict::Accepted => {
+                let (root_done, timing) = self.with_job(
+                    job,
+                    |j| j.accept(task, attempt, proof, meta, Instant::now()),
+                    task,
+                    attempt,
+                )?;
+                let mut node_memory = self.node_memory.lock().expect("node memory lock");
+                record_peak(&mut node_memory, params.segment_height, &timing);
+                root_done
+            }
             Verdict::Rejected { reason } => {
-                *self
-                    .rejections
+                let rejections = {
+                    let mut all = self.rejections.lock().expect("rejections lock");
+                    let n = all.entry(worker.clone()).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                self.outbox
                     .lock()
-                    .expect("rejections lock")
-                    .entry(worker)
-                    .or_insert(0) += 1;
+                    .expect("outbox lock")
+                    .push(StoreOp::WorkerRejections { worker, rejections });
                 // A rejection counts against the worker (which is banned past a threshold),
                 // not against the task: bad workers must not be able to fail a job.
                 self.with_job(
@@ -358,15 +538,17 @@ impl Coordinator {
                 false
             }
         };
+        // Accepted means stored: the answer waits for the write.
+        self.flush().await?;
         if root_done {
-            self.finalize(job).await;
+            self.finalize(job).await?;
         }
         self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
         Ok(verdict)
     }
 
-    async fn finalize(&self, job: JobId) {
+    async fn finalize(&self, job: JobId) -> Result<(), CoordinatorError> {
         let Some((program, params, root, last)) = self
             .jobs
             .lock()
@@ -377,29 +559,60 @@ impl Coordinator {
                 Some((j.program.clone(), j.params, root, last))
             })
         else {
-            return;
+            return Ok(());
         };
         let backend = self.backend.clone();
         let result = blocking(move || backend.finalize(&program, &params, &root, &last)).await;
-        let mut jobs = self.jobs.lock().expect("jobs lock");
-        let Some(state) = jobs.get_mut(&job) else {
-            return;
-        };
-        let now = Instant::now();
-        match result {
-            Ok(Ok(bytes)) => {
-                state.log(
-                    now,
-                    format!("final proof assembled and verified ({} bytes)", bytes.len()),
-                );
-                state.status = JobStatus::Succeeded(bytes);
+        {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            let Some(state) = jobs.get_mut(&job) else {
+                return Ok(());
+            };
+            let now = Instant::now();
+            match result {
+                Ok(Ok(bytes)) => {
+                    state.log(
+                        now,
+                        format!("final proof assembled and verified ({} bytes)", bytes.len()),
+                    );
+                    state.set_status(JobStatus::Succeeded(bytes));
+                }
+                Ok(Err(e)) => {
+                    state.log(now, format!("job failed: final proof: {e}"));
+                    state.set_status(JobStatus::Failed(format!("final proof: {e}")));
+                }
+                Err(e) => {
+                    state.log(now, format!("job failed: final proof: {e}"));
+                    state.set_status(JobStatus::Failed(e.to_string()));
+                }
             }
-            Ok(Err(e)) => {
-                state.log(now, format!("job failed: final proof: {e}"));
-                state.status = JobStatus::Failed(format!("final proof: {e}"));
-            }
-            Err(e) => state.status = JobStatus::Failed(e.to_string()),
+            self.collect_writes(state);
         }
+        self.flush().await?;
+        self.job_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// Pauses, resumes, cancels or retries a job.
+    pub async fn act(&self, job: JobId, action: JobAction) -> Result<JobStatus, CoordinatorError> {
+        let (status, finalize) = {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            let state = jobs
+                .get_mut(&job)
+                .ok_or(CoordinatorError::UnknownJob(job))?;
+            let applied = state.apply(action, Instant::now());
+            self.collect_writes(state);
+            applied.map_err(CoordinatorError::InvalidState)?;
+            (state.status.clone(), state.awaits_finalization())
+        };
+        self.flush().await?;
+        // A job can fail in finalization with every task accepted; retrying it finalizes again.
+        if finalize {
+            self.finalize(job).await?;
+        }
+        self.work_available.notify_waiters();
+        self.job_changed.notify_waiters();
+        Ok(status)
     }
 
     fn read_job<T>(&self, job: JobId, f: impl FnOnce(&Job) -> T) -> Result<T, CoordinatorError> {
@@ -407,6 +620,19 @@ impl Coordinator {
         jobs.get(&job)
             .map(f)
             .ok_or(CoordinatorError::UnknownJob(job))
+    }
+
+    /// Every job's id, oldest first.
+    pub fn job_ids(&self) -> Vec<JobId> {
+        let mut ids: Vec<JobId> = self
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .keys()
+            .copied()
+            .collect();
+        ids.sort();
+        ids
     }
 
     pub fn status(&self, job: JobId) -> Result<JobStatus, CoordinatorError> {
@@ -443,21 +669,43 @@ impl Coordinator {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
                 let now = Instant::now();
-                let max = this.config.max_attempts;
-                let expired: usize = this
-                    .jobs
-                    .lock()
-                    .expect("jobs lock")
-                    .values_mut()
-                    .map(|j| j.expire_leases(max, now))
-                    .sum();
+                let policy = this.retry_policy();
+                let expired: usize = {
+                    let mut jobs = this.jobs.lock().expect("jobs lock");
+                    jobs.values_mut()
+                        .map(|j| {
+                            let n = j.expire_leases(policy, now);
+                            this.collect_writes(j);
+                            n
+                        })
+                        .sum()
+                };
                 if expired > 0 {
+                    if let Err(e) = this.flush().await {
+                        tracing::error!("writing expired leases: {e}");
+                    }
                     this.work_available.notify_waiters();
                     this.job_changed.notify_waiters();
                 }
             }
         })
     }
+}
+
+/// Remembers an aggregation node's measured peak memory, if larger than what was known.
+fn record_peak(known: &mut HashMap<(u32, String), u64>, segment_height: u32, t: &TaskTiming) {
+    if t.phase == "segments" || t.meta.process_peak_rss_bytes == 0 {
+        return;
+    }
+    let peak = known.entry((segment_height, t.phase.clone())).or_insert(0);
+    *peak = (*peak).max(t.meta.process_peak_rss_bytes);
+}
+
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 async fn blocking<T: Send + 'static>(

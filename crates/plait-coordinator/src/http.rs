@@ -19,7 +19,7 @@ use plait_api::{
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
 
-use crate::{Coordinator, CoordinatorError, JobStatus};
+use crate::{Coordinator, CoordinatorError, JobAction, JobStatus};
 
 /// An error answer: an HTTP status and a stable code.
 #[derive(Debug)]
@@ -66,6 +66,8 @@ impl From<CoordinatorError> for ApiError {
             }
             CoordinatorError::WorkerBanned { .. } => (StatusCode::FORBIDDEN, "worker-banned"),
             CoordinatorError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            CoordinatorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
+            CoordinatorError::InvalidState(_) => (StatusCode::CONFLICT, "invalid-state"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -95,8 +97,9 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         ));
     let client = Router::new()
         .route("/programs", post(upload_program))
-        .route("/jobs", post(submit_job))
+        .route("/jobs", post(submit_job).get(list_jobs))
         .route("/jobs/{job}", get(job_status))
+        .route("/jobs/{job}/{action}", post(job_action))
         .route("/jobs/{job}/proof", get(job_proof))
         .route("/jobs/{job}/events", get(job_events))
         .layer(middleware::from_fn_with_state(
@@ -194,7 +197,7 @@ async fn upload_program(
             "the request body must be the program ELF",
         ));
     }
-    let program = coordinator.add_program(body.to_vec())?;
+    let program = coordinator.add_program(body.to_vec()).await?;
     Ok(Json(UploadProgramResponse {
         program_sha256: program.digest,
     }))
@@ -220,24 +223,59 @@ async fn submit_job(
     Ok(Json(SubmitJobResponse { job_id, segments }))
 }
 
+fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResponse, ApiError> {
+    let progress = coordinator.progress(job_id)?;
+    let status = coordinator.status(job_id)?;
+    Ok(JobStatusResponse {
+        job_id,
+        state: status.name().into(),
+        failure: match status {
+            JobStatus::Failed(reason) => Some(reason),
+            _ => None,
+        },
+        phases: progress.phases,
+        elapsed_seconds: progress.elapsed_seconds,
+    })
+}
+
 async fn job_status(
     State(coordinator): State<Arc<Coordinator>>,
     Path(job): Path<u64>,
 ) -> Result<Json<JobStatusResponse>, ApiError> {
-    let job_id = JobId(job);
-    let progress = coordinator.progress(job_id)?;
-    let (state, failure) = match coordinator.status(job_id)? {
-        JobStatus::Running => ("running", None),
-        JobStatus::Succeeded(_) => ("succeeded", None),
-        JobStatus::Failed(reason) => ("failed", Some(reason)),
+    Ok(Json(status_body(&coordinator, JobId(job))?))
+}
+
+async fn list_jobs(
+    State(coordinator): State<Arc<Coordinator>>,
+) -> Result<Json<Vec<JobStatusResponse>>, ApiError> {
+    let bodies = coordinator
+        .job_ids()
+        .into_iter()
+        .map(|id| status_body(&coordinator, id))
+        .collect::<Result<_, _>>()?;
+    Ok(Json(bodies))
+}
+
+/// `POST /v1/jobs/{job}/{pause|resume|cancel|retry}`.
+async fn job_action(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path((job, action)): Path<(u64, String)>,
+) -> Result<Json<JobStatusResponse>, ApiError> {
+    let action = match action.as_str() {
+        "pause" => JobAction::Pause,
+        "resume" => JobAction::Resume,
+        "cancel" => JobAction::Cancel,
+        "retry" => JobAction::Retry,
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "unknown-action",
+                format!("no job action {other:?}; expected pause, resume, cancel or retry"),
+            ))
+        }
     };
-    Ok(Json(JobStatusResponse {
-        job_id,
-        state: state.into(),
-        failure,
-        phases: progress.phases,
-        elapsed_seconds: progress.elapsed_seconds,
-    }))
+    coordinator.act(JobId(job), action).await?;
+    Ok(Json(status_body(&coordinator, JobId(job))?))
 }
 
 async fn job_proof(
@@ -340,6 +378,8 @@ async fn failure(
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     Json(request): Json<ReportFailureRequest>,
 ) -> Result<StatusCode, ApiError> {
-    coordinator.report_failure(JobId(job), TaskId(task), attempt, &request.reason)?;
+    coordinator
+        .report_failure(JobId(job), TaskId(task), attempt, &request.reason)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,15 +11,60 @@ use std::{
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
 use plait_core::{JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind};
 use plait_prover::{ProgramImage, ProofBlob, ProvingParams};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{JobRecord, StoreOp, StoredJob};
 
 /// Where a job is.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobStatus {
     Running,
+    /// No new task is handed out; results in flight are still accepted.
+    Paused,
+    /// Ended by its owner; results in flight are ignored.
+    Cancelled,
     /// The final proof file, verified.
     Succeeded(Vec<u8>),
+    /// Can be retried, keeping every accepted proof.
     Failed(String),
+}
+
+impl JobStatus {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Cancelled => "cancelled",
+            Self::Succeeded(_) => "succeeded",
+            Self::Failed(_) => "failed",
+        }
+    }
+
+    /// Whether the job can still change on its own (running or paused).
+    pub fn is_live(&self) -> bool {
+        matches!(self, Self::Running | Self::Paused)
+    }
+}
+
+/// A change its owner asks of a job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobAction {
+    Pause,
+    Resume,
+    Cancel,
+    /// Restart a failed job, keeping what was accepted.
+    Retry,
+}
+
+impl JobAction {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Resume => "resume",
+            Self::Cancel => "cancel",
+            Self::Retry => "retry",
+        }
+    }
 }
 
 /// Something that happened to a job, for its event log.
@@ -31,7 +76,7 @@ pub struct JobEvent {
 }
 
 /// How long one accepted task took, and where.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TaskTiming {
     pub task: TaskId,
     /// `segments` or the layer name.
@@ -78,13 +123,34 @@ pub(crate) struct Job {
     pub plan: Arc<SegmentPlan>,
     pub status: JobStatus,
     pub submitted: Instant,
+    pub submitted_unix_ms: i64,
     graph: TaskGraph,
     proofs: HashMap<TaskId, ProofBlob>,
     leases: HashMap<TaskId, Lease>,
     attempts: HashMap<TaskId, u32>,
     failures: HashMap<TaskId, u32>,
+    /// A task that failed is not handed out again before this time (backoff).
+    not_before: HashMap<TaskId, Instant>,
     events: Vec<JobEvent>,
     timings: Vec<TaskTiming>,
+    /// Changes not yet written to the store, in order; the coordinator drains them.
+    outbox: Vec<StoreOp>,
+}
+
+/// How failures that count against a task are retried.
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    /// Failures after which the task fails its job.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each further failure, up to a minute.
+    pub backoff: Duration,
+}
+
+impl RetryPolicy {
+    fn backoff_after(&self, failures: u32) -> Duration {
+        let doublings = failures.saturating_sub(1).min(16);
+        (self.backoff * (1 << doublings)).min(Duration::from_secs(60))
+    }
 }
 
 /// Why a worker's call about a task was refused.
@@ -104,6 +170,7 @@ impl Job {
         plan: SegmentPlan,
         graph: TaskGraph,
         now: Instant,
+        now_unix_ms: i64,
     ) -> Self {
         let mut job = Self {
             id,
@@ -113,14 +180,19 @@ impl Job {
             plan: Arc::new(plan),
             status: JobStatus::Running,
             submitted: now,
+            submitted_unix_ms: now_unix_ms,
             graph,
             proofs: HashMap::new(),
             leases: HashMap::new(),
             attempts: HashMap::new(),
             failures: HashMap::new(),
+            not_before: HashMap::new(),
             events: Vec::new(),
             timings: Vec::new(),
+            outbox: Vec::new(),
         };
+        let record = job.record();
+        job.outbox.push(StoreOp::InsertJob(record));
         let segments = job.plan.segments.len();
         let nodes = job.graph.num_tasks() - segments;
         job.log(
@@ -133,12 +205,165 @@ impl Job {
         job
     }
 
+    /// The job as first stored.
+    fn record(&self) -> JobRecord {
+        let json = |v: serde_json::Result<String>| v.expect("job parts serialize");
+        JobRecord {
+            id: self.id,
+            program_sha256: self.program.digest.clone(),
+            input_json: json(serde_json::to_string(&self.input)),
+            params_json: json(serde_json::to_string(&self.params)),
+            plan_json: json(serde_json::to_string(self.plan.as_ref())),
+            submitted_unix_ms: self.submitted_unix_ms,
+            state: self.status.clone(),
+        }
+    }
+
+    /// Rebuilds a stored job: accepted tasks stay accepted; tasks that were leased are ready
+    /// again (leases are not stored).
+    pub fn restore(
+        stored: StoredJob,
+        program: ProgramImage,
+        now: Instant,
+        now_unix_ms: i64,
+    ) -> Result<Self, String> {
+        let r = stored.record;
+        let parse_err = |what: &str, e: serde_json::Error| format!("{}: {what}: {e}", r.id);
+        let input: ProgramInput =
+            serde_json::from_str(&r.input_json).map_err(|e| parse_err("input", e))?;
+        let params: ProvingParams =
+            serde_json::from_str(&r.params_json).map_err(|e| parse_err("params", e))?;
+        let plan: SegmentPlan =
+            serde_json::from_str(&r.plan_json).map_err(|e| parse_err("plan", e))?;
+        let mut graph = TaskGraph::new(plan.segments.len() as u32, params.tree)
+            .map_err(|e| format!("{}: {e}", r.id))?;
+        let age_ms = (now_unix_ms - r.submitted_unix_ms).max(0) as u64;
+        let submitted = now
+            .checked_sub(Duration::from_millis(age_ms))
+            .unwrap_or(now);
+        let (mut attempts, mut failures) = (HashMap::new(), HashMap::new());
+        let (mut proofs, mut timings) = (HashMap::new(), Vec::new());
+        // Task ids put children before parents, so each accepted task is ready in turn.
+        for (task, t) in stored.tasks {
+            attempts.insert(task, t.attempts);
+            failures.insert(task, t.failures);
+            let Some((proof, timing)) = t.accepted else {
+                continue;
+            };
+            graph
+                .start(task)
+                .and_then(|()| graph.complete(task))
+                .map_err(|e| format!("{}: stored {task}: {e}", r.id))?;
+            proofs.insert(task, ProofBlob(proof));
+            timings.push(serde_json::from_str(&timing).map_err(|e| parse_err("task timing", e))?);
+        }
+        let events = stored
+            .events
+            .into_iter()
+            .map(|(at_seconds, message)| JobEvent {
+                at_seconds,
+                message,
+            })
+            .collect();
+        Ok(Self {
+            id: r.id,
+            program,
+            input,
+            params,
+            plan: Arc::new(plan),
+            status: r.state,
+            submitted,
+            submitted_unix_ms: r.submitted_unix_ms,
+            graph,
+            proofs,
+            leases: HashMap::new(),
+            attempts,
+            failures,
+            not_before: HashMap::new(),
+            events,
+            timings,
+            outbox: Vec::new(),
+        })
+    }
+
+    /// Store writes made since the last call.
+    pub fn take_outbox(&mut self) -> Vec<StoreOp> {
+        std::mem::take(&mut self.outbox)
+    }
+
     pub fn log(&mut self, now: Instant, message: String) {
         tracing::info!(job_id = %self.id, "{message}");
+        let at_seconds = now.duration_since(self.submitted).as_secs_f64();
+        self.outbox.push(StoreOp::Event {
+            job: self.id,
+            seq: self.events.len() as u32,
+            at_seconds,
+            message: message.clone(),
+        });
         self.events.push(JobEvent {
-            at_seconds: now.duration_since(self.submitted).as_secs_f64(),
+            at_seconds,
             message,
         });
+    }
+
+    pub fn set_status(&mut self, status: JobStatus) {
+        self.outbox.push(StoreOp::JobState {
+            job: self.id,
+            state: status.clone(),
+        });
+        self.status = status;
+    }
+
+    /// Applies an owner's request, or says why it does not apply in the current state.
+    pub fn apply(&mut self, action: JobAction, now: Instant) -> Result<(), String> {
+        let next = match (action, &self.status) {
+            (JobAction::Pause, JobStatus::Running) => JobStatus::Paused,
+            (JobAction::Resume, JobStatus::Paused) => JobStatus::Running,
+            (JobAction::Cancel, s) if s.is_live() || matches!(s, JobStatus::Failed(_)) => {
+                // Results in flight are refused from now on.
+                self.leases.clear();
+                JobStatus::Cancelled
+            }
+            (JobAction::Retry, JobStatus::Failed(_)) => {
+                for (task, n) in self.failures.iter_mut() {
+                    if *n > 0 {
+                        *n = 0;
+                        self.outbox.push(StoreOp::TaskCounters {
+                            job: self.id,
+                            task: *task,
+                            attempts: self.attempts.get(task).copied().unwrap_or(0),
+                            failures: 0,
+                        });
+                    }
+                }
+                JobStatus::Running
+            }
+            (action, status) => {
+                return Err(format!(
+                    "cannot {} {}: it is {}",
+                    action.name(),
+                    self.id,
+                    status.name()
+                ))
+            }
+        };
+        let kept = self.proofs.len();
+        self.set_status(next);
+        let message = match action {
+            JobAction::Retry => format!("retried by its owner; {kept} accepted proofs kept"),
+            _ => format!("{} by its owner", self.status.name()),
+        };
+        self.log(now, message);
+        Ok(())
+    }
+
+    /// Whether the root is accepted but no final proof exists yet (a restart can leave a job so).
+    pub fn awaits_finalization(&self) -> bool {
+        self.is_running() && self.graph.is_complete()
+    }
+
+    pub fn accepted_count(&self) -> (usize, usize) {
+        (self.proofs.len(), self.graph.num_tasks())
     }
 
     pub fn events(&self) -> &[JobEvent] {
@@ -157,7 +382,7 @@ impl Job {
         JobProgress {
             phases: self.graph.progress(),
             elapsed_seconds: now.duration_since(self.submitted).as_secs_f64(),
-            finished: !self.is_running(),
+            finished: !self.status.is_live(),
         }
     }
 
@@ -168,13 +393,19 @@ impl Job {
         }
     }
 
-    /// Memory a task needs; aggregation nodes are not yet estimated (0 means unknown).
-    fn memory_need(&self, task: TaskId) -> u64 {
+    /// Memory a task needs (0: unknown): the backend's estimate for a segment, and for an
+    /// aggregation node what `node_need` says (measured peaks, or the backend's figure).
+    fn memory_need(
+        &self,
+        task: TaskId,
+        node_need: &dyn Fn(&ProvingParams, plait_core::AggLayer) -> u64,
+    ) -> u64 {
         match self.graph.kind(task) {
             Ok(TaskKind::ProveSegment { segment }) => {
                 self.plan.segments[segment as usize].memory_estimate_bytes
             }
-            _ => 0,
+            Ok(TaskKind::Aggregate { layer, .. }) => node_need(&self.params, layer),
+            Err(_) => 0,
         }
     }
 
@@ -184,20 +415,29 @@ impl Job {
         worker: &ClaimTaskRequest,
         lease: Duration,
         now: Instant,
+        node_need: &dyn Fn(&ProvingParams, plait_core::AggLayer) -> u64,
     ) -> Option<TaskAssignment> {
         if !self.is_running() {
             return None;
         }
-        let task = self
-            .graph
-            .ready_tasks()
-            .find(|t| worker.memory_bytes == 0 || self.memory_need(*t) <= worker.memory_bytes)?;
+        let task = self.graph.ready_tasks().find(|t| {
+            self.not_before.get(t).is_none_or(|at| *at <= now)
+                && (worker.memory_bytes == 0
+                    || self.memory_need(*t, node_need) <= worker.memory_bytes)
+        })?;
+        self.not_before.remove(&task);
         self.graph.start(task).expect("a ready task can start");
         let attempt = {
             let n = self.attempts.entry(task).or_insert(0);
             *n += 1;
             *n
         };
+        self.outbox.push(StoreOp::TaskCounters {
+            job: self.id,
+            task,
+            attempts: attempt,
+            failures: self.failures.get(&task).copied().unwrap_or(0),
+        });
         self.leases.insert(
             task,
             Lease {
@@ -289,7 +529,8 @@ impl Job {
     }
 
     /// Records a verified result. Re-checks the lease: a result whose lease was lost while it
-    /// was being checked is dropped. Returns whether the job's root proof is now accepted.
+    /// was being checked is dropped. Returns whether the job's root proof is now accepted, and
+    /// the task's timing record.
     pub fn accept(
         &mut self,
         task: TaskId,
@@ -297,7 +538,7 @@ impl Job {
         proof: ProofBlob,
         meta: TaskMeta,
         now: Instant,
-    ) -> Result<bool, LeaseError> {
+    ) -> Result<(bool, TaskTiming), LeaseError> {
         let lease = self.current_lease(task, attempt)?;
         let timing = TaskTiming {
             task,
@@ -309,6 +550,12 @@ impl Job {
         };
         self.leases.remove(&task);
         self.graph.complete(task).expect("a leased task is running");
+        self.outbox.push(StoreOp::TaskAccepted {
+            job: self.id,
+            task,
+            proof: proof.0.clone(),
+            timing_json: serde_json::to_string(&timing).expect("timings serialize"),
+        });
         self.proofs.insert(task, proof);
         self.log(
             now,
@@ -317,18 +564,19 @@ impl Job {
                 timing.phase, timing.worker, timing.wall_seconds
             ),
         );
-        self.timings.push(timing);
-        Ok(self.graph.is_complete())
+        self.timings.push(timing.clone());
+        Ok((self.graph.is_complete(), timing))
     }
 
-    /// Records a failed or rejected attempt and puts the task back. With `max_attempts`, the
-    /// attempt counts against the task, and the job fails once the task has failed that often.
+    /// Records a failed or rejected attempt and puts the task back. With a retry policy, the
+    /// attempt counts against the task: it waits out a backoff that doubles with each failure,
+    /// and the job fails once the task has failed `max_attempts` times.
     pub fn fail_attempt(
         &mut self,
         task: TaskId,
         attempt: u32,
         reason: &str,
-        max_attempts: Option<u32>,
+        policy: Option<RetryPolicy>,
         now: Instant,
     ) -> Result<(), LeaseError> {
         let worker = self.current_lease(task, attempt)?.worker.clone();
@@ -338,7 +586,7 @@ impl Job {
             now,
             format!("{task} attempt {attempt} from {worker} failed: {reason}"),
         );
-        let Some(max_attempts) = max_attempts else {
+        let Some(policy) = policy else {
             return Ok(());
         };
         let failures = {
@@ -346,16 +594,24 @@ impl Job {
             *n += 1;
             *n
         };
-        if failures >= max_attempts {
+        self.not_before
+            .insert(task, now + policy.backoff_after(failures));
+        self.outbox.push(StoreOp::TaskCounters {
+            job: self.id,
+            task,
+            attempts: self.attempts.get(&task).copied().unwrap_or(0),
+            failures,
+        });
+        if failures >= policy.max_attempts && self.is_running() {
             let message = format!("{task} failed {failures} times; last reason: {reason}");
             self.log(now, format!("job failed: {message}"));
-            self.status = JobStatus::Failed(message);
+            self.set_status(JobStatus::Failed(message));
         }
         Ok(())
     }
 
     /// Requeues every task whose lease ran out. Returns how many.
-    pub fn expire_leases(&mut self, max_attempts: u32, now: Instant) -> usize {
+    pub fn expire_leases(&mut self, policy: RetryPolicy, now: Instant) -> usize {
         let expired: Vec<(TaskId, u32)> = self
             .leases
             .iter()
@@ -367,7 +623,7 @@ impl Job {
                 *task,
                 *attempt,
                 "lease expired (no heartbeat)",
-                Some(max_attempts),
+                Some(policy),
                 now,
             );
         }

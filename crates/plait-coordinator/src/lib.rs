@@ -5,11 +5,14 @@
 //! retried), releases each aggregation node the moment its children are accepted, and finally
 //! assembles and verifies the job's proof. Workers reach it over HTTP ([`http::router`]).
 //!
-//! Job state lives in memory in this version; a coordinator restart loses running jobs.
+//! Every change that must survive a restart is written to the [`store`] (SQLite or
+//! PostgreSQL) before the coordinator answers; a restarted coordinator resumes every job from it.
 
 mod coordinator;
 pub mod http;
 mod job;
+pub mod store;
 
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
-pub use job::{JobEvent, JobProgress, JobStatus, TaskTiming};
+pub use job::{JobAction, JobEvent, JobProgress, JobStatus, TaskTiming};
+pub use store::Store;

@@ -72,7 +72,8 @@ pub struct ProofMeta {
     pub reexecution_seconds: f64,
     /// Seconds spent proving (the segment or the aggregation node).
     pub proving_seconds: f64,
-    /// The worker process's peak resident memory so far, in bytes.
+    /// The worker process's peak resident memory while it worked on this task, in bytes
+    /// (workers reset the peak before each task where the OS allows it).
     pub process_peak_rss_bytes: u64,
     /// CPU seconds (user + system) the worker process has used so far.
     pub process_cpu_seconds: f64,
@@ -149,6 +150,12 @@ pub trait ProverBackend: Send + Sync {
     /// Checks, cheaply, that `program` is something this backend can run (for OpenVM: a 32-bit
     /// RISC-V ELF), so that uploads of anything else are refused at the door.
     fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError>;
+
+    /// Memory an aggregation node of `layer` needs, in bytes, before anything was measured in
+    /// this pool (0: unknown). The coordinator replaces it with the peaks workers report.
+    fn aggregation_memory_estimate(&self, _params: &ProvingParams, _layer: AggLayer) -> u64 {
+        0
+    }
 
     /// Executes the program once and cuts the execution into segments.
     fn execute(

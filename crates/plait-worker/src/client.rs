@@ -27,6 +27,14 @@ impl ClientError {
         matches!(self, ClientError::Refused { code, .. }
             if matches!(code.as_str(), "incompatible-worker" | "unauthorized" | "worker-banned"))
     }
+
+    /// Whether the same request may succeed later: no answer, or a server-side failure.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Refused { status, .. } => *status >= 500,
+        }
+    }
 }
 
 pub struct CoordinatorClient {

@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 pub use client::{ClientError, CoordinatorClient};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_prover::{BackendError, ProgramImage, ProofBlob, ProofMeta, ProverBackend, Verdict};
-pub use usage::{process_usage, ProcessUsage};
+pub use usage::{process_usage, reset_peak_rss, ProcessUsage};
 
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
@@ -103,7 +103,9 @@ async fn work_on(
         Work::ProveSegment { .. } => Vec::new(),
     };
 
-    // Prove on a blocking thread; heartbeat the lease meanwhile.
+    // Prove on a blocking thread; heartbeat the lease meanwhile. The peak memory reported with
+    // the result is this task's own (the coordinator learns aggregation nodes' needs from it).
+    reset_peak_rss();
     let proving = {
         let backend = backend.clone();
         let task = task.clone();
@@ -126,7 +128,7 @@ async fn work_on(
             let usage = process_usage();
             meta.process_peak_rss_bytes = usage.peak_rss_bytes;
             meta.process_cpu_seconds = usage.cpu_seconds;
-            let verdict = client.submit(job, id, attempt, proof, &meta).await?;
+            let verdict = submit_with_retries(client, task, proof, &meta).await?;
             match verdict {
                 Verdict::Accepted => {
                     tracing::info!(job_id = %job, task_id = %id, "result accepted")
@@ -148,6 +150,29 @@ async fn work_on(
                 .await
         }
     }
+}
+
+/// Submits a result, retrying while the coordinator is unreachable or failing (it may be
+/// restarting): a finished proof is worth a minute of retries.
+async fn submit_with_retries(
+    client: &CoordinatorClient,
+    task: &TaskAssignment,
+    proof: ProofBlob,
+    meta: &ProofMeta,
+) -> Result<Verdict, ClientError> {
+    let (job, id, attempt) = (task.job_id, task.task_id, task.attempt);
+    let mut delay = Duration::from_millis(250);
+    for _ in 0..12 {
+        match client.submit(job, id, attempt, proof.clone(), meta).await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "submitting failed; retrying in {delay:?}");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(8));
+            }
+            other => return other,
+        }
+    }
+    client.submit(job, id, attempt, proof, meta).await
 }
 
 fn prove(

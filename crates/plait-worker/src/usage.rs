@@ -36,6 +36,12 @@ pub fn process_usage() -> ProcessUsage {
     }
 }
 
+/// Resets this process's peak RSS to its current RSS (Linux: `/proc/self/clear_refs`, value 5),
+/// so that the next reading is the peak of what follows. Returns false where unsupported.
+pub fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -49,5 +55,19 @@ mod tests {
         let usage = super::process_usage();
         assert!(usage.peak_rss_bytes > 1 << 20, "{usage:?}");
         assert!(usage.cpu_seconds > 0.0, "{usage:?}");
+    }
+
+    #[test]
+    fn peak_rss_reset_forgets_an_earlier_peak() {
+        let big = vec![1u8; 256 << 20];
+        std::hint::black_box(&big);
+        let with_big = super::process_usage().peak_rss_bytes;
+        drop(big);
+        assert!(super::reset_peak_rss());
+        let after_reset = super::process_usage().peak_rss_bytes;
+        assert!(
+            after_reset + (200 << 20) < with_big,
+            "peak {with_big} before the reset, {after_reset} after"
+        );
     }
 }

@@ -1,14 +1,19 @@
-//! Client commands for a running coordinator: `plait submit`, `plait status`.
+//! Client commands for a running coordinator: submit, list, status, events, fetch, pause,
+//! resume, cancel, retry. Each prints JSON with `--json`.
 
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use plait_api::{
-    ApiErrorBody, JobStatusResponse, SubmitJobRequest, SubmitJobResponse, UploadProgramResponse,
+    ApiErrorBody, JobEventBody, JobStatusResponse, SubmitJobRequest, SubmitJobResponse,
+    UploadProgramResponse,
 };
 
-use crate::{exit::ProvingFailed, program_arg::ProgramArgs};
+use crate::{
+    exit::{BadInput, ProvingFailed},
+    program_arg::ProgramArgs,
+};
 
 #[derive(Args, Clone)]
 pub struct Connection {
@@ -38,28 +43,59 @@ pub struct SubmitArgs {
     json: bool,
 }
 
+/// A command about one job.
 #[derive(Args)]
-pub struct StatusArgs {
-    /// The job's number (as `submit` printed it).
+pub struct JobArgs {
+    /// The job's number (as `submit` printed it; `job-7` or `7`).
+    #[arg(value_parser = parse_job)]
     job: u64,
+    #[command(flatten)]
+    connection: Connection,
+    /// Print the answer as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct FetchArgs {
+    #[command(flatten)]
+    job: JobArgs,
+    /// Where to write the proof.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
     #[command(flatten)]
     connection: Connection,
     #[arg(long)]
     json: bool,
 }
 
+fn parse_job(text: &str) -> Result<u64, String> {
+    text.trim_start_matches("job-")
+        .parse()
+        .map_err(|_| format!("{text:?} is not a job id (expected job-N or N)"))
+}
+
+/// Refusals for the request's own fault (4xx) are bad input (exit code 3).
 async fn checked(response: reqwest::Response) -> Result<reqwest::Response> {
     if response.status().is_success() {
         return Ok(response);
     }
     let status = response.status();
-    match response.json::<ApiErrorBody>().await {
-        Ok(body) => bail!(
+    let message = match response.json::<ApiErrorBody>().await {
+        Ok(body) => format!(
             "coordinator refused ({status} {}): {}",
-            body.code,
-            body.message
+            body.code, body.message
         ),
-        Err(_) => bail!("coordinator refused ({status})"),
+        Err(_) => format!("coordinator refused ({status})"),
+    };
+    if status.is_client_error() {
+        Err(BadInput(message).into())
+    } else {
+        bail!(message)
     }
 }
 
@@ -67,49 +103,62 @@ impl Connection {
     fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.coordinator.trim_end_matches('/'))
     }
-    fn auth(&self) -> String {
-        format!("Bearer {}", self.token)
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+        let response = request
+            .header("authorization", format!("Bearer {}", self.token))
+            .send()
+            .await
+            .with_context(|| format!("reaching the coordinator at {}", self.coordinator))?;
+        checked(response).await
+    }
+
+    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let http = reqwest::Client::new();
+        Ok(self.send(http.get(self.url(path))).await?.json().await?)
     }
 }
 
-async fn fetch_status(
-    http: &reqwest::Client,
-    c: &Connection,
-    job: u64,
-) -> Result<JobStatusResponse> {
-    let response = http
-        .get(c.url(&format!("/jobs/{job}")))
-        .header("authorization", c.auth())
-        .send()
+async fn fetch_status(c: &Connection, job: u64) -> Result<JobStatusResponse> {
+    c.get_json(&format!("/jobs/{job}")).await
+}
+
+async fn download_proof(c: &Connection, job: u64, output: &std::path::Path) -> Result<()> {
+    let http = reqwest::Client::new();
+    let proof = c
+        .send(http.get(c.url(&format!("/jobs/{job}/proof"))))
+        .await?
+        .bytes()
         .await?;
-    Ok(checked(response).await?.json().await?)
+    std::fs::write(output, &proof).with_context(|| format!("writing {}", output.display()))?;
+    eprintln!("proof of job-{job} written to {}", output.display());
+    Ok(())
 }
 
 pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
     let (program, input) = args.program.load(cache)?;
     let c = &args.connection;
     let http = reqwest::Client::new();
-    let response = http
-        .post(c.url("/programs"))
-        .header("authorization", c.auth())
-        .body(program.bytes.as_ref().clone())
-        .send()
+    let uploaded: UploadProgramResponse = c
+        .send(
+            http.post(c.url("/programs"))
+                .body(program.bytes.as_ref().clone()),
+        )
         .await
-        .context("uploading the program")?;
-    let uploaded: UploadProgramResponse = checked(response).await?.json().await?;
+        .context("uploading the program")?
+        .json()
+        .await?;
     let request = SubmitJobRequest {
         program_sha256: uploaded.program_sha256,
         input,
         params: args.program.params.params(),
     };
-    let response = http
-        .post(c.url("/jobs"))
-        .header("authorization", c.auth())
-        .json(&request)
-        .send()
+    let submitted: SubmitJobResponse = c
+        .send(http.post(c.url("/jobs")).json(&request))
         .await
-        .context("submitting the job")?;
-    let submitted: SubmitJobResponse = checked(response).await?.json().await?;
+        .context("submitting the job")?
+        .json()
+        .await?;
     if args.json {
         println!("{}", serde_json::to_string(&submitted)?);
     } else {
@@ -122,13 +171,14 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
         return Ok(());
     };
     loop {
-        let status = fetch_status(&http, c, submitted.job_id.0).await?;
+        let status = fetch_status(c, submitted.job_id.0).await?;
         match status.state.as_str() {
             "succeeded" => break,
-            "failed" => {
+            "failed" | "cancelled" => {
                 return Err(ProvingFailed(format!(
-                    "{} failed: {}",
+                    "{} {}: {}",
                     submitted.job_id,
+                    status.state,
                     status.failure.unwrap_or_default()
                 ))
                 .into())
@@ -136,27 +186,10 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
     }
-    let response = http
-        .get(c.url(&format!("/jobs/{}/proof", submitted.job_id.0)))
-        .header("authorization", c.auth())
-        .send()
-        .await?;
-    let proof = checked(response).await?.bytes().await?;
-    std::fs::write(&output, &proof).with_context(|| format!("writing {}", output.display()))?;
-    eprintln!(
-        "proof of {} written to {}",
-        submitted.job_id,
-        output.display()
-    );
-    Ok(())
+    download_proof(c, submitted.job_id.0, &output).await
 }
 
-pub async fn status(args: StatusArgs) -> Result<()> {
-    let status = fetch_status(&reqwest::Client::new(), &args.connection, args.job).await?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-        return Ok(());
-    }
+fn print_status(status: &JobStatusResponse) {
     println!(
         "{}: {} after {:.1} s{}",
         status.job_id,
@@ -164,11 +197,70 @@ pub async fn status(args: StatusArgs) -> Result<()> {
         status.elapsed_seconds,
         status
             .failure
+            .as_ref()
             .map(|f| format!(" ({f})"))
             .unwrap_or_default()
     );
-    for (phase, done, total) in status.phases {
+    for (phase, done, total) in &status.phases {
         println!("  {phase:<22} {done}/{total}");
     }
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn status(args: JobArgs) -> Result<()> {
+    let status = fetch_status(&args.connection, args.job).await?;
+    if args.json {
+        return print_json(&status);
+    }
+    print_status(&status);
+    Ok(())
+}
+
+pub async fn list(args: ListArgs) -> Result<()> {
+    let jobs: Vec<JobStatusResponse> = args.connection.get_json("/jobs").await?;
+    if args.json {
+        return print_json(&jobs);
+    }
+    for status in &jobs {
+        print_status(status);
+    }
+    Ok(())
+}
+
+pub async fn events(args: JobArgs) -> Result<()> {
+    let events: Vec<JobEventBody> = args
+        .connection
+        .get_json(&format!("/jobs/{}/events", args.job))
+        .await?;
+    if args.json {
+        return print_json(&events);
+    }
+    for e in events {
+        println!("[{:>8.1} s] {}", e.at_seconds, e.message);
+    }
+    Ok(())
+}
+
+pub async fn fetch(args: FetchArgs) -> Result<()> {
+    download_proof(&args.job.connection, args.job.job, &args.output).await
+}
+
+/// `pause`, `resume`, `cancel`, `retry`.
+pub async fn act(args: JobArgs, action: &str) -> Result<()> {
+    let c = &args.connection;
+    let http = reqwest::Client::new();
+    let status: JobStatusResponse = c
+        .send(http.post(c.url(&format!("/jobs/{}/{action}", args.job))))
+        .await?
+        .json()
+        .await?;
+    if args.json {
+        return print_json(&status);
+    }
+    print_status(&status);
     Ok(())
 }

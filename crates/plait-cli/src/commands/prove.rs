@@ -41,6 +41,10 @@ pub struct ProveArgs {
     /// Write wall time and each process's peak memory and CPU time to this JSON file.
     #[arg(long, value_name = "FILE")]
     summary_json: Option<PathBuf>,
+    /// Keep job state in this store (`sqlite://PATH` or `postgres://…`) instead of a scratch
+    /// SQLite file deleted at the end.
+    #[arg(long)]
+    store: Option<String>,
 }
 
 fn spinner(message: &str) -> ProgressBar {
@@ -69,7 +73,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         PathBuf::from(format!("{stem}.proof"))
     });
 
-    let mut pool = LocalPool::start(backend, cache).await?;
+    let mut pool = LocalPool::start(backend, cache, args.store.as_deref()).await?;
     let coordinator = pool.coordinator.clone();
 
     let bar = spinner("keys");
@@ -142,7 +146,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
             }
             Err(ProvingFailed(format!("proving failed: {reason}")).into())
         }
-        JobStatus::Running => unreachable!("follow_progress returns only when the job ended"),
+        other => Err(ProvingFailed(format!("the job ended {}", other.name())).into()),
     }
 }
 
@@ -188,7 +192,7 @@ async fn follow_progress(
     // Finalization runs after the last phase completes; wait for its verdict.
     loop {
         match coordinator.status(job)? {
-            JobStatus::Running => coordinator.changed(Duration::from_millis(200)).await,
+            status if status.is_live() => coordinator.changed(Duration::from_millis(200)).await,
             status => return Ok(status),
         }
     }

@@ -1,10 +1,10 @@
-//! `plait serve`: a standalone coordinator. Job state is held in memory in this version.
+//! `plait serve`: a standalone coordinator on a durable store (SQLite or PostgreSQL).
 
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use plait_coordinator::{http, Coordinator, CoordinatorConfig};
+use plait_coordinator::{http, Coordinator, CoordinatorConfig, Store};
 use plait_prover::ProverBackend;
 
 use super::openvm_backend;
@@ -26,6 +26,10 @@ pub struct ServeArgs {
     /// Largest accepted upload (program or proof), in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     max_upload_bytes: usize,
+    /// Where job state lives: `sqlite://PATH` (created if missing) or
+    /// `postgres://USER:PASSWORD@HOST/DB`. Default: `sqlite://<cache dir>/coordinator.sqlite`.
+    #[arg(long, env = "PLAIT_STORE")]
+    store: Option<String>,
     /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
@@ -41,7 +45,18 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     } else {
         openvm_backend(cache)
     };
-    let coordinator = Coordinator::new(
+    let store_url = match args.store {
+        Some(url) => url,
+        None => {
+            std::fs::create_dir_all(cache)
+                .with_context(|| format!("creating {}", cache.display()))?;
+            format!("sqlite://{}", cache.join("coordinator.sqlite").display())
+        }
+    };
+    let store = Store::open(&store_url)
+        .await
+        .map_err(|e| crate::exit::BadInput(e.to_string()))?;
+    let coordinator = Coordinator::open(
         backend,
         CoordinatorConfig {
             worker_token: args.worker_token,
@@ -49,7 +64,10 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             lease: Duration::from_secs(args.lease_seconds),
             ..CoordinatorConfig::default()
         },
-    );
+        store,
+    )
+    .await?;
+    eprintln!("store: {}", coordinator.store());
     let _reaper = coordinator.spawn_lease_reaper();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

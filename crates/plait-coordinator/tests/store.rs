@@ -1,0 +1,532 @@
+//! The store suite, run on SQLite and on PostgreSQL: the store round-trips everything it is
+//! given, applies a batch all or nothing, refuses stores it cannot read; and a coordinator on
+//! it resumes jobs after a restart, and pauses, resumes, cancels and retries them.
+//!
+//! The PostgreSQL cases need `PLAIT_TEST_POSTGRES_URL` (a role that may create databases);
+//! `scripts/test.sh` starts a scratch cluster and sets it. Each test gets its own database.
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
+use plait_coordinator::{
+    store::{scratch_postgres_database, JobRecord, StoreOp, StoredJob, StoredTask},
+    Coordinator, CoordinatorConfig, CoordinatorError, JobAction, JobStatus, Store,
+};
+use plait_core::{AggTreeShape, JobId, ProgramInput, TaskId};
+use plait_prover::{
+    dev::DevBackend, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams, Verdict,
+};
+
+/// A fresh, empty store of the given kind; the guard keeps a SQLite file alive.
+async fn fresh_store(kind: &str) -> (String, Option<tempfile::TempDir>) {
+    match kind {
+        "sqlite" => {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("store.sqlite").display());
+            (url, Some(dir))
+        }
+        "postgres" => {
+            let admin = std::env::var("PLAIT_TEST_POSTGRES_URL").expect(
+                "PLAIT_TEST_POSTGRES_URL is not set: run scripts/test.sh (it starts PostgreSQL), \
+                 or export PLAIT_TEST_POSTGRES_URL=$(scripts/start-postgres.sh)",
+            );
+            (scratch_postgres_database(&admin).await.unwrap(), None)
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Defines each test once per store kind.
+macro_rules! on_both_stores {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name("sqlite").await } )* }
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name("postgres").await } )* }
+    };
+}
+
+on_both_stores!(
+    round_trips_everything,
+    a_failing_batch_changes_nothing,
+    refuses_a_store_of_another_schema_version,
+    a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
+    pause_resume_cancel_and_retry,
+);
+
+fn record(id: u64, state: JobStatus) -> JobRecord {
+    JobRecord {
+        id: JobId(id),
+        program_sha256: "ab".repeat(32),
+        input_json: r#"{"items":[[1,2,3]]}"#.into(),
+        params_json: "{}".into(),
+        plan_json: r#"{"segments":[]}"#.into(),
+        submitted_unix_ms: 1_700_000_000_123,
+        state,
+    }
+}
+
+async fn round_trips_everything(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    // Proof-sized blobs, with every byte value.
+    let big: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i * 7 % 251) as u8).collect();
+    let elf = Arc::new(vec![0x7f, b'E', b'L', b'F', 0, 255]);
+    let ops = vec![
+        StoreOp::Program {
+            sha256: "p1".into(),
+            bytes: elf.clone(),
+        },
+        // Programs are content-addressed: storing one twice is a no-op.
+        StoreOp::Program {
+            sha256: "p1".into(),
+            bytes: elf.clone(),
+        },
+        StoreOp::InsertJob(record(1, JobStatus::Running)),
+        StoreOp::InsertJob(record(2, JobStatus::Running)),
+        StoreOp::Event {
+            job: JobId(1),
+            seq: 0,
+            at_seconds: 0.25,
+            message: "planned ünïcode ✓".into(),
+        },
+        StoreOp::Event {
+            job: JobId(1),
+            seq: 1,
+            at_seconds: 1.5,
+            message: "second".into(),
+        },
+        StoreOp::TaskCounters {
+            job: JobId(1),
+            task: TaskId(0),
+            attempts: 1,
+            failures: 0,
+        },
+        StoreOp::TaskCounters {
+            job: JobId(1),
+            task: TaskId(0),
+            attempts: 3,
+            failures: 2,
+        },
+        StoreOp::TaskAccepted {
+            job: JobId(1),
+            task: TaskId(0),
+            proof: big.clone(),
+            timing_json: "{\"t\":1}".into(),
+        },
+        StoreOp::TaskAccepted {
+            job: JobId(1),
+            task: TaskId(4),
+            proof: vec![],
+            timing_json: "{}".into(),
+        },
+        StoreOp::JobState {
+            job: JobId(1),
+            state: JobStatus::Succeeded(big.clone()),
+        },
+        StoreOp::JobState {
+            job: JobId(2),
+            state: JobStatus::Failed("task-3 failed 3 times".into()),
+        },
+        StoreOp::WorkerRejections {
+            worker: "w".into(),
+            rejections: 1,
+        },
+        StoreOp::WorkerRejections {
+            worker: "w".into(),
+            rejections: 2,
+        },
+    ];
+    store.apply(&ops).await.unwrap();
+    drop(store);
+
+    // A new connection (as after a restart) reads back exactly what was written.
+    let snapshot = Store::open(&url).await.unwrap().load().await.unwrap();
+    assert_eq!(snapshot.programs, vec![("p1".to_string(), elf.to_vec())]);
+    assert_eq!(snapshot.worker_rejections, vec![("w".to_string(), 2)]);
+    let expected_tasks = BTreeMap::from([
+        (
+            TaskId(0),
+            StoredTask {
+                attempts: 3,
+                failures: 2,
+                accepted: Some((big.clone(), "{\"t\":1}".into())),
+            },
+        ),
+        (
+            TaskId(4),
+            StoredTask {
+                attempts: 0,
+                failures: 0,
+                accepted: Some((vec![], "{}".into())),
+            },
+        ),
+    ]);
+    assert_eq!(
+        snapshot.jobs,
+        vec![
+            StoredJob {
+                record: record(1, JobStatus::Succeeded(big.clone())),
+                tasks: expected_tasks,
+                events: vec![(0.25, "planned ünïcode ✓".into()), (1.5, "second".into())],
+            },
+            StoredJob {
+                record: record(2, JobStatus::Failed("task-3 failed 3 times".into())),
+                tasks: BTreeMap::new(),
+                events: vec![],
+            },
+        ]
+    );
+}
+
+async fn a_failing_batch_changes_nothing(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    store
+        .apply(&[StoreOp::InsertJob(record(1, JobStatus::Running))])
+        .await
+        .unwrap();
+    let before = store.load().await.unwrap();
+    // The second insert of job 1 violates its primary key: the whole batch must roll back.
+    let err = store
+        .apply(&[
+            StoreOp::InsertJob(record(2, JobStatus::Running)),
+            StoreOp::JobState {
+                job: JobId(1),
+                state: JobStatus::Cancelled,
+            },
+            StoreOp::InsertJob(record(1, JobStatus::Running)),
+        ])
+        .await
+        .unwrap_err();
+    assert!(err.to_string().starts_with("store: "), "{err}");
+    assert_eq!(store.load().await.unwrap(), before);
+}
+
+async fn refuses_a_store_of_another_schema_version(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    drop(Store::open(&url).await.unwrap());
+    {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE plait_meta SET value = '99' WHERE key = 'schema'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let err = Store::open(&url).await.unwrap_err().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
+}
+
+#[tokio::test]
+async fn a_store_url_of_unknown_kind_is_refused() {
+    for url in ["mysql://x/y", "sqlite://", "/tmp/store.db"] {
+        let err = Store::open(url).await.unwrap_err().to_string();
+        assert!(
+            err.contains("expected sqlite://PATH or postgres://"),
+            "{err}"
+        );
+    }
+}
+
+// --- A coordinator on the store, driven in-process with the dev backend. ---
+
+fn params() -> ProvingParams {
+    ProvingParams {
+        segment_height: 3, // dev segments of 8 instructions
+        tree: AggTreeShape::default(),
+        max_instructions: 10_000,
+    }
+}
+
+fn dev_input(instructions: u64) -> ProgramInput {
+    ProgramInput {
+        items: vec![instructions.to_le_bytes().to_vec()],
+    }
+}
+
+fn worker(id: &str) -> ClaimTaskRequest {
+    let info = DevBackend::default().info();
+    ClaimTaskRequest {
+        worker_id: id.into(),
+        cores: 1,
+        memory_bytes: 0,
+        backend: info.name,
+        backend_version: info.version,
+    }
+}
+
+async fn open(url: &str) -> Arc<Coordinator> {
+    let config = CoordinatorConfig {
+        claim_wait: std::time::Duration::from_millis(50),
+        retry_backoff: std::time::Duration::from_millis(1),
+        ..CoordinatorConfig::default()
+    };
+    Coordinator::open(
+        Arc::new(DevBackend::default()),
+        config,
+        Store::open(url).await.unwrap(),
+    )
+    .await
+    .unwrap()
+}
+
+/// Proves a claimed task the honest way.
+fn prove(c: &Coordinator, program: &ProgramImage, task: &TaskAssignment) -> ProofBlob {
+    let dev = DevBackend::default();
+    match &task.work {
+        Work::ProveSegment {
+            segment,
+            is_last,
+            input,
+        } => {
+            dev.prove_segment(program, input, &task.params, segment, *is_last)
+                .unwrap()
+                .0
+        }
+        Work::Aggregate { layer, children } => {
+            let children: Vec<ProofBlob> = children
+                .iter()
+                .map(|t| c.accepted_proof(task.job_id, *t).unwrap())
+                .collect();
+            dev.aggregate(&task.params, *layer, &children).unwrap()
+        }
+    }
+}
+
+async fn claim_and_prove(
+    c: &Coordinator,
+    program: &ProgramImage,
+    who: &str,
+) -> Option<(TaskAssignment, Verdict)> {
+    let task = c.claim(&worker(who)).await.unwrap()?;
+    let proof = prove(c, program, &task);
+    let verdict = c
+        .submit_result(
+            task.job_id,
+            task.task_id,
+            task.attempt,
+            proof,
+            ProofMeta::default(),
+        )
+        .await
+        .unwrap();
+    Some((task, verdict))
+}
+
+async fn run_to_end(c: &Coordinator, program: &ProgramImage, job: JobId) {
+    for _ in 0..200 {
+        if !c.status(job).unwrap().is_live() {
+            break;
+        }
+        claim_and_prove(c, program, "finisher").await;
+    }
+}
+
+async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = c
+        .submit_job(program.clone(), dev_input(80), params())
+        .await
+        .unwrap(); // 10 segments
+    let mut accepted = Vec::new();
+    for _ in 0..4 {
+        let (task, verdict) = claim_and_prove(&c, &program, "before").await.unwrap();
+        assert_eq!(verdict, Verdict::Accepted);
+        accepted.push((task.task_id, c.accepted_proof(job, task.task_id).unwrap()));
+    }
+    // Two more leased and never finished: in flight when the coordinator dies.
+    let in_flight: Vec<TaskAssignment> = vec![
+        c.claim(&worker("lost")).await.unwrap().unwrap(),
+        c.claim(&worker("lost")).await.unwrap().unwrap(),
+    ];
+    drop(c); // No shutdown: what is not in the store is lost, as with kill -9.
+
+    let c = open(&url).await;
+    for (task, proof) in &accepted {
+        assert_eq!(&c.accepted_proof(job, *task).unwrap(), proof);
+    }
+    // The lost leases are gone; a late result from before the restart is refused…
+    let late = &in_flight[0];
+    let err = c
+        .submit_result(
+            job,
+            late.task_id,
+            late.attempt,
+            prove(&c, &program, late),
+            ProofMeta::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
+    // …and the task is handed out again under a new attempt number, never a reused one.
+    let mut reissued = Vec::new();
+    while let Some((task, verdict)) = claim_and_prove(&c, &program, "after").await {
+        assert_eq!(verdict, Verdict::Accepted);
+        assert!(
+            !accepted.iter().any(|(t, _)| *t == task.task_id),
+            "{} was re-proven",
+            task.task_id
+        );
+        reissued.push(task);
+        if !c.status(job).unwrap().is_live() {
+            break;
+        }
+    }
+    for lost in &in_flight {
+        let again = reissued.iter().find(|t| t.task_id == lost.task_id).unwrap();
+        assert!(again.attempt > lost.attempt, "{again:?} vs {lost:?}");
+    }
+    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    let events: Vec<String> = c
+        .events(job)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("coordinator restarted: 4 of")),
+        "{events:#?}"
+    );
+    // The log kept what happened before the restart.
+    assert!(events[0].starts_with("planned 10 segments"), "{events:#?}");
+
+    // And a third start sees the finished job, with its proof.
+    drop(c);
+    let c = open(&url).await;
+    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    let next = c
+        .submit_job(program.clone(), dev_input(8), params())
+        .await
+        .unwrap();
+    assert!(next > job, "job ids are not reused: {next} after {job}");
+}
+
+async fn pause_resume_cancel_and_retry(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = c
+        .submit_job(program.clone(), dev_input(40), params())
+        .await
+        .unwrap(); // 5 segments
+
+    // Paused: nothing is handed out, but a result in flight is still accepted.
+    let in_flight = c.claim(&worker("w")).await.unwrap().unwrap();
+    assert_eq!(
+        c.act(job, JobAction::Pause).await.unwrap(),
+        JobStatus::Paused
+    );
+    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    let verdict = c
+        .submit_result(
+            job,
+            in_flight.task_id,
+            in_flight.attempt,
+            prove(&c, &program, &in_flight),
+            ProofMeta::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(verdict, Verdict::Accepted);
+    // Pausing survives a restart.
+    drop(c);
+    let c = open(&url).await;
+    assert_eq!(c.status(job).unwrap(), JobStatus::Paused);
+    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    let err = c.act(job, JobAction::Pause).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
+    assert_eq!(
+        c.act(job, JobAction::Resume).await.unwrap(),
+        JobStatus::Running
+    );
+
+    // A task that keeps failing fails its job; retry keeps every accepted proof.
+    let mut failing = None;
+    for _ in 0..3 {
+        // Wait out the retry backoff (1 ms, doubling), so the failed task is ready again.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let task = c.claim(&worker("flaky")).await.unwrap().unwrap();
+        failing.get_or_insert(task.task_id);
+        assert_eq!(
+            Some(task.task_id),
+            failing,
+            "the failed task comes back first"
+        );
+        c.report_failure(job, task.task_id, task.attempt, "out of memory")
+            .await
+            .unwrap();
+    }
+    let JobStatus::Failed(reason) = c.status(job).unwrap() else {
+        panic!("the job should have failed")
+    };
+    assert!(
+        reason.contains("failed 3 times") && reason.contains("out of memory"),
+        "{reason}"
+    );
+    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    let kept = c.accepted_proofs(job).unwrap();
+    assert_eq!(kept.len(), 1);
+    drop(c);
+    let c = open(&url).await;
+    assert_eq!(
+        c.act(job, JobAction::Retry).await.unwrap(),
+        JobStatus::Running
+    );
+    run_to_end(&c, &program, job).await;
+    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    for (task, proof) in kept {
+        assert_eq!(c.accepted_proof(job, task).unwrap(), proof);
+    }
+    let events: Vec<String> = c
+        .events(job)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e == "retried by its owner; 1 accepted proofs kept"),
+        "{events:#?}"
+    );
+    let reproved = events
+        .iter()
+        .filter(|e| e.starts_with(&format!("{} (", in_flight.task_id)) && e.contains("accepted"))
+        .count();
+    assert_eq!(reproved, 1, "{events:#?}");
+
+    // Cancel: in-flight results are refused and nothing more is handed out; a succeeded job
+    // cannot be cancelled.
+    let err = c.act(job, JobAction::Cancel).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
+    let other = c
+        .submit_job(program.clone(), dev_input(40), params())
+        .await
+        .unwrap();
+    let task = c.claim(&worker("w")).await.unwrap().unwrap();
+    assert_eq!(
+        c.act(other, JobAction::Cancel).await.unwrap(),
+        JobStatus::Cancelled
+    );
+    let err = c
+        .submit_result(
+            other,
+            task.task_id,
+            task.attempt,
+            prove(&c, &program, &task),
+            ProofMeta::default(),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
+    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    drop(c);
+    let c = open(&url).await;
+    assert_eq!(c.status(other).unwrap(), JobStatus::Cancelled);
+    let err = c.act(other, JobAction::Resume).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
+}
