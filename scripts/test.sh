@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/install-deps.sh
+# A scratch PostgreSQL cluster on localhost, for the store suite's PostgreSQL half.
+PLAIT_TEST_POSTGRES_URL=$(scripts/start-postgres.sh)
+export PLAIT_TEST_POSTGRES_URL
 cargo fmt --all -- --check
 # One profile (release) for everything, so OpenVM is compiled once and proofs run at speed.
 cargo build --release --workspace --all-targets --features plait-cli/e2e

@@ -1,13 +1,16 @@
 //! End-to-end tests with real OpenVM proofs (feature `e2e`; minutes on 2 cores).
 //!
-//! One proof of a 2-segment Fibonacci run is made through `plait prove` (segments proven in
-//! separate worker processes) and then attacked: every tampering must be rejected by
-//! `plait verify` with exit code 4, and at the task level the coordinator's checks must reject
-//! proofs of the wrong segment and aggregations of reordered or missing segments.
+//! One proof of a 3-segment Fibonacci run is made by the pool as a cluster runs it: a
+//! coordinator (`plait serve` on a SQLite store), two `plait worker` processes, and
+//! `plait submit --wait`. The proof must verify with `plait verify`, and is then attacked: every
+//! tampering must be rejected with exit code 4, and at the task level the coordinator's checks
+//! must reject proofs of the wrong segment and aggregations of reordered or missing segments
+//! (using the real segment proofs, read back from the coordinator's store).
 
 use std::{
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::{Child, Command, Output, Stdio},
     sync::OnceLock,
 };
 
@@ -17,8 +20,8 @@ use plait_prover::{
 };
 
 const SEGMENT_HEIGHT: u32 = 19;
-/// 1.5M instructions: two segments at height 19.
-const FIB_N: u64 = 100_000;
+/// 2.25M instructions: three segments at height 19.
+const FIB_N: u64 = 150_000;
 const PROOF_REJECTED: i32 = 4;
 const BAD_INPUT: i32 = 3;
 
@@ -67,40 +70,94 @@ struct Fixture {
     dir: tempfile::TempDir,
     fib_elf: PathBuf,
     proof: PathBuf,
+    /// The job's segment plan and accepted task proofs, as the coordinator stored them.
+    plan: SegmentPlan,
+    task_proofs: std::collections::BTreeMap<u32, ProofBlob>,
 }
 
-/// Proves the Fibonacci run once for all tests of this file.
+/// Kills the pool's processes when the fixture is built (or its building panics).
+struct Processes(Vec<Child>);
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Proves the Fibonacci run once for all tests of this file, through a served coordinator and
+/// two worker processes.
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let fib_elf = guest_elf("fib");
         let proof = dir.path().join("fib.proof");
-        let tasks = dir.path().join("tasks");
-        let out = plait(&[
-            "prove",
-            fib_elf.to_str().unwrap(),
-            "--input",
-            &FIB_N.to_string(),
-            "--segment-height",
-            &SEGMENT_HEIGHT.to_string(),
-            "--workers",
-            "2",
-            "-o",
-            proof.to_str().unwrap(),
-            "--keep-task-proofs",
-            tasks.to_str().unwrap(),
-        ]);
-        assert!(out.status.success(), "plait prove succeeds");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains(": 2 segments at segment height 19"),
-            "{stderr}"
-        );
+        let store = format!("sqlite://{}", dir.path().join("store.sqlite").display());
+        let mut processes = Processes(Vec::new());
+        let mut server = Command::new(env!("CARGO_BIN_EXE_plait"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
+            .args([
+                "--worker-token",
+                "e2e-worker",
+                "--client-token",
+                "e2e-client",
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(server.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        processes.0.push(server);
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap()
+            .to_string();
+        for i in 0..2 {
+            let worker = Command::new(env!("CARGO_BIN_EXE_plait"))
+                .args(["worker", "--coordinator", &url])
+                .args(["--worker-id", &format!("e2e-{i}")])
+                .env("PLAIT_WORKER_TOKEN", "e2e-worker")
+                .spawn()
+                .unwrap();
+            processes.0.push(worker);
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_plait"))
+            .args(["submit", fib_elf.to_str().unwrap()])
+            .args(["--input", &FIB_N.to_string()])
+            .args(["--segment-height", &SEGMENT_HEIGHT.to_string()])
+            .args(["--coordinator", &url, "--wait", proof.to_str().unwrap()])
+            .env("PLAIT_CLIENT_TOKEN", "e2e-client")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "plait submit --wait succeeds");
+        assert!(stdout.contains("job-1 submitted: 3 segments"), "{stdout}");
+        drop(processes);
+
+        let snapshot = tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(async { plait_coordinator::Store::open(&store).await?.load().await })
+            .unwrap();
+        let job = &snapshot.jobs[0];
+        let plan: SegmentPlan = serde_json::from_str(&job.record.plan_json).unwrap();
+        let task_proofs = job
+            .tasks
+            .iter()
+            .filter_map(|(task, t)| Some((task.0, ProofBlob(t.accepted.clone()?.0))))
+            .collect();
         Fixture {
             dir,
             fib_elf,
             proof,
+            plan,
+            task_proofs,
         }
     })
 }
@@ -186,12 +243,10 @@ fn a_flipped_byte_anywhere_is_rejected() {
 #[test]
 fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     let f = fixture();
-    let tasks = f.dir.path().join("tasks");
-    let plan: SegmentPlan =
-        serde_json::from_slice(&std::fs::read(tasks.join("plan.json")).unwrap()).unwrap();
-    assert_eq!(plan.segments.len(), 2);
-    let proof = |i: u32| ProofBlob(std::fs::read(tasks.join(format!("task-{i}.proof"))).unwrap());
-    let (p0, p1) = (proof(0), proof(1));
+    let plan = &f.plan;
+    assert_eq!(plan.segments.len(), 3);
+    let proof = |i: u32| f.task_proofs[&i].clone();
+    let (p0, p1, p2) = (proof(0), proof(1), proof(2));
     let program = ProgramImage::new(std::fs::read(&f.fib_elf).unwrap());
     let params = ProvingParams {
         segment_height: SEGMENT_HEIGHT,
@@ -201,33 +256,32 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     let s = &plan.segments;
 
     // Control: each proof is accepted for its own segment.
-    assert_eq!(
-        backend.check_segment_proof(&program, &params, &plan, &s[0], &p0),
-        Verdict::Accepted
-    );
-    assert_eq!(
-        backend.check_segment_proof(&program, &params, &plan, &s[1], &p1),
-        Verdict::Accepted
-    );
+    for (i, p) in [&p0, &p1, &p2].into_iter().enumerate() {
+        assert_eq!(
+            backend.check_segment_proof(&program, &params, plan, &s[i], p),
+            Verdict::Accepted
+        );
+    }
     // A valid proof of the wrong segment.
-    let wrong = backend.check_segment_proof(&program, &params, &plan, &s[0], &p1);
+    let wrong = backend.check_segment_proof(&program, &params, plan, &s[0], &p1);
     assert!(matches!(wrong, Verdict::Rejected { .. }), "{wrong:?}");
 
-    // Reordered: the leaf either fails to prove or its proof does not cover segments 0..2.
-    match backend.aggregate(&params, AggLayer::Leaf, &[p1.clone(), p0.clone()]) {
+    // Reordered: the leaf either fails to prove or its proof does not cover segments 0..3.
+    let reordered = [p1.clone(), p0.clone(), p2.clone()];
+    match backend.aggregate(&params, AggLayer::Leaf, &reordered) {
         Err(e) => eprintln!("reordered leaf refused by the prover: {e}"),
         Ok(leaf) => {
             let verdict =
-                backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, s, &leaf);
+                backend.check_aggregate_proof(&program, &params, plan, AggLayer::Leaf, s, &leaf);
             assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
         }
     }
-    // One dropped: a leaf of segment 1 alone does not cover segments 0..2.
-    match backend.aggregate(&params, AggLayer::Leaf, &[p1]) {
+    // One dropped: a leaf of segments 1 and 2 does not cover segments 0..3.
+    match backend.aggregate(&params, AggLayer::Leaf, &[p1, p2]) {
         Err(e) => eprintln!("leaf without segment 0 refused by the prover: {e}"),
         Ok(leaf) => {
             let verdict =
-                backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, s, &leaf);
+                backend.check_aggregate_proof(&program, &params, plan, AggLayer::Leaf, s, &leaf);
             assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
         }
     }

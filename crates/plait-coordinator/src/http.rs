@@ -102,6 +102,7 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         .route("/jobs/{job}/{action}", post(job_action))
         .route("/jobs/{job}/proof", get(job_proof))
         .route("/jobs/{job}/events", get(job_events))
+        .route("/jobs/{job}/timings", get(job_timings))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_client_token,
@@ -306,6 +307,14 @@ async fn job_events(
             })
             .collect(),
     ))
+}
+
+/// Every accepted task's timing and measurements.
+async fn job_timings(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(job): Path<u64>,
+) -> Result<Json<Vec<crate::TaskTiming>>, ApiError> {
+    Ok(Json(coordinator.timings(JobId(job))?))
 }
 
 async fn claim(

@@ -83,6 +83,10 @@ pub struct TaskTiming {
     pub phase: String,
     pub worker: String,
     pub attempt: u32,
+    /// From the moment the task could be handed out (its children accepted, or its retry
+    /// backoff over) to its lease: the pool's dispatch delay, plus any wait for a free worker.
+    #[serde(default)]
+    pub queued_seconds: f64,
     /// From lease to accepted result (includes transfer and the coordinator's check).
     pub wall_seconds: f64,
     pub meta: TaskMeta,
@@ -101,6 +105,7 @@ struct Lease {
     worker: String,
     started: Instant,
     expires: Instant,
+    queued: Duration,
 }
 
 /// The slow-check inputs for one result, cloned out of the lock.
@@ -131,6 +136,8 @@ pub(crate) struct Job {
     failures: HashMap<TaskId, u32>,
     /// A task that failed is not handed out again before this time (backoff).
     not_before: HashMap<TaskId, Instant>,
+    /// When each ready task became ready (or will, after its backoff).
+    ready_since: HashMap<TaskId, Instant>,
     events: Vec<JobEvent>,
     timings: Vec<TaskTiming>,
     /// Changes not yet written to the store, in order; the coordinator drains them.
@@ -187,12 +194,14 @@ impl Job {
             attempts: HashMap::new(),
             failures: HashMap::new(),
             not_before: HashMap::new(),
+            ready_since: HashMap::new(),
             events: Vec::new(),
             timings: Vec::new(),
             outbox: Vec::new(),
         };
         let record = job.record();
         job.outbox.push(StoreOp::InsertJob(record));
+        job.ready_since = job.graph.ready_tasks().map(|t| (t, now)).collect();
         let segments = job.plan.segments.len();
         let nodes = job.graph.num_tasks() - segments;
         job.log(
@@ -265,6 +274,7 @@ impl Job {
                 message,
             })
             .collect();
+        let ready_since = graph.ready_tasks().map(|t| (t, now)).collect();
         Ok(Self {
             id: r.id,
             program,
@@ -280,6 +290,7 @@ impl Job {
             attempts,
             failures,
             not_before: HashMap::new(),
+            ready_since,
             events,
             timings,
             outbox: Vec::new(),
@@ -426,6 +437,10 @@ impl Job {
                     || self.memory_need(*t, node_need) <= worker.memory_bytes)
         })?;
         self.not_before.remove(&task);
+        let queued = self
+            .ready_since
+            .remove(&task)
+            .map_or(Duration::ZERO, |since| now.saturating_duration_since(since));
         self.graph.start(task).expect("a ready task can start");
         let attempt = {
             let n = self.attempts.entry(task).or_insert(0);
@@ -445,6 +460,7 @@ impl Job {
                 worker: worker.worker_id.clone(),
                 started: now,
                 expires: now + lease,
+                queued,
             },
         );
         let work = match self.graph.kind(task).expect("task exists") {
@@ -545,11 +561,14 @@ impl Job {
             phase: self.phase(task),
             worker: lease.worker.clone(),
             attempt,
+            queued_seconds: lease.queued.as_secs_f64(),
             wall_seconds: now.duration_since(lease.started).as_secs_f64(),
             meta,
         };
         self.leases.remove(&task);
-        self.graph.complete(task).expect("a leased task is running");
+        if let Some(parent) = self.graph.complete(task).expect("a leased task is running") {
+            self.ready_since.insert(parent, now);
+        }
         self.outbox.push(StoreOp::TaskAccepted {
             job: self.id,
             task,
@@ -582,6 +601,7 @@ impl Job {
         let worker = self.current_lease(task, attempt)?.worker.clone();
         self.leases.remove(&task);
         self.graph.retry(task).expect("a leased task is running");
+        self.ready_since.insert(task, now);
         self.log(
             now,
             format!("{task} attempt {attempt} from {worker} failed: {reason}"),
@@ -594,8 +614,9 @@ impl Job {
             *n += 1;
             *n
         };
-        self.not_before
-            .insert(task, now + policy.backoff_after(failures));
+        let ready_at = now + policy.backoff_after(failures);
+        self.not_before.insert(task, ready_at);
+        self.ready_since.insert(task, ready_at);
         self.outbox.push(StoreOp::TaskCounters {
             job: self.id,
             task,
