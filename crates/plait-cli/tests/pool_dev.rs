@@ -566,3 +566,46 @@ fn client_commands_list_pause_resume_cancel_and_show_events_as_json() {
         .unwrap()
         .starts_with(b"PLAIT DEV-BACKEND PROOF"));
 }
+
+/// `plait prove` runs the embedded pool (coordinator on a scratch SQLite store, worker
+/// processes) in one command; with the dev backend its proof is loudly fake and
+/// `plait verify` refuses it.
+#[test]
+fn plait_prove_runs_the_embedded_pool_and_verify_refuses_its_dev_proof() {
+    let dir = tempfile::tempdir().unwrap();
+    let program = dir.path().join("dev-program");
+    std::fs::write(&program, b"any bytes: the dev backend runs anything").unwrap();
+    let proof = dir.path().join("dev.proof");
+    let cache = dir.path().join("cache");
+    let out = plait()
+        .args(["--cache-dir", cache.to_str().unwrap()])
+        .args([
+            "prove",
+            program.to_str().unwrap(),
+            "--dev",
+            "--workers",
+            "2",
+        ])
+        .args(["--input", "40", "--segment-height", "3"])
+        .args(["-o", proof.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("FAKE dev proof"), "{stderr}");
+    assert!(std::fs::read(&proof)
+        .unwrap()
+        .starts_with(b"PLAIT DEV-BACKEND PROOF"));
+    let out = plait()
+        .args(["--cache-dir", cache.to_str().unwrap()])
+        .args(["verify", proof.to_str().unwrap(), "--program"])
+        .arg(&program)
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
