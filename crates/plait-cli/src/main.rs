@@ -60,6 +60,11 @@ enum Command {
     Cancel(commands::client::JobArgs),
     /// Restart a failed job, keeping every proof it already accepted.
     Retry(commands::client::JobArgs),
+    /// Flagship demos: `plait demo zkml` proves a neural-network inference.
+    Demo {
+        #[command(subcommand)]
+        demo: commands::demo::DemoCommand,
+    },
     /// Benchmark baseline: prove with OpenVM's single-process `Sdk::prove` (same keys).
     #[command(hide = true)]
     BenchSdkProve(commands::bench::BenchSdkProveArgs),
@@ -121,6 +126,7 @@ fn main() -> ExitCode {
             Command::Resume(args) => commands::client::act(args, "resume").await,
             Command::Cancel(args) => commands::client::act(args, "cancel").await,
             Command::Retry(args) => commands::client::act(args, "retry").await,
+            Command::Demo { demo } => commands::demo::run(demo, &cache).await,
             Command::BenchSdkProve(args) => commands::bench::sdk_prove(args, &cache).await,
         }
     });

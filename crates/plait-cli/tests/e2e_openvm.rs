@@ -403,3 +403,104 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest;
     sha2::Sha256::digest(bytes).into()
 }
+
+/// The zkML flagship, by execution (no proving): the guest's answer on every held-out test
+/// image equals the host's, bit for bit (the claim covers every class and logit), and both
+/// equal the integer arithmetic of the training script (its predictions are in the report);
+/// one inference spans at least 4 segments at the default segment height; bad images and a
+/// model that is not the committed one get clear errors.
+#[test]
+fn zkml_guest_and_host_agree_on_every_test_image() {
+    let data = repo().join("zkml/data");
+    let model = std::fs::read(data.join("digits-mlp.bin")).unwrap();
+    let set =
+        plait_zkml_model::parse_test_set(&std::fs::read(data.join("digits-test.bin")).unwrap())
+            .unwrap();
+    assert_eq!(set.len(), 360);
+    let images: Vec<u8> = set.iter().flat_map(|(image, _)| image.to_vec()).collect();
+    let (answers, claim) = plait_zkml_model::infer_batch(&model, &images).unwrap();
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(data.join("report.json")).unwrap()).unwrap();
+    let python: Vec<u8> = report["quantized_predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap() as u8)
+        .collect();
+    let host: Vec<u8> = answers.iter().map(|a| a.class).collect();
+    assert_eq!(host, python, "host and training script disagree");
+    let correct = set
+        .iter()
+        .zip(&host)
+        .filter(|((_, label), p)| label == *p)
+        .count();
+    assert_eq!(
+        correct as f64 / 360.0,
+        report["quantized_test_accuracy"].as_f64().unwrap()
+    );
+
+    let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
+    let input = plait_core::ProgramInput {
+        items: vec![model.clone(), images],
+    };
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        ..Default::default()
+    };
+    let run = OpenVmBackend::new(cache_dir())
+        .run(&guest, &input, &params)
+        .unwrap();
+    eprintln!(
+        "zkml: 360 inferences in {} guest instructions",
+        run.instructions
+    );
+    assert_eq!(run.public_values, claim.to_vec(), "guest and host disagree");
+
+    // One inference, at the default segment height (20): at least 4 segments.
+    let dir = tempfile::tempdir().unwrap();
+    let model_path = dir.path().join("model.bin");
+    let image_path = dir.path().join("image.bin");
+    std::fs::write(&model_path, &model).unwrap();
+    std::fs::write(&image_path, set[0].0).unwrap();
+    let out = plait(&[
+        "execute",
+        guest_elf("zkml").to_str().unwrap(),
+        "--input",
+        &format!("file:{}", model_path.display()),
+        "--input",
+        &format!("file:{}", image_path.display()),
+        "--json",
+    ]);
+    assert!(out.status.success());
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let segments = plan["segments"].as_array().unwrap().len();
+    assert!(segments >= 4, "one inference spans {segments} segments");
+
+    // Bad input to `plait demo zkml`: refused before anything is proven.
+    let demo = |extra: &[&str]| {
+        let mut args = vec!["demo", "zkml", "--png"];
+        let png = dir.path().join("x.png");
+        args.push(png.to_str().unwrap());
+        args.extend(extra);
+        plait(&args)
+    };
+    let bad = dir.path().join("bad-image.txt");
+    std::fs::write(&bad, "0 1 2 3\n").unwrap();
+    let out = demo(&["--image-file", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(BAD_INPUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("64 pixels, got 4"));
+    let mut pixels = vec!["0"; 64];
+    pixels[10] = "17";
+    std::fs::write(&bad, pixels.join(",")).unwrap();
+    let out = demo(&["--image-file", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(BAD_INPUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("pixel 10 is 17"));
+    let mut tampered = model.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    std::fs::write(&model_path, &tampered).unwrap();
+    let out = demo(&["--model", model_path.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(BAD_INPUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("but the committed model is"));
+}

@@ -104,6 +104,13 @@ pub struct VerifiedProof {
     pub program_commit: String,
 }
 
+/// What running a guest (without planning or proving) gives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunOutcome {
+    pub public_values: Vec<u8>,
+    pub instructions: u64,
+}
+
 /// Who a backend is; recorded in every proof and checked by workers and verifiers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackendInfo {
@@ -150,6 +157,21 @@ pub trait ProverBackend: Send + Sync {
     /// Checks, cheaply, that `program` is something this backend can run (for OpenVM: a 32-bit
     /// RISC-V ELF), so that uploads of anything else are refused at the door.
     fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError>;
+
+    /// Runs the program to its end without planning segments or proving, and returns its public
+    /// values: a quick check of what a guest computes.
+    fn run(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+    ) -> Result<RunOutcome, BackendError> {
+        let plan = self.execute(program, input, params)?;
+        Ok(RunOutcome {
+            instructions: plan.total_insns(),
+            public_values: plan.public_values,
+        })
+    }
 
     /// Memory an aggregation node of `layer` needs, in bytes, before anything was measured in
     /// this pool (0: unknown). The coordinator replaces it with the peaks workers report.

@@ -13,5 +13,5 @@ pub mod openvm;
 
 pub use backend::{
     BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    Verdict, VerifiedProof,
+    RunOutcome, Verdict, VerifiedProof,
 };

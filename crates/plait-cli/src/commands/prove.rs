@@ -47,6 +47,22 @@ pub struct ProveArgs {
     store: Option<String>,
 }
 
+impl ProveArgs {
+    /// `plait prove PROGRAM -o OUTPUT --workers N` with every other option at its default.
+    pub fn new(program: ProgramArgs, workers: usize, output: PathBuf) -> Self {
+        Self {
+            program,
+            workers,
+            output: Some(output),
+            dev: false,
+            timings_json: false,
+            keep_task_proofs: None,
+            summary_json: None,
+            store: None,
+        }
+    }
+}
+
 fn spinner(message: &str) -> ProgressBar {
     let bar = ProgressBar::new_spinner().with_message(message.to_string());
     bar.set_style(ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("template"));

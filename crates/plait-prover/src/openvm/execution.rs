@@ -12,7 +12,10 @@ use std::{
 };
 
 use openvm_circuit::{
-    arch::{hasher::poseidon2::vm_poseidon2_hasher, VmExecState, VmState},
+    arch::{
+        execution_mode::metered::segment_ctx::Segment, hasher::poseidon2::vm_poseidon2_hasher,
+        instructions::exe::VmExe, VirtualMachine, VmExecState, VmState,
+    },
     system::memory::merkle::{public_values::extract_public_values, MerkleTree},
 };
 use openvm_sdk::{StdIn, F};
@@ -20,11 +23,13 @@ use openvm_stark_backend::p3_field::PrimeField32;
 use plait_core::{ProgramInput, SegmentPlan, SegmentSpec};
 use serde::{Deserialize, Serialize};
 
+use openvm_sdk_config::SdkVmCpuBuilder;
+
 use super::{
-    keys::KeySet,
+    keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
 };
-use crate::BackendError;
+use crate::{BackendError, RunOutcome};
 
 /// What a segment task needs beyond the scheduler's fields; travels as the segment's
 /// `backend_hint`.
@@ -87,32 +92,7 @@ pub(crate) fn execute(
     );
 
     let (segments, final_state) = tracing::subscriber::with_default(subscriber, || {
-        let interpreter = vm.metered_interpreter(exe).map_err(|e| failed(&e))?;
-        let ctx = vm.build_metered_ctx(exe).with_suspend_on_segment(true);
-        let mut state = VmExecState::new(interpreter.create_initial_vm_state(stdin_of(input)), ctx);
-        // Suspending at every segment lets us stop a guest that runs past the limit.
-        loop {
-            state = interpreter
-                .execute_metered_until_suspend(state)
-                .map_err(|e| failed(&e))?;
-            match &state.exit_code {
-                Ok(Some(0)) => break,
-                Ok(Some(code)) => {
-                    return Err(BackendError::GuestFailed(format!(
-                        "guest exited with code {code} (a guest panic exits with 1)"
-                    )))
-                }
-                Err(e) => return Err(failed(e)),
-                Ok(None) => {}
-            }
-            if state.ctx.segmentation_ctx.instret > max_instructions {
-                return Err(BackendError::InstructionLimit {
-                    limit: max_instructions,
-                });
-            }
-        }
-        let VmExecState { vm_state, ctx, .. } = state;
-        Ok((ctx.into_segments(), vm_state))
+        metered(vm, exe, input, max_instructions)
     })?;
     // Fixed-size tables (lookup chips) have the same height in every segment; a segment height
     // below theirs can be keyed but never proven.
@@ -186,6 +166,65 @@ pub(crate) fn execute(
     Ok(SegmentPlan {
         segments: specs,
         public_values,
+    })
+}
+
+/// Runs the guest to its end under OpenVM's metered execution, which cuts it into segments.
+fn metered(
+    vm: &VirtualMachine<Engine, SdkVmCpuBuilder>,
+    exe: &VmExe<F>,
+    input: &ProgramInput,
+    max_instructions: u64,
+) -> Result<(Vec<Segment>, VmState<F>), BackendError> {
+    let failed = |e: &dyn std::fmt::Display| BackendError::GuestFailed(e.to_string());
+    let interpreter = vm.metered_interpreter(exe).map_err(|e| failed(&e))?;
+    let ctx = vm.build_metered_ctx(exe).with_suspend_on_segment(true);
+    let mut state = VmExecState::new(interpreter.create_initial_vm_state(stdin_of(input)), ctx);
+    // Suspending at every segment lets us stop a guest that runs past the limit.
+    loop {
+        state = interpreter
+            .execute_metered_until_suspend(state)
+            .map_err(|e| failed(&e))?;
+        match &state.exit_code {
+            Ok(Some(0)) => break,
+            Ok(Some(code)) => {
+                return Err(BackendError::GuestFailed(format!(
+                    "guest exited with code {code} (a guest panic exits with 1)"
+                )))
+            }
+            Err(e) => return Err(failed(e)),
+            Ok(None) => {}
+        }
+        if state.ctx.segmentation_ctx.instret > max_instructions {
+            return Err(BackendError::InstructionLimit {
+                limit: max_instructions,
+            });
+        }
+    }
+    let VmExecState { vm_state, ctx, .. } = state;
+    Ok((ctx.into_segments(), vm_state))
+}
+
+/// Runs the guest to its end and returns its public values: no segment boundaries, so much
+/// faster than [`execute`] for long runs.
+pub(crate) fn run(
+    keys: &KeySet,
+    program: &LoadedProgram,
+    input: &ProgramInput,
+    max_instructions: u64,
+) -> Result<RunOutcome, BackendError> {
+    let instance = vm_instance(keys, &program.exe)?;
+    let (segments, final_state) = metered(&instance.vm, &program.exe, input, max_instructions)?;
+    let instructions: u64 = segments.iter().map(|s| s.num_insns).sum();
+    if instructions > max_instructions {
+        return Err(BackendError::InstructionLimit {
+            limit: max_instructions,
+        });
+    }
+    let config = instance.vm.config().as_ref();
+    Ok(RunOutcome {
+        public_values: extract_public_values(config.num_public_values, &final_state.memory.memory),
+        instructions,
     })
 }
 

@@ -25,7 +25,7 @@ use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
     BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    Verdict, VerifiedProof,
+    RunOutcome, Verdict, VerifiedProof,
 };
 
 /// The OpenVM backend. Keys and loaded programs are cached in memory per segment height and
@@ -183,6 +183,19 @@ impl ProverBackend for OpenVmBackend {
 
     fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError> {
         program::check_elf_header(&program.bytes)
+    }
+
+    fn run(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: &ProvingParams,
+    ) -> Result<RunOutcome, BackendError> {
+        Self::check_params(params)?;
+        let keys = self.key_set(params.segment_height)?;
+        keys.ensure_generated()?;
+        let loaded = self.program(&keys, program)?;
+        execution::run(&keys, &loaded, input, params.max_instructions)
     }
 
     fn execute(

@@ -1,0 +1,398 @@
+//! The zkML flagship's model: a quantized MLP over 8×8 digit images, with integer-only
+//! inference (the guest has no FPU). The guest (`guests/zkml`) and the host (`plait demo
+//! zkml`) both run this code, so the host's reference answer is the guest's, bit for bit.
+//!
+//! Model file (`zkml/train.py` writes it), little-endian: `PLAITMLP`, version u32 (1), layer
+//! count u32, then per layer: inputs u32, outputs u32, shift u32, multiplier i32, weights
+//! i8[outputs × inputs] (row-major), biases i32[outputs]. Hidden layers apply ReLU and
+//! requantize to `0..=127` as `(acc · multiplier + 2^(shift−1)) >> shift`; the last layer
+//! (shift 0) gives the logits.
+//!
+//! What a proof reveals (OpenVM's 32 bytes of public values) is the [`claim`]: one SHA-256
+//! over the model's hash, the images' hash, and every class and logit. A verifier who is told
+//! the model, the images and the answer recomputes it; any other model, image or answer gives
+//! another claim.
+
+#![no_std]
+extern crate alloc;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use sha2::{Digest, Sha256};
+
+pub const IMAGE_SIDE: usize = 8;
+pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
+/// Pixels are the data set's gray levels, 0 (white) to 16 (black).
+pub const PIXEL_MAX: u8 = 16;
+pub const CLASSES: usize = 10;
+/// Hidden activations are requantized to `0..=ACT_MAX`.
+pub const ACT_MAX: i64 = 127;
+
+const MAGIC: &[u8; 8] = b"PLAITMLP";
+const VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ModelError {
+    NotAModel,
+    UnsupportedVersion(u32),
+    Truncated,
+    TrailingBytes(usize),
+    Shape(&'static str),
+}
+
+impl fmt::Display for ModelError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotAModel => write!(f, "not a Plait MLP model file (no PLAITMLP header)"),
+            Self::UnsupportedVersion(v) => {
+                write!(f, "model format version {v}, expected {VERSION}")
+            }
+            Self::Truncated => write!(f, "model file is truncated"),
+            Self::TrailingBytes(n) => write!(f, "model file has {n} bytes after its last layer"),
+            Self::Shape(what) => write!(f, "model shape: {what}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImageError {
+    WrongSize(usize),
+    PixelOutOfRange { index: usize, value: u8 },
+}
+
+impl fmt::Display for ImageError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::WrongSize(n) => write!(
+                f,
+                "an image is {IMAGE_SIDE}×{IMAGE_SIDE} = {IMAGE_PIXELS} pixels, got {n}"
+            ),
+            Self::PixelOutOfRange { index, value } => write!(
+                f,
+                "pixel {index} is {value}; pixels are gray levels 0..={PIXEL_MAX}"
+            ),
+        }
+    }
+}
+
+struct Layer<'a> {
+    inputs: usize,
+    outputs: usize,
+    shift: u32,
+    multiplier: i64,
+    /// i8 weights, row-major, read in place.
+    weights: &'a [u8],
+    biases: Vec<i32>,
+}
+
+/// A parsed model, borrowing its weights from the file's bytes.
+pub struct Model<'a> {
+    layers: Vec<Layer<'a>>,
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ModelError> {
+        if self.0.len() < n {
+            return Err(ModelError::Truncated);
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+    fn u32(&mut self) -> Result<u32, ModelError> {
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
+    }
+}
+
+impl<'a> Model<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
+        let mut r = Reader(bytes);
+        if r.take(8).ok() != Some(MAGIC.as_slice()) {
+            return Err(ModelError::NotAModel);
+        }
+        let version = r.u32()?;
+        if version != VERSION {
+            return Err(ModelError::UnsupportedVersion(version));
+        }
+        let count = r.u32()? as usize;
+        if count == 0 || count > 16 {
+            return Err(ModelError::Shape("between 1 and 16 layers"));
+        }
+        let mut layers = Vec::with_capacity(count);
+        for i in 0..count {
+            let inputs = r.u32()? as usize;
+            let outputs = r.u32()? as usize;
+            let shift = r.u32()?;
+            let multiplier = r.u32()? as i32 as i64;
+            let expected_inputs = layers.last().map_or(IMAGE_PIXELS, |l: &Layer| l.outputs);
+            if inputs != expected_inputs || outputs == 0 || outputs > 4096 {
+                return Err(ModelError::Shape(
+                    "each layer takes the previous layer's outputs",
+                ));
+            }
+            let last = i + 1 == count;
+            if last != (shift == 0) || shift > 40 || (!last && multiplier <= 0) {
+                return Err(ModelError::Shape(
+                    "hidden layers requantize, the last does not",
+                ));
+            }
+            let weights = r.take(inputs * outputs)?;
+            let biases = r
+                .take(outputs * 4)?
+                .chunks_exact(4)
+                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+                .collect();
+            layers.push(Layer {
+                inputs,
+                outputs,
+                shift,
+                multiplier,
+                weights,
+                biases,
+            });
+        }
+        if layers.last().map(|l| l.outputs) != Some(CLASSES) {
+            return Err(ModelError::Shape("the last layer has 10 outputs"));
+        }
+        if !r.0.is_empty() {
+            return Err(ModelError::TrailingBytes(r.0.len()));
+        }
+        Ok(Self { layers })
+    }
+
+    /// Number of weights and biases.
+    pub fn parameters(&self) -> usize {
+        self.layers
+            .iter()
+            .map(|l| l.weights.len() + l.biases.len())
+            .sum()
+    }
+
+    /// The layer widths, input first: `[64, 256, 192, 10]`.
+    pub fn widths(&self) -> Vec<usize> {
+        let mut widths = Vec::from([IMAGE_PIXELS]);
+        widths.extend(self.layers.iter().map(|l| l.outputs));
+        widths
+    }
+
+    /// Integer inference on one image.
+    pub fn logits(&self, image: &[u8]) -> Result<[i32; CLASSES], ImageError> {
+        check_image(image)?;
+        let mut activations: Vec<i32> = image.iter().map(|&p| p as i32).collect();
+        for layer in &self.layers {
+            let mut next = Vec::with_capacity(layer.outputs);
+            for (row, &bias) in layer.weights.chunks_exact(layer.inputs).zip(&layer.biases) {
+                // |acc| ≤ 256 · 127 · 127 + |bias|: far inside i32 for this model's widths.
+                let mut acc = bias;
+                for (&w, &a) in row.iter().zip(&activations) {
+                    acc += (w as i8 as i32) * a;
+                }
+                next.push(if layer.shift == 0 {
+                    acc
+                } else {
+                    let scaled = (acc.max(0) as i64 * layer.multiplier
+                        + (1i64 << (layer.shift - 1)))
+                        >> layer.shift;
+                    scaled.min(ACT_MAX) as i32
+                });
+            }
+            activations = next;
+        }
+        Ok(activations
+            .try_into()
+            .expect("the last layer has 10 outputs"))
+    }
+}
+
+pub fn check_image(image: &[u8]) -> Result<(), ImageError> {
+    if image.len() != IMAGE_PIXELS {
+        return Err(ImageError::WrongSize(image.len()));
+    }
+    match image.iter().position(|&p| p > PIXEL_MAX) {
+        Some(index) => Err(ImageError::PixelOutOfRange {
+            index,
+            value: image[index],
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The predicted class: the first largest logit.
+pub fn predict(logits: &[i32; CLASSES]) -> u8 {
+    let mut best = 0;
+    for (i, &l) in logits.iter().enumerate() {
+        if l > logits[best] {
+            best = i;
+        }
+    }
+    best as u8
+}
+
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    Sha256::digest(bytes).into()
+}
+
+/// One image's answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inference {
+    pub class: u8,
+    pub logits: [i32; CLASSES],
+}
+
+/// The 32 bytes a proof reveals: SHA-256 of `plait-zkml-v1`, the model's SHA-256, the images'
+/// SHA-256 (all images' pixels, concatenated), the image count (u32 LE), and per image its
+/// class (u8) and logits (i32 LE each).
+pub fn claim(model_sha256: &[u8; 32], images_sha256: &[u8; 32], answers: &[Inference]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"plait-zkml-v1");
+    h.update(model_sha256);
+    h.update(images_sha256);
+    h.update((answers.len() as u32).to_le_bytes());
+    for a in answers {
+        h.update([a.class]);
+        for l in a.logits {
+            h.update(l.to_le_bytes());
+        }
+    }
+    h.finalize().into()
+}
+
+/// Runs the model on `images` (concatenated 64-byte images) and returns every answer and the
+/// claim. This is the guest's whole computation.
+pub fn infer_batch(
+    model_bytes: &[u8],
+    images: &[u8],
+) -> Result<(Vec<Inference>, [u8; 32]), BatchError> {
+    let model = Model::parse(model_bytes).map_err(BatchError::Model)?;
+    if images.is_empty() || images.len() % IMAGE_PIXELS != 0 {
+        return Err(BatchError::Image(0, ImageError::WrongSize(images.len())));
+    }
+    let mut answers = Vec::with_capacity(images.len() / IMAGE_PIXELS);
+    for (i, image) in images.chunks_exact(IMAGE_PIXELS).enumerate() {
+        let logits = model.logits(image).map_err(|e| BatchError::Image(i, e))?;
+        answers.push(Inference {
+            class: predict(&logits),
+            logits,
+        });
+    }
+    let claim = claim(&sha256(model_bytes), &sha256(images), &answers);
+    Ok((answers, claim))
+}
+
+/// Reads a test-set file (`zkml/train.py` writes it): `PLAITDIG`, count u32, then per image
+/// its 64 pixels and its label.
+pub fn parse_test_set(bytes: &[u8]) -> Result<Vec<([u8; IMAGE_PIXELS], u8)>, ModelError> {
+    if bytes.get(..8) != Some(b"PLAITDIG".as_slice()) {
+        return Err(ModelError::NotAModel);
+    }
+    let count = u32::from_le_bytes(
+        bytes
+            .get(8..12)
+            .ok_or(ModelError::Truncated)?
+            .try_into()
+            .expect("4 bytes"),
+    ) as usize;
+    let body = &bytes[12..];
+    if body.len() != count * (IMAGE_PIXELS + 1) {
+        return Err(ModelError::Truncated);
+    }
+    Ok(body
+        .chunks_exact(IMAGE_PIXELS + 1)
+        .map(|c| {
+            (
+                c[..IMAGE_PIXELS].try_into().expect("64 pixels"),
+                c[IMAGE_PIXELS],
+            )
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BatchError {
+    Model(ModelError),
+    Image(usize, ImageError),
+}
+
+impl fmt::Display for BatchError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Model(e) => write!(f, "{e}"),
+            Self::Image(i, e) => write!(f, "image {i}: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A one-layer model 64 → 10 whose logit k is the sum of row k's pixels times k+1.
+    fn tiny_model() -> Vec<u8> {
+        let mut m = Vec::from(*MAGIC);
+        m.extend(1u32.to_le_bytes());
+        m.extend(1u32.to_le_bytes());
+        for v in [64u32, 10, 0, 0] {
+            m.extend(v.to_le_bytes());
+        }
+        for k in 0..10u8 {
+            m.extend((0..64).map(|i| if i / 8 == k as usize % 8 { k + 1 } else { 0 }));
+        }
+        for _ in 0..10 {
+            m.extend(0i32.to_le_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn computes_logits_and_refuses_bad_models_and_images() {
+        let bytes = tiny_model();
+        let model = Model::parse(&bytes).unwrap();
+        let mut image = [0u8; 64];
+        image[8..16].fill(2); // row 1: logit 1 = 8·2·2 = 32, logit 9 (row 1 too) = 8·2·10
+        let logits = model.logits(&image).unwrap();
+        assert_eq!(logits[1], 32);
+        assert_eq!(logits[9], 160);
+        assert_eq!(predict(&logits), 9);
+        assert_eq!(model.logits(&[0; 63]), Err(ImageError::WrongSize(63)));
+        image[5] = 17;
+        assert_eq!(
+            model.logits(&image),
+            Err(ImageError::PixelOutOfRange {
+                index: 5,
+                value: 17
+            })
+        );
+        assert_eq!(Model::parse(b"ELF...").err(), Some(ModelError::NotAModel));
+        assert_eq!(
+            Model::parse(&bytes[..100]).err(),
+            Some(ModelError::Truncated)
+        );
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert_eq!(
+            Model::parse(&longer).err(),
+            Some(ModelError::TrailingBytes(1))
+        );
+    }
+
+    #[test]
+    fn the_claim_binds_model_images_and_answers() {
+        let answer = Inference {
+            class: 3,
+            logits: [1; 10],
+        };
+        let base = claim(&[1; 32], &[2; 32], &[answer]);
+        assert_ne!(base, claim(&[9; 32], &[2; 32], &[answer]));
+        assert_ne!(base, claim(&[1; 32], &[9; 32], &[answer]));
+        assert_ne!(
+            base,
+            claim(&[1; 32], &[2; 32], &[Inference { class: 4, ..answer }])
+        );
+        assert_ne!(base, claim(&[1; 32], &[2; 32], &[answer, answer]));
+    }
+}
