@@ -24,6 +24,16 @@ pub struct ClaimTaskRequest {
     /// Backend name and zkVM version the worker proves with; tasks go only to matching workers.
     pub backend: String,
     pub backend_version: String,
+    /// The worker's Plait version.
+    #[serde(default)]
+    pub plait_version: String,
+    /// Segment heights whose keys the worker already holds; it is offered such tasks first
+    /// (other tasks cost it a keygen).
+    #[serde(default)]
+    pub key_heights: Vec<u32>,
+    /// GPUs the worker can prove with (none for the CPU backend).
+    #[serde(default)]
+    pub gpus: u32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -7,6 +7,7 @@ mod exit;
 mod guest_build;
 mod local;
 mod program_arg;
+mod svg_plot;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -60,6 +61,13 @@ enum Command {
     Cancel(commands::client::JobArgs),
     /// Restart a failed job, keeping every proof it already accepted.
     Retry(commands::client::JobArgs),
+    /// Measure this device's proving costs into a profile, for `plait plan` (resumable).
+    Calibrate(commands::planner::CalibrateArgs),
+    /// Execute a program at candidate segment heights and predict each one's latency and
+    /// work on a pool; recommend one for a goal.
+    Plan(commands::planner::PlanArgs),
+    /// Compare predicted and measured latency and work of past `plait prove` jobs.
+    Predictions(commands::planner::PredictionsArgs),
     /// Flagship demos: `plait demo zkml` proves a neural-network inference.
     Demo {
         #[command(subcommand)]
@@ -126,6 +134,9 @@ fn main() -> ExitCode {
             Command::Resume(args) => commands::client::act(args, "resume").await,
             Command::Cancel(args) => commands::client::act(args, "cancel").await,
             Command::Retry(args) => commands::client::act(args, "retry").await,
+            Command::Calibrate(args) => commands::planner::calibrate(args, &cache).await,
+            Command::Plan(args) => commands::planner::plan(args, &cache).await,
+            Command::Predictions(args) => commands::planner::predictions(args, &cache).await,
             Command::Demo { demo } => commands::demo::run(demo, &cache).await,
             Command::BenchSdkProve(args) => commands::bench::sdk_prove(args, &cache).await,
         }

@@ -436,7 +436,10 @@ fn zkml_guest_and_host_agree_on_every_test_image() {
         .filter(|((_, label), p)| label == *p)
         .count();
     let reported = report["quantized_test_accuracy"].as_f64().unwrap();
-    assert!((correct as f64 - reported * 360.0).abs() < 1e-6, "{correct} vs {reported}");
+    assert!(
+        (correct as f64 - reported * 360.0).abs() < 1e-6,
+        "{correct} vs {reported}"
+    );
 
     let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
     let input = plait_core::ProgramInput {

@@ -344,7 +344,14 @@ impl Coordinator {
         let mut jobs = self.jobs.lock().expect("jobs lock");
         let mut ids: Vec<JobId> = jobs.keys().copied().collect();
         ids.sort();
-        ids.into_iter().find_map(|id| {
+        // Oldest job first; but a worker that already holds the keys for some job's segment
+        // height gets that job's work before work that would cost it a keygen.
+        let holds_keys = |job: &Job| worker.key_heights.contains(&job.params.segment_height);
+        let (mut preferred, mut others): (Vec<JobId>, Vec<JobId>) = ids
+            .into_iter()
+            .partition(|id| jobs.get(id).is_some_and(holds_keys));
+        preferred.append(&mut others);
+        preferred.into_iter().find_map(|id| {
             let job = jobs.get_mut(&id)?;
             let task = job.lease_next(worker, self.config.lease, now, &node_need)?;
             self.collect_writes(job);

@@ -431,10 +431,10 @@ impl Job {
         if !self.is_running() {
             return None;
         }
-        let task = self.graph.ready_tasks().find(|t| {
-            self.not_before.get(t).is_none_or(|at| *at <= now)
+        let task = self.graph.next_ready(|t| {
+            self.not_before.get(&t).is_none_or(|at| *at <= now)
                 && (worker.memory_bytes == 0
-                    || self.memory_need(*t, node_need) <= worker.memory_bytes)
+                    || self.memory_need(t, node_need) <= worker.memory_bytes)
         })?;
         self.not_before.remove(&task);
         let queued = self

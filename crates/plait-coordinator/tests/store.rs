@@ -252,6 +252,9 @@ fn worker(id: &str) -> ClaimTaskRequest {
         memory_bytes: 0,
         backend: info.name,
         backend_version: info.version,
+        plait_version: "test".into(),
+        key_heights: vec![],
+        gpus: 0,
     }
 }
 

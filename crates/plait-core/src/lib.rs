@@ -6,9 +6,11 @@
 //! in, which keeps the scheduling rules testable in microseconds.
 
 mod agg_tree;
+pub mod cost;
 mod ids;
 mod input;
 mod plan;
+pub mod sim;
 mod task_graph;
 
 pub use agg_tree::{AggLayer, AggNode, AggTree, AggTreeShape, ChildRef, TreeShapeError};

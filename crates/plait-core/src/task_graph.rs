@@ -145,6 +145,12 @@ impl TaskGraph {
             .filter(|id| self.tasks[id.0 as usize].state == TaskState::Ready)
     }
 
+    /// The scheduling rule the coordinator and the simulator share: the first ready task, in
+    /// the order of [`Self::ready_tasks`], that `fits` accepts.
+    pub fn next_ready(&self, mut fits: impl FnMut(TaskId) -> bool) -> Option<TaskId> {
+        self.ready_tasks().find(|t| fits(*t))
+    }
+
     pub fn is_complete(&self) -> bool {
         self.tasks[self.root().0 as usize].state == TaskState::Done
     }

@@ -158,6 +158,11 @@ pub trait ProverBackend: Send + Sync {
     /// RISC-V ELF), so that uploads of anything else are refused at the door.
     fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError>;
 
+    /// Segment heights whose keys this backend has on disk already.
+    fn cached_key_heights(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Runs the program to its end without planning segments or proving, and returns its public
     /// values: a quick check of what a guest computes.
     fn run(

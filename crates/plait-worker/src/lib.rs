@@ -34,12 +34,15 @@ pub enum WorkerError {
 pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Result<(), WorkerError> {
     let client = CoordinatorClient::new(&config.coordinator, &config.token);
     let info = backend.info();
-    let request = ClaimTaskRequest {
+    let mut request = ClaimTaskRequest {
         worker_id: config.worker_id.clone(),
         cores: config.cores,
         memory_bytes: config.memory_bytes,
         backend: info.name.clone(),
         backend_version: info.version.clone(),
+        plait_version: env!("CARGO_PKG_VERSION").into(),
+        key_heights: backend.cached_key_heights(),
+        gpus: 0,
     };
     let mut programs: HashMap<String, ProgramImage> = HashMap::new();
     let mut done = 0u64;
@@ -61,6 +64,8 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         if let Err(e) = work_on(&client, &backend, &mut programs, &task).await {
             tracing::warn!(job = %task.job_id, task = %task.task_id, error = %e, "task abandoned");
         }
+        // The task may have generated keys.
+        request.key_heights = backend.cached_key_heights();
     }
     Ok(())
 }

@@ -4,6 +4,7 @@ pub mod bench;
 pub mod client;
 pub mod demo;
 pub mod execute;
+pub mod planner;
 pub mod prove;
 pub mod serve;
 pub mod verify;

@@ -15,8 +15,12 @@ use plait_coordinator::{JobStatus, TaskTiming};
 use plait_core::JobId;
 use plait_prover::{dev::DevBackend, ProverBackend};
 
-use super::openvm_backend;
-use crate::{exit::ProvingFailed, local::LocalPool, program_arg::ProgramArgs};
+use super::{openvm_backend, planner};
+use crate::{
+    exit::{BadInput, ProvingFailed},
+    local::LocalPool,
+    program_arg::ProgramArgs,
+};
 
 #[derive(Args)]
 pub struct ProveArgs {
@@ -45,6 +49,20 @@ pub struct ProveArgs {
     /// SQLite file deleted at the end.
     #[arg(long)]
     store: Option<String>,
+    /// `auto`: choose the segment height for `--goal` with the planner's cost model (needs a
+    /// device profile: `plait calibrate`), from `--plan-heights`.
+    #[arg(long, value_name = "auto")]
+    segment_size: Option<String>,
+    /// What `--segment-size auto` optimizes: latency, cost or deadline=SECONDS.
+    #[arg(long, default_value = "latency", value_parser = planner::parse_goal)]
+    goal: planner::Goal,
+    #[arg(long, default_value = "19,20,21", value_delimiter = ',')]
+    plan_heights: Vec<u32>,
+    /// The device profile for `auto` and for predictions (default: the one `plait calibrate`
+    /// wrote). With a profile, the job's predicted and measured T and L are printed and
+    /// recorded (`plait predictions`).
+    #[arg(long)]
+    profile: Option<PathBuf>,
 }
 
 impl ProveArgs {
@@ -59,6 +77,10 @@ impl ProveArgs {
             keep_task_proofs: None,
             summary_json: None,
             store: None,
+            segment_size: None,
+            goal: planner::Goal::Latency,
+            plan_heights: vec![19, 20, 21],
+            profile: None,
         }
     }
 }
@@ -73,7 +95,7 @@ fn spinner(message: &str) -> ProgressBar {
 pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     let started = Instant::now();
     let (program, input) = args.program.load(cache)?;
-    let params = args.program.params.params();
+    let mut params = args.program.params.params();
     let backend: Arc<dyn ProverBackend> = if args.dev {
         eprintln!("WARNING: --dev: the dev backend makes FAKE proofs that prove nothing");
         Arc::new(DevBackend::default())
@@ -89,6 +111,45 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         PathBuf::from(format!("{stem}.proof"))
     });
 
+    // Local workers share this machine's cores, so the model predicts them as one worker of
+    // the profiled device (measured: 2 workers on 2 cores are no faster than 1).
+    let pool_args = planner::PoolArgs::local(
+        args.profile.clone(),
+        1,
+        args.plan_heights.clone(),
+        args.goal,
+    );
+    let profile_given = args.profile.is_some() || args.segment_size.is_some();
+    let model = match pool_args.pool(cache, params.tree) {
+        Ok(pool) if !args.dev => Some(pool),
+        Err(e) if profile_given => return Err(e),
+        _ => None,
+    };
+    match args.segment_size.as_deref() {
+        None => {}
+        Some("auto") => {
+            let pool = model.as_ref().ok_or_else(|| {
+                BadInput("--segment-size auto needs the OpenVM backend (not --dev)".into())
+            })?;
+            let candidates =
+                planner::candidates(backend.clone(), &program, &input, params, &pool_args, pool)
+                    .await?;
+            let (best, why) = planner::recommend(&candidates, args.goal)?;
+            planner::print_table(&candidates, 1);
+            params.segment_height = candidates[best].segment_height;
+            eprintln!(
+                "--segment-size auto: height {}: {why}",
+                params.segment_height
+            );
+        }
+        Some(other) => {
+            return Err(BadInput(format!(
+                "--segment-size {other:?}: only `auto` (or use --segment-height)"
+            ))
+            .into())
+        }
+    }
+
     let mut pool = LocalPool::start(backend, cache, args.store.as_deref()).await?;
     let coordinator = pool.coordinator.clone();
 
@@ -103,6 +164,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         .submit_job(program.clone(), input, params)
         .await?;
     bar.finish_and_clear();
+    let exec_seconds = exec_started.elapsed().as_secs_f64();
     let plan = coordinator.plan(job)?;
     eprintln!(
         "executed {} instructions in {:.2} s: {} segments at segment height {}",
@@ -119,8 +181,22 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         pool.url,
         pool.log_dir.display()
     );
+    let prediction = match &model {
+        Some(pool) => Some(planner::evaluate(
+            &plan,
+            params.segment_height,
+            params.tree,
+            pool,
+            pool_args.sim_config(exec_seconds),
+        )?),
+        None => None,
+    };
     let status = follow_progress(&coordinator, job).await?;
+    let measured_latency = exec_started.elapsed().as_secs_f64();
     let timings = coordinator.timings(job)?;
+    if let (Some(p), JobStatus::Succeeded(_)) = (&prediction, &status) {
+        record_prediction(cache, &program, p, &timings, measured_latency, args.workers)?;
+    }
     if let Some(dir) = &args.keep_task_proofs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
@@ -212,6 +288,69 @@ async fn follow_progress(
             status => return Ok(status),
         }
     }
+}
+
+/// Prints predicted against measured T and L (per phase) and appends them to the record.
+fn record_prediction(
+    cache: &Path,
+    program: &plait_prover::ProgramImage,
+    predicted: &planner::Candidate,
+    timings: &[TaskTiming],
+    measured_latency: f64,
+    workers: usize,
+) -> Result<()> {
+    let work = |t: &TaskTiming| t.meta.proving_seconds + t.meta.reexecution_seconds;
+    let phases: Vec<(String, f64, f64)> = predicted
+        .work_by_phase
+        .iter()
+        .map(|(phase, p)| {
+            let m: f64 = timings.iter().filter(|t| &t.phase == phase).map(work).sum();
+            (phase.clone(), *p, m)
+        })
+        .collect();
+    let record = planner::PredictionRecord {
+        program_sha256: program.digest.clone(),
+        segment_height: predicted.segment_height,
+        segments: predicted.segments,
+        workers,
+        predicted_latency_seconds: predicted.predicted_latency_seconds.unwrap_or(0.0),
+        measured_latency_seconds: measured_latency,
+        predicted_work_seconds: predicted.predicted_work_seconds.unwrap_or(0.0),
+        measured_work_seconds: timings.iter().map(work).sum(),
+        phases,
+    };
+    eprintln!(
+        "{:>22} {:>10} {:>10} {:>7}",
+        "predicted vs measured", "predicted", "measured", "error"
+    );
+    let row = |name: &str, p: f64, m: f64| {
+        eprintln!(
+            "{name:>22} {p:>9.1}s {m:>9.1}s {:>6.1}%",
+            planner::error_percent(p, m)
+        )
+    };
+    row(
+        "T (latency)",
+        record.predicted_latency_seconds,
+        record.measured_latency_seconds,
+    );
+    row(
+        "L (work)",
+        record.predicted_work_seconds,
+        record.measured_work_seconds,
+    );
+    for (phase, p, m) in &record.phases {
+        row(&format!("L {phase}"), *p, *m);
+    }
+    let path = planner::predictions_path(cache);
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(file, "{}", serde_json::to_string(&record)?)?;
+    Ok(())
 }
 
 fn print_summary(timings: &[TaskTiming]) {

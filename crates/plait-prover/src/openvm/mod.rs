@@ -185,6 +185,12 @@ impl ProverBackend for OpenVmBackend {
         program::check_elf_header(&program.bytes)
     }
 
+    fn cached_key_heights(&self) -> Vec<u32> {
+        (MIN_SEGMENT_HEIGHT..=openvm_stark_sdk::config::MAX_APP_LOG_STACKED_HEIGHT as u32)
+            .filter(|&h| KeySet::new(&self.cache_dir, h).is_ok_and(|k| k.exists()))
+            .collect()
+    }
+
     fn run(
         &self,
         program: &ProgramImage,

@@ -1,0 +1,328 @@
+//! The cost model: what a task costs on a device, from that device's measured profile.
+//!
+//! A profile (`plait calibrate` writes it) holds measured proving seconds and peak memory for
+//! full segments at several segment heights and for each aggregation node kind. The model
+//! interpolates between them:
+//! - a segment costs its height's full-segment time scaled by how full it is (never below an
+//!   eighth: small traces still pay fixed costs); a height between or beyond the measured ones
+//!   doubles per height step from the nearest measured one;
+//! - a node costs `fixed + per_child · children`, fitted from the node kinds measured with
+//!   different child counts (the leaf is measured with 1 and 2 children; other kinds with 1,
+//!   and share the leaf's fixed fraction).
+
+use serde::{Deserialize, Serialize};
+
+use crate::{AggLayer, AggTreeShape};
+
+pub const PROFILE_FORMAT: &str = "plait-device-profile";
+pub const PROFILE_FORMAT_VERSION: u32 = 1;
+
+/// One device's measured costs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct DeviceProfile {
+    pub format: String,
+    pub format_version: u32,
+    pub plait_version: String,
+    pub backend: String,
+    pub backend_version: String,
+    /// A name for the device (host name by default).
+    pub device: String,
+    pub cores: u32,
+    pub memory_bytes: u64,
+    pub tree: AggTreeShape,
+    pub segments: Vec<SegmentCost>,
+    pub nodes: Vec<NodeCost>,
+}
+
+/// A full segment proven at one segment height.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SegmentCost {
+    pub segment_height: u32,
+    pub instructions: u64,
+    pub seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// One aggregation node proven: its kind (`leaf`, `internal-for-leaf`, `internal-recursive`,
+/// `wrap`) and how many children it joined.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct NodeCost {
+    pub kind: String,
+    pub children: u32,
+    pub seconds: f64,
+    pub peak_rss_bytes: u64,
+}
+
+/// The kind name of a layer, as profiles record it (all internal-recursive depths share one).
+pub fn node_kind(layer: AggLayer) -> &'static str {
+    match layer {
+        AggLayer::Leaf => "leaf",
+        AggLayer::InternalForLeaf => "internal-for-leaf",
+        AggLayer::InternalRecursive(_) => "internal-recursive",
+        AggLayer::Wrap => "wrap",
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ProfileError {
+    #[error("not a device profile (format {0:?}); `plait calibrate` writes them")]
+    NotAProfile(String),
+    #[error(
+        "profile {what} is {found}, this Plait needs {expected}: run `plait calibrate` again \
+         on that device"
+    )]
+    Mismatch {
+        what: &'static str,
+        found: String,
+        expected: String,
+    },
+    #[error("profile has no {0} measurement; run `plait calibrate` to finish it")]
+    Missing(String),
+}
+
+impl DeviceProfile {
+    /// Checks the profile was made for this Plait, backend and tree shape.
+    pub fn check(
+        &self,
+        plait_version: &str,
+        backend: &str,
+        backend_version: &str,
+        tree: AggTreeShape,
+    ) -> Result<(), ProfileError> {
+        if self.format != PROFILE_FORMAT {
+            return Err(ProfileError::NotAProfile(self.format.clone()));
+        }
+        let mismatch = |what, found: String, expected: String| {
+            (found != expected).then_some(ProfileError::Mismatch {
+                what,
+                found,
+                expected,
+            })
+        };
+        let checks = [
+            mismatch(
+                "format version",
+                self.format_version.to_string(),
+                PROFILE_FORMAT_VERSION.to_string(),
+            ),
+            mismatch(
+                "Plait version",
+                self.plait_version.clone(),
+                plait_version.into(),
+            ),
+            mismatch(
+                "backend",
+                format!("{} {}", self.backend, self.backend_version),
+                format!("{backend} {backend_version}"),
+            ),
+            mismatch(
+                "aggregation tree",
+                format!("{:?}", self.tree),
+                format!("{tree:?}"),
+            ),
+        ];
+        if let Some(e) = checks.into_iter().flatten().next() {
+            return Err(e);
+        }
+        if self.segments.is_empty() {
+            return Err(ProfileError::Missing("segment".into()));
+        }
+        for kind in ["leaf", "internal-for-leaf", "internal-recursive", "wrap"] {
+            if !self.nodes.iter().any(|n| n.kind == kind) {
+                return Err(ProfileError::Missing(format!("{kind} node")));
+            }
+        }
+        Ok(())
+    }
+
+    /// The measured full segment nearest to `height`.
+    fn nearest_segment(&self, height: u32) -> &SegmentCost {
+        self.segments
+            .iter()
+            .min_by_key(|s| s.segment_height.abs_diff(height))
+            .expect("checked profiles have segments")
+    }
+
+    /// Instructions a full segment holds at `height` (measured, or doubled per step).
+    pub fn full_segment_instructions(&self, height: u32) -> u64 {
+        let s = self.nearest_segment(height);
+        scale_pow2(s.instructions as f64, height, s.segment_height) as u64
+    }
+
+    /// Seconds to prove a segment of `instructions` at `height`.
+    pub fn segment_seconds(&self, height: u32, instructions: u64) -> f64 {
+        let s = self.nearest_segment(height);
+        let full_seconds = scale_pow2(s.seconds, height, s.segment_height);
+        let fill = instructions as f64 / self.full_segment_instructions(height) as f64;
+        full_seconds * fill.clamp(0.125, 1.0)
+    }
+
+    /// Peak memory of a segment task at `height`.
+    pub fn segment_memory(&self, height: u32) -> u64 {
+        let s = self.nearest_segment(height);
+        scale_pow2(s.peak_rss_bytes as f64, height, s.segment_height) as u64
+    }
+
+    /// The leaf's (fixed, per child) seconds, fitted from its measurements.
+    fn leaf_fit(&self) -> (f64, f64) {
+        let mut leaves: Vec<&NodeCost> = self.nodes.iter().filter(|n| n.kind == "leaf").collect();
+        leaves.sort_by_key(|n| n.children);
+        match (leaves.first(), leaves.last()) {
+            (Some(a), Some(b)) if b.children > a.children => {
+                let per_child =
+                    ((b.seconds - a.seconds) / (b.children - a.children) as f64).max(0.0);
+                (
+                    (a.seconds - per_child * a.children as f64).max(0.0),
+                    per_child,
+                )
+            }
+            (Some(a), _) => (a.seconds / 2.0, a.seconds / 2.0 / a.children.max(1) as f64),
+            _ => (0.0, 0.0),
+        }
+    }
+
+    /// Seconds to prove an aggregation node of `layer` with `children` children.
+    pub fn node_seconds(&self, layer: AggLayer, children: u32) -> f64 {
+        let kind = node_kind(layer);
+        let Some(measured) = self
+            .nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .min_by_key(|n| n.children.abs_diff(children))
+        else {
+            return 0.0;
+        };
+        let (fixed, per_child) = self.leaf_fit();
+        if kind == "leaf" {
+            return fixed + per_child * children as f64;
+        }
+        // Other kinds: the leaf's split between fixed and per-child cost, scaled.
+        let at = |k: u32| fixed + per_child * k as f64;
+        if at(measured.children) <= 0.0 {
+            return measured.seconds;
+        }
+        measured.seconds * at(children) / at(measured.children)
+    }
+
+    pub fn node_memory(&self, layer: AggLayer) -> u64 {
+        let kind = node_kind(layer);
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == kind)
+            .map(|n| n.peak_rss_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Segment heights measured, ascending.
+    pub fn measured_heights(&self) -> Vec<u32> {
+        let mut h: Vec<u32> = self.segments.iter().map(|s| s.segment_height).collect();
+        h.sort();
+        h
+    }
+}
+
+/// `value` measured at height `from`, doubled (or halved) per step to height `to`.
+fn scale_pow2(value: f64, to: u32, from: u32) -> f64 {
+    value * 2f64.powi(to as i32 - from as i32)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub fn profile() -> DeviceProfile {
+        DeviceProfile {
+            format: PROFILE_FORMAT.into(),
+            format_version: PROFILE_FORMAT_VERSION,
+            plait_version: "0.1.0".into(),
+            backend: "openvm".into(),
+            backend_version: "2.0".into(),
+            device: "test".into(),
+            cores: 2,
+            memory_bytes: 24 << 30,
+            tree: AggTreeShape::default(),
+            segments: vec![
+                SegmentCost {
+                    segment_height: 19,
+                    instructions: 800_000,
+                    seconds: 50.0,
+                    peak_rss_bytes: 2 << 30,
+                },
+                SegmentCost {
+                    segment_height: 20,
+                    instructions: 1_700_000,
+                    seconds: 110.0,
+                    peak_rss_bytes: 4 << 30,
+                },
+            ],
+            nodes: vec![
+                NodeCost {
+                    kind: "leaf".into(),
+                    children: 1,
+                    seconds: 60.0,
+                    peak_rss_bytes: 5 << 30,
+                },
+                NodeCost {
+                    kind: "leaf".into(),
+                    children: 2,
+                    seconds: 80.0,
+                    peak_rss_bytes: 6 << 30,
+                },
+                NodeCost {
+                    kind: "internal-for-leaf".into(),
+                    children: 1,
+                    seconds: 70.0,
+                    peak_rss_bytes: 6 << 30,
+                },
+                NodeCost {
+                    kind: "internal-recursive".into(),
+                    children: 1,
+                    seconds: 60.0,
+                    peak_rss_bytes: 6 << 30,
+                },
+                NodeCost {
+                    kind: "wrap".into(),
+                    children: 1,
+                    seconds: 36.0,
+                    peak_rss_bytes: 6 << 30,
+                },
+            ],
+        }
+    }
+
+    #[test]
+    fn interpolates_segments_and_fits_nodes() {
+        let p = profile();
+        assert_eq!(p.segment_seconds(19, 800_000), 50.0);
+        assert_eq!(p.segment_seconds(19, 400_000), 25.0);
+        assert_eq!(p.segment_seconds(19, 1), 50.0 / 8.0);
+        assert_eq!(p.segment_seconds(21, 3_400_000), 220.0); // doubled from 20
+        assert_eq!(p.full_segment_instructions(18), 400_000);
+        // leaf: 40 s fixed + 20 s per child.
+        assert_eq!(p.node_seconds(AggLayer::Leaf, 4), 120.0);
+        // internal-for-leaf measured 70 s with 1 child: × (40 + 60) / (40 + 20).
+        assert!((p.node_seconds(AggLayer::InternalForLeaf, 3) - 70.0 * 100.0 / 60.0).abs() < 1e-9);
+        assert_eq!(p.node_seconds(AggLayer::Wrap, 1), 36.0);
+    }
+
+    #[test]
+    fn refuses_profiles_of_other_versions() {
+        let p = profile();
+        let tree = AggTreeShape::default();
+        assert_eq!(p.check("0.1.0", "openvm", "2.0", tree), Ok(()));
+        let err = p.check("0.2.0", "openvm", "2.0", tree).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("Plait version is 0.1.0, this Plait needs 0.2.0"));
+        let err = p.check("0.1.0", "openvm", "2.1", tree).unwrap_err();
+        assert!(err.to_string().contains("run `plait calibrate` again"));
+        let mut partial = p.clone();
+        partial.nodes.retain(|n| n.kind != "wrap");
+        let err = partial.check("0.1.0", "openvm", "2.0", tree).unwrap_err();
+        assert_eq!(err, ProfileError::Missing("wrap node".into()));
+    }
+}

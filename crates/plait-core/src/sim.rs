@@ -1,0 +1,312 @@
+//! A discrete-event simulation of one job on a pool of workers, driving the task graph with
+//! the coordinator's own scheduling rule ([`TaskGraph::next_ready`]): each idle worker takes
+//! the first ready task that fits its memory, in the coordinator's order.
+//!
+//! Task durations come from each worker's device profile ([`DeviceProfile`]); attempts fail at
+//! a given rate (and are retried, their work counted); every task pays a transfer time.
+
+use std::{cmp::Ordering, collections::BinaryHeap};
+
+use crate::{cost::DeviceProfile, AggTreeShape, TaskGraph, TaskId, TaskKind, TreeShapeError};
+
+#[derive(Clone, Copy, Debug)]
+pub struct SimConfig {
+    /// Executing and planning before the first task (seconds).
+    pub execution_seconds: f64,
+    /// Added to every task (moving inputs and proofs).
+    pub transfer_seconds: f64,
+    /// Probability that an attempt fails at its end and must be redone.
+    pub failure_rate: f64,
+    pub seed: u64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            execution_seconds: 0.0,
+            transfer_seconds: 0.0,
+            failure_rate: 0.0,
+            seed: 1,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct SimOutcome {
+    /// Wall time from submission to the root proof (T).
+    pub latency_seconds: f64,
+    /// Proving seconds summed over every attempt (L).
+    pub work_seconds: f64,
+    /// Busy fraction of the workers between the first task and the last.
+    pub utilization: f64,
+    /// The longest chain of tasks, each on the fastest device.
+    pub critical_path_seconds: f64,
+    /// No schedule can beat `max(execution + L_fastest / workers, critical path)`.
+    pub lower_bound_seconds: f64,
+    pub failed_attempts: u64,
+    /// The largest memory any task needs, on the first profile.
+    pub peak_task_memory_bytes: u64,
+    /// Proving seconds per phase (`segments`, then each layer), summed over attempts.
+    pub work_by_phase: Vec<(String, f64)>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum SimError {
+    #[error(transparent)]
+    Tree(#[from] TreeShapeError),
+    #[error("the pool has no workers")]
+    NoWorkers,
+    #[error("no device in the pool can hold {task} ({need} bytes); the largest has {largest}")]
+    NothingFits {
+        task: String,
+        need: u64,
+        largest: u64,
+    },
+}
+
+/// The job: its segments' instruction counts and segment height, and its tree shape.
+pub struct SimJob<'a> {
+    pub segment_instructions: &'a [u64],
+    pub segment_height: u32,
+    pub tree: AggTreeShape,
+}
+
+fn task_seconds(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId) -> f64 {
+    match graph.kind(task).expect("task exists") {
+        TaskKind::ProveSegment { segment } => p.segment_seconds(
+            job.segment_height,
+            job.segment_instructions[segment as usize],
+        ),
+        TaskKind::Aggregate { layer, .. } => {
+            let children = graph.children(task).expect("task exists").len() as u32;
+            p.node_seconds(layer, children)
+        }
+    }
+}
+
+fn task_memory(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId) -> u64 {
+    match graph.kind(task).expect("task exists") {
+        TaskKind::ProveSegment { .. } => p.segment_memory(job.segment_height),
+        TaskKind::Aggregate { layer, .. } => p.node_memory(layer),
+    }
+}
+
+#[derive(PartialEq)]
+struct Finish {
+    at: f64,
+    worker: usize,
+    task: TaskId,
+    failed: bool,
+}
+
+impl Eq for Finish {}
+impl PartialOrd for Finish {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Finish {
+    // Earliest first (BinaryHeap is a max-heap); ties by worker for determinism.
+    fn cmp(&self, other: &Self) -> Ordering {
+        other
+            .at
+            .total_cmp(&self.at)
+            .then(other.worker.cmp(&self.worker))
+    }
+}
+
+/// Simulates `job` on `workers` (each an index into `profiles`).
+pub fn simulate(
+    job: &SimJob,
+    profiles: &[DeviceProfile],
+    workers: &[usize],
+    config: SimConfig,
+) -> Result<SimOutcome, SimError> {
+    if workers.is_empty() {
+        return Err(SimError::NoWorkers);
+    }
+    let mut graph = TaskGraph::new(job.segment_instructions.len() as u32, job.tree)?;
+    let mut rng = config.seed.max(1);
+    let mut next_random = move || {
+        // xorshift64*: deterministic for a seed.
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let mut now = config.execution_seconds;
+    let mut idle: Vec<usize> = (0..workers.len()).collect();
+    let mut running = BinaryHeap::new();
+    let (mut work, mut busy, mut failed_attempts) = (0.0, 0.0, 0u64);
+    let mut work_by_phase: Vec<(String, f64)> = graph
+        .progress()
+        .into_iter()
+        .map(|(phase, ..)| (phase, 0.0))
+        .collect();
+    while !graph.is_complete() {
+        // Hand out work, in worker order, as the coordinator answers claims.
+        let mut still_idle = Vec::with_capacity(idle.len());
+        for w in idle {
+            let p = &profiles[workers[w]];
+            let fits = |t: TaskId| task_memory(&graph, job, p, t) <= p.memory_bytes;
+            match graph.next_ready(fits) {
+                Some(task) => {
+                    graph.start(task).expect("ready");
+                    let seconds = task_seconds(&graph, job, p, task);
+                    work += seconds;
+                    let phase = match graph.kind(task).expect("task exists") {
+                        TaskKind::ProveSegment { .. } => "segments".to_string(),
+                        TaskKind::Aggregate { layer, .. } => layer.to_string(),
+                    };
+                    if let Some(entry) = work_by_phase.iter_mut().find(|(p, _)| *p == phase) {
+                        entry.1 += seconds;
+                    }
+                    busy += seconds + config.transfer_seconds;
+                    running.push(Finish {
+                        at: now + seconds + config.transfer_seconds,
+                        worker: w,
+                        task,
+                        failed: next_random() < config.failure_rate,
+                    });
+                }
+                None => still_idle.push(w),
+            }
+        }
+        idle = still_idle;
+        let Some(done) = running.pop() else {
+            // Nothing runs and nothing can start: no device holds a ready task.
+            let task = graph
+                .ready_tasks()
+                .next()
+                .expect("an incomplete graph has work");
+            let need = task_memory(&graph, job, &profiles[workers[0]], task);
+            let largest = workers
+                .iter()
+                .map(|&w| profiles[w].memory_bytes)
+                .max()
+                .unwrap_or(0);
+            let what = match graph.kind(task).expect("task exists") {
+                TaskKind::ProveSegment { .. } => {
+                    format!("a segment at segment height {}", job.segment_height)
+                }
+                TaskKind::Aggregate { layer, .. } => format!("a {layer} node"),
+            };
+            return Err(SimError::NothingFits {
+                task: what,
+                need,
+                largest,
+            });
+        };
+        now = done.at;
+        if done.failed {
+            failed_attempts += 1;
+            graph.retry(done.task).expect("running");
+        } else {
+            graph.complete(done.task).expect("running");
+        }
+        idle.push(done.worker);
+        idle.sort();
+    }
+
+    // Critical path and the fastest device's total work, for the lower bound.
+    let fastest = |t: TaskId| {
+        profiles
+            .iter()
+            .map(|p| task_seconds(&graph, job, p, t))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let n = graph.num_tasks();
+    let mut finish = vec![0.0f64; n];
+    let mut total_fastest = 0.0;
+    for t in 0..n {
+        let task = TaskId(t as u32);
+        let children_done = graph
+            .children(task)
+            .expect("task exists")
+            .iter()
+            .map(|c| finish[c.0 as usize])
+            .fold(0.0, f64::max);
+        let seconds = fastest(task);
+        total_fastest += seconds;
+        finish[t] = children_done + seconds + config.transfer_seconds;
+    }
+    let critical = config.execution_seconds + finish[n - 1];
+    let span = (now - config.execution_seconds).max(f64::MIN_POSITIVE);
+    let peak_task_memory_bytes = (0..n)
+        .map(|t| task_memory(&graph, job, &profiles[workers[0]], TaskId(t as u32)))
+        .max()
+        .unwrap_or(0);
+    Ok(SimOutcome {
+        latency_seconds: now,
+        work_seconds: work,
+        utilization: busy / (span * workers.len() as f64),
+        critical_path_seconds: critical,
+        lower_bound_seconds: critical
+            .max(config.execution_seconds + total_fastest / workers.len() as f64),
+        failed_attempts,
+        peak_task_memory_bytes,
+        work_by_phase,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cost::tests::profile;
+
+    fn job(segments: &[u64]) -> SimJob<'_> {
+        SimJob {
+            segment_instructions: segments,
+            segment_height: 19,
+            tree: AggTreeShape::default(),
+        }
+    }
+
+    #[test]
+    fn one_worker_does_everything_in_sequence() {
+        let p = vec![profile()];
+        let segments = [800_000u64, 800_000, 400_000];
+        let out = simulate(&job(&segments), &p, &[0], SimConfig::default()).unwrap();
+        // 50 + 50 + 25 (segments) + leaf(3) 100 + ifl(1) 70 + ir(1) 60 + wrap 36.
+        let expected = 125.0 + 100.0 + 70.0 + 60.0 + 36.0;
+        assert!((out.work_seconds - expected).abs() < 1e-9, "{out:?}");
+        assert!((out.latency_seconds - expected).abs() < 1e-9);
+        assert!((out.utilization - 1.0).abs() < 1e-9);
+        assert!(out.lower_bound_seconds <= out.latency_seconds + 1e-9);
+    }
+
+    #[test]
+    fn more_workers_cut_latency_down_to_the_critical_path() {
+        let p = vec![profile()];
+        let segments = vec![800_000u64; 12];
+        let one = simulate(&job(&segments), &p, &[0], SimConfig::default()).unwrap();
+        let many = simulate(&job(&segments), &p, &[0; 12], SimConfig::default()).unwrap();
+        assert_eq!(one.work_seconds, many.work_seconds);
+        assert!(
+            many.latency_seconds < one.latency_seconds / 3.0,
+            "{one:?} {many:?}"
+        );
+        // With a worker per segment, T is exactly the critical path.
+        assert!((many.latency_seconds - many.critical_path_seconds).abs() < 1e-9);
+    }
+
+    #[test]
+    fn failures_add_work_and_small_devices_are_refused() {
+        let p = vec![profile()];
+        let segments = vec![800_000u64; 8];
+        let config = SimConfig {
+            failure_rate: 0.3,
+            seed: 42,
+            ..SimConfig::default()
+        };
+        let clean = simulate(&job(&segments), &p, &[0; 4], SimConfig::default()).unwrap();
+        let flaky = simulate(&job(&segments), &p, &[0; 4], config).unwrap();
+        assert!(flaky.failed_attempts > 0);
+        assert!(flaky.work_seconds > clean.work_seconds);
+        let mut small = profile();
+        small.memory_bytes = 3 << 30; // holds a segment (2 GiB), not a leaf (6 GiB)
+        let err = simulate(&job(&segments), &[small], &[0], SimConfig::default()).unwrap_err();
+        assert!(matches!(err, SimError::NothingFits { .. }), "{err}");
+        assert!(err.to_string().contains("leaf"), "{err}");
+    }
+}
