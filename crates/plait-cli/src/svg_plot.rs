@@ -113,3 +113,24 @@ fn panel(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn draws_one_line_per_series_in_each_panel() {
+        let series = vec![
+            (
+                "1 workers".to_string(),
+                vec![(2.0, 300.0, 300.0), (4.0, 400.0, 420.0)],
+            ),
+            (
+                "10 workers".to_string(),
+                vec![(2.0, 200.0, 300.0), (4.0, 150.0, 420.0)],
+            ),
+        ];
+        let svg = super::two_panels(&series);
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+        assert_eq!(svg.matches("<polyline").count(), 4);
+        assert!(svg.contains("10 workers") && svg.contains("latency T (s)"));
+    }
+}

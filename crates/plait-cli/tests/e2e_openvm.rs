@@ -505,3 +505,91 @@ fn zkml_guest_and_host_agree_on_every_test_image() {
     assert_eq!(out.status.code(), Some(BAD_INPUT));
     assert!(String::from_utf8_lossy(&out.stderr).contains("but the committed model is"));
 }
+
+/// `plait plan` with device profiles: a table and a recommendation that follows the goal, an
+/// SVG plot, and clear errors for a profile of another version and for a pool that cannot hold
+/// any candidate (the profiles here are written by the test, not measured).
+#[test]
+fn plan_recommends_by_goal_and_refuses_bad_profiles() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = |name: &str, memory: u64, version: &str| {
+        let json = serde_json::json!({
+            "format": "plait-device-profile", "format-version": 1,
+            "plait-version": version, "backend": "openvm", "backend-version": "2.0",
+            "device": name, "cores": 2, "memory-bytes": memory,
+            "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+            "segments": [
+                {"segment-height": 19, "instructions": 800000, "seconds": 50.0, "peak-rss-bytes": 2u64 << 30},
+                {"segment-height": 20, "instructions": 1700000, "seconds": 95.0, "peak-rss-bytes": 4u64 << 30},
+            ],
+            "nodes": [
+                {"kind": "leaf", "children": 1, "seconds": 60.0, "peak-rss-bytes": 5u64 << 30},
+                {"kind": "leaf", "children": 2, "seconds": 80.0, "peak-rss-bytes": 6u64 << 30},
+                {"kind": "internal-for-leaf", "children": 1, "seconds": 70.0, "peak-rss-bytes": 6u64 << 30},
+                {"kind": "internal-recursive", "children": 1, "seconds": 60.0, "peak-rss-bytes": 6u64 << 30},
+                {"kind": "wrap", "children": 1, "seconds": 36.0, "peak-rss-bytes": 6u64 << 30},
+            ],
+        });
+        let path = dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, json.to_string()).unwrap();
+        path.to_str().unwrap().to_string()
+    };
+    let fib = guest_elf("fib");
+    let plan = |extra: &[&str]| {
+        let mut args = vec![
+            "plan",
+            fib.to_str().unwrap(),
+            "--input",
+            "150000",
+            "--heights",
+            "19,20",
+        ];
+        args.extend(extra);
+        plait(&args)
+    };
+    let server = profile("server", 24 << 30, env!("CARGO_PKG_VERSION"));
+    let svg = dir.path().join("plan.svg");
+    let out = plan(&[
+        "--profile",
+        &server,
+        "--workers",
+        "8",
+        "--goal",
+        "latency",
+        "--json",
+        "--plot",
+        svg.to_str().unwrap(),
+    ]);
+    assert!(out.status.success());
+    let fast: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let out = plan(&[
+        "--profile",
+        &server,
+        "--workers",
+        "8",
+        "--goal",
+        "cost",
+        "--json",
+    ]);
+    let cheap: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    // 3 segments at 19, 2 at 20: more segments finish sooner on 8 workers but cost more work.
+    assert_eq!(fast["recommended-segment-height"], 19, "{fast}");
+    assert_eq!(cheap["recommended-segment-height"], 20, "{cheap}");
+    let rows = fast["candidates"].as_array().unwrap();
+    assert_eq!(rows[0]["segments"], 3);
+    assert_eq!(rows[1]["segments"], 2);
+    assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
+
+    let old = profile("old", 24 << 30, "0.0.1");
+    let out = plan(&["--profile", &old]);
+    assert_eq!(out.status.code(), Some(BAD_INPUT));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `plait calibrate` again"));
+    let laptop = profile("laptop", 3 << 30, env!("CARGO_PKG_VERSION"));
+    let out = plan(&["--pool", &format!("{laptop}:4")]);
+    assert_eq!(out.status.code(), Some(BAD_INPUT));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no candidate segment height fits any device"),
+        "{stderr}"
+    );
+}

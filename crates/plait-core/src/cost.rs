@@ -6,9 +6,10 @@
 //! - a segment costs its height's full-segment time scaled by how full it is (never below an
 //!   eighth: small traces still pay fixed costs); a height between or beyond the measured ones
 //!   doubles per height step from the nearest measured one;
-//! - a node costs `fixed + per_child · children`, fitted from the node kinds measured with
-//!   different child counts (the leaf is measured with 1 and 2 children; other kinds with 1,
-//!   and share the leaf's fixed fraction).
+//! - a node costs what was measured for its kind and number of children (calibration measures
+//!   leaves of 1 to 4 children, other kinds with 1); other counts use `fixed + per_child ·
+//!   children`, fitted from the leaf's fewest- and most-children measurements, with the
+//!   leaf's fixed fraction for other kinds.
 
 use serde::{Deserialize, Serialize};
 
@@ -195,6 +196,11 @@ impl DeviceProfile {
         else {
             return 0.0;
         };
+        // Circuits grow in power-of-two steps, so a measurement with exactly these children
+        // beats any fit.
+        if measured.children == children {
+            return measured.seconds;
+        }
         let (fixed, per_child) = self.leaf_fit();
         if kind == "leaf" {
             return fixed + per_child * children as f64;

@@ -41,7 +41,7 @@ fn sorted(heights: &[u32]) -> Vec<u32> {
 #[derive(Args)]
 pub struct CalibrateArgs {
     /// Segment heights to measure (at least 3 for a useful model). The lowest also measures
-    /// every aggregation node kind.
+    /// every aggregation node kind (leaves of 1 to 4 children).
     #[arg(long, default_value = "19,20,21", value_delimiter = ',')]
     heights: Vec<u32>,
     /// Where to write the profile (default: device-profile.json in the cache directory).
@@ -133,14 +133,13 @@ fn calibrate_blocking(
     let started = Instant::now();
     let backend = OpenVmBackend::new(cache);
     let program = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
-    let steps = heights.len() + 6;
+    let steps = heights.len() + 8;
     let bar = indicatif::ProgressBar::new(steps as u64).with_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
             .expect("template"),
     );
     let say = |bar: &indicatif::ProgressBar, line: String| bar.suspend(|| eprintln!("{line}"));
     let lowest = heights[0];
-    let mut low_plan: Option<SegmentPlan> = None;
     for &h in heights {
         let params = ProvingParams {
             segment_height: h,
@@ -154,9 +153,6 @@ fn calibrate_blocking(
         bar.set_message(format!("keys and execution at height {h}"));
         backend.prepare_keys(&params)?;
         let plan = backend.execute(&program, &input, &params)?;
-        if h == lowest {
-            low_plan = Some(plan.clone());
-        }
         if profile.segments.iter().any(|s| s.segment_height == h) {
             bar.inc(1);
             continue;
@@ -186,35 +182,53 @@ fn calibrate_blocking(
         bar.inc(1);
     }
 
-    // Every node kind, at the lowest height: leaves of 1 and 2 segments, then the chain.
-    let plan = low_plan.expect("at least one height");
+    // Every node kind, at the lowest height: leaves of 1 to 4 segments, then the chain.
     let params = ProvingParams {
         segment_height: lowest,
         ..Default::default()
     };
-    let input = ProgramInput {
-        items: vec![(80_000u64 << lowest.saturating_sub(19))
+    // Four segments, so that leaves of 1 to 4 children can be measured: a leaf's circuit grows
+    // in power-of-two steps, so its cost is not linear in its children.
+    let wide_input = ProgramInput {
+        items: vec![(215_000u64 << lowest.saturating_sub(19))
             .to_le_bytes()
             .to_vec()],
     };
+    let wide = backend.execute(&program, &wide_input, &params)?;
     let load =
         |name: &str| -> Option<ProofBlob> { std::fs::read(work.join(name)).ok().map(ProofBlob) };
-    let seg0 = load(&format!("h{lowest}-segment-0.proof")).context("segment 0 proof")?;
-    let seg1 = match load(&format!("h{lowest}-segment-1.proof")) {
-        Some(p) => p,
-        None => {
-            bar.set_message("second segment");
-            let last = plan.segments.len() == 2;
-            let (proof, _) =
-                backend.prove_segment(&program, &input, &params, &plan.segments[1], last)?;
-            std::fs::write(work.join(format!("h{lowest}-segment-1.proof")), &proof.0)?;
-            proof
-        }
-    };
+    let mut segs = Vec::new();
+    for (i, seg) in wide.segments.iter().enumerate().take(4) {
+        let file = format!("h{lowest}-wide-segment-{i}.proof");
+        let proof = match load(&file) {
+            Some(p) => p,
+            None => {
+                bar.set_message(format!("segment {i} of the aggregation workload"));
+                let last = i + 1 == wide.segments.len();
+                let (proof, _) =
+                    backend.prove_segment(&program, &wide_input, &params, seg, last)?;
+                std::fs::write(work.join(&file), &proof.0)?;
+                proof
+            }
+        };
+        segs.push(proof);
+    }
     bar.inc(1);
-    let steps: [(&str, AggLayer, &str, Vec<&str>); 5] = [
+    let steps: [(&str, AggLayer, &str, Vec<&str>); 7] = [
         ("leaf", AggLayer::Leaf, "leaf-1", vec!["seg0"]),
         ("leaf", AggLayer::Leaf, "leaf-2", vec!["seg0", "seg1"]),
+        (
+            "leaf",
+            AggLayer::Leaf,
+            "leaf-3",
+            vec!["seg0", "seg1", "seg2"],
+        ),
+        (
+            "leaf",
+            AggLayer::Leaf,
+            "leaf-4",
+            vec!["seg0", "seg1", "seg2", "seg3"],
+        ),
         (
             "internal-for-leaf",
             AggLayer::InternalForLeaf,
@@ -241,11 +255,14 @@ fn calibrate_blocking(
         }
         let inputs: Vec<ProofBlob> = children
             .iter()
-            .map(|c| match *c {
-                "seg0" => Ok(seg0.clone()),
-                "seg1" => Ok(seg1.clone()),
-                other => load(&format!("h{lowest}-{other}.proof"))
-                    .with_context(|| format!("the {other} proof")),
+            .map(|c| match c.strip_prefix("seg") {
+                Some(i) => segs
+                    .get(i.parse::<usize>().expect("seg index"))
+                    .cloned()
+                    .context("the aggregation workload has fewer than 4 segments"),
+                None => {
+                    load(&format!("h{lowest}-{c}.proof")).with_context(|| format!("the {c} proof"))
+                }
             })
             .collect::<Result<_>>()?;
         bar.set_message(format!("{layer} node with {} children", inputs.len()));
