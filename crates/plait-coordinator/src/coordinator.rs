@@ -146,7 +146,8 @@ impl Coordinator {
                 job.log(
                     now,
                     format!(
-                        "coordinator restarted: {accepted} of {total} tasks already accepted and                          kept; tasks in flight are handed out again"
+                        "coordinator restarted: {accepted} of {total} tasks already accepted \
+                         and kept; tasks in flight are handed out again"
                     ),
                 );
             }
