@@ -408,22 +408,6 @@ impl Store {
             worker_rejections,
         })
     }
-
-    /// Bytes the store's tables take, where the database can tell (for benchmarks).
-    pub async fn size_bytes(&self) -> Result<Option<u64>, StoreError> {
-        let size: Option<i64> = if self.url_for_display.starts_with("sqlite://") {
-            sqlx::query_scalar(
-                "SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()",
-            )
-            .fetch_optional(&self.pool)
-            .await?
-        } else {
-            sqlx::query_scalar("SELECT pg_database_size(current_database())::BIGINT")
-                .fetch_optional(&self.pool)
-                .await?
-        };
-        Ok(size.map(|s| s as u64))
-    }
 }
 
 /// The URL without its password, for messages.

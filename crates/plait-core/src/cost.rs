@@ -222,13 +222,6 @@ impl DeviceProfile {
             .max()
             .unwrap_or(0)
     }
-
-    /// Segment heights measured, ascending.
-    pub fn measured_heights(&self) -> Vec<u32> {
-        let mut h: Vec<u32> = self.segments.iter().map(|s| s.segment_height).collect();
-        h.sort();
-        h
-    }
 }
 
 /// `value` measured at height `from`, doubled (or halved) per step to height `to`.

@@ -44,8 +44,6 @@ pub struct SimOutcome {
     /// No schedule can beat `max(execution + L_fastest / workers, critical path)`.
     pub lower_bound_seconds: f64,
     pub failed_attempts: u64,
-    /// The largest memory any task needs, on the first profile.
-    pub peak_task_memory_bytes: u64,
     /// Proving seconds per phase (`segments`, then each layer), summed over attempts.
     pub work_by_phase: Vec<(String, f64)>,
 }
@@ -232,10 +230,6 @@ pub fn simulate(
     }
     let critical = config.execution_seconds + finish[n - 1];
     let span = (now - config.execution_seconds).max(f64::MIN_POSITIVE);
-    let peak_task_memory_bytes = (0..n)
-        .map(|t| task_memory(&graph, job, &profiles[workers[0]], TaskId(t as u32)))
-        .max()
-        .unwrap_or(0);
     Ok(SimOutcome {
         latency_seconds: now,
         work_seconds: work,
@@ -244,7 +238,6 @@ pub fn simulate(
         lower_bound_seconds: critical
             .max(config.execution_seconds + total_fastest / workers.len() as f64),
         failed_attempts,
-        peak_task_memory_bytes,
         work_by_phase,
     })
 }

@@ -59,6 +59,21 @@ impl OpenVmBackend {
         Ok(set)
     }
 
+    /// Checks the parameters, makes sure the keys exist and loads the program: what running
+    /// or planning a program needs first. Execution needs the app key (for trace widths); the
+    /// whole set is generated once here.
+    fn ready_to_execute(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+    ) -> Result<(Arc<KeySet>, Arc<LoadedProgram>), BackendError> {
+        Self::check_params(params)?;
+        let keys = self.key_set(params.segment_height)?;
+        keys.ensure_generated()?;
+        let loaded = self.program(&keys, program)?;
+        Ok((keys, loaded))
+    }
+
     fn program(
         &self,
         keys: &KeySet,
@@ -197,10 +212,7 @@ impl ProverBackend for OpenVmBackend {
         input: &ProgramInput,
         params: &ProvingParams,
     ) -> Result<RunOutcome, BackendError> {
-        Self::check_params(params)?;
-        let keys = self.key_set(params.segment_height)?;
-        keys.ensure_generated()?;
-        let loaded = self.program(&keys, program)?;
+        let (keys, loaded) = self.ready_to_execute(program, params)?;
         execution::run(&keys, &loaded, input, params.max_instructions)
     }
 
@@ -210,11 +222,7 @@ impl ProverBackend for OpenVmBackend {
         input: &ProgramInput,
         params: &ProvingParams,
     ) -> Result<SegmentPlan, BackendError> {
-        Self::check_params(params)?;
-        let keys = self.key_set(params.segment_height)?;
-        // Execution needs the app key (for trace widths); generate the whole set once here.
-        keys.ensure_generated()?;
-        let loaded = self.program(&keys, program)?;
+        let (keys, loaded) = self.ready_to_execute(program, params)?;
         execution::execute(
             &keys,
             &loaded,
