@@ -20,7 +20,9 @@ if ! $sudo pg_lsclusters -h | awk '{print $2}' | grep -qx "$cluster"; then
     -o listen_addresses=localhost -- --auth=trust >/dev/null
 fi
 if ! $sudo pg_lsclusters -h | awk -v c="$cluster" '$2 == c {print $4}' | grep -qx online; then
-  $sudo pg_ctlcluster "$version" "$cluster" start
+  # To stderr: only the URL may reach stdout, and pg_ctlcluster prints notes there
+  # ("Removed stale pid file." after a reboot) that would end up inside the caller's URL.
+  $sudo pg_ctlcluster "$version" "$cluster" start >&2
 fi
 for _ in $(seq 50); do
   if pg_isready -q -h 127.0.0.1 -p "$port"; then

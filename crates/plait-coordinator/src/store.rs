@@ -433,6 +433,9 @@ impl std::fmt::Display for Store {
 /// store of their own on one server.
 pub async fn scratch_postgres_database(admin_url: &str) -> Result<String, StoreError> {
     use sqlx::Connection;
+    if !(admin_url.starts_with("postgres://") || admin_url.starts_with("postgresql://")) {
+        return Err(StoreError::BadUrl(admin_url.into()));
+    }
     let name = format!(
         "plait_{:016x}",
         std::time::SystemTime::now()
