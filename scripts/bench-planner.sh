@@ -34,12 +34,13 @@ $plait predictions
 python3 - <<PY
 import json, os
 records = [json.loads(l) for l in open(os.path.join("$cache", "predictions.jsonl")) if l.strip()]
-measured = {r["segment_height"]: r["measured_latency_seconds"] for r in records}
+measured = {r["predicted"]["segment-height"]: r["measured"]["latency-seconds"] for r in records}
 best_h = min(measured, key=measured.get)
 rec = int("$recommended")
 print(f"recommended height {rec}: measured T {measured[rec]:.0f} s; best measured: height {best_h}, {measured[best_h]:.0f} s; "
       f"recommended is {100 * (measured[rec] / measured[best_h] - 1):.1f}% above the best (target: within 10%)")
 for r in records:
-    err = 100 * (r["predicted_latency_seconds"] / r["measured_latency_seconds"] - 1)
-    print(f"height {r['segment_height']}: predicted T {r['predicted_latency_seconds']:.0f} s, measured {r['measured_latency_seconds']:.0f} s, error {err:+.1f}% (target: within 20%)")
+    p, m = r["predicted"], r["measured"]
+    err = 100 * (p["latency-seconds"] / m["latency-seconds"] - 1)
+    print(f"height {p['segment-height']}: predicted T {p['latency-seconds']:.0f} s, measured {m['latency-seconds']:.0f} s, error {err:+.1f}% (target: within 20%)")
 PY

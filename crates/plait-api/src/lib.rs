@@ -4,7 +4,10 @@
 //! raw bytes (`application/octet-stream`). Routes live under [`API_PREFIX`]; a breaking change
 //! bumps it.
 
-use plait_core::{AggLayer, JobId, ProgramInput, SegmentSpec, TaskId};
+use plait_core::{
+    planner::{Goal, Measured, Prediction},
+    AggLayer, JobId, ProgramInput, SegmentSpec, TaskId,
+};
 use plait_prover::{ProofMeta, ProvingParams, Verdict};
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +104,10 @@ pub struct SubmitJobRequest {
     pub program_sha256: String,
     pub input: ProgramInput,
     pub params: ProvingParams,
+    /// `latency`, `cost` or `deadline=SECONDS`: the coordinator chooses the segment height for
+    /// this goal from its device profiles, and `params.segment-height` is ignored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_segment_height: Option<Goal>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -108,6 +115,8 @@ pub struct SubmitJobRequest {
 pub struct SubmitJobResponse {
     pub job_id: JobId,
     pub segments: usize,
+    #[serde(default)]
+    pub segment_height: u32,
 }
 
 /// `GET /v1/jobs/{job}`.
@@ -115,12 +124,23 @@ pub struct SubmitJobResponse {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct JobStatusResponse {
     pub job_id: JobId,
+    #[serde(default)]
+    pub program_sha256: String,
     /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
     pub state: String,
     pub failure: Option<String>,
     /// (phase, done, total): `segments`, then each aggregation layer.
     pub phases: Vec<(String, usize, usize)>,
+    /// Since submission; for a job that ended, until it ended.
     pub elapsed_seconds: f64,
+    #[serde(default)]
+    pub segment_height: u32,
+    /// The planner's prediction at submission (when the coordinator has device profiles).
+    #[serde(default)]
+    pub prediction: Option<Prediction>,
+    /// The same figures measured, once the job succeeded.
+    #[serde(default)]
+    pub measured: Option<Measured>,
 }
 
 /// One entry of `GET /v1/jobs/{job}/events`.

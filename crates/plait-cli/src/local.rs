@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use plait_coordinator::{http, Coordinator, CoordinatorConfig, Store};
+use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
 use plait_prover::ProverBackend;
 use tokio::process::{Child, Command};
 
@@ -31,11 +31,13 @@ impl LocalPool {
         backend: Arc<dyn ProverBackend>,
         cache: &Path,
         store_url: Option<&str>,
+        planner: Option<PlannerConfig>,
     ) -> Result<Self> {
         let config = CoordinatorConfig {
             worker_token: uuid::Uuid::new_v4().to_string(),
             client_token: uuid::Uuid::new_v4().to_string(),
             lease: Duration::from_secs(60),
+            planner,
             ..CoordinatorConfig::default()
         };
         let (store, scratch) = match store_url {

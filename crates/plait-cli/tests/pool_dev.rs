@@ -617,3 +617,170 @@ fn plait_prove_runs_the_embedded_pool_and_verify_refuses_its_dev_proof() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A device profile for the dev backend: a segment costs one second per 4 instructions (so
+/// every height does the same segment work), each aggregation node 2 s (the wrap 1 s). More
+/// segments therefore cost more work but, on a wide pool, finish sooner.
+fn dev_profile(dir: &std::path::Path) -> String {
+    let segment = |h: u32| {
+        serde_json::json!({"segment-height": h, "instructions": 1u64 << h,
+            "seconds": (1u64 << h) as f64 / 4.0, "peak-rss-bytes": 1 << 20})
+    };
+    let node = |kind: &str, children: u32, seconds: f64| {
+        serde_json::json!({"kind": kind, "children": children, "seconds": seconds,
+            "peak-rss-bytes": 1 << 20})
+    };
+    let profile = serde_json::json!({
+        "format": "plait-device-profile", "format-version": 1,
+        "plait-version": env!("CARGO_PKG_VERSION"), "backend": "dev", "backend-version": "0",
+        "device": "dev-box", "cores": 2, "memory-bytes": 1u64 << 32,
+        "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+        "segments": [segment(2), segment(3), segment(4)],
+        "nodes": [node("leaf", 1, 2.0), node("leaf", 4, 2.0), node("internal-for-leaf", 1, 2.0),
+            node("internal-recursive", 1, 2.0), node("wrap", 1, 1.0)],
+    });
+    let path = dir.join("dev-profile.json");
+    std::fs::write(&path, profile.to_string()).unwrap();
+    path.display().to_string()
+}
+
+impl Server {
+    /// `plait submit PROGRAM --input N [args…] --json`, and the job's id.
+    fn submit_cli(&self, program: &std::path::Path, instructions: u64, args: &[&str]) -> Value {
+        let mut command = vec!["submit", program.to_str().unwrap()];
+        let n = instructions.to_string();
+        command.extend(["--input", &n]);
+        command.extend(args);
+        self.client(&command)
+    }
+}
+
+/// `--segment-size auto`: the coordinator executes the job at each candidate height, simulates
+/// each on its pool and picks the goal's height; the job keeps the prediction, and once done its
+/// status shows predicted beside measured, as does `plait predictions --coordinator`.
+#[test]
+fn auto_segment_size_follows_the_goal_and_jobs_show_predicted_and_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dev_profile(dir.path());
+    let program = dir.path().join("dev-program");
+    std::fs::write(&program, b"dev program").unwrap();
+    let pool_of_16 = format!("{profile}:16");
+    let server = serve(&["--plan-profile", &pool_of_16, "--plan-heights", "2,3,4"]);
+
+    // 64 instructions: 16, 8 or 4 segments. On 16 workers the most segments finish first; the
+    // fewest need the least aggregation work.
+    let fast = server.submit_cli(
+        &program,
+        64,
+        &["--segment-size", "auto", "--goal", "latency"],
+    );
+    assert_eq!(fast["segment-height"], 2, "{fast}");
+    assert_eq!(fast["segments"], 16, "{fast}");
+    let cheap = server.submit_cli(&program, 64, &["--segment-size", "auto", "--goal", "cost"]);
+    assert_eq!(cheap["segment-height"], 4, "{cheap}");
+    // An explicit height is kept, and still predicted.
+    let fixed = server.submit_cli(&program, 64, &["--segment-height", "3"]);
+    assert_eq!(fixed["segment-height"], 3, "{fixed}");
+
+    let id = |v: &Value| v["job-id"].as_u64().unwrap();
+    let status = server.status(id(&fast));
+    let prediction = &status["prediction"];
+    assert_eq!(prediction["goal"], "latency", "{status}");
+    assert_eq!(prediction["workers"], 16, "{status}");
+    assert!(
+        prediction["reason"]
+            .as_str()
+            .unwrap()
+            .contains("lowest predicted latency"),
+        "{status}"
+    );
+    let (t_fast, l_fast) = (
+        prediction["latency-seconds"].as_f64().unwrap(),
+        prediction["work-seconds"].as_f64().unwrap(),
+    );
+    let cheap_prediction = &server.status(id(&cheap))["prediction"];
+    assert!(t_fast < cheap_prediction["latency-seconds"].as_f64().unwrap());
+    assert!(l_fast > cheap_prediction["work-seconds"].as_f64().unwrap());
+    assert!(status["measured"].is_null(), "not done yet: {status}");
+    let fixed_prediction = &server.status(id(&fixed))["prediction"];
+    assert!(fixed_prediction["goal"].is_null(), "{fixed_prediction}");
+    assert_eq!(fixed_prediction["segment-height"], 3);
+
+    let _worker = server.worker("w", &[]);
+    for job in [&fast, &cheap, &fixed] {
+        server.wait_succeeded(id(job), Duration::from_secs(60));
+    }
+    let done = server.status(id(&fast));
+    let measured = &done["measured"];
+    assert!(
+        measured["latency-seconds"].as_f64().unwrap() > 0.0,
+        "{done}"
+    );
+    let phases: Vec<&str> = measured["work-by-phase"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[0].as_str().unwrap())
+        .collect();
+    assert_eq!(phases[0], "segments", "{done}");
+    assert!(phases.contains(&"wrap"), "{done}");
+    // A finished job's elapsed time stops when it ended.
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        server.status(id(&fast))["elapsed-seconds"],
+        done["elapsed-seconds"]
+    );
+    let events: Vec<String> = server
+        .client(&["events", &id(&fast).to_string()])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["message"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("segment height chosen for latency: height 2")),
+        "{events:#?}"
+    );
+
+    let records = server.client(&["predictions"]);
+    assert_eq!(records.as_array().unwrap().len(), 3, "{records}");
+    assert_eq!(records[0]["predicted"]["segment-height"], 2, "{records}");
+}
+
+/// Without a fixed count, the planner sizes the pool to the workers asking for work; a
+/// coordinator without profiles refuses `auto` by name and stores nothing.
+#[test]
+fn the_planner_sizes_the_pool_to_live_workers_and_auto_needs_a_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    let profile = dev_profile(dir.path());
+    let program = dir.path().join("dev-program");
+    std::fs::write(&program, b"dev program").unwrap();
+    let server = serve(&["--plan-profile", &profile, "--plan-heights", "2,3,4"]);
+    let id = |v: &Value| v["job-id"].as_u64().unwrap();
+    let alone = server.submit_cli(&program, 64, &["--segment-size", "auto"]);
+    assert_eq!(server.status(id(&alone))["prediction"]["workers"], 1);
+    // One worker: latency is best with the fewest segments too.
+    assert_eq!(alone["segment-height"], 4, "{alone}");
+    let _workers: Vec<_> = (0..3)
+        .map(|i| server.worker(&format!("w{i}"), &[]))
+        .collect();
+    server.wait_succeeded(id(&alone), Duration::from_secs(60));
+    std::thread::sleep(Duration::from_millis(500));
+    let three = server.submit_cli(&program, 64, &["--segment-size", "auto"]);
+    assert_eq!(server.status(id(&three))["prediction"]["workers"], 3);
+
+    let bare = serve(&[]);
+    let out = plait()
+        .args(["submit", program.to_str().unwrap(), "--input", "64"])
+        .args(["--segment-size", "auto", "--coordinator", &bare.url])
+        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    assert!(stderr.contains("cannot-plan"), "{stderr}");
+    assert!(stderr.contains("no device profile"), "{stderr}");
+    assert_eq!(bare.client(&["jobs"]).as_array().unwrap().len(), 0);
+}

@@ -10,7 +10,11 @@ use std::{
 };
 
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta};
-use plait_core::{AggLayer, JobId, ProgramInput, TaskGraph, TaskId};
+use plait_core::{
+    planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
+    sim::SimConfig,
+    AggLayer, JobId, ProgramInput, SegmentPlan, TaskGraph, TaskId,
+};
 use plait_prover::{
     BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams, Verdict,
 };
@@ -21,6 +25,7 @@ use crate::{
         CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, LeaseError, RetryPolicy,
         TaskTiming,
     },
+    planning::{self, PlannerConfig},
     store::{Store, StoreError, StoreOp},
 };
 
@@ -40,6 +45,10 @@ pub struct CoordinatorConfig {
     pub claim_wait: Duration,
     /// Rejected proofs after which a worker gets no more work.
     pub max_rejections_per_worker: u32,
+    /// Device profiles to predict each job's latency and work with, and to choose segment
+    /// heights for jobs that ask (`auto`). Without them, jobs get no prediction and `auto`
+    /// is refused.
+    pub planner: Option<PlannerConfig>,
 }
 
 impl Default for CoordinatorConfig {
@@ -52,6 +61,7 @@ impl Default for CoordinatorConfig {
             retry_backoff: Duration::from_secs(2),
             claim_wait: Duration::from_secs(10),
             max_rejections_per_worker: 2,
+            planner: None,
         }
     }
 }
@@ -84,6 +94,8 @@ pub enum CoordinatorError {
     Store(#[from] StoreError),
     #[error("{0}")]
     InvalidState(String),
+    #[error("cannot choose a segment height: {0}")]
+    CannotPlan(String),
 }
 
 pub struct Coordinator {
@@ -103,6 +115,8 @@ pub struct Coordinator {
     /// The largest peak memory workers reported per (segment height, aggregation layer): what
     /// an aggregation node is assumed to need once one was measured.
     node_memory: Mutex<HashMap<(u32, String), u64>>,
+    /// When each worker last asked for work: the live pool the planner sizes for.
+    workers_seen: Mutex<HashMap<String, Instant>>,
     next_job: AtomicU64,
     /// Woken when tasks may have become ready.
     work_available: Notify,
@@ -180,6 +194,7 @@ impl Coordinator {
             programs: Mutex::new(programs),
             rejections: Mutex::new(snapshot.worker_rejections.into_iter().collect()),
             node_memory: Mutex::new(node_memory),
+            workers_seen: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(next_job),
             work_available: Notify::new(),
             job_changed: Notify::new(),
@@ -254,9 +269,87 @@ impl Coordinator {
         input: ProgramInput,
         params: ProvingParams,
     ) -> Result<JobId, CoordinatorError> {
-        let backend = self.backend.clone();
-        let (p, i) = (program.clone(), input.clone());
-        let plan = blocking(move || backend.execute(&p, &i, &params)).await??;
+        self.submit(program, input, params, None).await
+    }
+
+    /// Like [`Self::submit_job`]; with `auto`, the planner chooses the segment height for that
+    /// goal (ignoring `params.segment_height`) by executing the program at each candidate
+    /// height and simulating each on the pool.
+    pub async fn submit(
+        &self,
+        program: ProgramImage,
+        input: ProgramInput,
+        mut params: ProvingParams,
+        auto: Option<Goal>,
+    ) -> Result<JobId, CoordinatorError> {
+        // When the job's clock starts: once its keys exist.
+        let received: (Instant, i64);
+        let (plan, prediction) = match auto {
+            None => {
+                // Keys first, so that a keygen (minutes, once) is not timed as execution.
+                self.prepare_keys(params).await?;
+                received = (Instant::now(), unix_ms());
+                let plan = self.execute(&program, &input, params).await?;
+                let prediction = match &self.config.planner {
+                    Some(planner) => {
+                        let pool = self.planning_pool(planner);
+                        let sim = SimConfig {
+                            execution_seconds: received.0.elapsed().as_secs_f64(),
+                            ..SimConfig::default()
+                        };
+                        let candidate =
+                            evaluate(&plan, params.segment_height, params.tree, &pool, sim)?;
+                        Prediction::of(&candidate, pool.workers.len())
+                    }
+                    None => None,
+                };
+                (plan, prediction)
+            }
+            Some(goal) => {
+                let planner = self.config.planner.as_ref().ok_or_else(|| {
+                    CoordinatorError::CannotPlan(
+                        "this coordinator has no device profile (run `plait calibrate`, then \
+                         start it with one) or give a segment height"
+                            .into(),
+                    )
+                })?;
+                let pool = self.planning_pool(planner);
+                for &height in &planner.heights {
+                    self.prepare_keys(ProvingParams {
+                        segment_height: height,
+                        ..params
+                    })
+                    .await?;
+                }
+                received = (Instant::now(), unix_ms());
+                let (candidates, mut plans): (Vec<_>, Vec<_>) = planning::candidates(
+                    self.backend.clone(),
+                    &program,
+                    &input,
+                    params,
+                    &planner.heights,
+                    &pool,
+                    SimConfig::default(),
+                )
+                .await?
+                .into_iter()
+                .unzip();
+                let (best, reason) = recommend(&candidates, goal)
+                    .map_err(|e| CoordinatorError::CannotPlan(e.to_string()))?;
+                params.segment_height = candidates[best].segment_height;
+                // The job starts after executing at every candidate height, not just its own.
+                let executions: f64 = candidates.iter().map(|c| c.execution_seconds).sum();
+                let prediction =
+                    Prediction::of(&candidates[best], pool.workers.len()).map(|p| Prediction {
+                        goal: Some(goal),
+                        reason: Some(reason),
+                        latency_seconds: p.latency_seconds + executions
+                            - candidates[best].execution_seconds,
+                        ..p
+                    });
+                (plans.swap_remove(best), prediction)
+            }
+        };
         let graph = TaskGraph::new(plan.segments.len() as u32, params.tree)?;
         self.remember_program(&program);
         let id = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
@@ -267,9 +360,23 @@ impl Coordinator {
             params,
             plan,
             graph,
-            Instant::now(),
-            unix_ms(),
+            prediction.clone(),
+            received.0,
+            received.1,
         );
+        let now = Instant::now();
+        if let Some(p) = &prediction {
+            if let (Some(goal), Some(reason)) = (p.goal, &p.reason) {
+                job.log(now, format!("segment height chosen for {goal}: {reason}"));
+            }
+            job.log(
+                now,
+                format!(
+                    "predicted on {} worker(s): T {:.0} s, L {:.0} s of proving",
+                    p.workers, p.latency_seconds, p.work_seconds
+                ),
+            );
+        }
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             self.collect_writes(&mut job);
@@ -279,6 +386,33 @@ impl Coordinator {
         self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
         Ok(id)
+    }
+
+    async fn execute(
+        &self,
+        program: &ProgramImage,
+        input: &ProgramInput,
+        params: ProvingParams,
+    ) -> Result<SegmentPlan, CoordinatorError> {
+        let backend = self.backend.clone();
+        let (p, i) = (program.clone(), input.clone());
+        Ok(blocking(move || backend.execute(&p, &i, &params)).await??)
+    }
+
+    /// The pool to plan for: the configured one, or its mix resized to the live workers.
+    fn planning_pool(&self, planner: &PlannerConfig) -> Pool {
+        if planner.fixed_size {
+            return planner.pool.clone();
+        }
+        let recent = self.config.lease + self.config.claim_wait;
+        let live = self
+            .workers_seen
+            .lock()
+            .expect("workers lock")
+            .values()
+            .filter(|seen| seen.elapsed() <= recent)
+            .count();
+        planner.pool.resized(live.max(1))
     }
 
     /// Hands the worker a task that fits it, waiting up to the claim wait for one to appear.
@@ -294,6 +428,10 @@ impl Coordinator {
                 coordinator: format!("{} {}", self.backend_info.name, self.backend_info.version),
             });
         }
+        self.workers_seen
+            .lock()
+            .expect("workers lock")
+            .insert(worker.worker_id.clone(), Instant::now());
         let rejections = self.rejections_of(&worker.worker_id);
         if rejections >= self.config.max_rejections_per_worker {
             return Err(CoordinatorError::WorkerBanned {
@@ -649,6 +787,22 @@ impl Coordinator {
 
     pub fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
         self.read_job(job, |j| j.progress(Instant::now()))
+    }
+
+    /// What the planner predicted for the job, and what it measured once it succeeded.
+    pub fn prediction(
+        &self,
+        job: JobId,
+    ) -> Result<(Option<Prediction>, Option<Measured>), CoordinatorError> {
+        self.read_job(job, |j| (j.prediction.clone(), j.measured(Instant::now())))
+    }
+
+    pub fn program_of(&self, job: JobId) -> Result<String, CoordinatorError> {
+        self.read_job(job, |j| j.program.digest.clone())
+    }
+
+    pub fn params(&self, job: JobId) -> Result<ProvingParams, CoordinatorError> {
+        self.read_job(job, |j| j.params)
     }
 
     pub fn plan(&self, job: JobId) -> Result<plait_core::SegmentPlan, CoordinatorError> {

@@ -68,6 +68,7 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
             CoordinatorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
             CoordinatorError::InvalidState(_) => (StatusCode::CONFLICT, "invalid-state"),
+            CoordinatorError::CannotPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cannot-plan"),
         };
         ApiError::new(status, code, e.to_string())
     }
@@ -218,17 +219,28 @@ async fn submit_job(
             )
         })?;
     let job_id = coordinator
-        .submit_job(program, request.input, request.params)
+        .submit(
+            program,
+            request.input,
+            request.params,
+            request.auto_segment_height,
+        )
         .await?;
-    let segments = coordinator.plan(job_id)?.segments.len();
-    Ok(Json(SubmitJobResponse { job_id, segments }))
+    let plan = coordinator.plan(job_id)?;
+    Ok(Json(SubmitJobResponse {
+        job_id,
+        segments: plan.segments.len(),
+        segment_height: coordinator.params(job_id)?.segment_height,
+    }))
 }
 
 fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResponse, ApiError> {
     let progress = coordinator.progress(job_id)?;
     let status = coordinator.status(job_id)?;
+    let (prediction, measured) = coordinator.prediction(job_id)?;
     Ok(JobStatusResponse {
         job_id,
+        program_sha256: coordinator.program_of(job_id)?,
         state: status.name().into(),
         failure: match status {
             JobStatus::Failed(reason) => Some(reason),
@@ -236,6 +248,9 @@ fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResp
         },
         phases: progress.phases,
         elapsed_seconds: progress.elapsed_seconds,
+        segment_height: coordinator.params(job_id)?.segment_height,
+        prediction,
+        measured,
     })
 }
 

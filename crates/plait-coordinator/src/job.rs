@@ -9,7 +9,10 @@ use std::{
 };
 
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
-use plait_core::{JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind};
+use plait_core::{
+    planner::{Measured, Prediction},
+    JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind,
+};
 use plait_prover::{ProgramImage, ProofBlob, ProvingParams};
 use serde::{Deserialize, Serialize};
 
@@ -129,6 +132,8 @@ pub(crate) struct Job {
     pub status: JobStatus,
     pub submitted: Instant,
     pub submitted_unix_ms: i64,
+    /// What the planner predicted at submission, if the coordinator has a device profile.
+    pub prediction: Option<Prediction>,
     graph: TaskGraph,
     proofs: HashMap<TaskId, ProofBlob>,
     leases: HashMap<TaskId, Lease>,
@@ -176,6 +181,7 @@ impl Job {
         params: ProvingParams,
         plan: SegmentPlan,
         graph: TaskGraph,
+        prediction: Option<Prediction>,
         now: Instant,
         now_unix_ms: i64,
     ) -> Self {
@@ -188,6 +194,7 @@ impl Job {
             status: JobStatus::Running,
             submitted: now,
             submitted_unix_ms: now_unix_ms,
+            prediction,
             graph,
             proofs: HashMap::new(),
             leases: HashMap::new(),
@@ -225,6 +232,10 @@ impl Job {
             plan_json: json(serde_json::to_string(self.plan.as_ref())),
             submitted_unix_ms: self.submitted_unix_ms,
             state: self.status.clone(),
+            prediction_json: self
+                .prediction
+                .as_ref()
+                .map(|p| json(serde_json::to_string(p))),
         }
     }
 
@@ -244,6 +255,12 @@ impl Job {
             serde_json::from_str(&r.params_json).map_err(|e| parse_err("params", e))?;
         let plan: SegmentPlan =
             serde_json::from_str(&r.plan_json).map_err(|e| parse_err("plan", e))?;
+        let prediction: Option<Prediction> = r
+            .prediction_json
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| parse_err("prediction", e))?;
         let mut graph = TaskGraph::new(plan.segments.len() as u32, params.tree)
             .map_err(|e| format!("{}: {e}", r.id))?;
         let age_ms = (now_unix_ms - r.submitted_unix_ms).max(0) as u64;
@@ -284,6 +301,7 @@ impl Job {
             status: r.state,
             submitted,
             submitted_unix_ms: r.submitted_unix_ms,
+            prediction,
             graph,
             proofs,
             leases: HashMap::new(),
@@ -392,9 +410,39 @@ impl Job {
     pub fn progress(&self, now: Instant) -> JobProgress {
         JobProgress {
             phases: self.graph.progress(),
-            elapsed_seconds: now.duration_since(self.submitted).as_secs_f64(),
+            elapsed_seconds: self.elapsed_seconds(now),
             finished: !self.status.is_live(),
         }
+    }
+
+    /// Seconds since submission; for a job that ended, until it ended (every ending is
+    /// logged as it happens).
+    fn elapsed_seconds(&self, now: Instant) -> f64 {
+        match self.events.last() {
+            Some(last) if !self.status.is_live() => last.at_seconds,
+            _ => now.duration_since(self.submitted).as_secs_f64(),
+        }
+    }
+
+    /// The measured counterpart of the prediction, once the job succeeded: its latency and
+    /// the proving work of its accepted tasks, per phase.
+    pub fn measured(&self, now: Instant) -> Option<Measured> {
+        if !matches!(self.status, JobStatus::Succeeded(_)) {
+            return None;
+        }
+        let mut work_by_phase: Vec<(String, f64)> = Vec::new();
+        for t in &self.timings {
+            let work = t.meta.proving_seconds + t.meta.reexecution_seconds;
+            match work_by_phase.iter_mut().find(|(p, _)| *p == t.phase) {
+                Some((_, sum)) => *sum += work,
+                None => work_by_phase.push((t.phase.clone(), work)),
+            }
+        }
+        Some(Measured {
+            latency_seconds: self.elapsed_seconds(now),
+            work_seconds: work_by_phase.iter().map(|(_, w)| w).sum(),
+            work_by_phase,
+        })
     }
 
     fn phase(&self, task: TaskId) -> String {

@@ -11,8 +11,10 @@
 mod coordinator;
 pub mod http;
 mod job;
+pub mod planning;
 pub mod store;
 
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
 pub use job::{JobAction, JobEvent, JobProgress, JobStatus, TaskTiming};
+pub use planning::PlannerConfig;
 pub use store::Store;

@@ -56,6 +56,8 @@ pub struct JobRecord {
     pub plan_json: String,
     pub submitted_unix_ms: i64,
     pub state: JobStatus,
+    /// The planner's prediction for the job (JSON), if the coordinator could make one.
+    pub prediction_json: Option<String>,
 }
 
 /// One change to durable state.
@@ -132,8 +134,9 @@ pub enum StoreError {
     Corrupt(String),
 }
 
-/// The schema's version, recorded in the store; a store of another version is refused.
-const SCHEMA_VERSION: &str = "1";
+/// The schema's version, recorded in the store. An older store is migrated on open; a newer
+/// one is refused.
+const SCHEMA_VERSION: &str = "2";
 
 pub struct Store {
     pool: AnyPool,
@@ -196,7 +199,7 @@ impl Store {
                 "CREATE TABLE IF NOT EXISTS jobs (id BIGINT PRIMARY KEY, program_sha256 TEXT NOT NULL, \
                  input TEXT NOT NULL, params TEXT NOT NULL, plan TEXT NOT NULL, \
                  submitted_unix_ms BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT, \
-                 final_proof {bytes})"
+                 final_proof {bytes}, prediction TEXT)"
             ),
             format!(
                 "CREATE TABLE IF NOT EXISTS tasks (job_id BIGINT NOT NULL, task_id BIGINT NOT NULL, \
@@ -225,6 +228,16 @@ impl Store {
                     .await?;
             }
             Some(v) if v == SCHEMA_VERSION => {}
+            // Version 1 had no predictions; its jobs simply have none.
+            Some(v) if v == "1" => {
+                sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
+                    .bind(SCHEMA_VERSION)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             Some(v) => {
                 return Err(StoreError::Corrupt(format!(
                     "schema version {v}, this Plait writes version {SCHEMA_VERSION}"
@@ -252,7 +265,8 @@ impl Store {
                     let (state, reason, proof) = r.state.columns();
                     sqlx::query(
                         "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
-                         state, reason, final_proof) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         state, reason, final_proof, prediction) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(r.id.0 as i64)
                     .bind(r.program_sha256.clone())
@@ -263,6 +277,7 @@ impl Store {
                     .bind(state)
                     .bind(reason)
                     .bind(proof)
+                    .bind(r.prediction_json.clone())
                 }
                 StoreOp::JobState { job, state } => {
                     let (state, reason, proof) = state.columns();
@@ -345,7 +360,7 @@ impl Store {
         let mut jobs: BTreeMap<i64, StoredJob> = BTreeMap::new();
         for row in sqlx::query(
             "SELECT id, program_sha256, input, params, plan, submitted_unix_ms, state, reason, \
-             final_proof FROM jobs ORDER BY id",
+             final_proof, prediction FROM jobs ORDER BY id",
         )
         .fetch_all(&mut *conn)
         .await?
@@ -360,6 +375,7 @@ impl Store {
                 plan_json: row.try_get(4)?,
                 submitted_unix_ms: row.try_get(5)?,
                 state: JobStatus::from_columns(&state, row.try_get(7)?, row.try_get(8)?)?,
+                prediction_json: row.try_get(9)?,
             };
             jobs.insert(
                 id,

@@ -48,6 +48,7 @@ on_both_stores!(
     round_trips_everything,
     a_failing_batch_changes_nothing,
     refuses_a_store_of_another_schema_version,
+    migrates_a_version_1_store,
     a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
     pause_resume_cancel_and_retry,
 );
@@ -61,6 +62,7 @@ fn record(id: u64, state: JobStatus) -> JobRecord {
         plan_json: r#"{"segments":[]}"#.into(),
         submitted_unix_ms: 1_700_000_000_123,
         state,
+        prediction_json: (id % 2 == 1).then(|| r#"{"segment-height":20}"#.into()),
     }
 }
 
@@ -215,6 +217,54 @@ async fn refuses_a_store_of_another_schema_version(kind: &str) {
     }
     let err = Store::open(&url).await.unwrap_err().to_string();
     assert!(err.contains("schema version 99"), "{err}");
+}
+
+/// A store written by the previous schema (version 1: jobs had no prediction) opens, keeps its
+/// job, and is version 2 from then on.
+async fn migrates_a_version_1_store(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let bytes = if kind == "sqlite" { "BLOB" } else { "BYTEA" };
+    {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let connect = if kind == "sqlite" {
+            format!("{url}?mode=rwc")
+        } else {
+            url.clone()
+        };
+        let mut conn = sqlx::AnyConnection::connect(&connect).await.unwrap();
+        for statement in [
+            "CREATE TABLE plait_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)".to_string(),
+            "INSERT INTO plait_meta (key, value) VALUES ('schema', '1')".into(),
+            format!("CREATE TABLE programs (sha256 TEXT PRIMARY KEY, elf {bytes} NOT NULL)"),
+            format!(
+                "CREATE TABLE jobs (id BIGINT PRIMARY KEY, program_sha256 TEXT NOT NULL, \
+                 input TEXT NOT NULL, params TEXT NOT NULL, plan TEXT NOT NULL, \
+                 submitted_unix_ms BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT, \
+                 final_proof {bytes})"
+            ),
+            "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
+             state) VALUES (7, 'ab', '{}', '{}', '{\"segments\":[]}', 5, 'running')"
+                .into(),
+        ] {
+            sqlx::query(&statement).execute(&mut conn).await.unwrap();
+        }
+    }
+    let store = Store::open(&url).await.unwrap();
+    let jobs = store.load().await.unwrap().jobs;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].record.id, JobId(7));
+    assert_eq!(jobs[0].record.prediction_json, None);
+    let mut with_prediction = record(9, JobStatus::Running);
+    with_prediction.prediction_json = Some("{}".into());
+    store
+        .apply(&[StoreOp::InsertJob(with_prediction.clone())])
+        .await
+        .unwrap();
+    drop(store);
+    // Reopening finds version 2: no second migration.
+    let jobs = Store::open(&url).await.unwrap().load().await.unwrap().jobs;
+    assert_eq!(jobs[1].record, with_prediction);
 }
 
 #[tokio::test]

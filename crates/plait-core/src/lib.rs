@@ -10,6 +10,7 @@ pub mod cost;
 mod ids;
 mod input;
 mod plan;
+pub mod planner;
 pub mod sim;
 mod task_graph;
 

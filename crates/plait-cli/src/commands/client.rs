@@ -9,6 +9,7 @@ use plait_api::{
     ApiErrorBody, JobEventBody, JobStatusResponse, SubmitJobRequest, SubmitJobResponse,
     UploadProgramResponse,
 };
+use plait_core::planner::Goal;
 
 use crate::{
     exit::{BadInput, ProvingFailed},
@@ -35,6 +36,13 @@ pub struct SubmitArgs {
     program: ProgramArgs,
     #[command(flatten)]
     connection: Connection,
+    /// `auto`: the coordinator chooses the segment height for `--goal` from its device
+    /// profiles (instead of `--segment-height`).
+    #[arg(long, value_name = "auto")]
+    segment_size: Option<String>,
+    /// What `--segment-size auto` optimizes: latency, cost or deadline=SECONDS.
+    #[arg(long, default_value = "latency")]
+    goal: Goal,
     /// Wait for the job and write its proof here.
     #[arg(long, value_name = "PROOF")]
     wait: Option<PathBuf>,
@@ -100,6 +108,13 @@ async fn checked(response: reqwest::Response) -> Result<reqwest::Response> {
 }
 
 impl Connection {
+    pub fn new(coordinator: &str, token: &str) -> Self {
+        Self {
+            coordinator: coordinator.into(),
+            token: token.into(),
+        }
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.coordinator.trim_end_matches('/'))
     }
@@ -113,7 +128,7 @@ impl Connection {
         checked(response).await
     }
 
-    async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
+    pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
         let http = reqwest::Client::new();
         Ok(self.send(http.get(self.url(path))).await?.json().await?)
     }
@@ -136,6 +151,16 @@ async fn download_proof(c: &Connection, job: u64, output: &std::path::Path) -> R
 }
 
 pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
+    let auto = match args.segment_size.as_deref() {
+        None => None,
+        Some("auto") => Some(args.goal),
+        Some(other) => {
+            return Err(BadInput(format!(
+                "--segment-size {other:?}: only `auto` (or use --segment-height)"
+            ))
+            .into())
+        }
+    };
     let (program, input) = args.program.load(cache)?;
     let c = &args.connection;
     let http = reqwest::Client::new();
@@ -152,6 +177,7 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
         program_sha256: uploaded.program_sha256,
         input,
         params: args.program.params.params(),
+        auto_segment_height: auto,
     };
     let submitted: SubmitJobResponse = c
         .send(http.post(c.url("/jobs")).json(&request))
@@ -163,8 +189,8 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
         println!("{}", serde_json::to_string(&submitted)?);
     } else {
         println!(
-            "{} submitted: {} segments",
-            submitted.job_id, submitted.segments
+            "{} submitted: {} segments at segment height {}",
+            submitted.job_id, submitted.segments, submitted.segment_height
         );
     }
     let Some(output) = args.wait else {
@@ -203,6 +229,23 @@ fn print_status(status: &JobStatusResponse) {
     );
     for (phase, done, total) in &status.phases {
         println!("  {phase:<22} {done}/{total}");
+    }
+    if let Some(p) = &status.prediction {
+        println!(
+            "  segment height {}; predicted on {} worker(s){}",
+            status.segment_height,
+            p.workers,
+            p.reason
+                .as_ref()
+                .map(|r| format!(
+                    ", chosen for {}: {r}",
+                    p.goal.map_or(String::new(), |g| g.to_string())
+                ))
+                .unwrap_or_default()
+        );
+        for line in super::planner::prediction_table(p, status.measured.as_ref()).lines() {
+            println!("  {line}");
+        }
     }
 }
 

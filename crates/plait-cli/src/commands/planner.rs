@@ -13,10 +13,13 @@ use anyhow::{Context, Result};
 use clap::Args;
 use plait_core::{
     cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
-    sim::{simulate, SimConfig, SimJob, SimOutcome},
-    AggLayer, AggTreeShape, ProgramInput, SegmentPlan, TaskGraph,
+    planner::{error_percent, Candidate, Goal, Measured, Pool, Prediction},
+    sim::{simulate, SimConfig, SimJob},
+    AggLayer, AggTreeShape, ProgramInput,
 };
-use plait_prover::{openvm::OpenVmBackend, ProgramImage, ProofBlob, ProverBackend, ProvingParams};
+use plait_prover::{
+    openvm::OpenVmBackend, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
+};
 use serde::{Deserialize, Serialize};
 
 use super::openvm_backend;
@@ -26,14 +29,6 @@ const FIB_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/fib")
 
 pub fn default_profile_path(cache: &Path) -> PathBuf {
     cache.join("device-profile.json")
-}
-
-/// Candidate heights, ascending, each once.
-fn sorted(heights: &[u32]) -> Vec<u32> {
-    let mut heights = heights.to_vec();
-    heights.sort();
-    heights.dedup();
-    heights
 }
 
 // ---------------------------------------------------------------- calibrate
@@ -109,9 +104,16 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
         }
         Err(_) => new_profile(device),
     };
+    // Ascending: the lowest height also measures the aggregation nodes.
+    let mut heights = args.heights.clone();
+    heights.sort_unstable();
+    heights.dedup();
+    if heights.is_empty() {
+        return Err(BadInput("--heights: give at least one segment height".into()).into());
+    }
     let cache = cache.to_path_buf();
     tokio::task::spawn_blocking(move || {
-        calibrate_blocking(&mut profile, &args.heights, &path, &work, &cache)
+        calibrate_blocking(&mut profile, &heights, &path, &work, &cache)
     })
     .await?
 }
@@ -299,25 +301,6 @@ fn calibrate_blocking(
 
 // ---------------------------------------------------------------- plan
 
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Goal {
-    Latency,
-    Cost,
-    Deadline(f64),
-}
-
-pub fn parse_goal(text: &str) -> Result<Goal, String> {
-    match text {
-        "latency" => Ok(Goal::Latency),
-        "cost" => Ok(Goal::Cost),
-        _ => text
-            .strip_prefix("deadline=")
-            .and_then(|s| s.trim_end_matches('s').parse().ok())
-            .map(Goal::Deadline)
-            .ok_or_else(|| format!("{text:?}: expected latency, cost or deadline=SECONDS")),
-    }
-}
-
 #[derive(Args, Clone)]
 pub struct PoolArgs {
     /// A device profile for every local worker (default: the one `plait calibrate` wrote).
@@ -334,7 +317,7 @@ pub struct PoolArgs {
     heights: Vec<u32>,
     /// What to optimize: latency, cost (total proving work) or deadline=SECONDS (the cheapest
     /// that meets it).
-    #[arg(long, default_value = "latency", value_parser = parse_goal)]
+    #[arg(long, default_value = "latency")]
     goal: Goal,
     /// Simulated probability that a task attempt fails and is redone.
     #[arg(long, default_value_t = 0.0)]
@@ -360,13 +343,7 @@ pub struct PlanArgs {
     json: bool,
 }
 
-/// The pool: its distinct profiles and, per worker, which profile it has.
-pub struct Pool {
-    pub profiles: Vec<DeviceProfile>,
-    pub workers: Vec<usize>,
-}
-
-fn read_profile(path: &Path, tree: AggTreeShape) -> Result<DeviceProfile> {
+fn read_profile(path: &Path, tree: AggTreeShape, backend: &BackendInfo) -> Result<DeviceProfile> {
     let bytes = std::fs::read(path).map_err(|e| {
         BadInput(format!(
             "cannot read device profile {}: {e}; run `plait calibrate` first",
@@ -375,9 +352,13 @@ fn read_profile(path: &Path, tree: AggTreeShape) -> Result<DeviceProfile> {
     })?;
     let profile: DeviceProfile = serde_json::from_slice(&bytes)
         .map_err(|e| BadInput(format!("{} is not a device profile: {e}", path.display())))?;
-    let info = OpenVmBackend::new(PathBuf::new()).info();
     profile
-        .check(env!("CARGO_PKG_VERSION"), &info.name, &info.version, tree)
+        .check(
+            env!("CARGO_PKG_VERSION"),
+            &backend.name,
+            &backend.version,
+            tree,
+        )
         .map_err(|e| BadInput(format!("{}: {e}", path.display())))?;
     Ok(profile)
 }
@@ -397,29 +378,16 @@ impl PoolArgs {
     }
 
     pub fn pool(&self, cache: &Path, tree: AggTreeShape) -> Result<Pool> {
-        let mut pool = Pool {
-            profiles: Vec::new(),
-            workers: Vec::new(),
-        };
+        let openvm = OpenVmBackend::new(PathBuf::new()).info();
         if self.pool.is_empty() {
             let path = self
                 .profile
                 .clone()
                 .unwrap_or_else(|| default_profile_path(cache));
-            pool.profiles.push(read_profile(&path, tree)?);
-            pool.workers = vec![0; self.workers.max(1)];
-            return Ok(pool);
+            let profile = read_profile(&path, tree, &openvm)?;
+            return Ok(Pool::uniform(profile, self.workers.max(1)));
         }
-        for entry in &self.pool {
-            let (path, count) = match entry.rsplit_once(':') {
-                Some((p, c)) if c.parse::<usize>().is_ok() => (p, c.parse().unwrap()),
-                _ => (entry.as_str(), 1),
-            };
-            pool.profiles.push(read_profile(Path::new(path), tree)?);
-            let index = pool.profiles.len() - 1;
-            pool.workers.extend(std::iter::repeat_n(index, count));
-        }
-        Ok(pool)
+        Ok(read_pool(&self.pool, tree, &openvm)?.0)
     }
 
     pub fn sim_config(&self, execution_seconds: f64) -> SimConfig {
@@ -432,183 +400,32 @@ impl PoolArgs {
     }
 }
 
-/// One candidate segment height, executed and simulated.
-#[derive(Clone, Debug, Serialize)]
-pub struct Candidate {
-    pub segment_height: u32,
-    pub segments: usize,
-    pub nodes_per_layer: Vec<(String, usize)>,
-    pub segment_instructions: Vec<u64>,
-    /// OpenVM's own estimate for the largest segment.
-    pub openvm_segment_memory_bytes: u64,
-    pub peak_task_memory_bytes: u64,
-    pub devices_that_fit: Vec<String>,
-    pub predicted_latency_seconds: Option<f64>,
-    pub predicted_work_seconds: Option<f64>,
-    pub lower_bound_seconds: Option<f64>,
-    pub utilization: Option<f64>,
-    pub work_by_phase: Vec<(String, f64)>,
-    /// Why the simulation could not run (no device holds a task).
-    pub infeasible: Option<String>,
-}
-
-pub fn evaluate(
-    plan: &SegmentPlan,
-    height: u32,
+/// A pool from `PROFILE[:COUNT]` entries (a missing count is 1); also says whether any entry
+/// gave a count.
+pub fn read_pool(
+    entries: &[String],
     tree: AggTreeShape,
-    pool: &Pool,
-    config: SimConfig,
-) -> Result<Candidate> {
-    let instructions: Vec<u64> = plan.segments.iter().map(|s| s.num_insns).collect();
-    let graph = TaskGraph::new(instructions.len() as u32, tree)?;
-    let nodes_per_layer = graph
-        .progress()
-        .into_iter()
-        .skip(1)
-        .map(|(phase, _, total)| (phase, total))
-        .collect();
-    let job = SimJob {
-        segment_instructions: &instructions,
-        segment_height: height,
-        tree,
+    backend: &BackendInfo,
+) -> Result<(Pool, bool)> {
+    let mut pool = Pool {
+        profiles: Vec::new(),
+        workers: Vec::new(),
     };
-    let peak = |p: &DeviceProfile| {
-        let nodes = graph
-            .tree()
-            .layers
-            .iter()
-            .flatten()
-            .map(|n| p.node_memory(n.layer));
-        nodes.chain([p.segment_memory(height)]).max().unwrap_or(0)
-    };
-    let devices_that_fit = pool
-        .profiles
-        .iter()
-        .filter(|p| peak(p) <= p.memory_bytes)
-        .map(|p| p.device.clone())
-        .collect();
-    let mut candidate = Candidate {
-        segment_height: height,
-        segments: instructions.len(),
-        nodes_per_layer,
-        openvm_segment_memory_bytes: plan
-            .segments
-            .iter()
-            .map(|s| s.memory_estimate_bytes)
-            .max()
-            .unwrap_or(0),
-        peak_task_memory_bytes: peak(&pool.profiles[0]),
-        segment_instructions: instructions.clone(),
-        devices_that_fit,
-        predicted_latency_seconds: None,
-        predicted_work_seconds: None,
-        lower_bound_seconds: None,
-        utilization: None,
-        work_by_phase: Vec::new(),
-        infeasible: None,
-    };
-    match simulate(&job, &pool.profiles, &pool.workers, config) {
-        Ok(SimOutcome {
-            latency_seconds,
-            work_seconds,
-            lower_bound_seconds,
-            utilization,
-            work_by_phase,
-            ..
-        }) => {
-            candidate.predicted_latency_seconds = Some(latency_seconds);
-            candidate.predicted_work_seconds = Some(work_seconds);
-            candidate.lower_bound_seconds = Some(lower_bound_seconds);
-            candidate.utilization = Some(utilization);
-            candidate.work_by_phase = work_by_phase;
-        }
-        Err(e) => candidate.infeasible = Some(e.to_string()),
-    }
-    Ok(candidate)
-}
-
-/// Picks a candidate for the goal; returns its index and the reason.
-pub fn recommend(candidates: &[Candidate], goal: Goal) -> Result<(usize, String)> {
-    let feasible: Vec<(usize, f64, f64)> = candidates
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| Some((i, c.predicted_latency_seconds?, c.predicted_work_seconds?)))
-        .collect();
-    if feasible.is_empty() {
-        return Err(BadInput(format!(
-            "no candidate segment height fits any device of the pool: {}. Use smaller segment \
-             heights (--heights) or add devices with more memory",
-            candidates
-                .iter()
-                .filter_map(|c| c.infeasible.clone())
-                .next()
-                .unwrap_or_default()
-        ))
-        .into());
-    }
-    let by = |key: fn(&(usize, f64, f64)) -> f64| {
-        *feasible
-            .iter()
-            .min_by(|a, b| key(a).total_cmp(&key(b)))
-            .expect("non-empty")
-    };
-    let fastest = by(|c| c.1);
-    let cheapest = by(|c| c.2);
-    let h = |i: usize| candidates[i].segment_height;
-    Ok(match goal {
-        Goal::Latency => (
-            fastest.0,
-            format!(
-                "height {} has the lowest predicted latency, {:.0} s (the cheapest, height {}, \
-                 would take {:.0} s for {:.0} s of work instead of {:.0} s)",
-                h(fastest.0),
-                fastest.1,
-                h(cheapest.0),
-                cheapest.1,
-                cheapest.2,
-                fastest.2
-            ),
-        ),
-        Goal::Cost => (
-            cheapest.0,
-            format!(
-                "height {} needs the least proving work, {:.0} s (the fastest, height {}, \
-                 would finish in {:.0} s instead of {:.0} s)",
-                h(cheapest.0),
-                cheapest.2,
-                h(fastest.0),
-                fastest.1,
-                cheapest.1
-            ),
-        ),
-        Goal::Deadline(limit) => {
-            match feasible
-                .iter()
-                .filter(|c| c.1 <= limit)
-                .min_by(|a, b| a.2.total_cmp(&b.2))
-            {
-                Some(c) => (
-                    c.0,
-                    format!(
-                        "height {} is the cheapest that meets the {limit:.0} s deadline: \
-                         {:.0} s predicted, {:.0} s of work",
-                        h(c.0),
-                        c.1,
-                        c.2
-                    ),
-                ),
-                None => (
-                    fastest.0,
-                    format!(
-                        "no height meets the {limit:.0} s deadline; height {} is the fastest \
-                         at {:.0} s predicted",
-                        h(fastest.0),
-                        fastest.1
-                    ),
-                ),
+    let mut counted = false;
+    for entry in entries {
+        let (path, count) = match entry.rsplit_once(':') {
+            Some((p, c)) if c.parse::<usize>().is_ok() => {
+                counted = true;
+                (p, c.parse().unwrap())
             }
-        }
-    })
+            _ => (entry.as_str(), 1),
+        };
+        pool.profiles
+            .push(read_profile(Path::new(path), tree, backend)?);
+        let index = pool.profiles.len() - 1;
+        pool.workers.extend(std::iter::repeat_n(index, count));
+    }
+    Ok((pool, counted))
 }
 
 /// Executes the program at every candidate height and simulates each.
@@ -620,29 +437,22 @@ pub async fn candidates(
     pool_args: &PoolArgs,
     pool: &Pool,
 ) -> Result<Vec<Candidate>> {
-    let mut out = Vec::new();
-    for h in sorted(&pool_args.heights) {
-        let params = ProvingParams {
-            segment_height: h,
-            ..base
-        };
-        let (b, p, i) = (backend.clone(), program.clone(), input.clone());
-        let started = Instant::now();
-        let plan = tokio::task::spawn_blocking(move || {
-            b.prepare_keys(&params)?;
-            b.execute(&p, &i, &params)
-        })
-        .await??;
-        let execution = started.elapsed().as_secs_f64();
-        out.push(evaluate(
-            &plan,
-            h,
-            base.tree,
-            pool,
-            pool_args.sim_config(execution),
-        )?);
-    }
-    Ok(out)
+    let evaluated = plait_coordinator::planning::candidates(
+        backend,
+        program,
+        input,
+        base,
+        &pool_args.heights,
+        pool,
+        pool_args.sim_config(0.0),
+    )
+    .await?;
+    Ok(evaluated.into_iter().map(|(c, _)| c).collect())
+}
+
+/// The recommendation, or an error that says what to do.
+pub fn recommend(candidates: &[Candidate], goal: Goal) -> Result<(usize, String)> {
+    plait_core::planner::recommend(candidates, goal).map_err(|e| BadInput(e.to_string()).into())
 }
 
 fn gib(bytes: u64) -> String {
@@ -780,46 +590,115 @@ fn plot(
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct PredictionRecord {
     pub program_sha256: String,
-    pub segment_height: u32,
-    pub segments: usize,
+    /// Local worker processes that proved it.
     pub workers: usize,
-    pub predicted_latency_seconds: f64,
-    pub measured_latency_seconds: f64,
-    pub predicted_work_seconds: f64,
-    pub measured_work_seconds: f64,
-    /// (phase, predicted work s, measured work s).
-    pub phases: Vec<(String, f64, f64)>,
+    pub predicted: Prediction,
+    pub measured: Measured,
 }
 
 pub fn predictions_path(cache: &Path) -> PathBuf {
     cache.join("predictions.jsonl")
 }
 
+/// Predicted beside measured T and L, and L per phase; measured left blank until known.
+pub fn prediction_table(predicted: &Prediction, measured: Option<&Measured>) -> String {
+    let mut out = format!(
+        "{:>22} {:>10} {:>10} {:>7}\n",
+        "predicted vs measured", "predicted", "measured", "error"
+    );
+    let mut row = |name: &str, p: f64, m: Option<f64>| {
+        let (m, e) = m.map_or(("-".into(), "-".into()), |m| {
+            (format!("{m:.1}s"), format!("{:.1}%", error_percent(p, m)))
+        });
+        out += &format!("{name:>22} {:>10} {m:>10} {e:>7}\n", format!("{p:.1}s"));
+    };
+    row(
+        "T (latency)",
+        predicted.latency_seconds,
+        measured.map(|m| m.latency_seconds),
+    );
+    row(
+        "L (work)",
+        predicted.work_seconds,
+        measured.map(|m| m.work_seconds),
+    );
+    for (phase, p) in &predicted.work_by_phase {
+        let m = measured.map(|m| {
+            m.work_by_phase
+                .iter()
+                .find(|(q, _)| q == phase)
+                .map_or(0.0, |(_, w)| *w)
+        });
+        row(&format!("L {phase}"), *p, m);
+    }
+    out
+}
+
 #[derive(Args)]
 pub struct PredictionsArgs {
+    /// List the jobs of this coordinator instead of those `plait prove` recorded here.
+    #[arg(long, value_name = "URL")]
+    coordinator: Option<String>,
+    /// The coordinator's client token.
+    #[arg(long, env = "PLAIT_CLIENT_TOKEN", default_value = "")]
+    token: String,
     #[arg(long)]
     json: bool,
 }
 
-pub fn error_percent(predicted: f64, measured: f64) -> f64 {
-    (predicted - measured) / measured * 100.0
+async fn records_of_coordinator(url: &str, token: &str) -> Result<Vec<PredictionRecord>> {
+    let connection = super::client::Connection::new(url, token);
+    let jobs: Vec<plait_api::JobStatusResponse> = connection.get_json("/jobs").await?;
+    Ok(jobs
+        .into_iter()
+        .filter_map(|job| {
+            Some(PredictionRecord {
+                program_sha256: job.program_sha256,
+                workers: job.prediction.as_ref()?.workers,
+                predicted: job.prediction?,
+                measured: job.measured?,
+            })
+        })
+        .collect())
+}
+
+fn records_of_this_machine(cache: &Path) -> Result<(Vec<PredictionRecord>, PathBuf)> {
+    let path = predictions_path(cache);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    let mut records = Vec::new();
+    let mut unreadable = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str(line) {
+            Ok(record) => records.push(record),
+            Err(_) => unreadable += 1,
+        }
+    }
+    if unreadable > 0 {
+        eprintln!(
+            "note: skipped {unreadable} records of {} in an older format",
+            path.display()
+        );
+    }
+    Ok((records, path))
 }
 
 pub async fn predictions(args: PredictionsArgs, cache: &Path) -> Result<()> {
-    let path = predictions_path(cache);
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let records: Vec<PredictionRecord> = text
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(serde_json::from_str)
-        .collect::<Result<_, _>>()
-        .with_context(|| format!("reading {}", path.display()))?;
+    let (records, source) = match &args.coordinator {
+        Some(url) => (records_of_coordinator(url, &args.token).await?, url.clone()),
+        None => {
+            let (records, path) = records_of_this_machine(cache)?;
+            (records, path.display().to_string())
+        }
+    };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&records)?);
         return Ok(());
     }
     if records.is_empty() {
-        println!("no predictions recorded yet ({}): `plait prove` records one per job when a device profile exists", path.display());
+        println!(
+            "no finished jobs with predictions yet ({source}): jobs are predicted when a \
+             device profile exists (`plait calibrate`)"
+        );
         return Ok(());
     }
     println!(
@@ -837,23 +716,22 @@ pub async fn predictions(args: PredictionsArgs, cache: &Path) -> Result<()> {
     );
     let (mut t_abs, mut l_abs) = (0.0, 0.0);
     for r in &records {
-        let (te, le) = (
-            error_percent(r.predicted_latency_seconds, r.measured_latency_seconds),
-            error_percent(r.predicted_work_seconds, r.measured_work_seconds),
-        );
+        let (p, m) = (&r.predicted, &r.measured);
+        let te = error_percent(p.latency_seconds, m.latency_seconds);
+        let le = error_percent(p.work_seconds, m.work_seconds);
         t_abs += te.abs();
         l_abs += le.abs();
         println!(
             "{:<14} {:>6} {:>4} {:>7} {:>10.0} {:>10.0} {:>6.1}% {:>10.0} {:>10.0} {:>6.1}%",
-            &r.program_sha256[..12],
-            r.segment_height,
-            r.segments,
+            &r.program_sha256[..12.min(r.program_sha256.len())],
+            p.segment_height,
+            p.segments,
             r.workers,
-            r.predicted_latency_seconds,
-            r.measured_latency_seconds,
+            p.latency_seconds,
+            m.latency_seconds,
             te,
-            r.predicted_work_seconds,
-            r.measured_work_seconds,
+            p.work_seconds,
+            m.work_seconds,
             le
         );
     }

@@ -11,8 +11,11 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Args;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
-use plait_coordinator::{JobStatus, TaskTiming};
-use plait_core::JobId;
+use plait_coordinator::{JobStatus, PlannerConfig, TaskTiming};
+use plait_core::{
+    planner::{Goal, Measured, Prediction},
+    JobId,
+};
 use plait_prover::{dev::DevBackend, ProverBackend};
 
 use super::{openvm_backend, planner};
@@ -54,8 +57,8 @@ pub struct ProveArgs {
     #[arg(long, value_name = "auto")]
     segment_size: Option<String>,
     /// What `--segment-size auto` optimizes: latency, cost or deadline=SECONDS.
-    #[arg(long, default_value = "latency", value_parser = planner::parse_goal)]
-    goal: planner::Goal,
+    #[arg(long, default_value = "latency")]
+    goal: Goal,
     #[arg(long, default_value = "19,20,21", value_delimiter = ',')]
     plan_heights: Vec<u32>,
     /// The device profile for `auto` and for predictions (default: the one `plait calibrate`
@@ -78,7 +81,7 @@ impl ProveArgs {
             summary_json: None,
             store: None,
             segment_size: None,
-            goal: planner::Goal::Latency,
+            goal: Goal::Latency,
             plan_heights: vec![19, 20, 21],
             profile: None,
         }
@@ -95,7 +98,7 @@ fn spinner(message: &str) -> ProgressBar {
 pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     let started = Instant::now();
     let (program, input) = args.program.load(cache)?;
-    let mut params = args.program.params.params();
+    let params = args.program.params.params();
     let backend: Arc<dyn ProverBackend> = if args.dev {
         eprintln!("WARNING: --dev: the dev backend makes FAKE proofs that prove nothing");
         Arc::new(DevBackend::default())
@@ -120,27 +123,22 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         args.goal,
     );
     let profile_given = args.profile.is_some() || args.segment_size.is_some();
-    let model = match pool_args.pool(cache, params.tree) {
-        Ok(pool) if !args.dev => Some(pool),
+    let planner = match pool_args.pool(cache, params.tree) {
+        Ok(pool) if !args.dev => Some(PlannerConfig {
+            pool,
+            fixed_size: true,
+            heights: args.plan_heights.clone(),
+        }),
         Err(e) if profile_given => return Err(e),
         _ => None,
     };
-    match args.segment_size.as_deref() {
-        None => {}
+    let auto = match args.segment_size.as_deref() {
+        None => None,
+        Some("auto") if planner.is_some() => Some(args.goal),
         Some("auto") => {
-            let pool = model.as_ref().ok_or_else(|| {
-                BadInput("--segment-size auto needs the OpenVM backend (not --dev)".into())
-            })?;
-            let candidates =
-                planner::candidates(backend.clone(), &program, &input, params, &pool_args, pool)
-                    .await?;
-            let (best, why) = planner::recommend(&candidates, args.goal)?;
-            planner::print_table(&candidates, 1);
-            params.segment_height = candidates[best].segment_height;
-            eprintln!(
-                "--segment-size auto: height {}: {why}",
-                params.segment_height
-            );
+            return Err(
+                BadInput("--segment-size auto needs the OpenVM backend (not --dev)".into()).into(),
+            )
         }
         Some(other) => {
             return Err(BadInput(format!(
@@ -148,24 +146,40 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
             ))
             .into())
         }
-    }
+    };
 
-    let mut pool = LocalPool::start(backend, cache, args.store.as_deref()).await?;
+    let mut pool = LocalPool::start(backend, cache, args.store.as_deref(), planner).await?;
     let coordinator = pool.coordinator.clone();
 
-    let bar = spinner("keys");
-    let keys = coordinator.prepare_keys(params).await?;
-    bar.finish_and_clear();
-    eprintln!("{keys}");
+    if auto.is_none() {
+        let bar = spinner("keys");
+        let keys = coordinator.prepare_keys(params).await?;
+        bar.finish_and_clear();
+        eprintln!("{keys}");
+    }
 
-    let bar = spinner("executing");
+    let bar = spinner(if auto.is_some() {
+        "executing at each candidate segment height"
+    } else {
+        "executing"
+    });
     let exec_started = Instant::now();
     let job = coordinator
-        .submit_job(program.clone(), input, params)
+        .submit(program.clone(), input, params, auto)
         .await?;
     bar.finish_and_clear();
-    let exec_seconds = exec_started.elapsed().as_secs_f64();
     let plan = coordinator.plan(job)?;
+    let params = coordinator.params(job)?;
+    if let (Some(goal), Some(reason)) = coordinator
+        .prediction(job)?
+        .0
+        .map_or((None, None), |p| (p.goal, p.reason))
+    {
+        eprintln!(
+            "--segment-size auto ({goal}): height {}: {reason}",
+            params.segment_height
+        );
+    }
     eprintln!(
         "executed {} instructions in {:.2} s: {} segments at segment height {}",
         plan.total_insns(),
@@ -181,21 +195,11 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         pool.url,
         pool.log_dir.display()
     );
-    let prediction = match &model {
-        Some(pool) => Some(planner::evaluate(
-            &plan,
-            params.segment_height,
-            params.tree,
-            pool,
-            pool_args.sim_config(exec_seconds),
-        )?),
-        None => None,
-    };
     let status = follow_progress(&coordinator, job).await?;
-    let measured_latency = exec_started.elapsed().as_secs_f64();
     let timings = coordinator.timings(job)?;
-    if let (Some(p), JobStatus::Succeeded(_)) = (&prediction, &status) {
-        record_prediction(cache, &program, p, &timings, measured_latency, args.workers)?;
+    if let (Some(predicted), Some(measured)) = coordinator.prediction(job)? {
+        eprint!("{}", planner::prediction_table(&predicted, Some(&measured)));
+        record_prediction(cache, &program, predicted, measured, args.workers)?;
     }
     if let Some(dir) = &args.keep_task_proofs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -290,58 +294,20 @@ async fn follow_progress(
     }
 }
 
-/// Prints predicted against measured T and L (per phase) and appends them to the record.
+/// Appends the job's prediction and outcome to the local record (`plait predictions`).
 fn record_prediction(
     cache: &Path,
     program: &plait_prover::ProgramImage,
-    predicted: &planner::Candidate,
-    timings: &[TaskTiming],
-    measured_latency: f64,
+    predicted: Prediction,
+    measured: Measured,
     workers: usize,
 ) -> Result<()> {
-    let work = |t: &TaskTiming| t.meta.proving_seconds + t.meta.reexecution_seconds;
-    let phases: Vec<(String, f64, f64)> = predicted
-        .work_by_phase
-        .iter()
-        .map(|(phase, p)| {
-            let m: f64 = timings.iter().filter(|t| &t.phase == phase).map(work).sum();
-            (phase.clone(), *p, m)
-        })
-        .collect();
     let record = planner::PredictionRecord {
         program_sha256: program.digest.clone(),
-        segment_height: predicted.segment_height,
-        segments: predicted.segments,
         workers,
-        predicted_latency_seconds: predicted.predicted_latency_seconds.unwrap_or(0.0),
-        measured_latency_seconds: measured_latency,
-        predicted_work_seconds: predicted.predicted_work_seconds.unwrap_or(0.0),
-        measured_work_seconds: timings.iter().map(work).sum(),
-        phases,
+        predicted,
+        measured,
     };
-    eprintln!(
-        "{:>22} {:>10} {:>10} {:>7}",
-        "predicted vs measured", "predicted", "measured", "error"
-    );
-    let row = |name: &str, p: f64, m: f64| {
-        eprintln!(
-            "{name:>22} {p:>9.1}s {m:>9.1}s {:>6.1}%",
-            planner::error_percent(p, m)
-        )
-    };
-    row(
-        "T (latency)",
-        record.predicted_latency_seconds,
-        record.measured_latency_seconds,
-    );
-    row(
-        "L (work)",
-        record.predicted_work_seconds,
-        record.measured_work_seconds,
-    );
-    for (phase, p, m) in &record.phases {
-        row(&format!("L {phase}"), *p, *m);
-    }
     let path = planner::predictions_path(cache);
     use std::io::Write;
     let mut file = std::fs::OpenOptions::new()

@@ -4,10 +4,10 @@ use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use plait_coordinator::{http, Coordinator, CoordinatorConfig, Store};
+use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
 use plait_prover::ProverBackend;
 
-use super::openvm_backend;
+use super::{openvm_backend, planner};
 
 #[derive(Args)]
 pub struct ServeArgs {
@@ -33,6 +33,58 @@ pub struct ServeArgs {
     /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
+    /// Device profiles (`plait calibrate`) to predict each job's latency and work with and to
+    /// choose segment heights for jobs submitted with `--segment-size auto`. PROFILE: the pool
+    /// is as many workers of this kind as are asking for work; PROFILE:COUNT, repeatable: a
+    /// fixed pool. Default: this machine's calibrated profile, if there is one.
+    #[arg(long, value_name = "PROFILE[:COUNT]")]
+    plan_profile: Vec<String>,
+    /// The segment heights `auto` chooses from.
+    #[arg(long, default_value = "19,20,21", value_delimiter = ',')]
+    plan_heights: Vec<u32>,
+}
+
+/// The planner's pool from `--plan-profile`, or this machine's profile if it has one that fits
+/// the backend; none otherwise (jobs then get no prediction).
+fn planner_config(
+    args: &ServeArgs,
+    backend: &dyn ProverBackend,
+    cache: &Path,
+) -> Result<Option<PlannerConfig>> {
+    let tree = plait_prover::ProvingParams::default().tree;
+    let info = backend.info();
+    let (pool, fixed_size) = if args.plan_profile.is_empty() {
+        let path = planner::default_profile_path(cache);
+        if !path.exists() {
+            return Ok(None);
+        }
+        let entry = [path.display().to_string()];
+        match planner::read_pool(&entry, tree, &info) {
+            Ok(pool) => pool,
+            Err(e) => {
+                eprintln!("not planning with this machine's device profile: {e:#}");
+                return Ok(None);
+            }
+        }
+    } else {
+        planner::read_pool(&args.plan_profile, tree, &info)?
+    };
+    let devices: Vec<&str> = pool.profiles.iter().map(|p| p.device.as_str()).collect();
+    eprintln!(
+        "planner: {} ({}), heights {:?}",
+        devices.join(", "),
+        if fixed_size {
+            format!("a fixed pool of {} workers", pool.workers.len())
+        } else {
+            "sized to the workers asking for work".into()
+        },
+        args.plan_heights
+    );
+    Ok(Some(PlannerConfig {
+        pool,
+        fixed_size,
+        heights: args.plan_heights.clone(),
+    }))
 }
 
 pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
@@ -45,6 +97,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     } else {
         openvm_backend(cache)
     };
+    let planner = planner_config(&args, backend.as_ref(), cache)?;
     let store_url = match args.store {
         Some(url) => url,
         None => {
@@ -62,6 +115,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             worker_token: args.worker_token,
             client_token: args.client_token,
             lease: Duration::from_secs(args.lease_seconds),
+            planner,
             ..CoordinatorConfig::default()
         },
         store,

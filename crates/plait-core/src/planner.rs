@@ -1,0 +1,397 @@
+//! Choosing a segment height. Each candidate height's segment plan (from executing the
+//! program, which the caller does) is simulated on a pool of profiled devices, and the user's
+//! goal picks one. The chosen candidate becomes the job's [`Prediction`], which the job's
+//! measured outcome is later compared with.
+
+use std::{fmt, str::FromStr};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    cost::DeviceProfile,
+    sim::{simulate, SimConfig, SimJob, SimOutcome},
+    AggTreeShape, SegmentPlan, TaskGraph, TreeShapeError,
+};
+
+/// What a segment height is chosen for.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Goal {
+    /// The lowest predicted latency T.
+    Latency,
+    /// The least total proving work L.
+    Cost,
+    /// The least work whose predicted latency meets the deadline (seconds).
+    Deadline(f64),
+}
+
+impl FromStr for Goal {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "latency" => Ok(Goal::Latency),
+            "cost" => Ok(Goal::Cost),
+            _ => text
+                .strip_prefix("deadline=")
+                .and_then(|s| s.trim_end_matches('s').parse().ok())
+                .filter(|s: &f64| *s > 0.0)
+                .map(Goal::Deadline)
+                .ok_or_else(|| {
+                    format!("goal {text:?}: expected latency, cost or deadline=SECONDS")
+                }),
+        }
+    }
+}
+
+impl fmt::Display for Goal {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Goal::Latency => write!(f, "latency"),
+            Goal::Cost => write!(f, "cost"),
+            Goal::Deadline(s) => write!(f, "deadline={s}"),
+        }
+    }
+}
+
+impl Serialize for Goal {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Goal {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// A pool to plan for: its distinct device profiles and, per worker, which profile it has.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    pub profiles: Vec<DeviceProfile>,
+    pub workers: Vec<usize>,
+}
+
+impl Pool {
+    /// `workers` workers, all of one profile.
+    pub fn uniform(profile: DeviceProfile, workers: usize) -> Self {
+        Self {
+            profiles: vec![profile],
+            workers: vec![0; workers],
+        }
+    }
+
+    /// The same mix of devices, with `size` workers.
+    pub fn resized(&self, size: usize) -> Self {
+        Self {
+            profiles: self.profiles.clone(),
+            workers: (0..size)
+                .map(|i| self.workers[i % self.workers.len().max(1)])
+                .collect(),
+        }
+    }
+}
+
+/// One candidate segment height, executed and simulated.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Candidate {
+    pub segment_height: u32,
+    pub segments: usize,
+    pub nodes_per_layer: Vec<(String, usize)>,
+    pub segment_instructions: Vec<u64>,
+    /// Executing the program at this height (part of the predicted latency).
+    pub execution_seconds: f64,
+    /// The zkVM's own estimate for the largest segment.
+    pub openvm_segment_memory_bytes: u64,
+    pub peak_task_memory_bytes: u64,
+    pub devices_that_fit: Vec<String>,
+    pub predicted_latency_seconds: Option<f64>,
+    pub predicted_work_seconds: Option<f64>,
+    pub lower_bound_seconds: Option<f64>,
+    pub utilization: Option<f64>,
+    pub work_by_phase: Vec<(String, f64)>,
+    /// Why the simulation could not run (no device holds a task).
+    pub infeasible: Option<String>,
+}
+
+/// Simulates the job `plan` describes (cut at `height`) on `pool`.
+pub fn evaluate(
+    plan: &SegmentPlan,
+    height: u32,
+    tree: AggTreeShape,
+    pool: &Pool,
+    config: SimConfig,
+) -> Result<Candidate, TreeShapeError> {
+    let instructions: Vec<u64> = plan.segments.iter().map(|s| s.num_insns).collect();
+    let graph = TaskGraph::new(instructions.len() as u32, tree)?;
+    let nodes_per_layer = graph
+        .progress()
+        .into_iter()
+        .skip(1)
+        .map(|(phase, _, total)| (phase, total))
+        .collect();
+    let job = SimJob {
+        segment_instructions: &instructions,
+        segment_height: height,
+        tree,
+    };
+    let peak = |p: &DeviceProfile| {
+        let nodes = graph
+            .tree()
+            .layers
+            .iter()
+            .flatten()
+            .map(|n| p.node_memory(n.layer));
+        nodes.chain([p.segment_memory(height)]).max().unwrap_or(0)
+    };
+    let devices_that_fit = pool
+        .profiles
+        .iter()
+        .filter(|p| peak(p) <= p.memory_bytes)
+        .map(|p| p.device.clone())
+        .collect();
+    let mut candidate = Candidate {
+        segment_height: height,
+        segments: instructions.len(),
+        nodes_per_layer,
+        openvm_segment_memory_bytes: plan
+            .segments
+            .iter()
+            .map(|s| s.memory_estimate_bytes)
+            .max()
+            .unwrap_or(0),
+        peak_task_memory_bytes: pool.profiles.first().map_or(0, peak),
+        segment_instructions: instructions.clone(),
+        execution_seconds: config.execution_seconds,
+        devices_that_fit,
+        predicted_latency_seconds: None,
+        predicted_work_seconds: None,
+        lower_bound_seconds: None,
+        utilization: None,
+        work_by_phase: Vec::new(),
+        infeasible: None,
+    };
+    match simulate(&job, &pool.profiles, &pool.workers, config) {
+        Ok(SimOutcome {
+            latency_seconds,
+            work_seconds,
+            lower_bound_seconds,
+            utilization,
+            work_by_phase,
+            ..
+        }) => {
+            candidate.predicted_latency_seconds = Some(latency_seconds);
+            candidate.predicted_work_seconds = Some(work_seconds);
+            candidate.lower_bound_seconds = Some(lower_bound_seconds);
+            candidate.utilization = Some(utilization);
+            candidate.work_by_phase = work_by_phase;
+        }
+        Err(e) => candidate.infeasible = Some(e.to_string()),
+    }
+    Ok(candidate)
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error(
+    "no candidate segment height fits any device of the pool ({0}); try smaller segment \
+     heights or add devices with more memory"
+)]
+pub struct NothingFeasible(pub String);
+
+/// Picks a candidate for the goal; returns its index and the reason, in words.
+pub fn recommend(candidates: &[Candidate], goal: Goal) -> Result<(usize, String), NothingFeasible> {
+    let feasible: Vec<(usize, f64, f64)> = candidates
+        .iter()
+        .enumerate()
+        .filter_map(|(i, c)| Some((i, c.predicted_latency_seconds?, c.predicted_work_seconds?)))
+        .collect();
+    if feasible.is_empty() {
+        return Err(NothingFeasible(
+            candidates
+                .iter()
+                .find_map(|c| c.infeasible.clone())
+                .unwrap_or_else(|| "no candidates".into()),
+        ));
+    }
+    let by = |key: fn(&(usize, f64, f64)) -> f64| {
+        *feasible
+            .iter()
+            .min_by(|a, b| key(a).total_cmp(&key(b)))
+            .expect("non-empty")
+    };
+    let fastest = by(|c| c.1);
+    let cheapest = by(|c| c.2);
+    let h = |i: usize| candidates[i].segment_height;
+    Ok(match goal {
+        Goal::Latency => (
+            fastest.0,
+            format!(
+                "height {} has the lowest predicted latency, {:.0} s (the cheapest, height {}, \
+                 would take {:.0} s for {:.0} s of work instead of {:.0} s)",
+                h(fastest.0),
+                fastest.1,
+                h(cheapest.0),
+                cheapest.1,
+                cheapest.2,
+                fastest.2
+            ),
+        ),
+        Goal::Cost => (
+            cheapest.0,
+            format!(
+                "height {} needs the least proving work, {:.0} s (the fastest, height {}, \
+                 would finish in {:.0} s instead of {:.0} s)",
+                h(cheapest.0),
+                cheapest.2,
+                h(fastest.0),
+                fastest.1,
+                cheapest.1
+            ),
+        ),
+        Goal::Deadline(limit) => {
+            match feasible
+                .iter()
+                .filter(|c| c.1 <= limit)
+                .min_by(|a, b| a.2.total_cmp(&b.2))
+            {
+                Some(c) => (
+                    c.0,
+                    format!(
+                        "height {} is the cheapest that meets the {limit:.0} s deadline: \
+                         {:.0} s predicted, {:.0} s of work",
+                        h(c.0),
+                        c.1,
+                        c.2
+                    ),
+                ),
+                None => (
+                    fastest.0,
+                    format!(
+                        "no height meets the {limit:.0} s deadline; height {} is the fastest \
+                         at {:.0} s predicted",
+                        h(fastest.0),
+                        fastest.1
+                    ),
+                ),
+            }
+        }
+    })
+}
+
+/// What was predicted for a job when it was submitted; kept with the job so that its status
+/// can show predicted beside measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Prediction {
+    pub segment_height: u32,
+    pub segments: usize,
+    /// Workers in the simulated pool.
+    pub workers: usize,
+    /// Set when the height was chosen by the planner (`auto`), with the reason.
+    pub goal: Option<Goal>,
+    pub reason: Option<String>,
+    pub latency_seconds: f64,
+    pub work_seconds: f64,
+    /// (phase, predicted proving seconds): `segments`, then each aggregation layer.
+    pub work_by_phase: Vec<(String, f64)>,
+}
+
+impl Prediction {
+    /// The prediction a feasible candidate makes; `None` if no device could hold it.
+    pub fn of(candidate: &Candidate, workers: usize) -> Option<Self> {
+        Some(Self {
+            segment_height: candidate.segment_height,
+            segments: candidate.segments,
+            workers,
+            goal: None,
+            reason: None,
+            latency_seconds: candidate.predicted_latency_seconds?,
+            work_seconds: candidate.predicted_work_seconds?,
+            work_by_phase: candidate.work_by_phase.clone(),
+        })
+    }
+}
+
+/// What a job measured, to compare with its [`Prediction`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub struct Measured {
+    /// From submission (execution included) to the verified final proof.
+    pub latency_seconds: f64,
+    /// Proving (and re-execution) seconds of the accepted task proofs.
+    pub work_seconds: f64,
+    pub work_by_phase: Vec<(String, f64)>,
+}
+
+/// Signed relative error of a prediction, in percent of the measured value.
+pub fn error_percent(predicted: f64, measured: f64) -> f64 {
+    (predicted - measured) / measured * 100.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn candidate(height: u32, latency: f64, work: f64) -> Candidate {
+        Candidate {
+            segment_height: height,
+            segments: 1,
+            nodes_per_layer: vec![],
+            segment_instructions: vec![],
+            execution_seconds: 0.0,
+            openvm_segment_memory_bytes: 0,
+            peak_task_memory_bytes: 0,
+            devices_that_fit: vec![],
+            predicted_latency_seconds: Some(latency),
+            predicted_work_seconds: Some(work),
+            lower_bound_seconds: None,
+            utilization: None,
+            work_by_phase: vec![],
+            infeasible: None,
+        }
+    }
+
+    #[test]
+    fn each_goal_picks_its_candidate() {
+        // Height 19: fast and expensive; 21: slow and cheap; 20 in between.
+        let c = [
+            candidate(19, 100.0, 900.0),
+            candidate(20, 150.0, 600.0),
+            candidate(21, 300.0, 500.0),
+        ];
+        assert_eq!(recommend(&c, Goal::Latency).unwrap().0, 0);
+        assert_eq!(recommend(&c, Goal::Cost).unwrap().0, 2);
+        assert_eq!(recommend(&c, Goal::Deadline(200.0)).unwrap().0, 1);
+        // A deadline nothing meets falls back to the fastest, and says so.
+        let (i, why) = recommend(&c, Goal::Deadline(50.0)).unwrap();
+        assert_eq!(i, 0);
+        assert!(why.contains("no height meets"), "{why}");
+    }
+
+    #[test]
+    fn infeasible_candidates_are_never_recommended() {
+        let mut c = [candidate(19, 100.0, 900.0), candidate(20, 150.0, 600.0)];
+        c[1].predicted_latency_seconds = None;
+        c[1].infeasible = Some("too big".into());
+        assert_eq!(recommend(&c, Goal::Cost).unwrap().0, 0);
+        c[0].predicted_latency_seconds = None;
+        let err = recommend(&c, Goal::Cost).unwrap_err();
+        assert!(err.to_string().contains("too big"), "{err}");
+    }
+
+    #[test]
+    fn goals_round_trip_as_text_and_bad_ones_are_named() {
+        for goal in [Goal::Latency, Goal::Cost, Goal::Deadline(90.0)] {
+            let json = serde_json::to_string(&goal).unwrap();
+            assert_eq!(serde_json::from_str::<Goal>(&json).unwrap(), goal);
+        }
+        assert_eq!(
+            "deadline=90s".parse::<Goal>().unwrap(),
+            Goal::Deadline(90.0)
+        );
+        for bad in ["fast", "deadline=", "deadline=-3"] {
+            assert!(bad.parse::<Goal>().unwrap_err().contains(bad));
+        }
+    }
+}
