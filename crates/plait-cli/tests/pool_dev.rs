@@ -1,7 +1,8 @@
 //! The pool over real processes and HTTP on 127.0.0.1, with the dev backend (fake proofs, so
 //! these run in seconds): a coordinator (`plait serve --dev`), worker processes, clients.
-//! Faults are real: workers are killed with SIGKILL, frozen with SIGSTOP, or told to return
-//! corrupt proofs or proofs of the wrong segment.
+//! Faults are real: workers are killed with SIGKILL, frozen with SIGSTOP, cut off from the
+//! coordinator by a proxy that stalls like a network partition, or told to return corrupt
+//! proofs or proofs of the wrong segment.
 
 use std::{
     collections::HashMap,
@@ -135,16 +136,14 @@ impl Server {
     }
 
     fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        self.worker_via(&self.url, id, extra)
+    }
+
+    /// A worker that reaches the coordinator at `url` (a proxy, say).
+    fn worker_via(&self, url: &str, id: &str, extra: &[&str]) -> Worker {
         Worker(
             plait()
-                .args([
-                    "worker",
-                    "--dev",
-                    "--coordinator",
-                    &self.url,
-                    "--worker-id",
-                    id,
-                ])
+                .args(["worker", "--dev", "--coordinator", url, "--worker-id", id])
                 .env("PLAIT_WORKER_TOKEN", WORKER_TOKEN)
                 .args(extra)
                 .stdout(Stdio::null())
@@ -783,4 +782,136 @@ fn the_planner_sizes_the_pool_to_live_workers_and_auto_needs_a_profile() {
     assert!(stderr.contains("cannot-plan"), "{stderr}");
     assert!(stderr.contains("no device profile"), "{stderr}");
     assert_eq!(bare.client(&["jobs"]).as_array().unwrap().len(), 0);
+}
+
+/// A TCP proxy in front of the coordinator that the test can partition. While partitioned it
+/// forwards nothing: connections stay open and requests hang, as when packets are dropped
+/// between two machines. Healed, it delivers what it held, as TCP does after a short outage.
+struct Partition {
+    url: String,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Partition {
+    fn in_front_of(upstream: &str) -> Self {
+        use std::{
+            net::{TcpListener, TcpStream},
+            sync::{atomic::AtomicBool, Arc},
+        };
+        let upstream = upstream.strip_prefix("http://").unwrap().to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let cut = Arc::new(AtomicBool::new(false));
+        let flag = cut.clone();
+        std::thread::spawn(move || {
+            for down in listener.incoming().flatten() {
+                let Ok(up) = TcpStream::connect(&upstream) else {
+                    continue;
+                };
+                let (down2, up2) = (down.try_clone().unwrap(), up.try_clone().unwrap());
+                let (f1, f2) = (flag.clone(), flag.clone());
+                std::thread::spawn(move || Self::pump(down, up, f1));
+                std::thread::spawn(move || Self::pump(up2, down2, f2));
+            }
+        });
+        Self { url, cut }
+    }
+
+    fn pump(
+        mut from: std::net::TcpStream,
+        mut to: std::net::TcpStream,
+        cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 1 << 14];
+        while let Ok(n @ 1..) = from.read(&mut buf) {
+            while cut.load(std::sync::atomic::Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            if to.write_all(&buf[..n]).is_err() {
+                break;
+            }
+        }
+        let _ = to.shutdown(std::net::Shutdown::Write);
+    }
+
+    fn cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A worker whose network drops for less than its lease keeps its task: its heartbeats and
+/// result wait out the outage, and the result is accepted.
+#[test]
+fn a_worker_that_loses_the_network_briefly_keeps_its_task() {
+    let server = serve(&["--lease-seconds", "6"]);
+    let net = Partition::in_front_of(&server.url);
+    let _flaky = server.worker_via(&net.url, "flaky", &["--dev-segment-ms", "1500"]);
+    let job = server.submit("program", 6); // 1 segment
+    server.wait_for("the lease", Duration::from_secs(20), || {
+        server
+            .events(job)
+            .iter()
+            .any(|e| e.contains("leased to flaky"))
+    });
+    net.cut(true);
+    // The proof is done at 1.5 s; its upload waits for the network.
+    std::thread::sleep(Duration::from_millis(2500));
+    assert!(!server
+        .events(job)
+        .iter()
+        .any(|e| e.contains("task-0 (segments) accepted")));
+    net.cut(false);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let events = server.events(job);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("task-0 (segments) accepted from flaky")),
+        "{events:#?}"
+    );
+    assert!(!events.iter().any(|e| e.contains("expired")), "{events:#?}");
+}
+
+/// A worker cut off for longer than its lease loses the task to another worker; when the
+/// network returns, its late result is refused, nothing is accepted twice, and the worker
+/// takes new work.
+#[test]
+fn a_worker_cut_off_past_its_lease_loses_the_task_and_works_on_after() {
+    let server = serve(&["--lease-seconds", "1"]);
+    let net = Partition::in_front_of(&server.url);
+    let _flaky = server.worker_via(&net.url, "flaky", &["--dev-segment-ms", "500"]);
+    let job = server.submit("program", 6); // 1 segment
+    server.wait_for("the lease", Duration::from_secs(20), || {
+        server
+            .events(job)
+            .iter()
+            .any(|e| e.contains("leased to flaky"))
+    });
+    net.cut(true);
+    let rescuer = server.worker("rescuer", &[]);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    drop(rescuer);
+    net.cut(false);
+    let events = server.events(job);
+    assert!(
+        events.iter().any(|e| e.contains("lease expired")),
+        "{events:#?}"
+    );
+    assert!(
+        !events.iter().any(|e| e.contains("accepted from flaky")),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(&server, job));
+    // Back on the network, the worker proves the next job on its own.
+    let next = server.submit("program", 40);
+    server.wait_succeeded(next, Duration::from_secs(60));
+    let events = server.events(next);
+    assert!(
+        events
+            .iter()
+            .all(|e| !e.contains(" accepted from ") || e.contains("accepted from flaky")),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(&server, next));
 }

@@ -37,6 +37,9 @@ impl ClientError {
     }
 }
 
+const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct CoordinatorClient {
     http: reqwest::Client,
     base: String,
@@ -47,8 +50,10 @@ impl CoordinatorClient {
     pub fn new(base: &str, token: &str) -> Self {
         Self {
             http: reqwest::Client::builder()
-                // Long enough for a long-poll claim and for the coordinator's proof check.
+                // Long enough for an upload and the coordinator's proof check; calls that must
+                // not hang through a network outage set shorter ones.
                 .timeout(Duration::from_secs(600))
+                .connect_timeout(Duration::from_secs(10))
                 .build()
                 .expect("HTTP client builds"),
             base: format!("{}/v1/worker", base.trim_end_matches('/')),
@@ -80,6 +85,9 @@ impl CoordinatorClient {
             .http
             .post(format!("{}/claim", self.base))
             .header("authorization", &self.auth)
+            // The coordinator answers a long poll within seconds; a claim stuck longer is on
+            // a dead connection.
+            .timeout(CLAIM_TIMEOUT)
             .json(request)
             .send()
             .await?;
@@ -127,6 +135,8 @@ impl CoordinatorClient {
             .http
             .post(self.attempt_url(job, task, attempt, "heartbeat"))
             .header("authorization", &self.auth)
+            // A heartbeat lost in an outage is retried at the next beat.
+            .timeout(HEARTBEAT_TIMEOUT)
             .send()
             .await?;
         Self::checked(response).await?;
