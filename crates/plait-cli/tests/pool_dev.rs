@@ -840,20 +840,30 @@ impl Partition {
     }
 }
 
-/// A worker whose network drops for less than its lease keeps its task: its heartbeats and
-/// result wait out the outage, and the result is accepted.
-#[test]
-fn a_worker_that_loses_the_network_briefly_keeps_its_task() {
-    let server = serve(&["--lease-seconds", "6"]);
+/// A coordinator with leases of `lease_seconds`, a worker "flaky" behind a partition proxy
+/// whose segments take `segment_ms`, and a 1-segment job that flaky has leased.
+fn flaky_worker_holding_a_task(
+    lease_seconds: &str,
+    segment_ms: &str,
+) -> (Server, Partition, Worker, u64) {
+    let server = serve(&["--lease-seconds", lease_seconds]);
     let net = Partition::in_front_of(&server.url);
-    let _flaky = server.worker_via(&net.url, "flaky", &["--dev-segment-ms", "1500"]);
-    let job = server.submit("program", 6); // 1 segment
+    let flaky = server.worker_via(&net.url, "flaky", &["--dev-segment-ms", segment_ms]);
+    let job = server.submit("program", 6);
     server.wait_for("the lease", Duration::from_secs(20), || {
         server
             .events(job)
             .iter()
             .any(|e| e.contains("leased to flaky"))
     });
+    (server, net, flaky, job)
+}
+
+/// A worker whose network drops for less than its lease keeps its task: its heartbeats and
+/// result wait out the outage, and the result is accepted.
+#[test]
+fn a_worker_that_loses_the_network_briefly_keeps_its_task() {
+    let (server, net, _flaky, job) = flaky_worker_holding_a_task("6", "1500");
     net.cut(true);
     // The proof is done at 1.5 s; its upload waits for the network.
     std::thread::sleep(Duration::from_millis(2500));
@@ -878,16 +888,7 @@ fn a_worker_that_loses_the_network_briefly_keeps_its_task() {
 /// takes new work.
 #[test]
 fn a_worker_cut_off_past_its_lease_loses_the_task_and_works_on_after() {
-    let server = serve(&["--lease-seconds", "1"]);
-    let net = Partition::in_front_of(&server.url);
-    let _flaky = server.worker_via(&net.url, "flaky", &["--dev-segment-ms", "500"]);
-    let job = server.submit("program", 6); // 1 segment
-    server.wait_for("the lease", Duration::from_secs(20), || {
-        server
-            .events(job)
-            .iter()
-            .any(|e| e.contains("leased to flaky"))
-    });
+    let (server, net, _flaky, job) = flaky_worker_holding_a_task("1", "500");
     net.cut(true);
     let rescuer = server.worker("rescuer", &[]);
     server.wait_succeeded(job, Duration::from_secs(30));
