@@ -5,6 +5,7 @@
 //! bumps it.
 
 use plait_core::{
+    cost::DeviceProfile,
     planner::{Goal, Measured, Prediction},
     AggLayer, JobId, ProgramInput, SegmentSpec, TaskId,
 };
@@ -37,6 +38,10 @@ pub struct ClaimTaskRequest {
     /// GPUs the worker can prove with (none for the CPU backend).
     #[serde(default)]
     pub gpus: u32,
+    /// The worker's device profile (`plait calibrate`), if it has one: the coordinator's
+    /// planner predicts jobs on the profiles of the workers asking for work.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_profile: Option<DeviceProfile>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

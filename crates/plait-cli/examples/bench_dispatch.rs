@@ -112,6 +112,7 @@ async fn main() -> Result<()> {
             cores: 1,
             memory_bytes: 0,
             max_tasks: None,
+            device_profile: None,
         };
         let backend = backend.clone();
         tokio::spawn(async move { plait_worker::run(config, backend).await });

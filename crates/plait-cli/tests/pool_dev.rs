@@ -621,24 +621,29 @@ fn plait_prove_runs_the_embedded_pool_and_verify_refuses_its_dev_proof() {
 /// every height does the same segment work), each aggregation node 2 s (the wrap 1 s). More
 /// segments therefore cost more work but, on a wide pool, finish sooner.
 fn dev_profile(dir: &std::path::Path) -> String {
+    dev_profile_of(dir, "dev-box", 1.0)
+}
+
+/// A dev-backend profile of device `name`, whose every task takes `slowness` times as long.
+fn dev_profile_of(dir: &std::path::Path, name: &str, slowness: f64) -> String {
     let segment = |h: u32| {
         serde_json::json!({"segment-height": h, "instructions": 1u64 << h,
-            "seconds": (1u64 << h) as f64 / 4.0, "peak-rss-bytes": 1 << 20})
+            "seconds": (1u64 << h) as f64 / 4.0 * slowness, "peak-rss-bytes": 1 << 20})
     };
     let node = |kind: &str, children: u32, seconds: f64| {
-        serde_json::json!({"kind": kind, "children": children, "seconds": seconds,
+        serde_json::json!({"kind": kind, "children": children, "seconds": seconds * slowness,
             "peak-rss-bytes": 1 << 20})
     };
     let profile = serde_json::json!({
         "format": "plait-device-profile", "format-version": 1,
         "plait-version": env!("CARGO_PKG_VERSION"), "backend": "dev", "backend-version": "0",
-        "device": "dev-box", "cores": 2, "memory-bytes": 1u64 << 32,
+        "device": name, "cores": 2, "memory-bytes": 1u64 << 32,
         "tree": {"num-children-leaf": 4, "num-children-internal": 3},
         "segments": [segment(2), segment(3), segment(4)],
         "nodes": [node("leaf", 1, 2.0), node("leaf", 4, 2.0), node("internal-for-leaf", 1, 2.0),
             node("internal-recursive", 1, 2.0), node("wrap", 1, 1.0)],
     });
-    let path = dir.join("dev-profile.json");
+    let path = dir.join(format!("{name}.json"));
     std::fs::write(&path, profile.to_string()).unwrap();
     path.display().to_string()
 }
@@ -915,4 +920,46 @@ fn a_worker_cut_off_past_its_lease_loses_the_task_and_works_on_after() {
         "{events:#?}"
     );
     assert_each_task_accepted_once(&events, task_count(&server, next));
+}
+
+/// Workers that send their own device profiles are the pool the coordinator plans on, each
+/// with its own costs, with no profile given to the coordinator itself.
+#[test]
+fn the_planner_predicts_on_the_profiles_workers_send() {
+    let dir = tempfile::tempdir().unwrap();
+    let slow = dev_profile_of(dir.path(), "slow-box", 2.0);
+    let fast = dev_profile_of(dir.path(), "fast-box", 0.5);
+    let program = dir.path().join("dev-program");
+    std::fs::write(&program, b"dev program").unwrap();
+    let server = serve(&["--plan-heights", "2,3,4"]);
+    let _a = server.worker("a", &["--profile", &slow]);
+    let _b = server.worker("b", &["--profile", &fast]);
+    let _c = server.worker("c", &["--profile", &fast]);
+    server.wait_for("three workers", Duration::from_secs(20), || {
+        // A job planned with an explicit height shows the pool it was predicted on.
+        let probe = server.submit_cli(&program, 4, &["--segment-height", "2"]);
+        let status = server.status(probe["job-id"].as_u64().unwrap());
+        status["prediction"]["workers"] == 3
+    });
+    let job = server.submit_cli(&program, 64, &["--segment-size", "auto", "--goal", "cost"]);
+    let prediction = &server.status(job["job-id"].as_u64().unwrap())["prediction"];
+    assert_eq!(
+        prediction["devices"],
+        serde_json::json!([["slow-box", 1], ["fast-box", 2]]),
+        "{prediction}"
+    );
+    // The same job on the slow device alone is predicted to take longer.
+    let slow_only = serve(&[
+        "--plan-profile",
+        &format!("{slow}:3"),
+        "--plan-heights",
+        "2,3,4",
+    ]);
+    let alone = slow_only.submit_cli(&program, 64, &["--segment-size", "auto", "--goal", "cost"]);
+    let slow_prediction = &slow_only.status(alone["job-id"].as_u64().unwrap())["prediction"];
+    assert!(
+        slow_prediction["latency-seconds"].as_f64().unwrap()
+            > prediction["latency-seconds"].as_f64().unwrap(),
+        "{slow_prediction} vs {prediction}"
+    );
 }

@@ -11,6 +11,7 @@ use std::{
 
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta};
 use plait_core::{
+    cost::DeviceProfile,
     planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
     sim::SimConfig,
     AggLayer, JobId, ProgramInput, SegmentPlan, TaskGraph, TaskId,
@@ -115,8 +116,9 @@ pub struct Coordinator {
     /// The largest peak memory workers reported per (segment height, aggregation layer): what
     /// an aggregation node is assumed to need once one was measured.
     node_memory: Mutex<HashMap<(u32, String), u64>>,
-    /// When each worker last asked for work: the live pool the planner sizes for.
-    workers_seen: Mutex<HashMap<String, Instant>>,
+    /// When each worker last asked for work, and its device profile if it sent a usable one:
+    /// the live pool the planner predicts on.
+    workers_seen: Mutex<HashMap<String, (Instant, Option<DeviceProfile>)>>,
     next_job: AtomicU64,
     /// Woken when tasks may have become ready.
     work_available: Notify,
@@ -290,30 +292,36 @@ impl Coordinator {
                 self.prepare_keys(params).await?;
                 received = (Instant::now(), unix_ms());
                 let plan = self.execute(&program, &input, params).await?;
-                let prediction = match &self.config.planner {
-                    Some(planner) => {
-                        let pool = self.planning_pool(planner);
+                let pool = self
+                    .config
+                    .planner
+                    .as_ref()
+                    .and_then(|p| self.planning_pool(p));
+                let prediction = match pool {
+                    Some(pool) => {
                         let sim = SimConfig {
                             execution_seconds: received.0.elapsed().as_secs_f64(),
                             ..SimConfig::default()
                         };
                         let candidate =
                             evaluate(&plan, params.segment_height, params.tree, &pool, sim)?;
-                        Prediction::of(&candidate, pool.workers.len())
+                        Prediction::of(&candidate, &pool)
                     }
                     None => None,
                 };
                 (plan, prediction)
             }
             Some(goal) => {
-                let planner = self.config.planner.as_ref().ok_or_else(|| {
+                let no_profile = || {
                     CoordinatorError::CannotPlan(
-                        "this coordinator has no device profile (run `plait calibrate`, then \
-                         start it with one) or give a segment height"
+                        "no device profile: neither this coordinator nor its live workers have \
+                         one (run `plait calibrate`, then start the coordinator or the workers \
+                         with it), or give a segment height"
                             .into(),
                     )
-                })?;
-                let pool = self.planning_pool(planner);
+                };
+                let planner = self.config.planner.as_ref().ok_or_else(no_profile)?;
+                let pool = self.planning_pool(planner).ok_or_else(no_profile)?;
                 for &height in &planner.heights {
                     self.prepare_keys(ProvingParams {
                         segment_height: height,
@@ -339,14 +347,13 @@ impl Coordinator {
                 params.segment_height = candidates[best].segment_height;
                 // The job starts after executing at every candidate height, not just its own.
                 let executions: f64 = candidates.iter().map(|c| c.execution_seconds).sum();
-                let prediction =
-                    Prediction::of(&candidates[best], pool.workers.len()).map(|p| Prediction {
-                        goal: Some(goal),
-                        reason: Some(reason),
-                        latency_seconds: p.latency_seconds + executions
-                            - candidates[best].execution_seconds,
-                        ..p
-                    });
+                let prediction = Prediction::of(&candidates[best], &pool).map(|p| Prediction {
+                    goal: Some(goal),
+                    reason: Some(reason),
+                    latency_seconds: p.latency_seconds + executions
+                        - candidates[best].execution_seconds,
+                    ..p
+                });
                 (plans.swap_remove(best), prediction)
             }
         };
@@ -399,20 +406,46 @@ impl Coordinator {
         Ok(blocking(move || backend.execute(&p, &i, &params)).await??)
     }
 
-    /// The pool to plan for: the configured one, or its mix resized to the live workers.
-    fn planning_pool(&self, planner: &PlannerConfig) -> Pool {
+    /// The pool to plan for: the configured one if it is fixed; otherwise one worker per live
+    /// worker, each with its own profile or else the next of the configured mix (at least one
+    /// worker). `None` when no profile is known.
+    fn planning_pool(&self, planner: &PlannerConfig) -> Option<Pool> {
+        let configured = &planner.pool;
         if planner.fixed_size {
-            return planner.pool.clone();
+            return (!configured.workers.is_empty()).then(|| configured.clone());
         }
         let recent = self.config.lease + self.config.claim_wait;
-        let live = self
-            .workers_seen
-            .lock()
-            .expect("workers lock")
-            .values()
-            .filter(|seen| seen.elapsed() <= recent)
-            .count();
-        planner.pool.resized(live.max(1))
+        let seen = self.workers_seen.lock().expect("workers lock");
+        let mut live: Vec<(&String, &Option<DeviceProfile>)> = seen
+            .iter()
+            .filter(|(_, (at, _))| at.elapsed() <= recent)
+            .map(|(id, (_, profile))| (id, profile))
+            .collect();
+        live.sort_by_key(|(id, _)| *id);
+        let mut pool = Pool {
+            profiles: configured.profiles.clone(),
+            workers: Vec::new(),
+        };
+        let mut defaults = configured.workers.iter().cycle();
+        for (_, profile) in live {
+            match profile {
+                Some(own) => {
+                    let index = match pool.profiles.iter().position(|p| p == own) {
+                        Some(i) => i,
+                        None => {
+                            pool.profiles.push(own.clone());
+                            pool.profiles.len() - 1
+                        }
+                    };
+                    pool.workers.push(index);
+                }
+                None => pool.workers.extend(defaults.next()),
+            }
+        }
+        if pool.workers.is_empty() {
+            pool.workers.extend(configured.workers.first());
+        }
+        (!pool.workers.is_empty()).then_some(pool)
     }
 
     /// Hands the worker a task that fits it, waiting up to the claim wait for one to appear.
@@ -428,10 +461,7 @@ impl Coordinator {
                 coordinator: format!("{} {}", self.backend_info.name, self.backend_info.version),
             });
         }
-        self.workers_seen
-            .lock()
-            .expect("workers lock")
-            .insert(worker.worker_id.clone(), Instant::now());
+        self.note_worker(worker);
         let rejections = self.rejections_of(&worker.worker_id);
         if rejections >= self.config.max_rejections_per_worker {
             return Err(CoordinatorError::WorkerBanned {
@@ -460,6 +490,26 @@ impl Coordinator {
                 return Ok(None);
             }
         }
+    }
+
+    /// Records that the worker is live, with its device profile if that fits this coordinator.
+    fn note_worker(&self, worker: &ClaimTaskRequest) {
+        let mut seen = self.workers_seen.lock().expect("workers lock");
+        let first_claim = !seen.contains_key(&worker.worker_id);
+        let profile = worker.device_profile.clone().filter(|p| {
+            let info = &self.backend_info;
+            let tree = ProvingParams::default().tree;
+            match p.check(env!("CARGO_PKG_VERSION"), &info.name, &info.version, tree) {
+                Ok(()) => true,
+                Err(e) => {
+                    if first_claim {
+                        tracing::warn!(worker = %worker.worker_id, "device profile ignored: {e}");
+                    }
+                    false
+                }
+            }
+        });
+        seen.insert(worker.worker_id.clone(), (Instant::now(), profile));
     }
 
     fn rejections_of(&self, worker: &str) -> u32 {

@@ -16,10 +16,11 @@ use crate::CoordinatorError;
 /// The pool a coordinator's planner assumes.
 #[derive(Clone, Debug)]
 pub struct PlannerConfig {
-    /// The devices, and per worker which device it is.
+    /// The devices, and per worker which device it is (may be empty).
     pub pool: Pool,
-    /// Plan for `pool` exactly as given. Otherwise plan for as many workers (of the pool's mix
-    /// of devices) as asked for work within the last lease period, at least one.
+    /// Plan for `pool` exactly as given. Otherwise plan for the workers that asked for work
+    /// within the last lease period: each with the device profile it sent, or else the next
+    /// device of `pool`'s mix.
     pub fixed_size: bool,
     /// The segment heights `auto` chooses from.
     pub heights: Vec<u32>,

@@ -305,6 +305,7 @@ fn worker(id: &str) -> ClaimTaskRequest {
         plait_version: "test".into(),
         key_heights: vec![],
         gpus: 0,
+        device_profile: None,
     }
 }
 

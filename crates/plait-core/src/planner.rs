@@ -74,12 +74,35 @@ pub struct Pool {
 }
 
 impl Pool {
+    /// No devices, no workers.
+    pub fn empty() -> Self {
+        Self {
+            profiles: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
     /// `workers` workers, all of one profile.
     pub fn uniform(profile: DeviceProfile, workers: usize) -> Self {
         Self {
             profiles: vec![profile],
             workers: vec![0; workers],
         }
+    }
+
+    /// (device name, workers of it), in profile order.
+    pub fn devices(&self) -> Vec<(String, usize)> {
+        self.profiles
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    p.device.clone(),
+                    self.workers.iter().filter(|&&w| w == i).count(),
+                )
+            })
+            .filter(|(_, n)| *n > 0)
+            .collect()
     }
 
     /// The same mix of devices, with `size` workers.
@@ -288,6 +311,9 @@ pub struct Prediction {
     pub segments: usize,
     /// Workers in the simulated pool.
     pub workers: usize,
+    /// (device, workers of it) in the simulated pool.
+    #[serde(default)]
+    pub devices: Vec<(String, usize)>,
     /// Set when the height was chosen by the planner (`auto`), with the reason.
     pub goal: Option<Goal>,
     pub reason: Option<String>,
@@ -298,12 +324,13 @@ pub struct Prediction {
 }
 
 impl Prediction {
-    /// The prediction a feasible candidate makes; `None` if no device could hold it.
-    pub fn of(candidate: &Candidate, workers: usize) -> Option<Self> {
+    /// The prediction a feasible candidate makes on `pool`; `None` if no device could hold it.
+    pub fn of(candidate: &Candidate, pool: &Pool) -> Option<Self> {
         Some(Self {
             segment_height: candidate.segment_height,
             segments: candidate.segments,
-            workers,
+            workers: pool.workers.len(),
+            devices: pool.devices(),
             goal: None,
             reason: None,
             latency_seconds: candidate.predicted_latency_seconds?,

@@ -9,6 +9,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub use client::{ClientError, CoordinatorClient};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
+use plait_core::cost::DeviceProfile;
 use plait_prover::{BackendError, ProgramImage, ProofBlob, ProofMeta, ProverBackend, Verdict};
 pub use usage::{process_usage, reset_peak_rss, ProcessUsage};
 
@@ -21,6 +22,8 @@ pub struct WorkerConfig {
     pub memory_bytes: u64,
     /// Stop after this many tasks (for tests and benchmarks); `None` runs forever.
     pub max_tasks: Option<u64>,
+    /// This device's measured costs, sent with each claim for the coordinator's planner.
+    pub device_profile: Option<DeviceProfile>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -43,6 +46,7 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         plait_version: env!("CARGO_PKG_VERSION").into(),
         key_heights: backend.cached_key_heights(),
         gpus: 0,
+        device_profile: config.device_profile.clone(),
     };
     let mut programs: HashMap<String, ProgramImage> = HashMap::new();
     let mut done = 0u64;

@@ -7,6 +7,8 @@ use clap::Args;
 use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
 use plait_prover::ProverBackend;
 
+use plait_core::planner::Pool;
+
 use super::{openvm_backend, planner};
 
 #[derive(Args)]
@@ -44,47 +46,54 @@ pub struct ServeArgs {
     plan_heights: Vec<u32>,
 }
 
-/// The planner's pool from `--plan-profile`, or this machine's profile if it has one that fits
-/// the backend; none otherwise (jobs then get no prediction).
+/// The planner's pool: `--plan-profile`, or this machine's profile if it has one that fits the
+/// backend, or none (then only workers that send their profiles are planned for).
 fn planner_config(
     args: &ServeArgs,
     backend: &dyn ProverBackend,
     cache: &Path,
-) -> Result<Option<PlannerConfig>> {
+) -> Result<PlannerConfig> {
     let tree = plait_prover::ProvingParams::default().tree;
     let info = backend.info();
+    let none = (Pool::empty(), false);
     let (pool, fixed_size) = if args.plan_profile.is_empty() {
         let path = planner::default_profile_path(cache);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let entry = [path.display().to_string()];
-        match planner::read_pool(&entry, tree, &info) {
-            Ok(pool) => pool,
-            Err(e) => {
+        if path.exists() {
+            let entry = [path.display().to_string()];
+            planner::read_pool(&entry, tree, &info).unwrap_or_else(|e| {
                 eprintln!("not planning with this machine's device profile: {e:#}");
-                return Ok(None);
-            }
+                none
+            })
+        } else {
+            none
         }
     } else {
         planner::read_pool(&args.plan_profile, tree, &info)?
     };
     let devices: Vec<&str> = pool.profiles.iter().map(|p| p.device.as_str()).collect();
     eprintln!(
-        "planner: {} ({}), heights {:?}",
-        devices.join(", "),
+        "planner: {}, heights {:?}",
         if fixed_size {
-            format!("a fixed pool of {} workers", pool.workers.len())
+            format!(
+                "a fixed pool of {} workers ({})",
+                pool.workers.len(),
+                devices.join(", ")
+            )
+        } else if devices.is_empty() {
+            "the profiles the live workers send".into()
         } else {
-            "sized to the workers asking for work".into()
+            format!(
+                "the live workers, with their own profiles or else {}",
+                devices.join(", ")
+            )
         },
         args.plan_heights
     );
-    Ok(Some(PlannerConfig {
+    Ok(PlannerConfig {
         pool,
         fixed_size,
         heights: args.plan_heights.clone(),
-    }))
+    })
 }
 
 pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
@@ -115,7 +124,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             worker_token: args.worker_token,
             client_token: args.client_token,
             lease: Duration::from_secs(args.lease_seconds),
-            planner,
+            planner: Some(planner),
             ..CoordinatorConfig::default()
         },
         store,

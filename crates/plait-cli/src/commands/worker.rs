@@ -4,6 +4,7 @@ use std::{path::Path, sync::Arc};
 
 use anyhow::Result;
 use clap::Args;
+use plait_core::cost::DeviceProfile;
 use plait_prover::{
     dev::{DevBackend, DevFault},
     ProverBackend,
@@ -11,6 +12,7 @@ use plait_prover::{
 use plait_worker::WorkerConfig;
 
 use super::openvm_backend;
+use crate::exit::BadInput;
 
 #[derive(Args)]
 pub struct WorkerArgs {
@@ -31,6 +33,27 @@ pub struct WorkerArgs {
     dev: bool,
     #[command(flatten)]
     dev_options: DevOptions,
+    /// This device's profile, sent to the coordinator so that its planner predicts jobs on
+    /// the devices actually in the pool (default: the one `plait calibrate` wrote here, if any;
+    /// none with --dev).
+    #[arg(long)]
+    profile: Option<std::path::PathBuf>,
+}
+
+/// The profile to advertise: the one named (it must be readable), or this machine's.
+fn device_profile(args: &WorkerArgs, cache: &Path) -> Result<Option<DeviceProfile>> {
+    let path = match &args.profile {
+        Some(path) => path.clone(),
+        None if args.dev => return Ok(None),
+        None => super::planner::default_profile_path(cache),
+    };
+    match std::fs::read(&path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
+            BadInput(format!("{} is not a device profile: {e}", path.display()))
+        })?)),
+        Err(_) if args.profile.is_none() => Ok(None),
+        Err(e) => Err(BadInput(format!("cannot read {}: {e}", path.display())).into()),
+    }
 }
 
 /// Dev-backend knobs for testing the pool.
@@ -78,6 +101,7 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
     } else {
         openvm_backend(cache)
     };
+    let device_profile = device_profile(&args, cache)?;
     let config = WorkerConfig {
         coordinator: args.coordinator,
         token: args.token,
@@ -87,6 +111,7 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: machine_memory_bytes(),
         max_tasks: args.max_tasks,
+        device_profile,
     };
     plait_worker::run(config, backend).await?;
     Ok(())
