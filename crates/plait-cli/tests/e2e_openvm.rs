@@ -141,16 +141,25 @@ fn fixture() -> &'static Fixture {
         assert!(stdout.contains("job-1 submitted: 3 segments"), "{stdout}");
         drop(processes);
 
-        let snapshot = tokio::runtime::Runtime::new()
+        let (snapshot, stored_proofs) = tokio::runtime::Runtime::new()
             .unwrap()
-            .block_on(async { plait_coordinator::Store::open(&store).await?.load().await })
+            .block_on(async {
+                let store = plait_coordinator::Store::open(&store).await?;
+                let snapshot = store.load().await?;
+                let proofs = store.task_proofs(snapshot.jobs[0].record.id).await?;
+                Ok::<_, plait_coordinator::store::StoreError>((snapshot, proofs))
+            })
             .unwrap();
         let job = &snapshot.jobs[0];
         let plan: SegmentPlan = serde_json::from_str(&job.record.plan_json).unwrap();
-        let task_proofs = job
+        // A finished job's proofs stay in the store but are not loaded with it.
+        assert!(job
             .tasks
-            .iter()
-            .filter_map(|(task, t)| Some((task.0, ProofBlob(t.accepted.clone()?.0))))
+            .values()
+            .all(|t| t.accepted.as_ref().unwrap().0.is_none()));
+        let task_proofs = stored_proofs
+            .into_iter()
+            .map(|(task, proof)| (task.0, ProofBlob(proof)))
             .collect();
         Fixture {
             dir,

@@ -1,7 +1,7 @@
 //! The coordinator's shared state and the operations the HTTP layer and the CLI call.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc, Mutex,
@@ -585,12 +585,21 @@ impl Coordinator {
             .ok_or(CoordinatorError::UnknownTask(task, job))
     }
 
-    /// Every proof accepted for the job so far, by task.
-    pub fn accepted_proofs(
+    /// Every proof accepted for the job so far, by task; read from the store (a job that
+    /// ended keeps none in memory).
+    pub async fn accepted_proofs(
         &self,
         job: JobId,
-    ) -> Result<HashMap<TaskId, ProofBlob>, CoordinatorError> {
-        self.read_job(job, |j| j.proofs().clone())
+    ) -> Result<BTreeMap<TaskId, ProofBlob>, CoordinatorError> {
+        self.read_job(job, |_| ())?;
+        self.flush().await?;
+        Ok(self
+            .store
+            .task_proofs(job)
+            .await?
+            .into_iter()
+            .map(|(task, proof)| (task, ProofBlob(proof)))
+            .collect())
     }
 
     fn with_job<T>(

@@ -280,7 +280,9 @@ impl Job {
                 .start(task)
                 .and_then(|()| graph.complete(task))
                 .map_err(|e| format!("{}: stored {task}: {e}", r.id))?;
-            proofs.insert(task, ProofBlob(proof));
+            if let Some(proof) = proof {
+                proofs.insert(task, ProofBlob(proof));
+            }
             timings.push(serde_json::from_str(&timing).map_err(|e| parse_err("task timing", e))?);
         }
         let events = stored
@@ -340,6 +342,11 @@ impl Job {
             job: self.id,
             state: status.clone(),
         });
+        // An ended job's task proofs are never used again (a failed one may be retried, so
+        // it keeps them); they stay in the store, and memory is freed.
+        if matches!(status, JobStatus::Succeeded(_) | JobStatus::Cancelled) {
+            self.proofs = HashMap::new();
+        }
         self.status = status;
     }
 
@@ -392,7 +399,8 @@ impl Job {
     }
 
     pub fn accepted_count(&self) -> (usize, usize) {
-        (self.proofs.len(), self.graph.num_tasks())
+        // One timing per accepted task (proofs of ended jobs are not kept in memory).
+        (self.timings.len(), self.graph.num_tasks())
     }
 
     pub fn events(&self) -> &[JobEvent] {
@@ -585,11 +593,6 @@ impl Job {
 
     pub fn proof(&self, task: TaskId) -> Option<&ProofBlob> {
         self.proofs.get(&task)
-    }
-
-    /// Every accepted proof, by task.
-    pub fn proofs(&self) -> &HashMap<TaskId, ProofBlob> {
-        &self.proofs
     }
 
     /// Records a verified result. Re-checks the lease: a result whose lease was lost while it

@@ -103,8 +103,10 @@ pub enum StoreOp {
 pub struct StoredTask {
     pub attempts: u32,
     pub failures: u32,
-    /// The accepted proof and its timing (JSON), once accepted.
-    pub accepted: Option<(Vec<u8>, String)>,
+    /// Once accepted: the proof and its timing (JSON). `load` leaves out the proofs of jobs
+    /// that ended (succeeded or cancelled): nothing needs them in memory any more, and
+    /// [`Store::task_proofs`] reads them when asked.
+    pub accepted: Option<(Option<Vec<u8>>, String)>,
 }
 
 /// One job with everything recorded about it.
@@ -387,8 +389,10 @@ impl Store {
             );
         }
         for row in sqlx::query(
-            "SELECT job_id, task_id, attempts, failures, proof, timing FROM tasks \
-             ORDER BY job_id, task_id",
+            "SELECT t.job_id, t.task_id, t.attempts, t.failures, \
+             CASE WHEN j.state IN ('succeeded', 'cancelled') THEN NULL ELSE t.proof END, \
+             t.timing FROM tasks t JOIN jobs j ON j.id = t.job_id \
+             ORDER BY t.job_id, t.task_id",
         )
         .fetch_all(&mut *conn)
         .await?
@@ -396,11 +400,12 @@ impl Store {
             let job: i64 = row.try_get(0)?;
             let task: i64 = row.try_get(1)?;
             let proof: Option<Vec<u8>> = row.try_get(4)?;
+            // A task is accepted exactly when its timing is stored (with its proof).
             let timing: Option<String> = row.try_get(5)?;
             let stored = StoredTask {
                 attempts: row.try_get::<i64, _>(2)? as u32,
                 failures: row.try_get::<i64, _>(3)? as u32,
-                accepted: proof.zip(timing),
+                accepted: timing.map(|timing| (proof, timing)),
             };
             jobs.get_mut(&job)
                 .ok_or_else(|| StoreError::Corrupt(format!("task of unknown job-{job}")))?
@@ -423,6 +428,26 @@ impl Store {
             jobs: jobs.into_values().collect(),
             worker_rejections,
         })
+    }
+}
+
+impl Store {
+    /// The accepted proofs of one job, by task.
+    pub async fn task_proofs(&self, job: JobId) -> Result<BTreeMap<TaskId, Vec<u8>>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_id, proof FROM tasks WHERE job_id = $1 AND proof IS NOT NULL \
+             ORDER BY task_id",
+        )
+        .bind(job.0 as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let task: i64 = row.try_get(0)?;
+                Ok((TaskId(task as u32), row.try_get(1)?))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
     }
 }
 

@@ -150,7 +150,8 @@ async fn round_trips_everything(kind: &str) {
             StoredTask {
                 attempts: 3,
                 failures: 2,
-                accepted: Some((big.clone(), "{\"t\":1}".into())),
+                // Job 1 succeeded: its proofs are not loaded, only marked accepted.
+                accepted: Some((None, "{\"t\":1}".into())),
             },
         ),
         (
@@ -158,7 +159,7 @@ async fn round_trips_everything(kind: &str) {
             StoredTask {
                 attempts: 0,
                 failures: 0,
-                accepted: Some((vec![], "{}".into())),
+                accepted: Some((None, "{}".into())),
             },
         ),
     ]);
@@ -177,6 +178,13 @@ async fn round_trips_everything(kind: &str) {
             },
         ]
     );
+    // They are read when asked for.
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(
+        store.task_proofs(JobId(1)).await.unwrap(),
+        BTreeMap::from([(TaskId(0), big.clone()), (TaskId(4), vec![])])
+    );
+    assert!(store.task_proofs(JobId(2)).await.unwrap().is_empty());
 }
 
 async fn a_failing_batch_changes_nothing(kind: &str) {
@@ -522,7 +530,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         "{reason}"
     );
     assert!(c.claim(&worker("w")).await.unwrap().is_none());
-    let kept = c.accepted_proofs(job).unwrap();
+    let kept = c.accepted_proofs(job).await.unwrap();
     assert_eq!(kept.len(), 1);
     drop(c);
     let c = open(&url).await;
@@ -532,8 +540,13 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     );
     run_to_end(&c, &program, job).await;
     assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    // The proofs kept across the retry are the job's proofs still, read from the store: a
+    // job that ended holds none in memory.
+    let after = c.accepted_proofs(job).await.unwrap();
+    assert_eq!(after.len(), c.timings(job).unwrap().len());
     for (task, proof) in kept {
-        assert_eq!(c.accepted_proof(job, task).unwrap(), proof);
+        assert_eq!(after[&task], proof);
+        assert!(c.accepted_proof(job, task).is_err());
     }
     let events: Vec<String> = c
         .events(job)

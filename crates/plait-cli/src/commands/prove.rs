@@ -204,7 +204,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     if let Some(dir) = &args.keep_task_proofs {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("plan.json"), serde_json::to_vec_pretty(&plan)?)?;
-        for (task, proof) in coordinator.accepted_proofs(job)? {
+        for (task, proof) in coordinator.accepted_proofs(job).await? {
             std::fs::write(dir.join(format!("{task}.proof")), &proof.0)?;
         }
     }
