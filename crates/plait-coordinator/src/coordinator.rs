@@ -23,8 +23,8 @@ use tokio::sync::Notify;
 
 use crate::{
     job::{
-        CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, LeaseError, RetryPolicy,
-        TaskTiming,
+        CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, JobSummary, LeaseError,
+        RetryPolicy, TaskTiming,
     },
     planning::{self, PlannerConfig},
     store::{Store, StoreError, StoreOp},
@@ -844,6 +844,10 @@ impl Coordinator {
         self.read_job(job, |j| j.status.clone())
     }
 
+    pub fn summary(&self, job: JobId) -> Result<JobSummary, CoordinatorError> {
+        self.read_job(job, |j| j.summary(Instant::now()))
+    }
+
     pub fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
         self.read_job(job, |j| j.progress(Instant::now()))
     }
@@ -854,10 +858,6 @@ impl Coordinator {
         job: JobId,
     ) -> Result<(Option<Prediction>, Option<Measured>), CoordinatorError> {
         self.read_job(job, |j| (j.prediction.clone(), j.measured(Instant::now())))
-    }
-
-    pub fn program_of(&self, job: JobId) -> Result<String, CoordinatorError> {
-        self.read_job(job, |j| j.program.digest.clone())
     }
 
     pub fn params(&self, job: JobId) -> Result<ProvingParams, CoordinatorError> {

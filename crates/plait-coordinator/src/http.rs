@@ -235,22 +235,17 @@ async fn submit_job(
 }
 
 fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResponse, ApiError> {
-    let progress = coordinator.progress(job_id)?;
-    let status = coordinator.status(job_id)?;
-    let (prediction, measured) = coordinator.prediction(job_id)?;
+    let job = coordinator.summary(job_id)?;
     Ok(JobStatusResponse {
         job_id,
-        program_sha256: coordinator.program_of(job_id)?,
-        state: status.name().into(),
-        failure: match status {
-            JobStatus::Failed(reason) => Some(reason),
-            _ => None,
-        },
-        phases: progress.phases,
-        elapsed_seconds: progress.elapsed_seconds,
-        segment_height: coordinator.params(job_id)?.segment_height,
-        prediction,
-        measured,
+        program_sha256: job.program_sha256,
+        state: job.state.into(),
+        failure: job.failure,
+        phases: job.progress.phases,
+        elapsed_seconds: job.progress.elapsed_seconds,
+        segment_height: job.segment_height,
+        prediction: job.prediction,
+        measured: job.measured,
     })
 }
 

@@ -95,6 +95,18 @@ pub struct TaskTiming {
     pub meta: TaskMeta,
 }
 
+/// What a job's status shows, taken in one read and without copying its final proof.
+#[derive(Clone, Debug)]
+pub struct JobSummary {
+    pub state: &'static str,
+    pub failure: Option<String>,
+    pub program_sha256: String,
+    pub segment_height: u32,
+    pub progress: JobProgress,
+    pub prediction: Option<Prediction>,
+    pub measured: Option<Measured>,
+}
+
 /// Done/total per phase, and elapsed time.
 #[derive(Clone, Debug, Serialize)]
 pub struct JobProgress {
@@ -420,6 +432,21 @@ impl Job {
             phases: self.graph.progress(),
             elapsed_seconds: self.elapsed_seconds(now),
             finished: !self.status.is_live(),
+        }
+    }
+
+    pub fn summary(&self, now: Instant) -> JobSummary {
+        JobSummary {
+            state: self.status.name(),
+            failure: match &self.status {
+                JobStatus::Failed(reason) => Some(reason.clone()),
+                _ => None,
+            },
+            program_sha256: self.program.digest.clone(),
+            segment_height: self.params.segment_height,
+            progress: self.progress(now),
+            prediction: self.prediction.clone(),
+            measured: self.measured(now),
         }
     }
 

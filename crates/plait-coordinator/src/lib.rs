@@ -15,6 +15,6 @@ pub mod planning;
 pub mod store;
 
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
-pub use job::{JobAction, JobEvent, JobProgress, JobStatus, TaskTiming};
+pub use job::{JobAction, JobEvent, JobProgress, JobStatus, JobSummary, TaskTiming};
 pub use planning::PlannerConfig;
 pub use store::Store;

@@ -35,10 +35,11 @@ pub struct ServeArgs {
     /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
-    /// Device profiles (`plait calibrate`) to predict each job's latency and work with and to
-    /// choose segment heights for jobs submitted with `--segment-size auto`. PROFILE: the pool
-    /// is as many workers of this kind as are asking for work; PROFILE:COUNT, repeatable: a
-    /// fixed pool. Default: this machine's calibrated profile, if there is one.
+    /// Device profiles (`plait calibrate`) for the planner, which predicts each job's latency
+    /// and work and chooses segment heights for `--segment-size auto`. It plans on the workers
+    /// asking for work, each with the profile it sends; PROFILE (repeatable) stands in for
+    /// workers that send none. PROFILE:COUNT entries plan for that fixed pool instead.
+    /// Default: this machine's calibrated profile, if there is one.
     #[arg(long, value_name = "PROFILE[:COUNT]")]
     plan_profile: Vec<String>,
     /// The segment heights `auto` chooses from.
