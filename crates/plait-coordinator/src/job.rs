@@ -47,6 +47,14 @@ impl JobStatus {
     pub fn is_live(&self) -> bool {
         matches!(self, Self::Running | Self::Paused)
     }
+
+    /// States after which the job's task proofs are never used again (a failed job may be
+    /// retried, so it is not among them): they are kept in the store only.
+    pub const DONE_WITH_TASK_PROOFS: [&'static str; 2] = ["succeeded", "cancelled"];
+
+    pub fn done_with_task_proofs(&self) -> bool {
+        Self::DONE_WITH_TASK_PROOFS.contains(&self.name())
+    }
 }
 
 /// A change its owner asks of a job.
@@ -354,9 +362,7 @@ impl Job {
             job: self.id,
             state: status.clone(),
         });
-        // An ended job's task proofs are never used again (a failed one may be retried, so
-        // it keeps them); they stay in the store, and memory is freed.
-        if matches!(status, JobStatus::Succeeded(_) | JobStatus::Cancelled) {
+        if status.done_with_task_proofs() {
             self.proofs = HashMap::new();
         }
         self.status = status;

@@ -104,8 +104,8 @@ pub struct StoredTask {
     pub attempts: u32,
     pub failures: u32,
     /// Once accepted: the proof and its timing (JSON). `load` leaves out the proofs of jobs
-    /// that ended (succeeded or cancelled): nothing needs them in memory any more, and
-    /// [`Store::task_proofs`] reads them when asked.
+    /// done with them ([`JobStatus::DONE_WITH_TASK_PROOFS`]): nothing needs them in memory any
+    /// more, and [`Store::task_proofs`] reads them when asked.
     pub accepted: Option<(Option<Vec<u8>>, String)>,
 }
 
@@ -388,12 +388,14 @@ impl Store {
                 },
             );
         }
-        for row in sqlx::query(
+        let done_states = JobStatus::DONE_WITH_TASK_PROOFS.map(|s| format!("'{s}'"));
+        for row in sqlx::query(&format!(
             "SELECT t.job_id, t.task_id, t.attempts, t.failures, \
-             CASE WHEN j.state IN ('succeeded', 'cancelled') THEN NULL ELSE t.proof END, \
+             CASE WHEN j.state IN ({}) THEN NULL ELSE t.proof END, \
              t.timing FROM tasks t JOIN jobs j ON j.id = t.job_id \
              ORDER BY t.job_id, t.task_id",
-        )
+            done_states.join(", ")
+        ))
         .fetch_all(&mut *conn)
         .await?
         {

@@ -556,12 +556,7 @@ fn plot(
 ) -> Result<()> {
     let mut series = Vec::new();
     for &size in sizes {
-        let sized = Pool {
-            profiles: pool.profiles.clone(),
-            workers: (0..size)
-                .map(|i| pool.workers[i % pool.workers.len()])
-                .collect(),
-        };
+        let sized = pool.resized(size);
         let mut points = Vec::new();
         for c in candidates {
             let job = SimJob {
