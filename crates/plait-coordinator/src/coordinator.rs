@@ -415,10 +415,11 @@ impl Coordinator {
             return (!configured.workers.is_empty()).then(|| configured.clone());
         }
         let recent = self.config.lease + self.config.claim_wait;
-        let seen = self.workers_seen.lock().expect("workers lock");
+        let mut seen = self.workers_seen.lock().expect("workers lock");
+        // Workers gone for a lease period are forgotten (ids of restarted workers differ).
+        seen.retain(|_, (at, _)| at.elapsed() <= recent);
         let mut live: Vec<(&String, &Option<DeviceProfile>)> = seen
             .iter()
-            .filter(|(_, (at, _))| at.elapsed() <= recent)
             .map(|(id, (_, profile))| (id, profile))
             .collect();
         live.sort_by_key(|(id, _)| *id);

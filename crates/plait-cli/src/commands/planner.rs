@@ -343,7 +343,12 @@ pub struct PlanArgs {
     json: bool,
 }
 
-fn read_profile(path: &Path, tree: AggTreeShape, backend: &BackendInfo) -> Result<DeviceProfile> {
+/// Reads a device profile and checks it was made for this Plait, `backend` and `tree`.
+pub fn read_profile(
+    path: &Path,
+    tree: AggTreeShape,
+    backend: &BackendInfo,
+) -> Result<DeviceProfile> {
     let bytes = std::fs::read(path).map_err(|e| {
         BadInput(format!(
             "cannot read device profile {}: {e}; run `plait calibrate` first",

@@ -11,8 +11,7 @@ use plait_prover::{
 };
 use plait_worker::WorkerConfig;
 
-use super::openvm_backend;
-use crate::exit::BadInput;
+use super::{openvm_backend, planner};
 
 #[derive(Args)]
 pub struct WorkerArgs {
@@ -40,19 +39,19 @@ pub struct WorkerArgs {
     profile: Option<std::path::PathBuf>,
 }
 
-/// The profile to advertise: the one named (it must be readable), or this machine's.
-fn device_profile(args: &WorkerArgs, cache: &Path) -> Result<Option<DeviceProfile>> {
-    let path = match &args.profile {
-        Some(path) => path.clone(),
-        None if args.dev => return Ok(None),
-        None => super::planner::default_profile_path(cache),
-    };
-    match std::fs::read(&path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).map_err(|e| {
-            BadInput(format!("{} is not a device profile: {e}", path.display()))
-        })?)),
-        Err(_) if args.profile.is_none() => Ok(None),
-        Err(e) => Err(BadInput(format!("cannot read {}: {e}", path.display())).into()),
+/// The profile to advertise: the one named (it must be readable and fit this worker's backend),
+/// or this machine's if it fits.
+fn device_profile(
+    args: &WorkerArgs,
+    backend: &dyn ProverBackend,
+    cache: &Path,
+) -> Result<Option<DeviceProfile>> {
+    let tree = plait_prover::ProvingParams::default().tree;
+    let info = backend.info();
+    match &args.profile {
+        Some(path) => planner::read_profile(path, tree, &info).map(Some),
+        None if args.dev => Ok(None),
+        None => Ok(planner::read_profile(&planner::default_profile_path(cache), tree, &info).ok()),
     }
 }
 
@@ -101,7 +100,7 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
     } else {
         openvm_backend(cache)
     };
-    let device_profile = device_profile(&args, cache)?;
+    let device_profile = device_profile(&args, backend.as_ref(), cache)?;
     let config = WorkerConfig {
         coordinator: args.coordinator,
         token: args.token,
