@@ -232,6 +232,23 @@ impl Server {
     }
 }
 
+/// The job's log shows `worker`'s lease expiring and none of its results accepted, and every
+/// task accepted exactly once (by someone else).
+fn assert_lease_lost(server: &Server, job: u64, worker: &str) {
+    let events = server.events(job);
+    assert!(
+        events.iter().any(|e| e.contains("lease expired")),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.contains(&format!("accepted from {worker}"))),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(server, job));
+}
+
 /// Counts "task-N (...) accepted" events per task; every task must appear exactly once.
 fn assert_each_task_accepted_once(events: &[String], tasks: usize) {
     let mut accepted: HashMap<String, usize> = HashMap::new();
@@ -328,16 +345,7 @@ fn a_frozen_worker_resumes_late_and_its_result_is_ignored() {
         );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let events = server.events(job);
-    assert!(
-        events.iter().any(|e| e.contains("lease expired")),
-        "{events:#?}"
-    );
-    assert!(
-        !events.iter().any(|e| e.contains("accepted from frozen")),
-        "{events:#?}"
-    );
-    assert_each_task_accepted_once(&events, task_count(&server, job));
+    assert_lease_lost(&server, job, "frozen");
 }
 
 #[test]
@@ -899,16 +907,7 @@ fn a_worker_cut_off_past_its_lease_loses_the_task_and_works_on_after() {
     server.wait_succeeded(job, Duration::from_secs(30));
     drop(rescuer);
     net.cut(false);
-    let events = server.events(job);
-    assert!(
-        events.iter().any(|e| e.contains("lease expired")),
-        "{events:#?}"
-    );
-    assert!(
-        !events.iter().any(|e| e.contains("accepted from flaky")),
-        "{events:#?}"
-    );
-    assert_each_task_accepted_once(&events, task_count(&server, job));
+    assert_lease_lost(&server, job, "flaky");
     // Back on the network, the worker proves the next job on its own.
     let next = server.submit("program", 40);
     server.wait_succeeded(next, Duration::from_secs(60));
