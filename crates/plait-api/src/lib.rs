@@ -69,10 +69,13 @@ pub struct TaskAssignment {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum Work {
+    /// Prove one segment, from the checkpoint `segment.checkpoint` names (fetched by job and
+    /// SHA-256), or, for a segment without one, by re-executing the program on `input`.
     ProveSegment {
         segment: SegmentSpec,
         is_last: bool,
-        input: ProgramInput,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        input: Option<ProgramInput>,
     },
     Aggregate {
         layer: AggLayer,
@@ -119,6 +122,8 @@ pub struct SubmitJobRequest {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitJobResponse {
     pub job_id: JobId,
+    /// Segments cut when the answer was sent: the job is stored before its program executes,
+    /// so this is usually 0 (see the job's status for execution progress).
     pub segments: usize,
     #[serde(default)]
     pub segment_height: u32,
@@ -146,6 +151,16 @@ pub struct JobStatusResponse {
     /// The same figures measured, once the job succeeded.
     #[serde(default)]
     pub measured: Option<Measured>,
+    /// Whether the program is still executing: segments (and the phases' totals) still grow.
+    #[serde(default)]
+    pub executing: bool,
+    /// Instructions the program executed so far (all segments once execution has ended).
+    #[serde(default)]
+    pub instructions: u64,
+    /// Instructions workers executed before their segments' starts to rebuild start states,
+    /// summed over accepted segment proofs (0 when every segment started from a checkpoint).
+    #[serde(default)]
+    pub reexecuted_instructions: u64,
 }
 
 /// One entry of `GET /v1/jobs/{job}/events`.

@@ -102,6 +102,7 @@ async fn main() -> Result<()> {
     let backend: Arc<dyn ProverBackend> = Arc::new(DevBackend {
         segment_delay: Duration::from_millis(args.task_ms),
         aggregate_delay: Duration::from_millis(args.task_ms),
+        execute_delay: Duration::ZERO,
         fault: None,
     });
     for i in 0..args.workers {

@@ -27,8 +27,9 @@ pub struct ParamArgs {
     /// Smaller cuts the execution into more, cheaper segments. Each height has its own keys.
     #[arg(long, default_value_t = 20)]
     pub segment_height: u32,
-    /// Execution fails past this many guest instructions.
-    #[arg(long, default_value_t = 1 << 32)]
+    /// Execution fails past this many guest instructions (default 2^36, room for a
+    /// 10,000-segment job).
+    #[arg(long, default_value_t = plait_prover::DEFAULT_MAX_INSTRUCTIONS)]
     pub max_instructions: u64,
     /// Segment proofs joined by one leaf node (OpenVM allows 1 to 4).
     #[arg(long, default_value_t = 4)]

@@ -14,9 +14,10 @@ use std::{
     sync::OnceLock,
 };
 
-use plait_core::{AggLayer, SegmentPlan};
+use plait_core::{AggLayer, JobId, SegmentPlan};
 use plait_prover::{
-    openvm::OpenVmBackend, ProgramImage, ProofBlob, ProverBackend, ProvingParams, Verdict,
+    openvm::OpenVmBackend, ProgramImage, ProofBlob, ProverBackend, ProvingParams, SegmentStart,
+    Verdict,
 };
 
 const SEGMENT_HEIGHT: u32 = 19;
@@ -138,7 +139,7 @@ fn fixture() -> &'static Fixture {
         let stdout = String::from_utf8_lossy(&out.stdout);
         eprintln!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "plait submit --wait succeeds");
-        assert!(stdout.contains("job-1 submitted: 3 segments"), "{stdout}");
+        assert!(stdout.contains("job-1 submitted"), "{stdout}");
         drop(processes);
 
         let (snapshot, stored_proofs) = tokio::runtime::Runtime::new()
@@ -152,6 +153,25 @@ fn fixture() -> &'static Fixture {
             .unwrap();
         let job = &snapshot.jobs[0];
         let plan: SegmentPlan = serde_json::from_str(&job.record.plan_json).unwrap();
+        // Every segment was proven from its checkpoint: nothing before it was executed again.
+        for segment in &plan.segments {
+            let timing = &job.tasks[&plait_core::TaskId(segment.index)]
+                .accepted
+                .as_ref()
+                .unwrap()
+                .1;
+            let timing: serde_json::Value = serde_json::from_str(timing).unwrap();
+            assert!(
+                segment.checkpoint.is_some(),
+                "segment {} has a checkpoint",
+                segment.index
+            );
+            assert_eq!(
+                timing["meta"]["reexecuted_instructions"], 0,
+                "segment {} re-executed nothing: {timing}",
+                segment.index
+            );
+        }
         // A finished job's proofs stay in the store but are not loaded with it.
         assert!(job
             .tasks
@@ -266,13 +286,14 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
 
     // Control: each proof is accepted for its own segment.
     for (i, p) in [&p0, &p1, &p2].into_iter().enumerate() {
+        let ending = (i == 2).then_some(plan.public_values.as_slice());
         assert_eq!(
-            backend.check_segment_proof(&program, &params, plan, &s[i], p),
+            backend.check_segment_proof(&program, &params, &s[i], ending, p),
             Verdict::Accepted
         );
     }
     // A valid proof of the wrong segment.
-    let wrong = backend.check_segment_proof(&program, &params, plan, &s[0], &p1);
+    let wrong = backend.check_segment_proof(&program, &params, &s[0], None, &p1);
     assert!(matches!(wrong, Verdict::Rejected { .. }), "{wrong:?}");
 
     // Reordered: the leaf either fails to prove or its proof does not cover segments 0..3.
@@ -280,8 +301,15 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     match backend.aggregate(&params, AggLayer::Leaf, &reordered) {
         Err(e) => eprintln!("reordered leaf refused by the prover: {e}"),
         Ok(leaf) => {
-            let verdict =
-                backend.check_aggregate_proof(&program, &params, plan, AggLayer::Leaf, s, &leaf);
+            let verdict = backend.check_aggregate_proof(
+                &program,
+                &params,
+                AggLayer::Leaf,
+                &s[0],
+                &s[2],
+                true,
+                &leaf,
+            );
             assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
         }
     }
@@ -289,11 +317,102 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     match backend.aggregate(&params, AggLayer::Leaf, &[p1, p2]) {
         Err(e) => eprintln!("leaf without segment 0 refused by the prover: {e}"),
         Ok(leaf) => {
-            let verdict =
-                backend.check_aggregate_proof(&program, &params, plan, AggLayer::Leaf, s, &leaf);
+            let verdict = backend.check_aggregate_proof(
+                &program,
+                &params,
+                AggLayer::Leaf,
+                &s[0],
+                &s[2],
+                true,
+                &leaf,
+            );
             assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
         }
     }
+}
+
+/// Checkpoints: a worker proves a segment only from the start state of exactly that segment of
+/// exactly that job. (A proof made from any other start state is rejected by the gate: see the
+/// wrong-segment case above, whose start boundary differs from the plan's.)
+#[test]
+fn checkpoints_of_another_segment_or_job_or_altered_are_refused() {
+    let f = fixture();
+    let program = ProgramImage::new(std::fs::read(&f.fib_elf).unwrap());
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        ..Default::default()
+    };
+    let backend = OpenVmBackend::new(cache_dir());
+    let blob_dir = f.dir.path().join("store.sqlite.blobs/job-1");
+    let stored = |i: usize| {
+        let digest = f.plan.segments[i].checkpoint.as_deref().unwrap();
+        std::fs::read(blob_dir.join(digest)).unwrap()
+    };
+    // The same execution checkpointed for another job: same states, another owner.
+    let input = plait_core::ProgramInput {
+        items: vec![FIB_N.to_le_bytes().to_vec()],
+    };
+    let mut other_job = Vec::new();
+    let replanned = backend
+        .execute_streaming(&program, &input, &params, Some(JobId(2)), &mut |cut| {
+            other_job.push(cut.checkpoint.unwrap());
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(replanned.segments.len(), f.plan.segments.len());
+    for (a, b) in replanned.segments.iter().zip(&f.plan.segments) {
+        assert_eq!(
+            a.backend_hint, b.backend_hint,
+            "boundaries are deterministic"
+        );
+    }
+    let mut altered = stored(1);
+    let middle = altered.len() / 2;
+    altered[middle] ^= 1;
+    let cases: [(&str, &[u8], u64); 3] = [
+        ("another segment's", &stored(2), 1),
+        ("another job's", &other_job[1], 1),
+        ("altered", &altered, 1),
+    ];
+    for (what, bytes, job) in cases {
+        let start = SegmentStart::Checkpoint {
+            job: JobId(job),
+            bytes,
+        };
+        let err = backend
+            .prove_segment(&program, &params, &f.plan.segments[1], false, start)
+            .expect_err(what)
+            .to_string();
+        eprintln!("{what} checkpoint: {err}");
+        assert!(err.contains("checkpoint refused"), "{what}: {err}");
+    }
+}
+
+/// The planner's incremental boundaries equal a full rebuild of the memory tree at every
+/// boundary, over 26 segments of a longer run (the fixture's 3 segments are checked by their
+/// proofs).
+#[test]
+fn incremental_boundaries_equal_a_full_rebuild() {
+    let program = ProgramImage::new(std::fs::read(guest_elf("fib")).unwrap());
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        ..Default::default()
+    };
+    let input = plait_core::ProgramInput {
+        items: vec![1_500_000u64.to_le_bytes().to_vec()],
+    };
+    let backend = OpenVmBackend::new(cache_dir());
+    let plan = backend.execute(&program, &input, &params).unwrap();
+    assert_eq!(plan.segments.len(), 26);
+    let mismatch = plait_prover::openvm::first_boundary_mismatch(
+        &cache_dir(),
+        &program,
+        &input,
+        SEGMENT_HEIGHT,
+        &plan,
+    )
+    .unwrap();
+    assert_eq!(mismatch, None, "boundaries of segment {mismatch:?} differ");
 }
 
 #[test]

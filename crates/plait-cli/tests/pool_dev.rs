@@ -507,6 +507,64 @@ fn coordinator_restart(store: Option<String>) {
     );
 }
 
+/// Segments are proven while the program still executes: submission answers at once, status
+/// shows execution advancing, and a coordinator killed mid-execution resumes the job without
+/// cutting any segment twice (each is stored once, under a primary key) or proving any task
+/// twice.
+#[test]
+fn a_coordinator_killed_while_executing_resumes_and_cuts_each_segment_once() {
+    // 40 dev segments of 8 instructions, 100 ms of execution each: 4 s of execution.
+    let mut server = spawn_server(&[], &["--dev", "--dev-execute-ms", "100"], &[], None);
+    let _workers: Vec<Worker> = (0..2)
+        .map(|i| server.worker(&format!("w{i}"), &["--dev-segment-ms", "20"]))
+        .collect();
+    let submitted = Instant::now();
+    let job = server.submit("long", 320);
+    assert!(
+        submitted.elapsed() < Duration::from_secs(2),
+        "submission waits for execution"
+    );
+    let mut seen = Vec::new();
+    server.wait_for(
+        "segments proven while executing",
+        Duration::from_secs(20),
+        || {
+            let status = server.status(job);
+            assert_eq!(status["executing"], true, "{status}");
+            seen.push(status["instructions"].as_u64().unwrap());
+            let proven = status["phases"][0][1].as_u64().unwrap();
+            proven >= 5
+        },
+    );
+    assert!(
+        seen.windows(2).all(|w| w[0] <= w[1]) && seen.last() > seen.first(),
+        "execution advances: {seen:?}"
+    );
+    server.kill_and_restart();
+    server.wait_succeeded(job, Duration::from_secs(60));
+    let status = server.status(job);
+    assert_eq!(
+        status["phases"][0],
+        serde_json::json!(["segments", 40, 40]),
+        "{status}"
+    );
+    assert_eq!(status["instructions"], 320, "{status}");
+    let events = server.events(job);
+    let resumed: u64 = events
+        .iter()
+        .find_map(|e| e.strip_prefix("execution was interrupted by the restart after "))
+        .and_then(|e| e.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert!((5..40).contains(&resumed), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("execution done: 40 segments")),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(&server, job));
+}
+
 #[test]
 fn a_killed_coordinator_restarts_on_sqlite_and_finishes_its_jobs() {
     coordinator_restart(None);
@@ -687,7 +745,6 @@ fn auto_segment_size_follows_the_goal_and_jobs_show_predicted_and_measured() {
         &["--segment-size", "auto", "--goal", "latency"],
     );
     assert_eq!(fast["segment-height"], 2, "{fast}");
-    assert_eq!(fast["segments"], 16, "{fast}");
     let cheap = server.submit_cli(&program, 64, &["--segment-size", "auto", "--goal", "cost"]);
     assert_eq!(cheap["segment-height"], 4, "{cheap}");
     // An explicit height is kept, and still predicted.
@@ -695,7 +752,18 @@ fn auto_segment_size_follows_the_goal_and_jobs_show_predicted_and_measured() {
     assert_eq!(fixed["segment-height"], 3, "{fixed}");
 
     let id = |v: &Value| v["job-id"].as_u64().unwrap();
+    // Jobs answer before they execute; a job without `auto` is predicted once it has.
+    for job in [&fast, &cheap, &fixed] {
+        server.wait_for("execution", Duration::from_secs(20), || {
+            server.status(id(job))["executing"] == false
+        });
+    }
     let status = server.status(id(&fast));
+    assert_eq!(
+        status["phases"][0],
+        serde_json::json!(["segments", 0, 16]),
+        "{status}"
+    );
     let prediction = &status["prediction"];
     assert_eq!(prediction["goal"], "latency", "{status}");
     assert_eq!(prediction["workers"], 16, "{status}");

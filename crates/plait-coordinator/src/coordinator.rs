@@ -14,10 +14,11 @@ use plait_core::{
     cost::DeviceProfile,
     planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
     sim::SimConfig,
-    AggLayer, JobId, ProgramInput, SegmentPlan, TaskGraph, TaskId,
+    AggLayer, JobId, ProgramInput, SegmentPlan, TaskId,
 };
 use plait_prover::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams, Verdict,
+    BackendError, BackendInfo, CutSegment, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
+    Verdict,
 };
 use tokio::sync::Notify;
 
@@ -77,6 +78,8 @@ pub enum CoordinatorError {
     UnknownJob(JobId),
     #[error("{0} of {1} does not exist")]
     UnknownTask(TaskId, JobId),
+    #[error("{0} has no checkpoint {1}")]
+    UnknownCheckpoint(JobId, String),
     #[error(
         "{task} attempt {attempt} of {job} is not the current lease (expired or already done)"
     )]
@@ -97,6 +100,8 @@ pub enum CoordinatorError {
     InvalidState(String),
     #[error("cannot choose a segment height: {0}")]
     CannotPlan(String),
+    #[error("the coordinator was halted")]
+    Halted,
 }
 
 pub struct Coordinator {
@@ -124,6 +129,8 @@ pub struct Coordinator {
     work_available: Notify,
     /// Woken whenever any job changes.
     job_changed: Notify,
+    /// Set by [`Self::halt`]: nothing more is written, and executions stop.
+    halted: std::sync::atomic::AtomicBool,
 }
 
 impl Coordinator {
@@ -200,8 +207,46 @@ impl Coordinator {
             next_job: AtomicU64::new(next_job),
             work_available: Notify::new(),
             job_changed: Notify::new(),
+            halted: false.into(),
         });
         this.flush().await?;
+        // Jobs whose execution a restart interrupted execute again; the segments stored before
+        // are checked, not added twice.
+        let interrupted: Vec<_> = this
+            .jobs
+            .lock()
+            .expect("jobs lock")
+            .values()
+            .filter(|j| j.executing && j.status.is_live())
+            .map(|j| {
+                (
+                    j.id,
+                    j.program.clone(),
+                    j.input.clone(),
+                    j.params,
+                    j.segments.len(),
+                )
+            })
+            .collect();
+        for (id, program, input, params, done) in interrupted {
+            this.with_job(
+                id,
+                |j| {
+                    j.log(
+                        Instant::now(),
+                        format!(
+                            "execution was interrupted by the restart after {done} segments; \
+                             executing again, checking those against the stored ones"
+                        ),
+                    );
+                    Ok(())
+                },
+                TaskId(0),
+                0,
+            )?;
+            this.flush().await?;
+            this.spawn_execution(id, program, input, params, done);
+        }
         for job in to_finalize {
             let this = this.clone();
             tokio::spawn(async move {
@@ -218,6 +263,9 @@ impl Coordinator {
     /// is not.
     async fn flush(&self) -> Result<(), CoordinatorError> {
         let _writer = self.writer.lock().await;
+        if self.halted.load(Ordering::SeqCst) {
+            return Err(CoordinatorError::Halted);
+        }
         let ops = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         if let Err(e) = self.store.apply(&ops).await {
             let mut outbox = self.outbox.lock().expect("outbox lock");
@@ -235,6 +283,12 @@ impl Coordinator {
         if !ops.is_empty() {
             self.outbox.lock().expect("outbox lock").extend(ops);
         }
+    }
+
+    /// Stops this coordinator as abruptly as `kill -9` would, for tests of restarts: it writes
+    /// nothing more to its store, and its executions stop at their next segment.
+    pub fn halt(&self) {
+        self.halted.store(true, Ordering::SeqCst);
     }
 
     pub fn store(&self) -> &Store {
@@ -264,9 +318,10 @@ impl Coordinator {
             .map_err(Into::into)
     }
 
-    /// Executes the program, plans its segments and aggregation tree, and queues the job.
+    /// Stores the job and starts executing its program; answers once the job is stored, while
+    /// execution goes on (see [`Self::submit`]).
     pub async fn submit_job(
-        &self,
+        self: &Arc<Self>,
         program: ProgramImage,
         input: ProgramInput,
         params: ProvingParams,
@@ -274,136 +329,233 @@ impl Coordinator {
         self.submit(program, input, params, None).await
     }
 
-    /// Like [`Self::submit_job`]; with `auto`, the planner chooses the segment height for that
-    /// goal (ignoring `params.segment_height`) by executing the program at each candidate
-    /// height and simulating each on the pool.
+    /// Stores the job and answers; its program then executes in the background, and each
+    /// segment becomes a ready task (with its start-state checkpoint stored) as soon as
+    /// execution has passed its end. A guest that fails fails its job with the reason.
+    ///
+    /// With `auto`, the planner first chooses the segment height for that goal (ignoring
+    /// `params.segment_height`) by executing the program at each candidate height and
+    /// simulating each on the pool; the job is stored after that choice.
     pub async fn submit(
-        &self,
+        self: &Arc<Self>,
         program: ProgramImage,
         input: ProgramInput,
         mut params: ProvingParams,
         auto: Option<Goal>,
     ) -> Result<JobId, CoordinatorError> {
-        // When the job's clock starts: once its keys exist.
-        let received: (Instant, i64);
-        let (plan, prediction) = match auto {
+        // Keys first, so that a keygen (minutes, once) is not timed as part of the job.
+        let chosen = match auto {
             None => {
-                // Keys first, so that a keygen (minutes, once) is not timed as execution.
                 self.prepare_keys(params).await?;
-                received = (Instant::now(), unix_ms());
-                let plan = self.execute(&program, &input, params).await?;
-                let pool = self
-                    .config
-                    .planner
-                    .as_ref()
-                    .and_then(|p| self.planning_pool(p));
-                let prediction = match pool {
-                    Some(pool) => {
-                        let sim = SimConfig {
-                            execution_seconds: received.0.elapsed().as_secs_f64(),
-                            ..SimConfig::default()
-                        };
-                        let candidate =
-                            evaluate(&plan, params.segment_height, params.tree, &pool, sim)?;
-                        Prediction::of(&candidate, &pool)
-                    }
-                    None => None,
-                };
-                (plan, prediction)
+                None
             }
             Some(goal) => {
-                let no_profile = || {
-                    CoordinatorError::CannotPlan(
-                        "no device profile: neither this coordinator nor its live workers have \
-                         one (run `plait calibrate`, then start the coordinator or the workers \
-                         with it), or give a segment height"
-                            .into(),
-                    )
-                };
-                let planner = self.config.planner.as_ref().ok_or_else(no_profile)?;
-                let pool = self.planning_pool(planner).ok_or_else(no_profile)?;
-                for &height in &planner.heights {
-                    self.prepare_keys(ProvingParams {
-                        segment_height: height,
-                        ..params
-                    })
-                    .await?;
-                }
-                received = (Instant::now(), unix_ms());
-                let (candidates, mut plans): (Vec<_>, Vec<_>) = planning::candidates(
-                    self.backend.clone(),
-                    &program,
-                    &input,
-                    params,
-                    &planner.heights,
-                    &pool,
-                    SimConfig::default(),
-                )
-                .await?
-                .into_iter()
-                .unzip();
-                let (best, reason) = recommend(&candidates, goal)
-                    .map_err(|e| CoordinatorError::CannotPlan(e.to_string()))?;
-                params.segment_height = candidates[best].segment_height;
-                // The job starts after executing at every candidate height, not just its own.
-                let executions: f64 = candidates.iter().map(|c| c.execution_seconds).sum();
-                let prediction = Prediction::of(&candidates[best], &pool).map(|p| Prediction {
-                    goal: Some(goal),
-                    reason: Some(reason),
-                    latency_seconds: p.latency_seconds + executions
-                        - candidates[best].execution_seconds,
-                    ..p
-                });
-                (plans.swap_remove(best), prediction)
+                let (height, prediction) =
+                    self.choose_height(&program, &input, params, goal).await?;
+                params.segment_height = height;
+                Some(prediction)
             }
         };
-        let graph = TaskGraph::new(plan.segments.len() as u32, params.tree)?;
-        self.remember_program(&program);
         let id = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
-        let mut job = Job::new(
-            id,
-            program,
-            input,
-            params,
-            plan,
-            graph,
-            prediction.clone(),
-            received.0,
-            received.1,
-        );
         let now = Instant::now();
-        if let Some(p) = &prediction {
-            if let (Some(goal), Some(reason)) = (p.goal, &p.reason) {
-                job.log(now, format!("segment height chosen for {goal}: {reason}"));
-            }
-            job.log(
-                now,
-                format!(
-                    "predicted on {} worker(s): T {:.0} s, L {:.0} s of proving",
-                    p.workers, p.latency_seconds, p.work_seconds
-                ),
-            );
+        let mut job = Job::new(id, program.clone(), input.clone(), params, now, unix_ms())?;
+        if let Some(Some(prediction)) = chosen {
+            job.set_prediction(prediction, now);
         }
+        self.remember_program(&program);
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             self.collect_writes(&mut job);
             jobs.insert(id, job);
         }
         self.flush().await?;
-        self.work_available.notify_waiters();
+        self.spawn_execution(id, program, input, params, 0);
         self.job_changed.notify_waiters();
         Ok(id)
     }
 
-    async fn execute(
+    /// Chooses the segment height for `goal` by executing at each candidate height and
+    /// simulating each plan on the pool; returns it with its prediction.
+    async fn choose_height(
         &self,
         program: &ProgramImage,
         input: &ProgramInput,
         params: ProvingParams,
+        goal: Goal,
+    ) -> Result<(u32, Option<Prediction>), CoordinatorError> {
+        let no_profile = || {
+            CoordinatorError::CannotPlan(
+                "no device profile: neither this coordinator nor its live workers have one \
+                 (run `plait calibrate`, then start the coordinator or the workers with it), or \
+                 give a segment height"
+                    .into(),
+            )
+        };
+        let planner = self.config.planner.as_ref().ok_or_else(no_profile)?;
+        let pool = self.planning_pool(planner).ok_or_else(no_profile)?;
+        for &height in &planner.heights {
+            self.prepare_keys(ProvingParams {
+                segment_height: height,
+                ..params
+            })
+            .await?;
+        }
+        let candidates: Vec<_> = planning::candidates(
+            self.backend.clone(),
+            program,
+            input,
+            params,
+            &planner.heights,
+            &pool,
+            SimConfig::default(),
+        )
+        .await?
+        .into_iter()
+        .map(|(candidate, _plan)| candidate)
+        .collect();
+        let (best, reason) = recommend(&candidates, goal)
+            .map_err(|e| CoordinatorError::CannotPlan(e.to_string()))?;
+        // The job waits for the executions at every candidate height, not just its own.
+        let executions: f64 = candidates.iter().map(|c| c.execution_seconds).sum();
+        let prediction = Prediction::of(&candidates[best], &pool).map(|p| Prediction {
+            goal: Some(goal),
+            reason: Some(reason),
+            latency_seconds: p.latency_seconds + executions - candidates[best].execution_seconds,
+            ..p
+        });
+        Ok((candidates[best].segment_height, prediction))
+    }
+
+    /// Executes job `id`'s program in the background, skipping the first `skip` segments
+    /// (already stored before a restart).
+    fn spawn_execution(
+        self: &Arc<Self>,
+        id: JobId,
+        program: ProgramImage,
+        input: ProgramInput,
+        params: ProvingParams,
+        skip: usize,
+    ) {
+        let this = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let outcome = this.execute_job(id, program, input, params, skip).await;
+            let now = Instant::now();
+            {
+                let mut jobs = this.jobs.lock().expect("jobs lock");
+                let Some(job) = jobs.get_mut(&id) else { return };
+                match &outcome {
+                    Ok(plan) => {
+                        // With the whole plan known, predict the job on the pool it has.
+                        let pool = this
+                            .config
+                            .planner
+                            .as_ref()
+                            .and_then(|p| this.planning_pool(p));
+                        if let (Some(pool), None) = (pool, &job.prediction) {
+                            let sim = SimConfig {
+                                execution_seconds: started.elapsed().as_secs_f64(),
+                                ..SimConfig::default()
+                            };
+                            match evaluate(plan, params.segment_height, params.tree, &pool, sim) {
+                                Ok(candidate) => {
+                                    if let Some(p) = Prediction::of(&candidate, &pool) {
+                                        job.set_prediction(p, now);
+                                    }
+                                }
+                                Err(e) => job.log(now, format!("no prediction: {e}")),
+                            }
+                        }
+                    }
+                    // A job cancelled (or ended) while executing stops its execution; that
+                    // is not a failure.
+                    Err(_) if !job.status.is_live() => {}
+                    Err(e) => job.execution_failed(&e.to_string(), now),
+                }
+                this.collect_writes(job);
+            }
+            if let Err(e) = this.flush().await {
+                tracing::error!(job_id = %id, "storing the end of execution: {e}");
+            }
+            this.work_available.notify_waiters();
+            this.job_changed.notify_waiters();
+        });
+    }
+
+    /// Executes the program for job `id`: stores each segment's checkpoint, then adds the
+    /// segment to the job, as execution cuts it.
+    async fn execute_job(
+        self: &Arc<Self>,
+        id: JobId,
+        program: ProgramImage,
+        input: ProgramInput,
+        params: ProvingParams,
+        skip: usize,
     ) -> Result<SegmentPlan, CoordinatorError> {
         let backend = self.backend.clone();
-        let (p, i) = (program.clone(), input.clone());
-        Ok(blocking(move || backend.execute(&p, &i, &params)).await??)
+        let this = self.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let plan = blocking(move || {
+            backend.execute_streaming(&program, &input, &params, Some(id), &mut |cut| {
+                runtime.block_on(this.segment_cut(id, cut, skip))
+            })
+        })
+        .await??;
+        Ok(plan)
+    }
+
+    /// Takes one segment from execution: stores its checkpoint, then adds it to the job (its
+    /// task is then ready). An error stops execution: the job is gone or no longer live, or a
+    /// segment re-cut after a restart differs from the one stored.
+    async fn segment_cut(
+        &self,
+        id: JobId,
+        cut: CutSegment,
+        skip: usize,
+    ) -> Result<(), BackendError> {
+        let index = cut.spec.index as usize;
+        let stop = |why: String| BackendError::Stopped(why);
+        if self.halted.load(Ordering::SeqCst) {
+            return Err(stop("the coordinator was halted".into()));
+        }
+        if index < skip {
+            // Cut before the restart: it must be the segment stored then.
+            let same = self
+                .read_job(id, |j| j.segments.get(index) == Some(&cut.spec))
+                .map_err(|e| stop(e.to_string()))?;
+            return if same {
+                Ok(())
+            } else {
+                Err(stop(format!(
+                    "after the restart, execution cut segment {index} differently from before"
+                )))
+            };
+        }
+        if let Some(bytes) = &cut.checkpoint {
+            self.store
+                .put_blob(id, bytes)
+                .await
+                .map_err(|e| stop(format!("storing the checkpoint of segment {index}: {e}")))?;
+        }
+        {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            let job = jobs
+                .get_mut(&id)
+                .ok_or_else(|| stop(format!("{id} no longer exists")))?;
+            if !job.status.is_live() {
+                return Err(stop(format!("{id} is {}", job.status.name())));
+            }
+            let added = job.add_segment(cut.spec, cut.ending, Instant::now());
+            self.collect_writes(job);
+            added.map_err(stop)?;
+        }
+        // The segment is durable before any worker can be handed it.
+        self.flush()
+            .await
+            .map_err(|e| stop(format!("storing segment {index}: {e}")))?;
+        self.work_available.notify_waiters();
+        self.job_changed.notify_waiters();
+        Ok(())
     }
 
     /// The pool to plan for: the configured one if it is fixed; otherwise one worker per live
@@ -581,6 +733,14 @@ impl Coordinator {
             .cloned()
     }
 
+    /// The start-state checkpoint of one of the job's segments, by its SHA-256.
+    pub async fn checkpoint(&self, job: JobId, sha256: &str) -> Result<Vec<u8>, CoordinatorError> {
+        self.read_job(job, |_| ())?;
+        self.store.blob(job, sha256).await?.ok_or_else(|| {
+            CoordinatorError::UnknownCheckpoint(job, sha256.chars().take(64).collect())
+        })
+    }
+
     pub fn accepted_proof(&self, job: JobId, task: TaskId) -> Result<ProofBlob, CoordinatorError> {
         self.read_job(job, |j| j.proof(task).cloned())?
             .ok_or(CoordinatorError::UnknownTask(task, job))
@@ -675,18 +835,12 @@ impl Coordinator {
         proof: ProofBlob,
         meta: TaskMeta,
     ) -> Result<Verdict, CoordinatorError> {
-        let (target, program, params, plan, worker) = self.with_job(
+        let (target, program, params, worker) = self.with_job(
             job,
             |j| {
                 let target = j.check_target(task, attempt)?;
                 let worker = j.lease_holder(task).unwrap_or_default();
-                Ok((
-                    target,
-                    j.program.clone(),
-                    j.params,
-                    Arc::clone(&j.plan),
-                    worker,
-                ))
+                Ok((target, j.program.clone(), j.params, worker))
             },
             task,
             attempt,
@@ -694,12 +848,23 @@ impl Coordinator {
         let backend = self.backend.clone();
         let checked = proof.clone();
         let verdict = blocking(move || match &target {
-            CheckTarget::Segment { segment } => {
-                backend.check_segment_proof(&program, &params, &plan, segment, &checked)
+            CheckTarget::Segment { segment, ending } => {
+                backend.check_segment_proof(&program, &params, segment, ending.as_deref(), &checked)
             }
-            CheckTarget::Node { layer, covered } => {
-                backend.check_aggregate_proof(&program, &params, &plan, *layer, covered, &checked)
-            }
+            CheckTarget::Node {
+                layer,
+                first,
+                last,
+                ends_execution,
+            } => backend.check_aggregate_proof(
+                &program,
+                &params,
+                *layer,
+                first,
+                last,
+                *ends_execution,
+                &checked,
+            ),
         })
         .await?;
         let root_done = match &verdict {
@@ -865,8 +1030,12 @@ impl Coordinator {
         self.read_job(job, |j| j.params)
     }
 
+    /// The segments cut so far, and the public values once execution has ended.
     pub fn plan(&self, job: JobId) -> Result<plait_core::SegmentPlan, CoordinatorError> {
-        self.read_job(job, |j| j.plan.as_ref().clone())
+        self.read_job(job, |j| plait_core::SegmentPlan {
+            segments: j.segments.clone(),
+            public_values: j.public_values.clone().unwrap_or_default(),
+        })
     }
 
     pub fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {

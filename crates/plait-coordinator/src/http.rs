@@ -54,6 +54,9 @@ impl From<CoordinatorError> for ApiError {
         let (status, code) = match &e {
             CoordinatorError::UnknownJob(_) => (StatusCode::NOT_FOUND, "unknown-job"),
             CoordinatorError::UnknownTask(..) => (StatusCode::NOT_FOUND, "unknown-task"),
+            CoordinatorError::UnknownCheckpoint(..) => {
+                (StatusCode::NOT_FOUND, "unknown-checkpoint")
+            }
             CoordinatorError::StaleLease { .. } => (StatusCode::CONFLICT, "stale-lease"),
             CoordinatorError::IncompatibleWorker { .. } => {
                 (StatusCode::CONFLICT, "incompatible-worker")
@@ -65,7 +68,9 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid-job")
             }
             CoordinatorError::WorkerBanned { .. } => (StatusCode::FORBIDDEN, "worker-banned"),
-            CoordinatorError::Panicked(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+            CoordinatorError::Panicked(_) | CoordinatorError::Halted => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal")
+            }
             CoordinatorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
             CoordinatorError::InvalidState(_) => (StatusCode::CONFLICT, "invalid-state"),
             CoordinatorError::CannotPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cannot-plan"),
@@ -80,6 +85,7 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         .route("/claim", post(claim))
         .route("/programs/{sha256}", get(program))
         .route("/jobs/{job}/tasks/{task}/proof", get(proof))
+        .route("/jobs/{job}/checkpoints/{sha256}", get(checkpoint))
         .route(
             "/jobs/{job}/tasks/{task}/attempts/{attempt}/heartbeat",
             post(heartbeat),
@@ -246,6 +252,9 @@ fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResp
         segment_height: job.segment_height,
         prediction: job.prediction,
         measured: job.measured,
+        executing: job.progress.executing,
+        instructions: job.instructions,
+        reexecuted_instructions: job.reexecuted_instructions,
     })
 }
 
@@ -350,6 +359,13 @@ async fn proof(
     Path((job, task)): Path<(u64, u32)>,
 ) -> Result<Vec<u8>, ApiError> {
     Ok(coordinator.accepted_proof(JobId(job), TaskId(task))?.0)
+}
+
+async fn checkpoint(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path((job, sha256)): Path<(u64, String)>,
+) -> Result<Vec<u8>, ApiError> {
+    Ok(coordinator.checkpoint(JobId(job), &sha256).await?)
 }
 
 async fn heartbeat(

@@ -1,10 +1,10 @@
-//! One job's state: its plan, task graph, leases and accepted proofs. Plain data with
+//! One job's state: its segments (growing while the program executes), task graph, leases and
+//! accepted proofs. Plain data with
 //! synchronous methods; the coordinator holds it under a lock and does all slow work (proof
 //! checks, finalization) outside it.
 
 use std::{
     collections::HashMap,
-    sync::Arc,
     time::{Duration, Instant},
 };
 
@@ -113,6 +113,10 @@ pub struct JobSummary {
     pub progress: JobProgress,
     pub prediction: Option<Prediction>,
     pub measured: Option<Measured>,
+    /// Instructions the program executed.
+    pub instructions: u64,
+    /// Instructions workers re-executed to reach their segments' starts (accepted segments).
+    pub reexecuted_instructions: u64,
 }
 
 /// Done/total per phase, and elapsed time.
@@ -121,6 +125,8 @@ pub struct JobProgress {
     pub phases: Vec<(String, usize, usize)>,
     pub elapsed_seconds: f64,
     pub finished: bool,
+    /// Whether the program is still executing (segments, and so totals, still grow).
+    pub executing: bool,
 }
 
 struct Lease {
@@ -135,10 +141,15 @@ struct Lease {
 pub(crate) enum CheckTarget {
     Segment {
         segment: SegmentSpec,
+        /// The public values, when this is the execution's last segment.
+        ending: Option<Vec<u8>>,
     },
     Node {
         layer: plait_core::AggLayer,
-        covered: Vec<SegmentSpec>,
+        /// The first and last segments the node covers.
+        first: SegmentSpec,
+        last: SegmentSpec,
+        ends_execution: bool,
     },
 }
 
@@ -147,8 +158,12 @@ pub(crate) struct Job {
     pub program: ProgramImage,
     pub input: ProgramInput,
     pub params: ProvingParams,
-    /// Shared, not copied: every result check reads it.
-    pub plan: Arc<SegmentPlan>,
+    /// The segments cut so far, in order.
+    pub segments: Vec<SegmentSpec>,
+    /// The public values the program revealed, once its execution has ended.
+    pub public_values: Option<Vec<u8>>,
+    /// Whether the program is still executing (segments are still being cut).
+    pub executing: bool,
     pub status: JobStatus,
     pub submitted: Instant,
     pub submitted_unix_ms: i64,
@@ -194,28 +209,29 @@ pub(crate) enum LeaseError {
 }
 
 impl Job {
+    /// A job whose program has yet to execute: its segments arrive through
+    /// [`Self::add_segment`].
     pub fn new(
         id: JobId,
         program: ProgramImage,
         input: ProgramInput,
         params: ProvingParams,
-        plan: SegmentPlan,
-        graph: TaskGraph,
-        prediction: Option<Prediction>,
         now: Instant,
         now_unix_ms: i64,
-    ) -> Self {
+    ) -> Result<Self, plait_core::TreeShapeError> {
         let mut job = Self {
             id,
             program,
             input,
             params,
-            plan: Arc::new(plan),
+            segments: Vec::new(),
+            public_values: None,
+            executing: true,
             status: JobStatus::Running,
             submitted: now,
             submitted_unix_ms: now_unix_ms,
-            prediction,
-            graph,
+            prediction: None,
+            graph: TaskGraph::open(params.tree)?,
             proofs: HashMap::new(),
             leases: HashMap::new(),
             attempts: HashMap::new(),
@@ -228,17 +244,113 @@ impl Job {
         };
         let record = job.record();
         job.outbox.push(StoreOp::InsertJob(record));
-        job.ready_since = job.graph.ready_tasks().map(|t| (t, now)).collect();
-        let segments = job.plan.segments.len();
-        let nodes = job.graph.num_tasks() - segments;
         job.log(
             now,
             format!(
-                "planned {segments} segments ({} instructions) and {nodes} aggregation nodes",
-                job.plan.total_insns()
+                "submitted; executing at segment height {}",
+                params.segment_height
             ),
         );
-        job
+        Ok(job)
+    }
+
+    /// Adds the next segment execution has cut (its task is ready at once), and, with
+    /// `ending` (the public values), ends the execution: the tree's last nodes then exist.
+    pub fn add_segment(
+        &mut self,
+        spec: SegmentSpec,
+        ending: Option<Vec<u8>>,
+        now: Instant,
+    ) -> Result<(), String> {
+        if !self.executing || spec.index as usize != self.segments.len() {
+            return Err(format!(
+                "{}: segment {} arrived, expected {}",
+                self.id,
+                spec.index,
+                if self.executing {
+                    self.segments.len().to_string()
+                } else {
+                    "none (execution has ended)".to_string()
+                }
+            ));
+        }
+        for task in self.graph.add_segment() {
+            self.ready_since.insert(task, now);
+        }
+        self.outbox.push(StoreOp::Segment {
+            job: self.id,
+            index: spec.index,
+            spec_json: serde_json::to_string(&spec).expect("segments serialize"),
+        });
+        self.segments.push(spec);
+        if let Some(public_values) = ending {
+            self.executing = false;
+            for task in self.graph.seal().map_err(|e| e.to_string())? {
+                self.ready_since.insert(task, now);
+            }
+            self.outbox.push(StoreOp::ExecutionEnded {
+                job: self.id,
+                public_values: public_values.clone(),
+            });
+            self.public_values = Some(public_values);
+            let nodes = self.graph.num_tasks() - self.segments.len();
+            self.log(
+                now,
+                format!(
+                    "execution done: {} segments ({} instructions) and {nodes} aggregation nodes",
+                    self.segments.len(),
+                    self.instructions()
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    /// Records that execution failed: the job fails with the reason (proofs already accepted
+    /// are kept, but it cannot be retried: the same program fails the same way).
+    pub fn execution_failed(&mut self, reason: &str, now: Instant) {
+        self.executing = false;
+        self.outbox.push(StoreOp::ExecutionEnded {
+            job: self.id,
+            public_values: Vec::new(),
+        });
+        let message = format!(
+            "execution failed after {} segments: {reason}",
+            self.segments.len()
+        );
+        self.log(now, format!("job failed: {message}"));
+        if self.status.is_live() {
+            self.set_status(JobStatus::Failed(message));
+        }
+    }
+
+    /// Sets the planner's prediction (made once execution has ended) and logs it.
+    pub fn set_prediction(&mut self, prediction: Prediction, now: Instant) {
+        if let (Some(goal), Some(reason)) = (prediction.goal, &prediction.reason) {
+            self.log(now, format!("segment height chosen for {goal}: {reason}"));
+        }
+        self.log(
+            now,
+            format!(
+                "predicted on {} worker(s): T {:.0} s, L {:.0} s of proving",
+                prediction.workers, prediction.latency_seconds, prediction.work_seconds
+            ),
+        );
+        self.outbox.push(StoreOp::Prediction {
+            job: self.id,
+            prediction_json: serde_json::to_string(&prediction).expect("predictions serialize"),
+        });
+        self.prediction = Some(prediction);
+    }
+
+    /// Instructions in the segments cut so far.
+    pub fn instructions(&self) -> u64 {
+        self.segments.iter().map(|s| s.num_insns).sum()
+    }
+
+    /// Whether execution ended without finishing the segment plan (the job cannot go on).
+    pub fn execution_failed_before_end(&self) -> bool {
+        !self.executing && !self.graph.is_sealed()
     }
 
     /// The job as first stored.
@@ -249,13 +361,16 @@ impl Job {
             program_sha256: self.program.digest.clone(),
             input_json: json(serde_json::to_string(&self.input)),
             params_json: json(serde_json::to_string(&self.params)),
-            plan_json: json(serde_json::to_string(self.plan.as_ref())),
+            // Segments are stored one by one as execution cuts them.
+            plan_json: String::new(),
             submitted_unix_ms: self.submitted_unix_ms,
             state: self.status.clone(),
             prediction_json: self
                 .prediction
                 .as_ref()
                 .map(|p| json(serde_json::to_string(p))),
+            execution_ended: !self.executing,
+            public_values: self.public_values.clone(),
         }
     }
 
@@ -273,16 +388,34 @@ impl Job {
             serde_json::from_str(&r.input_json).map_err(|e| parse_err("input", e))?;
         let params: ProvingParams =
             serde_json::from_str(&r.params_json).map_err(|e| parse_err("params", e))?;
-        let plan: SegmentPlan =
-            serde_json::from_str(&r.plan_json).map_err(|e| parse_err("plan", e))?;
         let prediction: Option<Prediction> = r
             .prediction_json
             .as_deref()
             .map(serde_json::from_str)
             .transpose()
             .map_err(|e| parse_err("prediction", e))?;
-        let mut graph = TaskGraph::new(plan.segments.len() as u32, params.tree)
-            .map_err(|e| format!("{}: {e}", r.id))?;
+        // Jobs of schema 2 stored their whole plan at submission; later ones store segments one
+        // by one as execution cuts them.
+        let (segments, public_values, executing) = if r.plan_json.is_empty() {
+            let segments = stored
+                .segments
+                .iter()
+                .map(|json| serde_json::from_str(json))
+                .collect::<Result<Vec<SegmentSpec>, _>>()
+                .map_err(|e| parse_err("segment", e))?;
+            (segments, r.public_values.clone(), !r.execution_ended)
+        } else {
+            let plan: SegmentPlan =
+                serde_json::from_str(&r.plan_json).map_err(|e| parse_err("plan", e))?;
+            (plan.segments, Some(plan.public_values), false)
+        };
+        let mut graph = TaskGraph::open(params.tree).map_err(|e| format!("{}: {e}", r.id))?;
+        for _ in &segments {
+            graph.add_segment();
+        }
+        if public_values.is_some() {
+            graph.seal().map_err(|e| format!("{}: {e}", r.id))?;
+        }
         let age_ms = (now_unix_ms - r.submitted_unix_ms).max(0) as u64;
         let submitted = now
             .checked_sub(Duration::from_millis(age_ms))
@@ -319,7 +452,9 @@ impl Job {
             program,
             input,
             params,
-            plan: Arc::new(plan),
+            segments,
+            public_values,
+            executing,
             status: r.state,
             submitted,
             submitted_unix_ms: r.submitted_unix_ms,
@@ -377,6 +512,13 @@ impl Job {
                 // Results in flight are refused from now on.
                 self.leases.clear();
                 JobStatus::Cancelled
+            }
+            (JobAction::Retry, JobStatus::Failed(reason)) if self.execution_failed_before_end() => {
+                return Err(format!(
+                    "cannot retry {}: its execution failed ({reason}); fix the program or its \
+                     input and submit it again",
+                    self.id
+                ))
             }
             (JobAction::Retry, JobStatus::Failed(_)) => {
                 for (task, n) in self.failures.iter_mut() {
@@ -438,6 +580,7 @@ impl Job {
             phases: self.graph.progress(),
             elapsed_seconds: self.elapsed_seconds(now),
             finished: !self.status.is_live(),
+            executing: self.executing,
         }
     }
 
@@ -453,7 +596,25 @@ impl Job {
             progress: self.progress(now),
             prediction: self.prediction.clone(),
             measured: self.measured(now),
+            instructions: self.instructions(),
+            reexecuted_instructions: self.reexecuted_instructions(),
         }
+    }
+
+    /// Instructions workers say they executed before their segments to rebuild start states,
+    /// over accepted segment proofs; each report is capped at its segment's start (no worker
+    /// can need more), so one report cannot skew the figure.
+    fn reexecuted_instructions(&self) -> u64 {
+        self.timings
+            .iter()
+            .filter_map(|t| match self.graph.kind(t.task) {
+                Ok(TaskKind::ProveSegment { segment }) => {
+                    let start = self.segments.get(segment as usize)?.instret_start;
+                    Some(t.meta.reexecuted_instructions.min(start))
+                }
+                _ => None,
+            })
+            .sum()
     }
 
     /// Seconds since submission; for a job that ended, until it ended (every ending is
@@ -502,7 +663,7 @@ impl Job {
     ) -> u64 {
         match self.graph.kind(task) {
             Ok(TaskKind::ProveSegment { segment }) => {
-                self.plan.segments[segment as usize].memory_estimate_bytes
+                self.segments[segment as usize].memory_estimate_bytes
             }
             Ok(TaskKind::Aggregate { layer, .. }) => node_need(&self.params, layer),
             Err(_) => 0,
@@ -553,11 +714,16 @@ impl Job {
             },
         );
         let work = match self.graph.kind(task).expect("task exists") {
-            TaskKind::ProveSegment { segment } => Work::ProveSegment {
-                segment: self.plan.segments[segment as usize].clone(),
-                is_last: segment as usize + 1 == self.plan.segments.len(),
-                input: self.input.clone(),
-            },
+            TaskKind::ProveSegment { segment } => {
+                let segment = self.segments[segment as usize].clone();
+                Work::ProveSegment {
+                    is_last: self.is_last_segment(segment.index),
+                    // A segment with a checkpoint needs no input: the checkpoint holds what is
+                    // left of it.
+                    input: segment.checkpoint.is_none().then(|| self.input.clone()),
+                    segment,
+                }
+            }
             TaskKind::Aggregate { layer, .. } => Work::Aggregate {
                 layer,
                 children: self.graph.children(task).expect("task exists").to_vec(),
@@ -612,16 +778,27 @@ impl Job {
         self.current_lease(task, attempt)?;
         Ok(match self.graph.kind(task).expect("task exists") {
             TaskKind::ProveSegment { segment } => CheckTarget::Segment {
-                segment: self.plan.segments[segment as usize].clone(),
+                segment: self.segments[segment as usize].clone(),
+                ending: self
+                    .is_last_segment(segment)
+                    .then(|| self.public_values.clone())
+                    .flatten(),
             },
             TaskKind::Aggregate { layer, .. } => {
                 let (from, to) = self.graph.covers(task).expect("task exists");
                 CheckTarget::Node {
                     layer,
-                    covered: self.plan.segments[from as usize..to as usize].to_vec(),
+                    first: self.segments[from as usize].clone(),
+                    last: self.segments[to as usize - 1].clone(),
+                    ends_execution: self.is_last_segment(to - 1),
                 }
             }
         })
+    }
+
+    /// Whether segment `index` is the execution's last (known once execution has ended).
+    fn is_last_segment(&self, index: u32) -> bool {
+        self.graph.is_sealed() && index as usize + 1 == self.segments.len()
     }
 
     pub fn proof(&self, task: TaskId) -> Option<&ProofBlob> {
@@ -737,10 +914,11 @@ impl Job {
 
     /// The root proof and the last segment's proof, once the root is accepted.
     pub fn final_inputs(&self) -> Option<(ProofBlob, ProofBlob)> {
-        let root = self.proofs.get(&self.graph.root())?;
-        let last = self
-            .proofs
-            .get(&TaskId(self.plan.segments.len() as u32 - 1))?;
+        let root = self.proofs.get(&self.graph.root()?)?;
+        let last_segment = self
+            .graph
+            .segment_task(self.segments.len().checked_sub(1)? as u32)?;
+        let last = self.proofs.get(&last_segment)?;
         Some((root.clone(), last.clone()))
     }
 }

@@ -8,6 +8,7 @@
 //! Every change that must survive a restart is written to the [`store`] (SQLite or
 //! PostgreSQL) before the coordinator answers; a restarted coordinator resumes every job from it.
 
+mod blobs;
 mod coordinator;
 pub mod http;
 mod job;

@@ -11,9 +11,9 @@
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use plait_core::{JobId, TaskId};
+use plait_core::{AggTreeShape, JobId, TaskGraph, TaskId};
 
-use crate::JobStatus;
+use crate::{blobs::BlobStore, JobStatus};
 use sqlx::{any::AnyPoolOptions, AnyPool, Row};
 
 /// A job's state is stored as (state, reason, final proof) columns.
@@ -58,6 +58,10 @@ pub struct JobRecord {
     pub state: JobStatus,
     /// The planner's prediction for the job (JSON), if the coordinator could make one.
     pub prediction_json: Option<String>,
+    /// Whether the program's execution has ended (successfully or not).
+    pub execution_ended: bool,
+    /// The public values, once execution ended successfully.
+    pub public_values: Option<Vec<u8>>,
 }
 
 /// One change to durable state.
@@ -68,6 +72,21 @@ pub enum StoreOp {
         bytes: Arc<Vec<u8>>,
     },
     InsertJob(JobRecord),
+    /// A segment execution cut (JSON of its spec).
+    Segment {
+        job: JobId,
+        index: u32,
+        spec_json: String,
+    },
+    /// Execution ended: with the public values, or with none after a failure.
+    ExecutionEnded {
+        job: JobId,
+        public_values: Vec<u8>,
+    },
+    Prediction {
+        job: JobId,
+        prediction_json: String,
+    },
     JobState {
         job: JobId,
         state: JobStatus,
@@ -113,6 +132,8 @@ pub struct StoredTask {
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredJob {
     pub record: JobRecord,
+    /// The segments cut so far (JSON), in order.
+    pub segments: Vec<String>,
     pub tasks: BTreeMap<TaskId, StoredTask>,
     /// (at_seconds, message), in order.
     pub events: Vec<(f64, String)>,
@@ -134,15 +155,19 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("store holds data this version cannot read: {0}")]
     Corrupt(String),
+    #[error("blob store: {0}")]
+    Blobs(String),
 }
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "2";
+const SCHEMA_VERSION: &str = "3";
 
+#[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
     url_for_display: String,
+    blobs: BlobStore,
 }
 
 impl std::fmt::Debug for Store {
@@ -184,11 +209,17 @@ impl Store {
             });
         }
         let pool = options.connect(&connect_url).await?;
+        let blobs = match url.strip_prefix("sqlite://") {
+            Some(path) => BlobStore::Directory(format!("{path}.blobs").into()),
+            None => BlobStore::Postgres(pool.clone()),
+        };
         let store = Self {
             pool,
             url_for_display: redact(url),
+            blobs,
         };
         store.migrate(bytes_type).await?;
+        store.blobs.migrate().await?;
         Ok(store)
     }
 
@@ -201,8 +232,11 @@ impl Store {
                 "CREATE TABLE IF NOT EXISTS jobs (id BIGINT PRIMARY KEY, program_sha256 TEXT NOT NULL, \
                  input TEXT NOT NULL, params TEXT NOT NULL, plan TEXT NOT NULL, \
                  submitted_unix_ms BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT, \
-                 final_proof {bytes}, prediction TEXT)"
+                 final_proof {bytes}, prediction TEXT, execution TEXT, public_values {bytes})"
             ),
+            "CREATE TABLE IF NOT EXISTS segments (job_id BIGINT NOT NULL, idx BIGINT NOT NULL, \
+             spec TEXT NOT NULL, PRIMARY KEY (job_id, idx))"
+                .to_string(),
             format!(
                 "CREATE TABLE IF NOT EXISTS tasks (job_id BIGINT NOT NULL, task_id BIGINT NOT NULL, \
                  attempts BIGINT NOT NULL, failures BIGINT NOT NULL, proof {bytes}, timing TEXT, \
@@ -222,19 +256,33 @@ impl Store {
             sqlx::query_scalar("SELECT value FROM plait_meta WHERE key = 'schema'")
                 .fetch_optional(&mut *tx)
                 .await?;
-        match version {
+        match version.as_deref() {
             None => {
                 sqlx::query("INSERT INTO plait_meta (key, value) VALUES ('schema', $1)")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
                     .await?;
             }
-            Some(v) if v == SCHEMA_VERSION => {}
-            // Version 1 had no predictions; its jobs simply have none.
-            Some(v) if v == "1" => {
-                sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
+            Some(SCHEMA_VERSION) => {}
+            Some(old @ ("1" | "2")) => {
+                // Version 1 had no predictions; its jobs simply have none.
+                if old == "1" {
+                    sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                // Version 2 planned whole jobs before storing them (their plan column) and
+                // numbered tasks segments first; version 3 streams segments and numbers tasks
+                // in creation order.
+                sqlx::query("ALTER TABLE jobs ADD COLUMN execution TEXT")
                     .execute(&mut *tx)
                     .await?;
+                sqlx::query(&format!(
+                    "ALTER TABLE jobs ADD COLUMN public_values {bytes}"
+                ))
+                .execute(&mut *tx)
+                .await?;
+                renumber_tasks_of_planned_jobs(&mut tx).await?;
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
@@ -267,8 +315,8 @@ impl Store {
                     let (state, reason, proof) = r.state.columns();
                     sqlx::query(
                         "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
-                         state, reason, final_proof, prediction) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         state, reason, final_proof, prediction, execution, public_values) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(r.id.0 as i64)
                     .bind(r.program_sha256.clone())
@@ -280,7 +328,28 @@ impl Store {
                     .bind(reason)
                     .bind(proof)
                     .bind(r.prediction_json.clone())
+                    .bind(if r.execution_ended { "ended" } else { "running" })
+                    .bind(r.public_values.clone())
                 }
+                StoreOp::Segment {
+                    job,
+                    index,
+                    spec_json,
+                } => sqlx::query("INSERT INTO segments (job_id, idx, spec) VALUES ($1, $2, $3)")
+                    .bind(job.0 as i64)
+                    .bind(*index as i64)
+                    .bind(spec_json.clone()),
+                StoreOp::ExecutionEnded { job, public_values } => sqlx::query(
+                    "UPDATE jobs SET execution = 'ended', public_values = $1 WHERE id = $2",
+                )
+                .bind(public_values.clone())
+                .bind(job.0 as i64),
+                StoreOp::Prediction {
+                    job,
+                    prediction_json,
+                } => sqlx::query("UPDATE jobs SET prediction = $1 WHERE id = $2")
+                    .bind(prediction_json.clone())
+                    .bind(job.0 as i64),
                 StoreOp::JobState { job, state } => {
                     let (state, reason, proof) = state.columns();
                     sqlx::query(
@@ -362,7 +431,7 @@ impl Store {
         let mut jobs: BTreeMap<i64, StoredJob> = BTreeMap::new();
         for row in sqlx::query(
             "SELECT id, program_sha256, input, params, plan, submitted_unix_ms, state, reason, \
-             final_proof, prediction FROM jobs ORDER BY id",
+             final_proof, prediction, execution, public_values FROM jobs ORDER BY id",
         )
         .fetch_all(&mut *conn)
         .await?
@@ -378,11 +447,16 @@ impl Store {
                 submitted_unix_ms: row.try_get(5)?,
                 state: JobStatus::from_columns(&state, row.try_get(7)?, row.try_get(8)?)?,
                 prediction_json: row.try_get(9)?,
+                // Jobs planned whole before storing (schema 2) have no execution column.
+                execution_ended: row.try_get::<Option<String>, _>(10)?.as_deref()
+                    != Some("running"),
+                public_values: row.try_get(11)?,
             };
             jobs.insert(
                 id,
                 StoredJob {
                     record,
+                    segments: Vec::new(),
                     tasks: BTreeMap::new(),
                     events: Vec::new(),
                 },
@@ -414,6 +488,23 @@ impl Store {
                 .tasks
                 .insert(TaskId(task as u32), stored);
         }
+        for row in sqlx::query("SELECT job_id, idx, spec FROM segments ORDER BY job_id, idx")
+            .fetch_all(&mut *conn)
+            .await?
+        {
+            let job: i64 = row.try_get(0)?;
+            let index: i64 = row.try_get(1)?;
+            let stored = jobs
+                .get_mut(&job)
+                .ok_or_else(|| StoreError::Corrupt(format!("segment of unknown job-{job}")))?;
+            if index as usize != stored.segments.len() {
+                return Err(StoreError::Corrupt(format!(
+                    "job-{job}: segment {index} stored, {} expected",
+                    stored.segments.len()
+                )));
+            }
+            stored.segments.push(row.try_get(2)?);
+        }
         for row in
             sqlx::query("SELECT job_id, at_seconds, message FROM events ORDER BY job_id, seq")
                 .fetch_all(&mut *conn)
@@ -434,6 +525,26 @@ impl Store {
 }
 
 impl Store {
+    /// Stores a blob of `job` (durably) and returns its SHA-256 (hex).
+    pub async fn put_blob(&self, job: JobId, bytes: &[u8]) -> Result<String, StoreError> {
+        self.blobs.put(job, bytes).await
+    }
+
+    /// The blob of `job` named `sha256`, if it is stored.
+    pub async fn blob(&self, job: JobId, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.blobs.get(job, sha256).await
+    }
+
+    /// Deletes every blob of `job`; returns the bytes freed.
+    pub async fn delete_blobs(&self, job: JobId) -> Result<u64, StoreError> {
+        self.blobs.delete_job(job).await
+    }
+
+    /// Bytes of blobs stored for `job`.
+    pub async fn blob_bytes(&self, job: JobId) -> Result<u64, StoreError> {
+        self.blobs.job_bytes(job).await
+    }
+
     /// The accepted proofs of one job, by task.
     pub async fn task_proofs(&self, job: JobId) -> Result<BTreeMap<TaskId, Vec<u8>>, StoreError> {
         let rows = sqlx::query(
@@ -451,6 +562,71 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(Into::into)
     }
+}
+
+/// Renumbers the stored tasks of jobs planned whole (schema 2 and before: segments first, then
+/// the tree's layers bottom-up) to creation order, which the streamed task graph uses.
+async fn renumber_tasks_of_planned_jobs(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<(), StoreError> {
+    let jobs = sqlx::query("SELECT id, params, plan FROM jobs")
+        .fetch_all(&mut **tx)
+        .await?;
+    for row in jobs {
+        let job: i64 = row.try_get(0)?;
+        let corrupt = |what: &str| StoreError::Corrupt(format!("job-{job}: {what}"));
+        let params: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>(1)?)
+            .map_err(|_| corrupt("params do not parse"))?;
+        let plan: serde_json::Value = serde_json::from_str(&row.try_get::<String, _>(2)?)
+            .map_err(|_| corrupt("plan does not parse"))?;
+        let segments = plan["segments"]
+            .as_array()
+            .ok_or_else(|| corrupt("plan has no segments"))?
+            .len() as u32;
+        let shape: AggTreeShape = serde_json::from_value(params["tree"].clone())
+            .map_err(|_| corrupt("params have no tree shape"))?;
+        let graph = TaskGraph::new(segments, shape).map_err(|e| corrupt(&e.to_string()))?;
+        let new_ids = graph.in_layer_order();
+        let tasks = sqlx::query(
+            "SELECT task_id, attempts, failures, proof, timing FROM tasks WHERE job_id = $1",
+        )
+        .bind(job)
+        .fetch_all(&mut **tx)
+        .await?;
+        sqlx::query("DELETE FROM tasks WHERE job_id = $1")
+            .bind(job)
+            .execute(&mut **tx)
+            .await?;
+        for task in tasks {
+            let old: i64 = task.try_get(0)?;
+            let new = new_ids
+                .get(old as usize)
+                .ok_or_else(|| corrupt(&format!("task-{old} is not in its tree")))?;
+            let timing: Option<String> = task.try_get(4)?;
+            // The timing record names its task too.
+            let timing = timing
+                .map(|t| -> Result<String, StoreError> {
+                    let mut value: serde_json::Value =
+                        serde_json::from_str(&t).map_err(|_| corrupt("timing does not parse"))?;
+                    value["task"] = serde_json::json!(new.0);
+                    Ok(value.to_string())
+                })
+                .transpose()?;
+            sqlx::query(
+                "INSERT INTO tasks (job_id, task_id, attempts, failures, proof, timing) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(job)
+            .bind(new.0 as i64)
+            .bind(task.try_get::<i64, _>(1)?)
+            .bind(task.try_get::<i64, _>(2)?)
+            .bind(task.try_get::<Option<Vec<u8>>, _>(3)?)
+            .bind(timing)
+            .execute(&mut **tx)
+            .await?;
+        }
+    }
+    Ok(())
 }
 
 /// The URL without its password, for messages.

@@ -14,7 +14,8 @@ use plait_coordinator::{
 };
 use plait_core::{AggTreeShape, JobId, ProgramInput, TaskId};
 use plait_prover::{
-    dev::DevBackend, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams, Verdict,
+    dev::DevBackend, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
+    SegmentStart, Verdict,
 };
 
 /// A fresh, empty store of the given kind; the guard keeps a SQLite file alive.
@@ -49,6 +50,7 @@ on_both_stores!(
     a_failing_batch_changes_nothing,
     refuses_a_store_of_another_schema_version,
     migrates_a_version_1_store,
+    stores_and_deletes_blobs,
     a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
     pause_resume_cancel_and_retry,
 );
@@ -59,10 +61,12 @@ fn record(id: u64, state: JobStatus) -> JobRecord {
         program_sha256: "ab".repeat(32),
         input_json: r#"{"items":[[1,2,3]]}"#.into(),
         params_json: "{}".into(),
-        plan_json: r#"{"segments":[]}"#.into(),
+        plan_json: String::new(),
         submitted_unix_ms: 1_700_000_000_123,
         state,
         prediction_json: (id % 2 == 1).then(|| r#"{"segment-height":20}"#.into()),
+        execution_ended: false,
+        public_values: None,
     }
 }
 
@@ -84,6 +88,24 @@ async fn round_trips_everything(kind: &str) {
         },
         StoreOp::InsertJob(record(1, JobStatus::Running)),
         StoreOp::InsertJob(record(2, JobStatus::Running)),
+        StoreOp::Segment {
+            job: JobId(1),
+            index: 0,
+            spec_json: "{\"s\":0}".into(),
+        },
+        StoreOp::Segment {
+            job: JobId(1),
+            index: 1,
+            spec_json: "{\"s\":1}".into(),
+        },
+        StoreOp::ExecutionEnded {
+            job: JobId(1),
+            public_values: vec![0, 255, 7],
+        },
+        StoreOp::Prediction {
+            job: JobId(2),
+            prediction_json: "{\"p\":2}".into(),
+        },
         StoreOp::Event {
             job: JobId(1),
             seq: 0,
@@ -167,12 +189,21 @@ async fn round_trips_everything(kind: &str) {
         snapshot.jobs,
         vec![
             StoredJob {
-                record: record(1, JobStatus::Succeeded(big.clone())),
+                record: JobRecord {
+                    execution_ended: true,
+                    public_values: Some(vec![0, 255, 7]),
+                    ..record(1, JobStatus::Succeeded(big.clone()))
+                },
+                segments: vec!["{\"s\":0}".into(), "{\"s\":1}".into()],
                 tasks: expected_tasks,
                 events: vec![(0.25, "planned ünïcode ✓".into()), (1.5, "second".into())],
             },
             StoredJob {
-                record: record(2, JobStatus::Failed("task-3 failed 3 times".into())),
+                record: JobRecord {
+                    prediction_json: Some("{\"p\":2}".into()),
+                    ..record(2, JobStatus::Failed("task-3 failed 3 times".into()))
+                },
+                segments: vec![],
                 tasks: BTreeMap::new(),
                 events: vec![],
             },
@@ -227,8 +258,9 @@ async fn refuses_a_store_of_another_schema_version(kind: &str) {
     assert!(err.contains("schema version 99"), "{err}");
 }
 
-/// A store written by the previous schema (version 1: jobs had no prediction) opens, keeps its
-/// job, and is version 2 from then on.
+/// A store written by schema version 1 (jobs had no prediction, whole plans, tasks numbered
+/// segments first) opens, keeps its job with its tasks renumbered to creation order, and is
+/// version 3 from then on.
 async fn migrates_a_version_1_store(kind: &str) {
     let (url, _guard) = fresh_store(kind).await;
     let bytes = if kind == "sqlite" { "BLOB" } else { "BYTEA" };
@@ -241,6 +273,12 @@ async fn migrates_a_version_1_store(kind: &str) {
             url.clone()
         };
         let mut conn = sqlx::AnyConnection::connect(&connect).await.unwrap();
+        let segment = r#"{"index":0,"instret_start":0,"num_insns":8,"memory_estimate_bytes":0,"backend_hint":null}"#;
+        let plan = format!(
+            r#"{{"segments":[{}],"public_values":[1]}}"#,
+            [segment; 5].join(",")
+        );
+        let params = r#"{"segment-height":3,"tree":{"num-children-leaf":4,"num-children-internal":3},"max-instructions":100}"#;
         for statement in [
             "CREATE TABLE plait_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)".to_string(),
             "INSERT INTO plait_meta (key, value) VALUES ('schema', '1')".into(),
@@ -251,9 +289,23 @@ async fn migrates_a_version_1_store(kind: &str) {
                  submitted_unix_ms BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT, \
                  final_proof {bytes})"
             ),
-            "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
-             state) VALUES (7, 'ab', '{}', '{}', '{\"segments\":[]}', 5, 'running')"
+            format!(
+                "CREATE TABLE tasks (job_id BIGINT NOT NULL, task_id BIGINT NOT NULL, \
+                 attempts BIGINT NOT NULL, failures BIGINT NOT NULL, proof {bytes}, timing TEXT, \
+                 PRIMARY KEY (job_id, task_id))"
+            ),
+            format!(
+                "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
+                 state) VALUES (7, 'ab', '{{}}', '{params}', '{plan}', 5, 'running')"
+            ),
+            // Old numbering of 5 segments: segments 0-4, leaves 5-6, then 7, 8, 9 (wrap).
+            "INSERT INTO tasks (job_id, task_id, attempts, failures, timing) \
+             VALUES (7, 4, 1, 0, '{\"task\":4}')"
                 .into(),
+            "INSERT INTO tasks (job_id, task_id, attempts, failures, timing) \
+             VALUES (7, 5, 2, 1, '{\"task\":5}')"
+                .into(),
+            "INSERT INTO tasks (job_id, task_id, attempts, failures) VALUES (7, 9, 1, 1)".into(),
         ] {
             sqlx::query(&statement).execute(&mut conn).await.unwrap();
         }
@@ -263,6 +315,30 @@ async fn migrates_a_version_1_store(kind: &str) {
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].record.id, JobId(7));
     assert_eq!(jobs[0].record.prediction_json, None);
+    assert!(
+        jobs[0].record.execution_ended,
+        "a planned job's execution has ended"
+    );
+    // New numbering: segments 0-3, leaf 0 (4), segment 4 (5), leaf 1 (6), 7, 8, wrap (9).
+    let tasks = &jobs[0].tasks;
+    assert_eq!(
+        tasks.keys().copied().collect::<Vec<_>>(),
+        [4, 5, 9].map(TaskId)
+    );
+    assert_eq!(
+        tasks[&TaskId(5)].accepted.as_ref().unwrap().1,
+        r#"{"task":5}"#
+    );
+    assert_eq!(
+        tasks[&TaskId(5)].attempts,
+        1,
+        "segment 4 moved from task-4 to task-5"
+    );
+    assert_eq!(
+        tasks[&TaskId(4)].attempts,
+        2,
+        "leaf 0 moved from task-5 to task-4"
+    );
     let mut with_prediction = record(9, JobStatus::Running);
     with_prediction.prediction_json = Some("{}".into());
     store
@@ -270,9 +346,48 @@ async fn migrates_a_version_1_store(kind: &str) {
         .await
         .unwrap();
     drop(store);
-    // Reopening finds version 2: no second migration.
+    // Reopening finds version 3: no second migration.
     let jobs = Store::open(&url).await.unwrap().load().await.unwrap().jobs;
     assert_eq!(jobs[1].record, with_prediction);
+    assert_eq!(
+        jobs[0].tasks.keys().copied().collect::<Vec<_>>(),
+        [4, 5, 9].map(TaskId)
+    );
+}
+
+/// Blobs (checkpoints) are stored per job by content hash, read back whole, and deleted with
+/// their job.
+async fn stores_and_deletes_blobs(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    let blob: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let digest = store.put_blob(JobId(3), &blob).await.unwrap();
+    assert_eq!(digest.len(), 64);
+    assert_eq!(
+        store.put_blob(JobId(3), &blob).await.unwrap(),
+        digest,
+        "idempotent"
+    );
+    let other = store.put_blob(JobId(4), b"other").await.unwrap();
+    drop(store);
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.blob(JobId(3), &digest).await.unwrap(), Some(blob));
+    assert_eq!(
+        store.blob(JobId(4), &digest).await.unwrap(),
+        None,
+        "blobs are per job"
+    );
+    assert_eq!(
+        store.blob(JobId(3), "../../etc/passwd").await.unwrap(),
+        None
+    );
+    assert_eq!(store.blob_bytes(JobId(3)).await.unwrap(), 100_000);
+    assert_eq!(store.delete_blobs(JobId(3)).await.unwrap(), 100_000);
+    assert_eq!(store.blob(JobId(3), &digest).await.unwrap(), None);
+    assert_eq!(
+        store.blob(JobId(4), &other).await.unwrap(),
+        Some(b"other".to_vec())
+    );
 }
 
 #[tokio::test]
@@ -333,15 +448,22 @@ async fn open(url: &str) -> Arc<Coordinator> {
 }
 
 /// Proves a claimed task the honest way.
-fn prove(c: &Coordinator, program: &ProgramImage, task: &TaskAssignment) -> ProofBlob {
+async fn prove(c: &Coordinator, program: &ProgramImage, task: &TaskAssignment) -> ProofBlob {
     let dev = DevBackend::default();
     match &task.work {
         Work::ProveSegment {
-            segment,
-            is_last,
-            input,
+            segment, is_last, ..
         } => {
-            dev.prove_segment(program, input, &task.params, segment, *is_last)
+            let digest = segment
+                .checkpoint
+                .as_deref()
+                .expect("segments have checkpoints");
+            let bytes = c.checkpoint(task.job_id, digest).await.unwrap();
+            let start = SegmentStart::Checkpoint {
+                job: task.job_id,
+                bytes: &bytes,
+            };
+            dev.prove_segment(program, &task.params, segment, *is_last, start)
                 .unwrap()
                 .0
         }
@@ -361,7 +483,7 @@ async fn claim_and_prove(
     who: &str,
 ) -> Option<(TaskAssignment, Verdict)> {
     let task = c.claim(&worker(who)).await.unwrap()?;
-    let proof = prove(c, program, &task);
+    let proof = prove(c, program, &task).await;
     let verdict = c
         .submit_result(
             task.job_id,
@@ -403,7 +525,9 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
         c.claim(&worker("lost")).await.unwrap().unwrap(),
         c.claim(&worker("lost")).await.unwrap().unwrap(),
     ];
-    drop(c); // No shutdown: what is not in the store is lost, as with kill -9.
+    // No shutdown: what is not in the store is lost, as with kill -9.
+    c.halt();
+    drop(c);
 
     let c = open(&url).await;
     for (task, proof) in &accepted {
@@ -416,7 +540,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
             job,
             late.task_id,
             late.attempt,
-            prove(&c, &program, late),
+            prove(&c, &program, late).await,
             ProofMeta::default(),
         )
         .await
@@ -440,7 +564,12 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
         let again = reissued.iter().find(|t| t.task_id == lost.task_id).unwrap();
         assert!(again.attempt > lost.attempt, "{again:?} vs {lost:?}");
     }
-    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    let status = c.status(job).unwrap();
+    assert!(
+        matches!(status, JobStatus::Succeeded(_)),
+        "{status:?}: {:#?}",
+        c.events(job).unwrap()
+    );
     let events: Vec<String> = c
         .events(job)
         .unwrap()
@@ -454,7 +583,13 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
         "{events:#?}"
     );
     // The log kept what happened before the restart.
-    assert!(events[0].starts_with("planned 10 segments"), "{events:#?}");
+    assert!(events[0].starts_with("submitted; executing"), "{events:#?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("execution done: 10 segments")),
+        "{events:#?}"
+    );
 
     // And a third start sees the finished job, with its proof.
     drop(c);
@@ -488,7 +623,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             job,
             in_flight.task_id,
             in_flight.attempt,
-            prove(&c, &program, &in_flight),
+            prove(&c, &program, &in_flight).await,
             ProofMeta::default(),
         )
         .await
@@ -584,7 +719,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             other,
             task.task_id,
             task.attempt,
-            prove(&c, &program, &task),
+            prove(&c, &program, &task).await,
             ProofMeta::default(),
         )
         .await

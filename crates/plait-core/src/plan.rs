@@ -16,6 +16,10 @@ pub struct SegmentSpec {
     /// Backend-specific facts a worker needs to prove exactly this slice (for OpenVM: the
     /// per-chip trace heights). Opaque to the scheduler.
     pub backend_hint: serde_json::Value,
+    /// SHA-256 (hex) of the checkpoint of the segment's start state, when the executor saved
+    /// one: a worker downloads it by this name instead of re-executing the program.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
 }
 
 /// All segments of one execution, in order.

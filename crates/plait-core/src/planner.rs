@@ -159,13 +159,9 @@ pub fn evaluate(
         segment_height: height,
         tree,
     };
+    let tree = graph.tree().expect("a planned graph is sealed");
     let peak = |p: &DeviceProfile| {
-        let nodes = graph
-            .tree()
-            .layers
-            .iter()
-            .flatten()
-            .map(|n| p.node_memory(n.layer));
+        let nodes = tree.layers.iter().flatten().map(|n| p.node_memory(n.layer));
         nodes.chain([p.segment_memory(height)]).max().unwrap_or(0)
     };
     let devices_that_fit = pool

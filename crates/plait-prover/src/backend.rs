@@ -2,7 +2,7 @@
 
 use std::{fmt, sync::Arc};
 
-use plait_core::{AggLayer, AggTreeShape, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{AggLayer, AggTreeShape, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -48,10 +48,39 @@ impl Default for ProvingParams {
         Self {
             segment_height: 20,
             tree: AggTreeShape::default(),
-            max_instructions: 1 << 32,
+            max_instructions: DEFAULT_MAX_INSTRUCTIONS,
         }
     }
 }
+
+/// The default instruction limit: 2^36 (68.7 billion) instructions, room for a 10,000-segment
+/// job at segment height 22 (fib runs about 7M instructions per segment there), while still
+/// stopping a guest that never ends.
+pub const DEFAULT_MAX_INSTRUCTIONS: u64 = 1 << 36;
+
+/// Where a segment's prover gets the VM state the segment starts from.
+#[derive(Clone, Copy, Debug)]
+pub enum SegmentStart<'a> {
+    /// A checkpoint the executor saved at the segment's start (see
+    /// [`ProverBackend::execute_streaming`]), for the named job; nothing is re-executed.
+    Checkpoint { job: JobId, bytes: &'a [u8] },
+    /// Re-execute the program from its first instruction on this input (costs the whole
+    /// prefix of the execution; for tools that have no checkpoint).
+    Reexecute(&'a ProgramInput),
+}
+
+/// A segment as execution cuts it.
+#[derive(Clone, Debug)]
+pub struct CutSegment {
+    pub spec: SegmentSpec,
+    /// The checkpoint of its start state, if asked for (its digest is `spec.checkpoint`).
+    pub checkpoint: Option<Vec<u8>>,
+    /// For the execution's last segment: the public values the program revealed.
+    pub ending: Option<Vec<u8>>,
+}
+
+/// Receives each segment as soon as execution has passed its end.
+pub type SegmentSink<'a> = dyn FnMut(CutSegment) -> Result<(), BackendError> + 'a;
 
 /// An opaque, backend-encoded proof (a segment proof or an aggregation node's proof).
 #[derive(Clone, PartialEq, Eq)]
@@ -67,9 +96,12 @@ impl fmt::Debug for ProofBlob {
 #[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
 #[serde(default)]
 pub struct ProofMeta {
-    /// Seconds spent re-executing the guest from the start to the segment's first
-    /// instruction (OpenVM's VM state is not serializable, so a worker rebuilds it).
+    /// Seconds spent rebuilding the segment's start state: decoding its checkpoint, or
+    /// re-executing the guest from its start when there is none.
     pub reexecution_seconds: f64,
+    /// Instructions executed before the segment's first one to rebuild its start state (0 from
+    /// a checkpoint).
+    pub reexecuted_instructions: u64,
     /// Seconds spent proving (the segment or the aggregation node).
     pub proving_seconds: f64,
     /// The worker process's peak resident memory while it worked on this task, in bytes
@@ -140,6 +172,9 @@ pub enum BackendError {
     KeyStore { path: String, reason: String },
     #[error("proof rejected: {0}")]
     ProofRejected(String),
+    /// A segment sink stopped execution (the job ended, or its segments could not be stored).
+    #[error("execution stopped: {0}")]
+    Stopped(String),
 }
 
 /// The operations Plait needs from a zkVM with continuations.
@@ -190,16 +225,32 @@ pub trait ProverBackend: Send + Sync {
         program: &ProgramImage,
         input: &ProgramInput,
         params: &ProvingParams,
-    ) -> Result<SegmentPlan, BackendError>;
+    ) -> Result<SegmentPlan, BackendError> {
+        self.execute_streaming(program, input, params, None, &mut |_| Ok(()))
+    }
 
-    /// Proves one segment.
-    fn prove_segment(
+    /// Executes the program once, handing each segment to `sink` as soon as execution has
+    /// passed its end. With `checkpoints_for`, each segment comes with a checkpoint of its
+    /// start state for that job (and its digest in [`SegmentSpec::checkpoint`]), so that it can
+    /// be proven without re-executing anything before it. An error from `sink` stops execution.
+    fn execute_streaming(
         &self,
         program: &ProgramImage,
         input: &ProgramInput,
         params: &ProvingParams,
+        checkpoints_for: Option<JobId>,
+        sink: &mut SegmentSink<'_>,
+    ) -> Result<SegmentPlan, BackendError>;
+
+    /// Proves one segment, starting from `start`. A checkpoint that is not the start of exactly
+    /// this segment of this job is refused with [`BackendError::MalformedTask`].
+    fn prove_segment(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
         segment: &SegmentSpec,
         is_last: bool,
+        start: SegmentStart<'_>,
     ) -> Result<(ProofBlob, ProofMeta), BackendError>;
 
     /// Joins the children's proofs (in execution order) into one proof of `layer`.
@@ -211,24 +262,32 @@ pub trait ProverBackend: Send + Sync {
     ) -> Result<ProofBlob, BackendError>;
 
     /// Checks that `proof` is a valid proof of exactly this segment of this execution.
+    /// `ending` is `Some(public values)` when the segment is the execution's last: its proof
+    /// must then show a successful exit and carry a proof of exactly these public values.
     fn check_segment_proof(
         &self,
         program: &ProgramImage,
         params: &ProvingParams,
-        plan: &SegmentPlan,
         segment: &SegmentSpec,
+        ending: Option<&[u8]>,
         proof: &ProofBlob,
     ) -> Verdict;
 
-    /// Checks that `proof` is a valid `layer` proof covering exactly `covered` (the node's
-    /// segments, in order) of this execution.
+    /// Checks that `proof` is a valid `layer` proof covering exactly the segments from `first`
+    /// to `last` (inclusive, in order) of this execution; `ends_execution` says whether `last`
+    /// is the execution's last segment.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "each argument is one fact the check needs"
+    )]
     fn check_aggregate_proof(
         &self,
         program: &ProgramImage,
         params: &ProvingParams,
-        plan: &SegmentPlan,
         layer: AggLayer,
-        covered: &[SegmentSpec],
+        first: &SegmentSpec,
+        last: &SegmentSpec,
+        ends_execution: bool,
         proof: &ProofBlob,
     ) -> Verdict;
 

@@ -10,13 +10,13 @@
 
 use std::{thread, time::Duration};
 
-use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    Verdict, VerifiedProof,
+    BackendError, BackendInfo, CutSegment, ProgramImage, ProofBlob, ProofMeta, ProverBackend,
+    ProvingParams, SegmentSink, SegmentStart, Verdict, VerifiedProof,
 };
 
 /// Every dev proof starts with this line.
@@ -28,6 +28,8 @@ pub const DEV_PROOF_BANNER: &str =
 pub struct DevBackend {
     pub segment_delay: Duration,
     pub aggregate_delay: Duration,
+    /// How long executing each segment takes (on the coordinator).
+    pub execute_delay: Duration,
     pub fault: Option<DevFault>,
 }
 
@@ -67,6 +69,34 @@ fn input_digest(input: &ProgramInput) -> String {
     sha(&items)
 }
 
+/// A dev segment's "start state": what it is the start of, and the input digest (a dev program
+/// has no other state).
+#[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevCheckpoint {
+    job: u64,
+    program_sha256: String,
+    input_sha256: String,
+    segment: u32,
+    instret_start: u64,
+}
+
+/// Every dev checkpoint starts with this line.
+const DEV_CHECKPOINT_BANNER: &str = "PLAIT DEV-BACKEND CHECKPOINT\n";
+
+fn encode_checkpoint(checkpoint: &DevCheckpoint) -> Vec<u8> {
+    let mut bytes = DEV_CHECKPOINT_BANNER.as_bytes().to_vec();
+    bytes.extend(serde_json::to_vec(checkpoint).expect("checkpoint serializes"));
+    bytes
+}
+
+fn decode_checkpoint(bytes: &[u8]) -> Result<DevCheckpoint, String> {
+    let body = bytes
+        .strip_prefix(DEV_CHECKPOINT_BANNER.as_bytes())
+        .ok_or("not a dev-backend checkpoint")?;
+    serde_json::from_slice(body).map_err(|e| format!("dev checkpoint does not parse: {e}"))
+}
+
 fn encode(claim: &DevClaim) -> ProofBlob {
     let mut bytes = DEV_PROOF_BANNER.as_bytes().to_vec();
     bytes.extend(serde_json::to_vec(claim).expect("claim serializes"));
@@ -97,13 +127,10 @@ fn node_commitment(layer: AggLayer, children: &[String]) -> String {
     sha(&parts)
 }
 
-/// The input digest is part of the plan, so checks can recompute claims without the input.
-fn planned_input_digest(plan: &SegmentPlan) -> Option<&str> {
-    plan.segments
-        .first()?
-        .backend_hint
-        .get("input-sha256")?
-        .as_str()
+/// The input digest is part of every segment's plan, so checks can recompute claims without
+/// the input.
+fn planned_input_digest(segment: &SegmentSpec) -> Option<&str> {
+    segment.backend_hint.get("input-sha256")?.as_str()
 }
 
 impl ProverBackend for DevBackend {
@@ -126,11 +153,13 @@ impl ProverBackend for DevBackend {
         Ok(())
     }
 
-    fn execute(
+    fn execute_streaming(
         &self,
         program: &ProgramImage,
         input: &ProgramInput,
         params: &ProvingParams,
+        checkpoints_for: Option<JobId>,
+        sink: &mut SegmentSink<'_>,
     ) -> Result<SegmentPlan, BackendError> {
         let total = match input.items.first().map(Vec::as_slice) {
             Some(bytes) if bytes.len() == 8 => u64::from_le_bytes(bytes.try_into().unwrap()),
@@ -152,35 +181,77 @@ impl ProverBackend for DevBackend {
         }
         let per_segment = 1u64 << params.segment_height.min(62);
         let input_sha = input_digest(input);
-        let segments = (0..total.div_ceil(per_segment))
-            .map(|i| {
-                let start = i * per_segment;
-                SegmentSpec {
-                    index: i as u32,
-                    instret_start: start,
-                    num_insns: per_segment.min(total - start),
-                    memory_estimate_bytes: per_segment * 1024,
-                    backend_hint: serde_json::json!({ "input-sha256": input_sha }),
-                }
-            })
-            .collect();
+        let public_values = hex::decode(sha(&[program.digest.as_bytes(), input_sha.as_bytes()]))
+            .expect("hex of a digest");
+        let mut segments = Vec::new();
+        for i in 0..total.div_ceil(per_segment) {
+            thread::sleep(self.execute_delay);
+            let start = i * per_segment;
+            let mut spec = SegmentSpec {
+                index: i as u32,
+                instret_start: start,
+                num_insns: per_segment.min(total - start),
+                memory_estimate_bytes: per_segment * 1024,
+                backend_hint: serde_json::json!({ "input-sha256": input_sha }),
+                checkpoint: None,
+            };
+            let checkpoint = checkpoints_for.map(|job| {
+                let blob = encode_checkpoint(&DevCheckpoint {
+                    job: job.0,
+                    program_sha256: program.digest.clone(),
+                    input_sha256: input_sha.clone(),
+                    segment: spec.index,
+                    instret_start: spec.instret_start,
+                });
+                spec.checkpoint = Some(hex::encode(Sha256::digest(&blob)));
+                blob
+            });
+            let is_last = start + per_segment >= total;
+            sink(CutSegment {
+                spec: spec.clone(),
+                checkpoint,
+                ending: is_last.then(|| public_values.clone()),
+            })?;
+            segments.push(spec);
+        }
         Ok(SegmentPlan {
             segments,
-            public_values: hex::decode(sha(&[program.digest.as_bytes(), input_sha.as_bytes()]))
-                .expect("hex of a digest"),
+            public_values,
         })
     }
 
     fn prove_segment(
         &self,
         program: &ProgramImage,
-        input: &ProgramInput,
         _params: &ProvingParams,
         segment: &SegmentSpec,
         _is_last: bool,
+        start: SegmentStart<'_>,
     ) -> Result<(ProofBlob, ProofMeta), BackendError> {
+        let (input_sha, reexecuted_instructions) = match start {
+            SegmentStart::Reexecute(input) => (input_digest(input), segment.instret_start),
+            SegmentStart::Checkpoint { job, bytes } => {
+                let checkpoint = decode_checkpoint(bytes).map_err(|reason| {
+                    BackendError::MalformedTask(format!("checkpoint refused: {reason}"))
+                })?;
+                let expected = DevCheckpoint {
+                    job: job.0,
+                    program_sha256: program.digest.clone(),
+                    input_sha256: checkpoint.input_sha256.clone(),
+                    segment: segment.index,
+                    instret_start: segment.instret_start,
+                };
+                if checkpoint != expected {
+                    return Err(BackendError::MalformedTask(format!(
+                        "checkpoint refused: it is the start of segment {} of job-{}, the task \
+                         proves segment {} of job-{}",
+                        checkpoint.segment, checkpoint.job, segment.index, job.0
+                    )));
+                }
+                (checkpoint.input_sha256, 0)
+            }
+        };
         thread::sleep(self.segment_delay);
-        let input_sha = input_digest(input);
         let mut proven = segment.clone();
         if self.fault == Some(DevFault::WrongSegment) {
             proven.index += 1;
@@ -202,6 +273,7 @@ impl ProverBackend for DevBackend {
             proof,
             ProofMeta {
                 proving_seconds: self.segment_delay.as_secs_f64(),
+                reexecuted_instructions,
                 ..Default::default()
             },
         ))
@@ -247,13 +319,13 @@ impl ProverBackend for DevBackend {
         &self,
         program: &ProgramImage,
         _params: &ProvingParams,
-        plan: &SegmentPlan,
         segment: &SegmentSpec,
+        _ending: Option<&[u8]>,
         proof: &ProofBlob,
     ) -> Verdict {
         let check = || -> Result<(), String> {
             let claim = decode(proof)?;
-            let input = planned_input_digest(plan).ok_or("plan has no input digest")?;
+            let input = planned_input_digest(segment).ok_or("plan has no input digest")?;
             let expected = DevClaim {
                 program_sha256: program.digest.clone(),
                 input_sha256: input.to_string(),
@@ -276,18 +348,16 @@ impl ProverBackend for DevBackend {
         &self,
         program: &ProgramImage,
         _params: &ProvingParams,
-        plan: &SegmentPlan,
         layer: AggLayer,
-        covered: &[SegmentSpec],
+        first: &SegmentSpec,
+        last: &SegmentSpec,
+        _ends_execution: bool,
         proof: &ProofBlob,
     ) -> Verdict {
         let check = || -> Result<(), String> {
             let claim = decode(proof)?;
-            let input = planned_input_digest(plan).ok_or("plan has no input digest")?;
-            let covers = match (covered.first(), covered.last()) {
-                (Some(f), Some(l)) => (f.index, l.index + 1),
-                _ => return Err("node covers no segment".into()),
-            };
+            let input = planned_input_digest(first).ok_or("plan has no input digest")?;
+            let covers = (first.index, last.index + 1);
             if claim.program_sha256 != program.digest
                 || claim.input_sha256 != input
                 || claim.kind != layer.to_string()
@@ -360,19 +430,19 @@ mod tests {
             .iter()
             .map(|s| {
                 backend
-                    .prove_segment(&program, &input, &params, s, false)
+                    .prove_segment(&program, &params, s, false, SegmentStart::Reexecute(&input))
                     .unwrap()
                     .0
             })
             .collect();
         let s = &plan.segments;
         assert_eq!(
-            backend.check_segment_proof(&program, &params, &plan, &s[1], &proofs[1]),
+            backend.check_segment_proof(&program, &params, &s[1], None, &proofs[1]),
             Verdict::Accepted
         );
         // A valid proof of the wrong segment is rejected.
         assert!(matches!(
-            backend.check_segment_proof(&program, &params, &plan, &s[1], &proofs[2]),
+            backend.check_segment_proof(&program, &params, &s[1], None, &proofs[2]),
             Verdict::Rejected { .. }
         ));
         // Reordered children cannot be aggregated.
@@ -390,19 +460,74 @@ mod tests {
             .err();
         assert!(dropped.is_some());
         let leaf = backend.aggregate(&params, AggLayer::Leaf, &proofs).unwrap();
-        assert_eq!(
-            backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, s, &leaf),
-            Verdict::Accepted
-        );
-        assert!(matches!(
-            backend.check_aggregate_proof(&program, &params, &plan, AggLayer::Leaf, &s[..2], &leaf),
-            Verdict::Rejected { .. }
-        ));
+        let check = |first: &SegmentSpec, last: &SegmentSpec| {
+            backend.check_aggregate_proof(
+                &program,
+                &params,
+                AggLayer::Leaf,
+                first,
+                last,
+                true,
+                &leaf,
+            )
+        };
+        assert_eq!(check(&s[0], &s[2]), Verdict::Accepted);
+        assert!(matches!(check(&s[0], &s[1]), Verdict::Rejected { .. }));
         let file = backend
             .finalize(&program, &params, &leaf, &proofs[2])
             .unwrap();
         assert!(file.starts_with(DEV_PROOF_BANNER.as_bytes()));
         assert!(backend.verify_final(&program, &file).is_err());
+    }
+
+    #[test]
+    fn dev_checkpoints_start_only_their_own_segment_of_their_own_job() {
+        let (backend, program, input, params, _) = setup(40);
+        let mut blobs = Vec::new();
+        let plan = backend
+            .execute_streaming(&program, &input, &params, Some(JobId(7)), &mut |cut| {
+                let blob = cut.checkpoint.expect("checkpoints were asked for");
+                assert_eq!(
+                    cut.spec.checkpoint.as_deref(),
+                    Some(hex::encode(Sha256::digest(&blob)).as_str())
+                );
+                assert_eq!(
+                    cut.ending.is_some(),
+                    cut.spec.index == 2,
+                    "only the last ends"
+                );
+                blobs.push(blob);
+                Ok(())
+            })
+            .unwrap();
+        let s = &plan.segments;
+        let from = |job: u64, blob: &[u8], seg: &SegmentSpec| {
+            let start = SegmentStart::Checkpoint {
+                job: JobId(job),
+                bytes: blob,
+            };
+            backend.prove_segment(&program, &params, seg, false, start)
+        };
+        let (proof, meta) = from(7, &blobs[1], &s[1]).unwrap();
+        assert_eq!(meta.reexecuted_instructions, 0);
+        let reexecuted = backend
+            .prove_segment(
+                &program,
+                &params,
+                &s[1],
+                false,
+                SegmentStart::Reexecute(&input),
+            )
+            .unwrap();
+        assert_eq!(proof, reexecuted.0);
+        assert_eq!(reexecuted.1.reexecuted_instructions, s[1].instret_start);
+        for (job, blob, seg) in [(8, &blobs[1], &s[1]), (7, &blobs[2], &s[1])] {
+            let err = from(job, blob, seg).unwrap_err().to_string();
+            assert!(err.contains("checkpoint refused"), "{err}");
+        }
+        let mut altered = blobs[1].clone();
+        *altered.last_mut().unwrap() ^= 1;
+        assert!(from(7, &altered, &s[1]).is_err());
     }
 
     #[test]

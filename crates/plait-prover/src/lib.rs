@@ -12,6 +12,7 @@ pub mod dev;
 pub mod openvm;
 
 pub use backend::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    RunOutcome, Verdict, VerifiedProof,
+    BackendError, BackendInfo, CutSegment, ProgramImage, ProofBlob, ProofMeta, ProverBackend,
+    ProvingParams, RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof,
+    DEFAULT_MAX_INSTRUCTIONS,
 };

@@ -108,6 +108,14 @@ impl CoordinatorClient {
         .await
     }
 
+    pub async fn checkpoint(&self, job: JobId, sha256: &str) -> Result<Vec<u8>, ClientError> {
+        self.get_bytes(&format!(
+            "{}/jobs/{}/checkpoints/{sha256}",
+            self.base, job.0
+        ))
+        .await
+    }
+
     async fn get_bytes(&self, url: &str) -> Result<Vec<u8>, ClientError> {
         let response = self
             .http

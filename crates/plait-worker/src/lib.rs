@@ -10,7 +10,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 pub use client::{ClientError, CoordinatorClient};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_core::cost::DeviceProfile;
-use plait_prover::{BackendError, ProgramImage, ProofBlob, ProofMeta, ProverBackend, Verdict};
+use plait_prover::{
+    BackendError, ProgramImage, ProofBlob, ProofMeta, ProverBackend, SegmentStart, Verdict,
+};
+use sha2::{Digest, Sha256};
 pub use usage::{process_usage, reset_peak_rss, ProcessUsage};
 
 #[derive(Clone, Debug)]
@@ -101,6 +104,7 @@ async fn work_on(
             program
         }
     };
+    let mut checkpoint = None;
     let children = match &task.work {
         Work::Aggregate { children, .. } => {
             let mut proofs = Vec::with_capacity(children.len());
@@ -109,7 +113,26 @@ async fn work_on(
             }
             proofs
         }
-        Work::ProveSegment { .. } => Vec::new(),
+        Work::ProveSegment { segment, .. } => {
+            if let Some(sha256) = &segment.checkpoint {
+                let bytes = client.checkpoint(job, sha256).await?;
+                // The download must be the checkpoint the task names; what it holds is then
+                // checked against the segment's boundary by the backend.
+                if hex::encode(Sha256::digest(&bytes)) != *sha256 {
+                    return client
+                        .report_failure(
+                            job,
+                            id,
+                            attempt,
+                            "checkpoint refused: its download does not hash to the digest the \
+                             task names",
+                        )
+                        .await;
+                }
+                checkpoint = Some(bytes);
+            }
+            Vec::new()
+        }
     };
 
     // Prove on a blocking thread; heartbeat the lease meanwhile. The peak memory reported with
@@ -118,7 +141,9 @@ async fn work_on(
     let proving = {
         let backend = backend.clone();
         let task = task.clone();
-        tokio::task::spawn_blocking(move || prove(&*backend, &program, &task, &children))
+        tokio::task::spawn_blocking(move || {
+            prove(&*backend, &program, &task, &children, checkpoint.as_deref())
+        })
     };
     tokio::pin!(proving);
     let heartbeat_every = Duration::from_millis((task.lease_seconds * 1000 / 3).max(100));
@@ -189,6 +214,7 @@ fn prove(
     program: &ProgramImage,
     task: &TaskAssignment,
     children: &[ProofBlob],
+    checkpoint: Option<&[u8]>,
 ) -> Result<(ProofBlob, ProofMeta), BackendError> {
     // Loads the task's keys, generating them on a machine that has none yet.
     backend.prepare_keys(&task.params)?;
@@ -197,7 +223,21 @@ fn prove(
             segment,
             is_last,
             input,
-        } => backend.prove_segment(program, input, &task.params, segment, *is_last),
+        } => {
+            let start = match (checkpoint, input) {
+                (Some(bytes), _) => SegmentStart::Checkpoint {
+                    job: task.job_id,
+                    bytes,
+                },
+                (None, Some(input)) => SegmentStart::Reexecute(input),
+                (None, None) => {
+                    return Err(BackendError::MalformedTask(
+                        "segment task has neither a checkpoint nor the program input".into(),
+                    ))
+                }
+            };
+            backend.prove_segment(program, &task.params, segment, *is_last, start)
+        }
         Work::Aggregate { layer, .. } => {
             let started = std::time::Instant::now();
             let proof = backend.aggregate(&task.params, *layer, children)?;

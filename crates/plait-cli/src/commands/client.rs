@@ -189,8 +189,8 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
         println!("{}", serde_json::to_string(&submitted)?);
     } else {
         println!(
-            "{} submitted: {} segments at segment height {}",
-            submitted.job_id, submitted.segments, submitted.segment_height
+            "{} submitted at segment height {}; its program executes while it is proven",
+            submitted.job_id, submitted.segment_height
         );
     }
     let Some(output) = args.wait else {
@@ -201,13 +201,23 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
         match status.state.as_str() {
             "succeeded" => break,
             "failed" | "cancelled" => {
-                return Err(ProvingFailed(format!(
+                let message = format!(
                     "{} {}: {}",
                     submitted.job_id,
                     status.state,
-                    status.failure.unwrap_or_default()
-                ))
-                .into())
+                    status.failure.as_deref().unwrap_or_default()
+                );
+                // A program that fails to execute is bad input, not a proving failure.
+                return Err(
+                    if status
+                        .failure
+                        .is_some_and(|f| f.starts_with("execution failed"))
+                    {
+                        BadInput(message).into()
+                    } else {
+                        ProvingFailed(message).into()
+                    },
+                );
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }
@@ -229,6 +239,18 @@ fn print_status(status: &JobStatusResponse) {
     );
     for (phase, done, total) in &status.phases {
         println!("  {phase:<22} {done}/{total}");
+    }
+    if status.executing {
+        println!("  executing: {} instructions so far", status.instructions);
+    } else if status.instructions > 0 {
+        println!(
+            "  {} instructions; workers re-executed {} to reach their segments ({:.2}× the \
+             program executed in all)",
+            status.instructions,
+            status.reexecuted_instructions,
+            (status.instructions + status.reexecuted_instructions) as f64
+                / status.instructions as f64
+        );
     }
     if let Some(p) = &status.prediction {
         println!(

@@ -4,8 +4,8 @@ use std::{path::Path, time::Instant};
 
 use anyhow::Result;
 use clap::Args;
-use plait_core::AggTree;
-use plait_prover::ProverBackend;
+use plait_core::{AggTree, JobId};
+use plait_prover::{openvm::checkpoint_raw_size, ProverBackend};
 
 use super::openvm_backend;
 use crate::program_arg::ProgramArgs;
@@ -17,6 +17,19 @@ pub struct ExecuteArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Also save every segment's start-state checkpoint (as a job would, but in memory only)
+    /// and report their sizes, raw and compressed.
+    #[arg(long)]
+    checkpoints: bool,
+}
+
+/// Sizes of the checkpoints an execution produced.
+#[derive(Default)]
+struct CheckpointSizes {
+    count: u64,
+    compressed: u64,
+    raw: u64,
+    largest_compressed: u64,
 }
 
 pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
@@ -28,9 +41,24 @@ pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
         tokio::task::spawn_blocking(move || backend.prepare_keys(&params)).await??
     };
     let started = Instant::now();
-    let plan = {
+    let with_checkpoints = args.checkpoints;
+    let (plan, sizes) = {
         let (program, input) = (program.clone(), input.clone());
-        tokio::task::spawn_blocking(move || backend.execute(&program, &input, &params)).await??
+        tokio::task::spawn_blocking(move || {
+            let mut sizes = CheckpointSizes::default();
+            let job = with_checkpoints.then_some(JobId(0));
+            let plan = backend.execute_streaming(&program, &input, &params, job, &mut |cut| {
+                if let Some(blob) = cut.checkpoint {
+                    sizes.count += 1;
+                    sizes.compressed += blob.len() as u64;
+                    sizes.largest_compressed = sizes.largest_compressed.max(blob.len() as u64);
+                    sizes.raw += checkpoint_raw_size(&blob).unwrap_or(0);
+                }
+                Ok(())
+            })?;
+            anyhow::Ok((plan, sizes))
+        })
+        .await??
     };
     let seconds = started.elapsed().as_secs_f64();
     let tree = AggTree::plan(plan.segments.len() as u32, params.tree)?;
@@ -53,6 +81,13 @@ pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
             "aggregation-layers": layers,
             "public-values": hex::encode(&plan.public_values),
             "execute-seconds": seconds,
+            "max-instructions": params.max_instructions,
+            "checkpoints": with_checkpoints.then(|| serde_json::json!({
+                "count": sizes.count,
+                "compressed-bytes": sizes.compressed,
+                "raw-bytes": sizes.raw,
+                "largest-compressed-bytes": sizes.largest_compressed,
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -60,9 +95,28 @@ pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
     eprintln!("{keys}");
     println!("program   sha256 {}", program.digest);
     println!(
-        "executed  {} instructions in {seconds:.2} s (planning, incl. boundary states)",
-        plan.total_insns()
+        "executed  {} instructions in {seconds:.2} s (planning, incl. boundary states{})",
+        plan.total_insns(),
+        if with_checkpoints {
+            " and checkpoints"
+        } else {
+            ""
+        }
     );
+    println!(
+        "limit     {:.4}% of the instruction limit ({})",
+        100.0 * plan.total_insns() as f64 / params.max_instructions as f64,
+        params.max_instructions
+    );
+    if with_checkpoints && sizes.count > 0 {
+        println!(
+            "checkpoints {} : {:.1} KiB per segment compressed ({:.1} KiB raw), largest {:.1} KiB",
+            sizes.count,
+            sizes.compressed as f64 / sizes.count as f64 / 1024.0,
+            sizes.raw as f64 / sizes.count as f64 / 1024.0,
+            sizes.largest_compressed as f64 / 1024.0
+        );
+    }
     println!(
         "segments  {} at segment height {}",
         plan.segments.len(),

@@ -19,6 +19,7 @@ use plait_core::{
 };
 use plait_prover::{
     openvm::OpenVmBackend, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
+    SegmentStart,
 };
 use serde::{Deserialize, Serialize};
 
@@ -162,7 +163,8 @@ fn calibrate_blocking(
         bar.set_message(format!("segment at height {h}"));
         let seg = &plan.segments[0];
         let ((proof, _), seconds, peak) = measured(|| {
-            Ok(backend.prove_segment(&program, &input, &params, seg, plan.segments.len() == 1)?)
+            let start = SegmentStart::Reexecute(&input);
+            Ok(backend.prove_segment(&program, &params, seg, plan.segments.len() == 1, start)?)
         })?;
         std::fs::write(work.join(format!("h{h}-segment-0.proof")), &proof.0)?;
         profile.segments.push(SegmentCost {
@@ -207,8 +209,8 @@ fn calibrate_blocking(
             None => {
                 bar.set_message(format!("segment {i} of the aggregation workload"));
                 let last = i + 1 == wide.segments.len();
-                let (proof, _) =
-                    backend.prove_segment(&program, &wide_input, &params, seg, last)?;
+                let start = SegmentStart::Reexecute(&wide_input);
+                let (proof, _) = backend.prove_segment(&program, &params, seg, last, start)?;
                 std::fs::write(work.join(&file), &proof.0)?;
                 proof
             }

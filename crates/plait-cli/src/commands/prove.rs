@@ -158,6 +158,14 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         eprintln!("{keys}");
     }
 
+    // Workers first: segments are handed out as soon as execution cuts them.
+    pool.spawn_workers(args.workers, cache, args.dev)?;
+    eprintln!(
+        "{} worker processes (coordinator {}; logs in {})",
+        args.workers,
+        pool.url,
+        pool.log_dir.display()
+    );
     let bar = spinner(if auto.is_some() {
         "executing at each candidate segment height"
     } else {
@@ -167,6 +175,10 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     let job = coordinator
         .submit(program.clone(), input, params, auto)
         .await?;
+    // Execution runs while the first segments are proven; report it when it ends.
+    while coordinator.summary(job)?.progress.executing {
+        coordinator.changed(Duration::from_millis(200)).await;
+    }
     bar.finish_and_clear();
     let plan = coordinator.plan(job)?;
     let params = coordinator.params(job)?;
@@ -180,21 +192,15 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
             params.segment_height
         );
     }
-    eprintln!(
-        "executed {} instructions in {:.2} s: {} segments at segment height {}",
-        plan.total_insns(),
-        exec_started.elapsed().as_secs_f64(),
-        plan.segments.len(),
-        params.segment_height
-    );
-
-    pool.spawn_workers(args.workers, cache, args.dev)?;
-    eprintln!(
-        "{} worker processes proving (coordinator {}; logs in {})",
-        args.workers,
-        pool.url,
-        pool.log_dir.display()
-    );
+    if !matches!(coordinator.status(job)?, JobStatus::Failed(_)) {
+        eprintln!(
+            "executed {} instructions in {:.2} s: {} segments at segment height {}",
+            plan.total_insns(),
+            exec_started.elapsed().as_secs_f64(),
+            plan.segments.len(),
+            params.segment_height
+        );
+    }
     let status = follow_progress(&coordinator, job).await?;
     let timings = coordinator.timings(job)?;
     if let (Some(predicted), Some(measured)) = coordinator.prediction(job)? {
@@ -235,6 +241,9 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
                 println!("{}", serde_json::to_string_pretty(&timings)?);
             }
             Ok(())
+        }
+        JobStatus::Failed(reason) if reason.starts_with("execution failed") => {
+            Err(BadInput(reason).into())
         }
         JobStatus::Failed(reason) => {
             for event in coordinator.events(job)? {

@@ -35,6 +35,10 @@ pub struct ServeArgs {
     /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
+    /// Dev backend: milliseconds executing each segment takes on the coordinator (to test
+    /// jobs whose execution is still running).
+    #[arg(long, default_value_t = 0, requires = "dev")]
+    dev_execute_ms: u64,
     /// Device profiles (`plait calibrate`) for the planner, which predicts each job's latency
     /// and work and chooses segment heights for `--segment-size auto`. It plans on the workers
     /// asking for work, each with the profile it sends; PROFILE (repeatable) stands in for
@@ -103,7 +107,10 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     }
     let backend: Arc<dyn ProverBackend> = if args.dev {
         eprintln!("WARNING: --dev: this coordinator accepts FAKE dev-backend proofs");
-        Arc::new(plait_prover::dev::DevBackend::default())
+        Arc::new(plait_prover::dev::DevBackend {
+            execute_delay: std::time::Duration::from_millis(args.dev_execute_ms),
+            ..Default::default()
+        })
     } else {
         openvm_backend(cache)
     };

@@ -74,6 +74,7 @@ impl DevOptions {
         DevBackend {
             segment_delay: std::time::Duration::from_millis(self.dev_segment_ms),
             aggregate_delay: std::time::Duration::from_millis(self.dev_aggregate_ms),
+            execute_delay: std::time::Duration::ZERO,
             fault: match self.dev_fault.as_deref() {
                 Some("corrupt-proof") => Some(DevFault::CorruptProof),
                 Some("wrong-segment") => Some(DevFault::WrongSegment),

@@ -1,7 +1,8 @@
 //! Executing a guest once to plan its segments.
 //!
 //! Besides OpenVM's segment cut (instructions and trace heights), the plan records the VM state
-//! at every segment boundary (program counter and memory Merkle root). The coordinator checks
+//! at every segment boundary (program counter and memory Merkle root), and can checkpoint each
+//! segment's start state so that workers need not re-execute (see [`super::checkpoint`]). The coordinator checks
 //! each returned proof against these boundaries, which binds a proof to the exact slice it
 //! was asked for: a valid proof of another segment, or of the same program on another input,
 //! does not match.
@@ -13,23 +14,23 @@ use std::{
 
 use openvm_circuit::{
     arch::{
-        execution_mode::metered::segment_ctx::Segment, hasher::poseidon2::vm_poseidon2_hasher,
-        instructions::exe::VmExe, VirtualMachine, VmExecState, VmState,
+        execution_mode::metered::segment_ctx::Segment, instructions::exe::VmExe, VirtualMachine,
+        VmExecState, VmState,
     },
-    system::memory::merkle::{public_values::extract_public_values, MerkleTree},
+    system::memory::merkle::public_values::extract_public_values,
 };
 use openvm_sdk::{StdIn, F};
-use openvm_stark_backend::p3_field::PrimeField32;
-use plait_core::{ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{JobId, ProgramInput, SegmentPlan, SegmentSpec};
 use serde::{Deserialize, Serialize};
 
 use openvm_sdk_config::SdkVmCpuBuilder;
 
 use super::{
+    checkpoint::{self, BoundaryTracker, CheckpointHeader},
     keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
 };
-use crate::{BackendError, RunOutcome};
+use crate::{BackendError, CutSegment, ProgramImage, RunOutcome, SegmentSink};
 
 /// What a segment task needs beyond the scheduler's fields; travels as the segment's
 /// `backend_hint`.
@@ -70,18 +71,31 @@ pub(crate) fn stdin_of(input: &ProgramInput) -> StdIn {
     stdin
 }
 
+/// Executes the guest once, cutting it into segments and handing each to `sink` as soon as it
+/// is cut, with its boundaries and (for `checkpoints_for = Some(job)`) its start-state
+/// checkpoint.
+///
+/// Two interpreters run over the same execution: OpenVM's metered interpreter decides where
+/// segments end, but it only notices a cut up to a check interval after the boundary; a pure
+/// interpreter follows it to each exact boundary, where the [`BoundaryTracker`] updates the
+/// memory root from the pages that changed and takes the checkpoint.
 pub(crate) fn execute(
     keys: &KeySet,
     program: &LoadedProgram,
+    image: &ProgramImage,
     input: &ProgramInput,
     segment_height: u32,
     max_instructions: u64,
+    checkpoints_for: Option<JobId>,
+    sink: &mut SegmentSink<'_>,
 ) -> Result<SegmentPlan, BackendError> {
     let instance = vm_instance(keys, &program.exe)?;
     let vm = &instance.vm;
     let exe = &program.exe;
     let failed = |e: &dyn std::fmt::Display| BackendError::GuestFailed(e.to_string());
     let started = std::time::Instant::now();
+    let config = vm.config().as_ref();
+    let md = config.memory_config.memory_dimensions();
 
     // OpenVM reports its per-segment memory estimate only in a log line; capture it.
     let estimates = Arc::new(Mutex::new(HashMap::new()));
@@ -90,27 +104,120 @@ pub(crate) fn execute(
         tracing_subscriber::Registry::default(),
         capture,
     );
+    let capturing = tracing::subscriber::set_default(subscriber);
 
-    let (segments, final_state) = tracing::subscriber::with_default(subscriber, || {
-        metered(vm, exe, input, max_instructions)
-    })?;
-    // Fixed-size tables (lookup chips) have the same height in every segment; a segment height
-    // below theirs can be keyed but never proven.
+    let metered = vm.metered_interpreter(exe).map_err(|e| failed(&e))?;
+    let ctx = vm.build_metered_ctx(exe).with_suspend_on_segment(true);
+    let mut ahead = VmExecState::new(metered.create_initial_vm_state(stdin_of(input)), ctx);
+    let pure = vm.interpreter(exe).map_err(|e| failed(&e))?;
+    let mut behind = pure.create_initial_vm_state(stdin_of(input));
+    let mut tracker = BoundaryTracker::new(&behind, md);
+    let mut start = tracker.boundary(&behind);
     let limit = 1u64 << segment_height;
-    if let Some(tallest) = segments
-        .iter()
-        .flat_map(|s| s.trace_heights.iter())
-        .map(|&h| u64::from(h))
-        .max()
-        .filter(|&h| h > limit)
-    {
-        let needed = 64 - (tallest - 1).leading_zeros();
-        return Err(BackendError::InvalidParams(format!(
-            "segment height {segment_height} is too small for this VM: one of its tables has \
-             {tallest} rows, so every segment needs a height of at least {needed}"
-        )));
+    let mut specs: Vec<SegmentSpec> = Vec::new();
+    // Where the time goes, for the log: metered run, pure run, boundaries, checkpoints.
+    let mut spent = [std::time::Duration::ZERO; 4];
+    let setup_seconds = started.elapsed().as_secs_f64();
+    loop {
+        let t = std::time::Instant::now();
+        ahead = metered
+            .execute_metered_until_suspend(ahead)
+            .map_err(|e| failed(&e))?;
+        spent[0] += t.elapsed();
+        let finished = match &ahead.exit_code {
+            Ok(Some(0)) => true,
+            Ok(Some(code)) => {
+                return Err(BackendError::GuestFailed(format!(
+                    "guest exited with code {code} (a guest panic exits with 1)"
+                )))
+            }
+            Err(e) => return Err(failed(e)),
+            Ok(None) => false,
+        };
+        if ahead.ctx.segmentation_ctx.instret > max_instructions {
+            return Err(BackendError::InstructionLimit {
+                limit: max_instructions,
+            });
+        }
+        let public_values = finished.then(|| {
+            extract_public_values(config.num_public_values, &ahead.vm_state.memory.memory)
+        });
+        // Follow the metered run to the end of every segment it has cut since the last look.
+        while specs.len() < ahead.ctx.segments().len() {
+            let index = specs.len();
+            let segment = ahead.ctx.segments()[index].clone();
+            // Fixed-size tables (lookup chips) have the same height in every segment; a segment
+            // height below theirs can be keyed but never proven.
+            if let Some(tallest) = segment
+                .trace_heights
+                .iter()
+                .map(|&h| u64::from(h))
+                .max()
+                .filter(|&h| h > limit)
+            {
+                let needed = 64 - (tallest - 1).leading_zeros();
+                return Err(BackendError::InvalidParams(format!(
+                    "segment height {segment_height} is too small for this VM: one of its \
+                     tables has {tallest} rows, so every segment needs a height of at least \
+                     {needed}"
+                )));
+            }
+            let t = std::time::Instant::now();
+            let checkpoint = match checkpoints_for {
+                Some(job) => Some(tracker.checkpoint(
+                    &behind,
+                    CheckpointHeader {
+                        job: job.0,
+                        program_sha256: image.digest.clone(),
+                        segment: index as u32,
+                        instret_start: segment.instret_start,
+                        boundary: start,
+                    },
+                )?),
+                None => None,
+            };
+            spent[3] += t.elapsed();
+            let t = std::time::Instant::now();
+            behind = pure
+                .execute_from_state(behind, Some(segment.num_insns))
+                .map_err(|e| failed(&e))?;
+            spent[1] += t.elapsed();
+            let t = std::time::Instant::now();
+            let end = tracker.advance(&behind);
+            spent[2] += t.elapsed();
+            let hint = SegmentHint {
+                trace_heights: segment.trace_heights,
+                start,
+                end,
+            };
+            let spec = SegmentSpec {
+                index: index as u32,
+                instret_start: segment.instret_start,
+                num_insns: segment.num_insns,
+                memory_estimate_bytes: estimates
+                    .lock()
+                    .expect("estimates lock")
+                    .get(&index)
+                    .copied()
+                    .unwrap_or(0),
+                backend_hint: serde_json::to_value(&hint).expect("hint serializes"),
+                checkpoint: checkpoint.as_deref().map(checkpoint::digest),
+            };
+            let is_last = finished && index + 1 == ahead.ctx.segments().len();
+            sink(CutSegment {
+                spec: spec.clone(),
+                checkpoint,
+                ending: if is_last { public_values.clone() } else { None },
+            })?;
+            specs.push(spec);
+            start = end;
+        }
+        if finished {
+            break;
+        }
     }
-    let total: u64 = segments.iter().map(|s| s.num_insns).sum();
+    drop(capturing);
+    let total: u64 = specs.iter().map(|s| s.num_insns).sum();
     if total > max_instructions {
         return Err(BackendError::InstructionLimit {
             limit: max_instructions,
@@ -118,55 +225,70 @@ pub(crate) fn execute(
     }
     tracing::info!(
         seconds = started.elapsed().as_secs_f64(),
-        segments = segments.len(),
-        "metered execution done"
+        setup_seconds,
+        metered_seconds = spent[0].as_secs_f64(),
+        pure_seconds = spent[1].as_secs_f64(),
+        boundary_seconds = spent[2].as_secs_f64(),
+        checkpoint_seconds = spent[3].as_secs_f64(),
+        segments = specs.len(),
+        "execution and segment boundaries done"
     );
-    let started = std::time::Instant::now();
-    let config = vm.config().as_ref();
-    let public_values = extract_public_values(config.num_public_values, &final_state.memory.memory);
+    Ok(SegmentPlan {
+        segments: specs,
+        public_values: extract_public_values(
+            config.num_public_values,
+            &ahead.vm_state.memory.memory,
+        ),
+    })
+}
 
-    // Walk the execution again, segment by segment, to record every boundary.
-    let md = config.memory_config.memory_dimensions();
-    let hasher = vm_poseidon2_hasher();
-    let boundary = |state: &VmState<F>| {
-        let root: [F; 8] = MerkleTree::from_memory(&state.memory.memory, &md, &hasher).root();
-        Boundary {
-            pc: state.pc(),
-            memory_root: root.map(|x| x.as_canonical_u32()),
-        }
+/// Recomputes every boundary of `plan` the slow, obvious way (re-executing segment by segment
+/// and hashing the whole memory at each boundary), and returns the index of the first segment
+/// whose boundaries differ from the plan's, if any. A cross-check of [`BoundaryTracker`].
+pub(crate) fn first_boundary_mismatch(
+    keys: &KeySet,
+    program: &LoadedProgram,
+    input: &ProgramInput,
+    plan: &SegmentPlan,
+) -> Result<Option<u32>, BackendError> {
+    use openvm_circuit::{
+        arch::hasher::poseidon2::vm_poseidon2_hasher, system::memory::merkle::MerkleTree,
     };
-    let interpreter = vm.interpreter(exe).map_err(|e| failed(&e))?;
+    use openvm_stark_backend::p3_field::PrimeField32;
+
+    let instance = vm_instance(keys, &program.exe)?;
+    let failed = |e: &dyn std::fmt::Display| BackendError::GuestFailed(e.to_string());
+    let md = instance
+        .vm
+        .config()
+        .as_ref()
+        .memory_config
+        .memory_dimensions();
+    let hasher = vm_poseidon2_hasher();
+    let boundary = |state: &VmState<F>| Boundary {
+        pc: state.pc(),
+        memory_root: MerkleTree::<F, 8>::from_memory(&state.memory.memory, &md, &hasher)
+            .root()
+            .map(|x| x.as_canonical_u32()),
+    };
+    let interpreter = instance
+        .vm
+        .interpreter(&program.exe)
+        .map_err(|e| failed(&e))?;
     let mut state = interpreter.create_initial_vm_state(stdin_of(input));
     let mut start = boundary(&state);
-    let estimates = estimates.lock().expect("estimates lock poisoned");
-    let mut specs = Vec::with_capacity(segments.len());
-    for (index, segment) in segments.into_iter().enumerate() {
+    for segment in &plan.segments {
         state = interpreter
             .execute_from_state(state, Some(segment.num_insns))
             .map_err(|e| failed(&e))?;
         let end = boundary(&state);
-        let hint = SegmentHint {
-            trace_heights: segment.trace_heights,
-            start,
-            end,
-        };
-        specs.push(SegmentSpec {
-            index: index as u32,
-            instret_start: segment.instret_start,
-            num_insns: segment.num_insns,
-            memory_estimate_bytes: estimates.get(&index).copied().unwrap_or(0),
-            backend_hint: serde_json::to_value(&hint).expect("hint serializes"),
-        });
+        let hint = SegmentHint::of(segment)?;
+        if hint.start != start || hint.end != end {
+            return Ok(Some(segment.index));
+        }
         start = end;
     }
-    tracing::info!(
-        seconds = started.elapsed().as_secs_f64(),
-        "segment boundaries recorded"
-    );
-    Ok(SegmentPlan {
-        segments: specs,
-        public_values,
-    })
+    Ok(None)
 }
 
 /// Runs the guest to its end under OpenVM's metered execution, which cuts it into segments.

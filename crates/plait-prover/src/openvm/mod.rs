@@ -4,11 +4,13 @@
 //! guest ELF; [`execution`] plans segments and their boundaries; [`proofs`] proves and checks
 //! segments and aggregation nodes; [`proof_file`] is the final proof's on-disk format.
 
+mod checkpoint;
 mod execution;
 mod keys;
 mod program;
 mod proof_file;
 mod proofs;
+mod resident_pages;
 
 use std::{
     collections::HashMap,
@@ -17,15 +19,16 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub use checkpoint::raw_size as checkpoint_raw_size;
 pub use keys::{KeyMeta, MIN_SEGMENT_HEIGHT};
 use openvm_sdk::Sdk;
 use openvm_verify_stark_host::vk::VmStarkVerifyingKey;
-use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
     BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    RunOutcome, Verdict, VerifiedProof,
+    RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof,
 };
 
 /// The OpenVM backend. Keys and loaded programs are cached in memory per segment height and
@@ -216,33 +219,38 @@ impl ProverBackend for OpenVmBackend {
         execution::run(&keys, &loaded, input, params.max_instructions)
     }
 
-    fn execute(
+    fn execute_streaming(
         &self,
         program: &ProgramImage,
         input: &ProgramInput,
         params: &ProvingParams,
+        checkpoints_for: Option<JobId>,
+        sink: &mut SegmentSink<'_>,
     ) -> Result<SegmentPlan, BackendError> {
         let (keys, loaded) = self.ready_to_execute(program, params)?;
         execution::execute(
             &keys,
             &loaded,
+            program,
             input,
             params.segment_height,
             params.max_instructions,
+            checkpoints_for,
+            sink,
         )
     }
 
     fn prove_segment(
         &self,
         program: &ProgramImage,
-        input: &ProgramInput,
         params: &ProvingParams,
         segment: &SegmentSpec,
         is_last: bool,
+        start: SegmentStart<'_>,
     ) -> Result<(ProofBlob, ProofMeta), BackendError> {
         let keys = self.key_set(params.segment_height)?;
         let loaded = self.program(&keys, program)?;
-        proofs::prove_segment(&keys, &loaded, input, segment, is_last)
+        proofs::prove_segment(&keys, &loaded, program, segment, is_last, start)
     }
 
     fn aggregate(
@@ -259,12 +267,14 @@ impl ProverBackend for OpenVmBackend {
         &self,
         program: &ProgramImage,
         params: &ProvingParams,
-        plan: &SegmentPlan,
         segment: &SegmentSpec,
+        ending: Option<&[u8]>,
         proof: &ProofBlob,
     ) -> Verdict {
         self.checking_context(params, program)
-            .and_then(|(keys, loaded)| proofs::check_segment(&keys, &loaded, plan, segment, proof))
+            .and_then(|(keys, loaded)| {
+                proofs::check_segment(&keys, &loaded, segment, ending, proof)
+            })
             .into()
     }
 
@@ -272,14 +282,15 @@ impl ProverBackend for OpenVmBackend {
         &self,
         program: &ProgramImage,
         params: &ProvingParams,
-        plan: &SegmentPlan,
         layer: AggLayer,
-        covered: &[SegmentSpec],
+        first: &SegmentSpec,
+        last: &SegmentSpec,
+        ends_execution: bool,
         proof: &ProofBlob,
     ) -> Verdict {
         self.checking_context(params, program)
             .and_then(|(keys, loaded)| {
-                proofs::check_aggregate(&keys, &loaded, plan, layer, covered, proof)
+                proofs::check_aggregate(&keys, &loaded, layer, first, last, ends_execution, proof)
             })
             .into()
     }
@@ -359,6 +370,22 @@ fn verify_file(
         public_values,
         program_commit,
     })
+}
+
+/// Recomputes every boundary of `plan` by re-executing segment by segment and hashing the whole
+/// memory at each boundary (the slow way the planner used to take), and returns the first
+/// segment whose boundaries differ from the plan's. For tests of the incremental boundaries.
+pub fn first_boundary_mismatch(
+    cache_dir: &Path,
+    program: &ProgramImage,
+    input: &ProgramInput,
+    segment_height: u32,
+    plan: &SegmentPlan,
+) -> Result<Option<u32>, BackendError> {
+    let keys = KeySet::new(cache_dir, segment_height)?;
+    keys.ensure_generated()?;
+    let loaded = program::load(&keys, program)?;
+    execution::first_boundary_mismatch(&keys, &loaded, input, plan)
 }
 
 /// OpenVM's own single-process pipeline, as a baseline for benchmarks: `Sdk::prove` with the

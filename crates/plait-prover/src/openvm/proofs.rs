@@ -14,7 +14,7 @@ use openvm_circuit::{
     },
 };
 use openvm_continuations::prover::ChildVkKind;
-use openvm_sdk::{F, SC};
+use openvm_sdk::{StdIn, F, SC};
 use openvm_stark_backend::{
     codec::{Decode, Encode},
     keygen::types::MultiStarkVerifyingKey,
@@ -23,15 +23,16 @@ use openvm_stark_backend::{
     StarkEngine,
 };
 use openvm_verify_stark_host::pvs::{VmPvs, VM_PVS_AIR_ID};
-use plait_core::{AggLayer, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{AggLayer, SegmentSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{
+    checkpoint::{CheckpointHeader, StartState},
     execution::{stdin_of, Boundary, SegmentHint},
     keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
 };
-use crate::{BackendError, ProofBlob, ProofMeta, Verdict};
+use crate::{BackendError, ProgramImage, ProofBlob, ProofMeta, SegmentStart, Verdict};
 
 const ENVELOPE_VERSION: u8 = 1;
 
@@ -90,34 +91,63 @@ impl ProofEnvelope {
 pub(crate) fn prove_segment(
     keys: &KeySet,
     program: &LoadedProgram,
-    input: &ProgramInput,
+    image: &ProgramImage,
     segment: &SegmentSpec,
     is_last: bool,
+    start: SegmentStart<'_>,
 ) -> Result<(ProofBlob, ProofMeta), BackendError> {
     let hint = SegmentHint::of(segment)?;
     let mut instance = vm_instance(keys, &program.exe)?;
     let failed = |e: &dyn std::fmt::Display| BackendError::ProvingFailed(e.to_string());
 
-    // OpenVM's VM state does not serialize, so rebuild it by executing up to the segment.
     let started = Instant::now();
-    let state = {
+    let (state, reexecuted_instructions) = {
         let interpreter = instance
             .vm
             .interpreter(&program.exe)
             .map_err(|e| failed(&e))?;
-        let initial = interpreter.create_initial_vm_state(stdin_of(input));
-        if segment.instret_start == 0 {
-            initial
-        } else {
-            interpreter
-                .execute_from_state(initial, Some(segment.instret_start))
-                .map_err(|e| failed(&e))?
+        match start {
+            SegmentStart::Checkpoint { job, bytes } => {
+                let expected = CheckpointHeader {
+                    job: job.0,
+                    program_sha256: image.digest.clone(),
+                    segment: segment.index,
+                    instret_start: segment.instret_start,
+                    boundary: hint.start,
+                };
+                let start = StartState::decode(bytes, &expected).map_err(|reason| {
+                    BackendError::MalformedTask(format!("checkpoint refused: {reason}"))
+                })?;
+                let mut state = interpreter.create_initial_vm_state(StdIn::default());
+                let md = instance
+                    .vm
+                    .config()
+                    .as_ref()
+                    .memory_config
+                    .memory_dimensions();
+                start.restore(&mut state, &md).map_err(|reason| {
+                    BackendError::MalformedTask(format!("checkpoint refused: {reason}"))
+                })?;
+                (state, 0)
+            }
+            // Without a checkpoint, rebuild the state by executing up to the segment.
+            SegmentStart::Reexecute(input) => {
+                let initial = interpreter.create_initial_vm_state(stdin_of(input));
+                let state = if segment.instret_start == 0 {
+                    initial
+                } else {
+                    interpreter
+                        .execute_from_state(initial, Some(segment.instret_start))
+                        .map_err(|e| failed(&e))?
+                };
+                (state, segment.instret_start)
+            }
         }
     };
     let reexecution_seconds = started.elapsed().as_secs_f64();
     if state.pc() != hint.start.pc {
         return Err(BackendError::MalformedTask(format!(
-            "re-execution reached pc {:#x}, the plan says segment {} starts at {:#x}: \
+            "the start state is at pc {:#x}, the plan says segment {} starts at {:#x}: \
              input or program differ from the plan's",
             state.pc(),
             segment.index,
@@ -159,6 +189,7 @@ pub(crate) fn prove_segment(
         ProofEnvelope::encode(&proof, user_pvs.as_ref()),
         ProofMeta {
             reexecution_seconds,
+            reexecuted_instructions,
             proving_seconds,
             ..Default::default()
         },
@@ -308,8 +339,8 @@ fn pvs_slice(proof: &Proof<SC>, air: usize, len: usize) -> Result<&[F], String> 
 pub(crate) fn check_segment(
     keys: &KeySet,
     program: &LoadedProgram,
-    plan: &SegmentPlan,
     segment: &SegmentSpec,
+    ending: Option<&[u8]>,
     blob: &ProofBlob,
 ) -> Result<(), String> {
     let hint = SegmentHint::of(segment).map_err(|e| e.to_string())?;
@@ -340,11 +371,10 @@ pub(crate) fn check_segment(
         is_terminate: connector.is_terminate(),
         exit_code: connector.exit_code.as_canonical_u32(),
     };
-    let is_last = segment.index as usize + 1 == plan.segments.len();
-    compare_with_plan(&claims, program, &hint, &hint, is_last)?;
+    compare_with_plan(&claims, program, &hint, &hint, ending.is_some())?;
 
-    match (is_last, user_pvs) {
-        (true, Some(user_pvs)) => {
+    match (ending, user_pvs) {
+        (Some(public_values), Some(user_pvs)) => {
             let config = keys
                 .app_pk()
                 .map_err(|e| e.to_string())?
@@ -362,15 +392,15 @@ pub(crate) fn check_segment(
                 .iter()
                 .map(|x| x.as_canonical_u32() as u8)
                 .collect();
-            if revealed != plan.public_values {
+            if revealed != public_values {
                 return Err("public values differ from the planned execution's".into());
             }
         }
-        (true, None) => return Err("the last segment's proof lacks its public values proof".into()),
-        (false, Some(_)) => {
-            return Err("only the last segment carries a public values proof".into())
+        (Some(_), None) => {
+            return Err("the last segment's proof lacks its public values proof".into())
         }
-        (false, None) => {}
+        (None, Some(_)) => return Err("only the last segment carries a public values proof".into()),
+        (None, None) => {}
     }
     Ok(())
 }
@@ -378,15 +408,15 @@ pub(crate) fn check_segment(
 pub(crate) fn check_aggregate(
     keys: &KeySet,
     program: &LoadedProgram,
-    plan: &SegmentPlan,
     layer: AggLayer,
-    covered: &[SegmentSpec],
+    first: &SegmentSpec,
+    last: &SegmentSpec,
+    ends_execution: bool,
     blob: &ProofBlob,
 ) -> Result<(), String> {
-    let (first, last) = match (covered.first(), covered.last()) {
-        (Some(first), Some(last)) => (first, last),
-        _ => return Err("an aggregation node must cover at least one segment".into()),
-    };
+    if first.index > last.index {
+        return Err("an aggregation node must cover at least one segment".into());
+    }
     let (proof, user_pvs) = ProofEnvelope::decode(blob)?;
     if user_pvs.is_some() {
         return Err("aggregation proofs carry no public values proof".into());
@@ -406,7 +436,6 @@ pub(crate) fn check_aggregate(
         is_terminate: pvs.is_terminate.as_canonical_u32() == 1,
         exit_code: pvs.exit_code.as_canonical_u32(),
     };
-    let ends_execution = last.index as usize + 1 == plan.segments.len();
     let first = SegmentHint::of(first).map_err(|e| e.to_string())?;
     let last = SegmentHint::of(last).map_err(|e| e.to_string())?;
     compare_with_plan(&claims, program, &first, &last, ends_execution)
