@@ -42,6 +42,9 @@ struct Args {
     /// Simulated proving time per segment and per aggregation node.
     #[arg(long, default_value_t = 50)]
     task_ms: u64,
+    /// Pad every dev proof to this many bytes (real proofs weigh about as much: see README).
+    #[arg(long, default_value_t = 0)]
+    proof_bytes: usize,
     /// The plait binary (default: beside this example's directory).
     #[arg(long)]
     plait: Option<PathBuf>,
@@ -49,6 +52,36 @@ struct Args {
 
 const WORKER_TOKEN: &str = "bench-worker";
 const CLIENT_TOKEN: &str = "bench-client";
+
+/// The peak resident memory of a process, from /proc/PID/status (VmHWM).
+fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .context("no VmHWM")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()?;
+    Ok(kib * 1024)
+}
+
+/// Bytes of the files under `dir`, recursively.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
 
 /// User + system CPU seconds of a process, from /proc/PID/stat (clock ticks at 100 Hz).
 fn cpu_seconds(pid: u32) -> Result<f64> {
@@ -103,6 +136,7 @@ async fn main() -> Result<()> {
         segment_delay: Duration::from_millis(args.task_ms),
         aggregate_delay: Duration::from_millis(args.task_ms),
         execute_delay: Duration::ZERO,
+        proof_bytes: args.proof_bytes,
         fault: None,
     });
     for i in 0..args.workers {
@@ -168,7 +202,12 @@ async fn main() -> Result<()> {
     while submitted_tasks < args.tasks || !in_flight.is_empty() {
         while submitted_tasks < args.tasks && in_flight.len() < args.jobs_in_flight {
             let job = submit().await?;
-            let s = status(job).await?;
+            // Jobs answer before they execute; count their tasks once execution has ended.
+            let mut s = status(job).await?;
+            while s.executing {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                s = status(job).await?;
+            }
             submitted_tasks += s.phases.iter().map(|p| p.2).sum::<usize>();
             jobs.push(job);
             in_flight.push(job);
@@ -205,6 +244,7 @@ async fn main() -> Result<()> {
         bail!("{} of {tasks} timings carry a queued time", queued.len());
     }
     queued.sort_by(f64::total_cmp);
+    let peak_rss = peak_rss_bytes(pid)?;
     let _ = server.kill();
     let _ = server.wait();
     let store_bytes: u64 = ["", "-wal"]
@@ -236,6 +276,16 @@ async fn main() -> Result<()> {
     println!(
         "coordinator CPU                {cpu:>10.1} s ({:.2} ms per task)",
         cpu / tasks as f64 * 1e3
+    );
+    println!(
+        "coordinator peak RSS           {:>10.1} MiB",
+        peak_rss as f64 / (1 << 20) as f64
+    );
+    let blob_bytes = dir_bytes(&PathBuf::from(format!("{}.blobs", store_path.display())));
+    println!(
+        "blobs (proofs, checkpoints)    {:>10.1} MiB ({:.1} KiB per task)",
+        blob_bytes as f64 / (1 << 20) as f64,
+        blob_bytes as f64 / tasks as f64 / 1024.0
     );
     println!(
         "store (SQLite, with WAL)       {:>10.1} MiB ({:.1} KiB per job, {:.0} B per task)",

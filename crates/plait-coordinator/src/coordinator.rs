@@ -47,6 +47,9 @@ pub struct CoordinatorConfig {
     pub claim_wait: Duration,
     /// Rejected proofs after which a worker gets no more work.
     pub max_rejections_per_worker: u32,
+    /// How long a succeeded or cancelled job keeps its blobs (checkpoints and task proofs)
+    /// after it ended; its final proof is kept for good.
+    pub blob_retention: Duration,
     /// Device profiles to predict each job's latency and work with, and to choose segment
     /// heights for jobs that ask (`auto`). Without them, jobs get no prediction and `auto`
     /// is refused.
@@ -63,6 +66,7 @@ impl Default for CoordinatorConfig {
             retry_backoff: Duration::from_secs(2),
             claim_wait: Duration::from_secs(10),
             max_rejections_per_worker: 2,
+            blob_retention: Duration::from_secs(3600),
             planner: None,
         }
     }
@@ -347,6 +351,8 @@ impl Coordinator {
         let chosen = match auto {
             None => {
                 self.prepare_keys(params).await?;
+                let (backend, p) = (self.backend.clone(), program.clone());
+                blocking(move || backend.prepare_program(&p, &params)).await??;
                 None
             }
             Some(goal) => {
@@ -393,9 +399,11 @@ impl Coordinator {
         };
         let planner = self.config.planner.as_ref().ok_or_else(no_profile)?;
         let pool = self.planning_pool(planner).ok_or_else(no_profile)?;
-        for &height in &planner.heights {
+        // Keys for the executed height (the lowest) come first, so that keygen is not timed as
+        // execution; the chosen height's keys are made before the job starts.
+        if let Some(&lowest) = planner.heights.iter().min() {
             self.prepare_keys(ProvingParams {
-                segment_height: height,
+                segment_height: lowest,
                 ..params
             })
             .await?;
@@ -415,7 +423,8 @@ impl Coordinator {
         .collect();
         let (best, reason) = recommend(&candidates, goal)
             .map_err(|e| CoordinatorError::CannotPlan(e.to_string()))?;
-        // The job waits for the executions at every candidate height, not just its own.
+        // The job waits for the planning executions (one, at the lowest height, when the
+        // backend predicts the others), then executes at its own height.
         let executions: f64 = candidates.iter().map(|c| c.execution_seconds).sum();
         let prediction = Prediction::of(&candidates[best], &pool).map(|p| Prediction {
             goal: Some(goal),
@@ -741,8 +750,19 @@ impl Coordinator {
         })
     }
 
-    pub fn accepted_proof(&self, job: JobId, task: TaskId) -> Result<ProofBlob, CoordinatorError> {
-        self.read_job(job, |j| j.proof(task).cloned())?
+    /// A task's accepted proof, read from the blob store.
+    pub async fn accepted_proof(
+        &self,
+        job: JobId,
+        task: TaskId,
+    ) -> Result<ProofBlob, CoordinatorError> {
+        let sha256 = self
+            .read_job(job, |j| j.proof(task).map(str::to_string))?
+            .ok_or(CoordinatorError::UnknownTask(task, job))?;
+        self.store
+            .blob(job, &sha256)
+            .await?
+            .map(ProofBlob)
             .ok_or(CoordinatorError::UnknownTask(task, job))
     }
 
@@ -869,9 +889,12 @@ impl Coordinator {
         .await?;
         let root_done = match &verdict {
             Verdict::Accepted => {
+                // Stored before it is recorded as accepted; if the lease was lost meanwhile,
+                // the blob is unused and goes with the job's other blobs.
+                let sha256 = self.store.put_blob(job, &proof.0).await?;
                 let (root_done, timing) = self.with_job(
                     job,
-                    |j| j.accept(task, attempt, proof, meta, Instant::now()),
+                    |j| j.accept(task, attempt, sha256, meta, Instant::now()),
                     task,
                     attempt,
                 )?;
@@ -932,6 +955,13 @@ impl Coordinator {
         else {
             return Ok(());
         };
+        let read = |sha256: String| async move {
+            self.store.blob(job, &sha256).await.and_then(|b| {
+                b.map(ProofBlob)
+                    .ok_or_else(|| StoreError::Blobs(format!("{job}: proof {sha256} is missing")))
+            })
+        };
+        let (root, last) = (read(root).await?, read(last).await?);
         let backend = self.backend.clone();
         let result = blocking(move || backend.finalize(&program, &params, &root, &last)).await;
         {
@@ -1051,7 +1081,53 @@ impl Coordinator {
         let _ = tokio::time::timeout(timeout, self.job_changed.notified()).await;
     }
 
-    /// Requeues tasks whose lease expired, every second, for as long as the coordinator lives.
+    /// Deletes the blobs of succeeded and cancelled jobs that ended more than the retention
+    /// time ago (once per job and coordinator run; deleting again is harmless).
+    async fn collect_garbage(&self) {
+        let now = Instant::now();
+        let due: Vec<JobId> = {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            jobs.values_mut()
+                .filter(|j| {
+                    !j.blobs_collected
+                        && j.status.done_with_task_proofs()
+                        && j.ended_at().is_some_and(|at| {
+                            now.saturating_duration_since(at) >= self.config.blob_retention
+                        })
+                })
+                .map(|j| {
+                    j.blobs_collected = true;
+                    j.id
+                })
+                .collect()
+        };
+        for id in due {
+            match self.store.delete_blobs(id).await {
+                Ok(0) => {}
+                Ok(bytes) => {
+                    let _ = self.with_job(
+                        id,
+                        |j| {
+                            j.log(
+                                Instant::now(),
+                                format!(
+                                    "blobs deleted after the retention time: {bytes} bytes of \
+                                     checkpoints and task proofs (the final proof is kept)"
+                                ),
+                            );
+                            Ok(())
+                        },
+                        TaskId(0),
+                        0,
+                    );
+                }
+                Err(e) => tracing::warn!(job_id = %id, "deleting blobs: {e}"),
+            }
+        }
+    }
+
+    /// Requeues tasks whose lease expired, every second, and deletes the blobs of jobs past
+    /// their retention, for as long as the coordinator lives.
     pub fn spawn_lease_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -1059,6 +1135,7 @@ impl Coordinator {
             loop {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
+                this.collect_garbage().await;
                 let now = Instant::now();
                 let policy = this.retry_policy();
                 let expired: usize = {

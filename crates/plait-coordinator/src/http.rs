@@ -358,7 +358,10 @@ async fn proof(
     State(coordinator): State<Arc<Coordinator>>,
     Path((job, task)): Path<(u64, u32)>,
 ) -> Result<Vec<u8>, ApiError> {
-    Ok(coordinator.accepted_proof(JobId(job), TaskId(task))?.0)
+    Ok(coordinator
+        .accepted_proof(JobId(job), TaskId(task))
+        .await?
+        .0)
 }
 
 async fn checkpoint(

@@ -13,7 +13,7 @@ use plait_core::{
     planner::{Measured, Prediction},
     JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind,
 };
-use plait_prover::{ProgramImage, ProofBlob, ProvingParams};
+use plait_prover::{ProgramImage, ProvingParams};
 use serde::{Deserialize, Serialize};
 
 use crate::store::{JobRecord, StoreOp, StoredJob};
@@ -170,7 +170,9 @@ pub(crate) struct Job {
     /// What the planner predicted at submission, if the coordinator has a device profile.
     pub prediction: Option<Prediction>,
     graph: TaskGraph,
-    proofs: HashMap<TaskId, ProofBlob>,
+    /// The SHA-256 of each accepted task's proof: the proofs themselves live in the blob
+    /// store, not in memory.
+    proofs: HashMap<TaskId, String>,
     leases: HashMap<TaskId, Lease>,
     attempts: HashMap<TaskId, u32>,
     failures: HashMap<TaskId, u32>,
@@ -182,6 +184,8 @@ pub(crate) struct Job {
     timings: Vec<TaskTiming>,
     /// Changes not yet written to the store, in order; the coordinator drains them.
     outbox: Vec<StoreOp>,
+    /// Whether this coordinator run has deleted the job's blobs (after its retention time).
+    pub blobs_collected: bool,
 }
 
 /// How failures that count against a task are retried.
@@ -241,6 +245,7 @@ impl Job {
             events: Vec::new(),
             timings: Vec::new(),
             outbox: Vec::new(),
+            blobs_collected: false,
         };
         let record = job.record();
         job.outbox.push(StoreOp::InsertJob(record));
@@ -433,9 +438,7 @@ impl Job {
                 .start(task)
                 .and_then(|()| graph.complete(task))
                 .map_err(|e| format!("{}: stored {task}: {e}", r.id))?;
-            if let Some(proof) = proof {
-                proofs.insert(task, ProofBlob(proof));
-            }
+            proofs.insert(task, proof);
             timings.push(serde_json::from_str(&timing).map_err(|e| parse_err("task timing", e))?);
         }
         let events = stored
@@ -469,6 +472,7 @@ impl Job {
             events,
             timings,
             outbox: Vec::new(),
+            blobs_collected: false,
         })
     }
 
@@ -497,9 +501,6 @@ impl Job {
             job: self.id,
             state: status.clone(),
         });
-        if status.done_with_task_proofs() {
-            self.proofs = HashMap::new();
-        }
         self.status = status;
     }
 
@@ -801,8 +802,9 @@ impl Job {
         self.graph.is_sealed() && index as usize + 1 == self.segments.len()
     }
 
-    pub fn proof(&self, task: TaskId) -> Option<&ProofBlob> {
-        self.proofs.get(&task)
+    /// The SHA-256 of the task's accepted proof (its name in the blob store).
+    pub fn proof(&self, task: TaskId) -> Option<&str> {
+        self.proofs.get(&task).map(String::as_str)
     }
 
     /// Records a verified result. Re-checks the lease: a result whose lease was lost while it
@@ -812,7 +814,7 @@ impl Job {
         &mut self,
         task: TaskId,
         attempt: u32,
-        proof: ProofBlob,
+        proof_sha256: String,
         meta: TaskMeta,
         now: Instant,
     ) -> Result<(bool, TaskTiming), LeaseError> {
@@ -833,10 +835,10 @@ impl Job {
         self.outbox.push(StoreOp::TaskAccepted {
             job: self.id,
             task,
-            proof: proof.0.clone(),
+            proof_sha256: proof_sha256.clone(),
             timing_json: serde_json::to_string(&timing).expect("timings serialize"),
         });
-        self.proofs.insert(task, proof);
+        self.proofs.insert(task, proof_sha256);
         self.log(
             now,
             format!(
@@ -912,13 +914,23 @@ impl Job {
         expired.len()
     }
 
-    /// The root proof and the last segment's proof, once the root is accepted.
-    pub fn final_inputs(&self) -> Option<(ProofBlob, ProofBlob)> {
+    /// The names (SHA-256) of the root proof and the last segment's proof, once the root is
+    /// accepted.
+    pub fn final_inputs(&self) -> Option<(String, String)> {
         let root = self.proofs.get(&self.graph.root()?)?;
         let last_segment = self
             .graph
             .segment_task(self.segments.len().checked_sub(1)? as u32)?;
         let last = self.proofs.get(&last_segment)?;
         Some((root.clone(), last.clone()))
+    }
+
+    /// When the job ended (succeeded, failed or was cancelled), if it has.
+    pub fn ended_at(&self) -> Option<Instant> {
+        if self.status.is_live() {
+            return None;
+        }
+        let at = self.events.last()?.at_seconds;
+        Some(self.submitted + Duration::from_secs_f64(at.max(0.0)))
     }
 }

@@ -1,6 +1,8 @@
 //! The coordinator: the single writer of job state.
 //!
-//! It executes a program once to plan its segments, hands ready tasks to workers under leases,
+//! It stores a job, then executes its program once in the background, making each segment a
+//! ready task (with its start-state checkpoint in the blob store) as soon as it is cut; it hands
+//! ready tasks to workers under leases,
 //! verifies every returned proof before accepting it (a rejected proof is recorded and its task
 //! retried), releases each aggregation node the moment its children are accepted, and finally
 //! assembles and verifies the job's proof. Workers reach it over HTTP ([`http::router`]).

@@ -104,11 +104,12 @@ pub enum StoreOp {
         attempts: u32,
         failures: u32,
     },
-    /// A verified proof, with its timing record (JSON).
+    /// A verified proof (already in the blob store under `proof_sha256`), with its timing
+    /// record (JSON).
     TaskAccepted {
         job: JobId,
         task: TaskId,
-        proof: Vec<u8>,
+        proof_sha256: String,
         timing_json: String,
     },
     WorkerRejections {
@@ -122,10 +123,8 @@ pub enum StoreOp {
 pub struct StoredTask {
     pub attempts: u32,
     pub failures: u32,
-    /// Once accepted: the proof and its timing (JSON). `load` leaves out the proofs of jobs
-    /// done with them ([`JobStatus::DONE_WITH_TASK_PROOFS`]): nothing needs them in memory any
-    /// more, and [`Store::task_proofs`] reads them when asked.
-    pub accepted: Option<(Option<Vec<u8>>, String)>,
+    /// Once accepted: the SHA-256 of its proof (a blob of the job) and its timing (JSON).
+    pub accepted: Option<(String, String)>,
 }
 
 /// One job with everything recorded about it.
@@ -218,8 +217,8 @@ impl Store {
             url_for_display: redact(url),
             blobs,
         };
-        store.migrate(bytes_type).await?;
         store.blobs.migrate().await?;
+        store.migrate(bytes_type).await?;
         Ok(store)
     }
 
@@ -240,7 +239,7 @@ impl Store {
             format!(
                 "CREATE TABLE IF NOT EXISTS tasks (job_id BIGINT NOT NULL, task_id BIGINT NOT NULL, \
                  attempts BIGINT NOT NULL, failures BIGINT NOT NULL, proof {bytes}, timing TEXT, \
-                 PRIMARY KEY (job_id, task_id))"
+                 proof_sha256 TEXT, PRIMARY KEY (job_id, task_id))"
             ),
             "CREATE TABLE IF NOT EXISTS events (job_id BIGINT NOT NULL, seq BIGINT NOT NULL, \
              at_seconds DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, PRIMARY KEY (job_id, seq))"
@@ -282,7 +281,10 @@ impl Store {
                 ))
                 .execute(&mut *tx)
                 .await?;
-                renumber_tasks_of_planned_jobs(&mut tx).await?;
+                sqlx::query("ALTER TABLE tasks ADD COLUMN proof_sha256 TEXT")
+                    .execute(&mut *tx)
+                    .await?;
+                renumber_tasks_of_planned_jobs(&mut tx, &self.blobs).await?;
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
@@ -389,16 +391,16 @@ impl Store {
                 StoreOp::TaskAccepted {
                     job,
                     task,
-                    proof,
+                    proof_sha256,
                     timing_json,
                 } => sqlx::query(
-                    "INSERT INTO tasks (job_id, task_id, attempts, failures, proof, timing) \
+                    "INSERT INTO tasks (job_id, task_id, attempts, failures, proof_sha256, timing) \
                      VALUES ($1, $2, 0, 0, $3, $4) ON CONFLICT (job_id, task_id) DO UPDATE SET \
-                     proof = excluded.proof, timing = excluded.timing",
+                     proof_sha256 = excluded.proof_sha256, timing = excluded.timing",
                 )
                 .bind(job.0 as i64)
                 .bind(task.0 as i64)
-                .bind(proof.clone())
+                .bind(proof_sha256.clone())
                 .bind(timing_json.clone()),
                 StoreOp::WorkerRejections { worker, rejections } => sqlx::query(
                     "INSERT INTO workers (worker_id, rejections) VALUES ($1, $2) \
@@ -462,26 +464,31 @@ impl Store {
                 },
             );
         }
-        let done_states = JobStatus::DONE_WITH_TASK_PROOFS.map(|s| format!("'{s}'"));
-        for row in sqlx::query(&format!(
-            "SELECT t.job_id, t.task_id, t.attempts, t.failures, \
-             CASE WHEN j.state IN ({}) THEN NULL ELSE t.proof END, \
-             t.timing FROM tasks t JOIN jobs j ON j.id = t.job_id \
-             ORDER BY t.job_id, t.task_id",
-            done_states.join(", ")
-        ))
+        for row in sqlx::query(
+            "SELECT job_id, task_id, attempts, failures, proof_sha256, timing FROM tasks \
+             ORDER BY job_id, task_id",
+        )
         .fetch_all(&mut *conn)
         .await?
         {
             let job: i64 = row.try_get(0)?;
             let task: i64 = row.try_get(1)?;
-            let proof: Option<Vec<u8>> = row.try_get(4)?;
-            // A task is accepted exactly when its timing is stored (with its proof).
+            let proof: Option<String> = row.try_get(4)?;
+            // A task is accepted exactly when its timing is stored (with its proof's name).
             let timing: Option<String> = row.try_get(5)?;
+            let accepted = match (proof, timing) {
+                (Some(proof), Some(timing)) => Some((proof, timing)),
+                (None, None) => None,
+                _ => {
+                    return Err(StoreError::Corrupt(format!(
+                        "job-{job} task-{task}: a proof without timing or a timing without proof"
+                    )))
+                }
+            };
             let stored = StoredTask {
                 attempts: row.try_get::<i64, _>(2)? as u32,
                 failures: row.try_get::<i64, _>(3)? as u32,
-                accepted: timing.map(|timing| (proof, timing)),
+                accepted,
             };
             jobs.get_mut(&job)
                 .ok_or_else(|| StoreError::Corrupt(format!("task of unknown job-{job}")))?
@@ -545,29 +552,37 @@ impl Store {
         self.blobs.job_bytes(job).await
     }
 
-    /// The accepted proofs of one job, by task.
+    /// The accepted proofs of one job, by task (an error if they were garbage-collected).
     pub async fn task_proofs(&self, job: JobId) -> Result<BTreeMap<TaskId, Vec<u8>>, StoreError> {
         let rows = sqlx::query(
-            "SELECT task_id, proof FROM tasks WHERE job_id = $1 AND proof IS NOT NULL \
-             ORDER BY task_id",
+            "SELECT task_id, proof_sha256 FROM tasks WHERE job_id = $1 AND proof_sha256 IS NOT \
+             NULL ORDER BY task_id",
         )
         .bind(job.0 as i64)
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let task: i64 = row.try_get(0)?;
-                Ok((TaskId(task as u32), row.try_get(1)?))
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .map_err(Into::into)
+        let mut proofs = BTreeMap::new();
+        for row in rows {
+            let task: i64 = row.try_get(0)?;
+            let sha256: String = row.try_get(1)?;
+            let proof = self.blob(job, &sha256).await?.ok_or_else(|| {
+                StoreError::Blobs(format!(
+                    "the proof of task-{task} of {job} is gone (its blobs were garbage-collected)"
+                ))
+            })?;
+            proofs.insert(TaskId(task as u32), proof);
+        }
+        Ok(proofs)
     }
 }
 
 /// Renumbers the stored tasks of jobs planned whole (schema 2 and before: segments first, then
 /// the tree's layers bottom-up) to creation order, which the streamed task graph uses.
+///
+/// Their proofs move from the tasks table to the blob store on the way.
 async fn renumber_tasks_of_planned_jobs(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    blobs: &BlobStore,
 ) -> Result<(), StoreError> {
     let jobs = sqlx::query("SELECT id, params, plan FROM jobs")
         .fetch_all(&mut **tx)
@@ -612,15 +627,19 @@ async fn renumber_tasks_of_planned_jobs(
                     Ok(value.to_string())
                 })
                 .transpose()?;
+            let proof_sha256 = match task.try_get::<Option<Vec<u8>>, _>(3)? {
+                Some(proof) => Some(blobs.put(JobId(job as u64), &proof).await?),
+                None => None,
+            };
             sqlx::query(
-                "INSERT INTO tasks (job_id, task_id, attempts, failures, proof, timing) \
+                "INSERT INTO tasks (job_id, task_id, attempts, failures, proof_sha256, timing) \
                  VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(job)
             .bind(new.0 as i64)
             .bind(task.try_get::<i64, _>(1)?)
             .bind(task.try_get::<i64, _>(2)?)
-            .bind(task.try_get::<Option<Vec<u8>>, _>(3)?)
+            .bind(proof_sha256)
             .bind(timing)
             .execute(&mut **tx)
             .await?;

@@ -76,6 +76,9 @@ async fn round_trips_everything(kind: &str) {
     // Proof-sized blobs, with every byte value.
     let big: Vec<u8> = (0..(3 << 20)).map(|i: u32| (i * 7 % 251) as u8).collect();
     let elf = Arc::new(vec![0x7f, b'E', b'L', b'F', 0, 255]);
+    // Proofs live in the blob store; tasks name them.
+    let big_sha = store.put_blob(JobId(1), &big).await.unwrap();
+    let empty_sha = store.put_blob(JobId(1), &[]).await.unwrap();
     let ops = vec![
         StoreOp::Program {
             sha256: "p1".into(),
@@ -133,13 +136,13 @@ async fn round_trips_everything(kind: &str) {
         StoreOp::TaskAccepted {
             job: JobId(1),
             task: TaskId(0),
-            proof: big.clone(),
+            proof_sha256: big_sha.clone(),
             timing_json: "{\"t\":1}".into(),
         },
         StoreOp::TaskAccepted {
             job: JobId(1),
             task: TaskId(4),
-            proof: vec![],
+            proof_sha256: empty_sha.clone(),
             timing_json: "{}".into(),
         },
         StoreOp::JobState {
@@ -172,8 +175,8 @@ async fn round_trips_everything(kind: &str) {
             StoredTask {
                 attempts: 3,
                 failures: 2,
-                // Job 1 succeeded: its proofs are not loaded, only marked accepted.
-                accepted: Some((None, "{\"t\":1}".into())),
+                // Only the proof's name is loaded; the proof stays in the blob store.
+                accepted: Some((big_sha.clone(), "{\"t\":1}".into())),
             },
         ),
         (
@@ -181,7 +184,7 @@ async fn round_trips_everything(kind: &str) {
             StoredTask {
                 attempts: 0,
                 failures: 0,
-                accepted: Some((None, "{}".into())),
+                accepted: Some((empty_sha.clone(), "{}".into())),
             },
         ),
     ]);
@@ -298,16 +301,26 @@ async fn migrates_a_version_1_store(kind: &str) {
                 "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
                  state) VALUES (7, 'ab', '{{}}', '{params}', '{plan}', 5, 'running')"
             ),
-            // Old numbering of 5 segments: segments 0-4, leaves 5-6, then 7, 8, 9 (wrap).
-            "INSERT INTO tasks (job_id, task_id, attempts, failures, timing) \
-             VALUES (7, 4, 1, 0, '{\"task\":4}')"
-                .into(),
-            "INSERT INTO tasks (job_id, task_id, attempts, failures, timing) \
-             VALUES (7, 5, 2, 1, '{\"task\":5}')"
-                .into(),
             "INSERT INTO tasks (job_id, task_id, attempts, failures) VALUES (7, 9, 1, 1)".into(),
         ] {
             sqlx::query(&statement).execute(&mut conn).await.unwrap();
+        }
+        // Old numbering of 5 segments: segments 0-4, leaves 5-6, then 7, 8, 9 (wrap); accepted
+        // proofs were stored in the tasks table.
+        for (task, attempts, failures, proof) in [(4, 1, 0, vec![1u8, 2, 3]), (5, 2, 1, vec![4, 5])]
+        {
+            sqlx::query(
+                "INSERT INTO tasks (job_id, task_id, attempts, failures, proof, timing) \
+                 VALUES (7, $1, $2, $3, $4, $5)",
+            )
+            .bind(task as i64)
+            .bind(attempts as i64)
+            .bind(failures as i64)
+            .bind(proof)
+            .bind(format!(r#"{{"task":{task}}}"#))
+            .execute(&mut conn)
+            .await
+            .unwrap();
         }
     }
     let store = Store::open(&url).await.unwrap();
@@ -468,10 +481,11 @@ async fn prove(c: &Coordinator, program: &ProgramImage, task: &TaskAssignment) -
                 .0
         }
         Work::Aggregate { layer, children } => {
-            let children: Vec<ProofBlob> = children
-                .iter()
-                .map(|t| c.accepted_proof(task.job_id, *t).unwrap())
-                .collect();
+            let mut proofs: Vec<ProofBlob> = Vec::new();
+            for child in children {
+                proofs.push(c.accepted_proof(task.job_id, *child).await.unwrap());
+            }
+            let children = proofs;
             dev.aggregate(&task.params, *layer, &children).unwrap()
         }
     }
@@ -518,7 +532,10 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
     for _ in 0..4 {
         let (task, verdict) = claim_and_prove(&c, &program, "before").await.unwrap();
         assert_eq!(verdict, Verdict::Accepted);
-        accepted.push((task.task_id, c.accepted_proof(job, task.task_id).unwrap()));
+        accepted.push((
+            task.task_id,
+            c.accepted_proof(job, task.task_id).await.unwrap(),
+        ));
     }
     // Two more leased and never finished: in flight when the coordinator dies.
     let in_flight: Vec<TaskAssignment> = vec![
@@ -531,7 +548,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
 
     let c = open(&url).await;
     for (task, proof) in &accepted {
-        assert_eq!(&c.accepted_proof(job, *task).unwrap(), proof);
+        assert_eq!(&c.accepted_proof(job, *task).await.unwrap(), proof);
     }
     // The lost leases are gone; a late result from before the restart is refused…
     let late = &in_flight[0];
@@ -675,13 +692,12 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     );
     run_to_end(&c, &program, job).await;
     assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
-    // The proofs kept across the retry are the job's proofs still, read from the store: a
-    // job that ended holds none in memory.
+    // The proofs kept across the retry are the job's proofs still, read from the store.
     let after = c.accepted_proofs(job).await.unwrap();
     assert_eq!(after.len(), c.timings(job).unwrap().len());
     for (task, proof) in kept {
         assert_eq!(after[&task], proof);
-        assert!(c.accepted_proof(job, task).is_err());
+        assert_eq!(c.accepted_proof(job, task).await.unwrap(), proof);
     }
     let events: Vec<String> = c
         .events(job)

@@ -136,6 +136,10 @@ pub struct Candidate {
     pub work_by_phase: Vec<(String, f64)>,
     /// Why the simulation could not run (no device holds a task).
     pub infeasible: Option<String>,
+    /// The height whose execution this plan was predicted from (`None`: executed at its own
+    /// height).
+    #[serde(default)]
+    pub predicted_from: Option<u32>,
 }
 
 /// Simulates the job `plan` describes (cut at `height`) on `pool`.
@@ -190,6 +194,7 @@ pub fn evaluate(
         utilization: None,
         work_by_phase: Vec::new(),
         infeasible: None,
+        predicted_from: None,
     };
     match simulate(&job, &pool.profiles, &pool.workers, config) {
         Ok(SimOutcome {
@@ -372,6 +377,7 @@ mod tests {
             utilization: None,
             work_by_phase: vec![],
             infeasible: None,
+            predicted_from: None,
         }
     }
 

@@ -193,6 +193,17 @@ pub trait ProverBackend: Send + Sync {
     /// RISC-V ELF), so that uploads of anything else are refused at the door.
     fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError>;
 
+    /// Loads `program` for `params` ahead of its first execution (for OpenVM: transpiles and
+    /// commits it, seconds once per program and height), so that this one-time cost is not
+    /// counted as a job's execution.
+    fn prepare_program(
+        &self,
+        _program: &ProgramImage,
+        _params: &ProvingParams,
+    ) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Segment heights whose keys this backend has on disk already.
     fn cached_key_heights(&self) -> Vec<u32> {
         Vec::new()
@@ -217,6 +228,18 @@ pub trait ProverBackend: Send + Sync {
     /// this pool (0: unknown). The coordinator replaces it with the peaks workers report.
     fn aggregation_memory_estimate(&self, _params: &ProvingParams, _layer: AggLayer) -> u64 {
         0
+    }
+
+    /// Predicts, without executing again, how an execution planned at `plan_height` would be
+    /// cut at a larger `height`: the instructions of each segment. `None` when the backend
+    /// cannot tell (the caller then executes at `height`).
+    fn predict_segments(
+        &self,
+        _plan: &SegmentPlan,
+        _plan_height: u32,
+        _height: u32,
+    ) -> Option<Vec<u64>> {
+        None
     }
 
     /// Executes the program once and cuts the execution into segments.

@@ -30,6 +30,8 @@ pub struct DevBackend {
     pub aggregate_delay: Duration,
     /// How long executing each segment takes (on the coordinator).
     pub execute_delay: Duration,
+    /// Proofs are padded to this many bytes (0: no padding), to load the pool like real ones.
+    pub proof_bytes: usize,
     pub fault: Option<DevFault>,
 }
 
@@ -103,12 +105,23 @@ fn encode(claim: &DevClaim) -> ProofBlob {
     ProofBlob(bytes)
 }
 
+/// Pads a dev proof with zeros after a newline up to `size` bytes, so that the pool moves and
+/// stores bytes of the size real proofs have.
+fn pad(proof: &mut ProofBlob, size: usize) {
+    if proof.0.len() < size {
+        proof.0.push(b'\n');
+        proof.0.resize(size, 0);
+    }
+}
+
 fn decode(blob: &ProofBlob) -> Result<DevClaim, String> {
     let body = blob
         .0
         .strip_prefix(DEV_PROOF_BANNER.as_bytes())
         .ok_or("not a dev-backend proof")?;
-    serde_json::from_slice(body).map_err(|e| format!("dev proof does not parse: {e}"))
+    // The claim is one line of JSON; padding may follow it.
+    let claim = body.split(|&b| b == b'\n').next().unwrap_or(body);
+    serde_json::from_slice(claim).map_err(|e| format!("dev proof does not parse: {e}"))
 }
 
 fn segment_commitment(program: &str, input: &str, segment: &SegmentSpec) -> String {
@@ -220,6 +233,22 @@ impl ProverBackend for DevBackend {
         })
     }
 
+    /// Exact: dev segments hold `2^height` instructions each.
+    fn predict_segments(
+        &self,
+        plan: &SegmentPlan,
+        _plan_height: u32,
+        height: u32,
+    ) -> Option<Vec<u64>> {
+        let total = plan.total_insns();
+        let per_segment = 1u64 << height.min(62);
+        Some(
+            (0..total.div_ceil(per_segment))
+                .map(|i| per_segment.min(total - i * per_segment))
+                .collect(),
+        )
+    }
+
     fn prove_segment(
         &self,
         program: &ProgramImage,
@@ -269,6 +298,7 @@ impl ProverBackend for DevBackend {
             let last = proof.0.len() - 2;
             proof.0[last] ^= 0x55;
         }
+        pad(&mut proof, self.proof_bytes);
         Ok((
             proof,
             ProofMeta {
@@ -306,13 +336,15 @@ impl ProverBackend for DevBackend {
             )));
         }
         let commitments: Vec<String> = claims.iter().map(|c| c.commitment.clone()).collect();
-        Ok(encode(&DevClaim {
+        let mut proof = encode(&DevClaim {
             program_sha256: first.program_sha256.clone(),
             input_sha256: first.input_sha256.clone(),
             kind: layer.to_string(),
             covers: (first.covers.0, last.covers.1),
             commitment: node_commitment(layer, &commitments),
-        }))
+        });
+        pad(&mut proof, self.proof_bytes);
+        Ok(proof)
     }
 
     fn check_segment_proof(

@@ -17,6 +17,10 @@ pub struct ExecuteArgs {
     /// Print the plan as JSON.
     #[arg(long)]
     json: bool,
+    /// Run the program to its end without cutting segments, recording boundaries or
+    /// checkpoints: plain execution, to compare planning with.
+    #[arg(long, conflicts_with_all = ["checkpoints", "json"])]
+    plain: bool,
     /// Also save every segment's start-state checkpoint (as a job would, but in memory only)
     /// and report their sizes, raw and compressed.
     #[arg(long)]
@@ -37,9 +41,32 @@ pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
     let params = args.program.params.params();
     let backend = openvm_backend(cache);
     let keys = {
-        let backend = backend.clone();
-        tokio::task::spawn_blocking(move || backend.prepare_keys(&params)).await??
+        let (backend, program) = (backend.clone(), program.clone());
+        tokio::task::spawn_blocking(move || {
+            let keys = backend.prepare_keys(&params)?;
+            let started = Instant::now();
+            backend.prepare_program(&program, &params)?;
+            anyhow::Ok(format!(
+                "{keys}\nprogram loaded in {:.2} s",
+                started.elapsed().as_secs_f64()
+            ))
+        })
+        .await??
     };
+    if args.plain {
+        let started = Instant::now();
+        let outcome =
+            tokio::task::spawn_blocking(move || backend.run(&program, &input, &params)).await??;
+        let seconds = started.elapsed().as_secs_f64();
+        eprintln!("{keys}");
+        println!(
+            "ran       {} instructions in {seconds:.2} s ({:.1}M instructions/s; plain execution)",
+            outcome.instructions,
+            outcome.instructions as f64 / seconds / 1e6
+        );
+        println!("public    {}", hex::encode(&outcome.public_values));
+        return Ok(());
+    }
     let started = Instant::now();
     let with_checkpoints = args.checkpoints;
     let (plan, sizes) = {

@@ -338,7 +338,7 @@ fn print_summary(timings: &[TaskTiming]) {
     }
     eprintln!(
         "{:>22} {:>5} {:>12} {:>12} {:>14}",
-        "phase", "tasks", "prove s/task", "wall s/task", "re-exec s/task"
+        "phase", "tasks", "prove s/task", "wall s/task", "start s/task"
     );
     for (phase, list) in phases {
         let n = list.len() as f64;

@@ -25,6 +25,10 @@ pub struct ServeArgs {
     /// Seconds a lease lasts without a heartbeat.
     #[arg(long, default_value_t = 60)]
     lease_seconds: u64,
+    /// Seconds a succeeded or cancelled job keeps its blobs (segment checkpoints and task
+    /// proofs) after it ended; the final proof is kept for good.
+    #[arg(long, default_value_t = 3600)]
+    blob_retention_seconds: u64,
     /// Largest accepted upload (program or proof), in bytes.
     #[arg(long, default_value_t = 1 << 30)]
     max_upload_bytes: usize,
@@ -132,6 +136,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             worker_token: args.worker_token,
             client_token: args.client_token,
             lease: Duration::from_secs(args.lease_seconds),
+            blob_retention: Duration::from_secs(args.blob_retention_seconds),
             planner: Some(planner),
             ..CoordinatorConfig::default()
         },

@@ -64,6 +64,10 @@ pub struct DevOptions {
     /// Dev backend: milliseconds each aggregation "proof" takes.
     #[arg(long, default_value_t = 0)]
     pub dev_aggregate_ms: u64,
+    /// Dev backend: pad every proof to this many bytes (as large as real ones; see the
+    /// README's memory figures).
+    #[arg(long, default_value_t = 0)]
+    pub dev_proof_bytes: usize,
     /// Dev backend: misbehave on every segment (`corrupt-proof` or `wrong-segment`).
     #[arg(long, value_parser = ["corrupt-proof", "wrong-segment"])]
     pub dev_fault: Option<String>,
@@ -75,6 +79,7 @@ impl DevOptions {
             segment_delay: std::time::Duration::from_millis(self.dev_segment_ms),
             aggregate_delay: std::time::Duration::from_millis(self.dev_aggregate_ms),
             execute_delay: std::time::Duration::ZERO,
+            proof_bytes: self.dev_proof_bytes,
             fault: match self.dev_fault.as_deref() {
                 Some("corrupt-proof") => Some(DevFault::CorruptProof),
                 Some("wrong-segment") => Some(DevFault::WrongSegment),

@@ -242,6 +242,78 @@ pub(crate) fn execute(
     })
 }
 
+/// Predicts the segments (instructions each) of the same execution cut at a larger `height`,
+/// from the per-chip trace heights of its segments at `plan_height`.
+///
+/// OpenVM cuts a segment when a chip's trace would outgrow `2^height` rows. Chips of fixed
+/// size (lookup tables) have the same height in every segment and are left out; every other
+/// chip grows with the instructions executed, so segments are refilled greedily, splitting a
+/// planned segment in proportion to its instructions where a limit falls inside it. Memory
+/// chips count the pages each segment touched, so summing them overestimates merged segments:
+/// the prediction errs towards more segments.
+pub(crate) fn predict_segments(
+    plan: &SegmentPlan,
+    plan_height: u32,
+    height: u32,
+) -> Option<Vec<u64>> {
+    if height < plan_height || plan.segments.is_empty() {
+        return None;
+    }
+    let hints: Vec<SegmentHint> = plan
+        .segments
+        .iter()
+        .map(SegmentHint::of)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let chips = hints[0].trace_heights.len();
+    if hints.iter().any(|h| h.trace_heights.len() != chips) {
+        return None;
+    }
+    let growing: Vec<usize> = (0..chips)
+        .filter(|&c| {
+            hints
+                .iter()
+                .any(|h| h.trace_heights[c] != hints[0].trace_heights[c])
+        })
+        .collect();
+    let limit = (1u64 << height) as f64;
+    let mut out = Vec::new();
+    let (mut filled, mut instructions) = (vec![0f64; chips], 0f64);
+    for (segment, hint) in plan.segments.iter().zip(&hints) {
+        let mut rest = 1.0f64;
+        while rest > 1e-12 {
+            // The share of what is left of this segment that fits in the current one.
+            let fits = growing
+                .iter()
+                .filter(|&&c| hint.trace_heights[c] > 0)
+                .map(|&c| (limit - filled[c]) / f64::from(hint.trace_heights[c]))
+                .fold(rest, f64::min)
+                .max(0.0);
+            for &c in &growing {
+                filled[c] += fits * f64::from(hint.trace_heights[c]);
+            }
+            if fits <= 0.0 && instructions == 0.0 {
+                return None; // A segment of this plan does not fit an empty one: no prediction.
+            }
+            instructions += fits * segment.num_insns as f64;
+            rest -= fits;
+            if rest > 1e-12 {
+                out.push(instructions.round() as u64);
+                filled.iter_mut().for_each(|f| *f = 0.0);
+                instructions = 0.0;
+            }
+        }
+    }
+    if instructions >= 0.5 {
+        out.push(instructions.round() as u64);
+    }
+    // Rounding shares of segments must not lose or invent instructions.
+    let before_last: u64 = out.iter().rev().skip(1).sum();
+    let last = out.last_mut()?;
+    *last = plan.total_insns().checked_sub(before_last)?;
+    Some(out)
+}
+
 /// Recomputes every boundary of `plan` the slow, obvious way (re-executing segment by segment
 /// and hashing the whole memory at each boundary), and returns the index of the first segment
 /// whose boundaries differ from the plan's, if any. A cross-check of [`BoundaryTracker`].
@@ -348,6 +420,71 @@ pub(crate) fn run(
         public_values: extract_public_values(config.num_public_values, &final_state.memory.memory),
         instructions,
     })
+}
+
+#[cfg(test)]
+mod prediction_tests {
+    use super::*;
+
+    fn plan(segments: &[(u64, [u32; 2])]) -> SegmentPlan {
+        let boundary = Boundary {
+            pc: 0,
+            memory_root: [0; 8],
+        };
+        let mut start = 0;
+        SegmentPlan {
+            segments: segments
+                .iter()
+                .enumerate()
+                .map(|(index, &(num_insns, heights))| {
+                    let hint = SegmentHint {
+                        trace_heights: heights.to_vec(),
+                        start: boundary,
+                        end: boundary,
+                    };
+                    let spec = SegmentSpec {
+                        index: index as u32,
+                        instret_start: start,
+                        num_insns,
+                        memory_estimate_bytes: 0,
+                        backend_hint: serde_json::to_value(hint).unwrap(),
+                        checkpoint: None,
+                    };
+                    start += num_insns;
+                    spec
+                })
+                .collect(),
+            public_values: vec![],
+        }
+    }
+
+    #[test]
+    fn larger_heights_refill_segments_ignoring_fixed_size_tables() {
+        // Height 4 (16 rows): chip 0 is a fixed table of 256 rows, chip 1 grows one row per
+        // instruction; 56 instructions in 4 segments.
+        let executed = plan(&[
+            (16, [256, 16]),
+            (16, [256, 16]),
+            (16, [256, 16]),
+            (8, [256, 8]),
+        ]);
+        assert_eq!(predict_segments(&executed, 4, 4), Some(vec![16, 16, 16, 8]));
+        assert_eq!(predict_segments(&executed, 4, 5), Some(vec![32, 24]));
+        assert_eq!(predict_segments(&executed, 4, 6), Some(vec![56]));
+        // A split inside a planned segment: height 5 from segments of 12 rows each.
+        let uneven = plan(&[
+            (12, [256, 12]),
+            (12, [256, 12]),
+            (12, [256, 12]),
+            (4, [256, 4]),
+        ]);
+        assert_eq!(predict_segments(&uneven, 4, 5), Some(vec![32, 8]));
+        assert_eq!(
+            predict_segments(&executed, 5, 4),
+            None,
+            "smaller heights need execution"
+        );
+    }
 }
 
 /// A tracing layer that reads OpenVM's "Segment N | … | 2.6 GiB memory (…)" log lines.

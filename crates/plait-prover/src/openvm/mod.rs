@@ -203,6 +203,14 @@ impl ProverBackend for OpenVmBackend {
         program::check_elf_header(&program.bytes)
     }
 
+    fn prepare_program(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+    ) -> Result<(), BackendError> {
+        self.ready_to_execute(program, params).map(|_| ())
+    }
+
     fn cached_key_heights(&self) -> Vec<u32> {
         (MIN_SEGMENT_HEIGHT..=openvm_stark_sdk::config::MAX_APP_LOG_STACKED_HEIGHT as u32)
             .filter(|&h| KeySet::new(&self.cache_dir, h).is_ok_and(|k| k.exists()))
@@ -238,6 +246,15 @@ impl ProverBackend for OpenVmBackend {
             checkpoints_for,
             sink,
         )
+    }
+
+    fn predict_segments(
+        &self,
+        plan: &SegmentPlan,
+        plan_height: u32,
+        height: u32,
+    ) -> Option<Vec<u64>> {
+        execution::predict_segments(plan, plan_height, height)
     }
 
     fn prove_segment(

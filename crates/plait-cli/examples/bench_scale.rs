@@ -1,0 +1,310 @@
+//! Scale benchmark of planning: how soon a large job starts proving, and what its execution,
+//! boundaries and checkpoints cost.
+//!
+//! For each input of the guest (fib by default, segment height 19):
+//! - in this process, with the OpenVM backend: plain execution (`run`) against planning
+//!   (execution with boundaries and checkpoints), and checkpoint bytes per segment;
+//! - through a real coordinator (`plait serve`, a separate process on a fresh SQLite store):
+//!   time from submission to the first lease, to the end of execution, the coordinator's peak
+//!   RSS and CPU seconds, and store and blob bytes per segment.
+//!
+//! Run with `scripts/bench-scale.sh`; it prints one table.
+
+use std::{
+    io::{BufRead, BufReader},
+    path::PathBuf,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use plait_api::{
+    ClaimTaskRequest, ClaimTaskResponse, JobStatusResponse, SubmitJobResponse,
+    UploadProgramResponse,
+};
+use plait_core::{JobId, ProgramInput};
+use plait_prover::{openvm::OpenVmBackend, ProgramImage, ProverBackend, ProvingParams};
+use serde_json::json;
+
+#[derive(Parser)]
+struct Args {
+    /// The guest ELF (default: fib, as `plait build-guest guests/fib` builds it).
+    #[arg(long)]
+    elf: PathBuf,
+    /// Guest inputs (u64 each), one row per input.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "1500000,15000000,150000000"
+    )]
+    inputs: Vec<u64>,
+    #[arg(long, default_value_t = 19)]
+    segment_height: u32,
+    /// Plait's cache directory (keys).
+    #[arg(long)]
+    cache_dir: PathBuf,
+    /// The plait binary.
+    #[arg(long)]
+    plait: PathBuf,
+}
+
+const WORKER_TOKEN: &str = "bench-worker";
+const CLIENT_TOKEN: &str = "bench-client";
+
+fn proc_field(pid: u32, key: &str) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(status
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .context("no such field")?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse::<u64>()?
+        * 1024)
+}
+
+fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let fields: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
+        .split_whitespace()
+        .collect();
+    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+struct Row {
+    instructions: u64,
+    segments: usize,
+    run_mips: f64,
+    plan_seconds: f64,
+    plan_mips: f64,
+    checkpoint_raw: f64,
+    checkpoint_compressed: f64,
+    submit_seconds: f64,
+    first_lease_seconds: f64,
+    executed_seconds: f64,
+    peak_rss_mib: f64,
+    cpu_seconds: f64,
+    store_per_segment: f64,
+    blobs_per_segment: f64,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let backend = OpenVmBackend::new(&args.cache_dir);
+    let program = ProgramImage::new(std::fs::read(&args.elf).context("reading the ELF")?);
+    let params = ProvingParams {
+        segment_height: args.segment_height,
+        ..Default::default()
+    };
+    backend.prepare_keys(&params)?;
+    backend.prepare_program(&program, &params)?;
+    let mut rows = Vec::new();
+    for &n in &args.inputs {
+        let input = ProgramInput {
+            items: vec![n.to_le_bytes().to_vec()],
+        };
+        let started = Instant::now();
+        let ran = backend.run(&program, &input, &params)?;
+        let run_seconds = started.elapsed().as_secs_f64();
+        let (mut raw, mut compressed) = (0u64, 0u64);
+        let started = Instant::now();
+        let plan =
+            backend.execute_streaming(&program, &input, &params, Some(JobId(1)), &mut |cut| {
+                let blob = cut.checkpoint.expect("checkpoints were asked for");
+                compressed += blob.len() as u64;
+                raw += plait_prover::openvm::checkpoint_raw_size(&blob).unwrap_or(0);
+                Ok(())
+            })?;
+        let plan_seconds = started.elapsed().as_secs_f64();
+        let segments = plan.segments.len();
+        let pool = through_coordinator(&args, &program, n).await?;
+        rows.push(Row {
+            instructions: ran.instructions,
+            segments,
+            run_mips: ran.instructions as f64 / run_seconds / 1e6,
+            plan_seconds,
+            plan_mips: plan.total_insns() as f64 / plan_seconds / 1e6,
+            checkpoint_raw: raw as f64 / segments as f64,
+            checkpoint_compressed: compressed as f64 / segments as f64,
+            submit_seconds: pool.0,
+            first_lease_seconds: pool.1,
+            executed_seconds: pool.2,
+            peak_rss_mib: pool.3 as f64 / (1 << 20) as f64,
+            cpu_seconds: pool.4,
+            store_per_segment: pool.5 as f64 / segments as f64,
+            blobs_per_segment: pool.6 as f64 / segments as f64,
+        });
+    }
+    println!(
+        "scale benchmark: {} at segment height {} (in-process: run and plan; through `plait \
+         serve`: the rest)",
+        args.elf.display(),
+        args.segment_height
+    );
+    println!(
+        "| instructions | segments | run Minsn/s | plan s | plan Minsn/s | checkpoint B/segment \
+         raw / zstd | submit answered s | first lease s | executed s | coordinator peak RSS MiB \
+         | coordinator CPU s | store B/segment | blobs B/segment |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for r in rows {
+        println!(
+            "| {} | {} | {:.0} | {:.2} | {:.0} | {:.0} / {:.0} | {:.2} | {:.2} | {:.2} | {:.0} \
+             | {:.1} | {:.0} | {:.0} |",
+            r.instructions,
+            r.segments,
+            r.run_mips,
+            r.plan_seconds,
+            r.plan_mips,
+            r.checkpoint_raw,
+            r.checkpoint_compressed,
+            r.submit_seconds,
+            r.first_lease_seconds,
+            r.executed_seconds,
+            r.peak_rss_mib,
+            r.cpu_seconds,
+            r.store_per_segment,
+            r.blobs_per_segment
+        );
+    }
+    Ok(())
+}
+
+/// Submits one job to a fresh `plait serve` and measures it until execution ends. Returns
+/// (submit answered, first lease, execution ended) seconds from submission, the coordinator's
+/// peak RSS and CPU seconds, and store and blob bytes.
+async fn through_coordinator(
+    args: &Args,
+    program: &ProgramImage,
+    n: u64,
+) -> Result<(f64, f64, f64, u64, f64, u64, u64)> {
+    let dir = tempfile::tempdir()?;
+    let store_path = dir.path().join("store.sqlite");
+    let mut server = Command::new(&args.plait)
+        .args(["--cache-dir", args.cache_dir.to_str().context("cache dir")?])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--store", &format!("sqlite://{}", store_path.display())])
+        .args([
+            "--worker-token",
+            WORKER_TOKEN,
+            "--client-token",
+            CLIENT_TOKEN,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting plait serve")?;
+    let pid = server.id();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("plait serve printed no address")?
+        .to_string();
+    let http = reqwest::Client::new();
+    let upload: UploadProgramResponse = http
+        .post(format!("{url}/v1/programs"))
+        .bearer_auth(CLIENT_TOKEN)
+        .body(program.bytes.as_ref().clone())
+        .send()
+        .await?
+        .json()
+        .await?;
+    let info = OpenVmBackend::new(&args.cache_dir).info();
+    let claim = ClaimTaskRequest {
+        worker_id: "bench".into(),
+        cores: 2,
+        memory_bytes: 0,
+        backend: info.name,
+        backend_version: info.version,
+        plait_version: env!("CARGO_PKG_VERSION").into(),
+        key_heights: vec![args.segment_height],
+        gpus: 0,
+        device_profile: None,
+    };
+    let cpu_before = cpu_seconds(pid)?;
+    let submitted = Instant::now();
+    let job: SubmitJobResponse = http
+        .post(format!("{url}/v1/jobs"))
+        .bearer_auth(CLIENT_TOKEN)
+        .json(&json!({
+            "program-sha256": upload.program_sha256,
+            "input": {"items": [n.to_le_bytes().to_vec()]},
+            "params": {
+                "segment-height": args.segment_height,
+                "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+                "max-instructions": plait_prover::DEFAULT_MAX_INSTRUCTIONS,
+            },
+        }))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let answered = submitted.elapsed().as_secs_f64();
+    let leased: ClaimTaskResponse = http
+        .post(format!("{url}/v1/worker/claim"))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&claim)
+        .send()
+        .await?
+        .json()
+        .await?;
+    if leased.task.is_none() {
+        bail!("no task was leased within the claim wait");
+    }
+    let first_lease = submitted.elapsed().as_secs_f64();
+    let executed = loop {
+        let status: JobStatusResponse = http
+            .get(format!("{url}/v1/jobs/{}", job.job_id.0))
+            .bearer_auth(CLIENT_TOKEN)
+            .send()
+            .await?
+            .json()
+            .await?;
+        if status.state == "failed" {
+            bail!("the job failed: {:?}", status.failure);
+        }
+        if !status.executing {
+            break submitted.elapsed().as_secs_f64();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cpu = cpu_seconds(pid)? - cpu_before;
+    let peak_rss = proc_field(pid, "VmHWM:")?;
+    let _ = server.kill();
+    let _ = server.wait();
+    let store_bytes: u64 = ["", "-wal"]
+        .iter()
+        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", store_path.display())).ok())
+        .map(|m| m.len())
+        .sum();
+    let blob_bytes = dir_bytes(&PathBuf::from(format!("{}.blobs", store_path.display())));
+    Ok((
+        answered,
+        first_lease,
+        executed,
+        peak_rss,
+        cpu,
+        store_bytes,
+        blob_bytes,
+    ))
+}
