@@ -15,7 +15,8 @@ cache="${PLAIT_CACHE_DIR:-$HOME/.cache/plait}"
 elf=$(target/release/plait build-guest guests/fib)
 target/release/examples/bench_scale --elf "$elf" --cache-dir "$cache" \
   --plait target/release/plait "$@"
-# A real segment proof at height 19 weighs about 1.6 MB, a node proof about 0.5 MB (the e2e
-# test prints them); pad dev proofs to 1.6 MB.
+# Real proofs at height 19 (`plait prove --timings-json`, proof_bytes): a full segment 1.25 MB,
+# leaf 0.56 MB, internal-for-leaf 0.42 MB, internal-recursive 0.31 MB, wrap 0.27 MB. Every dev
+# proof is padded to the largest, 1.25 MB.
 target/release/examples/bench_dispatch --workers 100 --tasks 13000 \
-  --instructions-per-job 80000 --jobs-in-flight 1 --task-ms 50 --proof-bytes 1600000
+  --instructions-per-job 80000 --jobs-in-flight 1 --task-ms 50 --proof-bytes 1245824

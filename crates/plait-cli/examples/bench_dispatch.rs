@@ -18,11 +18,15 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use plait_api::{JobStatusResponse, SubmitJobResponse, UploadProgramResponse};
 use plait_prover::{dev::DevBackend, ProverBackend};
 use plait_worker::WorkerConfig;
+use proc_stats::{cpu_seconds, dir_bytes, peak_rss_bytes, sqlite_bytes};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -52,45 +56,6 @@ struct Args {
 
 const WORKER_TOKEN: &str = "bench-worker";
 const CLIENT_TOKEN: &str = "bench-client";
-
-/// The peak resident memory of a process, from /proc/PID/status (VmHWM).
-fn peak_rss_bytes(pid: u32) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("no VmHWM")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()?;
-    Ok(kib * 1024)
-}
-
-/// Bytes of the files under `dir`, recursively.
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
-/// User + system CPU seconds of a process, from /proc/PID/stat (clock ticks at 100 Hz).
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
-        .split_whitespace()
-        .collect();
-    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
-}
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
@@ -247,11 +212,7 @@ async fn main() -> Result<()> {
     let peak_rss = peak_rss_bytes(pid)?;
     let _ = server.kill();
     let _ = server.wait();
-    let store_bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", store_path.display())).ok())
-        .map(|m| m.len())
-        .sum();
+    let store_bytes = sqlite_bytes(&store_path);
 
     println!(
         "dispatch benchmark: {} workers, {} jobs, {tasks} tasks ({} dev instructions and {} tasks \

@@ -17,6 +17,9 @@ use std::{
     time::{Duration, Instant},
 };
 
+#[path = "common/proc_stats.rs"]
+mod proc_stats;
+
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use plait_api::{
@@ -25,6 +28,7 @@ use plait_api::{
 };
 use plait_core::{JobId, ProgramInput};
 use plait_prover::{openvm::OpenVmBackend, ProgramImage, ProverBackend, ProvingParams};
+use proc_stats::{cpu_seconds, dir_bytes, peak_rss_bytes, sqlite_bytes};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -51,42 +55,6 @@ struct Args {
 
 const WORKER_TOKEN: &str = "bench-worker";
 const CLIENT_TOKEN: &str = "bench-client";
-
-fn proc_field(pid: u32, key: &str) -> Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    Ok(status
-        .lines()
-        .find_map(|l| l.strip_prefix(key))
-        .context("no such field")?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse::<u64>()?
-        * 1024)
-}
-
-fn cpu_seconds(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let fields: Vec<&str> = stat[stat.rfind(')').context("stat")? + 2..]
-        .split_whitespace()
-        .collect();
-    Ok((fields[11].parse::<f64>()? + fields[12].parse::<f64>()?) / 100.0)
-}
-
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok())
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
 
 struct Row {
     instructions: u64,
@@ -289,14 +257,10 @@ async fn through_coordinator(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let cpu = cpu_seconds(pid)? - cpu_before;
-    let peak_rss = proc_field(pid, "VmHWM:")?;
+    let peak_rss = peak_rss_bytes(pid)?;
     let _ = server.kill();
     let _ = server.wait();
-    let store_bytes: u64 = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| std::fs::metadata(format!("{}{suffix}", store_path.display())).ok())
-        .map(|m| m.len())
-        .sum();
+    let store_bytes = sqlite_bytes(&store_path);
     let blob_bytes = dir_bytes(&PathBuf::from(format!("{}.blobs", store_path.display())));
     Ok((
         answered,

@@ -892,9 +892,10 @@ impl Coordinator {
                 // Stored before it is recorded as accepted; if the lease was lost meanwhile,
                 // the blob is unused and goes with the job's other blobs.
                 let sha256 = self.store.put_blob(job, &proof.0).await?;
+                let stored = (sha256, proof.0.len() as u64);
                 let (root_done, timing) = self.with_job(
                     job,
-                    |j| j.accept(task, attempt, sha256, meta, Instant::now()),
+                    |j| j.accept(task, attempt, stored, meta, Instant::now()),
                     task,
                     attempt,
                 )?;

@@ -100,6 +100,9 @@ pub struct TaskTiming {
     pub queued_seconds: f64,
     /// From lease to accepted result (includes transfer and the coordinator's check).
     pub wall_seconds: f64,
+    /// Size of the accepted proof.
+    #[serde(default)]
+    pub proof_bytes: u64,
     pub meta: TaskMeta,
 }
 
@@ -814,7 +817,7 @@ impl Job {
         &mut self,
         task: TaskId,
         attempt: u32,
-        proof_sha256: String,
+        (proof_sha256, proof_bytes): (String, u64),
         meta: TaskMeta,
         now: Instant,
     ) -> Result<(bool, TaskTiming), LeaseError> {
@@ -826,6 +829,7 @@ impl Job {
             attempt,
             queued_seconds: lease.queued.as_secs_f64(),
             wall_seconds: now.duration_since(lease.started).as_secs_f64(),
+            proof_bytes,
             meta,
         };
         self.leases.remove(&task);
@@ -842,8 +846,8 @@ impl Job {
         self.log(
             now,
             format!(
-                "{task} ({}) accepted from {} after {:.1} s",
-                timing.phase, timing.worker, timing.wall_seconds
+                "{task} ({}) accepted from {} after {:.1} s ({} bytes)",
+                timing.phase, timing.worker, timing.wall_seconds, timing.proof_bytes
             ),
         );
         self.timings.push(timing.clone());
