@@ -221,7 +221,7 @@ impl Coordinator {
             .lock()
             .expect("jobs lock")
             .values()
-            .filter(|j| j.executing && j.status.is_live())
+            .filter(|j| j.executing && j.status != JobStatus::Cancelled)
             .map(|j| {
                 (
                     j.id,
@@ -476,9 +476,9 @@ impl Coordinator {
                             }
                         }
                     }
-                    // A job cancelled (or ended) while executing stops its execution; that
-                    // is not a failure.
-                    Err(_) if !job.status.is_live() => {}
+                    // A job cancelled while executing stops its execution; that is not a
+                    // failure.
+                    Err(_) if job.status == JobStatus::Cancelled => job.execution_stopped(now),
                     Err(e) => job.execution_failed(&e.to_string(), now),
                 }
                 this.collect_writes(job);
@@ -551,7 +551,8 @@ impl Coordinator {
             let job = jobs
                 .get_mut(&id)
                 .ok_or_else(|| stop(format!("{id} no longer exists")))?;
-            if !job.status.is_live() {
+            // A failed job keeps executing: it can be retried, and then needs every segment.
+            if job.status == JobStatus::Cancelled {
                 return Err(stop(format!("{id} is {}", job.status.name())));
             }
             let added = job.add_segment(cut.spec, cut.ending, Instant::now());

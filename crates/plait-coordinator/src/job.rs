@@ -332,6 +332,19 @@ impl Job {
         }
     }
 
+    /// Records that execution stopped because the job was cancelled.
+    pub fn execution_stopped(&mut self, now: Instant) {
+        self.executing = false;
+        self.outbox.push(StoreOp::ExecutionEnded {
+            job: self.id,
+            public_values: Vec::new(),
+        });
+        self.log(
+            now,
+            format!("execution stopped after {} segments", self.segments.len()),
+        );
+    }
+
     /// Sets the planner's prediction (made once execution has ended) and logs it.
     pub fn set_prediction(&mut self, prediction: Prediction, now: Instant) {
         if let (Some(goal), Some(reason)) = (prediction.goal, &prediction.reason) {

@@ -51,6 +51,7 @@ on_both_stores!(
     refuses_a_store_of_another_schema_version,
     migrates_a_version_1_store,
     stores_and_deletes_blobs,
+    jobs_cancelled_or_failed_while_executing,
     a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
     pause_resume_cancel_and_retry,
 );
@@ -416,6 +417,81 @@ async fn a_store_url_of_unknown_kind_is_refused() {
 
 // --- A coordinator on the store, driven in-process with the dev backend. ---
 
+async fn wait_until_executed(c: &Coordinator, job: JobId) {
+    for _ in 0..500 {
+        if !c.summary(job).unwrap().progress.executing {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{job} still executing");
+}
+
+/// Cancelling a job stops its execution; a job that fails while its program still executes
+/// keeps executing, so that a retry can finish it.
+async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let slow = DevBackend {
+        execute_delay: std::time::Duration::from_millis(50),
+        ..DevBackend::default()
+    };
+    let c = open_with(&url, slow).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let cancelled = c
+        .submit_job(program.clone(), dev_input(160), params())
+        .await
+        .unwrap(); // 20 segments, 50 ms each
+    c.act(cancelled, JobAction::Cancel).await.unwrap();
+    wait_until_executed(&c, cancelled).await;
+    let segments = c.plan(cancelled).unwrap().segments.len();
+    assert!(
+        segments < 20,
+        "execution went on after the cancel: {segments}"
+    );
+    let events: Vec<String> = c
+        .events(cancelled)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with("execution stopped after")),
+        "{events:#?}"
+    );
+
+    let job = c
+        .submit_job(program.clone(), dev_input(160), params())
+        .await
+        .unwrap();
+    // Failing every task it gets fails the job once one task has failed 3 times.
+    for _ in 0..200 {
+        if !c.status(job).unwrap().is_live() {
+            break;
+        }
+        if let Some(task) = c.claim(&worker("w")).await.unwrap() {
+            c.report_failure(job, task.task_id, task.attempt, "out of memory")
+                .await
+                .unwrap();
+        }
+    }
+    assert!(matches!(c.status(job).unwrap(), JobStatus::Failed(_)));
+    assert!(
+        c.summary(job).unwrap().progress.executing,
+        "failed while executing"
+    );
+    wait_until_executed(&c, job).await;
+    assert_eq!(
+        c.plan(job).unwrap().segments.len(),
+        20,
+        "execution finished"
+    );
+    c.act(job, JobAction::Retry).await.unwrap();
+    run_to_end(&c, &program, job).await;
+    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+}
+
 fn params() -> ProvingParams {
     ProvingParams {
         segment_height: 3, // dev segments of 8 instructions
@@ -446,18 +522,18 @@ fn worker(id: &str) -> ClaimTaskRequest {
 }
 
 async fn open(url: &str) -> Arc<Coordinator> {
+    open_with(url, DevBackend::default()).await
+}
+
+async fn open_with(url: &str, backend: DevBackend) -> Arc<Coordinator> {
     let config = CoordinatorConfig {
         claim_wait: std::time::Duration::from_millis(50),
         retry_backoff: std::time::Duration::from_millis(1),
         ..CoordinatorConfig::default()
     };
-    Coordinator::open(
-        Arc::new(DevBackend::default()),
-        config,
-        Store::open(url).await.unwrap(),
-    )
-    .await
-    .unwrap()
+    Coordinator::open(Arc::new(backend), config, Store::open(url).await.unwrap())
+        .await
+        .unwrap()
 }
 
 /// Proves a claimed task the honest way.
