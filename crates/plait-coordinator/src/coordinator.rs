@@ -347,25 +347,25 @@ impl Coordinator {
         mut params: ProvingParams,
         auto: Option<Goal>,
     ) -> Result<JobId, CoordinatorError> {
-        // Keys first, so that a keygen (minutes, once) is not timed as part of the job.
         let chosen = match auto {
-            None => {
-                self.prepare_keys(params).await?;
-                let (backend, p) = (self.backend.clone(), program.clone());
-                blocking(move || backend.prepare_program(&p, &params)).await??;
-                None
-            }
+            None => None,
             Some(goal) => {
                 let (height, prediction) =
                     self.choose_height(&program, &input, params, goal).await?;
                 params.segment_height = height;
-                Some(prediction)
+                prediction
             }
         };
+        // Keys and the loaded program first (for `auto`, at the chosen height), so that a
+        // keygen (minutes, once) or loading the program (seconds, once per height) is not
+        // timed as part of the job.
+        self.prepare_keys(params).await?;
+        let (backend, p) = (self.backend.clone(), program.clone());
+        blocking(move || backend.prepare_program(&p, &params)).await??;
         let id = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
         let now = Instant::now();
         let mut job = Job::new(id, program.clone(), input.clone(), params, now, unix_ms())?;
-        if let Some(Some(prediction)) = chosen {
+        if let Some(prediction) = chosen {
             job.set_prediction(prediction, now);
         }
         self.remember_program(&program);
@@ -449,33 +449,22 @@ impl Coordinator {
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = this.execute_job(id, program, input, params, skip).await;
+            // With the whole plan known, predict the job on the pool it has: a simulation of
+            // every task, so on a blocking thread and outside the jobs lock.
+            let prediction = match &outcome {
+                Ok(plan) => this.predict(id, plan, params, started.elapsed()).await,
+                Err(_) => None,
+            };
             let now = Instant::now();
             {
                 let mut jobs = this.jobs.lock().expect("jobs lock");
                 let Some(job) = jobs.get_mut(&id) else { return };
                 match &outcome {
-                    Ok(plan) => {
-                        // With the whole plan known, predict the job on the pool it has.
-                        let pool = this
-                            .config
-                            .planner
-                            .as_ref()
-                            .and_then(|p| this.planning_pool(p));
-                        if let (Some(pool), None) = (pool, &job.prediction) {
-                            let sim = SimConfig {
-                                execution_seconds: started.elapsed().as_secs_f64(),
-                                ..SimConfig::default()
-                            };
-                            match evaluate(plan, params.segment_height, params.tree, &pool, sim) {
-                                Ok(candidate) => {
-                                    if let Some(p) = Prediction::of(&candidate, &pool) {
-                                        job.set_prediction(p, now);
-                                    }
-                                }
-                                Err(e) => job.log(now, format!("no prediction: {e}")),
-                            }
-                        }
-                    }
+                    Ok(_) => match prediction {
+                        Some(Ok(p)) => job.set_prediction(p, now),
+                        Some(Err(e)) => job.log(now, format!("no prediction: {e}")),
+                        None => {}
+                    },
                     // A job cancelled while executing stops its execution; that is not a
                     // failure.
                     Err(_) if job.status == JobStatus::Cancelled => job.execution_stopped(now),
@@ -489,6 +478,45 @@ impl Coordinator {
             this.work_available.notify_waiters();
             this.job_changed.notify_waiters();
         });
+    }
+
+    /// The prediction for a job that has none yet, from its whole plan, if the coordinator has
+    /// device profiles.
+    async fn predict(
+        &self,
+        id: JobId,
+        plan: &SegmentPlan,
+        params: ProvingParams,
+        execution: Duration,
+    ) -> Option<Result<Prediction, String>> {
+        if self
+            .read_job(id, |j| j.prediction.is_some())
+            .unwrap_or(true)
+        {
+            return None;
+        }
+        let pool = self.planning_pool(self.config.planner.as_ref()?)?;
+        let instructions = plan.clone();
+        let sim = SimConfig {
+            execution_seconds: execution.as_secs_f64(),
+            ..SimConfig::default()
+        };
+        let evaluated = blocking(move || {
+            evaluate(
+                &instructions,
+                params.segment_height,
+                params.tree,
+                &pool,
+                sim,
+            )
+            .map(|candidate| Prediction::of(&candidate, &pool))
+        })
+        .await;
+        match evaluated {
+            Ok(Ok(prediction)) => prediction.map(Ok),
+            Ok(Err(e)) => Some(Err(e.to_string())),
+            Err(e) => Some(Err(e.to_string())),
+        }
     }
 
     /// Executes the program for job `id`: stores each segment's checkpoint, then adds the

@@ -298,7 +298,7 @@ impl Job {
             }
             self.outbox.push(StoreOp::ExecutionEnded {
                 job: self.id,
-                public_values: public_values.clone(),
+                public_values: Some(public_values.clone()),
             });
             self.public_values = Some(public_values);
             let nodes = self.graph.num_tasks() - self.segments.len();
@@ -318,9 +318,11 @@ impl Job {
     /// are kept, but it cannot be retried: the same program fails the same way).
     pub fn execution_failed(&mut self, reason: &str, now: Instant) {
         self.executing = false;
+        // No public values: a restarted coordinator must not take the job's segments for a
+        // whole execution.
         self.outbox.push(StoreOp::ExecutionEnded {
             job: self.id,
-            public_values: Vec::new(),
+            public_values: None,
         });
         let message = format!(
             "execution failed after {} segments: {reason}",
@@ -335,9 +337,11 @@ impl Job {
     /// Records that execution stopped because the job was cancelled.
     pub fn execution_stopped(&mut self, now: Instant) {
         self.executing = false;
+        // No public values: a restarted coordinator must not take the job's segments for a
+        // whole execution.
         self.outbox.push(StoreOp::ExecutionEnded {
             job: self.id,
-            public_values: Vec::new(),
+            public_values: None,
         });
         self.log(
             now,

@@ -78,10 +78,10 @@ pub enum StoreOp {
         index: u32,
         spec_json: String,
     },
-    /// Execution ended: with the public values, or with none after a failure.
+    /// Execution ended: with the public values, or with none after a failure or a cancel.
     ExecutionEnded {
         job: JobId,
-        public_values: Vec<u8>,
+        public_values: Option<Vec<u8>>,
     },
     Prediction {
         job: JobId,

@@ -52,6 +52,7 @@ on_both_stores!(
     migrates_a_version_1_store,
     stores_and_deletes_blobs,
     jobs_cancelled_or_failed_while_executing,
+    a_job_whose_execution_failed_stays_failed_across_a_restart,
     a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
     pause_resume_cancel_and_retry,
 );
@@ -104,7 +105,12 @@ async fn round_trips_everything(kind: &str) {
         },
         StoreOp::ExecutionEnded {
             job: JobId(1),
-            public_values: vec![0, 255, 7],
+            public_values: Some(vec![0, 255, 7]),
+        },
+        // An execution that failed ends without public values.
+        StoreOp::ExecutionEnded {
+            job: JobId(2),
+            public_values: None,
         },
         StoreOp::Prediction {
             job: JobId(2),
@@ -205,6 +211,8 @@ async fn round_trips_everything(kind: &str) {
             StoredJob {
                 record: JobRecord {
                     prediction_json: Some("{\"p\":2}".into()),
+                    execution_ended: true,
+                    public_values: None,
                     ..record(2, JobStatus::Failed("task-3 failed 3 times".into()))
                 },
                 segments: vec![],
@@ -425,6 +433,31 @@ async fn wait_until_executed(c: &Coordinator, job: JobId) {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     panic!("{job} still executing");
+}
+
+/// A guest that fails fails its job, and a restarted coordinator still knows its execution
+/// failed: it opens, the job stays failed, and a retry is refused by name.
+async fn a_job_whose_execution_failed_stays_failed_across_a_restart(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    // Past params()'s limit of 10,000 instructions.
+    let job = c
+        .submit_job(program.clone(), dev_input(20_000), params())
+        .await
+        .unwrap();
+    wait_until_executed(&c, job).await;
+    let JobStatus::Failed(reason) = c.status(job).unwrap() else {
+        panic!("{:?}", c.status(job))
+    };
+    assert!(reason.starts_with("execution failed"), "{reason}");
+    c.halt();
+    drop(c);
+    let c = open(&url).await;
+    assert!(matches!(c.status(job).unwrap(), JobStatus::Failed(_)));
+    assert!(!c.summary(job).unwrap().progress.executing);
+    let err = c.act(job, JobAction::Retry).await.unwrap_err().to_string();
+    assert!(err.contains("its execution failed"), "{err}");
 }
 
 /// Cancelling a job stops its execution; a job that fails while its program still executes
