@@ -157,6 +157,10 @@ pub struct JobStatusResponse {
     /// Instructions the program executed so far (all segments once execution has ended).
     #[serde(default)]
     pub instructions: u64,
+    /// Whether the job failed because its program failed to execute (a bad program or input,
+    /// as opposed to a proving failure).
+    #[serde(default)]
+    pub execution_failed: bool,
     /// Instructions workers executed before their segments' starts to rebuild start states,
     /// summed over accepted segment proofs (0 when every segment started from a checkpoint).
     #[serde(default)]

@@ -233,21 +233,13 @@ impl Coordinator {
             })
             .collect();
         for (id, program, input, params, done) in interrupted {
-            this.with_job(
+            this.log_event(
                 id,
-                |j| {
-                    j.log(
-                        Instant::now(),
-                        format!(
-                            "execution was interrupted by the restart after {done} segments; \
-                             executing again, checking those against the stored ones"
-                        ),
-                    );
-                    Ok(())
-                },
-                TaskId(0),
-                0,
-            )?;
+                format!(
+                    "execution was interrupted by the restart after {done} segments; executing \
+                     again, checking those against the stored ones"
+                ),
+            );
             this.flush().await?;
             this.spawn_execution(id, program, input, params, done);
         }
@@ -569,10 +561,18 @@ impl Coordinator {
             };
         }
         if let Some(bytes) = &cut.checkpoint {
-            self.store
+            let stored = self
+                .store
                 .put_blob(id, bytes)
                 .await
                 .map_err(|e| stop(format!("storing the checkpoint of segment {index}: {e}")))?;
+            // Workers fetch it by the name the segment carries.
+            if cut.spec.checkpoint.as_deref() != Some(stored.as_str()) {
+                return Err(stop(format!(
+                    "segment {index} names checkpoint {:?}, its bytes hash to {stored}",
+                    cut.spec.checkpoint
+                )));
+            }
         }
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
@@ -810,6 +810,15 @@ impl Coordinator {
             .into_iter()
             .map(|(task, proof)| (task, ProofBlob(proof)))
             .collect())
+    }
+
+    /// Adds a line to a job's event log (to be stored with the next flush).
+    fn log_event(&self, job: JobId, message: String) {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        if let Some(state) = jobs.get_mut(&job) {
+            state.log(Instant::now(), message);
+            self.collect_writes(state);
+        }
     }
 
     fn with_job<T>(
@@ -1120,7 +1129,7 @@ impl Coordinator {
             jobs.values_mut()
                 .filter(|j| {
                     !j.blobs_collected
-                        && j.status.done_with_task_proofs()
+                        && j.status.blobs_collectable()
                         && j.ended_at().is_some_and(|at| {
                             now.saturating_duration_since(at) >= self.config.blob_retention
                         })
@@ -1134,23 +1143,13 @@ impl Coordinator {
         for id in due {
             match self.store.delete_blobs(id).await {
                 Ok(0) => {}
-                Ok(bytes) => {
-                    let _ = self.with_job(
-                        id,
-                        |j| {
-                            j.log(
-                                Instant::now(),
-                                format!(
-                                    "blobs deleted after the retention time: {bytes} bytes of \
-                                     checkpoints and task proofs (the final proof is kept)"
-                                ),
-                            );
-                            Ok(())
-                        },
-                        TaskId(0),
-                        0,
-                    );
-                }
+                Ok(bytes) => self.log_event(
+                    id,
+                    format!(
+                        "blobs deleted after the retention time: {bytes} bytes of checkpoints \
+                         and task proofs (the final proof is kept)"
+                    ),
+                ),
                 Err(e) => tracing::warn!(job_id = %id, "deleting blobs: {e}"),
             }
         }
@@ -1162,10 +1161,16 @@ impl Coordinator {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            loop {
+            for second in 0u64.. {
                 tick.tick().await;
                 let Some(this) = weak.upgrade() else { return };
-                this.collect_garbage().await;
+                // Retention is counted in minutes to hours: looking once a minute is enough.
+                if second % 60 == 0 {
+                    this.collect_garbage().await;
+                    if let Err(e) = this.flush().await {
+                        tracing::error!("writing blob deletions: {e}");
+                    }
+                }
                 let now = Instant::now();
                 let policy = this.retry_policy();
                 let expired: usize = {

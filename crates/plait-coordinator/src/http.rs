@@ -255,6 +255,7 @@ fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResp
         executing: job.progress.executing,
         instructions: job.instructions,
         reexecuted_instructions: job.reexecuted_instructions,
+        execution_failed: job.execution_failed,
     })
 }
 

@@ -48,12 +48,10 @@ impl JobStatus {
         matches!(self, Self::Running | Self::Paused)
     }
 
-    /// States after which the job's task proofs are never used again (a failed job may be
-    /// retried, so it is not among them): they are kept in the store only.
-    pub const DONE_WITH_TASK_PROOFS: [&'static str; 2] = ["succeeded", "cancelled"];
-
-    pub fn done_with_task_proofs(&self) -> bool {
-        Self::DONE_WITH_TASK_PROOFS.contains(&self.name())
+    /// Whether the job's blobs (checkpoints, task proofs) are never used again, so that they
+    /// can be deleted after the retention time. A failed job may be retried, so it keeps them.
+    pub fn blobs_collectable(&self) -> bool {
+        matches!(self, Self::Succeeded(_) | Self::Cancelled)
     }
 }
 
@@ -120,6 +118,8 @@ pub struct JobSummary {
     pub instructions: u64,
     /// Instructions workers re-executed to reach their segments' starts (accepted segments).
     pub reexecuted_instructions: u64,
+    /// Whether the program failed to execute (bad program or input; not a proving failure).
+    pub execution_failed: bool,
 }
 
 /// Done/total per phase, and elapsed time.
@@ -619,6 +619,7 @@ impl Job {
             measured: self.measured(now),
             instructions: self.instructions(),
             reexecuted_instructions: self.reexecuted_instructions(),
+            execution_failed: self.execution_failed_before_end(),
         }
     }
 

@@ -455,7 +455,8 @@ async fn a_job_whose_execution_failed_stays_failed_across_a_restart(kind: &str) 
     drop(c);
     let c = open(&url).await;
     assert!(matches!(c.status(job).unwrap(), JobStatus::Failed(_)));
-    assert!(!c.summary(job).unwrap().progress.executing);
+    let summary = c.summary(job).unwrap();
+    assert!(!summary.progress.executing && summary.execution_failed);
     let err = c.act(job, JobAction::Retry).await.unwrap_err().to_string();
     assert!(err.contains("its execution failed"), "{err}");
 }

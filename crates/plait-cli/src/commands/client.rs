@@ -208,16 +208,11 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
                     status.failure.as_deref().unwrap_or_default()
                 );
                 // A program that fails to execute is bad input, not a proving failure.
-                return Err(
-                    if status
-                        .failure
-                        .is_some_and(|f| f.starts_with("execution failed"))
-                    {
-                        BadInput(message).into()
-                    } else {
-                        ProvingFailed(message).into()
-                    },
-                );
+                return Err(if status.execution_failed {
+                    BadInput(message).into()
+                } else {
+                    ProvingFailed(message).into()
+                });
             }
             _ => tokio::time::sleep(Duration::from_millis(250)).await,
         }

@@ -202,6 +202,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         );
     }
     let status = follow_progress(&coordinator, job).await?;
+    let execution_failed = coordinator.summary(job)?.execution_failed;
     let timings = coordinator.timings(job)?;
     if let (Some(predicted), Some(measured)) = coordinator.prediction(job)? {
         eprint!("{}", planner::prediction_table(&predicted, Some(&measured)));
@@ -242,9 +243,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
             }
             Ok(())
         }
-        JobStatus::Failed(reason) if reason.starts_with("execution failed") => {
-            Err(BadInput(reason).into())
-        }
+        JobStatus::Failed(reason) if execution_failed => Err(BadInput(reason).into()),
         JobStatus::Failed(reason) => {
             for event in coordinator.events(job)? {
                 eprintln!("  [{:>7.1} s] {}", event.at_seconds, event.message);
