@@ -11,22 +11,20 @@
 //! 10,000 tasks).
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Stdio},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-#[path = "common/proc_stats.rs"]
-mod proc_stats;
+#[path = "common/bench_support.rs"]
+mod bench_support;
 
 use anyhow::{bail, Context, Result};
+use bench_support::{cpu_seconds, peak_rss_bytes, Served, CLIENT_TOKEN, WORKER_TOKEN};
 use clap::Parser;
 use plait_api::{JobStatusResponse, SubmitJobResponse, UploadProgramResponse};
 use plait_prover::{dev::DevBackend, ProverBackend};
 use plait_worker::WorkerConfig;
-use proc_stats::{cpu_seconds, dir_bytes, peak_rss_bytes, sqlite_bytes};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -54,9 +52,6 @@ struct Args {
     plait: Option<PathBuf>,
 }
 
-const WORKER_TOKEN: &str = "bench-worker";
-const CLIENT_TOKEN: &str = "bench-client";
-
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p).round() as usize]
 }
@@ -72,30 +67,8 @@ async fn main() -> Result<()> {
             .context("locating target dir")?
             .join("plait"),
     };
-    let dir = tempfile::tempdir()?;
-    let store_path = dir.path().join("store.sqlite");
-    let mut server = Command::new(&plait)
-        .args(["serve", "--dev", "--listen", "127.0.0.1:0"])
-        .args(["--store", &format!("sqlite://{}", store_path.display())])
-        .args([
-            "--worker-token",
-            WORKER_TOKEN,
-            "--client-token",
-            CLIENT_TOKEN,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .env("PLAIT_LOG", "warn")
-        .spawn()
-        .with_context(|| format!("starting {}", plait.display()))?;
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .context("serve's first line")?
-        .to_string();
-    let pid = server.id();
+    let server = Served::start(&plait, &[], &["--dev"])?;
+    let (url, pid) = (server.url.clone(), server.pid());
 
     let backend: Arc<dyn ProverBackend> = Arc::new(DevBackend {
         segment_delay: Duration::from_millis(args.task_ms),
@@ -210,9 +183,7 @@ async fn main() -> Result<()> {
     }
     queued.sort_by(f64::total_cmp);
     let peak_rss = peak_rss_bytes(pid)?;
-    let _ = server.kill();
-    let _ = server.wait();
-    let store_bytes = sqlite_bytes(&store_path);
+    let (store_bytes, blob_bytes) = server.stop();
 
     println!(
         "dispatch benchmark: {} workers, {} jobs, {tasks} tasks ({} dev instructions and {} tasks \
@@ -242,7 +213,6 @@ async fn main() -> Result<()> {
         "coordinator peak RSS           {:>10.1} MiB",
         peak_rss as f64 / (1 << 20) as f64
     );
-    let blob_bytes = dir_bytes(&PathBuf::from(format!("{}.blobs", store_path.display())));
     println!(
         "blobs (proofs, checkpoints)    {:>10.1} MiB ({:.1} KiB per task)",
         blob_bytes as f64 / (1 << 20) as f64,

@@ -11,16 +11,15 @@
 //! Run with `scripts/bench-scale.sh`; it prints one table.
 
 use std::{
-    io::{BufRead, BufReader},
     path::PathBuf,
-    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
-#[path = "common/proc_stats.rs"]
-mod proc_stats;
+#[path = "common/bench_support.rs"]
+mod bench_support;
 
 use anyhow::{bail, Context, Result};
+use bench_support::{cpu_seconds, peak_rss_bytes, Served, CLIENT_TOKEN, WORKER_TOKEN};
 use clap::Parser;
 use plait_api::{
     ClaimTaskRequest, ClaimTaskResponse, JobStatusResponse, SubmitJobResponse,
@@ -28,7 +27,6 @@ use plait_api::{
 };
 use plait_core::{JobId, ProgramInput};
 use plait_prover::{openvm::OpenVmBackend, ProgramImage, ProverBackend, ProvingParams};
-use proc_stats::{cpu_seconds, dir_bytes, peak_rss_bytes, sqlite_bytes};
 use serde_json::json;
 
 #[derive(Parser)]
@@ -52,9 +50,6 @@ struct Args {
     #[arg(long)]
     plait: PathBuf,
 }
-
-const WORKER_TOKEN: &str = "bench-worker";
-const CLIENT_TOKEN: &str = "bench-client";
 
 struct Row {
     instructions: u64,
@@ -112,13 +107,13 @@ async fn main() -> Result<()> {
             plan_mips: plan.total_insns() as f64 / plan_seconds / 1e6,
             checkpoint_raw: raw as f64 / segments as f64,
             checkpoint_compressed: compressed as f64 / segments as f64,
-            submit_seconds: pool.0,
-            first_lease_seconds: pool.1,
-            executed_seconds: pool.2,
-            peak_rss_mib: pool.3 as f64 / (1 << 20) as f64,
-            cpu_seconds: pool.4,
-            store_per_segment: pool.5 as f64 / segments as f64,
-            blobs_per_segment: pool.6 as f64 / segments as f64,
+            submit_seconds: pool.answered,
+            first_lease_seconds: pool.first_lease,
+            executed_seconds: pool.executed,
+            peak_rss_mib: pool.peak_rss as f64 / (1 << 20) as f64,
+            cpu_seconds: pool.cpu,
+            store_per_segment: pool.store_bytes as f64 / segments as f64,
+            blobs_per_segment: pool.blob_bytes as f64 / segments as f64,
         });
     }
     println!(
@@ -156,38 +151,23 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// Submits one job to a fresh `plait serve` and measures it until execution ends. Returns
-/// (submit answered, first lease, execution ended) seconds from submission, the coordinator's
-/// peak RSS and CPU seconds, and store and blob bytes.
-async fn through_coordinator(
-    args: &Args,
-    program: &ProgramImage,
-    n: u64,
-) -> Result<(f64, f64, f64, u64, f64, u64, u64)> {
-    let dir = tempfile::tempdir()?;
-    let store_path = dir.path().join("store.sqlite");
-    let mut server = Command::new(&args.plait)
-        .args(["--cache-dir", args.cache_dir.to_str().context("cache dir")?])
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(["--store", &format!("sqlite://{}", store_path.display())])
-        .args([
-            "--worker-token",
-            WORKER_TOKEN,
-            "--client-token",
-            CLIENT_TOKEN,
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting plait serve")?;
-    let pid = server.id();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().context("stdout")?).read_line(&mut line)?;
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .context("plait serve printed no address")?
-        .to_string();
+/// What one job measured through a coordinator: seconds from submission, and the
+/// coordinator's own costs.
+struct ThroughPool {
+    answered: f64,
+    first_lease: f64,
+    executed: f64,
+    peak_rss: u64,
+    cpu: f64,
+    store_bytes: u64,
+    blob_bytes: u64,
+}
+
+/// Submits one job to a fresh `plait serve` and measures it until execution ends.
+async fn through_coordinator(args: &Args, program: &ProgramImage, n: u64) -> Result<ThroughPool> {
+    let cache_dir = args.cache_dir.to_str().context("cache dir")?;
+    let server = Served::start(&args.plait, &["--cache-dir", cache_dir], &[])?;
+    let (url, pid) = (server.url.clone(), server.pid());
     let http = reqwest::Client::new();
     let upload: UploadProgramResponse = http
         .post(format!("{url}/v1/programs"))
@@ -258,11 +238,8 @@ async fn through_coordinator(
     };
     let cpu = cpu_seconds(pid)? - cpu_before;
     let peak_rss = peak_rss_bytes(pid)?;
-    let _ = server.kill();
-    let _ = server.wait();
-    let store_bytes = sqlite_bytes(&store_path);
-    let blob_bytes = dir_bytes(&PathBuf::from(format!("{}.blobs", store_path.display())));
-    Ok((
+    let (store_bytes, blob_bytes) = server.stop();
+    Ok(ThroughPool {
         answered,
         first_lease,
         executed,
@@ -270,5 +247,5 @@ async fn through_coordinator(
         cpu,
         store_bytes,
         blob_bytes,
-    ))
+    })
 }

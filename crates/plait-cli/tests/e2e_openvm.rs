@@ -305,10 +305,13 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     let wrong = backend.check_segment_proof(&program, &params, &s[0], None, &p1);
     assert!(matches!(wrong, Verdict::Rejected { .. }), "{wrong:?}");
 
-    // Reordered: the leaf either fails to prove or its proof does not cover segments 0..3.
-    let reordered = [p1.clone(), p0.clone(), p2.clone()];
-    match backend.aggregate(&params, AggLayer::Leaf, &reordered) {
-        Err(e) => eprintln!("reordered leaf refused by the prover: {e}"),
+    // A leaf of the wrong children either fails to prove or is rejected as covering 0..3.
+    let assert_leaf_refused = |what: &str, children: &[ProofBlob]| match backend.aggregate(
+        &params,
+        AggLayer::Leaf,
+        children,
+    ) {
+        Err(e) => eprintln!("{what} leaf refused by the prover: {e}"),
         Ok(leaf) => {
             let verdict = backend.check_aggregate_proof(
                 &program,
@@ -319,30 +322,16 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
                 true,
                 &leaf,
             );
-            assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
-        }
-    }
-    // One dropped: a leaf of segments 1 and 2 does not cover segments 0..3.
-    match backend.aggregate(&params, AggLayer::Leaf, &[p1, p2]) {
-        Err(e) => eprintln!("leaf without segment 0 refused by the prover: {e}"),
-        Ok(leaf) => {
-            let verdict = backend.check_aggregate_proof(
-                &program,
-                &params,
-                AggLayer::Leaf,
-                &s[0],
-                &s[2],
-                true,
-                &leaf,
+            assert!(
+                matches!(verdict, Verdict::Rejected { .. }),
+                "{what}: {verdict:?}"
             );
-            assert!(matches!(verdict, Verdict::Rejected { .. }), "{verdict:?}");
         }
-    }
+    };
+    assert_leaf_refused("reordered", &[p1.clone(), p0.clone(), p2.clone()]);
+    assert_leaf_refused("segment-0-less", &[p1, p2]);
 }
 
-/// Checkpoints: a worker proves a segment only from the start state of exactly that segment of
-/// exactly that job. (A proof made from any other start state is rejected by the gate: see the
-/// wrong-segment case above, whose start boundary differs from the plan's.)
 #[test]
 fn checkpoints_of_another_segment_or_job_or_altered_are_refused() {
     let f = fixture();

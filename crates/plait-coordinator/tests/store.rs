@@ -425,6 +425,14 @@ async fn a_store_url_of_unknown_kind_is_refused() {
 
 // --- A coordinator on the store, driven in-process with the dev backend. ---
 
+fn event_messages(c: &Coordinator, job: JobId) -> Vec<String> {
+    c.events(job)
+        .unwrap()
+        .into_iter()
+        .map(|e| e.message)
+        .collect()
+}
+
 async fn wait_until_executed(c: &Coordinator, job: JobId) {
     for _ in 0..500 {
         if !c.summary(job).unwrap().progress.executing {
@@ -482,12 +490,7 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
         segments < 20,
         "execution went on after the cancel: {segments}"
     );
-    let events: Vec<String> = c
-        .events(cancelled)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
+    let events = event_messages(&c, cancelled);
     assert!(
         events
             .iter()
@@ -697,12 +700,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
         "{status:?}: {:#?}",
         c.events(job).unwrap()
     );
-    let events: Vec<String> = c
-        .events(job)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
+    let events = event_messages(&c, job);
     assert!(
         events
             .iter()
@@ -809,12 +807,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         assert_eq!(after[&task], proof);
         assert_eq!(c.accepted_proof(job, task).await.unwrap(), proof);
     }
-    let events: Vec<String> = c
-        .events(job)
-        .unwrap()
-        .into_iter()
-        .map(|e| e.message)
-        .collect();
+    let events = event_messages(&c, job);
     assert!(
         events
             .iter()

@@ -217,6 +217,14 @@ impl BoundaryTracker {
 
 static ZERO_PAGE: [u8; OS_PAGE] = [0; OS_PAGE];
 
+/// The memory Merkle root of a whole memory, hashed from scratch (about a second for RV32's
+/// address space): what a proof starting from this memory exposes.
+pub(crate) fn memory_root(memory: &AddressMap, md: &MemoryDimensions) -> [u32; 8] {
+    MerkleTree::<F, CHUNK>::from_memory(memory, md, &vm_poseidon2_hasher())
+        .root()
+        .map(|x| x.as_canonical_u32())
+}
+
 /// Page `page` of `bytes` (the last page may be short).
 fn page_bytes(bytes: &[u8], page: usize) -> &[u8] {
     let start = page * OS_PAGE;
@@ -385,9 +393,7 @@ impl StartState {
             .iter()
             .map(|&x| field(x))
             .collect::<Result<_, _>>()?;
-        let hasher = vm_poseidon2_hasher::<F>();
-        let root = MerkleTree::from_memory(&state.memory.memory, md, &hasher).root();
-        if root.map(|x| x.as_canonical_u32()) != self.header.boundary.memory_root {
+        if memory_root(&state.memory.memory, md) != self.header.boundary.memory_root {
             return Err(
                 "checkpoint memory does not hash to the boundary's memory root".to_string(),
             );

@@ -323,11 +323,6 @@ pub(crate) fn first_boundary_mismatch(
     input: &ProgramInput,
     plan: &SegmentPlan,
 ) -> Result<Option<u32>, BackendError> {
-    use openvm_circuit::{
-        arch::hasher::poseidon2::vm_poseidon2_hasher, system::memory::merkle::MerkleTree,
-    };
-    use openvm_stark_backend::p3_field::PrimeField32;
-
     let instance = vm_instance(keys, &program.exe)?;
     let failed = |e: &dyn std::fmt::Display| BackendError::GuestFailed(e.to_string());
     let md = instance
@@ -336,12 +331,9 @@ pub(crate) fn first_boundary_mismatch(
         .as_ref()
         .memory_config
         .memory_dimensions();
-    let hasher = vm_poseidon2_hasher();
     let boundary = |state: &VmState<F>| Boundary {
         pc: state.pc(),
-        memory_root: MerkleTree::<F, 8>::from_memory(&state.memory.memory, &md, &hasher)
-            .root()
-            .map(|x| x.as_canonical_u32()),
+        memory_root: checkpoint::memory_root(&state.memory.memory, &md),
     };
     let interpreter = instance
         .vm
