@@ -330,8 +330,9 @@ impl Coordinator {
     /// execution has passed its end. A guest that fails fails its job with the reason.
     ///
     /// With `auto`, the planner first chooses the segment height for that goal (ignoring
-    /// `params.segment_height`) by executing the program at each candidate height and
-    /// simulating each on the pool; the job is stored after that choice.
+    /// `params.segment_height`) by planning each candidate height from one execution
+    /// ([`planning::candidates`]) and simulating each on the pool; the job is stored after
+    /// that choice.
     pub async fn submit(
         self: &Arc<Self>,
         program: ProgramImage,
@@ -372,8 +373,8 @@ impl Coordinator {
         Ok(id)
     }
 
-    /// Chooses the segment height for `goal` by executing at each candidate height and
-    /// simulating each plan on the pool; returns it with its prediction.
+    /// Chooses the segment height for `goal` by planning each candidate height and simulating
+    /// each plan on the pool; returns it with its prediction.
     async fn choose_height(
         &self,
         program: &ProgramImage,

@@ -1,4 +1,4 @@
-//! The planner's side that needs a backend: executing a program at each candidate segment
+//! The planner's side that needs a backend: planning a program at each candidate segment
 //! height and simulating each on a pool (`plait_core::planner` does the simulating and
 //! choosing). Used by the coordinator for `auto` jobs and by `plait plan`.
 

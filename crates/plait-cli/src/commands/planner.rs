@@ -435,7 +435,8 @@ pub fn read_pool(
     Ok((pool, counted))
 }
 
-/// Executes the program at every candidate height and simulates each.
+/// Plans the program at every candidate height (one execution; see
+/// `plait_coordinator::planning::candidates`) and simulates each.
 pub async fn candidates(
     backend: Arc<dyn ProverBackend>,
     program: &ProgramImage,

@@ -167,7 +167,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         pool.log_dir.display()
     );
     let bar = spinner(if auto.is_some() {
-        "executing at each candidate segment height"
+        "choosing the segment height"
     } else {
         "executing"
     });
