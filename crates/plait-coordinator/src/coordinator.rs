@@ -118,7 +118,10 @@ pub struct Coordinator {
     outbox: Mutex<Vec<StoreOp>>,
     /// Serializes writes to the store, so they land in outbox order.
     writer: tokio::sync::Mutex<()>,
-    jobs: Mutex<HashMap<JobId, Job>>,
+    /// The jobs that are not over (live, or still executing), by id: what leases, heartbeats
+    /// and results act on. A job leaves once it ended and its writes are stored; asking for it
+    /// then reads it from the store ([`Self::read_job`]).
+    jobs: Mutex<BTreeMap<JobId, Job>>,
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Rejected proofs per worker id.
     rejections: Mutex<HashMap<String, u32>>,
@@ -157,7 +160,7 @@ impl Coordinator {
             })
             .collect();
         let (now, now_unix_ms) = (Instant::now(), unix_ms());
-        let mut jobs = HashMap::new();
+        let mut jobs = BTreeMap::new();
         for stored in snapshot.jobs {
             let id = stored.record.id;
             let program = programs
@@ -180,13 +183,12 @@ impl Coordinator {
             }
             jobs.insert(id, job);
         }
-        let next_job = jobs.keys().map(|j| j.0 + 1).max().unwrap_or(1);
-        let mut node_memory = HashMap::new();
-        for job in jobs.values() {
-            for t in job.timings() {
-                record_peak(&mut node_memory, job.params.segment_height, t);
-            }
-        }
+        let next_job = snapshot.last_job_id + 1;
+        let node_memory = snapshot
+            .node_memory
+            .into_iter()
+            .map(|(height, layer, peak)| ((height, layer), peak))
+            .collect();
         let mut outbox = Vec::new();
         for job in jobs.values_mut() {
             outbox.extend(job.take_outbox());
@@ -269,7 +271,29 @@ impl Coordinator {
             outbox.extend(newer);
             return Err(e.into());
         }
+        self.release_ended_jobs();
         Ok(())
+    }
+
+    /// Drops jobs that are over from memory. Their last writes may still be in the outbox:
+    /// [`Self::read_job`] flushes before it reads one back.
+    fn release_ended_jobs(&self) {
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        let ended: Vec<JobId> = jobs
+            .values()
+            .filter(|j| !j.status.is_live() && !j.executing)
+            .map(|j| j.id)
+            .collect();
+        for id in ended {
+            if let Some(mut job) = jobs.remove(&id) {
+                self.collect_writes(&mut job);
+            }
+        }
+    }
+
+    /// How many jobs the coordinator holds in memory (those not over).
+    pub fn resident_jobs(&self) -> usize {
+        self.jobs.lock().expect("jobs lock").len()
     }
 
     /// Moves a job's pending store writes to the coordinator's outbox. Called with the jobs
@@ -484,6 +508,7 @@ impl Coordinator {
     ) -> Option<Result<Prediction, String>> {
         if self
             .read_job(id, |j| j.prediction.is_some())
+            .await
             .unwrap_or(true)
         {
             return None;
@@ -552,6 +577,7 @@ impl Coordinator {
             // Cut before the restart: it must be the segment stored then.
             let same = self
                 .read_job(id, |j| j.segments.get(index) == Some(&cut.spec))
+                .await
                 .map_err(|e| stop(e.to_string()))?;
             return if same {
                 Ok(())
@@ -709,6 +735,28 @@ impl Coordinator {
         rejections.get(worker).copied().unwrap_or(0)
     }
 
+    /// Remembers an aggregation node's measured peak memory, if larger than what was known
+    /// (stored with the result's next flush).
+    fn record_node_memory(&self, segment_height: u32, t: &TaskTiming) {
+        let peak = t.meta.process_peak_rss_bytes;
+        if t.phase == "segments" || peak == 0 {
+            return;
+        }
+        let mut known = self.node_memory.lock().expect("node memory lock");
+        let entry = known.entry((segment_height, t.phase.clone())).or_insert(0);
+        if peak > *entry {
+            *entry = peak;
+            self.outbox
+                .lock()
+                .expect("outbox lock")
+                .push(StoreOp::NodeMemory {
+                    segment_height,
+                    layer: t.phase.clone(),
+                    peak_bytes: peak,
+                });
+        }
+    }
+
     /// What an aggregation node of `phase` is assumed to need: the largest peak measured for
     /// that layer and segment height, else the backend's figure.
     fn node_memory_need(&self, params: &ProvingParams, layer: AggLayer) -> u64 {
@@ -723,8 +771,7 @@ impl Coordinator {
         let now = Instant::now();
         let node_need = |p: &ProvingParams, layer: AggLayer| self.node_memory_need(p, layer);
         let mut jobs = self.jobs.lock().expect("jobs lock");
-        let mut ids: Vec<JobId> = jobs.keys().copied().collect();
-        ids.sort();
+        let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment
         // height gets that job's work before work that would cost it a keygen.
         let holds_keys = |job: &Job| worker.key_heights.contains(&job.params.segment_height);
@@ -774,7 +821,9 @@ impl Coordinator {
 
     /// The start-state checkpoint of one of the job's segments, by its SHA-256.
     pub async fn checkpoint(&self, job: JobId, sha256: &str) -> Result<Vec<u8>, CoordinatorError> {
-        self.read_job(job, |_| ())?;
+        if !self.was_submitted(job) {
+            return Err(CoordinatorError::UnknownJob(job));
+        }
         self.store.blob(job, sha256).await?.ok_or_else(|| {
             CoordinatorError::UnknownCheckpoint(job, sha256.chars().take(64).collect())
         })
@@ -787,7 +836,8 @@ impl Coordinator {
         task: TaskId,
     ) -> Result<ProofBlob, CoordinatorError> {
         let sha256 = self
-            .read_job(job, |j| j.proof(task).map(str::to_string))?
+            .read_job(job, |j| j.proof(task).map(str::to_string))
+            .await?
             .ok_or(CoordinatorError::UnknownTask(task, job))?;
         self.store
             .blob(job, &sha256)
@@ -802,7 +852,9 @@ impl Coordinator {
         &self,
         job: JobId,
     ) -> Result<BTreeMap<TaskId, ProofBlob>, CoordinatorError> {
-        self.read_job(job, |_| ())?;
+        if !self.was_submitted(job) {
+            return Err(CoordinatorError::UnknownJob(job));
+        }
         self.flush().await?;
         Ok(self
             .store
@@ -830,9 +882,14 @@ impl Coordinator {
         attempt: u32,
     ) -> Result<T, CoordinatorError> {
         let mut jobs = self.jobs.lock().expect("jobs lock");
-        let state = jobs
-            .get_mut(&job)
-            .ok_or(CoordinatorError::UnknownJob(job))?;
+        let Some(state) = jobs.get_mut(&job) else {
+            // A job that is not in memory has ended: no lease of it is current.
+            return Err(if self.was_submitted(job) {
+                CoordinatorError::StaleLease { job, task, attempt }
+            } else {
+                CoordinatorError::UnknownJob(job)
+            });
+        };
         let result = f(state).map_err(|e| match e {
             LeaseError::UnknownTask => CoordinatorError::UnknownTask(task, job),
             LeaseError::Stale => CoordinatorError::StaleLease { job, task, attempt },
@@ -938,8 +995,7 @@ impl Coordinator {
                     task,
                     attempt,
                 )?;
-                let mut node_memory = self.node_memory.lock().expect("node memory lock");
-                record_peak(&mut node_memory, params.segment_height, &timing);
+                self.record_node_memory(params.segment_height, &timing);
                 root_done
             }
             Verdict::Rejected { reason } => {
@@ -1036,8 +1092,18 @@ impl Coordinator {
 
     /// Pauses, resumes, cancels or retries a job.
     pub async fn act(&self, job: JobId, action: JobAction) -> Result<JobStatus, CoordinatorError> {
+        let ended = if self.jobs.lock().expect("jobs lock").contains_key(&job) {
+            None
+        } else {
+            Some(self.load_ended_job(job).await?)
+        };
         let (status, finalize) = {
             let mut jobs = self.jobs.lock().expect("jobs lock");
+            // A job read back from the store comes back into memory (a retry makes it live; the
+            // next flush releases it otherwise). Another call may have brought it back first.
+            if let Some(ended) = ended {
+                jobs.entry(job).or_insert(ended);
+            }
             let state = jobs
                 .get_mut(&job)
                 .ok_or(CoordinatorError::UnknownJob(job))?;
@@ -1056,64 +1122,90 @@ impl Coordinator {
         Ok(status)
     }
 
-    fn read_job<T>(&self, job: JobId, f: impl FnOnce(&Job) -> T) -> Result<T, CoordinatorError> {
-        let jobs = self.jobs.lock().expect("jobs lock");
-        jobs.get(&job)
-            .map(f)
-            .ok_or(CoordinatorError::UnknownJob(job))
+    /// Reads a job: from memory if it is not over, else from the store.
+    async fn read_job<T>(
+        &self,
+        job: JobId,
+        f: impl FnOnce(&Job) -> T,
+    ) -> Result<T, CoordinatorError> {
+        if let Some(state) = self.jobs.lock().expect("jobs lock").get(&job) {
+            return Ok(f(state));
+        }
+        Ok(f(&self.load_ended_job(job).await?))
+    }
+
+    /// Whether `job` is an id this coordinator (or one before it on the same store) handed out.
+    fn was_submitted(&self, job: JobId) -> bool {
+        job.0 > 0 && job.0 < self.next_job.load(Ordering::SeqCst)
+    }
+
+    /// Reads a job that is not in memory back from the store, after storing pending writes
+    /// (the job's last ones may be among them).
+    async fn load_ended_job(&self, job: JobId) -> Result<Job, CoordinatorError> {
+        if !self.was_submitted(job) {
+            return Err(CoordinatorError::UnknownJob(job));
+        }
+        self.flush().await?;
+        let stored = self
+            .store
+            .load_job(job)
+            .await?
+            .ok_or(CoordinatorError::UnknownJob(job))?;
+        let program = self.program(&stored.record.program_sha256).ok_or_else(|| {
+            StoreError::Corrupt(format!("{job}: its program is not in the store"))
+        })?;
+        Ok(
+            Job::restore(stored, program, Instant::now(), unix_ms())
+                .map_err(StoreError::Corrupt)?,
+        )
     }
 
     /// Every job's id, oldest first.
-    pub fn job_ids(&self) -> Vec<JobId> {
-        let mut ids: Vec<JobId> = self
-            .jobs
-            .lock()
-            .expect("jobs lock")
-            .keys()
-            .copied()
-            .collect();
-        ids.sort();
-        ids
+    pub async fn job_ids(&self) -> Result<Vec<JobId>, CoordinatorError> {
+        self.flush().await?;
+        Ok(self.store.job_ids().await?)
     }
 
-    pub fn status(&self, job: JobId) -> Result<JobStatus, CoordinatorError> {
-        self.read_job(job, |j| j.status.clone())
+    pub async fn status(&self, job: JobId) -> Result<JobStatus, CoordinatorError> {
+        self.read_job(job, |j| j.status.clone()).await
     }
 
-    pub fn summary(&self, job: JobId) -> Result<JobSummary, CoordinatorError> {
-        self.read_job(job, |j| j.summary(Instant::now()))
+    pub async fn summary(&self, job: JobId) -> Result<JobSummary, CoordinatorError> {
+        self.read_job(job, |j| j.summary(Instant::now())).await
     }
 
-    pub fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
-        self.read_job(job, |j| j.progress(Instant::now()))
+    pub async fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
+        self.read_job(job, |j| j.progress(Instant::now())).await
     }
 
     /// What the planner predicted for the job, and what it measured once it succeeded.
-    pub fn prediction(
+    pub async fn prediction(
         &self,
         job: JobId,
     ) -> Result<(Option<Prediction>, Option<Measured>), CoordinatorError> {
         self.read_job(job, |j| (j.prediction.clone(), j.measured(Instant::now())))
+            .await
     }
 
-    pub fn params(&self, job: JobId) -> Result<ProvingParams, CoordinatorError> {
-        self.read_job(job, |j| j.params)
+    pub async fn params(&self, job: JobId) -> Result<ProvingParams, CoordinatorError> {
+        self.read_job(job, |j| j.params).await
     }
 
     /// The segments cut so far, and the public values once execution has ended.
-    pub fn plan(&self, job: JobId) -> Result<plait_core::SegmentPlan, CoordinatorError> {
+    pub async fn plan(&self, job: JobId) -> Result<plait_core::SegmentPlan, CoordinatorError> {
         self.read_job(job, |j| plait_core::SegmentPlan {
             segments: j.segments.clone(),
             public_values: j.public_values.clone().unwrap_or_default(),
         })
+        .await
     }
 
-    pub fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {
-        self.read_job(job, |j| j.events().to_vec())
+    pub async fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {
+        self.read_job(job, |j| j.events().to_vec()).await
     }
 
-    pub fn timings(&self, job: JobId) -> Result<Vec<TaskTiming>, CoordinatorError> {
-        self.read_job(job, |j| j.timings().to_vec())
+    pub async fn timings(&self, job: JobId) -> Result<Vec<TaskTiming>, CoordinatorError> {
+        self.read_job(job, |j| j.timings().to_vec()).await
     }
 
     /// Waits until any job changes, or the timeout passes.
@@ -1122,38 +1214,31 @@ impl Coordinator {
     }
 
     /// Deletes the blobs of succeeded and cancelled jobs that ended more than the retention
-    /// time ago (once per job and coordinator run; deleting again is harmless).
-    async fn collect_garbage(&self) {
-        let now = Instant::now();
-        let due: Vec<JobId> = {
-            let mut jobs = self.jobs.lock().expect("jobs lock");
-            jobs.values_mut()
-                .filter(|j| {
-                    !j.blobs_collected
-                        && j.status.blobs_collectable()
-                        && j.ended_at().is_some_and(|at| {
-                            now.saturating_duration_since(at) >= self.config.blob_retention
-                        })
-                })
-                .map(|j| {
-                    j.blobs_collected = true;
-                    j.id
-                })
-                .collect()
-        };
-        for id in due {
-            match self.store.delete_blobs(id).await {
-                Ok(0) => {}
-                Ok(bytes) => self.log_event(
-                    id,
-                    format!(
+    /// time ago, and records that (in the store, and in each job's event log). Called once a
+    /// minute by the reaper.
+    pub async fn collect_expired_blobs(&self) -> Result<(), CoordinatorError> {
+        let retention = i64::try_from(self.config.blob_retention.as_millis()).unwrap_or(i64::MAX);
+        let ended_by = unix_ms().saturating_sub(retention);
+        for id in self.store.jobs_due_for_blob_deletion(ended_by).await? {
+            // A job still in memory (a cancelled one whose execution is stopping) writes its
+            // own events; it is collected on a later round.
+            if self.jobs.lock().expect("jobs lock").contains_key(&id) {
+                continue;
+            }
+            let bytes = self.store.delete_blobs(id).await?;
+            self.outbox
+                .lock()
+                .expect("outbox lock")
+                .push(StoreOp::BlobsDeleted {
+                    job: id,
+                    at_unix_ms: unix_ms(),
+                    message: format!(
                         "blobs deleted after the retention time: {bytes} bytes of checkpoints \
                          and task proofs (the final proof is kept)"
                     ),
-                ),
-                Err(e) => tracing::warn!(job_id = %id, "deleting blobs: {e}"),
-            }
+                });
         }
+        self.flush().await
     }
 
     /// Requeues tasks whose lease expired, every second, and deletes the blobs of jobs past
@@ -1167,9 +1252,8 @@ impl Coordinator {
                 let Some(this) = weak.upgrade() else { return };
                 // Retention is counted in minutes to hours: looking once a minute is enough.
                 if second % 60 == 0 {
-                    this.collect_garbage().await;
-                    if let Err(e) = this.flush().await {
-                        tracing::error!("writing blob deletions: {e}");
+                    if let Err(e) = this.collect_expired_blobs().await {
+                        tracing::error!("deleting the blobs of ended jobs: {e}");
                     }
                 }
                 let now = Instant::now();
@@ -1196,16 +1280,7 @@ impl Coordinator {
     }
 }
 
-/// Remembers an aggregation node's measured peak memory, if larger than what was known.
-fn record_peak(known: &mut HashMap<(u32, String), u64>, segment_height: u32, t: &TaskTiming) {
-    if t.phase == "segments" || t.meta.process_peak_rss_bytes == 0 {
-        return;
-    }
-    let peak = known.entry((segment_height, t.phase.clone())).or_insert(0);
-    *peak = (*peak).max(t.meta.process_peak_rss_bytes);
-}
-
-fn unix_ms() -> i64 {
+pub(crate) fn unix_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)

@@ -232,16 +232,19 @@ async fn submit_job(
             request.auto_segment_height,
         )
         .await?;
-    let plan = coordinator.plan(job_id)?;
+    let plan = coordinator.plan(job_id).await?;
     Ok(Json(SubmitJobResponse {
         job_id,
         segments: plan.segments.len(),
-        segment_height: coordinator.params(job_id)?.segment_height,
+        segment_height: coordinator.params(job_id).await?.segment_height,
     }))
 }
 
-fn status_body(coordinator: &Coordinator, job_id: JobId) -> Result<JobStatusResponse, ApiError> {
-    let job = coordinator.summary(job_id)?;
+async fn status_body(
+    coordinator: &Coordinator,
+    job_id: JobId,
+) -> Result<JobStatusResponse, ApiError> {
+    let job = coordinator.summary(job_id).await?;
     Ok(JobStatusResponse {
         job_id,
         program_sha256: job.program_sha256,
@@ -263,17 +266,16 @@ async fn job_status(
     State(coordinator): State<Arc<Coordinator>>,
     Path(job): Path<u64>,
 ) -> Result<Json<JobStatusResponse>, ApiError> {
-    Ok(Json(status_body(&coordinator, JobId(job))?))
+    Ok(Json(status_body(&coordinator, JobId(job)).await?))
 }
 
 async fn list_jobs(
     State(coordinator): State<Arc<Coordinator>>,
 ) -> Result<Json<Vec<JobStatusResponse>>, ApiError> {
-    let bodies = coordinator
-        .job_ids()
-        .into_iter()
-        .map(|id| status_body(&coordinator, id))
-        .collect::<Result<_, _>>()?;
+    let mut bodies = Vec::new();
+    for id in coordinator.job_ids().await? {
+        bodies.push(status_body(&coordinator, id).await?);
+    }
     Ok(Json(bodies))
 }
 
@@ -296,14 +298,14 @@ async fn job_action(
         }
     };
     coordinator.act(JobId(job), action).await?;
-    Ok(Json(status_body(&coordinator, JobId(job))?))
+    Ok(Json(status_body(&coordinator, JobId(job)).await?))
 }
 
 async fn job_proof(
     State(coordinator): State<Arc<Coordinator>>,
     Path(job): Path<u64>,
 ) -> Result<Vec<u8>, ApiError> {
-    match coordinator.status(JobId(job))? {
+    match coordinator.status(JobId(job)).await? {
         JobStatus::Succeeded(bytes) => Ok(bytes),
         _ => Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -317,7 +319,7 @@ async fn job_events(
     State(coordinator): State<Arc<Coordinator>>,
     Path(job): Path<u64>,
 ) -> Result<Json<Vec<JobEventBody>>, ApiError> {
-    let events = coordinator.events(JobId(job))?;
+    let events = coordinator.events(JobId(job)).await?;
     Ok(Json(
         events
             .into_iter()
@@ -334,7 +336,7 @@ async fn job_timings(
     State(coordinator): State<Arc<Coordinator>>,
     Path(job): Path<u64>,
 ) -> Result<Json<Vec<crate::TaskTiming>>, ApiError> {
-    Ok(Json(coordinator.timings(JobId(job))?))
+    Ok(Json(coordinator.timings(JobId(job)).await?))
 }
 
 async fn claim(

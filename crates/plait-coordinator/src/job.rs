@@ -187,8 +187,6 @@ pub(crate) struct Job {
     timings: Vec<TaskTiming>,
     /// Changes not yet written to the store, in order; the coordinator drains them.
     outbox: Vec<StoreOp>,
-    /// Whether this coordinator run has deleted the job's blobs (after its retention time).
-    pub blobs_collected: bool,
 }
 
 /// How failures that count against a task are retried.
@@ -248,7 +246,6 @@ impl Job {
             events: Vec::new(),
             timings: Vec::new(),
             outbox: Vec::new(),
-            blobs_collected: false,
         };
         let record = job.record();
         job.outbox.push(StoreOp::InsertJob(record));
@@ -492,7 +489,6 @@ impl Job {
             events,
             timings,
             outbox: Vec::new(),
-            blobs_collected: false,
         })
     }
 
@@ -520,6 +516,7 @@ impl Job {
         self.outbox.push(StoreOp::JobState {
             job: self.id,
             state: status.clone(),
+            ended_unix_ms: (!status.is_live()).then(crate::coordinator::unix_ms),
         });
         self.status = status;
     }
@@ -945,14 +942,5 @@ impl Job {
             .segment_task(self.segments.len().checked_sub(1)? as u32)?;
         let last = self.proofs.get(&last_segment)?;
         Some((root.clone(), last.clone()))
-    }
-
-    /// When the job ended (succeeded, failed or was cancelled), if it has.
-    pub fn ended_at(&self) -> Option<Instant> {
-        if self.status.is_live() {
-            return None;
-        }
-        let at = self.events.last()?.at_seconds;
-        Some(self.submitted + Duration::from_secs_f64(at.max(0.0)))
     }
 }

@@ -2,9 +2,9 @@
 //!
 //! The coordinator keeps live state (leases, the task graph) in memory and writes every change
 //! that must survive a restart through here, in order, before it answers the caller: a result
-//! is "accepted" only once its proof is stored. On start it reloads everything
+//! is "accepted" only once its proof is stored. On start it reloads the jobs that are not over
 //! ([`Store::load`]); leases are not stored, so tasks that were in flight are simply handed out
-//! again.
+//! again. Jobs that ended are read one at a time when asked for ([`Store::load_job`]).
 //!
 //! SQLite (the embedded default) and PostgreSQL (a cluster) share one SQL dialect through
 //! sqlx's `Any` driver; only the column type for bytes differs.
@@ -90,6 +90,21 @@ pub enum StoreOp {
     JobState {
         job: JobId,
         state: JobStatus,
+        /// When the job ended (succeeded, failed or was cancelled); `None` while it is live.
+        ended_unix_ms: Option<i64>,
+    },
+    /// The job's blobs were deleted after its retention time; the event says so in its log
+    /// (appended after the job's last event: the job is no longer in the coordinator's memory).
+    BlobsDeleted {
+        job: JobId,
+        at_unix_ms: i64,
+        message: String,
+    },
+    /// The largest peak memory measured for an aggregation layer at a segment height.
+    NodeMemory {
+        segment_height: u32,
+        layer: String,
+        peak_bytes: u64,
     },
     Event {
         job: JobId,
@@ -142,8 +157,44 @@ pub struct StoredJob {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
     pub programs: Vec<(String, Vec<u8>)>,
+    /// The jobs that are not over: live ones, and any whose execution a restart interrupted.
     pub jobs: Vec<StoredJob>,
+    /// The largest job id ever stored (0 if none).
+    pub last_job_id: u64,
     pub worker_rejections: Vec<(String, u32)>,
+    /// (segment height, aggregation layer, largest peak memory measured).
+    pub node_memory: Vec<(u32, String, u64)>,
+}
+
+/// Which jobs [`Store::read_jobs`] reads.
+enum JobFilter {
+    /// Live jobs, and jobs whose execution has not ended (unless cancelled): what a
+    /// coordinator keeps in memory.
+    Resident,
+    One(JobId),
+}
+
+impl JobFilter {
+    /// The condition on the `jobs` table (as `j`), binding the job id as `$1` for `One`.
+    fn condition(&self) -> &'static str {
+        match self {
+            Self::Resident => {
+                "(j.state IN ('running', 'paused') OR \
+                 (j.execution = 'running' AND j.state <> 'cancelled'))"
+            }
+            Self::One(_) => "j.id = $1",
+        }
+    }
+
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+        match self {
+            Self::Resident => query,
+            Self::One(job) => query.bind(job.0 as i64),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -160,7 +211,7 @@ pub enum StoreError {
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "3";
+const SCHEMA_VERSION: &str = "4";
 
 #[derive(Clone)]
 pub struct Store {
@@ -231,7 +282,8 @@ impl Store {
                 "CREATE TABLE IF NOT EXISTS jobs (id BIGINT PRIMARY KEY, program_sha256 TEXT NOT NULL, \
                  input TEXT NOT NULL, params TEXT NOT NULL, plan TEXT NOT NULL, \
                  submitted_unix_ms BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT, \
-                 final_proof {bytes}, prediction TEXT, execution TEXT, public_values {bytes})"
+                 final_proof {bytes}, prediction TEXT, execution TEXT, public_values {bytes}, \
+                 ended_unix_ms BIGINT, blobs_deleted_unix_ms BIGINT)"
             ),
             "CREATE TABLE IF NOT EXISTS segments (job_id BIGINT NOT NULL, idx BIGINT NOT NULL, \
              spec TEXT NOT NULL, PRIMARY KEY (job_id, idx))"
@@ -245,6 +297,9 @@ impl Store {
              at_seconds DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, PRIMARY KEY (job_id, seq))"
                 .to_string(),
             "CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, rejections BIGINT NOT NULL)"
+                .to_string(),
+            "CREATE TABLE IF NOT EXISTS node_memory (segment_height BIGINT NOT NULL, \
+             layer TEXT NOT NULL, peak_bytes BIGINT NOT NULL, PRIMARY KEY (segment_height, layer))"
                 .to_string(),
         ];
         let mut tx = self.pool.begin().await?;
@@ -263,28 +318,47 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2")) => {
-                // Version 1 had no predictions; its jobs simply have none.
-                if old == "1" {
-                    sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
+            Some(old @ ("1" | "2" | "3")) => {
+                if old != "3" {
+                    // Version 1 had no predictions; its jobs simply have none.
+                    if old == "1" {
+                        sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    // Version 2 planned whole jobs before storing them (their plan column) and
+                    // numbered tasks segments first; version 3 streams segments and numbers
+                    // tasks in creation order.
+                    sqlx::query("ALTER TABLE jobs ADD COLUMN execution TEXT")
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(&format!(
+                        "ALTER TABLE jobs ADD COLUMN public_values {bytes}"
+                    ))
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("ALTER TABLE tasks ADD COLUMN proof_sha256 TEXT")
+                        .execute(&mut *tx)
+                        .await?;
+                    renumber_tasks_of_planned_jobs(&mut tx, &self.blobs).await?;
+                }
+                // Version 4 reads ended jobs only when asked: it records when each ended and
+                // when its blobs were deleted, and keeps learned node memory in a table of its
+                // own instead of deriving it from every task ever accepted.
+                for column in ["ended_unix_ms", "blobs_deleted_unix_ms"] {
+                    sqlx::query(&format!("ALTER TABLE jobs ADD COLUMN {column} BIGINT"))
                         .execute(&mut *tx)
                         .await?;
                 }
-                // Version 2 planned whole jobs before storing them (their plan column) and
-                // numbered tasks segments first; version 3 streams segments and numbers tasks
-                // in creation order.
-                sqlx::query("ALTER TABLE jobs ADD COLUMN execution TEXT")
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(&format!(
-                    "ALTER TABLE jobs ADD COLUMN public_values {bytes}"
-                ))
+                // An ended job ended at its last event.
+                sqlx::query(
+                    "UPDATE jobs SET ended_unix_ms = submitted_unix_ms + CAST(1000 * COALESCE(\
+                     (SELECT MAX(e.at_seconds) FROM events e WHERE e.job_id = jobs.id), 0) \
+                     AS BIGINT) WHERE state IN ('succeeded', 'failed', 'cancelled')",
+                )
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("ALTER TABLE tasks ADD COLUMN proof_sha256 TEXT")
-                    .execute(&mut *tx)
-                    .await?;
-                renumber_tasks_of_planned_jobs(&mut tx, &self.blobs).await?;
+                learn_node_memory_from_timings(&mut tx).await?;
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
@@ -308,6 +382,38 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for op in ops {
             let query = match op {
+                StoreOp::BlobsDeleted {
+                    job,
+                    at_unix_ms,
+                    message,
+                } => {
+                    sqlx::query(
+                        "INSERT INTO events (job_id, seq, at_seconds, message) \
+                         SELECT j.id, (SELECT COALESCE(MAX(e.seq) + 1, 0) FROM events e \
+                         WHERE e.job_id = j.id), ($2 - j.submitted_unix_ms) / 1000.0, $3 \
+                         FROM jobs j WHERE j.id = $1",
+                    )
+                    .bind(job.0 as i64)
+                    .bind(*at_unix_ms)
+                    .bind(message.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE jobs SET blobs_deleted_unix_ms = $1 WHERE id = $2")
+                        .bind(*at_unix_ms)
+                        .bind(job.0 as i64)
+                }
+                StoreOp::NodeMemory {
+                    segment_height,
+                    layer,
+                    peak_bytes,
+                } => sqlx::query(
+                    "INSERT INTO node_memory (segment_height, layer, peak_bytes) \
+                     VALUES ($1, $2, $3) ON CONFLICT (segment_height, layer) \
+                     DO UPDATE SET peak_bytes = excluded.peak_bytes",
+                )
+                .bind(*segment_height as i64)
+                .bind(layer.clone())
+                .bind(*peak_bytes as i64),
                 StoreOp::Program { sha256, bytes } => sqlx::query(
                     "INSERT INTO programs (sha256, elf) VALUES ($1, $2) ON CONFLICT (sha256) DO NOTHING",
                 )
@@ -352,14 +458,20 @@ impl Store {
                 } => sqlx::query("UPDATE jobs SET prediction = $1 WHERE id = $2")
                     .bind(prediction_json.clone())
                     .bind(job.0 as i64),
-                StoreOp::JobState { job, state } => {
+                StoreOp::JobState {
+                    job,
+                    state,
+                    ended_unix_ms,
+                } => {
                     let (state, reason, proof) = state.columns();
                     sqlx::query(
-                        "UPDATE jobs SET state = $1, reason = $2, final_proof = $3 WHERE id = $4",
+                        "UPDATE jobs SET state = $1, reason = $2, final_proof = $3, \
+                         ended_unix_ms = $4 WHERE id = $5",
                     )
                     .bind(state)
                     .bind(reason)
                     .bind(proof)
+                    .bind(*ended_unix_ms)
                     .bind(job.0 as i64)
                 }
                 StoreOp::Event {
@@ -415,7 +527,8 @@ impl Store {
         Ok(())
     }
 
-    /// Reads everything back.
+    /// Reads back what a coordinator needs to resume: programs, workers, learned node memory,
+    /// and the jobs that are not over (see [`JobFilter::Resident`]).
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
         let mut conn = self.pool.acquire().await?;
         let programs = sqlx::query("SELECT sha256, elf FROM programs ORDER BY sha256")
@@ -430,13 +543,82 @@ impl Store {
             .into_iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get::<i64, _>(1)? as u32)))
             .collect::<Result<_, sqlx::Error>>()?;
-        let mut jobs: BTreeMap<i64, StoredJob> = BTreeMap::new();
-        for row in sqlx::query(
-            "SELECT id, program_sha256, input, params, plan, submitted_unix_ms, state, reason, \
-             final_proof, prediction, execution, public_values FROM jobs ORDER BY id",
+        let node_memory = sqlx::query(
+            "SELECT segment_height, layer, peak_bytes FROM node_memory \
+             ORDER BY segment_height, layer",
         )
         .fetch_all(&mut *conn)
         .await?
+        .into_iter()
+        .map(|row| {
+            Ok((
+                row.try_get::<i64, _>(0)? as u32,
+                row.try_get(1)?,
+                row.try_get::<i64, _>(2)? as u64,
+            ))
+        })
+        .collect::<Result<_, sqlx::Error>>()?;
+        let last_job_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM jobs")
+            .fetch_one(&mut *conn)
+            .await?;
+        drop(conn);
+        Ok(Snapshot {
+            programs,
+            jobs: self.read_jobs(JobFilter::Resident).await?,
+            last_job_id: last_job_id.unwrap_or(0) as u64,
+            worker_rejections,
+            node_memory,
+        })
+    }
+
+    /// One job with everything recorded about it, if it is stored.
+    pub async fn load_job(&self, job: JobId) -> Result<Option<StoredJob>, StoreError> {
+        Ok(self.read_jobs(JobFilter::One(job)).await?.pop())
+    }
+
+    /// Every stored job's id, oldest first.
+    pub async fn job_ids(&self) -> Result<Vec<JobId>, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT id FROM jobs ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|id| JobId(id as u64))
+                .collect(),
+        )
+    }
+
+    /// Succeeded and cancelled jobs that ended at or before `ended_by_unix_ms` and whose
+    /// blobs were not deleted yet.
+    pub async fn jobs_due_for_blob_deletion(
+        &self,
+        ended_by_unix_ms: i64,
+    ) -> Result<Vec<JobId>, StoreError> {
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM jobs WHERE state IN ('succeeded', 'cancelled') \
+             AND blobs_deleted_unix_ms IS NULL AND ended_unix_ms <= $1 ORDER BY id",
+        )
+        .bind(ended_by_unix_ms)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|id| JobId(id as u64))
+        .collect())
+    }
+
+    async fn read_jobs(&self, filter: JobFilter) -> Result<Vec<StoredJob>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let condition = filter.condition();
+        let mut jobs: BTreeMap<i64, StoredJob> = BTreeMap::new();
+        let select_jobs = format!(
+            "SELECT j.id, j.program_sha256, j.input, j.params, j.plan, j.submitted_unix_ms, \
+             j.state, j.reason, j.final_proof, j.prediction, j.execution, j.public_values \
+             FROM jobs j WHERE {condition} ORDER BY j.id"
+        );
+        for row in filter
+            .bind(sqlx::query(&select_jobs))
+            .fetch_all(&mut *conn)
+            .await?
         {
             let id: i64 = row.try_get(0)?;
             let state: String = row.try_get(6)?;
@@ -464,12 +646,18 @@ impl Store {
                 },
             );
         }
-        for row in sqlx::query(
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let of_jobs = format!("job_id IN (SELECT j.id FROM jobs j WHERE {condition})");
+        let select_tasks = format!(
             "SELECT job_id, task_id, attempts, failures, proof_sha256, timing FROM tasks \
-             ORDER BY job_id, task_id",
-        )
-        .fetch_all(&mut *conn)
-        .await?
+             WHERE {of_jobs} ORDER BY job_id, task_id"
+        );
+        for row in filter
+            .bind(sqlx::query(&select_tasks))
+            .fetch_all(&mut *conn)
+            .await?
         {
             let job: i64 = row.try_get(0)?;
             let task: i64 = row.try_get(1)?;
@@ -495,7 +683,10 @@ impl Store {
                 .tasks
                 .insert(TaskId(task as u32), stored);
         }
-        for row in sqlx::query("SELECT job_id, idx, spec FROM segments ORDER BY job_id, idx")
+        let select_segments =
+            format!("SELECT job_id, idx, spec FROM segments WHERE {of_jobs} ORDER BY job_id, idx");
+        for row in filter
+            .bind(sqlx::query(&select_segments))
             .fetch_all(&mut *conn)
             .await?
         {
@@ -512,10 +703,14 @@ impl Store {
             }
             stored.segments.push(row.try_get(2)?);
         }
-        for row in
-            sqlx::query("SELECT job_id, at_seconds, message FROM events ORDER BY job_id, seq")
-                .fetch_all(&mut *conn)
-                .await?
+        let select_events = format!(
+            "SELECT job_id, at_seconds, message FROM events WHERE {of_jobs} \
+             ORDER BY job_id, seq"
+        );
+        for row in filter
+            .bind(sqlx::query(&select_events))
+            .fetch_all(&mut *conn)
+            .await?
         {
             let job: i64 = row.try_get(0)?;
             jobs.get_mut(&job)
@@ -523,12 +718,50 @@ impl Store {
                 .events
                 .push((row.try_get(1)?, row.try_get(2)?));
         }
-        Ok(Snapshot {
-            programs,
-            jobs: jobs.into_values().collect(),
-            worker_rejections,
-        })
+        Ok(jobs.into_values().collect())
     }
+}
+
+/// Fills the node memory table from the timings of every accepted aggregation task (schema 3
+/// kept no table of its own).
+async fn learn_node_memory_from_timings(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+) -> Result<(), StoreError> {
+    let rows = sqlx::query(
+        "SELECT j.params, t.timing FROM tasks t JOIN jobs j ON j.id = t.job_id \
+         WHERE t.timing IS NOT NULL",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut peaks: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    for row in rows {
+        let params: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>(0)?).unwrap_or_default();
+        let timing: serde_json::Value =
+            serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or_default();
+        let (Some(height), Some(phase), Some(peak)) = (
+            params["segment-height"].as_u64(),
+            timing["phase"].as_str(),
+            timing["meta"]["process_peak_rss_bytes"].as_u64(),
+        ) else {
+            continue;
+        };
+        if phase != "segments" && peak > 0 {
+            let known = peaks.entry((height as u32, phase.to_string())).or_insert(0);
+            *known = (*known).max(peak);
+        }
+    }
+    for ((height, layer), peak) in peaks {
+        sqlx::query(
+            "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES ($1, $2, $3)",
+        )
+        .bind(height as i64)
+        .bind(layer)
+        .bind(peak as i64)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
 }
 
 impl Store {

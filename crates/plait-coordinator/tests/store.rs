@@ -55,6 +55,7 @@ on_both_stores!(
     a_job_whose_execution_failed_stays_failed_across_a_restart,
     a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
     pause_resume_cancel_and_retry,
+    ended_jobs_leave_memory_and_are_read_from_the_store,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -155,10 +156,22 @@ async fn round_trips_everything(kind: &str) {
         StoreOp::JobState {
             job: JobId(1),
             state: JobStatus::Succeeded(big.clone()),
+            ended_unix_ms: Some(1_700_000_005_000),
         },
         StoreOp::JobState {
             job: JobId(2),
             state: JobStatus::Failed("task-3 failed 3 times".into()),
+            ended_unix_ms: Some(1_700_000_006_000),
+        },
+        StoreOp::NodeMemory {
+            segment_height: 19,
+            layer: "leaf".into(),
+            peak_bytes: 5 << 30,
+        },
+        StoreOp::NodeMemory {
+            segment_height: 19,
+            layer: "leaf".into(),
+            peak_bytes: 6 << 30,
         },
         StoreOp::WorkerRejections {
             worker: "w".into(),
@@ -173,9 +186,19 @@ async fn round_trips_everything(kind: &str) {
     drop(store);
 
     // A new connection (as after a restart) reads back exactly what was written.
-    let snapshot = Store::open(&url).await.unwrap().load().await.unwrap();
+    let store = Store::open(&url).await.unwrap();
+    let snapshot = store.load().await.unwrap();
     assert_eq!(snapshot.programs, vec![("p1".to_string(), elf.to_vec())]);
     assert_eq!(snapshot.worker_rejections, vec![("w".to_string(), 2)]);
+    assert_eq!(
+        snapshot.node_memory,
+        vec![(19, "leaf".to_string(), 6 << 30)]
+    );
+    // Both jobs ended: a coordinator does not load them, and reads each when asked.
+    assert_eq!(snapshot.jobs, vec![]);
+    assert_eq!(snapshot.last_job_id, 2);
+    assert_eq!(store.job_ids().await.unwrap(), [JobId(1), JobId(2)]);
+    assert_eq!(store.load_job(JobId(3)).await.unwrap(), None);
     let expected_tasks = BTreeMap::from([
         (
             TaskId(0),
@@ -196,7 +219,10 @@ async fn round_trips_everything(kind: &str) {
         ),
     ]);
     assert_eq!(
-        snapshot.jobs,
+        vec![
+            store.load_job(JobId(1)).await.unwrap().unwrap(),
+            store.load_job(JobId(2)).await.unwrap().unwrap()
+        ],
         vec![
             StoredJob {
                 record: JobRecord {
@@ -221,13 +247,44 @@ async fn round_trips_everything(kind: &str) {
             },
         ]
     );
-    // They are read when asked for.
-    let store = Store::open(&url).await.unwrap();
+    // The succeeded job's blobs are due for deletion once its retention passed (the failed one
+    // may be retried: it keeps them); recording the deletion logs it after its last event.
+    assert_eq!(
+        store
+            .jobs_due_for_blob_deletion(1_700_000_004_999)
+            .await
+            .unwrap(),
+        []
+    );
+    assert_eq!(
+        store
+            .jobs_due_for_blob_deletion(1_700_000_005_000)
+            .await
+            .unwrap(),
+        [JobId(1)]
+    );
+    // Proofs are read when asked for.
     assert_eq!(
         store.task_proofs(JobId(1)).await.unwrap(),
         BTreeMap::from([(TaskId(0), big.clone()), (TaskId(4), vec![])])
     );
     assert!(store.task_proofs(JobId(2)).await.unwrap().is_empty());
+    store
+        .apply(&[StoreOp::BlobsDeleted {
+            job: JobId(1),
+            at_unix_ms: 1_700_000_010_123,
+            message: "deleted".into(),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(
+        store.jobs_due_for_blob_deletion(i64::MAX).await.unwrap(),
+        [],
+        "deleted once"
+    );
+    let events = store.load_job(JobId(1)).await.unwrap().unwrap().events;
+    assert_eq!(events.last().unwrap(), &(10.0, "deleted".to_string()));
+    assert_eq!(events.len(), 3);
 }
 
 async fn a_failing_batch_changes_nothing(kind: &str) {
@@ -245,6 +302,7 @@ async fn a_failing_batch_changes_nothing(kind: &str) {
             StoreOp::JobState {
                 job: JobId(1),
                 state: JobStatus::Cancelled,
+                ended_unix_ms: Some(1),
             },
             StoreOp::InsertJob(record(1, JobStatus::Running)),
         ])
@@ -311,6 +369,12 @@ async fn migrates_a_version_1_store(kind: &str) {
                  state) VALUES (7, 'ab', '{{}}', '{params}', '{plan}', 5, 'running')"
             ),
             "INSERT INTO tasks (job_id, task_id, attempts, failures) VALUES (7, 9, 1, 1)".into(),
+            // A cancelled job whose leaf (old task-5) reported its peak memory.
+            format!(
+                "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
+                 state) VALUES (8, 'ab', '{{}}', '{params}', '{plan}', 5, 'cancelled')"
+            ),
+            r#"INSERT INTO tasks (job_id, task_id, attempts, failures, timing) VALUES (8, 5, 1, 0, '{"task":5,"phase":"leaf","meta":{"process_peak_rss_bytes":123}}')"#.into(),
         ] {
             sqlx::query(&statement).execute(&mut conn).await.unwrap();
         }
@@ -333,7 +397,16 @@ async fn migrates_a_version_1_store(kind: &str) {
         }
     }
     let store = Store::open(&url).await.unwrap();
-    let jobs = store.load().await.unwrap().jobs;
+    let snapshot = store.load().await.unwrap();
+    // Version 4: learned node memory has a table, and the cancelled job is not loaded but is
+    // due for blob deletion (it ended at its submission: it has no events).
+    assert_eq!(snapshot.node_memory, vec![(3, "leaf".to_string(), 123)]);
+    assert_eq!(snapshot.last_job_id, 8);
+    assert_eq!(
+        store.jobs_due_for_blob_deletion(5).await.unwrap(),
+        [JobId(8)]
+    );
+    let jobs = snapshot.jobs;
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].record.id, JobId(7));
     assert_eq!(jobs[0].record.prediction_json, None);
@@ -368,7 +441,7 @@ async fn migrates_a_version_1_store(kind: &str) {
         .await
         .unwrap();
     drop(store);
-    // Reopening finds version 3: no second migration.
+    // Reopening finds version 4: no second migration.
     let jobs = Store::open(&url).await.unwrap().load().await.unwrap().jobs;
     assert_eq!(jobs[1].record, with_prediction);
     assert_eq!(
@@ -425,8 +498,9 @@ async fn a_store_url_of_unknown_kind_is_refused() {
 
 // --- A coordinator on the store, driven in-process with the dev backend. ---
 
-fn event_messages(c: &Coordinator, job: JobId) -> Vec<String> {
+async fn event_messages(c: &Coordinator, job: JobId) -> Vec<String> {
     c.events(job)
+        .await
         .unwrap()
         .into_iter()
         .map(|e| e.message)
@@ -435,7 +509,7 @@ fn event_messages(c: &Coordinator, job: JobId) -> Vec<String> {
 
 async fn wait_until_executed(c: &Coordinator, job: JobId) {
     for _ in 0..500 {
-        if !c.summary(job).unwrap().progress.executing {
+        if !c.summary(job).await.unwrap().progress.executing {
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
@@ -455,15 +529,15 @@ async fn a_job_whose_execution_failed_stays_failed_across_a_restart(kind: &str) 
         .await
         .unwrap();
     wait_until_executed(&c, job).await;
-    let JobStatus::Failed(reason) = c.status(job).unwrap() else {
-        panic!("{:?}", c.status(job))
+    let JobStatus::Failed(reason) = c.status(job).await.unwrap() else {
+        panic!("{:?}", c.status(job).await)
     };
     assert!(reason.starts_with("execution failed"), "{reason}");
     c.halt();
     drop(c);
     let c = open(&url).await;
-    assert!(matches!(c.status(job).unwrap(), JobStatus::Failed(_)));
-    let summary = c.summary(job).unwrap();
+    assert!(matches!(c.status(job).await.unwrap(), JobStatus::Failed(_)));
+    let summary = c.summary(job).await.unwrap();
     assert!(!summary.progress.executing && summary.execution_failed);
     let err = c.act(job, JobAction::Retry).await.unwrap_err().to_string();
     assert!(err.contains("its execution failed"), "{err}");
@@ -485,12 +559,12 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
         .unwrap(); // 20 segments, 50 ms each
     c.act(cancelled, JobAction::Cancel).await.unwrap();
     wait_until_executed(&c, cancelled).await;
-    let segments = c.plan(cancelled).unwrap().segments.len();
+    let segments = c.plan(cancelled).await.unwrap().segments.len();
     assert!(
         segments < 20,
         "execution went on after the cancel: {segments}"
     );
-    let events = event_messages(&c, cancelled);
+    let events = event_messages(&c, cancelled).await;
     assert!(
         events
             .iter()
@@ -504,7 +578,7 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
         .unwrap();
     // Failing every task it gets fails the job once one task has failed 3 times.
     for _ in 0..200 {
-        if !c.status(job).unwrap().is_live() {
+        if !c.status(job).await.unwrap().is_live() {
             break;
         }
         if let Some(task) = c.claim(&worker("w")).await.unwrap() {
@@ -513,20 +587,23 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
                 .unwrap();
         }
     }
-    assert!(matches!(c.status(job).unwrap(), JobStatus::Failed(_)));
+    assert!(matches!(c.status(job).await.unwrap(), JobStatus::Failed(_)));
     assert!(
-        c.summary(job).unwrap().progress.executing,
+        c.summary(job).await.unwrap().progress.executing,
         "failed while executing"
     );
     wait_until_executed(&c, job).await;
     assert_eq!(
-        c.plan(job).unwrap().segments.len(),
+        c.plan(job).await.unwrap().segments.len(),
         20,
         "execution finished"
     );
     c.act(job, JobAction::Retry).await.unwrap();
     run_to_end(&c, &program, job).await;
-    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
 }
 
 fn params() -> ProvingParams {
@@ -563,11 +640,22 @@ async fn open(url: &str) -> Arc<Coordinator> {
 }
 
 async fn open_with(url: &str, backend: DevBackend) -> Arc<Coordinator> {
-    let config = CoordinatorConfig {
+    open_configured(url, backend, test_config()).await
+}
+
+fn test_config() -> CoordinatorConfig {
+    CoordinatorConfig {
         claim_wait: std::time::Duration::from_millis(50),
         retry_backoff: std::time::Duration::from_millis(1),
         ..CoordinatorConfig::default()
-    };
+    }
+}
+
+async fn open_configured(
+    url: &str,
+    backend: DevBackend,
+    config: CoordinatorConfig,
+) -> Arc<Coordinator> {
     Coordinator::open(Arc::new(backend), config, Store::open(url).await.unwrap())
         .await
         .unwrap()
@@ -626,7 +714,7 @@ async fn claim_and_prove(
 
 async fn run_to_end(c: &Coordinator, program: &ProgramImage, job: JobId) {
     for _ in 0..200 {
-        if !c.status(job).unwrap().is_live() {
+        if !c.status(job).await.unwrap().is_live() {
             break;
         }
         claim_and_prove(c, program, "finisher").await;
@@ -686,7 +774,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
             task.task_id
         );
         reissued.push(task);
-        if !c.status(job).unwrap().is_live() {
+        if !c.status(job).await.unwrap().is_live() {
             break;
         }
     }
@@ -694,13 +782,13 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
         let again = reissued.iter().find(|t| t.task_id == lost.task_id).unwrap();
         assert!(again.attempt > lost.attempt, "{again:?} vs {lost:?}");
     }
-    let status = c.status(job).unwrap();
+    let status = c.status(job).await.unwrap();
     assert!(
         matches!(status, JobStatus::Succeeded(_)),
         "{status:?}: {:#?}",
-        c.events(job).unwrap()
+        c.events(job).await.unwrap()
     );
-    let events = event_messages(&c, job);
+    let events = event_messages(&c, job).await;
     assert!(
         events
             .iter()
@@ -719,7 +807,10 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
     // And a third start sees the finished job, with its proof.
     drop(c);
     let c = open(&url).await;
-    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
     let next = c
         .submit_job(program.clone(), dev_input(8), params())
         .await
@@ -757,7 +848,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     // Pausing survives a restart.
     drop(c);
     let c = open(&url).await;
-    assert_eq!(c.status(job).unwrap(), JobStatus::Paused);
+    assert_eq!(c.status(job).await.unwrap(), JobStatus::Paused);
     assert!(c.claim(&worker("w")).await.unwrap().is_none());
     let err = c.act(job, JobAction::Pause).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
@@ -782,7 +873,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             .await
             .unwrap();
     }
-    let JobStatus::Failed(reason) = c.status(job).unwrap() else {
+    let JobStatus::Failed(reason) = c.status(job).await.unwrap() else {
         panic!("the job should have failed")
     };
     assert!(
@@ -799,15 +890,18 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         JobStatus::Running
     );
     run_to_end(&c, &program, job).await;
-    assert!(matches!(c.status(job).unwrap(), JobStatus::Succeeded(_)));
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
     // The proofs kept across the retry are the job's proofs still, read from the store.
     let after = c.accepted_proofs(job).await.unwrap();
-    assert_eq!(after.len(), c.timings(job).unwrap().len());
+    assert_eq!(after.len(), c.timings(job).await.unwrap().len());
     for (task, proof) in kept {
         assert_eq!(after[&task], proof);
         assert_eq!(c.accepted_proof(job, task).await.unwrap(), proof);
     }
-    let events = event_messages(&c, job);
+    let events = event_messages(&c, job).await;
     assert!(
         events
             .iter()
@@ -847,7 +941,122 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     assert!(c.claim(&worker("w")).await.unwrap().is_none());
     drop(c);
     let c = open(&url).await;
-    assert_eq!(c.status(other).unwrap(), JobStatus::Cancelled);
+    assert_eq!(c.status(other).await.unwrap(), JobStatus::Cancelled);
     let err = c.act(other, JobAction::Resume).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
+}
+
+/// A job that ended leaves the coordinator's memory; everything about it is then read from the
+/// store: status, final proof, events, timings, accepted proofs. A late call on one of its
+/// leases is stale, not an unknown job. A retried job comes back; blobs past their retention
+/// are deleted once, and the deletion is logged.
+async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let config = CoordinatorConfig {
+        blob_retention: std::time::Duration::ZERO,
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config.clone()).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = c
+        .submit_job(program.clone(), dev_input(40), params())
+        .await
+        .unwrap(); // 5 segments
+    assert_eq!(c.resident_jobs(), 1);
+    let (first, _) = claim_and_prove(&c, &program, "w").await.unwrap();
+    run_to_end(&c, &program, job).await;
+    assert_eq!(
+        c.resident_jobs(),
+        0,
+        "a succeeded job is not kept in memory"
+    );
+    let JobStatus::Succeeded(final_proof) = c.status(job).await.unwrap() else {
+        panic!("{:?}", c.status(job).await)
+    };
+    let summary = c.summary(job).await.unwrap();
+    assert_eq!(summary.state, "succeeded");
+    assert_eq!(summary.instructions, 40);
+    let timings = c.timings(job).await.unwrap();
+    assert_eq!(
+        timings.len(),
+        summary
+            .progress
+            .phases
+            .iter()
+            .map(|(_, _, total)| total)
+            .sum::<usize>()
+    );
+    assert_eq!(c.plan(job).await.unwrap().segments.len(), 5);
+    assert!(event_messages(&c, job)
+        .await
+        .iter()
+        .any(|e| e.starts_with("final proof assembled and verified")));
+    assert!(c.accepted_proof(job, first.task_id).await.is_ok());
+    assert_eq!(c.job_ids().await.unwrap(), [job]);
+    assert_eq!(c.resident_jobs(), 0, "reading does not bring a job back");
+    let err = c.heartbeat(job, first.task_id, first.attempt).unwrap_err();
+    assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
+    let err = c.heartbeat(JobId(99), TaskId(0), 1).unwrap_err();
+    assert!(matches!(err, CoordinatorError::UnknownJob(_)), "{err}");
+    let err = c.status(JobId(99)).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::UnknownJob(_)), "{err}");
+    let err = c.act(job, JobAction::Cancel).await.unwrap_err();
+    assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
+
+    // Past the retention time, its checkpoints and task proofs go, once; its final proof stays.
+    assert!(c.store().blob_bytes(job).await.unwrap() > 0);
+    c.collect_expired_blobs().await.unwrap();
+    c.collect_expired_blobs().await.unwrap();
+    assert_eq!(c.store().blob_bytes(job).await.unwrap(), 0);
+    let deletions: Vec<String> = event_messages(&c, job)
+        .await
+        .into_iter()
+        .filter(|e| e.starts_with("blobs deleted after the retention time"))
+        .collect();
+    assert_eq!(deletions.len(), 1, "{deletions:?}");
+    assert_eq!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(final_proof)
+    );
+
+    // A failed job leaves memory too, and comes back when retried; it keeps its blobs.
+    let failing = c
+        .submit_job(program.clone(), dev_input(40), params())
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let task = c.claim(&worker("flaky")).await.unwrap().unwrap();
+        c.report_failure(failing, task.task_id, task.attempt, "out of memory")
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        c.status(failing).await.unwrap(),
+        JobStatus::Failed(_)
+    ));
+    assert_eq!(c.resident_jobs(), 0);
+    c.collect_expired_blobs().await.unwrap();
+    assert!(c.store().blob_bytes(failing).await.unwrap() > 0);
+    assert_eq!(
+        c.act(failing, JobAction::Retry).await.unwrap(),
+        JobStatus::Running
+    );
+    assert_eq!(c.resident_jobs(), 1);
+    run_to_end(&c, &program, failing).await;
+    assert!(matches!(
+        c.status(failing).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
+    assert_eq!(c.resident_jobs(), 0);
+
+    // A restarted coordinator loads neither, and still answers for both.
+    drop(c);
+    let c = open_configured(&url, DevBackend::default(), config).await;
+    assert_eq!(c.resident_jobs(), 0);
+    assert_eq!(c.job_ids().await.unwrap(), [job, failing]);
+    assert!(matches!(
+        c.status(failing).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
 }

@@ -176,14 +176,15 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         .submit(program.clone(), input, params, auto)
         .await?;
     // Execution runs while the first segments are proven; report it when it ends.
-    while coordinator.summary(job)?.progress.executing {
+    while coordinator.summary(job).await?.progress.executing {
         coordinator.changed(Duration::from_millis(200)).await;
     }
     bar.finish_and_clear();
-    let plan = coordinator.plan(job)?;
-    let params = coordinator.params(job)?;
+    let plan = coordinator.plan(job).await?;
+    let params = coordinator.params(job).await?;
     if let (Some(goal), Some(reason)) = coordinator
-        .prediction(job)?
+        .prediction(job)
+        .await?
         .0
         .map_or((None, None), |p| (p.goal, p.reason))
     {
@@ -192,7 +193,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
             params.segment_height
         );
     }
-    if !matches!(coordinator.status(job)?, JobStatus::Failed(_)) {
+    if !matches!(coordinator.status(job).await?, JobStatus::Failed(_)) {
         eprintln!(
             "executed {} instructions in {:.2} s: {} segments at segment height {}",
             plan.total_insns(),
@@ -202,9 +203,9 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         );
     }
     let status = follow_progress(&coordinator, job).await?;
-    let execution_failed = coordinator.summary(job)?.execution_failed;
-    let timings = coordinator.timings(job)?;
-    if let (Some(predicted), Some(measured)) = coordinator.prediction(job)? {
+    let execution_failed = coordinator.summary(job).await?.execution_failed;
+    let timings = coordinator.timings(job).await?;
+    if let (Some(predicted), Some(measured)) = coordinator.prediction(job).await? {
         eprint!("{}", planner::prediction_table(&predicted, Some(&measured)));
         record_prediction(cache, &program, predicted, measured, args.workers)?;
     }
@@ -245,7 +246,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         }
         JobStatus::Failed(reason) if execution_failed => Err(BadInput(reason).into()),
         JobStatus::Failed(reason) => {
-            for event in coordinator.events(job)? {
+            for event in coordinator.events(job).await? {
                 eprintln!("  [{:>7.1} s] {}", event.at_seconds, event.message);
             }
             Err(ProvingFailed(format!("proving failed: {reason}")).into())
@@ -266,7 +267,7 @@ async fn follow_progress(
     let mut bars: HashMap<String, ProgressBar> = HashMap::new();
     let mut reported: HashMap<String, bool> = HashMap::new();
     loop {
-        let progress = coordinator.progress(job)?;
+        let progress = coordinator.progress(job).await?;
         for (phase, done, total) in &progress.phases {
             let bar = bars.entry(phase.clone()).or_insert_with(|| {
                 let bar = multi.add(ProgressBar::new(*total as u64));
@@ -295,7 +296,7 @@ async fn follow_progress(
     }
     // Finalization runs after the last phase completes; wait for its verdict.
     loop {
-        match coordinator.status(job)? {
+        match coordinator.status(job).await? {
             status if status.is_live() => coordinator.changed(Duration::from_millis(200)).await,
             status => return Ok(status),
         }
