@@ -17,6 +17,11 @@ pub const API_PREFIX: &str = "/v1";
 /// HTTP header carrying a result's [`TaskMeta`] as JSON.
 pub const TASK_META_HEADER: &str = "plait-task-meta";
 
+/// HTTP header carrying a lease's secret ([`TaskAssignment::lease_secret`]): heartbeats,
+/// results, failures and the downloads a task needs (its checkpoint, its children's proofs)
+/// must present it.
+pub const LEASE_SECRET_HEADER: &str = "plait-lease-secret";
+
 /// A worker asks for work. The coordinator answers with a task that fits, or none after a
 /// short wait (long poll).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -59,6 +64,9 @@ pub struct TaskAssignment {
     pub task_id: TaskId,
     /// Attempt number of this lease; results and heartbeats must quote it.
     pub attempt: u32,
+    /// A random secret (256 bits, hex) only the lease's holder knows: every call about the
+    /// lease presents it in [`LEASE_SECRET_HEADER`], so no one else can act on it.
+    pub lease_secret: String,
     pub params: ProvingParams,
     pub program_sha256: String,
     /// Seconds the lease lasts without a heartbeat.

@@ -92,6 +92,14 @@ pub enum CoordinatorError {
         task: TaskId,
         attempt: u32,
     },
+    #[error("{task} attempt {attempt} of {job}: the call does not carry the lease's secret (only the worker holding the lease may act on it)")]
+    NotLeaseHolder {
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+    },
+    #[error("{0}: no current lease of this job has the secret presented; only the holder of a lease may download what its task needs")]
+    NotLeased(JobId),
     #[error("worker proves with {worker}, this coordinator with {coordinator}")]
     IncompatibleWorker { worker: String, coordinator: String },
     #[error("worker {worker} returned {rejections} rejected proofs and gets no more work")]
@@ -819,6 +827,44 @@ impl Coordinator {
             .cloned()
     }
 
+    /// The start-state checkpoint `sha256` of one of the job's segments, for the worker
+    /// holding that segment's lease (`secret`).
+    pub async fn checkpoint_for_lease(
+        &self,
+        job: JobId,
+        sha256: &str,
+        secret: &str,
+    ) -> Result<Vec<u8>, CoordinatorError> {
+        self.check_lease_may_read(job, |j| j.may_read_checkpoint(secret, sha256))?;
+        self.checkpoint(job, sha256).await
+    }
+
+    /// The accepted proof of `task`, for the worker holding the lease of its parent
+    /// (`secret`).
+    pub async fn child_proof_for_lease(
+        &self,
+        job: JobId,
+        task: TaskId,
+        secret: &str,
+    ) -> Result<ProofBlob, CoordinatorError> {
+        self.check_lease_may_read(job, |j| j.may_read_child_proof(secret, task))?;
+        self.accepted_proof(job, task).await
+    }
+
+    fn check_lease_may_read(
+        &self,
+        job: JobId,
+        may: impl FnOnce(&Job) -> bool,
+    ) -> Result<(), CoordinatorError> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        match jobs.get(&job) {
+            Some(state) if may(state) => Ok(()),
+            Some(_) => Err(CoordinatorError::NotLeased(job)),
+            None if self.was_submitted(job) => Err(CoordinatorError::NotLeased(job)),
+            None => Err(CoordinatorError::UnknownJob(job)),
+        }
+    }
+
     /// The start-state checkpoint of one of the job's segments, by its SHA-256.
     pub async fn checkpoint(&self, job: JobId, sha256: &str) -> Result<Vec<u8>, CoordinatorError> {
         if !self.was_submitted(job) {
@@ -893,6 +939,7 @@ impl Coordinator {
         let result = f(state).map_err(|e| match e {
             LeaseError::UnknownTask => CoordinatorError::UnknownTask(task, job),
             LeaseError::Stale => CoordinatorError::StaleLease { job, task, attempt },
+            LeaseError::NotHolder => CoordinatorError::NotLeaseHolder { job, task, attempt },
         });
         self.collect_writes(state);
         result
@@ -903,11 +950,12 @@ impl Coordinator {
         job: JobId,
         task: TaskId,
         attempt: u32,
+        secret: &str,
     ) -> Result<(), CoordinatorError> {
         let lease = self.config.lease;
         self.with_job(
             job,
-            |j| j.heartbeat(task, attempt, lease, Instant::now()),
+            |j| j.heartbeat(task, attempt, secret, lease, Instant::now()),
             task,
             attempt,
         )
@@ -918,6 +966,7 @@ impl Coordinator {
         job: JobId,
         task: TaskId,
         attempt: u32,
+        secret: &str,
         reason: &str,
     ) -> Result<(), CoordinatorError> {
         let policy = self.retry_policy();
@@ -927,6 +976,7 @@ impl Coordinator {
                 j.fail_attempt(
                     task,
                     attempt,
+                    secret,
                     &format!("worker reports: {reason}"),
                     Some(policy),
                     Instant::now(),
@@ -948,13 +998,14 @@ impl Coordinator {
         job: JobId,
         task: TaskId,
         attempt: u32,
+        secret: &str,
         proof: ProofBlob,
         meta: TaskMeta,
     ) -> Result<Verdict, CoordinatorError> {
         let (target, program, params, worker) = self.with_job(
             job,
             |j| {
-                let target = j.check_target(task, attempt)?;
+                let target = j.check_target(task, attempt, secret)?;
                 let worker = j.lease_holder(task).unwrap_or_default();
                 Ok((target, j.program.clone(), j.params, worker))
             },
@@ -991,7 +1042,7 @@ impl Coordinator {
                 let stored = (sha256, proof.0.len() as u64);
                 let (root_done, timing) = self.with_job(
                     job,
-                    |j| j.accept(task, attempt, stored, meta, Instant::now()),
+                    |j| j.accept(task, attempt, secret, stored, meta, Instant::now()),
                     task,
                     attempt,
                 )?;
@@ -1017,6 +1068,7 @@ impl Coordinator {
                         j.fail_attempt(
                             task,
                             attempt,
+                            secret,
                             &format!("proof rejected: {reason}"),
                             None,
                             Instant::now(),

@@ -14,7 +14,7 @@ use axum::{
 use plait_api::{
     ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, JobEventBody, JobStatusResponse,
     ReportFailureRequest, SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta,
-    UploadProgramResponse, TASK_META_HEADER,
+    UploadProgramResponse, LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
@@ -58,6 +58,9 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::NOT_FOUND, "unknown-checkpoint")
             }
             CoordinatorError::StaleLease { .. } => (StatusCode::CONFLICT, "stale-lease"),
+            CoordinatorError::NotLeaseHolder { .. } | CoordinatorError::NotLeased(_) => {
+                (StatusCode::FORBIDDEN, "not-lease-holder")
+            }
             CoordinatorError::IncompatibleWorker { .. } => {
                 (StatusCode::CONFLICT, "incompatible-worker")
             }
@@ -357,12 +360,22 @@ async fn program(
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown-program", sha256))
 }
 
+/// The lease secret a worker presents ([`LEASE_SECRET_HEADER`]); empty if none, which no
+/// lease has.
+fn lease_secret(headers: &HeaderMap) -> &str {
+    headers
+        .get(LEASE_SECRET_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
 async fn proof(
     State(coordinator): State<Arc<Coordinator>>,
     Path((job, task)): Path<(u64, u32)>,
+    headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
     Ok(coordinator
-        .accepted_proof(JobId(job), TaskId(task))
+        .child_proof_for_lease(JobId(job), TaskId(task), lease_secret(&headers))
         .await?
         .0)
 }
@@ -370,15 +383,19 @@ async fn proof(
 async fn checkpoint(
     State(coordinator): State<Arc<Coordinator>>,
     Path((job, sha256)): Path<(u64, String)>,
+    headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
-    Ok(coordinator.checkpoint(JobId(job), &sha256).await?)
+    Ok(coordinator
+        .checkpoint_for_lease(JobId(job), &sha256, lease_secret(&headers))
+        .await?)
 }
 
 async fn heartbeat(
     State(coordinator): State<Arc<Coordinator>>,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    coordinator.heartbeat(JobId(job), TaskId(task), attempt)?;
+    coordinator.heartbeat(JobId(job), TaskId(task), attempt, lease_secret(&headers))?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -407,6 +424,7 @@ async fn result(
             JobId(job),
             TaskId(task),
             attempt,
+            lease_secret(&headers),
             ProofBlob(body.to_vec()),
             meta,
         )
@@ -417,10 +435,17 @@ async fn result(
 async fn failure(
     State(coordinator): State<Arc<Coordinator>>,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
+    headers: HeaderMap,
     Json(request): Json<ReportFailureRequest>,
 ) -> Result<StatusCode, ApiError> {
     coordinator
-        .report_failure(JobId(job), TaskId(task), attempt, &request.reason)
+        .report_failure(
+            JobId(job),
+            TaskId(task),
+            attempt,
+            lease_secret(&headers),
+            &request.reason,
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -134,6 +134,8 @@ pub struct JobProgress {
 
 struct Lease {
     attempt: u32,
+    /// Only the holder knows it (see [`TaskAssignment::lease_secret`]).
+    secret: LeaseSecret,
     worker: String,
     started: Instant,
     expires: Instant,
@@ -211,6 +213,30 @@ pub(crate) enum LeaseError {
     UnknownTask,
     /// The attempt is not the task's current lease (it expired, or the task is done).
     Stale,
+    /// The call did not present the lease's secret: it does not come from the lease's holder.
+    NotHolder,
+}
+
+/// A lease's secret: 256 random bits, given to the holder only. Compared in constant time.
+#[derive(Clone)]
+pub(crate) struct LeaseSecret([u8; 32]);
+
+impl LeaseSecret {
+    fn random() -> Self {
+        // ThreadRng is a CSPRNG seeded from the operating system.
+        Self(rand::random())
+    }
+
+    fn hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Whether `presented` (hex, as sent by a worker) is this secret.
+    fn matches(&self, presented: &str) -> bool {
+        use subtle::ConstantTimeEq;
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(presented, &mut bytes).is_ok() && bool::from(self.0.ct_eq(&bytes))
+    }
 }
 
 impl Job {
@@ -722,10 +748,13 @@ impl Job {
             attempts: attempt,
             failures: self.failures.get(&task).copied().unwrap_or(0),
         });
+        let secret = LeaseSecret::random();
+        let lease_secret = secret.hex();
         self.leases.insert(
             task,
             Lease {
                 attempt,
+                secret,
                 worker: worker.worker_id.clone(),
                 started: now,
                 expires: now + lease,
@@ -760,6 +789,7 @@ impl Job {
             job_id: self.id,
             task_id: task,
             attempt,
+            lease_secret,
             params: self.params,
             program_sha256: self.program.digest.clone(),
             lease_seconds: lease.as_secs(),
@@ -767,12 +797,51 @@ impl Job {
         })
     }
 
-    fn current_lease(&self, task: TaskId, attempt: u32) -> Result<&Lease, LeaseError> {
+    /// The task's current lease, if `attempt` is its attempt and `secret` its secret.
+    fn current_lease(
+        &self,
+        task: TaskId,
+        attempt: u32,
+        secret: &str,
+    ) -> Result<&Lease, LeaseError> {
         self.graph.kind(task).map_err(|_| LeaseError::UnknownTask)?;
         match self.leases.get(&task) {
-            Some(lease) if lease.attempt == attempt => Ok(lease),
+            Some(lease) if lease.attempt == attempt => {
+                if lease.secret.matches(secret) {
+                    Ok(lease)
+                } else {
+                    Err(LeaseError::NotHolder)
+                }
+            }
             _ => Err(LeaseError::Stale),
         }
+    }
+
+    /// The task leased under `secret`, if a current lease of this job has it.
+    pub fn leased_task(&self, secret: &str) -> Option<TaskId> {
+        self.leases
+            .iter()
+            .find(|(_, lease)| lease.secret.matches(secret))
+            .map(|(task, _)| *task)
+    }
+
+    /// Whether the holder of `secret` may download the accepted proof of `child`: it leases
+    /// `child`'s parent.
+    pub fn may_read_child_proof(&self, secret: &str, child: TaskId) -> bool {
+        self.leased_task(secret).is_some_and(|task| {
+            self.graph
+                .children(task)
+                .is_ok_and(|children| children.contains(&child))
+        })
+    }
+
+    /// Whether the holder of `secret` may download checkpoint `sha256`: it leases the segment
+    /// that starts from it.
+    pub fn may_read_checkpoint(&self, secret: &str, sha256: &str) -> bool {
+        self.leased_task(secret).is_some_and(|task| {
+            matches!(self.graph.kind(task), Ok(TaskKind::ProveSegment { segment })
+                if self.segments[segment as usize].checkpoint.as_deref() == Some(sha256))
+        })
     }
 
     /// The worker holding the task's current lease.
@@ -784,17 +853,23 @@ impl Job {
         &mut self,
         task: TaskId,
         attempt: u32,
+        secret: &str,
         lease: Duration,
         now: Instant,
     ) -> Result<(), LeaseError> {
-        self.current_lease(task, attempt)?;
+        self.current_lease(task, attempt, secret)?;
         self.leases.get_mut(&task).expect("lease checked").expires = now + lease;
         Ok(())
     }
 
     /// What the coordinator must check a result of this lease against.
-    pub fn check_target(&self, task: TaskId, attempt: u32) -> Result<CheckTarget, LeaseError> {
-        self.current_lease(task, attempt)?;
+    pub fn check_target(
+        &self,
+        task: TaskId,
+        attempt: u32,
+        secret: &str,
+    ) -> Result<CheckTarget, LeaseError> {
+        self.current_lease(task, attempt, secret)?;
         Ok(match self.graph.kind(task).expect("task exists") {
             TaskKind::ProveSegment { segment } => CheckTarget::Segment {
                 segment: self.segments[segment as usize].clone(),
@@ -832,11 +907,12 @@ impl Job {
         &mut self,
         task: TaskId,
         attempt: u32,
+        secret: &str,
         (proof_sha256, proof_bytes): (String, u64),
         meta: TaskMeta,
         now: Instant,
     ) -> Result<(bool, TaskTiming), LeaseError> {
-        let lease = self.current_lease(task, attempt)?;
+        let lease = self.current_lease(task, attempt, secret)?;
         let timing = TaskTiming {
             task,
             phase: self.phase(task),
@@ -876,12 +952,28 @@ impl Job {
         &mut self,
         task: TaskId,
         attempt: u32,
+        secret: &str,
         reason: &str,
         policy: Option<RetryPolicy>,
         now: Instant,
     ) -> Result<(), LeaseError> {
-        let worker = self.current_lease(task, attempt)?.worker.clone();
-        self.leases.remove(&task);
+        self.current_lease(task, attempt, secret)?;
+        self.fail_lease(task, reason, policy, now);
+        Ok(())
+    }
+
+    /// Ends the task's current lease as failed (see [`Self::fail_attempt`]).
+    fn fail_lease(
+        &mut self,
+        task: TaskId,
+        reason: &str,
+        policy: Option<RetryPolicy>,
+        now: Instant,
+    ) {
+        let Some(lease) = self.leases.remove(&task) else {
+            return;
+        };
+        let (attempt, worker) = (lease.attempt, lease.worker);
         self.graph.retry(task).expect("a leased task is running");
         self.ready_since.insert(task, now);
         self.log(
@@ -889,7 +981,7 @@ impl Job {
             format!("{task} attempt {attempt} from {worker} failed: {reason}"),
         );
         let Some(policy) = policy else {
-            return Ok(());
+            return;
         };
         let failures = {
             let n = self.failures.entry(task).or_insert(0);
@@ -910,25 +1002,18 @@ impl Job {
             self.log(now, format!("job failed: {message}"));
             self.set_status(JobStatus::Failed(message));
         }
-        Ok(())
     }
 
     /// Requeues every task whose lease ran out. Returns how many.
     pub fn expire_leases(&mut self, policy: RetryPolicy, now: Instant) -> usize {
-        let expired: Vec<(TaskId, u32)> = self
+        let expired: Vec<TaskId> = self
             .leases
             .iter()
             .filter(|(_, l)| l.expires <= now)
-            .map(|(t, l)| (*t, l.attempt))
+            .map(|(t, _)| *t)
             .collect();
-        for (task, attempt) in &expired {
-            let _ = self.fail_attempt(
-                *task,
-                *attempt,
-                "lease expired (no heartbeat)",
-                Some(policy),
-                now,
-            );
+        for task in &expired {
+            self.fail_lease(*task, "lease expired (no heartbeat)", Some(policy), now);
         }
         expired.len()
     }

@@ -582,9 +582,15 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
             break;
         }
         if let Some(task) = c.claim(&worker("w")).await.unwrap() {
-            c.report_failure(job, task.task_id, task.attempt, "out of memory")
-                .await
-                .unwrap();
+            c.report_failure(
+                job,
+                task.task_id,
+                task.attempt,
+                &task.lease_secret,
+                "out of memory",
+            )
+            .await
+            .unwrap();
         }
     }
     assert!(matches!(c.status(job).await.unwrap(), JobStatus::Failed(_)));
@@ -704,6 +710,7 @@ async fn claim_and_prove(
             task.job_id,
             task.task_id,
             task.attempt,
+            &task.lease_secret,
             proof,
             ProofMeta::default(),
         )
@@ -758,6 +765,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
             job,
             late.task_id,
             late.attempt,
+            &late.lease_secret,
             prove(&c, &program, late).await,
             ProofMeta::default(),
         )
@@ -839,6 +847,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             job,
             in_flight.task_id,
             in_flight.attempt,
+            &in_flight.lease_secret,
             prove(&c, &program, &in_flight).await,
             ProofMeta::default(),
         )
@@ -869,9 +878,15 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             failing,
             "the failed task comes back first"
         );
-        c.report_failure(job, task.task_id, task.attempt, "out of memory")
-            .await
-            .unwrap();
+        c.report_failure(
+            job,
+            task.task_id,
+            task.attempt,
+            &task.lease_secret,
+            "out of memory",
+        )
+        .await
+        .unwrap();
     }
     let JobStatus::Failed(reason) = c.status(job).await.unwrap() else {
         panic!("the job should have failed")
@@ -932,6 +947,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             other,
             task.task_id,
             task.attempt,
+            &task.lease_secret,
             prove(&c, &program, &task).await,
             ProofMeta::default(),
         )
@@ -994,9 +1010,11 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
     assert!(c.accepted_proof(job, first.task_id).await.is_ok());
     assert_eq!(c.job_ids().await.unwrap(), [job]);
     assert_eq!(c.resident_jobs(), 0, "reading does not bring a job back");
-    let err = c.heartbeat(job, first.task_id, first.attempt).unwrap_err();
+    let err = c
+        .heartbeat(job, first.task_id, first.attempt, &first.lease_secret)
+        .unwrap_err();
     assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
-    let err = c.heartbeat(JobId(99), TaskId(0), 1).unwrap_err();
+    let err = c.heartbeat(JobId(99), TaskId(0), 1, "").unwrap_err();
     assert!(matches!(err, CoordinatorError::UnknownJob(_)), "{err}");
     let err = c.status(JobId(99)).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::UnknownJob(_)), "{err}");
@@ -1027,9 +1045,15 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
     for _ in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let task = c.claim(&worker("flaky")).await.unwrap().unwrap();
-        c.report_failure(failing, task.task_id, task.attempt, "out of memory")
-            .await
-            .unwrap();
+        c.report_failure(
+            failing,
+            task.task_id,
+            task.attempt,
+            &task.lease_secret,
+            "out of memory",
+        )
+        .await
+        .unwrap();
     }
     assert!(matches!(
         c.status(failing).await.unwrap(),

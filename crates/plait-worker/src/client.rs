@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use plait_api::{
     ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, ReportFailureRequest, SubmitResultResponse,
-    TaskAssignment, TaskMeta, TASK_META_HEADER,
+    TaskAssignment, TaskMeta, LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
-use plait_core::{JobId, TaskId};
+use plait_core::TaskId;
 use plait_prover::{ProofBlob, Verdict};
 
 #[derive(Debug, thiserror::Error)]
@@ -96,53 +96,61 @@ impl CoordinatorClient {
     }
 
     pub async fn program(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        self.get_bytes(&format!("{}/programs/{sha256}", self.base))
+        self.get_bytes(&format!("{}/programs/{sha256}", self.base), None)
             .await
     }
 
-    pub async fn proof(&self, job: JobId, task: TaskId) -> Result<Vec<u8>, ClientError> {
-        self.get_bytes(&format!(
+    /// The accepted proof of `child`, a child of the leased aggregation task.
+    pub async fn child_proof(
+        &self,
+        lease: &TaskAssignment,
+        child: TaskId,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = format!(
             "{}/jobs/{}/tasks/{}/proof",
-            self.base, job.0, task.0
-        ))
-        .await
+            self.base, lease.job_id.0, child.0
+        );
+        self.get_bytes(&url, Some(lease)).await
     }
 
-    pub async fn checkpoint(&self, job: JobId, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        self.get_bytes(&format!(
-            "{}/jobs/{}/checkpoints/{sha256}",
-            self.base, job.0
-        ))
-        .await
+    /// The start-state checkpoint of the leased segment.
+    pub async fn checkpoint(
+        &self,
+        lease: &TaskAssignment,
+        sha256: &str,
+    ) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/jobs/{}/checkpoints/{sha256}", self.base, lease.job_id.0);
+        self.get_bytes(&url, Some(lease)).await
     }
 
-    async fn get_bytes(&self, url: &str) -> Result<Vec<u8>, ClientError> {
-        let response = self
-            .http
-            .get(url)
-            .header("authorization", &self.auth)
-            .send()
-            .await?;
+    async fn get_bytes(
+        &self,
+        url: &str,
+        lease: Option<&TaskAssignment>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let mut request = self.http.get(url).header("authorization", &self.auth);
+        if let Some(lease) = lease {
+            request = request.header(LEASE_SECRET_HEADER, &lease.lease_secret);
+        }
+        let response = request.send().await?;
         Ok(Self::checked(response).await?.bytes().await?.to_vec())
     }
 
-    fn attempt_url(&self, job: JobId, task: TaskId, attempt: u32, what: &str) -> String {
-        format!(
-            "{}/jobs/{}/tasks/{}/attempts/{attempt}/{what}",
-            self.base, job.0, task.0
-        )
+    /// A POST about the lease: its attempt's route, with its secret.
+    fn post_attempt(&self, lease: &TaskAssignment, what: &str) -> reqwest::RequestBuilder {
+        let url = format!(
+            "{}/jobs/{}/tasks/{}/attempts/{}/{what}",
+            self.base, lease.job_id.0, lease.task_id.0, lease.attempt
+        );
+        self.http
+            .post(url)
+            .header("authorization", &self.auth)
+            .header(LEASE_SECRET_HEADER, &lease.lease_secret)
     }
 
-    pub async fn heartbeat(
-        &self,
-        job: JobId,
-        task: TaskId,
-        attempt: u32,
-    ) -> Result<(), ClientError> {
+    pub async fn heartbeat(&self, lease: &TaskAssignment) -> Result<(), ClientError> {
         let response = self
-            .http
-            .post(self.attempt_url(job, task, attempt, "heartbeat"))
-            .header("authorization", &self.auth)
+            .post_attempt(lease, "heartbeat")
             // A heartbeat lost in an outage is retried at the next beat.
             .timeout(HEARTBEAT_TIMEOUT)
             .send()
@@ -153,16 +161,12 @@ impl CoordinatorClient {
 
     pub async fn submit(
         &self,
-        job: JobId,
-        task: TaskId,
-        attempt: u32,
+        lease: &TaskAssignment,
         proof: ProofBlob,
         meta: &TaskMeta,
     ) -> Result<Verdict, ClientError> {
         let response = self
-            .http
-            .post(self.attempt_url(job, task, attempt, "result"))
-            .header("authorization", &self.auth)
+            .post_attempt(lease, "result")
             .header(
                 TASK_META_HEADER,
                 serde_json::to_string(meta).expect("meta serializes"),
@@ -177,15 +181,11 @@ impl CoordinatorClient {
 
     pub async fn report_failure(
         &self,
-        job: JobId,
-        task: TaskId,
-        attempt: u32,
+        lease: &TaskAssignment,
         reason: &str,
     ) -> Result<(), ClientError> {
         let response = self
-            .http
-            .post(self.attempt_url(job, task, attempt, "failure"))
-            .header("authorization", &self.auth)
+            .post_attempt(lease, "failure")
             .json(&ReportFailureRequest {
                 reason: reason.to_string(),
             })

@@ -92,12 +92,7 @@ async fn work_on(
             let program = ProgramImage::new(bytes);
             if program.digest != task.program_sha256 {
                 return client
-                    .report_failure(
-                        job,
-                        id,
-                        attempt,
-                        "program download does not match its digest",
-                    )
+                    .report_failure(task, "program download does not match its digest")
                     .await;
             }
             programs.insert(program.digest.clone(), program.clone());
@@ -109,21 +104,19 @@ async fn work_on(
         Work::Aggregate { children, .. } => {
             let mut proofs = Vec::with_capacity(children.len());
             for child in children {
-                proofs.push(ProofBlob(client.proof(job, *child).await?));
+                proofs.push(ProofBlob(client.child_proof(task, *child).await?));
             }
             proofs
         }
         Work::ProveSegment { segment, .. } => {
             if let Some(sha256) = &segment.checkpoint {
-                let bytes = client.checkpoint(job, sha256).await?;
+                let bytes = client.checkpoint(task, sha256).await?;
                 // The download must be the checkpoint the task names; what it holds is then
                 // checked against the segment's boundary by the backend.
                 if hex::encode(Sha256::digest(&bytes)) != *sha256 {
                     return client
                         .report_failure(
-                            job,
-                            id,
-                            attempt,
+                            task,
                             "checkpoint refused: its download does not hash to the digest the \
                              task names",
                         )
@@ -151,7 +144,7 @@ async fn work_on(
         tokio::select! {
             outcome = &mut proving => break outcome,
             _ = tokio::time::sleep(heartbeat_every) => {
-                if let Err(e) = client.heartbeat(job, id, attempt).await {
+                if let Err(e) = client.heartbeat(task).await {
                     tracing::warn!(error = %e, "heartbeat failed");
                 }
             }
@@ -173,14 +166,10 @@ async fn work_on(
             }
             Ok(())
         }
-        Ok(Err(e)) => {
-            client
-                .report_failure(job, id, attempt, &e.to_string())
-                .await
-        }
+        Ok(Err(e)) => client.report_failure(task, &e.to_string()).await,
         Err(panic) => {
             client
-                .report_failure(job, id, attempt, &format!("prover panicked: {panic}"))
+                .report_failure(task, &format!("prover panicked: {panic}"))
                 .await
         }
     }
@@ -194,10 +183,9 @@ async fn submit_with_retries(
     proof: ProofBlob,
     meta: &ProofMeta,
 ) -> Result<Verdict, ClientError> {
-    let (job, id, attempt) = (task.job_id, task.task_id, task.attempt);
     let mut delay = Duration::from_millis(250);
     for _ in 0..12 {
-        match client.submit(job, id, attempt, proof.clone(), meta).await {
+        match client.submit(task, proof.clone(), meta).await {
             Err(e) if e.is_transient() => {
                 tracing::warn!(error = %e, "submitting failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
@@ -206,7 +194,7 @@ async fn submit_with_retries(
             other => return other,
         }
     }
-    client.submit(job, id, attempt, proof, meta).await
+    client.submit(task, proof, meta).await
 }
 
 fn prove(

@@ -1,0 +1,285 @@
+//! What the pool's process-level test suites share: a coordinator (`plait serve`) and dev
+//! workers as real processes on 127.0.0.1, and clients of its HTTP API.
+#![allow(dead_code)] // each test crate uses its own part
+
+use std::{
+    collections::HashMap,
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+pub const WORKER_TOKEN: &str = "worker-secret";
+pub const CLIENT_TOKEN: &str = "client-secret";
+
+pub fn plait() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_plait"))
+}
+
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub http: reqwest::blocking::Client,
+    /// How it was started, to start it again on the same address and store.
+    global: Vec<String>,
+    args: Vec<String>,
+    store: String,
+    _store_dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+pub struct Worker(pub Child);
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Worker {
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+}
+
+pub fn serve(extra: &[&str]) -> Server {
+    spawn_server(&[], &["--dev"], extra, None)
+}
+
+/// Starts `plait [global] serve [args…]` on a free loopback port, on a fresh SQLite store or
+/// on `store`, and reads the address it prints.
+pub fn spawn_server(
+    global: &[&str],
+    args: &[&str],
+    extra: &[&str],
+    store: Option<String>,
+) -> Server {
+    let store_dir = tempfile::tempdir().unwrap();
+    let store = store.unwrap_or_else(|| {
+        format!(
+            "sqlite://{}",
+            store_dir.path().join("store.sqlite").display()
+        )
+    });
+    let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut args = owned(args);
+    args.extend(owned(extra));
+    let (child, url) = start_serve(&owned(global), &args, &store, "127.0.0.1:0");
+    Server {
+        url,
+        child,
+        http: reqwest::blocking::Client::new(),
+        global: owned(global),
+        args,
+        store,
+        _store_dir: store_dir,
+    }
+}
+
+pub fn start_serve(
+    global: &[String],
+    args: &[String],
+    store: &str,
+    listen: &str,
+) -> (Child, String) {
+    let mut child = plait()
+        .args(global)
+        .args(["serve", "--listen", listen, "--store", store])
+        .args(["--worker-token", WORKER_TOKEN])
+        .args(["--client-token", CLIENT_TOKEN])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap_or_else(|| panic!("plait serve printed {line:?}"))
+        .to_string();
+    (child, url)
+}
+
+impl Server {
+    /// Kills the coordinator with SIGKILL and starts it again on the same address and store.
+    pub fn kill_and_restart(&mut self) {
+        self.child.kill().unwrap(); // SIGKILL
+        self.child.wait().unwrap();
+        let listen = self.url.strip_prefix("http://").unwrap().to_string();
+        let (child, url) = start_serve(&self.global, &self.args, &self.store, &listen);
+        assert_eq!(url, self.url);
+        self.child = child;
+    }
+
+    /// Runs a client command (`plait status …`) against this coordinator; returns its JSON.
+    pub fn client(&self, args: &[&str]) -> Value {
+        let out = plait()
+            .args(args)
+            .args(["--coordinator", &self.url, "--json"])
+            .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "plait {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    pub fn worker(&self, id: &str, extra: &[&str]) -> Worker {
+        self.worker_via(&self.url, id, extra)
+    }
+
+    /// A worker that reaches the coordinator at `url` (a proxy, say).
+    pub fn worker_via(&self, url: &str, id: &str, extra: &[&str]) -> Worker {
+        Worker(
+            plait()
+                .args(["worker", "--dev", "--coordinator", url, "--worker-id", id])
+                .env("PLAIT_WORKER_TOKEN", WORKER_TOKEN)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub fn get(&self, path: &str, token: &str) -> reqwest::blocking::Response {
+        self.http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .send()
+            .unwrap()
+    }
+
+    pub fn post_bytes(
+        &self,
+        path: &str,
+        token: &str,
+        body: Vec<u8>,
+    ) -> reqwest::blocking::Response {
+        self.http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .body(body)
+            .send()
+            .unwrap()
+    }
+
+    /// Uploads a dev program and submits a job of `instructions` dev instructions.
+    pub fn submit(&self, name: &str, instructions: u64) -> u64 {
+        let upload: Value = self
+            .post_bytes("/v1/programs", CLIENT_TOKEN, name.as_bytes().to_vec())
+            .json()
+            .unwrap();
+        let job: Value = self
+            .http
+            .post(format!("{}/v1/jobs", self.url))
+            .bearer_auth(CLIENT_TOKEN)
+            .json(&serde_json::json!({
+                "program-sha256": upload["program-sha256"],
+                "input": {"items": [instructions.to_le_bytes().to_vec()]},
+                "params": {
+                    "segment-height": 3,
+                    "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+                    "max-instructions": 1_000_000u64,
+                },
+            }))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        job["job-id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no job id in {job}"))
+    }
+
+    pub fn status(&self, job: u64) -> Value {
+        self.get(&format!("/v1/jobs/{job}"), CLIENT_TOKEN)
+            .json()
+            .unwrap()
+    }
+
+    pub fn events(&self, job: u64) -> Vec<String> {
+        let events: Vec<Value> = self
+            .get(&format!("/v1/jobs/{job}/events"), CLIENT_TOKEN)
+            .json()
+            .unwrap();
+        events
+            .into_iter()
+            .map(|e| e["message"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(started.elapsed() < timeout, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn wait_succeeded(&self, job: u64, timeout: Duration) {
+        self.wait_for(&format!("job {job}"), timeout, || {
+            let status = self.status(job);
+            assert_ne!(status["state"], "failed", "{status}");
+            status["state"] == "succeeded"
+        });
+    }
+}
+
+/// The job's log shows `worker`'s lease expiring and none of its results accepted, and every
+/// task accepted exactly once (by someone else).
+pub fn assert_lease_lost(server: &Server, job: u64, worker: &str) {
+    let events = server.events(job);
+    assert!(
+        events.iter().any(|e| e.contains("lease expired")),
+        "{events:#?}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.contains(&format!("accepted from {worker}"))),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(server, job));
+}
+
+/// Counts "task-N (...) accepted" events per task; every task must appear exactly once.
+pub fn assert_each_task_accepted_once(events: &[String], tasks: usize) {
+    let mut accepted: HashMap<String, usize> = HashMap::new();
+    for e in events.iter().filter(|e| e.contains(") accepted from ")) {
+        *accepted
+            .entry(e.split(' ').next().unwrap().to_string())
+            .or_default() += 1;
+    }
+    assert_eq!(accepted.len(), tasks, "{events:#?}");
+    assert!(accepted.values().all(|&n| n == 1), "{accepted:?}");
+}
+
+pub fn task_count(server: &Server, job: u64) -> usize {
+    let status = server.status(job);
+    status["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[2].as_u64().unwrap() as usize)
+        .sum()
+}
