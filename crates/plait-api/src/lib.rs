@@ -22,6 +22,32 @@ pub const TASK_META_HEADER: &str = "plait-task-meta";
 /// must present it.
 pub const LEASE_SECRET_HEADER: &str = "plait-lease-secret";
 
+/// Bounds on what a worker sends: a hostile worker must not be able to grow the coordinator's
+/// memory, store or logs. Larger inputs get `400 bad-request` (or `413` for bodies).
+pub mod limits {
+    /// A worker id: ASCII letters, digits and `-_.:@`.
+    pub const WORKER_ID_BYTES: usize = 64;
+    /// Backend name and version strings.
+    pub const NAME_BYTES: usize = 128;
+    /// A failure reason (workers cut theirs to this length).
+    pub const FAILURE_REASON_BYTES: usize = 4096;
+    /// Segment heights a worker says it holds keys for.
+    pub const KEY_HEIGHTS: usize = 64;
+    /// A claim's body (with its device profile).
+    pub const CLAIM_BODY_BYTES: usize = 256 << 10;
+    /// A failure report's body.
+    pub const FAILURE_BODY_BYTES: usize = 16 << 10;
+}
+
+/// `reason` cut to [`limits::FAILURE_REASON_BYTES`] (at a character boundary).
+pub fn bounded_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(limits::FAILURE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 /// A worker asks for work. The coordinator answers with a task that fits, or none after a
 /// short wait (long poll).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -47,6 +73,43 @@ pub struct ClaimTaskRequest {
     /// planner predicts jobs on the profiles of the workers asking for work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_profile: Option<DeviceProfile>,
+}
+
+impl ClaimTaskRequest {
+    /// Checks the request against [`limits`]; says which field is out of bounds.
+    pub fn check_bounds(&self) -> Result<(), String> {
+        let id = &self.worker_id;
+        if id.is_empty()
+            || id.len() > limits::WORKER_ID_BYTES
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+        {
+            return Err(format!(
+                "worker-id must be 1 to {} characters of ASCII letters, digits and -_.:@",
+                limits::WORKER_ID_BYTES
+            ));
+        }
+        for (field, value) in [
+            ("backend", &self.backend),
+            ("backend-version", &self.backend_version),
+            ("plait-version", &self.plait_version),
+        ] {
+            if value.len() > limits::NAME_BYTES {
+                return Err(format!(
+                    "{field} is longer than {} bytes",
+                    limits::NAME_BYTES
+                ));
+            }
+        }
+        if self.key_heights.len() > limits::KEY_HEIGHTS {
+            return Err(format!(
+                "key-heights lists more than {} heights",
+                limits::KEY_HEIGHTS
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -110,6 +110,9 @@ pub enum CoordinatorError {
     Store(#[from] StoreError),
     #[error("{0}")]
     InvalidState(String),
+    /// A worker's request out of bounds (see `plait_api::limits`).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("cannot choose a segment height: {0}")]
     CannotPlan(String),
     #[error("the coordinator was halted")]
@@ -133,12 +136,12 @@ pub struct Coordinator {
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Rejected proofs per worker id.
     rejections: Mutex<HashMap<String, u32>>,
-    /// The largest peak memory workers reported per (segment height, aggregation layer): what
-    /// an aggregation node is assumed to need once one was measured.
-    node_memory: Mutex<HashMap<(u32, String), u64>>,
+    /// Peak memory workers reported per (segment height, aggregation layer): what an
+    /// aggregation node is assumed to need once one was measured.
+    node_memory: Mutex<HashMap<(u32, String), NodeMemoryReports>>,
     /// When each worker last asked for work, and its device profile if it sent a usable one:
     /// the live pool the planner predicts on.
-    workers_seen: Mutex<HashMap<String, (Instant, Option<DeviceProfile>)>>,
+    workers_seen: Mutex<HashMap<String, SeenWorker>>,
     next_job: AtomicU64,
     /// Woken when tasks may have become ready.
     work_available: Notify,
@@ -195,7 +198,7 @@ impl Coordinator {
         let node_memory = snapshot
             .node_memory
             .into_iter()
-            .map(|(height, layer, peak)| ((height, layer), peak))
+            .map(|(height, layer, peak)| ((height, layer), NodeMemoryReports::stored(peak)))
             .collect();
         let mut outbox = Vec::new();
         for job in jobs.values_mut() {
@@ -332,6 +335,11 @@ impl Coordinator {
             max_attempts: self.config.max_attempts,
             backoff: self.config.retry_backoff,
         }
+    }
+
+    /// The largest result body to read: the backend's largest proof, if it can say.
+    pub fn max_proof_bytes(&self) -> Option<usize> {
+        self.backend.max_proof_bytes()
     }
 
     pub fn backend_info(&self) -> &BackendInfo {
@@ -642,11 +650,9 @@ impl Coordinator {
         let recent = self.config.lease + self.config.claim_wait;
         let mut seen = self.workers_seen.lock().expect("workers lock");
         // Workers gone for a lease period are forgotten (ids of restarted workers differ).
-        seen.retain(|_, (at, _)| at.elapsed() <= recent);
-        let mut live: Vec<(&String, &Option<DeviceProfile>)> = seen
-            .iter()
-            .map(|(id, (_, profile))| (id, profile))
-            .collect();
+        seen.retain(|_, w| w.at.elapsed() <= recent);
+        let mut live: Vec<(&String, &Option<DeviceProfile>)> =
+            seen.iter().map(|(id, w)| (id, &w.profile)).collect();
         live.sort_by_key(|(id, _)| *id);
         let mut pool = Pool {
             profiles: configured.profiles.clone(),
@@ -687,6 +693,9 @@ impl Coordinator {
                 coordinator: format!("{} {}", self.backend_info.name, self.backend_info.version),
             });
         }
+        worker
+            .check_bounds()
+            .map_err(CoordinatorError::BadRequest)?;
         self.note_worker(worker);
         let rejections = self.rejections_of(&worker.worker_id);
         if rejections >= self.config.max_rejections_per_worker {
@@ -735,7 +744,24 @@ impl Coordinator {
                 }
             }
         });
-        seen.insert(worker.worker_id.clone(), (Instant::now(), profile));
+        seen.insert(
+            worker.worker_id.clone(),
+            SeenWorker {
+                at: Instant::now(),
+                memory_bytes: worker.memory_bytes,
+                profile,
+            },
+        );
+    }
+
+    /// The memory each other worker that asked for work within a lease period advertised.
+    fn other_live_workers_memory(&self, except: &str) -> Vec<u64> {
+        let recent = self.config.lease + self.config.claim_wait;
+        let seen = self.workers_seen.lock().expect("workers lock");
+        seen.iter()
+            .filter(|(id, w)| id.as_str() != except && w.at.elapsed() <= recent)
+            .map(|(_, w)| w.memory_bytes)
+            .collect()
     }
 
     fn rejections_of(&self, worker: &str) -> u32 {
@@ -743,34 +769,40 @@ impl Coordinator {
         rejections.get(worker).copied().unwrap_or(0)
     }
 
-    /// Remembers an aggregation node's measured peak memory, if larger than what was known
-    /// (stored with the result's next flush).
+    /// Learns from an aggregation node's measured peak memory (already bounded by what its
+    /// worker advertised); a changed need is stored with the result's next flush.
     fn record_node_memory(&self, segment_height: u32, t: &TaskTiming) {
         let peak = t.meta.process_peak_rss_bytes;
         if t.phase == "segments" || peak == 0 {
             return;
         }
         let mut known = self.node_memory.lock().expect("node memory lock");
-        let entry = known.entry((segment_height, t.phase.clone())).or_insert(0);
-        if peak > *entry {
-            *entry = peak;
+        let reports = known
+            .entry((segment_height, t.phase.clone()))
+            .or_insert_with(NodeMemoryReports::default);
+        let before = reports.need();
+        reports.add(&t.worker, peak);
+        let need = reports.need();
+        if let Some(need) = need.filter(|_| need != before) {
             self.outbox
                 .lock()
                 .expect("outbox lock")
                 .push(StoreOp::NodeMemory {
                     segment_height,
                     layer: t.phase.clone(),
-                    peak_bytes: peak,
+                    peak_bytes: need,
                 });
         }
     }
 
-    /// What an aggregation node of `phase` is assumed to need: the largest peak measured for
-    /// that layer and segment height, else the backend's figure.
+    /// What an aggregation node of `layer` is assumed to need: what workers measured for that
+    /// layer and segment height ([`NodeMemoryReports`]), else the backend's figure.
     fn node_memory_need(&self, params: &ProvingParams, layer: AggLayer) -> u64 {
         let measured = self.node_memory.lock().expect("node memory lock");
         match measured.get(&(params.segment_height, layer.to_string())) {
-            Some(peak) => *peak,
+            Some(reports) => reports
+                .need()
+                .unwrap_or_else(|| self.backend.aggregation_memory_estimate(params, layer)),
             None => self.backend.aggregation_memory_estimate(params, layer),
         }
     }
@@ -778,6 +810,9 @@ impl Coordinator {
     fn try_lease(&self, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
         let now = Instant::now();
         let node_need = |p: &ProvingParams, layer: AggLayer| self.node_memory_need(p, layer);
+        // A task this worker just failed goes to another worker, if one that fits is live.
+        let others = self.other_live_workers_memory(&worker.worker_id);
+        let another_fits = |need: u64| others.iter().any(|&m| m == 0 || need <= m);
         let mut jobs = self.jobs.lock().expect("jobs lock");
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment
@@ -789,7 +824,7 @@ impl Coordinator {
         preferred.append(&mut others);
         preferred.into_iter().find_map(|id| {
             let job = jobs.get_mut(&id)?;
-            let task = job.lease_next(worker, self.config.lease, now, &node_need)?;
+            let task = job.lease_next(worker, self.config.lease, now, &node_need, &another_fits)?;
             self.collect_writes(job);
             Some(task)
         })
@@ -969,6 +1004,13 @@ impl Coordinator {
         secret: &str,
         reason: &str,
     ) -> Result<(), CoordinatorError> {
+        if reason.len() > plait_api::limits::FAILURE_REASON_BYTES {
+            return Err(CoordinatorError::BadRequest(format!(
+                "a failure reason may hold {} bytes, this one holds {}",
+                plait_api::limits::FAILURE_REASON_BYTES,
+                reason.len()
+            )));
+        }
         let policy = self.retry_policy();
         self.with_job(
             job,
@@ -1329,6 +1371,97 @@ impl Coordinator {
                 }
             }
         })
+    }
+}
+
+/// A worker that asked for work: when, with how much memory, and its device profile if it
+/// sent a usable one.
+struct SeenWorker {
+    at: Instant,
+    memory_bytes: u64,
+    profile: Option<DeviceProfile>,
+}
+
+/// The peak memory the latest reporting workers measured for one kind of aggregation node,
+/// one figure per worker, each already bounded by the memory its worker advertised.
+///
+/// The need is the lower median of at least two workers' figures: one worker's figure alone
+/// cannot set it, and once two reported it cannot raise it (a figure too high would leave the
+/// layer to no worker, forever; one too low costs a failed attempt on a machine too small).
+/// Until two workers reported, the figure stored before a restart holds, else the backend's
+/// own estimate. A hostile worker under two ids is the limit of this (worker identities are
+/// self-declared).
+#[derive(Debug, Default)]
+struct NodeMemoryReports {
+    stored: Option<u64>,
+    reports: std::collections::VecDeque<(String, u64)>,
+}
+
+impl NodeMemoryReports {
+    /// Workers whose figures are kept (the most recent reporters).
+    const KEPT: usize = 32;
+
+    /// The need stored before a restart.
+    fn stored(need: u64) -> Self {
+        Self {
+            stored: Some(need),
+            reports: Default::default(),
+        }
+    }
+
+    fn add(&mut self, worker: &str, peak: u64) {
+        self.reports.retain(|(w, _)| w != worker);
+        self.reports.push_back((worker.to_string(), peak));
+        if self.reports.len() > Self::KEPT {
+            self.reports.pop_front();
+        }
+    }
+
+    /// The need learned so far, if any.
+    fn need(&self) -> Option<u64> {
+        if self.reports.len() < 2 {
+            return self.stored;
+        }
+        let mut peaks: Vec<u64> = self.reports.iter().map(|(_, p)| *p).collect();
+        peaks.sort_unstable();
+        Some(peaks[(peaks.len() - 1) / 2])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NodeMemoryReports;
+
+    #[test]
+    fn one_worker_cannot_set_or_raise_a_layers_memory_need() {
+        let mut reports = NodeMemoryReports::default();
+        reports.add("hostile", u64::MAX);
+        assert_eq!(
+            reports.need(),
+            None,
+            "one worker's figure alone is not used"
+        );
+        reports.add("honest", 6 << 30);
+        assert_eq!(reports.need(), Some(6 << 30));
+        reports.add("hostile", u64::MAX);
+        reports.add("other", 5 << 30);
+        assert_eq!(
+            reports.need(),
+            Some(6 << 30),
+            "the lower median of 5, 6, max"
+        );
+        // A worker's new figure replaces its old one.
+        reports.add("honest", 7 << 30);
+        assert_eq!(reports.need(), Some(7 << 30));
+        // After a restart, the stored need holds until two workers reported again.
+        let mut restarted = NodeMemoryReports::stored(6 << 30);
+        restarted.add("hostile", u64::MAX);
+        assert_eq!(restarted.need(), Some(6 << 30));
+        // Only the latest reporters count.
+        for i in 0..NodeMemoryReports::KEPT {
+            reports.add(&format!("w{i}"), 1 << 30);
+        }
+        assert_eq!(reports.need(), Some(1 << 30));
     }
 }
 

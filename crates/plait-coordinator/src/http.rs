@@ -76,6 +76,7 @@ impl From<CoordinatorError> for ApiError {
             }
             CoordinatorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
             CoordinatorError::InvalidState(_) => (StatusCode::CONFLICT, "invalid-state"),
+            CoordinatorError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             CoordinatorError::CannotPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cannot-plan"),
         };
         ApiError::new(status, code, e.to_string())
@@ -84,8 +85,16 @@ impl From<CoordinatorError> for ApiError {
 
 /// Builds the router. `max_body_bytes` bounds uploads (proofs).
 pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
+    use plait_api::limits;
+    // Worker bodies are bounded per route (a result by the backend's largest proof), below the
+    // coordinator-wide limit on uploads.
+    let bounded = |limit: usize| DefaultBodyLimit::max(limit.min(max_body_bytes));
+    let result_limit = coordinator.max_proof_bytes().unwrap_or(max_body_bytes);
     let worker = Router::new()
-        .route("/claim", post(claim))
+        .route(
+            "/claim",
+            post(claim).layer(bounded(limits::CLAIM_BODY_BYTES)),
+        )
         .route("/programs/{sha256}", get(program))
         .route("/jobs/{job}/tasks/{task}/proof", get(proof))
         .route("/jobs/{job}/checkpoints/{sha256}", get(checkpoint))
@@ -95,11 +104,11 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         )
         .route(
             "/jobs/{job}/tasks/{task}/attempts/{attempt}/result",
-            post(result),
+            post(result).layer(bounded(result_limit)),
         )
         .route(
             "/jobs/{job}/tasks/{task}/attempts/{attempt}/failure",
-            post(failure),
+            post(failure).layer(bounded(limits::FAILURE_BODY_BYTES)),
         )
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
@@ -183,11 +192,15 @@ async fn require_client_token(
 
 /// Workers and clients hold different tokens; neither opens the other's routes.
 fn check_token(request: &Request, token: &str, who: &str) -> Result<(), ApiError> {
+    use subtle::ConstantTimeEq;
     let given = request
         .headers()
         .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok());
-    if token.is_empty() || given != Some(format!("Bearer {token}").as_str()) {
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Constant time, so that timing does not reveal how much of a guess was right.
+    if token.is_empty() || !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",

@@ -137,6 +137,8 @@ struct Lease {
     /// Only the holder knows it (see [`TaskAssignment::lease_secret`]).
     secret: LeaseSecret,
     worker: String,
+    /// The memory the holder advertised when it claimed (0: not said).
+    worker_memory: u64,
     started: Instant,
     expires: Instant,
     queued: Duration,
@@ -183,6 +185,8 @@ pub(crate) struct Job {
     failures: HashMap<TaskId, u32>,
     /// A task that failed is not handed out again before this time (backoff).
     not_before: HashMap<TaskId, Instant>,
+    /// The worker whose attempt at a task failed last (not stored: a restart forgets it).
+    failed_by: HashMap<TaskId, String>,
     /// When each ready task became ready (or will, after its backoff).
     ready_since: HashMap<TaskId, Instant>,
     events: Vec<JobEvent>,
@@ -268,6 +272,7 @@ impl Job {
             attempts: HashMap::new(),
             failures: HashMap::new(),
             not_before: HashMap::new(),
+            failed_by: HashMap::new(),
             ready_since: HashMap::new(),
             events: Vec::new(),
             timings: Vec::new(),
@@ -511,6 +516,7 @@ impl Job {
             attempts,
             failures,
             not_before: HashMap::new(),
+            failed_by: HashMap::new(),
             ready_since,
             events,
             timings,
@@ -715,21 +721,27 @@ impl Job {
         }
     }
 
-    /// Leases the first ready task that fits the worker, if any.
+    /// Leases the first ready task that fits the worker, if any. A task the worker failed
+    /// last is left to another worker while `another_fits` its memory need.
     pub fn lease_next(
         &mut self,
         worker: &ClaimTaskRequest,
         lease: Duration,
         now: Instant,
         node_need: &dyn Fn(&ProvingParams, plait_core::AggLayer) -> u64,
+        another_fits: &dyn Fn(u64) -> bool,
     ) -> Option<TaskAssignment> {
         if !self.is_running() {
             return None;
         }
         let task = self.graph.next_ready(|t| {
-            self.not_before.get(&t).is_none_or(|at| *at <= now)
-                && (worker.memory_bytes == 0
-                    || self.memory_need(t, node_need) <= worker.memory_bytes)
+            if self.not_before.get(&t).is_some_and(|at| *at > now) {
+                return false;
+            }
+            let need = self.memory_need(t, node_need);
+            let fits = worker.memory_bytes == 0 || need <= worker.memory_bytes;
+            let failed_here = self.failed_by.get(&t) == Some(&worker.worker_id);
+            fits && !(failed_here && another_fits(need))
         })?;
         self.not_before.remove(&task);
         let queued = self
@@ -756,6 +768,7 @@ impl Job {
                 attempt,
                 secret,
                 worker: worker.worker_id.clone(),
+                worker_memory: worker.memory_bytes,
                 started: now,
                 expires: now + lease,
                 queued,
@@ -913,17 +926,19 @@ impl Job {
         now: Instant,
     ) -> Result<(bool, TaskTiming), LeaseError> {
         let lease = self.current_lease(task, attempt, secret)?;
+        let wall_seconds = now.duration_since(lease.started).as_secs_f64();
         let timing = TaskTiming {
             task,
             phase: self.phase(task),
             worker: lease.worker.clone(),
             attempt,
             queued_seconds: lease.queued.as_secs_f64(),
-            wall_seconds: now.duration_since(lease.started).as_secs_f64(),
+            wall_seconds,
             proof_bytes,
-            meta,
+            meta: bounded_meta(meta, wall_seconds, lease.worker_memory),
         };
         self.leases.remove(&task);
+        self.failed_by.remove(&task);
         if let Some(parent) = self.graph.complete(task).expect("a leased task is running") {
             self.ready_since.insert(parent, now);
         }
@@ -974,6 +989,7 @@ impl Job {
             return;
         };
         let (attempt, worker) = (lease.attempt, lease.worker);
+        self.failed_by.insert(task, worker.clone());
         self.graph.retry(task).expect("a leased task is running");
         self.ready_since.insert(task, now);
         self.log(
@@ -1027,5 +1043,30 @@ impl Job {
             .segment_task(self.segments.len().checked_sub(1)? as u32)?;
         let last = self.proofs.get(&last_segment)?;
         Some((root.clone(), last.clone()))
+    }
+}
+
+/// A worker's measurements, bounded by what the coordinator knows: time spent within the
+/// lease is at most the lease's wall time, and the peak memory at most what the worker
+/// advertised (0, so never learned from, when it advertised none). Nothing a worker reports
+/// can then stall scheduling or skew the measured figures beyond its own lease.
+fn bounded_meta(meta: TaskMeta, wall_seconds: f64, worker_memory: u64) -> TaskMeta {
+    let within = |x: f64| {
+        if x.is_finite() {
+            x.clamp(0.0, wall_seconds)
+        } else {
+            0.0
+        }
+    };
+    TaskMeta {
+        reexecution_seconds: within(meta.reexecution_seconds),
+        proving_seconds: within(meta.proving_seconds),
+        process_peak_rss_bytes: meta.process_peak_rss_bytes.min(worker_memory),
+        process_cpu_seconds: if meta.process_cpu_seconds.is_finite() {
+            meta.process_cpu_seconds.max(0.0)
+        } else {
+            0.0
+        },
+        ..meta
     }
 }

@@ -56,6 +56,7 @@ on_both_stores!(
     a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest,
     pause_resume_cancel_and_retry,
     ended_jobs_leave_memory_and_are_read_from_the_store,
+    a_task_a_worker_failed_goes_to_another_live_worker,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -866,12 +867,17 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         JobStatus::Running
     );
 
-    // A task that keeps failing fails its job; retry keeps every accepted proof.
+    // A task that keeps failing (on one worker after another: a task a worker failed goes to
+    // another live one) fails its job; retry keeps every accepted proof.
     let mut failing = None;
-    for _ in 0..3 {
+    for attempt in 0..3 {
         // Wait out the retry backoff (1 ms, doubling), so the failed task is ready again.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let task = c.claim(&worker("flaky")).await.unwrap().unwrap();
+        let task = c
+            .claim(&worker(&format!("flaky-{attempt}")))
+            .await
+            .unwrap()
+            .unwrap();
         failing.get_or_insert(task.task_id);
         assert_eq!(
             Some(task.task_id),
@@ -1042,9 +1048,13 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
         .submit_job(program.clone(), dev_input(40), params())
         .await
         .unwrap();
-    for _ in 0..3 {
+    for attempt in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        let task = c.claim(&worker("flaky")).await.unwrap().unwrap();
+        let task = c
+            .claim(&worker(&format!("flaky-{attempt}")))
+            .await
+            .unwrap()
+            .unwrap();
         c.report_failure(
             failing,
             task.task_id,
@@ -1083,4 +1093,48 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
         c.status(failing).await.unwrap(),
         JobStatus::Succeeded(_)
     ));
+}
+
+/// A task a worker failed is not handed back to it while another worker that can take it is
+/// live (one under-sized machine must not fail a job by itself); with no other, it is.
+async fn a_task_a_worker_failed_goes_to_another_live_worker(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = c
+        .submit_job(program.clone(), dev_input(8), params())
+        .await
+        .unwrap(); // 1 segment
+    wait_until_executed(&c, job).await;
+    // Alone, the small worker gets the task back after failing it.
+    let task = c.claim(&worker("small")).await.unwrap().unwrap();
+    c.report_failure(
+        job,
+        task.task_id,
+        task.attempt,
+        &task.lease_secret,
+        "out of memory",
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let again = c.claim(&worker("small")).await.unwrap().unwrap();
+    assert_eq!(again.task_id, task.task_id);
+    // Another worker asks for work (there is none: the task is leased), so it is live.
+    assert!(c.claim(&worker("big")).await.unwrap().is_none());
+    c.report_failure(
+        job,
+        again.task_id,
+        again.attempt,
+        &again.lease_secret,
+        "out of memory",
+    )
+    .await
+    .unwrap();
+    // The failed task waits for the other worker.
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(c.claim(&worker("small")).await.unwrap().is_none());
+    let taken = c.claim(&worker("big")).await.unwrap().unwrap();
+    assert_eq!(taken.task_id, task.task_id);
+    assert!(matches!(c.status(job).await.unwrap(), JobStatus::Running));
 }

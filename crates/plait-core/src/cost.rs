@@ -82,6 +82,11 @@ pub enum ProfileError {
     },
     #[error("profile has no {0} measurement; run `plait calibrate` to finish it")]
     Missing(String),
+    #[error(
+        "profile out of bounds: a device name over 128 bytes, over 64 segment or 256 node \
+         measurements, or seconds that are negative or not finite"
+    )]
+    OutOfBounds,
 }
 
 impl DeviceProfile {
@@ -127,6 +132,19 @@ impl DeviceProfile {
         ];
         if let Some(e) = checks.into_iter().flatten().next() {
             return Err(e);
+        }
+        // Profiles come from workers: bound them before the planner uses them.
+        let finite = |x: f64| x.is_finite() && x >= 0.0;
+        if self.device.len() > 128
+            || self.segments.len() > 64
+            || self.nodes.len() > 256
+            || !self.segments.iter().all(|s| finite(s.seconds))
+            || !self
+                .nodes
+                .iter()
+                .all(|n| finite(n.seconds) && n.kind.len() <= 32)
+        {
+            return Err(ProfileError::OutOfBounds);
         }
         if self.segments.is_empty() {
             return Err(ProfileError::Missing("segment".into()));

@@ -224,6 +224,12 @@ pub trait ProverBackend: Send + Sync {
         })
     }
 
+    /// The largest proof this backend produces, in bytes, if it can say: the coordinator
+    /// refuses larger result bodies before reading them.
+    fn max_proof_bytes(&self) -> Option<usize> {
+        None
+    }
+
     /// Memory an aggregation node of `layer` needs, in bytes, before anything was measured in
     /// this pool (0: unknown). The coordinator replaces it with the peaks workers report.
     fn aggregation_memory_estimate(&self, _params: &ProvingParams, _layer: AggLayer) -> u64 {

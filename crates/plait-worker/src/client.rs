@@ -187,7 +187,7 @@ impl CoordinatorClient {
         let response = self
             .post_attempt(lease, "failure")
             .json(&ReportFailureRequest {
-                reason: reason.to_string(),
+                reason: plait_api::bounded_reason(reason).to_string(),
             })
             .send()
             .await?;

@@ -168,6 +168,13 @@ impl ProverBackend for OpenVmBackend {
         }
     }
 
+    /// The largest proof measured is a full segment's, 1.25 MB at height 19 (README, Large
+    /// jobs); STARK proofs grow with the logarithm of the trace, so 64 MiB leaves a wide margin
+    /// at every height while bounding what a worker can make the coordinator read.
+    fn max_proof_bytes(&self) -> Option<usize> {
+        Some(64 << 20)
+    }
+
     /// Measured with `scripts/bench-foundation.sh 150000 19` on a 2-core machine: the worker
     /// processes that proved aggregation nodes peaked at 5.9–6.0 GiB, against OpenVM's own
     /// estimate of 1.5 GiB for a height-19 segment. Only height 19 was measured; the figure
