@@ -142,16 +142,19 @@ fn fixture() -> &'static Fixture {
         assert!(stdout.contains("job-1 submitted"), "{stdout}");
         drop(processes);
 
-        let (snapshot, stored_proofs) = tokio::runtime::Runtime::new()
+        // The job ended, so a coordinator would read it from the store when asked: so do we.
+        let (job, stored_proofs) = tokio::runtime::Runtime::new()
             .unwrap()
             .block_on(async {
                 let store = plait_coordinator::Store::open(&store).await?;
-                let snapshot = store.load().await?;
-                let proofs = store.task_proofs(snapshot.jobs[0].record.id).await?;
-                Ok::<_, plait_coordinator::store::StoreError>((snapshot, proofs))
+                let job = store
+                    .load_job(plait_core::JobId(1))
+                    .await?
+                    .expect("job-1 stored");
+                let proofs = store.task_proofs(job.record.id).await?;
+                Ok::<_, plait_coordinator::store::StoreError>((job, proofs))
             })
             .unwrap();
-        let job = &snapshot.jobs[0];
         // Segments are stored one by one as execution cuts them.
         let plan = SegmentPlan {
             segments: job
