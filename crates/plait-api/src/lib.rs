@@ -134,6 +134,9 @@ pub struct TaskAssignment {
     pub program_sha256: String,
     /// Seconds the lease lasts without a heartbeat.
     pub lease_seconds: u64,
+    /// Seconds the lease lasts at most, heartbeats or not (from the worker's device profile's
+    /// prediction for this task, or the coordinator's ceiling).
+    pub time_limit_seconds: u64,
     pub work: Work,
 }
 

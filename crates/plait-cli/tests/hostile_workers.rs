@@ -376,3 +376,47 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
     let _honest = server.worker("honest", &[]);
     server.wait_succeeded(job, Duration::from_secs(20));
 }
+
+/// A worker that claims a task and only heartbeats loses it at the lease's time limit (here
+/// the coordinator's ceiling, as it sent no device profile); its later heartbeats are stale.
+#[test]
+fn a_worker_that_only_heartbeats_loses_its_task_at_the_time_limit() {
+    let server = serve(&["--lease-seconds", "1", "--max-lease-seconds", "3"]);
+    let job = server.submit("program", 8); // 1 segment
+    let attacker = Hostile::new(&server, "attacker", 1 << 30);
+    let task = attacker.claim().expect("a task");
+    assert_eq!(task.time_limit_seconds, 3);
+    let _honest = server.worker("honest", &[]);
+    let heartbeat = || {
+        server
+            .http
+            .post(format!(
+                "{}{}",
+                server.url,
+                Hostile::attempt_path(&task, "heartbeat")
+            ))
+            .bearer_auth(WORKER_TOKEN)
+            .header(LEASE_SECRET_HEADER, &task.lease_secret)
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    let started = std::time::Instant::now();
+    let mut statuses = Vec::new();
+    while started.elapsed() < Duration::from_secs(6) {
+        statuses.push(heartbeat());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(statuses[0], 204);
+    assert_eq!(*statuses.last().unwrap(), 409, "{statuses:?}");
+    server.wait_succeeded(job, Duration::from_secs(20));
+    let events = server.events(job);
+    assert!(
+        events
+            .iter()
+            .any(|e| e.contains("from attacker failed: lease reached its time limit")),
+        "{events:#?}"
+    );
+    assert_each_task_accepted_once(&events, task_count(&server, job));
+}

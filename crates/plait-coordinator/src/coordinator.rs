@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta};
+use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
 use plait_core::{
     cost::DeviceProfile,
     planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
@@ -39,6 +39,9 @@ pub struct CoordinatorConfig {
     pub client_token: String,
     /// How long a lease lasts without a heartbeat.
     pub lease: Duration,
+    /// The most a lease lasts, heartbeats or not, when the worker's device profile predicts
+    /// nothing for the task (with a prediction: four times it plus slack, up to this).
+    pub max_lease: Duration,
     /// Attempts after which a failing task fails its job.
     pub max_attempts: u32,
     /// Wait before a failed task is handed out again; doubles with each failure.
@@ -62,6 +65,7 @@ impl Default for CoordinatorConfig {
             worker_token: String::new(),
             client_token: String::new(),
             lease: Duration::from_secs(60),
+            max_lease: Duration::from_secs(2 * 3600),
             max_attempts: 3,
             retry_backoff: Duration::from_secs(2),
             claim_wait: Duration::from_secs(10),
@@ -331,8 +335,17 @@ impl Coordinator {
     }
 
     fn retry_policy(&self) -> RetryPolicy {
+        let recent = self.config.lease + self.config.claim_wait;
+        let live_workers = self
+            .workers_seen
+            .lock()
+            .expect("workers lock")
+            .values()
+            .filter(|w| w.at.elapsed() <= recent)
+            .count();
         RetryPolicy {
             max_attempts: self.config.max_attempts,
+            live_workers,
             backoff: self.config.retry_backoff,
         }
     }
@@ -754,6 +767,55 @@ impl Coordinator {
         );
     }
 
+    /// Forgets workers that have not asked for work for a lease period: worker ids are chosen
+    /// by workers, so the table must not grow with every id ever sent.
+    fn forget_gone_workers(&self) {
+        let recent = self.config.lease + self.config.claim_wait;
+        let mut seen = self.workers_seen.lock().expect("workers lock");
+        seen.retain(|_, w| w.at.elapsed() <= recent);
+    }
+
+    /// The worker's device profile, if it sent one that fits this coordinator.
+    fn usable_profile(&self, worker: &str) -> Option<DeviceProfile> {
+        let seen = self.workers_seen.lock().expect("workers lock");
+        seen.get(worker).and_then(|w| w.profile.clone())
+    }
+
+    /// How long a lease of `work` may last at most: four times what the worker's profile
+    /// predicts, plus two minutes (and ten for a keygen if it holds no keys for the height),
+    /// never more than the configured ceiling, which also serves without a prediction.
+    fn time_limit(
+        &self,
+        profile: Option<&DeviceProfile>,
+        worker: &ClaimTaskRequest,
+        params: &ProvingParams,
+        work: &Work,
+    ) -> Duration {
+        let ceiling = self.config.max_lease;
+        let Some(profile) = profile else {
+            return ceiling;
+        };
+        let predicted = match work {
+            Work::ProveSegment { segment, .. } => {
+                profile.segment_seconds(params.segment_height, segment.num_insns)
+            }
+            Work::Aggregate { layer, children } => {
+                profile.node_seconds(*layer, children.len() as u32)
+            }
+        };
+        let keygen = if worker.key_heights.contains(&params.segment_height) {
+            0.0
+        } else {
+            600.0
+        };
+        let seconds = 4.0 * predicted + 120.0 + keygen;
+        if seconds.is_finite() && seconds > 0.0 {
+            Duration::from_secs_f64(seconds).min(ceiling)
+        } else {
+            ceiling
+        }
+    }
+
     /// The memory each other worker that asked for work within a lease period advertised.
     fn other_live_workers_memory(&self, except: &str) -> Vec<u64> {
         let recent = self.config.lease + self.config.claim_wait;
@@ -813,6 +875,10 @@ impl Coordinator {
         // A task this worker just failed goes to another worker, if one that fits is live.
         let others = self.other_live_workers_memory(&worker.worker_id);
         let another_fits = |need: u64| others.iter().any(|&m| m == 0 || need <= m);
+        let profile = self.usable_profile(&worker.worker_id);
+        let time_limit = |params: &ProvingParams, work: &Work| {
+            self.time_limit(profile.as_ref(), worker, params, work)
+        };
         let mut jobs = self.jobs.lock().expect("jobs lock");
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment
@@ -824,7 +890,14 @@ impl Coordinator {
         preferred.append(&mut others);
         preferred.into_iter().find_map(|id| {
             let job = jobs.get_mut(&id)?;
-            let task = job.lease_next(worker, self.config.lease, now, &node_need, &another_fits)?;
+            let task = job.lease_next(
+                worker,
+                self.config.lease,
+                now,
+                &node_need,
+                &another_fits,
+                &time_limit,
+            )?;
             self.collect_writes(job);
             Some(task)
         })
@@ -1335,8 +1408,9 @@ impl Coordinator {
         self.flush().await
     }
 
-    /// Requeues tasks whose lease expired, every second, and deletes the blobs of jobs past
-    /// their retention, for as long as the coordinator lives.
+    /// Requeues tasks whose lease expired, every second; once a minute deletes the blobs of
+    /// jobs past their retention and forgets workers that are gone; for as long as the
+    /// coordinator lives.
     pub fn spawn_lease_reaper(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
@@ -1349,6 +1423,7 @@ impl Coordinator {
                     if let Err(e) = this.collect_expired_blobs().await {
                         tracing::error!("deleting the blobs of ended jobs: {e}");
                     }
+                    this.forget_gone_workers();
                 }
                 let now = Instant::now();
                 let policy = this.retry_policy();

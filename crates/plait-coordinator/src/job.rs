@@ -140,7 +140,11 @@ struct Lease {
     /// The memory the holder advertised when it claimed (0: not said).
     worker_memory: u64,
     started: Instant,
+    /// When the lease ends without a heartbeat; each heartbeat moves it, up to `deadline`.
     expires: Instant,
+    /// When the lease ends whatever the heartbeats say: a hung prover, or a worker that only
+    /// heartbeats, holds a task this long at most.
+    deadline: Instant,
     queued: Duration,
 }
 
@@ -187,6 +191,8 @@ pub(crate) struct Job {
     not_before: HashMap<TaskId, Instant>,
     /// The worker whose attempt at a task failed last (not stored: a restart forgets it).
     failed_by: HashMap<TaskId, String>,
+    /// The distinct workers on which each task failed (not stored either).
+    failed_on: HashMap<TaskId, std::collections::BTreeSet<String>>,
     /// When each ready task became ready (or will, after its backoff).
     ready_since: HashMap<TaskId, Instant>,
     events: Vec<JobEvent>,
@@ -198,8 +204,12 @@ pub(crate) struct Job {
 /// How failures that count against a task are retried.
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
-    /// Failures after which the task fails its job.
+    /// Failures after which the task fails its job, if they happened on that many distinct
+    /// workers (or on every live worker, when fewer are live): no single worker can fail a job
+    /// while others could prove the task.
     pub max_attempts: u32,
+    /// Workers that asked for work within a lease period.
+    pub live_workers: usize,
     /// Wait before the first retry; doubles with each further failure, up to a minute.
     pub backoff: Duration,
 }
@@ -273,6 +283,7 @@ impl Job {
             failures: HashMap::new(),
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
+            failed_on: HashMap::new(),
             ready_since: HashMap::new(),
             events: Vec::new(),
             timings: Vec::new(),
@@ -517,6 +528,7 @@ impl Job {
             failures,
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
+            failed_on: HashMap::new(),
             ready_since,
             events,
             timings,
@@ -722,7 +734,8 @@ impl Job {
     }
 
     /// Leases the first ready task that fits the worker, if any. A task the worker failed
-    /// last is left to another worker while `another_fits` its memory need.
+    /// last is left to another worker while `another_fits` its memory need. The lease lasts
+    /// `lease` past each heartbeat, and `time_limit(work)` at most.
     pub fn lease_next(
         &mut self,
         worker: &ClaimTaskRequest,
@@ -730,6 +743,7 @@ impl Job {
         now: Instant,
         node_need: &dyn Fn(&ProvingParams, plait_core::AggLayer) -> u64,
         another_fits: &dyn Fn(u64) -> bool,
+        time_limit: &dyn Fn(&ProvingParams, &Work) -> Duration,
     ) -> Option<TaskAssignment> {
         if !self.is_running() {
             return None;
@@ -760,20 +774,6 @@ impl Job {
             attempts: attempt,
             failures: self.failures.get(&task).copied().unwrap_or(0),
         });
-        let secret = LeaseSecret::random();
-        let lease_secret = secret.hex();
-        self.leases.insert(
-            task,
-            Lease {
-                attempt,
-                secret,
-                worker: worker.worker_id.clone(),
-                worker_memory: worker.memory_bytes,
-                started: now,
-                expires: now + lease,
-                queued,
-            },
-        );
         let work = match self.graph.kind(task).expect("task exists") {
             TaskKind::ProveSegment { segment } => {
                 let segment = self.segments[segment as usize].clone();
@@ -790,6 +790,22 @@ impl Job {
                 children: self.graph.children(task).expect("task exists").to_vec(),
             },
         };
+        let secret = LeaseSecret::random();
+        let lease_secret = secret.hex();
+        let limit = time_limit(&self.params, &work).max(lease);
+        self.leases.insert(
+            task,
+            Lease {
+                attempt,
+                secret,
+                worker: worker.worker_id.clone(),
+                worker_memory: worker.memory_bytes,
+                started: now,
+                expires: now + lease,
+                deadline: now + limit,
+                queued,
+            },
+        );
         let phase = self.phase(task);
         self.log(
             now,
@@ -806,6 +822,7 @@ impl Job {
             params: self.params,
             program_sha256: self.program.digest.clone(),
             lease_seconds: lease.as_secs(),
+            time_limit_seconds: limit.as_secs(),
             work,
         })
     }
@@ -871,7 +888,8 @@ impl Job {
         now: Instant,
     ) -> Result<(), LeaseError> {
         self.current_lease(task, attempt, secret)?;
-        self.leases.get_mut(&task).expect("lease checked").expires = now + lease;
+        let held = self.leases.get_mut(&task).expect("lease checked");
+        held.expires = (now + lease).min(held.deadline);
         Ok(())
     }
 
@@ -1013,8 +1031,16 @@ impl Job {
             attempts: self.attempts.get(&task).copied().unwrap_or(0),
             failures,
         });
-        if failures >= policy.max_attempts && self.is_running() {
-            let message = format!("{task} failed {failures} times; last reason: {reason}");
+        let failed_on = {
+            let workers = self.failed_on.entry(task).or_default();
+            workers.insert(worker.clone());
+            workers.len()
+        };
+        let enough_workers = policy.max_attempts.min(policy.live_workers.max(1) as u32) as usize;
+        if failures >= policy.max_attempts && failed_on >= enough_workers && self.is_running() {
+            let message = format!(
+                "{task} failed {failures} times on {failed_on} workers; last reason: {reason}"
+            );
             self.log(now, format!("job failed: {message}"));
             self.set_status(JobStatus::Failed(message));
         }
@@ -1022,14 +1048,21 @@ impl Job {
 
     /// Requeues every task whose lease ran out. Returns how many.
     pub fn expire_leases(&mut self, policy: RetryPolicy, now: Instant) -> usize {
-        let expired: Vec<TaskId> = self
+        let expired: Vec<(TaskId, &'static str)> = self
             .leases
             .iter()
             .filter(|(_, l)| l.expires <= now)
-            .map(|(t, _)| *t)
+            .map(|(t, l)| {
+                let why = if l.expires >= l.deadline {
+                    "lease reached its time limit (heartbeats do not extend a lease past it)"
+                } else {
+                    "lease expired (no heartbeat)"
+                };
+                (*t, why)
+            })
             .collect();
-        for task in &expired {
-            self.fail_lease(*task, "lease expired (no heartbeat)", Some(policy), now);
+        for (task, why) in &expired {
+            self.fail_lease(*task, why, Some(policy), now);
         }
         expired.len()
     }

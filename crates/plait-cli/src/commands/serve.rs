@@ -25,6 +25,11 @@ pub struct ServeArgs {
     /// Seconds a lease lasts without a heartbeat.
     #[arg(long, default_value_t = 60)]
     lease_seconds: u64,
+    /// Seconds a lease lasts at most, heartbeats or not, when the worker's device profile
+    /// predicts nothing for the task (with a prediction: four times it plus slack, up to
+    /// this): a hung prover or a worker that only heartbeats cannot hold a task for longer.
+    #[arg(long, default_value_t = 7200)]
+    max_lease_seconds: u64,
     /// Seconds a succeeded or cancelled job keeps its blobs (segment checkpoints and task
     /// proofs) after it ended; the final proof is kept for good.
     #[arg(long, default_value_t = 3600)]
@@ -136,6 +141,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             worker_token: args.worker_token,
             client_token: args.client_token,
             lease: Duration::from_secs(args.lease_seconds),
+            max_lease: Duration::from_secs(args.max_lease_seconds),
             blob_retention: Duration::from_secs(args.blob_retention_seconds),
             planner: Some(planner),
             ..CoordinatorConfig::default()
