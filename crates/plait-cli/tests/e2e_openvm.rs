@@ -74,6 +74,8 @@ struct Fixture {
     /// The job's segment plan and accepted task proofs, as the coordinator stored them.
     plan: SegmentPlan,
     task_proofs: std::collections::BTreeMap<u32, ProofBlob>,
+    /// Each task's phase (`segments` or its layer), from its stored timing.
+    task_phases: std::collections::BTreeMap<u32, String>,
 }
 
 /// Kills the pool's processes when the fixture is built (or its building panics).
@@ -189,6 +191,15 @@ fn fixture() -> &'static Fixture {
             eprintln!("stored proof of {task}: {} bytes", proof.len());
         }
         assert_eq!(stored_proofs.len(), job.tasks.len());
+        let task_phases = job
+            .tasks
+            .iter()
+            .map(|(task, stored)| {
+                let timing: serde_json::Value =
+                    serde_json::from_str(&stored.accepted.as_ref().unwrap().1).unwrap();
+                (task.0, timing["phase"].as_str().unwrap().to_string())
+            })
+            .collect();
         let task_proofs = stored_proofs
             .into_iter()
             .map(|(task, proof)| (task.0, ProofBlob(proof)))
@@ -199,6 +210,7 @@ fn fixture() -> &'static Fixture {
             proof,
             plan,
             task_proofs,
+            task_phases,
         }
     })
 }
@@ -320,6 +332,7 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
                 &program,
                 &params,
                 AggLayer::Leaf,
+                None,
                 &s[0],
                 &s[2],
                 true,
@@ -333,6 +346,128 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     };
     assert_leaf_refused("reordered", &[p1.clone(), p0.clone(), p2.clone()]);
     assert_leaf_refused("segment-0-less", &[p1, p2]);
+
+    // The prover may refuse to build such leaves, which leaves the gate untested above: the
+    // job's real leaf proof, offered for slices it does not cover, is rejected by the gate.
+    let leaf = f
+        .task_phases
+        .iter()
+        .find(|(_, phase)| *phase == "leaf")
+        .map(|(task, _)| f.task_proofs[task].clone())
+        .unwrap();
+    let leaf_for = |first: usize, last: usize, ends: bool| {
+        backend.check_aggregate_proof(
+            &program,
+            &params,
+            AggLayer::Leaf,
+            None,
+            &s[first],
+            &s[last],
+            ends,
+            &leaf,
+        )
+    };
+    assert_eq!(leaf_for(0, 2, true), Verdict::Accepted);
+    for (first, last, ends) in [(0, 1, false), (1, 2, true), (0, 2, false)] {
+        let verdict = leaf_for(first, last, ends);
+        assert!(
+            matches!(verdict, Verdict::Rejected { .. }),
+            "leaf of 0..=2 offered for {first}..={last}: {verdict:?}"
+        );
+    }
+}
+
+/// The gate checks where in the recursion a proof sits: every aggregation proof of the job is
+/// accepted for its own layer and rejected for any other, so a worker cannot return a child's
+/// proof (or any proof of another layer) as its own.
+#[test]
+fn proofs_of_another_layer_are_rejected_at_the_gate() {
+    let f = fixture();
+    let s = &f.plan.segments;
+    let program = ProgramImage::new(std::fs::read(&f.fib_elf).unwrap());
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        ..Default::default()
+    };
+    let backend = OpenVmBackend::new(cache_dir());
+    let layer_of = |phase: &str| match phase {
+        "leaf" => AggLayer::Leaf,
+        "internal-for-leaf" => AggLayer::InternalForLeaf,
+        "wrap" => AggLayer::Wrap,
+        other => AggLayer::InternalRecursive(
+            other
+                .strip_prefix("internal-recursive.")
+                .unwrap()
+                .parse()
+                .unwrap(),
+        ),
+    };
+    // The tree of a 3-segment job: leaf, internal-for-leaf, internal-recursive.0, wrap.
+    let nodes: Vec<(AggLayer, ProofBlob)> = f
+        .task_phases
+        .iter()
+        .filter(|(_, phase)| *phase != "segments")
+        .map(|(task, phase)| (layer_of(phase), f.task_proofs[task].clone()))
+        .collect();
+    let layers: Vec<AggLayer> = nodes.iter().map(|(l, _)| *l).collect();
+    assert_eq!(
+        layers,
+        [
+            AggLayer::Leaf,
+            AggLayer::InternalForLeaf,
+            AggLayer::InternalRecursive(0),
+            AggLayer::Wrap
+        ]
+    );
+    let child_of = |layer: AggLayer| match layer {
+        AggLayer::Leaf => None,
+        AggLayer::InternalForLeaf => Some(AggLayer::Leaf),
+        AggLayer::InternalRecursive(0) => Some(AggLayer::InternalForLeaf),
+        AggLayer::InternalRecursive(k) => Some(AggLayer::InternalRecursive(k - 1)),
+        AggLayer::Wrap => Some(AggLayer::InternalRecursive(0)),
+    };
+    for (proof_layer, proof) in &nodes {
+        for &asked in &layers {
+            let verdict = backend.check_aggregate_proof(
+                &program,
+                &params,
+                asked,
+                child_of(asked),
+                &s[0],
+                &s[2],
+                true,
+                proof,
+            );
+            if asked == *proof_layer {
+                assert_eq!(
+                    verdict,
+                    Verdict::Accepted,
+                    "{asked} proof for its own layer"
+                );
+            } else {
+                assert!(
+                    matches!(verdict, Verdict::Rejected { .. }),
+                    "a {proof_layer} proof offered as {asked}: {verdict:?}"
+                );
+            }
+        }
+    }
+    // The attack of the issue: the wrap's child returned unchanged as the wrap.
+    let (_, child) = &nodes[2];
+    let verdict = backend.check_aggregate_proof(
+        &program,
+        &params,
+        AggLayer::Wrap,
+        Some(AggLayer::InternalRecursive(0)),
+        &s[0],
+        &s[2],
+        true,
+        child,
+    );
+    let Verdict::Rejected { reason } = verdict else {
+        panic!("the wrap's child accepted as the wrap")
+    };
+    assert!(reason.contains("recursion depth"), "{reason}");
 }
 
 #[test]

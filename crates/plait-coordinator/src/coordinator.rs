@@ -839,9 +839,7 @@ impl Coordinator {
             return;
         }
         let mut known = self.node_memory.lock().expect("node memory lock");
-        let reports = known
-            .entry((segment_height, t.phase.clone()))
-            .or_insert_with(NodeMemoryReports::default);
+        let reports = known.entry((segment_height, t.phase.clone())).or_default();
         let before = reports.need();
         reports.add(&t.worker, peak);
         let need = reports.need();
@@ -1135,6 +1133,7 @@ impl Coordinator {
             }
             CheckTarget::Node {
                 layer,
+                child_layer,
                 first,
                 last,
                 ends_execution,
@@ -1142,6 +1141,7 @@ impl Coordinator {
                 &program,
                 &params,
                 *layer,
+                *child_layer,
                 first,
                 last,
                 *ends_execution,

@@ -157,6 +157,8 @@ pub(crate) enum CheckTarget {
     },
     Node {
         layer: plait_core::AggLayer,
+        /// The layer of the node's children (`None`: segments).
+        child_layer: Option<plait_core::AggLayer>,
         /// The first and last segments the node covers.
         first: SegmentSpec,
         last: SegmentSpec,
@@ -911,8 +913,14 @@ impl Job {
             },
             TaskKind::Aggregate { layer, .. } => {
                 let (from, to) = self.graph.covers(task).expect("task exists");
+                let first_child = self.graph.children(task).expect("task exists")[0];
+                let child_layer = match self.graph.kind(first_child) {
+                    Ok(TaskKind::Aggregate { layer, .. }) => Some(layer),
+                    _ => None,
+                };
                 CheckTarget::Node {
                     layer,
+                    child_layer,
                     first: self.segments[from as usize].clone(),
                     last: self.segments[to as usize - 1].clone(),
                     ends_execution: self.is_last_segment(to - 1),

@@ -583,15 +583,7 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
             break;
         }
         if let Some(task) = c.claim(&worker("w")).await.unwrap() {
-            c.report_failure(
-                job,
-                task.task_id,
-                task.attempt,
-                &task.lease_secret,
-                "out of memory",
-            )
-            .await
-            .unwrap();
+            report_out_of_memory(&c, &task).await;
         }
     }
     assert!(matches!(c.status(job).await.unwrap(), JobStatus::Failed(_)));
@@ -718,6 +710,19 @@ async fn claim_and_prove(
         .await
         .unwrap();
     Some((task, verdict))
+}
+
+/// The task's worker reports that it ran out of memory.
+async fn report_out_of_memory(c: &Coordinator, task: &TaskAssignment) {
+    c.report_failure(
+        task.job_id,
+        task.task_id,
+        task.attempt,
+        &task.lease_secret,
+        "out of memory",
+    )
+    .await
+    .unwrap();
 }
 
 async fn run_to_end(c: &Coordinator, program: &ProgramImage, job: JobId) {
@@ -884,15 +889,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             failing,
             "the failed task comes back first"
         );
-        c.report_failure(
-            job,
-            task.task_id,
-            task.attempt,
-            &task.lease_secret,
-            "out of memory",
-        )
-        .await
-        .unwrap();
+        report_out_of_memory(&c, &task).await;
     }
     let JobStatus::Failed(reason) = c.status(job).await.unwrap() else {
         panic!("the job should have failed")
@@ -1055,15 +1052,7 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
             .await
             .unwrap()
             .unwrap();
-        c.report_failure(
-            failing,
-            task.task_id,
-            task.attempt,
-            &task.lease_secret,
-            "out of memory",
-        )
-        .await
-        .unwrap();
+        report_out_of_memory(&c, &task).await;
     }
     assert!(matches!(
         c.status(failing).await.unwrap(),
@@ -1108,29 +1097,13 @@ async fn a_task_a_worker_failed_goes_to_another_live_worker(kind: &str) {
     wait_until_executed(&c, job).await;
     // Alone, the small worker gets the task back after failing it.
     let task = c.claim(&worker("small")).await.unwrap().unwrap();
-    c.report_failure(
-        job,
-        task.task_id,
-        task.attempt,
-        &task.lease_secret,
-        "out of memory",
-    )
-    .await
-    .unwrap();
+    report_out_of_memory(&c, &task).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     let again = c.claim(&worker("small")).await.unwrap().unwrap();
     assert_eq!(again.task_id, task.task_id);
     // Another worker asks for work (there is none: the task is leased), so it is live.
     assert!(c.claim(&worker("big")).await.unwrap().is_none());
-    c.report_failure(
-        job,
-        again.task_id,
-        again.attempt,
-        &again.lease_secret,
-        "out of memory",
-    )
-    .await
-    .unwrap();
+    report_out_of_memory(&c, &again).await;
     // The failed task waits for the other worker.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     assert!(c.claim(&worker("small")).await.unwrap().is_none());

@@ -304,7 +304,8 @@ pub trait ProverBackend: Send + Sync {
 
     /// Checks that `proof` is a valid `layer` proof covering exactly the segments from `first`
     /// to `last` (inclusive, in order) of this execution; `ends_execution` says whether `last`
-    /// is the execution's last segment.
+    /// is the execution's last segment; `child_layer` is the layer of the node's children
+    /// (`None` for segments), which fixes where in the recursion the proof must sit.
     #[expect(
         clippy::too_many_arguments,
         reason = "each argument is one fact the check needs"
@@ -314,6 +315,7 @@ pub trait ProverBackend: Send + Sync {
         program: &ProgramImage,
         params: &ProvingParams,
         layer: AggLayer,
+        child_layer: Option<AggLayer>,
         first: &SegmentSpec,
         last: &SegmentSpec,
         ends_execution: bool,

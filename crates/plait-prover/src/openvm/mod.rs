@@ -307,6 +307,7 @@ impl ProverBackend for OpenVmBackend {
         program: &ProgramImage,
         params: &ProvingParams,
         layer: AggLayer,
+        child_layer: Option<AggLayer>,
         first: &SegmentSpec,
         last: &SegmentSpec,
         ends_execution: bool,
@@ -314,7 +315,14 @@ impl ProverBackend for OpenVmBackend {
     ) -> Verdict {
         self.checking_context(params, program)
             .and_then(|(keys, loaded)| {
-                proofs::check_aggregate(&keys, &loaded, layer, first, last, ends_execution, proof)
+                let node = proofs::NodeSlice {
+                    layer,
+                    child_layer,
+                    first,
+                    last,
+                    ends_execution,
+                };
+                proofs::check_aggregate(&keys, &loaded, &node, proof)
             })
             .into()
     }

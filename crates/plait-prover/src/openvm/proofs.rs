@@ -22,7 +22,13 @@ use openvm_stark_backend::{
     proof::Proof,
     StarkEngine,
 };
-use openvm_verify_stark_host::pvs::{VmPvs, VM_PVS_AIR_ID};
+use openvm_verify_stark_host::{
+    pvs::{
+        VerifierBasePvs, VkCommit, VmPvs, CONSTRAINT_EVAL_AIR_ID, CONSTRAINT_EVAL_CACHED_INDEX,
+        VERIFIER_PVS_AIR_ID, VM_PVS_AIR_ID,
+    },
+    vk::VerificationBaseline,
+};
 use plait_core::{AggLayer, SegmentSpec};
 use serde::{Deserialize, Serialize};
 
@@ -405,15 +411,29 @@ pub(crate) fn check_segment(
     Ok(())
 }
 
+/// What an aggregation node's proof must prove: its layer, its children's layer (`None`:
+/// segments), and the slice of the execution it covers.
+pub(crate) struct NodeSlice<'a> {
+    pub layer: AggLayer,
+    pub child_layer: Option<AggLayer>,
+    pub first: &'a SegmentSpec,
+    pub last: &'a SegmentSpec,
+    pub ends_execution: bool,
+}
+
 pub(crate) fn check_aggregate(
     keys: &KeySet,
     program: &LoadedProgram,
-    layer: AggLayer,
-    first: &SegmentSpec,
-    last: &SegmentSpec,
-    ends_execution: bool,
+    node: &NodeSlice<'_>,
     blob: &ProofBlob,
 ) -> Result<(), String> {
+    let NodeSlice {
+        layer,
+        child_layer,
+        first,
+        last,
+        ends_execution,
+    } = *node;
     if first.index > last.index {
         return Err("an aggregation node must cover at least one segment".into());
     }
@@ -438,7 +458,116 @@ pub(crate) fn check_aggregate(
     };
     let first = SegmentHint::of(first).map_err(|e| e.to_string())?;
     let last = SegmentHint::of(last).map_err(|e| e.to_string())?;
-    compare_with_plan(&claims, program, &first, &last, ends_execution)
+    compare_with_plan(&claims, program, &first, &last, ends_execution)?;
+    let baseline = &keys
+        .verifier_template()
+        .map_err(|e| e.to_string())?
+        .baseline;
+    check_layer(&proof, layer, child_layer, baseline)
+}
+
+/// Checks where in the recursion an aggregation proof sits, as OpenVM's final verifier
+/// (`openvm_verify_stark_host::verify_vm_stark_proof_pvs`) checks the last one: its layer
+/// flag, its recursion depth, the verifying-key commitments of the layers below it, and the
+/// key its children were verified under. Without this, the internal-recursive layers and the
+/// wrap, which share one verifying key, would accept each other's proofs: a worker could
+/// return its child's proof unchanged.
+fn check_layer(
+    proof: &Proof<SC>,
+    layer: AggLayer,
+    child_layer: Option<AggLayer>,
+    baseline: &VerificationBaseline,
+) -> Result<(), String> {
+    let pvs = proof
+        .public_values
+        .get(VERIFIER_PVS_AIR_ID)
+        .ok_or("proof has no verifier public values")?;
+    let width = VerifierBasePvs::<u8>::width();
+    if pvs.len() < width {
+        return Err(format!(
+            "proof exposes {} verifier public values, expected at least {width}",
+            pvs.len()
+        ));
+    }
+    let base: &VerifierBasePvs<F> = pvs[..width].borrow();
+    // (flag, depth) per layer: the leaf and internal-for-leaf verifiers are 0 and 1 at depth
+    // 0; internal-recursive layer k is 2 at depth k + 1; the wrap is one level above its child.
+    let depth_of = |layer: AggLayer| match layer {
+        AggLayer::InternalRecursive(k) => Some(k + 1),
+        _ => None,
+    };
+    let (flag, depth) = match layer {
+        AggLayer::Leaf => (0, 0),
+        AggLayer::InternalForLeaf => (1, 0),
+        AggLayer::InternalRecursive(k) => (2, k + 1),
+        AggLayer::Wrap => (
+            2,
+            child_layer
+                .and_then(depth_of)
+                .map(|d| d + 1)
+                .ok_or("a wrap node's children must be internal-recursive proofs")?,
+        ),
+    };
+    let found = (
+        base.internal_flag.as_canonical_u32(),
+        base.recursion_depth.as_canonical_u32(),
+    );
+    if found != (flag, depth) {
+        return Err(format!(
+            "proof is of layer flag {} at recursion depth {}; a {layer} proof has flag {flag} at              depth {depth} (a proof of another layer, or a child's proof returned as its parent's)",
+            found.0, found.1
+        ));
+    }
+    let same = |name: &str, found: &VkCommit<F>, expected: &VkCommit<F>| {
+        if found.cached_commit == expected.cached_commit
+            && found.vk_pre_hash == expected.vk_pre_hash
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "proof's {name} verifying-key commitment is not this pool's"
+            ))
+        }
+    };
+    same("app", &base.app_vk_commit, &baseline.app_vk_commit)?;
+    if flag >= 1 {
+        same("leaf", &base.leaf_vk_commit, &baseline.leaf_vk_commit)?;
+    }
+    if flag == 2 {
+        same(
+            "internal-for-leaf",
+            &base.internal_for_leaf_vk_commit,
+            &baseline.internal_for_leaf_vk_commit,
+        )?;
+        // The key the children were verified under: internal-for-leaf at depth 1, the
+        // internal-recursive key above.
+        let zero = |digest: &[F; 8]| digest.iter().all(|x| x.as_canonical_u32() == 0);
+        let unset = zero(&base.internal_recursive_vk_commit.cached_commit)
+            && zero(&base.internal_recursive_vk_commit.vk_pre_hash);
+        let children_vk = if depth == 1 {
+            if !unset {
+                return Err("a depth-1 proof must not name an internal-recursive key".into());
+            }
+            &baseline.internal_for_leaf_vk_commit
+        } else {
+            same(
+                "internal-recursive",
+                &base.internal_recursive_vk_commit,
+                &baseline.internal_recursive_vk_commit,
+            )?;
+            &baseline.internal_recursive_vk_commit
+        };
+        let cached = proof
+            .trace_vdata
+            .get(CONSTRAINT_EVAL_AIR_ID)
+            .and_then(|v| v.as_ref())
+            .and_then(|v| v.cached_commitments.get(CONSTRAINT_EVAL_CACHED_INDEX))
+            .ok_or("proof has no constraint-evaluation commitment")?;
+        if *cached != children_vk.cached_commit {
+            return Err("proof verified its children under another key than its layer's".into());
+        }
+    }
+    Ok(())
 }
 
 impl From<Result<(), String>> for Verdict {
