@@ -11,7 +11,7 @@ use std::{
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
 use plait_core::{
     planner::{Measured, Prediction},
-    JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind,
+    AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind,
 };
 use plait_prover::{ProgramImage, ProvingParams};
 use serde::{Deserialize, Serialize};
@@ -156,9 +156,9 @@ pub(crate) enum CheckTarget {
         ending: Option<Vec<u8>>,
     },
     Node {
-        layer: plait_core::AggLayer,
+        layer: AggLayer,
         /// The layer of the node's children (`None`: segments).
-        child_layer: Option<plait_core::AggLayer>,
+        child_layer: Option<AggLayer>,
         /// The first and last segments the node covers.
         first: SegmentSpec,
         last: SegmentSpec,
@@ -719,18 +719,19 @@ impl Job {
         }
     }
 
-    /// Memory a task needs (0: unknown): the backend's estimate for a segment, and for an
-    /// aggregation node what `node_need` says (measured peaks, or the backend's figure).
+    /// Memory a task needs (0: unknown), from what `need` says for its phase (peaks workers
+    /// measured, or the backend's figure for a node); for a segment, at least the backend's
+    /// estimate of it.
     fn memory_need(
         &self,
         task: TaskId,
-        node_need: &dyn Fn(&ProvingParams, plait_core::AggLayer) -> u64,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
     ) -> u64 {
         match self.graph.kind(task) {
-            Ok(TaskKind::ProveSegment { segment }) => {
-                self.segments[segment as usize].memory_estimate_bytes
-            }
-            Ok(TaskKind::Aggregate { layer, .. }) => node_need(&self.params, layer),
+            Ok(TaskKind::ProveSegment { segment }) => self.segments[segment as usize]
+                .memory_estimate_bytes
+                .max(need(&self.params, None)),
+            Ok(TaskKind::Aggregate { layer, .. }) => need(&self.params, Some(layer)),
             Err(_) => 0,
         }
     }
@@ -743,7 +744,7 @@ impl Job {
         worker: &ClaimTaskRequest,
         lease: Duration,
         now: Instant,
-        node_need: &dyn Fn(&ProvingParams, plait_core::AggLayer) -> u64,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
         another_fits: &dyn Fn(u64) -> bool,
         time_limit: &dyn Fn(&ProvingParams, &Work) -> Duration,
     ) -> Option<TaskAssignment> {
@@ -754,7 +755,7 @@ impl Job {
             if self.not_before.get(&t).is_some_and(|at| *at > now) {
                 return false;
             }
-            let need = self.memory_need(t, node_need);
+            let need = self.memory_need(t, need);
             let fits = worker.memory_bytes == 0 || need <= worker.memory_bytes;
             let failed_here = self.failed_by.get(&t) == Some(&worker.worker_id);
             fits && !(failed_here && another_fits(need))

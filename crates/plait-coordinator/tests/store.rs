@@ -57,6 +57,7 @@ on_both_stores!(
     pause_resume_cancel_and_retry,
     ended_jobs_leave_memory_and_are_read_from_the_store,
     a_task_a_worker_failed_goes_to_another_live_worker,
+    segments_are_placed_by_the_peaks_workers_measured,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1110,4 +1111,45 @@ async fn a_task_a_worker_failed_goes_to_another_live_worker(kind: &str) {
     let taken = c.claim(&worker("big")).await.unwrap().unwrap();
     assert_eq!(taken.task_id, task.task_id);
     assert!(matches!(c.status(job).await.unwrap(), JobStatus::Running));
+}
+
+/// Segments are placed by the peak memory workers measured for them (once two workers
+/// reported), not only by the backend's estimate: a machine too small for the measured peak
+/// gets no segment.
+async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = c
+        .submit_job(program.clone(), dev_input(40), params())
+        .await
+        .unwrap(); // 5 segments
+    wait_until_executed(&c, job).await;
+    let with_memory = |id: &str, gib: u64| ClaimTaskRequest {
+        memory_bytes: gib << 30,
+        ..worker(id)
+    };
+    for id in ["a", "b"] {
+        let task = c.claim(&with_memory(id, 8)).await.unwrap().unwrap();
+        let proof = prove(&c, &program, &task).await;
+        let meta = ProofMeta {
+            process_peak_rss_bytes: 6 << 30,
+            ..ProofMeta::default()
+        };
+        let verdict = c
+            .submit_result(
+                job,
+                task.task_id,
+                task.attempt,
+                &task.lease_secret,
+                proof,
+                meta,
+            )
+            .await
+            .unwrap();
+        assert_eq!(verdict, Verdict::Accepted);
+    }
+    assert!(c.claim(&with_memory("small", 4)).await.unwrap().is_none());
+    let task = c.claim(&with_memory("big", 8)).await.unwrap().unwrap();
+    assert!(matches!(task.work, Work::ProveSegment { .. }));
 }
