@@ -239,6 +239,10 @@ pub struct JobStatusResponse {
     /// summed over accepted segment proofs (0 when every segment started from a checkpoint).
     #[serde(default)]
     pub reexecuted_instructions: u64,
+    /// Ready tasks that no live worker has the memory for: which, what they need (and where
+    /// that figure comes from), and the most any live worker advertises.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_for_memory: Option<String>,
 }
 
 /// One entry of `GET /v1/jobs/{job}/events`.

@@ -816,6 +816,54 @@ impl Coordinator {
         }
     }
 
+    /// The most memory any live worker advertised; `None` if none is live or one advertised no
+    /// limit (it takes any task).
+    fn largest_live_worker_memory(&self) -> Option<u64> {
+        let recent = self.config.lease + self.config.claim_wait;
+        let seen = self.workers_seen.lock().expect("workers lock");
+        let live: Vec<u64> = seen
+            .values()
+            .filter(|w| w.at.elapsed() <= recent)
+            .map(|w| w.memory_bytes)
+            .collect();
+        if live.is_empty() || live.contains(&0) {
+            return None;
+        }
+        live.into_iter().max()
+    }
+
+    /// Where a phase's memory need comes from, for messages.
+    fn memory_need_source(&self, params: &ProvingParams, layer: Option<AggLayer>) -> String {
+        let phase = layer.map_or_else(|| "segments".to_string(), |l| l.to_string());
+        let measured = self.node_memory.lock().expect("node memory lock");
+        match measured.get(&(params.segment_height, phase)) {
+            Some(reports) if reports.reports.len() >= 2 => format!(
+                "the lower median of the peaks {} workers measured",
+                reports.reports.len()
+            ),
+            Some(reports) if reports.stored.is_some() => "as measured before a restart".into(),
+            _ if layer.is_some() => "the backend's estimate".into(),
+            _ => "the backend's estimate of each segment".into(),
+        }
+    }
+
+    /// Reports, in each running job's status and event log, ready tasks that no live worker
+    /// has the memory for (the reaper calls it every 10 s).
+    pub async fn report_unplaceable_tasks(&self) -> Result<(), CoordinatorError> {
+        let largest = self.largest_live_worker_memory();
+        let need = |p: &ProvingParams, layer: Option<AggLayer>| self.memory_need(p, layer);
+        let source = |p: &ProvingParams, layer: Option<AggLayer>| self.memory_need_source(p, layer);
+        let now = Instant::now();
+        {
+            let mut jobs = self.jobs.lock().expect("jobs lock");
+            for job in jobs.values_mut() {
+                job.check_placeable(largest, &need, &source, now);
+                self.collect_writes(job);
+            }
+        }
+        self.flush().await
+    }
+
     /// The memory each other worker that asked for work within a lease period advertised.
     fn other_live_workers_memory(&self, except: &str) -> Vec<u64> {
         let recent = self.config.lease + self.config.claim_wait;
@@ -1430,6 +1478,12 @@ impl Coordinator {
                         tracing::error!("deleting the blobs of ended jobs: {e}");
                     }
                     this.forget_gone_workers();
+                }
+                // Each look walks every running job's ready tasks: every 10 s is enough.
+                if second % 10 == 5 {
+                    if let Err(e) = this.report_unplaceable_tasks().await {
+                        tracing::error!("reporting tasks no worker can take: {e}");
+                    }
                 }
                 let now = Instant::now();
                 let policy = this.retry_policy();

@@ -275,6 +275,7 @@ async fn status_body(
         instructions: job.instructions,
         reexecuted_instructions: job.reexecuted_instructions,
         execution_failed: job.execution_failed,
+        waiting_for_memory: job.waiting_for_memory,
     })
 }
 

@@ -120,6 +120,8 @@ pub struct JobSummary {
     pub reexecuted_instructions: u64,
     /// Whether the program failed to execute (bad program or input; not a proving failure).
     pub execution_failed: bool,
+    /// Ready tasks no live worker has the memory for, if any: which, what they need and why.
+    pub waiting_for_memory: Option<String>,
 }
 
 /// Done/total per phase, and elapsed time.
@@ -191,6 +193,8 @@ pub(crate) struct Job {
     failures: HashMap<TaskId, u32>,
     /// A task that failed is not handed out again before this time (backoff).
     not_before: HashMap<TaskId, Instant>,
+    /// Ready tasks no live worker has the memory for (see [`Job::check_placeable`]).
+    waiting_for_memory: Option<String>,
     /// The worker whose attempt at a task failed last (not stored: a restart forgets it).
     failed_by: HashMap<TaskId, String>,
     /// The distinct workers on which each task failed (not stored either).
@@ -286,6 +290,7 @@ impl Job {
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
             failed_on: HashMap::new(),
+            waiting_for_memory: None,
             ready_since: HashMap::new(),
             events: Vec::new(),
             timings: Vec::new(),
@@ -531,6 +536,7 @@ impl Job {
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
             failed_on: HashMap::new(),
+            waiting_for_memory: None,
             ready_since,
             events,
             timings,
@@ -663,7 +669,62 @@ impl Job {
             instructions: self.instructions(),
             reexecuted_instructions: self.reexecuted_instructions(),
             execution_failed: self.execution_failed_before_end(),
+            waiting_for_memory: self.waiting_for_memory.clone(),
         }
+    }
+
+    /// Looks for ready tasks that no live worker has the memory for (`largest`: the most any
+    /// live worker advertised; `None` when one advertised no limit or none is live), and says
+    /// so in the status and, when it starts, in the event log, instead of letting them wait
+    /// silently. `source` says where a phase's need comes from.
+    pub fn check_placeable(
+        &mut self,
+        largest: Option<u64>,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+        source: &dyn Fn(&ProvingParams, Option<AggLayer>) -> String,
+        now: Instant,
+    ) {
+        let mut stuck: Vec<(String, u64, String)> = Vec::new();
+        if let (Some(largest), true) = (largest, self.is_running()) {
+            for task in self.graph.ready_tasks() {
+                let layer = match self.graph.kind(task) {
+                    Ok(TaskKind::Aggregate { layer, .. }) => Some(layer),
+                    _ => None,
+                };
+                let phase = self.phase(task);
+                if stuck.iter().any(|(p, ..)| *p == phase) {
+                    continue;
+                }
+                let required = self.memory_need(task, need);
+                if required > largest {
+                    stuck.push((phase, required, source(&self.params, layer)));
+                }
+            }
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let report = (!stuck.is_empty()).then(|| {
+            let what: Vec<String> = stuck
+                .iter()
+                .map(|(phase, required, source)| {
+                    format!("{phase} tasks need {:.1} GiB ({source})", gib(*required))
+                })
+                .collect();
+            format!(
+                "{}; the largest live worker advertises {:.1} GiB, so they wait",
+                what.join(", "),
+                gib(largest.unwrap_or(0))
+            )
+        });
+        if report.is_some() && report != self.waiting_for_memory {
+            self.log(
+                now,
+                format!(
+                    "no live worker can take ready tasks: {}",
+                    report.clone().unwrap_or_default()
+                ),
+            );
+        }
+        self.waiting_for_memory = report;
     }
 
     /// Instructions workers say they executed before their segments to rebuild start states,

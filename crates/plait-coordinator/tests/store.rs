@@ -58,6 +58,7 @@ on_both_stores!(
     ended_jobs_leave_memory_and_are_read_from_the_store,
     a_task_a_worker_failed_goes_to_another_live_worker,
     segments_are_placed_by_the_peaks_workers_measured,
+    tasks_no_live_worker_can_take_are_reported,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1152,4 +1153,68 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
     assert!(c.claim(&with_memory("small", 4)).await.unwrap().is_none());
     let task = c.claim(&with_memory("big", 8)).await.unwrap().unwrap();
     assert!(matches!(task.work, Work::ProveSegment { .. }));
+}
+
+/// Ready tasks that no live worker has the memory for are reported in the job's status and,
+/// once, in its event log, with the figure and where it comes from; the report clears when a
+/// worker that fits is live.
+async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    // Workers count as live for a lease period plus a claim's wait: 250 ms here.
+    let config = CoordinatorConfig {
+        lease: std::time::Duration::from_millis(200),
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = c
+        .submit_job(program.clone(), dev_input(40), params())
+        .await
+        .unwrap(); // 5 segments
+    wait_until_executed(&c, job).await;
+    let with_memory = |id: &str, gib: u64| ClaimTaskRequest {
+        memory_bytes: gib << 30,
+        ..worker(id)
+    };
+    for id in ["a", "b"] {
+        let task = c.claim(&with_memory(id, 8)).await.unwrap().unwrap();
+        let proof = prove(&c, &program, &task).await;
+        let meta = ProofMeta {
+            process_peak_rss_bytes: 6 << 30,
+            ..ProofMeta::default()
+        };
+        c.submit_result(
+            job,
+            task.task_id,
+            task.attempt,
+            &task.lease_secret,
+            proof,
+            meta,
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await; // a and b are gone
+    assert!(c.claim(&with_memory("small", 4)).await.unwrap().is_none());
+    c.report_unplaceable_tasks().await.unwrap();
+    c.report_unplaceable_tasks().await.unwrap();
+    let waiting = c.summary(job).await.unwrap().waiting_for_memory;
+    assert_eq!(
+        waiting.as_deref(),
+        Some(
+            "segments tasks need 6.0 GiB (the lower median of the peaks 2 workers measured); \
+             the largest live worker advertises 4.0 GiB, so they wait"
+        )
+    );
+    let reported: Vec<String> = event_messages(&c, job)
+        .await
+        .into_iter()
+        .filter(|e| e.starts_with("no live worker can take ready tasks"))
+        .collect();
+    assert_eq!(reported.len(), 1, "{reported:#?}");
+    // A worker that fits arrives: it gets a segment, and the report clears.
+    let task = c.claim(&with_memory("big", 8)).await.unwrap().unwrap();
+    assert!(matches!(task.work, Work::ProveSegment { .. }));
+    c.report_unplaceable_tasks().await.unwrap();
+    assert_eq!(c.summary(job).await.unwrap().waiting_for_memory, None);
 }

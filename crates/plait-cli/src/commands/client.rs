@@ -235,6 +235,9 @@ fn print_status(status: &JobStatusResponse) {
     for (phase, done, total) in &status.phases {
         println!("  {phase:<22} {done}/{total}");
     }
+    if let Some(waiting) = &status.waiting_for_memory {
+        println!("  waiting: {waiting}");
+    }
     if status.executing {
         println!("  executing: {} instructions so far", status.instructions);
     } else if status.instructions > 0 {
