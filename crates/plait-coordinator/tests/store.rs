@@ -1114,25 +1114,25 @@ async fn a_task_a_worker_failed_goes_to_another_live_worker(kind: &str) {
     assert!(matches!(c.status(job).await.unwrap(), JobStatus::Running));
 }
 
-/// Segments are placed by the peak memory workers measured for them (once two workers
-/// reported), not only by the backend's estimate: a machine too small for the measured peak
-/// gets no segment.
-async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
-    let (url, _guard) = fresh_store(kind).await;
-    let c = open(&url).await;
-    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+/// A worker with `gib` GiB of memory.
+fn worker_with_memory(id: &str, gib: u64) -> ClaimTaskRequest {
+    ClaimTaskRequest {
+        memory_bytes: gib << 30,
+        ..worker(id)
+    }
+}
+
+/// Submits a 5-segment job; two 8 GiB workers, `a` and `b`, each prove one of its segments
+/// and report a 6 GiB peak, so segments at this height are known to need 6 GiB.
+async fn job_whose_segments_need_6_gib(c: &Arc<Coordinator>, program: &ProgramImage) -> JobId {
     let job = c
         .submit_job(program.clone(), dev_input(40), params())
         .await
-        .unwrap(); // 5 segments
-    wait_until_executed(&c, job).await;
-    let with_memory = |id: &str, gib: u64| ClaimTaskRequest {
-        memory_bytes: gib << 30,
-        ..worker(id)
-    };
+        .unwrap();
+    wait_until_executed(c, job).await;
     for id in ["a", "b"] {
-        let task = c.claim(&with_memory(id, 8)).await.unwrap().unwrap();
-        let proof = prove(&c, &program, &task).await;
+        let task = c.claim(&worker_with_memory(id, 8)).await.unwrap().unwrap();
+        let proof = prove(c, program, &task).await;
         let meta = ProofMeta {
             process_peak_rss_bytes: 6 << 30,
             ..ProofMeta::default()
@@ -1150,8 +1150,27 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
             .unwrap();
         assert_eq!(verdict, Verdict::Accepted);
     }
-    assert!(c.claim(&with_memory("small", 4)).await.unwrap().is_none());
-    let task = c.claim(&with_memory("big", 8)).await.unwrap().unwrap();
+    job
+}
+
+/// Segments are placed by the peak memory workers measured for them (once two workers
+/// reported), not only by the backend's estimate: a machine too small for the measured peak
+/// gets no segment.
+async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    job_whose_segments_need_6_gib(&c, &program).await;
+    assert!(c
+        .claim(&worker_with_memory("small", 4))
+        .await
+        .unwrap()
+        .is_none());
+    let task = c
+        .claim(&worker_with_memory("big", 8))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(task.work, Work::ProveSegment { .. }));
 }
 
@@ -1167,35 +1186,13 @@ async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
     };
     let c = open_configured(&url, DevBackend::default(), config).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
-    let job = c
-        .submit_job(program.clone(), dev_input(40), params())
-        .await
-        .unwrap(); // 5 segments
-    wait_until_executed(&c, job).await;
-    let with_memory = |id: &str, gib: u64| ClaimTaskRequest {
-        memory_bytes: gib << 30,
-        ..worker(id)
-    };
-    for id in ["a", "b"] {
-        let task = c.claim(&with_memory(id, 8)).await.unwrap().unwrap();
-        let proof = prove(&c, &program, &task).await;
-        let meta = ProofMeta {
-            process_peak_rss_bytes: 6 << 30,
-            ..ProofMeta::default()
-        };
-        c.submit_result(
-            job,
-            task.task_id,
-            task.attempt,
-            &task.lease_secret,
-            proof,
-            meta,
-        )
-        .await
-        .unwrap();
-    }
+    let job = job_whose_segments_need_6_gib(&c, &program).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // a and b are gone
-    assert!(c.claim(&with_memory("small", 4)).await.unwrap().is_none());
+    assert!(c
+        .claim(&worker_with_memory("small", 4))
+        .await
+        .unwrap()
+        .is_none());
     c.report_unplaceable_tasks().await.unwrap();
     c.report_unplaceable_tasks().await.unwrap();
     let waiting = c.summary(job).await.unwrap().waiting_for_memory;
@@ -1213,7 +1210,11 @@ async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
         .collect();
     assert_eq!(reported.len(), 1, "{reported:#?}");
     // A worker that fits arrives: it gets a segment, and the report clears.
-    let task = c.claim(&with_memory("big", 8)).await.unwrap().unwrap();
+    let task = c
+        .claim(&worker_with_memory("big", 8))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(matches!(task.work, Work::ProveSegment { .. }));
     c.report_unplaceable_tasks().await.unwrap();
     assert_eq!(c.summary(job).await.unwrap().waiting_for_memory, None);
