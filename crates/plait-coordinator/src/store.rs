@@ -722,8 +722,10 @@ impl Store {
     }
 }
 
-/// Fills the node memory table from the timings of every accepted aggregation task (schema 3
-/// kept no table of its own).
+/// Fills the memory-need table from the timings of every accepted task (schema 3 kept no
+/// table of its own), by the coordinator's rule: per segment height and phase, the lower
+/// median of each worker's largest figure, and only where at least two workers reported (one
+/// worker's figure, perhaps a hostile one, must not set a need).
 async fn learn_node_memory_from_timings(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<(), StoreError> {
@@ -733,31 +735,38 @@ async fn learn_node_memory_from_timings(
     )
     .fetch_all(&mut **tx)
     .await?;
-    let mut peaks: BTreeMap<(u32, String), u64> = BTreeMap::new();
+    let mut peaks: BTreeMap<(u32, String), BTreeMap<String, u64>> = BTreeMap::new();
     for row in rows {
         let params: serde_json::Value =
             serde_json::from_str(&row.try_get::<String, _>(0)?).unwrap_or_default();
         let timing: serde_json::Value =
             serde_json::from_str(&row.try_get::<String, _>(1)?).unwrap_or_default();
-        let (Some(height), Some(phase), Some(peak)) = (
+        let (Some(height), Some(phase), Some(worker), Some(peak)) = (
             params["segment-height"].as_u64(),
             timing["phase"].as_str(),
+            timing["worker"].as_str(),
             timing["meta"]["process_peak_rss_bytes"].as_u64(),
         ) else {
             continue;
         };
-        if phase != "segments" && peak > 0 {
-            let known = peaks.entry((height as u32, phase.to_string())).or_insert(0);
+        if peak > 0 {
+            let by_worker = peaks.entry((height as u32, phase.to_string())).or_default();
+            let known = by_worker.entry(worker.to_string()).or_insert(0);
             *known = (*known).max(peak);
         }
     }
-    for ((height, layer), peak) in peaks {
+    for ((height, phase), by_worker) in peaks {
+        if by_worker.len() < 2 {
+            continue;
+        }
+        let mut figures: Vec<u64> = by_worker.into_values().collect();
+        figures.sort_unstable();
         sqlx::query(
             "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES ($1, $2, $3)",
         )
         .bind(height as i64)
-        .bind(layer)
-        .bind(peak as i64)
+        .bind(phase)
+        .bind(figures[(figures.len() - 1) / 2] as i64)
         .execute(&mut **tx)
         .await?;
     }

@@ -372,12 +372,15 @@ async fn migrates_a_version_1_store(kind: &str) {
                  state) VALUES (7, 'ab', '{{}}', '{params}', '{plan}', 5, 'running')"
             ),
             "INSERT INTO tasks (job_id, task_id, attempts, failures) VALUES (7, 9, 1, 1)".into(),
-            // A cancelled job whose leaf (old task-5) reported its peak memory.
+            // A cancelled job whose leaves (old tasks 5 and 6) reported their peak memory on
+            // two workers, and whose segment 0 reported one on one worker only (not learned).
             format!(
                 "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
                  state) VALUES (8, 'ab', '{{}}', '{params}', '{plan}', 5, 'cancelled')"
             ),
-            r#"INSERT INTO tasks (job_id, task_id, attempts, failures, timing) VALUES (8, 5, 1, 0, '{"task":5,"phase":"leaf","meta":{"process_peak_rss_bytes":123}}')"#.into(),
+            r#"INSERT INTO tasks (job_id, task_id, attempts, failures, timing) VALUES (8, 5, 1, 0, '{"task":5,"phase":"leaf","worker":"w1","meta":{"process_peak_rss_bytes":123}}')"#.into(),
+            r#"INSERT INTO tasks (job_id, task_id, attempts, failures, timing) VALUES (8, 6, 1, 0, '{"task":6,"phase":"leaf","worker":"w2","meta":{"process_peak_rss_bytes":999}}')"#.into(),
+            r#"INSERT INTO tasks (job_id, task_id, attempts, failures, timing) VALUES (8, 0, 1, 0, '{"task":0,"phase":"segments","worker":"w1","meta":{"process_peak_rss_bytes":77}}')"#.into(),
         ] {
             sqlx::query(&statement).execute(&mut conn).await.unwrap();
         }
