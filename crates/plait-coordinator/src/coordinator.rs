@@ -775,24 +775,21 @@ impl Coordinator {
         seen.retain(|_, w| w.at.elapsed() <= recent);
     }
 
-    /// The worker's device profile, if it sent one that fits this coordinator.
-    fn usable_profile(&self, worker: &str) -> Option<DeviceProfile> {
-        let seen = self.workers_seen.lock().expect("workers lock");
-        seen.get(worker).and_then(|w| w.profile.clone())
-    }
-
     /// How long a lease of `work` may last at most: four times what the worker's profile
     /// predicts, plus two minutes (and ten for a keygen if it holds no keys for the height),
     /// never more than the configured ceiling, which also serves without a prediction.
+    /// (Called once per lease granted, with the jobs lock held: it takes the workers lock
+    /// after it, as no other path takes them the other way round.)
     fn time_limit(
         &self,
-        profile: Option<&DeviceProfile>,
         worker: &ClaimTaskRequest,
         params: &ProvingParams,
         work: &Work,
     ) -> Duration {
         let ceiling = self.config.max_lease;
-        let Some(profile) = profile else {
+        let seen = self.workers_seen.lock().expect("workers lock");
+        // The profile note_worker kept, if it fits this coordinator.
+        let Some(profile) = seen.get(&worker.worker_id).and_then(|w| w.profile.as_ref()) else {
             return ceiling;
         };
         let predicted = match work {
@@ -923,14 +920,25 @@ impl Coordinator {
 
     fn try_lease(&self, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
         let now = Instant::now();
-        let need = |p: &ProvingParams, layer: Option<AggLayer>| self.memory_need(p, layer);
-        // A task this worker just failed goes to another worker, if one that fits is live.
-        let others = self.other_live_workers_memory(&worker.worker_id);
-        let another_fits = |need: u64| others.iter().any(|&m| m == 0 || need <= m);
-        let profile = self.usable_profile(&worker.worker_id);
-        let time_limit = |params: &ProvingParams, work: &Work| {
-            self.time_limit(profile.as_ref(), worker, params, work)
+        // A claim may test every ready task of every job: each phase's need is looked up once
+        // per claim, and the other live workers only if a task this worker failed comes up.
+        let needs = std::cell::RefCell::new(HashMap::new());
+        let need = |p: &ProvingParams, layer: Option<AggLayer>| {
+            *needs
+                .borrow_mut()
+                .entry((p.segment_height, layer))
+                .or_insert_with(|| self.memory_need(p, layer))
         };
+        // A task this worker just failed goes to another worker, if one that fits is live.
+        let others = std::cell::OnceCell::new();
+        let another_fits = |need: u64| {
+            others
+                .get_or_init(|| self.other_live_workers_memory(&worker.worker_id))
+                .iter()
+                .any(|&m| m == 0 || need <= m)
+        };
+        let time_limit =
+            |params: &ProvingParams, work: &Work| self.time_limit(worker, params, work);
         let mut jobs = self.jobs.lock().expect("jobs lock");
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment

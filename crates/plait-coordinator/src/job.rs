@@ -251,11 +251,22 @@ impl LeaseSecret {
         hex::encode(self.0)
     }
 
+    /// A secret as a worker presents it (hex); `None` if it cannot be one.
+    fn parse(presented: &str) -> Option<[u8; 32]> {
+        let mut bytes = [0u8; 32];
+        hex::decode_to_slice(presented, &mut bytes).ok()?;
+        Some(bytes)
+    }
+
+    /// Whether `presented` (already parsed) is this secret.
+    fn is(&self, presented: &[u8; 32]) -> bool {
+        use subtle::ConstantTimeEq;
+        bool::from(self.0.ct_eq(presented))
+    }
+
     /// Whether `presented` (hex, as sent by a worker) is this secret.
     fn matches(&self, presented: &str) -> bool {
-        use subtle::ConstantTimeEq;
-        let mut bytes = [0u8; 32];
-        hex::decode_to_slice(presented, &mut bytes).is_ok() && bool::from(self.0.ct_eq(&bytes))
+        Self::parse(presented).is_some_and(|bytes| self.is(&bytes))
     }
 }
 
@@ -913,9 +924,12 @@ impl Job {
 
     /// The task leased under `secret`, if a current lease of this job has it.
     pub fn leased_task(&self, secret: &str) -> Option<TaskId> {
+        // Parsed once, then compared with every lease of the job (a thousand, with a
+        // thousand workers on one job).
+        let secret = LeaseSecret::parse(secret)?;
         self.leases
             .iter()
-            .find(|(_, lease)| lease.secret.matches(secret))
+            .find(|(_, lease)| lease.secret.is(&secret))
             .map(|(task, _)| *task)
     }
 

@@ -84,7 +84,7 @@ pub enum ProfileError {
     Missing(String),
     #[error(
         "profile out of bounds: a device name over 128 bytes, over 64 segment or 256 node \
-         measurements, or seconds that are negative or not finite"
+         measurements, seconds that are negative or not finite, or a segment of no instructions"
     )]
     OutOfBounds,
 }
@@ -138,7 +138,10 @@ impl DeviceProfile {
         if self.device.len() > 128
             || self.segments.len() > 64
             || self.nodes.len() > 256
-            || !self.segments.iter().all(|s| finite(s.seconds))
+            || !self
+                .segments
+                .iter()
+                .all(|s| finite(s.seconds) && s.instructions > 0)
             || !self
                 .nodes
                 .iter()
