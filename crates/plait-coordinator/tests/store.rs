@@ -559,10 +559,7 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
     };
     let c = open_with(&url, slow).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
-    let cancelled = c
-        .submit_job(program.clone(), dev_input(160), params())
-        .await
-        .unwrap(); // 20 segments, 50 ms each
+    let cancelled = submit_dev(&c, &program, 160).await; // 20 segments, 50 ms each
     c.act(cancelled, JobAction::Cancel).await.unwrap();
     wait_until_executed(&c, cancelled).await;
     let segments = c.plan(cancelled).await.unwrap().segments.len();
@@ -578,10 +575,7 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
         "{events:#?}"
     );
 
-    let job = c
-        .submit_job(program.clone(), dev_input(160), params())
-        .await
-        .unwrap();
+    let job = submit_dev(&c, &program, 160).await;
     // Failing every task it gets fails the job once one task has failed 3 times.
     for _ in 0..200 {
         if !c.status(job).await.unwrap().is_live() {
@@ -616,6 +610,13 @@ fn params() -> ProvingParams {
         tree: AggTreeShape::default(),
         max_instructions: 10_000,
     }
+}
+
+/// Submits a job of `instructions` dev instructions (8 per segment) of `program`.
+async fn submit_dev(c: &Arc<Coordinator>, program: &ProgramImage, instructions: u64) -> JobId {
+    c.submit_job(program.clone(), dev_input(instructions), params())
+        .await
+        .unwrap()
 }
 
 fn dev_input(instructions: u64) -> ProgramInput {
@@ -743,10 +744,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
     let (url, _guard) = fresh_store(kind).await;
     let c = open(&url).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
-    let job = c
-        .submit_job(program.clone(), dev_input(80), params())
-        .await
-        .unwrap(); // 10 segments
+    let job = submit_dev(&c, &program, 80).await; // 10 segments
     let mut accepted = Vec::new();
     for _ in 0..4 {
         let (task, verdict) = claim_and_prove(&c, &program, "before").await.unwrap();
@@ -830,10 +828,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
         c.status(job).await.unwrap(),
         JobStatus::Succeeded(_)
     ));
-    let next = c
-        .submit_job(program.clone(), dev_input(8), params())
-        .await
-        .unwrap();
+    let next = submit_dev(&c, &program, 8).await;
     assert!(next > job, "job ids are not reused: {next} after {job}");
 }
 
@@ -841,10 +836,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     let (url, _guard) = fresh_store(kind).await;
     let c = open(&url).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
-    let job = c
-        .submit_job(program.clone(), dev_input(40), params())
-        .await
-        .unwrap(); // 5 segments
+    let job = submit_dev(&c, &program, 40).await; // 5 segments
 
     // Paused: nothing is handed out, but a result in flight is still accepted.
     let in_flight = c.claim(&worker("w")).await.unwrap().unwrap();
@@ -941,10 +933,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     // cannot be cancelled.
     let err = c.act(job, JobAction::Cancel).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
-    let other = c
-        .submit_job(program.clone(), dev_input(40), params())
-        .await
-        .unwrap();
+    let other = submit_dev(&c, &program, 40).await;
     let task = c.claim(&worker("w")).await.unwrap().unwrap();
     assert_eq!(
         c.act(other, JobAction::Cancel).await.unwrap(),
@@ -982,10 +971,7 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
     };
     let c = open_configured(&url, DevBackend::default(), config.clone()).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
-    let job = c
-        .submit_job(program.clone(), dev_input(40), params())
-        .await
-        .unwrap(); // 5 segments
+    let job = submit_dev(&c, &program, 40).await; // 5 segments
     assert_eq!(c.resident_jobs(), 1);
     let (first, _) = claim_and_prove(&c, &program, "w").await.unwrap();
     run_to_end(&c, &program, job).await;
@@ -1046,10 +1032,7 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
     );
 
     // A failed job leaves memory too, and comes back when retried; it keeps its blobs.
-    let failing = c
-        .submit_job(program.clone(), dev_input(40), params())
-        .await
-        .unwrap();
+    let failing = submit_dev(&c, &program, 40).await;
     for attempt in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let task = c
@@ -1095,10 +1078,7 @@ async fn a_task_a_worker_failed_goes_to_another_live_worker(kind: &str) {
     let (url, _guard) = fresh_store(kind).await;
     let c = open(&url).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
-    let job = c
-        .submit_job(program.clone(), dev_input(8), params())
-        .await
-        .unwrap(); // 1 segment
+    let job = submit_dev(&c, &program, 8).await; // 1 segment
     wait_until_executed(&c, job).await;
     // Alone, the small worker gets the task back after failing it.
     let task = c.claim(&worker("small")).await.unwrap().unwrap();
@@ -1128,10 +1108,7 @@ fn worker_with_memory(id: &str, gib: u64) -> ClaimTaskRequest {
 /// Submits a 5-segment job; two 8 GiB workers, `a` and `b`, each prove one of its segments
 /// and report a 6 GiB peak, so segments at this height are known to need 6 GiB.
 async fn job_whose_segments_need_6_gib(c: &Arc<Coordinator>, program: &ProgramImage) -> JobId {
-    let job = c
-        .submit_job(program.clone(), dev_input(40), params())
-        .await
-        .unwrap();
+    let job = submit_dev(&c, &program, 40).await;
     wait_until_executed(c, job).await;
     for id in ["a", "b"] {
         let task = c.claim(&worker_with_memory(id, 8)).await.unwrap().unwrap();
