@@ -328,6 +328,15 @@ fn compare_with_plan(
     Ok(())
 }
 
+/// The commitment to cached trace `index` of AIR `air`, if the proof has one.
+fn cached_commitment(proof: &Proof<SC>, air: usize, index: usize) -> Option<&[F; 8]> {
+    proof
+        .trace_vdata
+        .get(air)
+        .and_then(|v| v.as_ref())
+        .and_then(|v| v.cached_commitments.get(index))
+}
+
 fn pvs_slice(proof: &Proof<SC>, air: usize, len: usize) -> Result<&[F], String> {
     let pvs = proof
         .public_values
@@ -354,11 +363,7 @@ pub(crate) fn check_segment(
     let vks = keys.vks().map_err(|e| e.to_string())?;
     verify_stark(&vks.app, &proof)?;
 
-    let program_commit = proof
-        .trace_vdata
-        .get(PROGRAM_AIR_ID)
-        .and_then(|v| v.as_ref())
-        .and_then(|v| v.cached_commitments.get(PROGRAM_CACHED_TRACE_INDEX))
+    let program_commit = cached_commitment(&proof, PROGRAM_AIR_ID, PROGRAM_CACHED_TRACE_INDEX)
         .ok_or("proof has no program commitment")?;
     let connector: &VmConnectorPvs<F> =
         pvs_slice(&proof, CONNECTOR_AIR_ID, size_of::<VmConnectorPvs<u8>>())?.borrow();
@@ -557,11 +562,7 @@ fn check_layer(
             )?;
             &baseline.internal_recursive_vk_commit
         };
-        let cached = proof
-            .trace_vdata
-            .get(CONSTRAINT_EVAL_AIR_ID)
-            .and_then(|v| v.as_ref())
-            .and_then(|v| v.cached_commitments.get(CONSTRAINT_EVAL_CACHED_INDEX))
+        let cached = cached_commitment(proof, CONSTRAINT_EVAL_AIR_ID, CONSTRAINT_EVAL_CACHED_INDEX)
             .ok_or("proof has no constraint-evaluation commitment")?;
         if *cached != children_vk.cached_commit {
             return Err("proof verified its children under another key than its layer's".into());
