@@ -25,8 +25,12 @@ pub const LEASE_SECRET_HEADER: &str = "plait-lease-secret";
 /// Bounds on what a worker sends: a hostile worker must not be able to grow the coordinator's
 /// memory, store or logs. Larger inputs get `400 bad-request` (or `413` for bodies).
 pub mod limits {
-    /// A worker id: ASCII letters, digits and `-_.:@`.
+    /// A worker's name or id: ASCII letters, digits and `-_.:@`.
     pub const WORKER_ID_BYTES: usize = 64;
+    /// A ban's reason, as an operator gives it.
+    pub const BAN_REASON_BYTES: usize = 1024;
+    /// Leases a worker may hold at once, whatever it advertises.
+    pub const MAX_SLOTS: u32 = 64;
     /// Backend name and version strings.
     pub const NAME_BYTES: usize = 128;
     /// A failure reason (workers cut theirs to this length).
@@ -48,12 +52,50 @@ pub fn bounded_reason(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// Whether `name` may name a worker: 1 to [`limits::WORKER_ID_BYTES`] ASCII letters, digits
+/// and `-_.:@` (no spaces or line breaks, so it cannot forge a line of the event log).
+pub fn check_worker_name(field: &str, name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || name.len() > limits::WORKER_ID_BYTES
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
+    {
+        return Err(format!(
+            "{field} must be 1 to {} characters of ASCII letters, digits and -_.:@",
+            limits::WORKER_ID_BYTES
+        ));
+    }
+    Ok(())
+}
+
+/// `POST /v1/worker/register`: a worker joins the pool. With the pool's worker token it gets a
+/// new identity and a credential of its own for every later call; with a credential the
+/// operator issued it learns its id (and gets no new credential).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegisterWorkerRequest {
+    /// What the worker calls itself; the coordinator makes the id unique (a registered
+    /// worker's id is this name and a random suffix).
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct RegisterWorkerResponse {
+    /// The id the coordinator knows this worker by: in its event logs, bans and counts.
+    pub worker_id: String,
+    /// The worker's own credential (256 bits, hex), to present as its bearer token from now
+    /// on; `None` when the worker already presented one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
 /// A worker asks for work. The coordinator answers with a task that fits, or none after a
-/// short wait (long poll).
+/// short wait (long poll). Who asks is known from the credential, not from the body.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClaimTaskRequest {
-    pub worker_id: String,
     pub cores: u32,
     pub memory_bytes: u64,
     /// Backend name and zkVM version the worker proves with; tasks go only to matching workers.
@@ -73,22 +115,21 @@ pub struct ClaimTaskRequest {
     /// planner predicts jobs on the profiles of the workers asking for work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_profile: Option<DeviceProfile>,
+    /// Tasks the worker proves at once: the coordinator grants it at most this many leases
+    /// (1 to [`limits::MAX_SLOTS`]).
+    #[serde(default = "one_slot")]
+    pub slots: u32,
+}
+
+fn one_slot() -> u32 {
+    1
 }
 
 impl ClaimTaskRequest {
     /// Checks the request against [`limits`]; says which field is out of bounds.
     pub fn check_bounds(&self) -> Result<(), String> {
-        let id = &self.worker_id;
-        if id.is_empty()
-            || id.len() > limits::WORKER_ID_BYTES
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.:@".contains(&b))
-        {
-            return Err(format!(
-                "worker-id must be 1 to {} characters of ASCII letters, digits and -_.:@",
-                limits::WORKER_ID_BYTES
-            ));
+        if self.slots == 0 || self.slots > limits::MAX_SLOTS {
+            return Err(format!("slots must be 1 to {}", limits::MAX_SLOTS));
         }
         for (field, value) in [
             ("backend", &self.backend),
@@ -260,6 +301,59 @@ pub struct ApiErrorBody {
     /// Stable machine-readable code, e.g. `unauthorized`, `unknown-task`, `stale-lease`.
     pub code: String,
     pub message: String,
+}
+
+/// One worker identity, as `GET /v1/admin/workers` lists it for the operator.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WorkerRecord {
+    pub worker_id: String,
+    /// `registered` (joined with the pool token) or `issued` (a credential the operator issued).
+    pub origin: String,
+    /// The name the worker registered with (an issued worker's id).
+    pub name: String,
+    pub created_unix_ms: i64,
+    /// Proofs of this worker the coordinator rejected.
+    pub rejections: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ban: Option<BanRecord>,
+    /// Whether it asked for work within the last lease period.
+    pub live: bool,
+    /// Memory it advertised with its last claim (0: none since the coordinator started).
+    pub memory_bytes: u64,
+    /// Leases it holds now.
+    pub leases: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BanRecord {
+    pub reason: String,
+    pub at_unix_ms: i64,
+    /// `operator`, or `coordinator` for a ban it imposed after rejected proofs.
+    pub by: String,
+}
+
+/// `POST /v1/admin/workers`: issue a credential for a new worker of a closed pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IssueWorkerRequest {
+    pub worker_id: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IssueWorkerResponse {
+    pub worker_id: String,
+    /// Shown once: the coordinator keeps only its SHA-256.
+    pub token: String,
+}
+
+/// `POST /v1/admin/workers/{id}/ban`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct BanWorkerRequest {
+    pub reason: String,
 }
 
 /// Measurements attached to a result.

@@ -81,7 +81,8 @@ async fn main() -> Result<()> {
         let config = WorkerConfig {
             coordinator: url.clone(),
             token: WORKER_TOKEN.into(),
-            worker_id: format!("bench-{i}"),
+            name: format!("bench-{i}"),
+            ca_cert: None,
             cores: 1,
             memory_bytes: 0,
             max_tasks: None,

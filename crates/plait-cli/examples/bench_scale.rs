@@ -22,8 +22,8 @@ use anyhow::{bail, Context, Result};
 use bench_support::{cpu_seconds, peak_rss_bytes, Served, CLIENT_TOKEN, WORKER_TOKEN};
 use clap::Parser;
 use plait_api::{
-    ClaimTaskRequest, ClaimTaskResponse, JobStatusResponse, SubmitJobResponse,
-    UploadProgramResponse,
+    ClaimTaskRequest, ClaimTaskResponse, JobStatusResponse, RegisterWorkerRequest,
+    RegisterWorkerResponse, SubmitJobResponse, UploadProgramResponse,
 };
 use plait_core::{JobId, ProgramInput};
 use plait_prover::{openvm::OpenVmBackend, ProgramImage, ProverBackend, ProvingParams};
@@ -178,8 +178,21 @@ async fn through_coordinator(args: &Args, program: &ProgramImage, n: u64) -> Res
         .json()
         .await?;
     let info = OpenVmBackend::new(&args.cache_dir).info();
+    let registered: RegisterWorkerResponse = http
+        .post(format!("{url}/v1/worker/register"))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&RegisterWorkerRequest {
+            name: "bench".into(),
+        })
+        .send()
+        .await?
+        .json()
+        .await?;
+    let credential = registered
+        .credential
+        .context("registering with the pool token returns a credential")?;
     let claim = ClaimTaskRequest {
-        worker_id: "bench".into(),
+        slots: 1,
         cores: 2,
         memory_bytes: 0,
         backend: info.name,
@@ -210,7 +223,7 @@ async fn through_coordinator(args: &Args, program: &ProgramImage, n: u64) -> Res
     let answered = submitted.elapsed().as_secs_f64();
     let leased: ClaimTaskResponse = http
         .post(format!("{url}/v1/worker/claim"))
-        .bearer_auth(WORKER_TOKEN)
+        .bearer_auth(&credential)
         .json(&claim)
         .send()
         .await?

@@ -92,7 +92,7 @@ impl LocalPool {
                 .arg("--cache-dir")
                 .arg(cache)
                 .args(["worker", "--coordinator", &self.url])
-                .args(["--worker-id", &format!("local-{i}")])
+                .args(["--name", &format!("local-{i}")])
                 .env(
                     "PLAIT_WORKER_TOKEN",
                     &self.coordinator.config().worker_token,

@@ -41,8 +41,10 @@ enum Command {
     BuildGuest(BuildGuestArgs),
     /// Run a worker that proves tasks for a coordinator.
     Worker(commands::worker::WorkerArgs),
-    /// Run a coordinator that workers join and clients submit jobs to, over HTTP.
+    /// Run a coordinator that workers join and clients submit jobs to, over HTTP(S).
     Serve(commands::serve::ServeArgs),
+    /// The operator's commands for a coordinator's workers: list, issue, revoke, ban, unban.
+    Workers(commands::workers::WorkersArgs),
     /// Upload a program to a coordinator and submit a job; with --wait, fetch its proof.
     Submit(commands::client::SubmitArgs),
     /// Show a job's status and progress.
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
             }
             Command::Worker(args) => commands::worker::run(args, &cache).await,
             Command::Serve(args) => commands::serve::run(args, &cache).await,
+            Command::Workers(args) => commands::workers::run(args).await,
             Command::Submit(args) => commands::client::submit(args, &cache).await,
             Command::Status(args) => commands::client::status(args).await,
             Command::Jobs(args) => commands::client::list(args).await,

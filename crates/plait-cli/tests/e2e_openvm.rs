@@ -104,9 +104,9 @@ fn fixture() -> &'static Fixture {
             .args(["serve", "--listen", "127.0.0.1:0", "--store", &store])
             .args([
                 "--worker-token",
-                "e2e-worker",
+                "e2e-worker-token-0123",
                 "--client-token",
-                "e2e-client",
+                "e2e-client-token-0123",
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -124,8 +124,8 @@ fn fixture() -> &'static Fixture {
         for i in 0..2 {
             let worker = Command::new(env!("CARGO_BIN_EXE_plait"))
                 .args(["worker", "--coordinator", &url])
-                .args(["--worker-id", &format!("e2e-{i}")])
-                .env("PLAIT_WORKER_TOKEN", "e2e-worker")
+                .args(["--name", &format!("e2e-{i}")])
+                .env("PLAIT_WORKER_TOKEN", "e2e-worker-token-0123")
                 .spawn()
                 .unwrap();
             processes.0.push(worker);
@@ -135,7 +135,7 @@ fn fixture() -> &'static Fixture {
             .args(["--input", &FIB_N.to_string()])
             .args(["--segment-height", &SEGMENT_HEIGHT.to_string()])
             .args(["--coordinator", &url, "--wait", proof.to_str().unwrap()])
-            .env("PLAIT_CLIENT_TOKEN", "e2e-client")
+            .env("PLAIT_CLIENT_TOKEN", "e2e-client-token-0123")
             .output()
             .unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);

@@ -1,6 +1,7 @@
 //! The adversarial suite: a hostile client holding the pool's worker token attacks a job an
 //! honest worker proves (dev backend, real processes on 127.0.0.1). Whatever it tries, the job
-//! completes, every task is accepted once, and the honest worker is neither blamed nor banned.
+//! completes, every task is accepted once, the honest worker is neither blamed nor banned, and
+//! the event log names the attacker by the id the coordinator gave it.
 
 mod common;
 
@@ -11,16 +12,18 @@ use plait_api::{TaskAssignment, Work, LEASE_SECRET_HEADER};
 use plait_prover::{dev::DevBackend, ProgramImage, ProofBlob, ProverBackend, SegmentStart};
 use serde_json::Value;
 
-/// The (task, attempt) of the first lease the job's log shows for `worker`.
-fn first_lease_of(server: &Server, job: u64, worker: &str) -> (u32, u32) {
+/// The (task, attempt) of the first lease the job's log shows for a worker registered as
+/// `name` (its id is the name and a suffix).
+fn first_lease_of(server: &Server, job: u64, name: &str) -> (u32, u32) {
     let mut found = None;
     server.wait_for(
-        &format!("a lease to {worker}"),
+        &format!("a lease to {name}"),
         Duration::from_secs(20),
         || {
             found = server.events(job).iter().find_map(|e| {
-                // "task-N (phase) attempt A leased to WORKER"
-                let rest = e.strip_suffix(&format!(" leased to {worker}"))?;
+                // "task-N (phase) attempt A leased to WORKER-ID"
+                let (rest, holder) = e.split_once(" leased to ")?;
+                holder.strip_prefix(name)?.strip_prefix('-')?;
                 let task = rest
                     .strip_prefix("task-")?
                     .split(' ')
@@ -43,11 +46,12 @@ fn refusal(response: reqwest::blocking::Response) -> (u16, String) {
     (status, body["code"].as_str().unwrap_or("").to_string())
 }
 
-/// The pool's events about `worker` that would blame it: failed or rejected attempts.
-fn blame(events: &[String], worker: &str) -> Vec<String> {
+/// The pool's events that would blame a worker registered as `name`: its failed or rejected
+/// attempts.
+fn blame(events: &[String], name: &str) -> Vec<String> {
     events
         .iter()
-        .filter(|e| e.contains(&format!("from {worker} failed")))
+        .filter(|e| e.contains(&format!("from {name}-")) && e.contains(" failed"))
         .cloned()
         .collect()
 }
@@ -62,11 +66,13 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
     let attempt_path =
         |what: &str| format!("/v1/worker/jobs/{job}/tasks/{task}/attempts/{attempt}/{what}");
     let forged_secret = "ab".repeat(32);
-    let post = |path: &str, secret: Option<&str>, body: Vec<u8>| {
+    // The attacker is a registered worker of the pool, with its own credential.
+    let (attacker, credential) = server.register("attacker");
+    let post_as = |token: &str, path: &str, secret: Option<&str>, body: Vec<u8>| {
         let mut request = server
             .http
             .post(format!("{}{path}", server.url))
-            .bearer_auth(WORKER_TOKEN)
+            .bearer_auth(token)
             .header("content-type", "application/json")
             .body(body);
         if let Some(secret) = secret {
@@ -74,11 +80,13 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
         }
         refusal(request.send().unwrap())
     };
+    let post =
+        |path: &str, secret: Option<&str>, body: Vec<u8>| post_as(&credential, path, secret, body);
     let get = |path: &str, secret: Option<&str>| {
         let mut request = server
             .http
             .get(format!("{}{path}", server.url))
-            .bearer_auth(WORKER_TOKEN);
+            .bearer_auth(&credential);
         if let Some(secret) = secret {
             request = request.header("plait-lease-secret", secret);
         }
@@ -86,6 +94,25 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
     };
     let not_holder = (403, "not-lease-holder".to_string());
     let failure = br#"{"reason": "attacker says it failed"}"#.to_vec();
+    // The pool token itself only registers; an unknown token does nothing at all.
+    assert_eq!(
+        post_as(
+            WORKER_TOKEN,
+            &attempt_path("failure"),
+            None,
+            failure.clone()
+        ),
+        (401, "register-first".to_string())
+    );
+    assert_eq!(
+        post_as(
+            &forged_secret,
+            &attempt_path("failure"),
+            None,
+            failure.clone()
+        ),
+        (401, "unauthorized".to_string())
+    );
     for secret in [None, Some(forged_secret.as_str()), Some("not hex")] {
         assert_eq!(
             post(&attempt_path("failure"), secret, failure.clone()),
@@ -128,7 +155,9 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
     assert_each_task_accepted_once(&events, task_count(&server, job));
     assert_eq!(blame(&events, "honest"), Vec::<String>::new());
     assert!(
-        !events.iter().any(|e| e.contains("attacker says")),
+        !events
+            .iter()
+            .any(|e| e.contains("attacker says") || e.contains(&attacker)),
         "{events:#?}"
     );
     // Not banned: the honest worker still runs.
@@ -139,15 +168,20 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
 /// with the dev backend unless told otherwise, and sends whatever it is told to send.
 struct Hostile<'a> {
     server: &'a Server,
+    /// The id the coordinator gave it, and its credential.
     id: String,
+    credential: String,
     memory_bytes: u64,
 }
 
 impl<'a> Hostile<'a> {
-    fn new(server: &'a Server, id: &str, memory_bytes: u64) -> Self {
+    /// Registers a worker named `name`.
+    fn new(server: &'a Server, name: &str, memory_bytes: u64) -> Self {
+        let (id, credential) = server.register(name);
         Self {
             server,
-            id: id.into(),
+            id,
+            credential,
             memory_bytes,
         }
     }
@@ -155,29 +189,32 @@ impl<'a> Hostile<'a> {
     fn claim_body(&self) -> Value {
         let info = DevBackend::default().info();
         serde_json::json!({
-            "worker-id": self.id, "cores": 1, "memory-bytes": self.memory_bytes,
+            "cores": 1, "memory-bytes": self.memory_bytes,
             "backend": info.name, "backend-version": info.version,
             "plait-version": env!("CARGO_PKG_VERSION"),
         })
     }
 
-    /// Claims once (the coordinator's long poll); the task, if any.
-    fn claim(&self) -> Option<TaskAssignment> {
+    /// Claims once with `body` (the coordinator's long poll): the status, and the task if any.
+    fn claim_with(&self, body: &Value) -> (u16, Option<TaskAssignment>) {
         let response = self
             .server
             .http
             .post(format!("{}/v1/worker/claim", self.server.url))
-            .bearer_auth(WORKER_TOKEN)
-            .json(&self.claim_body())
+            .bearer_auth(&self.credential)
+            .json(body)
             .send()
             .unwrap();
-        assert!(
-            response.status().is_success(),
-            "{}",
-            response.text().unwrap()
-        );
+        let status = response.status().as_u16();
         let body: Value = response.json().unwrap();
-        serde_json::from_value(body["task"].clone()).unwrap()
+        (status, serde_json::from_value(body["task"].clone()).ok())
+    }
+
+    /// Claims once; the task, if any.
+    fn claim(&self) -> Option<TaskAssignment> {
+        let (status, task) = self.claim_with(&self.claim_body());
+        assert_eq!(status, 200);
+        task
     }
 
     fn get(&self, path: &str, lease: &TaskAssignment) -> Vec<u8> {
@@ -185,7 +222,7 @@ impl<'a> Hostile<'a> {
             .server
             .http
             .get(format!("{}/v1/worker{path}", self.server.url))
-            .bearer_auth(WORKER_TOKEN)
+            .bearer_auth(&self.credential)
             .header(LEASE_SECRET_HEADER, &lease.lease_secret)
             .send()
             .unwrap();
@@ -254,7 +291,7 @@ impl<'a> Hostile<'a> {
                 self.server.url,
                 Self::attempt_path(task, "result")
             ))
-            .bearer_auth(WORKER_TOKEN)
+            .bearer_auth(&self.credential)
             .header(LEASE_SECRET_HEADER, &task.lease_secret)
             .header("plait-task-meta", meta)
             .body(proof.0)
@@ -271,7 +308,7 @@ impl<'a> Hostile<'a> {
                 self.server.url,
                 Self::attempt_path(task, "failure")
             ))
-            .bearer_auth(WORKER_TOKEN)
+            .bearer_auth(&self.credential)
             .header(LEASE_SECRET_HEADER, &task.lease_secret)
             .json(&serde_json::json!({ "reason": reason }))
             .send()
@@ -349,26 +386,26 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
         "{:#?}",
         server.events(job)
     );
-    // Worker ids and claims are bounded too.
-    let claim = |body: &Value| {
+    // Worker names and claims are bounded too.
+    let register = |name: &str| {
         refusal(
             server
                 .http
-                .post(format!("{}/v1/worker/claim", server.url))
+                .post(format!("{}/v1/worker/register", server.url))
                 .bearer_auth(WORKER_TOKEN)
-                .json(body)
+                .json(&serde_json::json!({ "name": name }))
                 .send()
                 .unwrap(),
         )
     };
+    assert_eq!(register(&"w".repeat(65)), (400, "bad-request".into()));
+    assert_eq!(register("evil\nworker"), (400, "bad-request".into()));
     let mut body = attacker.claim_body();
-    body["worker-id"] = Value::from("w".repeat(65));
-    assert_eq!(claim(&body), (400, "bad-request".into()));
-    body["worker-id"] = Value::from("evil\nworker");
-    assert_eq!(claim(&body), (400, "bad-request".into()));
-    body["worker-id"] = Value::from("ok");
+    body["slots"] = Value::from(1000);
+    assert_eq!(attacker.claim_with(&body).0, 400);
+    body["slots"] = Value::from(1);
     body["key-heights"] = Value::from(vec![19; 1_000_000]);
-    assert_eq!(claim(&body).0, 413);
+    assert_eq!(attacker.claim_with(&body).0, 413);
     // The attacker's own lease still works: its honest proof is accepted.
     let proof = attacker.prove(&task);
     let (status, verdict) = attacker.submit(&task, proof, "{}");
@@ -395,7 +432,7 @@ fn a_worker_that_only_heartbeats_loses_its_task_at_the_time_limit() {
                 server.url,
                 Hostile::attempt_path(&task, "heartbeat")
             ))
-            .bearer_auth(WORKER_TOKEN)
+            .bearer_auth(&attacker.credential)
             .header(LEASE_SECRET_HEADER, &task.lease_secret)
             .send()
             .unwrap()
@@ -413,10 +450,201 @@ fn a_worker_that_only_heartbeats_loses_its_task_at_the_time_limit() {
     server.wait_succeeded(job, Duration::from_secs(20));
     let events = server.events(job);
     assert!(
-        events
-            .iter()
-            .any(|e| e.contains("from attacker failed: lease reached its time limit")),
+        events.iter().any(|e| e.contains(&format!(
+            "from {} failed: lease reached its time limit",
+            attacker.id
+        ))),
         "{events:#?}"
     );
     assert_each_task_accepted_once(&events, task_count(&server, job));
+}
+
+/// A worker holds at most as many leases as the slots it advertises: claiming more gets
+/// nothing while other tasks are ready.
+#[test]
+fn a_worker_holds_no_more_leases_than_its_slots() {
+    let server = serve(&["--lease-seconds", "30"]);
+    let job = server.submit("program", 40); // 5 segments
+    let attacker = Hostile::new(&server, "attacker", 1 << 30);
+    let first = attacker.claim().expect("a task");
+    // One slot, one lease: the next claim waits out the long poll with nothing.
+    assert!(attacker.claim().is_none());
+    let mut two_slots = attacker.claim_body();
+    two_slots["slots"] = Value::from(2);
+    let (status, second) = attacker.claim_with(&two_slots);
+    assert_eq!(status, 200);
+    let second = second.expect("a second task for a second slot");
+    assert_ne!(second.task_id, first.task_id);
+    let (status, third) = attacker.claim_with(&two_slots);
+    assert_eq!((status, third.is_none()), (200, true));
+    // The operator sees the leases it holds.
+    let workers = server.operator(&["list"]).unwrap();
+    let record = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker-id"] == attacker.id.as_str())
+        .unwrap();
+    assert_eq!(
+        (record["leases"].as_u64(), record["live"].as_bool()),
+        (Some(2), Some(true))
+    );
+    for task in [&first, &second] {
+        let proof = attacker.prove(task);
+        assert_eq!(attacker.submit(task, proof, "{}").0, 200);
+    }
+    let _honest = server.worker("honest", &[]);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    assert_each_task_accepted_once(&server.events(job), task_count(&server, job));
+}
+
+/// A worker returns its child's proof as an aggregation task's result, then replays an
+/// accepted proof for another job's task: both are rejected at the gate, the log names it,
+/// its second rejection bans it, and honest workers finish both jobs.
+#[test]
+fn replayed_proofs_and_a_childs_proof_are_rejected_and_their_sender_banned() {
+    let server = serve(&["--lease-seconds", "30"]);
+    let first_job = server.submit("program", 8); // 1 segment, then aggregation nodes over it
+    let attacker = Hostile::new(&server, "attacker", 1 << 30);
+    let segment = attacker.claim().expect("the segment task");
+    assert!(matches!(segment.work, Work::ProveSegment { .. }));
+    let accepted = attacker.prove(&segment);
+    let (status, body) = attacker.submit(&segment, accepted.clone(), "{}");
+    assert_eq!(body["verdict"]["verdict"], "accepted", "{status} {body}");
+
+    // Its child's proof, returned as the aggregation node's own.
+    let node = attacker.claim().expect("the node over the segment");
+    let Work::Aggregate { children, .. } = &node.work else {
+        panic!("expected an aggregation task, got {:?}", node.work)
+    };
+    assert_eq!(children, &[segment.task_id]);
+    let (_, body) = attacker.submit(&node, accepted.clone(), "{}");
+    assert_eq!(body["verdict"]["verdict"], "rejected", "{body}");
+
+    // The accepted proof, replayed for another job's task: rejected, and the second
+    // rejection bans the attacker.
+    let second_job = server.submit("program", 40);
+    let other = attacker.claim().expect("another task");
+    let (_, body) = attacker.submit(&other, accepted, "{}");
+    assert_eq!(body["verdict"]["verdict"], "rejected", "{body}");
+    let (status, _) = attacker.claim_with(&attacker.claim_body());
+    assert_eq!(status, 403, "a banned worker gets no work");
+
+    let _honest = server.worker("honest", &[]);
+    let mut events = Vec::new();
+    for job in [first_job, second_job] {
+        server.wait_succeeded(job, Duration::from_secs(30));
+        let log = server.events(job);
+        assert_each_task_accepted_once(&log, task_count(&server, job));
+        events.extend(log);
+    }
+    let rejected = format!("from {} failed: proof rejected", attacker.id);
+    assert_eq!(
+        events.iter().filter(|e| e.contains(&rejected)).count(),
+        2,
+        "{events:#?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.starts_with(&format!("worker {} banned", attacker.id))),
+        "{events:#?}"
+    );
+    assert_eq!(blame(&events, "honest"), Vec::<String>::new());
+    let workers = server.operator(&["list"]).unwrap();
+    let record = workers
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["worker-id"] == attacker.id.as_str())
+        .unwrap()
+        .clone();
+    assert_eq!(record["rejections"], 2, "{record}");
+    assert_eq!(record["ban"]["by"], "coordinator", "{record}");
+}
+
+/// A closed pool (no pool token) admits only workers whose credentials the operator issued;
+/// the operator lists them, bans one (it stops getting work and exits), lifts the ban, and
+/// revokes its credential.
+#[test]
+fn a_closed_pool_admits_issued_workers_only_and_the_operator_bans_and_unbans() {
+    let server = serve(&["--worker-token", ""]);
+    let register = server
+        .http
+        .post(format!("{}/v1/worker/register", server.url))
+        .bearer_auth(WORKER_TOKEN)
+        .json(&serde_json::json!({ "name": "stranger" }))
+        .send()
+        .unwrap();
+    assert_eq!(refusal(register), (401, "unauthorized".into()));
+
+    let issued = server.operator(&["issue", "gpu-1"]).unwrap();
+    assert_eq!(issued["worker-id"], "gpu-1");
+    let token = issued["token"].as_str().unwrap().to_string();
+    let start_worker = || {
+        Worker(
+            plait()
+                .args(["worker", "--dev", "--coordinator", &server.url])
+                .env("PLAIT_WORKER_TOKEN", &token)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let mut worker = start_worker();
+    let job = server.submit("program", 8);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    assert!(server
+        .events(job)
+        .iter()
+        .any(|e| e.ends_with(" leased to gpu-1")));
+    let record = |server: &Server| {
+        server
+            .operator(&["list"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["worker-id"] == "gpu-1")
+            .cloned()
+    };
+    let listed = record(&server).expect("gpu-1 is listed");
+    assert_eq!(
+        (listed["origin"].as_str(), listed["live"].as_bool()),
+        (Some("issued"), Some(true))
+    );
+
+    server.operator(&["ban", "gpu-1", "--reason", "lent to a stranger"]);
+    server.wait_for("the banned worker to exit", Duration::from_secs(30), || {
+        worker.0.try_wait().unwrap().is_some()
+    });
+    let listed = record(&server).unwrap();
+    assert_eq!(listed["ban"]["reason"], "lent to a stranger", "{listed}");
+    assert_eq!(listed["ban"]["by"], "operator", "{listed}");
+    let waiting = server.submit("program", 16);
+    let _restarted = start_worker();
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        server.status(waiting)["state"],
+        "running",
+        "no banned worker proves"
+    );
+
+    server.operator(&["unban", "gpu-1"]);
+    assert!(record(&server).unwrap().get("ban").is_none());
+    worker = start_worker();
+    server.wait_succeeded(waiting, Duration::from_secs(30));
+
+    server.operator(&["revoke", "gpu-1"]);
+    assert!(record(&server).is_none());
+    let claim = server
+        .http
+        .post(format!("{}/v1/worker/register", server.url))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "name": "gpu-1" }))
+        .send()
+        .unwrap();
+    assert_eq!(refusal(claim), (401, "unauthorized".into()));
+    drop(worker);
 }

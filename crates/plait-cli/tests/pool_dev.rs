@@ -109,10 +109,10 @@ fn corrupt_and_wrong_segment_proofs_are_rejected_and_their_workers_banned() {
     }
     assert!(all_events
         .iter()
-        .any(|e| e.contains("from corrupt failed: proof rejected")));
+        .any(|e| e.contains("from corrupt-") && e.contains("failed: proof rejected")));
     assert!(all_events
         .iter()
-        .any(|e| e.contains("from wrong failed: proof rejected")));
+        .any(|e| e.contains("from wrong-") && e.contains("failed: proof rejected")));
     // Banned workers were told so and stopped.
     assert!(!corrupt.0.wait().unwrap().success());
     assert!(!wrong.0.wait().unwrap().success());

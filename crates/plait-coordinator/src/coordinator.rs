@@ -23,6 +23,7 @@ use plait_prover::{
 use tokio::sync::Notify;
 
 use crate::{
+    identities::{Ban, Identities, Identity, Presented},
     job::{
         CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, JobSummary, LeaseError,
         RetryPolicy, TaskTiming,
@@ -33,10 +34,19 @@ use crate::{
 
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
-    /// Token workers must present.
+    /// The pool's worker token: a worker presenting it registers and gets an identity and a
+    /// credential of its own. Empty: a closed pool, which only workers holding a credential
+    /// the operator issued can join.
     pub worker_token: String,
     /// Token clients (job submitters) must present.
     pub client_token: String,
+    /// Token the operator presents to list, issue, revoke, ban and unban workers. Empty: the
+    /// operator routes are closed.
+    pub operator_token: String,
+    /// How long a registered worker's identity outlives its last claim.
+    pub worker_idle: Duration,
+    /// Worker identities the coordinator keeps at most: registrations past it are refused.
+    pub max_workers: usize,
     /// How long a lease lasts without a heartbeat.
     pub lease: Duration,
     /// The most a lease lasts, heartbeats or not, when the worker's device profile predicts
@@ -64,6 +74,9 @@ impl Default for CoordinatorConfig {
         Self {
             worker_token: String::new(),
             client_token: String::new(),
+            operator_token: String::new(),
+            worker_idle: Duration::from_secs(24 * 3600),
+            max_workers: 100_000,
             lease: Duration::from_secs(60),
             max_lease: Duration::from_secs(2 * 3600),
             max_attempts: 3,
@@ -106,8 +119,16 @@ pub enum CoordinatorError {
     NotLeased(JobId),
     #[error("worker proves with {worker}, this coordinator with {coordinator}")]
     IncompatibleWorker { worker: String, coordinator: String },
-    #[error("worker {worker} returned {rejections} rejected proofs and gets no more work")]
-    WorkerBanned { worker: String, rejections: u32 },
+    #[error("worker {worker} is banned: {reason}")]
+    WorkerBanned { worker: String, reason: String },
+    #[error("no worker {0}")]
+    UnknownWorker(String),
+    #[error("worker id {0} is taken")]
+    WorkerExists(String),
+    #[error("this pool is closed: workers join with a credential the operator issued (`plait workers issue`), not a pool token")]
+    RegistrationClosed,
+    #[error("the pool holds {0} worker identities, its limit; registered workers idle for a day are forgotten")]
+    PoolFull(usize),
     #[error("the blocking task panicked: {0}")]
     Panicked(String),
     #[error(transparent)]
@@ -138,8 +159,8 @@ pub struct Coordinator {
     /// then reads it from the store ([`Self::read_job`]).
     jobs: Mutex<BTreeMap<JobId, Job>>,
     programs: Mutex<HashMap<String, ProgramImage>>,
-    /// Rejected proofs per worker id.
-    rejections: Mutex<HashMap<String, u32>>,
+    /// Worker identities, with their rejection counts and bans.
+    identities: Mutex<Identities>,
     /// Peak memory workers reported per (segment height, phase: `segments` or the aggregation
     /// layer): what a task is assumed to need once workers measured it.
     node_memory: Mutex<HashMap<(u32, String), NodeMemoryReports>>,
@@ -222,7 +243,7 @@ impl Coordinator {
             writer: tokio::sync::Mutex::new(()),
             jobs: Mutex::new(jobs),
             programs: Mutex::new(programs),
-            rejections: Mutex::new(snapshot.worker_rejections.into_iter().collect()),
+            identities: Mutex::new(Identities::load(snapshot.worker_identities)),
             node_memory: Mutex::new(node_memory),
             workers_seen: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(next_job),
@@ -696,6 +717,7 @@ impl Coordinator {
     /// Hands the worker a task that fits it, waiting up to the claim wait for one to appear.
     pub async fn claim(
         &self,
+        worker_id: &str,
         worker: &ClaimTaskRequest,
     ) -> Result<Option<TaskAssignment>, CoordinatorError> {
         if worker.backend != self.backend_info.name
@@ -709,20 +731,14 @@ impl Coordinator {
         worker
             .check_bounds()
             .map_err(CoordinatorError::BadRequest)?;
-        self.note_worker(worker);
-        let rejections = self.rejections_of(&worker.worker_id);
-        if rejections >= self.config.max_rejections_per_worker {
-            return Err(CoordinatorError::WorkerBanned {
-                worker: worker.worker_id.clone(),
-                rejections,
-            });
-        }
+        self.check_not_banned(worker_id)?;
+        self.note_worker(worker_id, worker);
         let deadline = tokio::time::Instant::now() + self.config.claim_wait;
         loop {
             // Register interest before looking, so a notification between the look and the
             // wait is not lost.
             let notified = self.work_available.notified();
-            if let Some(task) = self.try_lease(worker) {
+            if let Some(task) = self.try_lease(worker_id, worker) {
                 // The lease's attempt number must be durable before the worker uses it, so
                 // that a restarted coordinator never reissues it.
                 self.flush().await?;
@@ -741,9 +757,13 @@ impl Coordinator {
     }
 
     /// Records that the worker is live, with its device profile if that fits this coordinator.
-    fn note_worker(&self, worker: &ClaimTaskRequest) {
+    fn note_worker(&self, worker_id: &str, worker: &ClaimTaskRequest) {
+        self.identities
+            .lock()
+            .expect("identities lock")
+            .saw(worker_id);
         let mut seen = self.workers_seen.lock().expect("workers lock");
-        let first_claim = !seen.contains_key(&worker.worker_id);
+        let first_claim = !seen.contains_key(worker_id);
         let profile = worker.device_profile.clone().filter(|p| {
             let info = &self.backend_info;
             let tree = ProvingParams::default().tree;
@@ -751,14 +771,14 @@ impl Coordinator {
                 Ok(()) => true,
                 Err(e) => {
                     if first_claim {
-                        tracing::warn!(worker = %worker.worker_id, "device profile ignored: {e}");
+                        tracing::warn!(worker = %worker_id, "device profile ignored: {e}");
                     }
                     false
                 }
             }
         });
         seen.insert(
-            worker.worker_id.clone(),
+            worker_id.to_string(),
             SeenWorker {
                 at: Instant::now(),
                 memory_bytes: worker.memory_bytes,
@@ -767,12 +787,31 @@ impl Coordinator {
         );
     }
 
-    /// Forgets workers that have not asked for work for a lease period: worker ids are chosen
-    /// by workers, so the table must not grow with every id ever sent.
+    /// Forgets workers that have not asked for work for a lease period, and the identities of
+    /// registered workers idle for longer than [`CoordinatorConfig::worker_idle`]: neither
+    /// table grows with every worker that ever joined.
     fn forget_gone_workers(&self) {
         let recent = self.config.lease + self.config.claim_wait;
-        let mut seen = self.workers_seen.lock().expect("workers lock");
-        seen.retain(|_, w| w.at.elapsed() <= recent);
+        self.workers_seen
+            .lock()
+            .expect("workers lock")
+            .retain(|_, w| w.at.elapsed() <= recent);
+        let holding: std::collections::HashSet<String> = {
+            let jobs = self.jobs.lock().expect("jobs lock");
+            jobs.values().flat_map(|j| j.lease_holders()).collect()
+        };
+        let gone = self
+            .identities
+            .lock()
+            .expect("identities lock")
+            .prune(self.config.worker_idle, |id| holding.contains(id));
+        if !gone.is_empty() {
+            tracing::info!(count = gone.len(), "forgot idle registered workers");
+            self.outbox
+                .lock()
+                .expect("outbox lock")
+                .extend(gone.into_iter().map(|id| StoreOp::ForgetWorker { id }));
+        }
     }
 
     /// How long a lease of `work` may last at most: four times what the worker's profile
@@ -782,6 +821,7 @@ impl Coordinator {
     /// after it, as no other path takes them the other way round.)
     fn time_limit(
         &self,
+        worker_id: &str,
         worker: &ClaimTaskRequest,
         params: &ProvingParams,
         work: &Work,
@@ -789,7 +829,7 @@ impl Coordinator {
         let ceiling = self.config.max_lease;
         let seen = self.workers_seen.lock().expect("workers lock");
         // The profile note_worker kept, if it fits this coordinator.
-        let Some(profile) = seen.get(&worker.worker_id).and_then(|w| w.profile.as_ref()) else {
+        let Some(profile) = seen.get(worker_id).and_then(|w| w.profile.as_ref()) else {
             return ceiling;
         };
         let predicted = match work {
@@ -871,9 +911,194 @@ impl Coordinator {
             .collect()
     }
 
-    fn rejections_of(&self, worker: &str) -> u32 {
-        let rejections = self.rejections.lock().expect("rejections lock");
-        rejections.get(worker).copied().unwrap_or(0)
+    /// Counts a rejected proof against `worker`; past the limit, bans it. Returns the ban's
+    /// reason if this rejection banned it.
+    fn count_rejection(&self, worker: &str, reason: &str) -> Option<String> {
+        let limit = self.config.max_rejections_per_worker;
+        let mut banned = None;
+        let changed = self
+            .identities
+            .lock()
+            .expect("identities lock")
+            .update(worker, |identity| {
+                identity.rejections += 1;
+                if identity.rejections >= limit && identity.ban.is_none() {
+                    let why = format!(
+                        "{} of its proofs were rejected, the last one: {reason}",
+                        identity.rejections
+                    );
+                    banned = Some(why.clone());
+                    identity.ban = Some(Ban {
+                        reason: why,
+                        at_unix_ms: unix_ms(),
+                        by_operator: false,
+                    });
+                }
+            });
+        self.store_identity(changed);
+        banned
+    }
+
+    fn store_identity(&self, identity: Option<Identity>) {
+        if let Some(identity) = identity {
+            self.outbox
+                .lock()
+                .expect("outbox lock")
+                .push(StoreOp::WorkerIdentity(identity));
+        }
+    }
+
+    /// Who presents `token` on a worker route: `Ok(None)` for the pool's worker token (which
+    /// only registers), `Ok(Some(id))` for a worker's own credential, an error for anything
+    /// else or a banned worker.
+    pub fn authenticate_worker(&self, token: &str) -> Result<Option<String>, CoordinatorError> {
+        use subtle::ConstantTimeEq;
+        let pool = &self.config.worker_token;
+        if !pool.is_empty() && bool::from(token.as_bytes().ct_eq(pool.as_bytes())) {
+            return Ok(None);
+        }
+        // Bound first: the identities lock must be released before the ban check takes it.
+        let presented = self
+            .identities
+            .lock()
+            .expect("identities lock")
+            .identify(token);
+        match presented {
+            Presented::Worker(id) => {
+                self.check_not_banned(&id)?;
+                Ok(Some(id))
+            }
+            Presented::Unknown => Err(CoordinatorError::UnknownWorker(
+                "(the token is neither the pool's worker token nor a worker's credential)".into(),
+            )),
+        }
+    }
+
+    /// A new identity for a worker that presented the pool token: its id and credential.
+    pub async fn register_worker(&self, name: &str) -> Result<(String, String), CoordinatorError> {
+        plait_api::check_worker_name("name", name).map_err(CoordinatorError::BadRequest)?;
+        if self.config.worker_token.is_empty() {
+            return Err(CoordinatorError::RegistrationClosed);
+        }
+        let (identity, credential) = {
+            let mut identities = self.identities.lock().expect("identities lock");
+            // Registered identities idle for a day are forgotten; until then the table is
+            // bounded, so that a flood of registrations cannot exhaust memory.
+            if identities.len() >= self.config.max_workers {
+                return Err(CoordinatorError::PoolFull(self.config.max_workers));
+            }
+            identities.register(name, unix_ms())
+        };
+        let id = identity.id.clone();
+        self.store_identity(Some(identity));
+        // A worker uses its credential only once it is stored.
+        self.flush().await?;
+        tracing::info!(worker = %id, "worker registered");
+        Ok((id, credential))
+    }
+
+    /// Issues a credential for a worker of the operator's naming (a closed pool's way in).
+    pub async fn issue_worker(&self, id: &str) -> Result<String, CoordinatorError> {
+        plait_api::check_worker_name("worker-id", id).map_err(CoordinatorError::BadRequest)?;
+        let (identity, credential) = self
+            .identities
+            .lock()
+            .expect("identities lock")
+            .issue(id, unix_ms())
+            .ok_or_else(|| CoordinatorError::WorkerExists(id.to_string()))?;
+        self.store_identity(Some(identity));
+        self.flush().await?;
+        Ok(credential)
+    }
+
+    /// Revokes a worker's credential: its next call is refused, and its leases lapse.
+    pub async fn revoke_worker(&self, id: &str) -> Result<(), CoordinatorError> {
+        if !self.identities.lock().expect("identities lock").revoke(id) {
+            return Err(CoordinatorError::UnknownWorker(id.to_string()));
+        }
+        self.outbox
+            .lock()
+            .expect("outbox lock")
+            .push(StoreOp::ForgetWorker { id: id.to_string() });
+        self.flush().await
+    }
+
+    /// Bans a worker (`Some(reason)`) or lifts its ban (`None`, which also clears its
+    /// rejection count). A banned worker gets no work and its calls are refused, so its
+    /// leases lapse at their next missed heartbeat.
+    pub async fn set_worker_ban(
+        &self,
+        id: &str,
+        reason: Option<&str>,
+    ) -> Result<(), CoordinatorError> {
+        if let Some(reason) = reason {
+            if reason.is_empty() || reason.len() > plait_api::limits::BAN_REASON_BYTES {
+                return Err(CoordinatorError::BadRequest(format!(
+                    "a ban's reason must be 1 to {} bytes",
+                    plait_api::limits::BAN_REASON_BYTES
+                )));
+            }
+        }
+        let changed = self
+            .identities
+            .lock()
+            .expect("identities lock")
+            .update(id, |identity| match reason {
+                Some(reason) => {
+                    identity.ban = Some(Ban {
+                        reason: reason.to_string(),
+                        at_unix_ms: unix_ms(),
+                        by_operator: true,
+                    })
+                }
+                None => {
+                    identity.ban = None;
+                    identity.rejections = 0;
+                }
+            })
+            .ok_or_else(|| CoordinatorError::UnknownWorker(id.to_string()))?;
+        tracing::info!(worker = %id, banned = reason.is_some(), "operator changed a worker's ban");
+        self.store_identity(Some(changed));
+        self.flush().await
+    }
+
+    /// Every worker identity, for the operator: with whether it is live, the memory it
+    /// advertised and the leases it holds.
+    pub fn workers(&self) -> Vec<plait_api::WorkerRecord> {
+        let recent = self.config.lease + self.config.claim_wait;
+        // The jobs lock is released before the workers lock is taken (lease grants take them
+        // the other way round).
+        let leases: HashMap<String, u32> = {
+            let jobs = self.jobs.lock().expect("jobs lock");
+            let mut leases = HashMap::new();
+            for holder in jobs.values().flat_map(|j| j.lease_holders()) {
+                *leases.entry(holder).or_insert(0) += 1;
+            }
+            leases
+        };
+        let seen = self.workers_seen.lock().expect("workers lock");
+        self.identities
+            .lock()
+            .expect("identities lock")
+            .records(|id| {
+                let worker = seen.get(id);
+                (
+                    worker.is_some_and(|w| w.at.elapsed() <= recent),
+                    worker.map_or(0, |w| w.memory_bytes),
+                    leases.get(id).copied().unwrap_or(0),
+                )
+            })
+    }
+
+    fn check_not_banned(&self, worker: &str) -> Result<(), CoordinatorError> {
+        let identities = self.identities.lock().expect("identities lock");
+        match identities.get(worker).and_then(|i| i.ban.as_ref()) {
+            Some(ban) => Err(CoordinatorError::WorkerBanned {
+                worker: worker.to_string(),
+                reason: ban.reason.clone(),
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Learns from a task's measured peak memory (already bounded by what its worker
@@ -918,7 +1143,7 @@ impl Coordinator {
         }
     }
 
-    fn try_lease(&self, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
+    fn try_lease(&self, worker_id: &str, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
         let now = Instant::now();
         // A claim may test every ready task of every job: each phase's need is looked up once
         // per claim, and the other live workers only if a task this worker failed comes up.
@@ -933,13 +1158,19 @@ impl Coordinator {
         let others = std::cell::OnceCell::new();
         let another_fits = |need: u64| {
             others
-                .get_or_init(|| self.other_live_workers_memory(&worker.worker_id))
+                .get_or_init(|| self.other_live_workers_memory(worker_id))
                 .iter()
                 .any(|&m| m == 0 || need <= m)
         };
         let time_limit =
-            |params: &ProvingParams, work: &Work| self.time_limit(worker, params, work);
+            |params: &ProvingParams, work: &Work| self.time_limit(worker_id, worker, params, work);
         let mut jobs = self.jobs.lock().expect("jobs lock");
+        // A worker holds at most as many leases as it has slots: one that claims everything
+        // cannot hold more than its share.
+        let held: usize = jobs.values().map(|j| j.leases_held_by(worker_id)).sum();
+        if held >= worker.slots as usize {
+            return None;
+        }
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment
         // height gets that job's work before work that would cost it a keygen.
@@ -951,6 +1182,7 @@ impl Coordinator {
         preferred.into_iter().find_map(|id| {
             let job = jobs.get_mut(&id)?;
             let task = job.lease_next(
+                worker_id,
                 worker,
                 self.config.lease,
                 now,
@@ -1088,6 +1320,30 @@ impl Coordinator {
         }
     }
 
+    /// Runs `f` on a job for a call about one of its leases by `worker`: a worker that does
+    /// not hold the task's lease is refused before `f` runs (as is a call without the lease's
+    /// secret, by `f`).
+    fn with_lease<T>(
+        &self,
+        job: JobId,
+        task: TaskId,
+        attempt: u32,
+        worker: &str,
+        f: impl FnOnce(&mut Job) -> Result<T, LeaseError>,
+    ) -> Result<T, CoordinatorError> {
+        self.with_job(
+            job,
+            |j| {
+                if j.lease_holder(task).is_some_and(|holder| holder != worker) {
+                    return Err(LeaseError::NotHolder);
+                }
+                f(j)
+            },
+            task,
+            attempt,
+        )
+    }
+
     fn with_job<T>(
         &self,
         job: JobId,
@@ -1115,22 +1371,21 @@ impl Coordinator {
 
     pub fn heartbeat(
         &self,
+        worker: &str,
         job: JobId,
         task: TaskId,
         attempt: u32,
         secret: &str,
     ) -> Result<(), CoordinatorError> {
         let lease = self.config.lease;
-        self.with_job(
-            job,
-            |j| j.heartbeat(task, attempt, secret, lease, Instant::now()),
-            task,
-            attempt,
-        )
+        self.with_lease(job, task, attempt, worker, |j| {
+            j.heartbeat(task, attempt, secret, lease, Instant::now())
+        })
     }
 
     pub async fn report_failure(
         &self,
+        worker: &str,
         job: JobId,
         task: TaskId,
         attempt: u32,
@@ -1145,21 +1400,16 @@ impl Coordinator {
             )));
         }
         let policy = self.retry_policy();
-        self.with_job(
-            job,
-            |j| {
-                j.fail_attempt(
-                    task,
-                    attempt,
-                    secret,
-                    &format!("worker reports: {reason}"),
-                    Some(policy),
-                    Instant::now(),
-                )
-            },
-            task,
-            attempt,
-        )?;
+        self.with_lease(job, task, attempt, worker, |j| {
+            j.fail_attempt(
+                task,
+                attempt,
+                secret,
+                &format!("worker reports: {reason}"),
+                Some(policy),
+                Instant::now(),
+            )
+        })?;
         self.flush().await?;
         self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
@@ -1170,6 +1420,7 @@ impl Coordinator {
     /// verdict, not an error; errors are for calls that name no current lease.
     pub async fn submit_result(
         &self,
+        worker: &str,
         job: JobId,
         task: TaskId,
         attempt: u32,
@@ -1177,16 +1428,10 @@ impl Coordinator {
         proof: ProofBlob,
         meta: TaskMeta,
     ) -> Result<Verdict, CoordinatorError> {
-        let (target, program, params, worker) = self.with_job(
-            job,
-            |j| {
-                let target = j.check_target(task, attempt, secret)?;
-                let worker = j.lease_holder(task).unwrap_or_default();
-                Ok((target, j.program.clone(), j.params, worker))
-            },
-            task,
-            attempt,
-        )?;
+        let (target, program, params) = self.with_lease(job, task, attempt, worker, |j| {
+            let target = j.check_target(task, attempt, secret)?;
+            Ok((target, j.program.clone(), j.params))
+        })?;
         let backend = self.backend.clone();
         let checked = proof.clone();
         let verdict = blocking(move || match &target {
@@ -1217,43 +1462,28 @@ impl Coordinator {
                 // the blob is unused and goes with the job's other blobs.
                 let sha256 = self.store.put_blob(job, &proof.0).await?;
                 let stored = (sha256, proof.0.len() as u64);
-                let (root_done, timing) = self.with_job(
-                    job,
-                    |j| j.accept(task, attempt, secret, stored, meta, Instant::now()),
-                    task,
-                    attempt,
-                )?;
+                let (root_done, timing) = self.with_lease(job, task, attempt, worker, |j| {
+                    j.accept(task, attempt, secret, stored, meta, Instant::now())
+                })?;
                 self.record_peak_memory(params.segment_height, &timing);
                 root_done
             }
             Verdict::Rejected { reason } => {
-                let rejections = {
-                    let mut all = self.rejections.lock().expect("rejections lock");
-                    let n = all.entry(worker.clone()).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                self.outbox
-                    .lock()
-                    .expect("outbox lock")
-                    .push(StoreOp::WorkerRejections { worker, rejections });
                 // A rejection counts against the worker (which is banned past a threshold),
                 // not against the task: bad workers must not be able to fail a job.
-                self.with_job(
-                    job,
-                    |j| {
-                        j.fail_attempt(
-                            task,
-                            attempt,
-                            secret,
-                            &format!("proof rejected: {reason}"),
-                            None,
-                            Instant::now(),
-                        )
-                    },
-                    task,
-                    attempt,
-                )?;
+                self.with_lease(job, task, attempt, worker, |j| {
+                    j.fail_attempt(
+                        task,
+                        attempt,
+                        secret,
+                        &format!("proof rejected: {reason}"),
+                        None,
+                        Instant::now(),
+                    )
+                })?;
+                if let Some(banned) = self.count_rejection(worker, reason) {
+                    self.log_event(job, format!("worker {worker} banned: {banned}"));
+                }
                 false
             }
         };

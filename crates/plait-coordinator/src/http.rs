@@ -4,17 +4,19 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{DefaultBodyLimit, Path, Request, State},
+    extract::{DefaultBodyLimit, Extension, Path, Request, State},
     http::{header::AUTHORIZATION, HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, post},
     Json, Router,
 };
 use plait_api::{
-    ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, JobEventBody, JobStatusResponse,
-    ReportFailureRequest, SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta,
-    UploadProgramResponse, LEASE_SECRET_HEADER, TASK_META_HEADER,
+    ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, IssueWorkerRequest,
+    IssueWorkerResponse, JobEventBody, JobStatusResponse, RegisterWorkerRequest,
+    RegisterWorkerResponse, ReportFailureRequest, SubmitJobRequest, SubmitJobResponse,
+    SubmitResultResponse, TaskMeta, UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER,
+    TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
@@ -71,6 +73,10 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid-job")
             }
             CoordinatorError::WorkerBanned { .. } => (StatusCode::FORBIDDEN, "worker-banned"),
+            CoordinatorError::UnknownWorker(_) => (StatusCode::NOT_FOUND, "unknown-worker"),
+            CoordinatorError::WorkerExists(_) => (StatusCode::CONFLICT, "worker-exists"),
+            CoordinatorError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration-closed"),
+            CoordinatorError::PoolFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
             CoordinatorError::Panicked(_) | CoordinatorError::Halted => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
@@ -91,6 +97,7 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
     let bounded = |limit: usize| DefaultBodyLimit::max(limit.min(max_body_bytes));
     let result_limit = coordinator.max_proof_bytes().unwrap_or(max_body_bytes);
     let worker = Router::new()
+        .route("/register", post(register))
         .route(
             "/claim",
             post(claim).layer(bounded(limits::CLAIM_BODY_BYTES)),
@@ -112,7 +119,16 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         )
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
-            require_worker_token,
+            authenticate_worker,
+        ));
+    let operator = Router::new()
+        .route("/workers", get(list_workers).post(issue_worker))
+        .route("/workers/{id}", delete(revoke_worker))
+        .route("/workers/{id}/ban", post(ban_worker))
+        .route("/workers/{id}/unban", post(unban_worker))
+        .layer(middleware::from_fn_with_state(
+            coordinator.clone(),
+            require_operator_token,
         ));
     let client = Router::new()
         .route("/programs", post(upload_program))
@@ -129,6 +145,7 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
         .nest("/v1/worker", worker)
+        .nest("/v1/admin", operator)
         .nest("/v1", client)
         .layer(DefaultBodyLimit::max(max_body_bytes))
         .layer(middleware::map_response(json_errors))
@@ -172,12 +189,56 @@ async fn json_errors(response: Response) -> Response {
     .into_response()
 }
 
-async fn require_worker_token(
+/// Who called a worker route, as its token says.
+#[derive(Clone, Debug)]
+enum WorkerCaller {
+    /// The pool's worker token: it may only register.
+    Pool,
+    /// A worker's own credential (registered or issued): its id.
+    Worker(String),
+}
+
+impl WorkerCaller {
+    fn id(&self) -> Result<&str, ApiError> {
+        match self {
+            WorkerCaller::Worker(id) => Ok(id),
+            WorkerCaller::Pool => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "register-first",
+                "the pool's worker token only registers (POST /v1/worker/register); \
+                 present the credential registration returned",
+            )),
+        }
+    }
+}
+
+/// Resolves the bearer token to the calling worker (refusing unknown tokens and banned
+/// workers), for the handlers to act on its behalf and nobody else's.
+async fn authenticate_worker(
+    State(coordinator): State<Arc<Coordinator>>,
+    mut request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let token = bearer(&request);
+    if token.is_empty() {
+        return Err(unauthorized("worker"));
+    }
+    let caller = match coordinator.authenticate_worker(token) {
+        Ok(None) => WorkerCaller::Pool,
+        Ok(Some(id)) => WorkerCaller::Worker(id),
+        Err(CoordinatorError::UnknownWorker(_)) => return Err(unauthorized("worker")),
+        Err(e) => return Err(e.into()),
+    };
+    request.extensions_mut().insert(caller);
+    Ok(next.run(request).await)
+}
+
+async fn require_operator_token(
     State(coordinator): State<Arc<Coordinator>>,
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    check_token(&request, &coordinator.config().worker_token, "worker")?;
+    check_token(&request, &coordinator.config().operator_token, "operator")?;
     Ok(next.run(request).await)
 }
 
@@ -193,21 +254,30 @@ async fn require_client_token(
 /// Workers and clients hold different tokens; neither opens the other's routes.
 fn check_token(request: &Request, token: &str, who: &str) -> Result<(), ApiError> {
     use subtle::ConstantTimeEq;
-    let given = request
+    let given = bearer(request);
+    // Constant time, so that timing does not reveal how much of a guess was right.
+    if token.is_empty() || !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        return Err(unauthorized(who));
+    }
+    Ok(())
+}
+
+/// The request's bearer token; empty if none.
+fn bearer(request: &Request) -> &str {
+    request
         .headers()
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant time, so that timing does not reveal how much of a guess was right.
-    if token.is_empty() || !bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
-        return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            format!("missing or wrong {who} token"),
-        ));
-    }
-    Ok(())
+        .unwrap_or("")
+}
+
+fn unauthorized(who: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        format!("missing or wrong {who} token"),
+    )
 }
 
 async fn upload_program(
@@ -356,18 +426,84 @@ async fn job_timings(
     Ok(Json(coordinator.timings(JobId(job)).await?))
 }
 
+/// With the pool token: a new identity and its credential. With a credential: who it names.
+async fn register(
+    State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
+    Json(request): Json<RegisterWorkerRequest>,
+) -> Result<Json<RegisterWorkerResponse>, ApiError> {
+    Ok(Json(match caller {
+        WorkerCaller::Pool => {
+            let (worker_id, credential) = coordinator.register_worker(&request.name).await?;
+            RegisterWorkerResponse {
+                worker_id,
+                credential: Some(credential),
+            }
+        }
+        WorkerCaller::Worker(worker_id) => RegisterWorkerResponse {
+            worker_id,
+            credential: None,
+        },
+    }))
+}
+
 async fn claim(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Json(request): Json<ClaimTaskRequest>,
 ) -> Result<Json<ClaimTaskResponse>, ApiError> {
-    let task = coordinator.claim(&request).await?;
+    let task = coordinator.claim(caller.id()?, &request).await?;
     Ok(Json(ClaimTaskResponse { task }))
+}
+
+async fn list_workers(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<WorkerRecord>> {
+    Json(coordinator.workers())
+}
+
+async fn issue_worker(
+    State(coordinator): State<Arc<Coordinator>>,
+    Json(request): Json<IssueWorkerRequest>,
+) -> Result<Json<IssueWorkerResponse>, ApiError> {
+    let token = coordinator.issue_worker(&request.worker_id).await?;
+    Ok(Json(IssueWorkerResponse {
+        worker_id: request.worker_id,
+        token,
+    }))
+}
+
+async fn revoke_worker(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    coordinator.revoke_worker(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn ban_worker(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+    Json(request): Json<BanWorkerRequest>,
+) -> Result<StatusCode, ApiError> {
+    coordinator
+        .set_worker_ban(&id, Some(&request.reason))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn unban_worker(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    coordinator.set_worker_ban(&id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn program(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Path(sha256): Path<String>,
 ) -> Result<Vec<u8>, ApiError> {
+    caller.id()?;
     coordinator
         .program(&sha256)
         .map(|p| p.bytes.as_ref().clone())
@@ -385,9 +521,11 @@ fn lease_secret(headers: &HeaderMap) -> &str {
 
 async fn proof(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Path((job, task)): Path<(u64, u32)>,
     headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
+    caller.id()?;
     Ok(coordinator
         .child_proof_for_lease(JobId(job), TaskId(task), lease_secret(&headers))
         .await?
@@ -396,9 +534,11 @@ async fn proof(
 
 async fn checkpoint(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Path((job, sha256)): Path<(u64, String)>,
     headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
+    caller.id()?;
     Ok(coordinator
         .checkpoint_for_lease(JobId(job), &sha256, lease_secret(&headers))
         .await?)
@@ -406,15 +546,23 @@ async fn checkpoint(
 
 async fn heartbeat(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    coordinator.heartbeat(JobId(job), TaskId(task), attempt, lease_secret(&headers))?;
+    coordinator.heartbeat(
+        caller.id()?,
+        JobId(job),
+        TaskId(task),
+        attempt,
+        lease_secret(&headers),
+    )?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn result(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     headers: HeaderMap,
     body: Bytes,
@@ -435,6 +583,7 @@ async fn result(
     };
     let verdict = coordinator
         .submit_result(
+            caller.id()?,
             JobId(job),
             TaskId(task),
             attempt,
@@ -448,12 +597,14 @@ async fn result(
 
 async fn failure(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(caller): Extension<WorkerCaller>,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     headers: HeaderMap,
     Json(request): Json<ReportFailureRequest>,
 ) -> Result<StatusCode, ApiError> {
     coordinator
         .report_failure(
+            caller.id()?,
             JobId(job),
             TaskId(task),
             attempt,
@@ -462,4 +613,48 @@ async fn failure(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// HTTPS: the coordinator's certificate chain and private key, PEM files.
+#[derive(Clone, Debug)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}
+
+impl TlsFiles {
+    /// Reads and checks both files (before the coordinator says it is listening).
+    pub async fn load(&self) -> std::io::Result<axum_server::tls_rustls::RustlsConfig> {
+        // One crypto provider for the process: ring, which reqwest uses too. Installing it a
+        // second time fails harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        axum_server::tls_rustls::RustlsConfig::from_pem_file(&self.cert, &self.key)
+            .await
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "TLS certificate {} or key {}: {e}",
+                        self.cert.display(),
+                        self.key.display()
+                    ),
+                )
+            })
+    }
+}
+
+/// Serves `app` on `listener` until the process ends: HTTPS with `tls`, else plain HTTP.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    tls: Option<axum_server::tls_rustls::RustlsConfig>,
+) -> std::io::Result<()> {
+    match tls {
+        None => axum::serve(listener, app).await,
+        Some(config) => {
+            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)
+                .serve(app.into_make_service())
+                .await
+        }
+    }
 }

@@ -813,6 +813,7 @@ impl Job {
     /// `lease` past each heartbeat, and `time_limit(work)` at most.
     pub fn lease_next(
         &mut self,
+        worker_id: &str,
         worker: &ClaimTaskRequest,
         lease: Duration,
         now: Instant,
@@ -829,7 +830,7 @@ impl Job {
             }
             let need = self.memory_need(t, need);
             let fits = worker.memory_bytes == 0 || need <= worker.memory_bytes;
-            let failed_here = self.failed_by.get(&t) == Some(&worker.worker_id);
+            let failed_here = self.failed_by.get(&t).is_some_and(|w| w == worker_id);
             fits && !(failed_here && another_fits(need))
         })?;
         self.not_before.remove(&task);
@@ -873,7 +874,7 @@ impl Job {
             Lease {
                 attempt,
                 secret,
-                worker: worker.worker_id.clone(),
+                worker: worker_id.to_string(),
                 worker_memory: worker.memory_bytes,
                 started: now,
                 expires: now + lease,
@@ -884,10 +885,7 @@ impl Job {
         let phase = self.phase(task);
         self.log(
             now,
-            format!(
-                "{task} ({phase}) attempt {attempt} leased to {}",
-                worker.worker_id
-            ),
+            format!("{task} ({phase}) attempt {attempt} leased to {worker_id}"),
         );
         Some(TaskAssignment {
             job_id: self.id,
@@ -950,6 +948,16 @@ impl Job {
             matches!(self.graph.kind(task), Ok(TaskKind::ProveSegment { segment })
                 if self.segments[segment as usize].checkpoint.as_deref() == Some(sha256))
         })
+    }
+
+    /// How many of this job's leases `worker` holds.
+    pub fn leases_held_by(&self, worker: &str) -> usize {
+        self.leases.values().filter(|l| l.worker == worker).count()
+    }
+
+    /// The holder of each current lease.
+    pub fn lease_holders(&self) -> impl Iterator<Item = String> + '_ {
+        self.leases.values().map(|l| l.worker.clone())
     }
 
     /// The worker holding the task's current lease.

@@ -13,11 +13,13 @@
 mod blobs;
 mod coordinator;
 pub mod http;
+mod identities;
 mod job;
 pub mod planning;
 pub mod store;
 
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
+pub use identities::{Ban, Identity, Origin};
 pub use job::{JobAction, JobEvent, JobProgress, JobStatus, JobSummary, TaskTiming};
 pub use planning::PlannerConfig;
 pub use store::Store;

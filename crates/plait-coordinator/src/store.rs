@@ -13,7 +13,11 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use plait_core::{AggTreeShape, JobId, TaskGraph, TaskId};
 
-use crate::{blobs::BlobStore, JobStatus};
+use crate::{
+    blobs::BlobStore,
+    identities::{Ban, Identity, Origin},
+    JobStatus,
+};
 use sqlx::{any::AnyPoolOptions, AnyPool, Row};
 
 /// A job's state is stored as (state, reason, final proof) columns.
@@ -127,9 +131,11 @@ pub enum StoreOp {
         proof_sha256: String,
         timing_json: String,
     },
-    WorkerRejections {
-        worker: String,
-        rejections: u32,
+    /// A worker identity, new or changed (its rejections, its ban).
+    WorkerIdentity(Identity),
+    /// An identity revoked or pruned.
+    ForgetWorker {
+        id: String,
     },
 }
 
@@ -161,9 +167,36 @@ pub struct Snapshot {
     pub jobs: Vec<StoredJob>,
     /// The largest job id ever stored (0 if none).
     pub last_job_id: u64,
-    pub worker_rejections: Vec<(String, u32)>,
+    pub worker_identities: Vec<Identity>,
     /// (segment height, aggregation layer, largest peak memory measured).
     pub node_memory: Vec<(u32, String, u64)>,
+}
+
+fn identity_from_row(row: &sqlx::any::AnyRow) -> Result<Identity, StoreError> {
+    let id: String = row.try_get(0)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("worker {id}: {what}"));
+    let origin: String = row.try_get(1)?;
+    let mut credential_sha256 = [0u8; 32];
+    hex::decode_to_slice(row.try_get::<String, _>(3)?, &mut credential_sha256)
+        .map_err(|_| corrupt("credential hash is not 32 bytes of hex"))?;
+    let banned_at: Option<i64> = row.try_get(6)?;
+    let ban = match banned_at {
+        Some(at_unix_ms) => Some(Ban {
+            reason: row.try_get::<Option<String>, _>(7)?.unwrap_or_default(),
+            at_unix_ms,
+            by_operator: row.try_get::<Option<i64>, _>(8)?.unwrap_or(0) != 0,
+        }),
+        None => None,
+    };
+    Ok(Identity {
+        origin: Origin::parse(&origin).ok_or_else(|| corrupt("unknown origin"))?,
+        name: row.try_get(2)?,
+        credential_sha256,
+        created_unix_ms: row.try_get(4)?,
+        rejections: row.try_get::<i64, _>(5)? as u32,
+        ban,
+        id,
+    })
 }
 
 /// Which jobs [`Store::read_jobs`] reads.
@@ -211,7 +244,7 @@ pub enum StoreError {
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "4";
+const SCHEMA_VERSION: &str = "5";
 
 #[derive(Clone)]
 pub struct Store {
@@ -296,7 +329,12 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS events (job_id BIGINT NOT NULL, seq BIGINT NOT NULL, \
              at_seconds DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, PRIMARY KEY (job_id, seq))"
                 .to_string(),
-            "CREATE TABLE IF NOT EXISTS workers (worker_id TEXT PRIMARY KEY, rejections BIGINT NOT NULL)"
+            // Credentials by role: `worker` now; clients are to get theirs here too.
+            "CREATE TABLE IF NOT EXISTS credentials (role TEXT NOT NULL, id TEXT NOT NULL, \
+             origin TEXT NOT NULL, name TEXT NOT NULL, credential_sha256 TEXT NOT NULL UNIQUE, \
+             created_unix_ms BIGINT NOT NULL, rejections BIGINT NOT NULL, \
+             banned_unix_ms BIGINT, ban_reason TEXT, banned_by_operator BIGINT, \
+             PRIMARY KEY (role, id))"
                 .to_string(),
             "CREATE TABLE IF NOT EXISTS node_memory (segment_height BIGINT NOT NULL, \
              layer TEXT NOT NULL, peak_bytes BIGINT NOT NULL, PRIMARY KEY (segment_height, layer))"
@@ -318,8 +356,8 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2" | "3")) => {
-                if old != "3" {
+            Some(old @ ("1" | "2" | "3" | "4")) => {
+                if old != "3" && old != "4" {
                     // Version 1 had no predictions; its jobs simply have none.
                     if old == "1" {
                         sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
@@ -342,23 +380,31 @@ impl Store {
                         .await?;
                     renumber_tasks_of_planned_jobs(&mut tx, &self.blobs).await?;
                 }
-                // Version 4 reads ended jobs only when asked: it records when each ended and
-                // when its blobs were deleted, and keeps learned node memory in a table of its
-                // own instead of deriving it from every task ever accepted.
-                for column in ["ended_unix_ms", "blobs_deleted_unix_ms"] {
-                    sqlx::query(&format!("ALTER TABLE jobs ADD COLUMN {column} BIGINT"))
-                        .execute(&mut *tx)
-                        .await?;
+                if old != "4" {
+                    // Version 4 reads ended jobs only when asked: it records when each ended
+                    // and when its blobs were deleted, and keeps learned node memory in a table
+                    // of its own instead of deriving it from every task ever accepted.
+                    for column in ["ended_unix_ms", "blobs_deleted_unix_ms"] {
+                        sqlx::query(&format!("ALTER TABLE jobs ADD COLUMN {column} BIGINT"))
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    // An ended job ended at its last event.
+                    sqlx::query(
+                        "UPDATE jobs SET ended_unix_ms = submitted_unix_ms + CAST(1000 * \
+                         COALESCE((SELECT MAX(e.at_seconds) FROM events e \
+                         WHERE e.job_id = jobs.id), 0) AS BIGINT) \
+                         WHERE state IN ('succeeded', 'failed', 'cancelled')",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    learn_node_memory_from_timings(&mut tx).await?;
                 }
-                // An ended job ended at its last event.
-                sqlx::query(
-                    "UPDATE jobs SET ended_unix_ms = submitted_unix_ms + CAST(1000 * COALESCE(\
-                     (SELECT MAX(e.at_seconds) FROM events e WHERE e.job_id = jobs.id), 0) \
-                     AS BIGINT) WHERE state IN ('succeeded', 'failed', 'cancelled')",
-                )
-                .execute(&mut *tx)
-                .await?;
-                learn_node_memory_from_timings(&mut tx).await?;
+                // Version 5 names workers itself (`credentials`). Version 4's `workers` table
+                // counted rejections by the names workers chose, which identify no one.
+                sqlx::query("DROP TABLE IF EXISTS workers")
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
@@ -514,12 +560,27 @@ impl Store {
                 .bind(task.0 as i64)
                 .bind(proof_sha256.clone())
                 .bind(timing_json.clone()),
-                StoreOp::WorkerRejections { worker, rejections } => sqlx::query(
-                    "INSERT INTO workers (worker_id, rejections) VALUES ($1, $2) \
-                     ON CONFLICT (worker_id) DO UPDATE SET rejections = excluded.rejections",
+                StoreOp::WorkerIdentity(identity) => sqlx::query(
+                    "INSERT INTO credentials (role, id, origin, name, credential_sha256, \
+                     created_unix_ms, rejections, banned_unix_ms, ban_reason, banned_by_operator) \
+                     VALUES ('worker', $1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                     ON CONFLICT (role, id) DO UPDATE SET rejections = excluded.rejections, \
+                     banned_unix_ms = excluded.banned_unix_ms, ban_reason = excluded.ban_reason, \
+                     banned_by_operator = excluded.banned_by_operator",
                 )
-                .bind(worker.clone())
-                .bind(*rejections as i64),
+                .bind(identity.id.clone())
+                .bind(identity.origin.as_str())
+                .bind(identity.name.clone())
+                .bind(hex::encode(identity.credential_sha256))
+                .bind(identity.created_unix_ms)
+                .bind(identity.rejections as i64)
+                .bind(identity.ban.as_ref().map(|b| b.at_unix_ms))
+                .bind(identity.ban.as_ref().map(|b| b.reason.clone()))
+                .bind(identity.ban.as_ref().map(|b| b.by_operator as i64)),
+                StoreOp::ForgetWorker { id } => {
+                    sqlx::query("DELETE FROM credentials WHERE role = 'worker' AND id = $1")
+                        .bind(id.clone())
+                }
             };
             query.execute(&mut *tx).await?;
         }
@@ -537,12 +598,16 @@ impl Store {
             .into_iter()
             .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
             .collect::<Result<_, sqlx::Error>>()?;
-        let worker_rejections = sqlx::query("SELECT worker_id, rejections FROM workers")
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get::<i64, _>(1)? as u32)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        let worker_identities = sqlx::query(
+            "SELECT id, origin, name, credential_sha256, created_unix_ms, rejections, \
+             banned_unix_ms, ban_reason, banned_by_operator FROM credentials \
+             WHERE role = 'worker' ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(identity_from_row)
+        .collect::<Result<_, StoreError>>()?;
         let node_memory = sqlx::query(
             "SELECT segment_height, layer, peak_bytes FROM node_memory \
              ORDER BY segment_height, layer",
@@ -566,7 +631,7 @@ impl Store {
             programs,
             jobs: self.read_jobs(JobFilter::Resident).await?,
             last_job_id: last_job_id.unwrap_or(0) as u64,
-            worker_rejections,
+            worker_identities,
             node_memory,
         })
     }

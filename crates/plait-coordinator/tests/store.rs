@@ -10,7 +10,8 @@ use std::{collections::BTreeMap, sync::Arc};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_coordinator::{
     store::{scratch_postgres_database, JobRecord, StoreOp, StoredJob, StoredTask},
-    Coordinator, CoordinatorConfig, CoordinatorError, JobAction, JobStatus, Store,
+    Ban, Coordinator, CoordinatorConfig, CoordinatorError, Identity, JobAction, JobStatus, Origin,
+    Store,
 };
 use plait_core::{AggTreeShape, JobId, ProgramInput, TaskId};
 use plait_prover::{
@@ -85,6 +86,15 @@ async fn round_trips_everything(kind: &str) {
     // Proofs live in the blob store; tasks name them.
     let big_sha = store.put_blob(JobId(1), &big).await.unwrap();
     let empty_sha = store.put_blob(JobId(1), &[]).await.unwrap();
+    let banned = worker_identity(
+        "w",
+        2,
+        Some(Ban {
+            reason: "2 of its proofs were rejected".into(),
+            at_unix_ms: 1_700_000_000_123,
+            by_operator: false,
+        }),
+    );
     let ops = vec![
         StoreOp::Program {
             sha256: "p1".into(),
@@ -176,13 +186,11 @@ async fn round_trips_everything(kind: &str) {
             layer: "leaf".into(),
             peak_bytes: 6 << 30,
         },
-        StoreOp::WorkerRejections {
-            worker: "w".into(),
-            rejections: 1,
-        },
-        StoreOp::WorkerRejections {
-            worker: "w".into(),
-            rejections: 2,
+        StoreOp::WorkerIdentity(worker_identity("w", 1, None)),
+        StoreOp::WorkerIdentity(banned.clone()),
+        StoreOp::WorkerIdentity(worker_identity("revoked", 0, None)),
+        StoreOp::ForgetWorker {
+            id: "revoked".into(),
         },
     ];
     store.apply(&ops).await.unwrap();
@@ -192,7 +200,7 @@ async fn round_trips_everything(kind: &str) {
     let store = Store::open(&url).await.unwrap();
     let snapshot = store.load().await.unwrap();
     assert_eq!(snapshot.programs, vec![("p1".to_string(), elf.to_vec())]);
-    assert_eq!(snapshot.worker_rejections, vec![("w".to_string(), 2)]);
+    assert_eq!(snapshot.worker_identities, vec![banned]);
     assert_eq!(
         snapshot.node_memory,
         vec![(19, "leaf".to_string(), 6 << 30)]
@@ -581,8 +589,8 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
         if !c.status(job).await.unwrap().is_live() {
             break;
         }
-        if let Some(task) = c.claim(&worker("w")).await.unwrap() {
-            report_out_of_memory(&c, &task).await;
+        if let Some(task) = c.claim("w", &worker()).await.unwrap() {
+            report_out_of_memory(&c, "w", &task).await;
         }
     }
     assert!(matches!(c.status(job).await.unwrap(), JobStatus::Failed(_)));
@@ -625,10 +633,25 @@ fn dev_input(instructions: u64) -> ProgramInput {
     }
 }
 
-fn worker(id: &str) -> ClaimTaskRequest {
+/// A stored worker identity.
+fn worker_identity(id: &str, rejections: u32, ban: Option<Ban>) -> Identity {
+    Identity {
+        id: id.into(),
+        origin: Origin::Registered,
+        name: "laptop".into(),
+        // Distinct per identity, as the store requires.
+        credential_sha256: std::array::from_fn(|i| id.as_bytes().get(i).copied().unwrap_or(0)),
+        created_unix_ms: 1_700_000_000_000,
+        rejections,
+        ban,
+    }
+}
+
+/// A claim of a worker with one slot and no memory limit.
+fn worker() -> ClaimTaskRequest {
     let info = DevBackend::default().info();
     ClaimTaskRequest {
-        worker_id: id.into(),
+        slots: 1,
         cores: 1,
         memory_bytes: 0,
         backend: info.name,
@@ -702,10 +725,11 @@ async fn claim_and_prove(
     program: &ProgramImage,
     who: &str,
 ) -> Option<(TaskAssignment, Verdict)> {
-    let task = c.claim(&worker(who)).await.unwrap()?;
+    let task = c.claim(who, &worker()).await.unwrap()?;
     let proof = prove(c, program, &task).await;
     let verdict = c
         .submit_result(
+            who,
             task.job_id,
             task.task_id,
             task.attempt,
@@ -719,8 +743,9 @@ async fn claim_and_prove(
 }
 
 /// The task's worker reports that it ran out of memory.
-async fn report_out_of_memory(c: &Coordinator, task: &TaskAssignment) {
+async fn report_out_of_memory(c: &Coordinator, who: &str, task: &TaskAssignment) {
     c.report_failure(
+        who,
         task.job_id,
         task.task_id,
         task.attempt,
@@ -756,8 +781,8 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
     }
     // Two more leased and never finished: in flight when the coordinator dies.
     let in_flight: Vec<TaskAssignment> = vec![
-        c.claim(&worker("lost")).await.unwrap().unwrap(),
-        c.claim(&worker("lost")).await.unwrap().unwrap(),
+        c.claim("lost-1", &worker()).await.unwrap().unwrap(),
+        c.claim("lost-2", &worker()).await.unwrap().unwrap(),
     ];
     // No shutdown: what is not in the store is lost, as with kill -9.
     c.halt();
@@ -771,6 +796,7 @@ async fn a_restarted_coordinator_keeps_accepted_proofs_and_reissues_the_rest(kin
     let late = &in_flight[0];
     let err = c
         .submit_result(
+            "lost-1",
             job,
             late.task_id,
             late.attempt,
@@ -839,14 +865,15 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     let job = submit_dev(&c, &program, 40).await; // 5 segments
 
     // Paused: nothing is handed out, but a result in flight is still accepted.
-    let in_flight = c.claim(&worker("w")).await.unwrap().unwrap();
+    let in_flight = c.claim("holder", &worker()).await.unwrap().unwrap();
     assert_eq!(
         c.act(job, JobAction::Pause).await.unwrap(),
         JobStatus::Paused
     );
-    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    assert!(c.claim("w", &worker()).await.unwrap().is_none());
     let verdict = c
         .submit_result(
+            "holder",
             job,
             in_flight.task_id,
             in_flight.attempt,
@@ -861,7 +888,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     drop(c);
     let c = open(&url).await;
     assert_eq!(c.status(job).await.unwrap(), JobStatus::Paused);
-    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    assert!(c.claim("w", &worker()).await.unwrap().is_none());
     let err = c.act(job, JobAction::Pause).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
     assert_eq!(
@@ -876,7 +903,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         // Wait out the retry backoff (1 ms, doubling), so the failed task is ready again.
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let task = c
-            .claim(&worker(&format!("flaky-{attempt}")))
+            .claim(&format!("flaky-{attempt}"), &worker())
             .await
             .unwrap()
             .unwrap();
@@ -886,7 +913,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
             failing,
             "the failed task comes back first"
         );
-        report_out_of_memory(&c, &task).await;
+        report_out_of_memory(&c, &format!("flaky-{attempt}"), &task).await;
     }
     let JobStatus::Failed(reason) = c.status(job).await.unwrap() else {
         panic!("the job should have failed")
@@ -895,7 +922,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         reason.contains("failed 3 times") && reason.contains("out of memory"),
         "{reason}"
     );
-    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    assert!(c.claim("w", &worker()).await.unwrap().is_none());
     let kept = c.accepted_proofs(job).await.unwrap();
     assert_eq!(kept.len(), 1);
     drop(c);
@@ -934,13 +961,14 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
     let err = c.act(job, JobAction::Cancel).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::InvalidState(_)), "{err}");
     let other = submit_dev(&c, &program, 40).await;
-    let task = c.claim(&worker("w")).await.unwrap().unwrap();
+    let task = c.claim("w", &worker()).await.unwrap().unwrap();
     assert_eq!(
         c.act(other, JobAction::Cancel).await.unwrap(),
         JobStatus::Cancelled
     );
     let err = c
         .submit_result(
+            "w",
             other,
             task.task_id,
             task.attempt,
@@ -951,7 +979,7 @@ async fn pause_resume_cancel_and_retry(kind: &str) {
         .await
         .unwrap_err();
     assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
-    assert!(c.claim(&worker("w")).await.unwrap().is_none());
+    assert!(c.claim("w", &worker()).await.unwrap().is_none());
     drop(c);
     let c = open(&url).await;
     assert_eq!(c.status(other).await.unwrap(), JobStatus::Cancelled);
@@ -1005,10 +1033,10 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
     assert_eq!(c.job_ids().await.unwrap(), [job]);
     assert_eq!(c.resident_jobs(), 0, "reading does not bring a job back");
     let err = c
-        .heartbeat(job, first.task_id, first.attempt, &first.lease_secret)
+        .heartbeat("w", job, first.task_id, first.attempt, &first.lease_secret)
         .unwrap_err();
     assert!(matches!(err, CoordinatorError::StaleLease { .. }), "{err}");
-    let err = c.heartbeat(JobId(99), TaskId(0), 1, "").unwrap_err();
+    let err = c.heartbeat("w", JobId(99), TaskId(0), 1, "").unwrap_err();
     assert!(matches!(err, CoordinatorError::UnknownJob(_)), "{err}");
     let err = c.status(JobId(99)).await.unwrap_err();
     assert!(matches!(err, CoordinatorError::UnknownJob(_)), "{err}");
@@ -1036,11 +1064,11 @@ async fn ended_jobs_leave_memory_and_are_read_from_the_store(kind: &str) {
     for attempt in 0..3 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let task = c
-            .claim(&worker(&format!("flaky-{attempt}")))
+            .claim(&format!("flaky-{attempt}"), &worker())
             .await
             .unwrap()
             .unwrap();
-        report_out_of_memory(&c, &task).await;
+        report_out_of_memory(&c, &format!("flaky-{attempt}"), &task).await;
     }
     assert!(matches!(
         c.status(failing).await.unwrap(),
@@ -1081,27 +1109,27 @@ async fn a_task_a_worker_failed_goes_to_another_live_worker(kind: &str) {
     let job = submit_dev(&c, &program, 8).await; // 1 segment
     wait_until_executed(&c, job).await;
     // Alone, the small worker gets the task back after failing it.
-    let task = c.claim(&worker("small")).await.unwrap().unwrap();
-    report_out_of_memory(&c, &task).await;
+    let task = c.claim("small", &worker()).await.unwrap().unwrap();
+    report_out_of_memory(&c, "small", &task).await;
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    let again = c.claim(&worker("small")).await.unwrap().unwrap();
+    let again = c.claim("small", &worker()).await.unwrap().unwrap();
     assert_eq!(again.task_id, task.task_id);
     // Another worker asks for work (there is none: the task is leased), so it is live.
-    assert!(c.claim(&worker("big")).await.unwrap().is_none());
-    report_out_of_memory(&c, &again).await;
+    assert!(c.claim("big", &worker()).await.unwrap().is_none());
+    report_out_of_memory(&c, "small", &again).await;
     // The failed task waits for the other worker.
     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    assert!(c.claim(&worker("small")).await.unwrap().is_none());
-    let taken = c.claim(&worker("big")).await.unwrap().unwrap();
+    assert!(c.claim("small", &worker()).await.unwrap().is_none());
+    let taken = c.claim("big", &worker()).await.unwrap().unwrap();
     assert_eq!(taken.task_id, task.task_id);
     assert!(matches!(c.status(job).await.unwrap(), JobStatus::Running));
 }
 
 /// A worker with `gib` GiB of memory.
-fn worker_with_memory(id: &str, gib: u64) -> ClaimTaskRequest {
+fn worker_with_memory(gib: u64) -> ClaimTaskRequest {
     ClaimTaskRequest {
         memory_bytes: gib << 30,
-        ..worker(id)
+        ..worker()
     }
 }
 
@@ -1111,7 +1139,7 @@ async fn job_whose_segments_need_6_gib(c: &Arc<Coordinator>, program: &ProgramIm
     let job = submit_dev(&c, &program, 40).await;
     wait_until_executed(c, job).await;
     for id in ["a", "b"] {
-        let task = c.claim(&worker_with_memory(id, 8)).await.unwrap().unwrap();
+        let task = c.claim(id, &worker_with_memory(8)).await.unwrap().unwrap();
         let proof = prove(c, program, &task).await;
         let meta = ProofMeta {
             process_peak_rss_bytes: 6 << 30,
@@ -1119,6 +1147,7 @@ async fn job_whose_segments_need_6_gib(c: &Arc<Coordinator>, program: &ProgramIm
         };
         let verdict = c
             .submit_result(
+                id,
                 job,
                 task.task_id,
                 task.attempt,
@@ -1142,12 +1171,12 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
     job_whose_segments_need_6_gib(&c, &program).await;
     assert!(c
-        .claim(&worker_with_memory("small", 4))
+        .claim("small", &worker_with_memory(4))
         .await
         .unwrap()
         .is_none());
     let task = c
-        .claim(&worker_with_memory("big", 8))
+        .claim("big", &worker_with_memory(8))
         .await
         .unwrap()
         .unwrap();
@@ -1169,7 +1198,7 @@ async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
     let job = job_whose_segments_need_6_gib(&c, &program).await;
     tokio::time::sleep(std::time::Duration::from_millis(300)).await; // a and b are gone
     assert!(c
-        .claim(&worker_with_memory("small", 4))
+        .claim("small", &worker_with_memory(4))
         .await
         .unwrap()
         .is_none());
@@ -1191,7 +1220,7 @@ async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
     assert_eq!(reported.len(), 1, "{reported:#?}");
     // A worker that fits arrives: it gets a segment, and the report clears.
     let task = c
-        .claim(&worker_with_memory("big", 8))
+        .claim("big", &worker_with_memory(8))
         .await
         .unwrap()
         .unwrap();

@@ -1,16 +1,19 @@
 //! The worker's HTTP client for the coordinator's worker API.
 
-use std::time::Duration;
+use std::{path::Path, time::Duration};
 
 use plait_api::{
-    ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, ReportFailureRequest, SubmitResultResponse,
-    TaskAssignment, TaskMeta, LEASE_SECRET_HEADER, TASK_META_HEADER,
+    ApiErrorBody, ClaimTaskRequest, ClaimTaskResponse, RegisterWorkerRequest,
+    RegisterWorkerResponse, ReportFailureRequest, SubmitResultResponse, TaskAssignment, TaskMeta,
+    LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
 use plait_core::TaskId;
 use plait_prover::{ProofBlob, Verdict};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    #[error("CA certificate {path}: {reason}")]
+    CaCert { path: String, reason: String },
     #[error("cannot reach the coordinator: {0}")]
     Transport(#[from] reqwest::Error),
     #[error("coordinator refused ({status} {code}): {message}")]
@@ -25,7 +28,8 @@ impl ClientError {
     /// Whether retrying cannot help: the coordinator will never give this worker work.
     pub fn is_permanent(&self) -> bool {
         matches!(self, ClientError::Refused { code, .. }
-            if matches!(code.as_str(), "incompatible-worker" | "unauthorized" | "worker-banned"))
+            if matches!(code.as_str(), "incompatible-worker" | "unauthorized" | "worker-banned"
+                | "registration-closed"))
     }
 
     /// Whether the same request may succeed later: no answer, or a server-side failure.
@@ -33,12 +37,39 @@ impl ClientError {
         match self {
             ClientError::Transport(_) => true,
             ClientError::Refused { status, .. } => *status >= 500,
+            ClientError::CaCert { .. } => false,
         }
     }
 }
 
 const CLAIM_TIMEOUT: Duration = Duration::from_secs(60);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An HTTP client for `http://` and `https://` coordinators that also trusts `ca_cert` (PEM),
+/// for a coordinator whose certificate a private CA signed.
+pub fn http_client_builder(ca_cert: Option<&Path>) -> Result<reqwest::ClientBuilder, ClientError> {
+    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    if let Some(path) = ca_cert {
+        let failed = |reason: String| ClientError::CaCert {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| failed(e.to_string()))?;
+        let certificates =
+            reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| failed(e.to_string()))?;
+        if certificates.is_empty() {
+            return Err(failed("holds no PEM certificate".into()));
+        }
+        for certificate in certificates {
+            builder = builder.add_root_certificate(certificate);
+        }
+    }
+    Ok(builder)
+}
+
+pub fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, ClientError> {
+    Ok(http_client_builder(ca_cert)?.build()?)
+}
 
 pub struct CoordinatorClient {
     http: reqwest::Client,
@@ -47,18 +78,34 @@ pub struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
-    pub fn new(base: &str, token: &str) -> Self {
-        Self {
-            http: reqwest::Client::builder()
+    pub fn new(base: &str, token: &str, ca_cert: Option<&Path>) -> Result<Self, ClientError> {
+        Ok(Self {
+            http: http_client_builder(ca_cert)?
                 // Long enough for an upload and the coordinator's proof check; calls that must
                 // not hang through a network outage set shorter ones.
                 .timeout(Duration::from_secs(600))
-                .connect_timeout(Duration::from_secs(10))
-                .build()
-                .expect("HTTP client builds"),
+                .build()?,
             base: format!("{}/v1/worker", base.trim_end_matches('/')),
             auth: format!("Bearer {token}"),
+        })
+    }
+
+    /// Joins the pool: with the pool's token, gets an identity and from then on presents its
+    /// own credential; with an issued credential, learns its id. Returns the worker's id.
+    pub async fn register(&mut self, name: &str) -> Result<String, ClientError> {
+        let response = self
+            .http
+            .post(format!("{}/register", self.base))
+            .header("authorization", &self.auth)
+            .timeout(HEARTBEAT_TIMEOUT)
+            .json(&RegisterWorkerRequest { name: name.into() })
+            .send()
+            .await?;
+        let body: RegisterWorkerResponse = Self::checked(response).await?.json().await?;
+        if let Some(credential) = body.credential {
+            self.auth = format!("Bearer {credential}");
         }
+        Ok(body.worker_id)
     }
 
     async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {

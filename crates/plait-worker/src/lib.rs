@@ -7,7 +7,7 @@ mod usage;
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-pub use client::{ClientError, CoordinatorClient};
+pub use client::{http_client, http_client_builder, ClientError, CoordinatorClient};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_core::cost::DeviceProfile;
 use plait_prover::{
@@ -19,8 +19,12 @@ pub use usage::{process_usage, reset_peak_rss, ProcessUsage};
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub coordinator: String,
+    /// The pool's worker token, or a credential the operator issued for this worker.
     pub token: String,
-    pub worker_id: String,
+    /// What this worker calls itself (the coordinator adds a suffix to make its id).
+    pub name: String,
+    /// A CA certificate (PEM) to trust for an `https://` coordinator, besides the system's.
+    pub ca_cert: Option<std::path::PathBuf>,
     pub cores: u32,
     pub memory_bytes: u64,
     /// Stop after this many tasks (for tests and benchmarks); `None` runs forever.
@@ -38,10 +42,15 @@ pub enum WorkerError {
 /// Runs the claim → prove → submit loop until `max_tasks` is reached or the coordinator says
 /// this worker cannot work for it.
 pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Result<(), WorkerError> {
-    let client = CoordinatorClient::new(&config.coordinator, &config.token);
+    let mut client = CoordinatorClient::new(
+        &config.coordinator,
+        &config.token,
+        config.ca_cert.as_deref(),
+    )?;
+    let worker_id = register(&mut client, &config.name).await?;
     let info = backend.info();
     let mut request = ClaimTaskRequest {
-        worker_id: config.worker_id.clone(),
+        slots: 1,
         cores: config.cores,
         memory_bytes: config.memory_bytes,
         backend: info.name.clone(),
@@ -53,7 +62,7 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
     };
     let mut programs: HashMap<String, ProgramImage> = HashMap::new();
     let mut done = 0u64;
-    tracing::info!(worker = %config.worker_id, coordinator = %config.coordinator, backend = %info.name, "worker started");
+    tracing::info!(worker = %worker_id, coordinator = %config.coordinator, backend = %info.name, "worker started");
     while config.max_tasks.is_none_or(|max| done < max) {
         let task = match client.claim(&request).await {
             Ok(Some(task)) => task,
@@ -75,6 +84,19 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         request.key_heights = backend.cached_key_heights();
     }
     Ok(())
+}
+
+/// Registers, retrying while the coordinator is unreachable or failing (it may be starting).
+async fn register(client: &mut CoordinatorClient, name: &str) -> Result<String, ClientError> {
+    loop {
+        match client.register(name).await {
+            Err(e) if e.is_transient() => {
+                tracing::warn!(error = %e, "registering failed; retrying in 1 s");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn work_on(

@@ -9,8 +9,8 @@ use std::{
 
 use anyhow::{Context, Result};
 
-pub const WORKER_TOKEN: &str = "bench-worker";
-pub const CLIENT_TOKEN: &str = "bench-client";
+pub const WORKER_TOKEN: &str = "bench-worker-token-0123";
+pub const CLIENT_TOKEN: &str = "bench-client-token-0123";
 
 /// A `plait serve` process on a fresh SQLite store (deleted with it).
 pub struct Served {

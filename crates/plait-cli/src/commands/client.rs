@@ -1,7 +1,10 @@
 //! Client commands for a running coordinator: submit, list, status, events, fetch, pause,
 //! resume, cancel, retry. Each prints JSON with `--json`.
 
-use std::{path::PathBuf, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -28,6 +31,9 @@ pub struct Connection {
     /// The client token.
     #[arg(long, env = "PLAIT_CLIENT_TOKEN")]
     token: String,
+    /// CA certificate (PEM) to trust for an https:// coordinator, besides the system's.
+    #[arg(long, env = "PLAIT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -112,14 +118,30 @@ impl Connection {
         Self {
             coordinator: coordinator.into(),
             token: token.into(),
+            ca_cert: None,
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn with_ca(coordinator: &str, token: &str, ca_cert: Option<&Path>) -> Self {
+        Self {
+            ca_cert: ca_cert.map(Path::to_path_buf),
+            ..Self::new(coordinator, token)
+        }
+    }
+
+    /// An HTTP client that trusts `--ca-cert` besides the system's roots.
+    pub fn http(&self) -> Result<reqwest::Client> {
+        plait_worker::http_client(self.ca_cert.as_deref()).map_err(|e| match e {
+            e @ plait_worker::ClientError::CaCert { .. } => BadInput(e.to_string()).into(),
+            e => e.into(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
         format!("{}/v1{path}", self.coordinator.trim_end_matches('/'))
     }
 
-    async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
+    pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<reqwest::Response> {
         let response = request
             .header("authorization", format!("Bearer {}", self.token))
             .send()
@@ -129,8 +151,11 @@ impl Connection {
     }
 
     pub async fn get_json<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T> {
-        let http = reqwest::Client::new();
-        Ok(self.send(http.get(self.url(path))).await?.json().await?)
+        Ok(self
+            .send(self.http()?.get(self.url(path)))
+            .await?
+            .json()
+            .await?)
     }
 }
 
@@ -139,7 +164,7 @@ async fn fetch_status(c: &Connection, job: u64) -> Result<JobStatusResponse> {
 }
 
 async fn download_proof(c: &Connection, job: u64, output: &std::path::Path) -> Result<()> {
-    let http = reqwest::Client::new();
+    let http = c.http()?;
     let proof = c
         .send(http.get(c.url(&format!("/jobs/{job}/proof"))))
         .await?
@@ -163,7 +188,7 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
     };
     let (program, input) = args.program.load(cache)?;
     let c = &args.connection;
-    let http = reqwest::Client::new();
+    let http = c.http()?;
     let uploaded: UploadProgramResponse = c
         .send(
             http.post(c.url("/programs"))
@@ -269,7 +294,7 @@ fn print_status(status: &JobStatusResponse) {
     }
 }
 
-fn print_json(value: &impl serde::Serialize) -> Result<()> {
+pub fn print_json(value: &impl serde::Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
 }
@@ -315,7 +340,7 @@ pub async fn fetch(args: FetchArgs) -> Result<()> {
 /// `pause`, `resume`, `cancel`, `retry`.
 pub async fn act(args: JobArgs, action: &str) -> Result<()> {
     let c = &args.connection;
-    let http = reqwest::Client::new();
+    let http = c.http()?;
     let status: JobStatusResponse = c
         .send(http.post(c.url(&format!("/jobs/{}/{action}", args.job))))
         .await?

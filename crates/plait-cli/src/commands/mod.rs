@@ -9,6 +9,7 @@ pub mod prove;
 pub mod serve;
 pub mod verify;
 pub mod worker;
+pub mod workers;
 
 use std::{path::Path, sync::Arc};
 

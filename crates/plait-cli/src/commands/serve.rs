@@ -16,12 +16,24 @@ pub struct ServeArgs {
     /// Address to listen on; port 0 picks a free port (the chosen address is printed).
     #[arg(long, default_value = "127.0.0.1:7878")]
     listen: String,
-    /// Token workers must present.
+    /// The pool's worker token: a worker presenting it registers and gets an identity and a
+    /// credential of its own. Without it the pool is closed: only workers holding a
+    /// credential the operator issued (`plait workers issue`) can join.
     #[arg(long, env = "PLAIT_WORKER_TOKEN")]
-    worker_token: String,
+    worker_token: Option<String>,
     /// Token clients must present to upload programs and submit jobs.
     #[arg(long, env = "PLAIT_CLIENT_TOKEN")]
     client_token: String,
+    /// Token the operator presents to list, issue, revoke, ban and unban workers
+    /// (`plait workers`). Without it those routes are closed.
+    #[arg(long, env = "PLAIT_OPERATOR_TOKEN")]
+    operator_token: Option<String>,
+    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
     /// Seconds a lease lasts without a heartbeat.
     #[arg(long, default_value_t = 60)]
     lease_seconds: u64,
@@ -111,9 +123,21 @@ fn planner_config(
 }
 
 pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
-    if args.worker_token == args.client_token {
-        anyhow::bail!("--worker-token and --client-token must differ");
-    }
+    let worker_token = args.worker_token.clone().unwrap_or_default();
+    let operator_token = args.operator_token.clone().unwrap_or_default();
+    check_tokens(&worker_token, &args.client_token, &operator_token)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            http::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }
+            .load()
+            .await
+            .map_err(|e| crate::exit::BadInput(e.to_string()))?,
+        ),
+        _ => None,
+    };
     let backend: Arc<dyn ProverBackend> = if args.dev {
         eprintln!("WARNING: --dev: this coordinator accepts FAKE dev-backend proofs");
         Arc::new(plait_prover::dev::DevBackend {
@@ -138,8 +162,9 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     let coordinator = Coordinator::open(
         backend,
         CoordinatorConfig {
-            worker_token: args.worker_token,
+            worker_token,
             client_token: args.client_token,
+            operator_token,
             lease: Duration::from_secs(args.lease_seconds),
             max_lease: Duration::from_secs(args.max_lease_seconds),
             blob_retention: Duration::from_secs(args.blob_retention_seconds),
@@ -154,10 +179,43 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
+    if coordinator.config().worker_token.is_empty() {
+        eprintln!("closed pool: workers join with credentials from `plait workers issue`");
+    }
     // The first line on stdout is the address, for scripts and tests that asked for port 0.
-    println!("listening on http://{}", listener.local_addr()?);
-    axum::serve(listener, http::router(coordinator, args.max_upload_bytes))
-        .await
-        .context("serving")?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("listening on {scheme}://{}", listener.local_addr()?);
+    http::serve(
+        listener,
+        http::router(coordinator, args.max_upload_bytes),
+        tls,
+    )
+    .await
+    .context("serving")?;
+    Ok(())
+}
+
+/// Each role's token opens only its own routes: they must differ, and be long enough not to
+/// be guessed.
+fn check_tokens(worker: &str, client: &str, operator: &str) -> Result<()> {
+    let named = [
+        ("--worker-token", worker),
+        ("--client-token", client),
+        ("--operator-token", operator),
+    ];
+    for (i, (flag, token)) in named.iter().enumerate() {
+        if token.is_empty() {
+            continue;
+        }
+        if token.len() < 16 {
+            return Err(crate::exit::BadInput(format!(
+                "{flag} must be at least 16 characters (use e.g. `openssl rand -hex 32`)"
+            ))
+            .into());
+        }
+        if let Some((other, _)) = named[..i].iter().find(|(_, t)| t == token) {
+            return Err(crate::exit::BadInput(format!("{other} and {flag} must differ")).into());
+        }
+    }
     Ok(())
 }

@@ -18,12 +18,17 @@ pub struct WorkerArgs {
     /// The coordinator's base URL, e.g. http://127.0.0.1:7878.
     #[arg(long)]
     coordinator: String,
-    /// The coordinator's worker token.
+    /// The pool's worker token (the worker registers with it and gets a credential of its
+    /// own), or the credential the operator issued for this worker (`plait workers issue`).
     #[arg(long, env = "PLAIT_WORKER_TOKEN")]
     token: String,
-    /// A name for this worker in the coordinator's logs.
+    /// What this worker calls itself; the coordinator names a registered worker by it plus a
+    /// random suffix (an issued credential names its worker itself).
     #[arg(long)]
-    worker_id: Option<String>,
+    name: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// coordinator, besides the system's.
+    #[arg(long, env = "PLAIT_CA_CERT")]
+    ca_cert: Option<std::path::PathBuf>,
     /// Stop after this many tasks.
     #[arg(long)]
     max_tasks: Option<u64>,
@@ -100,6 +105,15 @@ pub fn machine_memory_bytes() -> u64 {
         .unwrap_or(0)
 }
 
+/// The host's name, if it makes a valid worker name, else `worker`.
+fn default_worker_name() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| plait_api::check_worker_name("name", name).is_ok())
+        .unwrap_or_else(|| "worker".into())
+}
+
 pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
     let backend: Arc<dyn ProverBackend> = if args.dev {
         Arc::new(args.dev_options.backend())
@@ -110,9 +124,8 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
     let config = WorkerConfig {
         coordinator: args.coordinator,
         token: args.token,
-        worker_id: args
-            .worker_id
-            .unwrap_or_else(|| format!("worker-{}", std::process::id())),
+        name: args.name.unwrap_or_else(default_worker_name),
+        ca_cert: args.ca_cert,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: machine_memory_bytes(),
         max_tasks: args.max_tasks,

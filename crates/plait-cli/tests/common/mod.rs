@@ -11,8 +11,9 @@ use std::{
 
 use serde_json::Value;
 
-pub const WORKER_TOKEN: &str = "worker-secret";
-pub const CLIENT_TOKEN: &str = "client-secret";
+pub const WORKER_TOKEN: &str = "worker-secret-for-tests";
+pub const OPERATOR_TOKEN: &str = "operator-secret-for-tests";
+pub const CLIENT_TOKEN: &str = "client-secret-for-tests";
 
 pub fn plait() -> Command {
     Command::new(env!("CARGO_BIN_EXE_plait"))
@@ -97,8 +98,10 @@ pub fn start_serve(
     let mut child = plait()
         .args(global)
         .args(["serve", "--listen", listen, "--store", store])
-        .args(["--worker-token", WORKER_TOKEN])
+        // By environment, so that a test can close the pool with `--worker-token ""`.
+        .env("PLAIT_WORKER_TOKEN", WORKER_TOKEN)
         .args(["--client-token", CLIENT_TOKEN])
+        .args(["--operator-token", OPERATOR_TOKEN])
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -151,7 +154,7 @@ impl Server {
     pub fn worker_via(&self, url: &str, id: &str, extra: &[&str]) -> Worker {
         Worker(
             plait()
-                .args(["worker", "--dev", "--coordinator", url, "--worker-id", id])
+                .args(["worker", "--dev", "--coordinator", url, "--name", id])
                 .env("PLAIT_WORKER_TOKEN", WORKER_TOKEN)
                 .args(extra)
                 .stdout(Stdio::null())
@@ -159,6 +162,41 @@ impl Server {
                 .spawn()
                 .unwrap(),
         )
+    }
+
+    /// Registers a worker named `name` with the pool token, as `plait worker` does: the id
+    /// the coordinator gave it and its credential.
+    pub fn register(&self, name: &str) -> (String, String) {
+        let response = self
+            .http
+            .post(format!("{}/v1/worker/register", self.url))
+            .bearer_auth(WORKER_TOKEN)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+        let body: Value = response.json().unwrap();
+        (
+            body["worker-id"].as_str().unwrap().to_string(),
+            body["credential"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// Runs `plait workers ARGS` as the operator; its JSON answer, if it printed one.
+    pub fn operator(&self, args: &[&str]) -> Option<Value> {
+        let out = plait()
+            .arg("workers")
+            .args(args)
+            .args(["--coordinator", &self.url, "--json"])
+            .env("PLAIT_OPERATOR_TOKEN", OPERATOR_TOKEN)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "plait workers {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     pub fn get(&self, path: &str, token: &str) -> reqwest::blocking::Response {

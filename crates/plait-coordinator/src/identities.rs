@@ -1,0 +1,281 @@
+//! Who a worker is. The coordinator, not the worker, names it: a worker registers with the
+//! pool's worker token and receives an id and a credential of its own, or presents a
+//! credential the operator issued for it (a closed pool has no pool token). Rejection counts
+//! and bans attach to that identity, so a worker cannot act under another's name, and a
+//! banned issued worker cannot return under a new one.
+//!
+//! Only the SHA-256 of each credential is kept: a leaked store does not let anyone work as a
+//! worker.
+
+use std::{collections::HashMap, time::Duration};
+
+use plait_api::{BanRecord, WorkerRecord};
+use sha2::{Digest, Sha256};
+
+/// How a worker came by its identity.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// Registered itself with the pool's worker token.
+    Registered,
+    /// The operator issued its credential.
+    Issued,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Registered => "registered",
+            Origin::Issued => "issued",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "registered" => Some(Origin::Registered),
+            "issued" => Some(Origin::Issued),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Ban {
+    pub reason: String,
+    pub at_unix_ms: i64,
+    /// Whether the operator banned it (else the coordinator, for rejected proofs).
+    pub by_operator: bool,
+}
+
+/// One worker identity, as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub id: String,
+    pub origin: Origin,
+    /// The name it registered with (an issued worker's id).
+    pub name: String,
+    pub credential_sha256: [u8; 32],
+    pub created_unix_ms: i64,
+    pub rejections: u32,
+    pub ban: Option<Ban>,
+}
+
+/// A new credential: 256 random bits, hex.
+pub fn new_credential() -> String {
+    // ThreadRng is a CSPRNG seeded from the operating system.
+    hex::encode(rand::random::<[u8; 32]>())
+}
+
+pub fn credential_sha256(credential: &str) -> [u8; 32] {
+    Sha256::digest(credential.as_bytes()).into()
+}
+
+/// What a presented worker token turned out to be.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Presented {
+    /// An identity's credential: its id.
+    Worker(String),
+    Unknown,
+}
+
+/// Every identity, by id and by credential hash, with when each was last seen (not stored: a
+/// restart counts as seeing every identity).
+#[derive(Default)]
+pub struct Identities {
+    by_id: HashMap<String, (Identity, std::time::Instant)>,
+    by_credential: HashMap<[u8; 32], String>,
+}
+
+impl Identities {
+    pub fn load(stored: Vec<Identity>) -> Self {
+        let mut identities = Self::default();
+        for identity in stored {
+            identities.insert(identity);
+        }
+        identities
+    }
+
+    fn insert(&mut self, identity: Identity) {
+        self.by_credential
+            .insert(identity.credential_sha256, identity.id.clone());
+        self.by_id
+            .insert(identity.id.clone(), (identity, std::time::Instant::now()));
+    }
+
+    /// Looks a credential up by its hash (so the lookup's timing depends on the hash, not on
+    /// how much of a guessed credential is right).
+    pub fn identify(&self, credential: &str) -> Presented {
+        match self.by_credential.get(&credential_sha256(credential)) {
+            Some(id) => Presented::Worker(id.clone()),
+            None => Presented::Unknown,
+        }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Identity> {
+        self.by_id.get(id).map(|(identity, _)| identity)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// A registered worker's new identity: its name (cut to leave room) and a random suffix.
+    /// Returns the identity (to store) and its credential (to hand out once).
+    pub fn register(&mut self, name: &str, now_unix_ms: i64) -> (Identity, String) {
+        let stem = &name[..name.len().min(plait_api::limits::WORKER_ID_BYTES - 9)];
+        let id = loop {
+            let id = format!("{stem}-{}", hex::encode(rand::random::<[u8; 4]>()));
+            if !self.by_id.contains_key(&id) {
+                break id;
+            }
+        };
+        self.create(id, name, Origin::Registered, now_unix_ms)
+    }
+
+    /// An operator-issued identity; `None` if the id is taken.
+    pub fn issue(&mut self, id: &str, now_unix_ms: i64) -> Option<(Identity, String)> {
+        if self.by_id.contains_key(id) {
+            return None;
+        }
+        Some(self.create(id.to_string(), id, Origin::Issued, now_unix_ms))
+    }
+
+    fn create(
+        &mut self,
+        id: String,
+        name: &str,
+        origin: Origin,
+        now_unix_ms: i64,
+    ) -> (Identity, String) {
+        let credential = new_credential();
+        let identity = Identity {
+            id,
+            origin,
+            name: name.to_string(),
+            credential_sha256: credential_sha256(&credential),
+            created_unix_ms: now_unix_ms,
+            rejections: 0,
+            ban: None,
+        };
+        self.insert(identity.clone());
+        (identity, credential)
+    }
+
+    /// Forgets an identity: its credential stops working. Returns whether it existed.
+    pub fn revoke(&mut self, id: &str) -> bool {
+        match self.by_id.remove(id) {
+            Some((identity, _)) => {
+                self.by_credential.remove(&identity.credential_sha256);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Applies `change` to an identity and returns the changed copy (to store).
+    pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Identity)) -> Option<Identity> {
+        let (identity, _) = self.by_id.get_mut(id)?;
+        change(identity);
+        Some(identity.clone())
+    }
+
+    pub fn saw(&mut self, id: &str) {
+        if let Some((_, seen)) = self.by_id.get_mut(id) {
+            *seen = std::time::Instant::now();
+        }
+    }
+
+    /// Forgets registered identities unseen for `idle` (banned ones too: a banned registered
+    /// worker can register anew with the pool token anyway; closing the pool stops that).
+    /// Issued identities stay until the operator revokes them. Returns the ids forgotten.
+    pub fn prune(&mut self, idle: Duration, holds_leases: impl Fn(&str) -> bool) -> Vec<String> {
+        let gone: Vec<String> = self
+            .by_id
+            .iter()
+            .filter(|(id, (identity, seen))| {
+                identity.origin == Origin::Registered && seen.elapsed() > idle && !holds_leases(id)
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in &gone {
+            self.revoke(id);
+        }
+        gone
+    }
+
+    /// The operator's view, sorted by id; `live` gives (live, advertised memory, leases held).
+    pub fn records(&self, live: impl Fn(&str) -> (bool, u64, u32)) -> Vec<WorkerRecord> {
+        let mut records: Vec<WorkerRecord> = self
+            .by_id
+            .values()
+            .map(|(identity, _)| {
+                let (live, memory_bytes, leases) = live(&identity.id);
+                WorkerRecord {
+                    worker_id: identity.id.clone(),
+                    origin: identity.origin.as_str().into(),
+                    name: identity.name.clone(),
+                    created_unix_ms: identity.created_unix_ms,
+                    rejections: identity.rejections,
+                    ban: identity.ban.as_ref().map(|b| BanRecord {
+                        reason: b.reason.clone(),
+                        at_unix_ms: b.at_unix_ms,
+                        by: if b.by_operator {
+                            "operator"
+                        } else {
+                            "coordinator"
+                        }
+                        .into(),
+                    }),
+                    live,
+                    memory_bytes,
+                    leases,
+                }
+            })
+            .collect();
+        records.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
+        records
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn credentials_identify_their_worker_and_nothing_else() {
+        let mut ids = Identities::default();
+        let (a, cred_a) = ids.register("laptop", 1);
+        let (b, cred_b) = ids.register("laptop", 2);
+        assert_ne!(a.id, b.id, "two workers of one name get distinct ids");
+        assert!(a.id.starts_with("laptop-"));
+        assert_eq!(ids.identify(&cred_a), Presented::Worker(a.id.clone()));
+        assert_eq!(ids.identify(&cred_b), Presented::Worker(b.id.clone()));
+        assert_eq!(ids.identify("laptop"), Presented::Unknown);
+        assert_eq!(ids.identify(&cred_a[..63]), Presented::Unknown);
+        assert!(
+            ids.issue(&a.id, 3).is_none(),
+            "an id in use is not issued again"
+        );
+        let (_, issued) = ids.issue("gpu-box", 3).unwrap();
+        assert!(ids.revoke("gpu-box"));
+        assert_eq!(ids.identify(&issued), Presented::Unknown);
+    }
+
+    #[test]
+    fn a_long_name_still_makes_a_bounded_id() {
+        let mut ids = Identities::default();
+        let name = "n".repeat(plait_api::limits::WORKER_ID_BYTES);
+        let (identity, _) = ids.register(&name, 0);
+        assert!(plait_api::check_worker_name("id", &identity.id).is_ok());
+    }
+
+    #[test]
+    fn pruning_forgets_idle_registered_workers_only() {
+        let mut ids = Identities::default();
+        let (idle, _) = ids.register("idle", 0);
+        let (busy, _) = ids.register("busy", 0);
+        ids.issue("issued", 0).unwrap();
+        let gone = ids.prune(Duration::ZERO, |id| id == busy.id);
+        assert_eq!(gone, vec![idle.id.clone()]);
+        assert!(ids.get(&busy.id).is_some() && ids.get("issued").is_some());
+    }
+}
