@@ -769,3 +769,70 @@ fn the_planner_predicts_on_the_profiles_workers_send() {
         "{slow_prediction} vs {prediction}"
     );
 }
+
+/// `plait serve --tls-cert/--tls-key` serves HTTPS: a worker and the client commands that trust
+/// its certificate (`--ca-cert`) prove a job over it; a client that does not trust it, or
+/// speaks plain HTTP, gets nothing.
+#[test]
+fn workers_and_clients_work_over_https() {
+    let dir = tempfile::tempdir().unwrap();
+    let certified =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, certified.cert.pem()).unwrap();
+    std::fs::write(&key, certified.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+
+    let mut server = serve(&["--tls-cert", cert, "--tls-key", key]);
+    assert!(
+        server.url.starts_with("https://127.0.0.1:"),
+        "{}",
+        server.url
+    );
+    // Untrusted, and plain HTTP: refused before any request is made.
+    assert!(server
+        .http
+        .get(format!("{}/v1/health", server.url))
+        .send()
+        .is_err());
+    let plain = server.url.replace("https://", "http://");
+    assert!(server
+        .http
+        .get(format!("{plain}/v1/health"))
+        .send()
+        .map_or(true, |r| !r.status().is_success()));
+    server.http = reqwest::blocking::Client::builder()
+        .add_root_certificate(
+            reqwest::Certificate::from_pem(certified.cert.pem().as_bytes()).unwrap(),
+        )
+        .build()
+        .unwrap();
+
+    let _worker = server.worker("tls", &["--ca-cert", cert]);
+    let job = server.submit("program", 40);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let status = server.client(&["status", &job.to_string(), "--ca-cert", cert]);
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let workers = server.operator(&["list", "--ca-cert", cert]).unwrap();
+    assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
+    // A bad certificate file is named in a clear error.
+    let out = plait()
+        .args([
+            "status",
+            "1",
+            "--coordinator",
+            &server.url,
+            "--ca-cert",
+            key,
+        ])
+        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("CA certificate") && stderr.contains("key.pem"),
+        "{stderr}"
+    );
+}
