@@ -46,20 +46,20 @@ impl BlobStore {
         }
     }
 
-    /// Stores `bytes` for `job` under their SHA-256 (hex), which is returned. Idempotent.
+    /// Stores `bytes` for `job` under their SHA-256 (hex), which is returned. Idempotent. A
+    /// blob stored again is written again, not skipped: proofs are deterministic, so a proof
+    /// proven again because its stored copy was unusable (damaged on disk, say) has the same
+    /// name, and must replace that copy.
     pub(crate) async fn put(&self, job: JobId, bytes: &[u8]) -> Result<String, StoreError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         match self {
             Self::Directory(dir) => {
-                let path = blob_path(dir, job, &sha256);
-                if !path.exists() {
-                    write_durably(&path, bytes)?;
-                }
+                write_durably(&blob_path(dir, job, &sha256), bytes)?;
             }
             Self::Postgres(pool) => {
                 sqlx::query(
                     "INSERT INTO blobs (job_id, sha256, bytes) VALUES ($1, $2, $3) \
-                     ON CONFLICT (job_id, sha256) DO NOTHING",
+                     ON CONFLICT (job_id, sha256) DO UPDATE SET bytes = excluded.bytes",
                 )
                 .bind(job.0 as i64)
                 .bind(sha256.clone())

@@ -1428,34 +1428,15 @@ impl Coordinator {
         proof: ProofBlob,
         meta: TaskMeta,
     ) -> Result<Verdict, CoordinatorError> {
+        let window = self.config.lease;
         let (target, program, params) = self.with_lease(job, task, attempt, worker, |j| {
-            let target = j.check_target(task, attempt, secret)?;
+            let target = j.check_target(task, attempt, secret, window, Instant::now())?;
             Ok((target, j.program.clone(), j.params))
         })?;
         let backend = self.backend.clone();
         let checked = proof.clone();
-        let verdict = blocking(move || match &target {
-            CheckTarget::Segment { segment, ending } => {
-                backend.check_segment_proof(&program, &params, segment, ending.as_deref(), &checked)
-            }
-            CheckTarget::Node {
-                layer,
-                child_layer,
-                first,
-                last,
-                ends_execution,
-            } => backend.check_aggregate_proof(
-                &program,
-                &params,
-                *layer,
-                *child_layer,
-                first,
-                last,
-                *ends_execution,
-                &checked,
-            ),
-        })
-        .await?;
+        let verdict =
+            blocking(move || check_proof(&*backend, &program, &params, &target, &checked)).await?;
         let root_done = match &verdict {
             Verdict::Accepted => {
                 // Stored before it is recorded as accepted; if the lease was lost meanwhile,
@@ -1497,28 +1478,53 @@ impl Coordinator {
         Ok(verdict)
     }
 
+    /// Assembles and verifies the job's final proof from its root proof and its last
+    /// segment's. If that fails, the job does not stay failed on stored proofs it cannot use:
+    /// each input is checked again against what it must prove (and read again from the
+    /// store), those found unusable are discarded with every node above them and proven again
+    /// (the root and the last segment if both pass, as the check cannot say which is at
+    /// fault). After [`MAX_FINAL_REPAIRS`] such rounds the job fails; a retry starts over.
     async fn finalize(&self, job: JobId) -> Result<(), CoordinatorError> {
-        let Some((program, params, root, last)) = self
+        let Some((program, params, targets)) = self
             .jobs
             .lock()
             .expect("jobs lock")
             .get(&job)
-            .and_then(|j| {
-                let (root, last) = j.final_inputs()?;
-                Some((j.program.clone(), j.params, root, last))
-            })
+            .and_then(|j| Some((j.program.clone(), j.params, j.final_targets()?)))
         else {
             return Ok(());
         };
-        let read = |sha256: String| async move {
-            self.store.blob(job, &sha256).await.and_then(|b| {
-                b.map(ProofBlob)
-                    .ok_or_else(|| StoreError::Blobs(format!("{job}: proof {sha256} is missing")))
-            })
-        };
-        let (root, last) = (read(root).await?, read(last).await?);
+        // A missing blob is an unusable proof; a store that does not answer is an error.
+        let mut inputs = Vec::new();
+        for (task, sha256, target) in targets {
+            let proof = self.store.blob(job, &sha256).await?.map(ProofBlob);
+            inputs.push((task, target, proof));
+        }
         let backend = self.backend.clone();
-        let result = blocking(move || backend.finalize(&program, &params, &root, &last)).await;
+        let result = blocking(move || {
+            let outcome = match (&inputs[0].2, &inputs[1].2) {
+                (Some(root), Some(last)) => backend.finalize(&program, &params, root, last),
+                _ => Err(BackendError::ProofRejected(
+                    "a proof is missing from the store".into(),
+                )),
+            };
+            let unusable: Vec<TaskId> = match &outcome {
+                Ok(_) => Vec::new(),
+                Err(_) => inputs
+                    .iter()
+                    .filter(|(_, target, proof)| {
+                        proof.as_ref().is_none_or(|p| {
+                            check_proof(&*backend, &program, &params, target, p)
+                                != Verdict::Accepted
+                        })
+                    })
+                    .map(|(task, ..)| *task)
+                    .collect(),
+            };
+            let all = inputs.iter().map(|(task, ..)| *task).collect::<Vec<_>>();
+            (outcome, if unusable.is_empty() { all } else { unusable })
+        })
+        .await;
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             let Some(state) = jobs.get_mut(&job) else {
@@ -1526,16 +1532,23 @@ impl Coordinator {
             };
             let now = Instant::now();
             match result {
-                Ok(Ok(bytes)) => {
+                Ok((Ok(bytes), _)) => {
                     state.log(
                         now,
                         format!("final proof assembled and verified ({} bytes)", bytes.len()),
                     );
                     state.set_status(JobStatus::Succeeded(bytes));
                 }
-                Ok(Err(e)) => {
-                    state.log(now, format!("job failed: final proof: {e}"));
-                    state.set_status(JobStatus::Failed(format!("final proof: {e}")));
+                Ok((Err(e), unusable)) if state.final_repairs < MAX_FINAL_REPAIRS => {
+                    state.final_repairs += 1;
+                    state.discard_proofs(&unusable, &format!("final proof failed ({e})"), now);
+                }
+                Ok((Err(e), _)) => {
+                    let why = format!(
+                        "final proof: {e} (after proving its inputs again {MAX_FINAL_REPAIRS} times)"
+                    );
+                    state.log(now, format!("job failed: {why}"));
+                    state.set_status(JobStatus::Failed(why));
                 }
                 Err(e) => {
                     state.log(now, format!("job failed: final proof: {e}"));
@@ -1545,6 +1558,7 @@ impl Coordinator {
             self.collect_writes(state);
         }
         self.flush().await?;
+        self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
         Ok(())
     }
@@ -1744,6 +1758,41 @@ impl Coordinator {
                 }
             }
         })
+    }
+}
+
+/// Rounds of discarding and re-proving a job's final inputs before its finalization failure
+/// fails the job.
+const MAX_FINAL_REPAIRS: u32 = 2;
+
+/// Whether `proof` proves what `target` says, by the backend's gate.
+fn check_proof(
+    backend: &dyn ProverBackend,
+    program: &ProgramImage,
+    params: &ProvingParams,
+    target: &CheckTarget,
+    proof: &ProofBlob,
+) -> Verdict {
+    match target {
+        CheckTarget::Segment { segment, ending } => {
+            backend.check_segment_proof(program, params, segment, ending.as_deref(), proof)
+        }
+        CheckTarget::Node {
+            layer,
+            child_layer,
+            first,
+            last,
+            ends_execution,
+        } => backend.check_aggregate_proof(
+            program,
+            params,
+            *layer,
+            *child_layer,
+            first,
+            last,
+            *ends_execution,
+            proof,
+        ),
     }
 }
 

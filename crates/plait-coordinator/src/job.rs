@@ -12,6 +12,7 @@ use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
 use plait_core::{
     planner::{Measured, Prediction},
     AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind,
+    TaskState,
 };
 use plait_prover::{ProgramImage, ProvingParams};
 use serde::{Deserialize, Serialize};
@@ -203,6 +204,9 @@ pub(crate) struct Job {
     ready_since: HashMap<TaskId, Instant>,
     events: Vec<JobEvent>,
     timings: Vec<TaskTiming>,
+    /// Rounds of discarding unusable final inputs since the job started or was retried
+    /// (not stored: a restart allows as many again).
+    pub final_repairs: u32,
     /// Changes not yet written to the store, in order; the coordinator drains them.
     outbox: Vec<StoreOp>,
 }
@@ -305,6 +309,7 @@ impl Job {
             ready_since: HashMap::new(),
             events: Vec::new(),
             timings: Vec::new(),
+            final_repairs: 0,
             outbox: Vec::new(),
         };
         let record = job.record();
@@ -551,6 +556,7 @@ impl Job {
             ready_since,
             events,
             timings,
+            final_repairs: 0,
             outbox: Vec::new(),
         })
     }
@@ -602,6 +608,7 @@ impl Job {
                 ))
             }
             (JobAction::Retry, JobStatus::Failed(_)) => {
+                self.final_repairs = 0;
                 for (task, n) in self.failures.iter_mut() {
                     if *n > 0 {
                         *n = 0;
@@ -980,14 +987,28 @@ impl Job {
     }
 
     /// What the coordinator must check a result of this lease against.
+    /// What a result for the lease must prove. The lease is kept alive for one more lease
+    /// period while the result is checked (the worker has stopped heartbeating and waits for
+    /// the verdict): a valid result is not lost because the check outlasted the lease.
     pub fn check_target(
-        &self,
+        &mut self,
         task: TaskId,
         attempt: u32,
         secret: &str,
+        check_window: Duration,
+        now: Instant,
     ) -> Result<CheckTarget, LeaseError> {
         self.current_lease(task, attempt, secret)?;
-        Ok(match self.graph.kind(task).expect("task exists") {
+        if let Some(lease) = self.leases.get_mut(&task) {
+            lease.expires = lease.expires.max(now + check_window);
+            lease.deadline = lease.deadline.max(lease.expires);
+        }
+        Ok(self.target_of(task))
+    }
+
+    /// What the task's proof must prove.
+    fn target_of(&self, task: TaskId) -> CheckTarget {
+        match self.graph.kind(task).expect("task exists") {
             TaskKind::ProveSegment { segment } => CheckTarget::Segment {
                 segment: self.segments[segment as usize].clone(),
                 ending: self
@@ -1010,7 +1031,7 @@ impl Job {
                     ends_execution: self.is_last_segment(to - 1),
                 }
             }
-        })
+        }
     }
 
     /// Whether segment `index` is the execution's last (known once execution has ended).
@@ -1159,15 +1180,60 @@ impl Job {
         expired.len()
     }
 
-    /// The names (SHA-256) of the root proof and the last segment's proof, once the root is
-    /// accepted.
-    pub fn final_inputs(&self) -> Option<(String, String)> {
-        let root = self.proofs.get(&self.graph.root()?)?;
-        let last_segment = self
+    /// Discards accepted proofs the job cannot use, and those of every node above them (they
+    /// were built on them): the tasks are proven again. Returns how many proofs went.
+    pub fn discard_proofs(&mut self, tasks: &[TaskId], why: &str, now: Instant) -> usize {
+        let mut discarded = Vec::new();
+        for &task in tasks {
+            let Ok(changed) = self.graph.discard(task) else {
+                continue; // already discarded with another
+            };
+            for (t, was) in changed {
+                match was {
+                    TaskState::Done => {
+                        self.proofs.remove(&t);
+                        self.timings.retain(|timing| timing.task != t);
+                        self.outbox.push(StoreOp::TaskDiscarded {
+                            job: self.id,
+                            task: t,
+                        });
+                        discarded.push(format!("{t} ({})", self.phase(t)));
+                    }
+                    TaskState::Running => {
+                        self.leases.remove(&t);
+                    }
+                    TaskState::Ready | TaskState::Waiting => {}
+                }
+                if self.graph.state(t) == Ok(TaskState::Ready) {
+                    self.ready_since.insert(t, now);
+                } else {
+                    self.ready_since.remove(&t);
+                }
+            }
+        }
+        if !discarded.is_empty() {
+            self.log(
+                now,
+                format!(
+                    "{why}: discarded the proofs of {}; proving them again",
+                    discarded.join(", ")
+                ),
+            );
+        }
+        discarded.len()
+    }
+
+    /// The tasks whose proofs finalization uses (the root and the last segment), with what
+    /// each must prove, once the root is accepted.
+    pub fn final_targets(&self) -> Option<Vec<(TaskId, String, CheckTarget)>> {
+        let root = self.graph.root()?;
+        let last = self
             .graph
             .segment_task(self.segments.len().checked_sub(1)? as u32)?;
-        let last = self.proofs.get(&last_segment)?;
-        Some((root.clone(), last.clone()))
+        [root, last]
+            .into_iter()
+            .map(|t| Some((t, self.proofs.get(&t)?.clone(), self.target_of(t))))
+            .collect()
     }
 }
 

@@ -131,6 +131,12 @@ pub enum StoreOp {
         proof_sha256: String,
         timing_json: String,
     },
+    /// An accepted proof the job cannot use (finalization failed on it, or on one below it):
+    /// the task is proven again. Its blob goes with the job's other blobs.
+    TaskDiscarded {
+        job: JobId,
+        task: TaskId,
+    },
     /// A worker identity, new or changed (its rejections, its ban).
     WorkerIdentity(Identity),
     /// An identity revoked or pruned.
@@ -560,6 +566,12 @@ impl Store {
                 .bind(task.0 as i64)
                 .bind(proof_sha256.clone())
                 .bind(timing_json.clone()),
+                StoreOp::TaskDiscarded { job, task } => sqlx::query(
+                    "UPDATE tasks SET proof_sha256 = NULL, timing = NULL \
+                     WHERE job_id = $1 AND task_id = $2",
+                )
+                .bind(job.0 as i64)
+                .bind(task.0 as i64),
                 StoreOp::WorkerIdentity(identity) => sqlx::query(
                     "INSERT INTO credentials (role, id, origin, name, credential_sha256, \
                      created_unix_ms, rejections, banned_unix_ms, ban_reason, banned_by_operator) \

@@ -60,6 +60,7 @@ on_both_stores!(
     a_task_a_worker_failed_goes_to_another_live_worker,
     segments_are_placed_by_the_peaks_workers_measured,
     tasks_no_live_worker_can_take_are_reported,
+    a_failed_finalization_discards_unusable_proofs_and_proves_them_again,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1227,4 +1228,101 @@ async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
     assert!(matches!(task.work, Work::ProveSegment { .. }));
     c.report_unplaceable_tasks().await.unwrap();
     assert_eq!(c.summary(job).await.unwrap().waiting_for_memory, None);
+}
+
+/// Overwrites a stored blob with garbage, as a bad disk would.
+async fn damage_blob(url: &str, job: JobId, bytes: &[u8]) {
+    let sha256 = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        std::fs::write(format!("{path}.blobs/job-{}/{sha256}", job.0), b"rotten").unwrap();
+    } else {
+        sqlx::any::install_default_drivers();
+        let pool = sqlx::AnyPool::connect(url).await.unwrap();
+        let updated = sqlx::query("UPDATE blobs SET bytes = $1 WHERE job_id = $2 AND sha256 = $3")
+            .bind(b"rotten".to_vec())
+            .bind(job.0 as i64)
+            .bind(sha256)
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(updated.rows_affected(), 1);
+    }
+}
+
+/// The last segment's stored proof is damaged after it was accepted, so the final proof
+/// cannot be made from it. The job does not fail on it: the coordinator checks the final
+/// inputs again, discards the unusable proof with every node above it, has them proven again,
+/// and the job succeeds; every other proof is kept.
+async fn a_failed_finalization_discards_unusable_proofs_and_proves_them_again(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 40).await; // 5 segments
+    wait_until_executed(&c, job).await;
+    let total = task_total(&c, job).await;
+    // Everything but the root.
+    for _ in 1..total {
+        let (_, verdict) = claim_and_prove(&c, &program, "w").await.unwrap();
+        assert_eq!(verdict, Verdict::Accepted);
+    }
+    // Task ids follow creation order: a node's comes right after its last child's.
+    let last_segment = c
+        .timings(job)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|t| t.phase == "segments")
+        .map(|t| t.task)
+        .max()
+        .unwrap();
+    let last_proof = c.accepted_proof(job, last_segment).await.unwrap();
+    damage_blob(&url, job, &last_proof.0).await;
+    let (root, verdict) = claim_and_prove(&c, &program, "w").await.unwrap();
+    assert_eq!(verdict, Verdict::Accepted);
+    assert_eq!(c.status(job).await.unwrap(), JobStatus::Running);
+    let events = event_messages(&c, job).await;
+    let repair = events
+        .iter()
+        .find(|e| e.starts_with("final proof failed"))
+        .unwrap_or_else(|| panic!("{events:#?}"));
+    assert!(
+        repair.contains(&format!(
+            "discarded the proofs of {last_segment} (segments)"
+        )) && repair.contains(&format!("{root} ", root = root.task_id)),
+        "{repair}"
+    );
+    // The segment, and the nodes over it, are proven again; the other segments are kept.
+    let mut again = Vec::new();
+    while let Some((task, verdict)) = claim_and_prove(&c, &program, "w").await {
+        assert_eq!(verdict, Verdict::Accepted);
+        again.push(task.task_id);
+    }
+    assert_eq!(again.first(), Some(&last_segment), "{again:?}");
+    assert!(
+        again.iter().all(|t| *t >= last_segment),
+        "only the last segment and the nodes over it: {again:?}"
+    );
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
+    assert_eq!(c.timings(job).await.unwrap().len(), total);
+    // What the store holds agrees.
+    drop(c);
+    let c = open(&url).await;
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
+    assert_eq!(c.timings(job).await.unwrap().len(), total);
+}
+
+async fn task_total(c: &Coordinator, job: JobId) -> usize {
+    let summary = c.summary(job).await.unwrap();
+    summary
+        .progress
+        .phases
+        .iter()
+        .map(|(_, _, total)| total)
+        .sum()
 }

@@ -261,6 +261,34 @@ impl TaskGraph {
         Ok(self.readiness(parent).into_iter().next())
     }
 
+    /// Undoes an accepted task whose proof cannot be used: it is ready again, and every
+    /// ancestor that was built on it (done, ready or running) waits for it again. Returns each
+    /// task whose state changed, with its state before.
+    pub fn discard(&mut self, task: TaskId) -> Result<Vec<(TaskId, TaskState)>, TaskGraphError> {
+        self.transition(task, TaskState::Done, TaskState::Ready)?;
+        self.ready.insert(task);
+        let phase = self.phase_index(task);
+        self.phases[phase].1 -= 1;
+        let mut changed = vec![(task, TaskState::Done)];
+        let mut next = self.tasks[task.0 as usize].parent;
+        while let Some(ancestor) = next {
+            let entry = &mut self.tasks[ancestor.0 as usize];
+            let was = entry.state;
+            if was == TaskState::Waiting {
+                break;
+            }
+            entry.state = TaskState::Waiting;
+            next = entry.parent;
+            self.ready.remove(&ancestor);
+            if was == TaskState::Done {
+                let phase = self.phase_index(ancestor);
+                self.phases[phase].1 -= 1;
+            }
+            changed.push((ancestor, was));
+        }
+        Ok(changed)
+    }
+
     /// Counts (done, total) per phase: segments first, then each aggregation layer.
     pub fn progress(&self) -> Vec<(String, usize, usize)> {
         self.phases.clone()
@@ -565,6 +593,40 @@ mod tests {
                 "every task ran exactly once"
             );
         }
+    }
+
+    #[test]
+    fn a_discarded_proof_is_proven_again_with_every_node_above_it() {
+        let mut g = TaskGraph::new(5, AggTreeShape::default()).unwrap();
+        while let Some(task) = g.next_ready(|_| true) {
+            g.start(task).unwrap();
+            g.complete(task).unwrap();
+        }
+        assert!(g.is_complete());
+        let done_before: usize = g.progress().iter().map(|p| p.1).sum();
+        let last = seg(&g, 4);
+        let changed = g.discard(last).unwrap();
+        // The segment, its leaf, and every node up to the root.
+        assert_eq!(changed.first(), Some(&(last, TaskState::Done)));
+        assert_eq!(changed.last().map(|c| c.0), g.root());
+        assert!(changed.iter().all(|(_, was)| *was == TaskState::Done));
+        assert_eq!(g.ready_tasks().collect::<Vec<_>>(), vec![last]);
+        assert!(!g.is_complete());
+        let done_after: usize = g.progress().iter().map(|p| p.1).sum();
+        assert_eq!(done_after, done_before - changed.len());
+        assert!(
+            g.discard(last).is_err(),
+            "only an accepted task is discarded"
+        );
+        // Proving them again completes the job, each once.
+        let mut again = 0;
+        while let Some(task) = g.next_ready(|_| true) {
+            g.start(task).unwrap();
+            g.complete(task).unwrap();
+            again += 1;
+        }
+        assert!(g.is_complete());
+        assert_eq!(again, changed.len());
     }
 
     #[test]

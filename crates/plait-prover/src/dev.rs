@@ -411,9 +411,18 @@ impl ProverBackend for DevBackend {
         _program: &ProgramImage,
         _params: &ProvingParams,
         root: &ProofBlob,
-        _last_segment: &ProofBlob,
+        last_segment: &ProofBlob,
     ) -> Result<Vec<u8>, BackendError> {
-        decode(root).map_err(BackendError::MalformedTask)?;
+        let claim = decode(root).map_err(BackendError::MalformedTask)?;
+        // Like OpenVM's, the final proof also takes what it reveals from the last segment's.
+        let last = decode(last_segment)
+            .map_err(|e| BackendError::ProofRejected(format!("last segment's proof: {e}")))?;
+        if last.kind != "segment" || last.covers.1 != claim.covers.1 {
+            return Err(BackendError::ProofRejected(format!(
+                "last segment's proof claims {} {:?}, the root ends at segment {}",
+                last.kind, last.covers, claim.covers.1
+            )));
+        }
         Ok(root.0.clone())
     }
 
