@@ -52,8 +52,11 @@ pub struct CoordinatorConfig {
     /// The most a lease lasts, heartbeats or not, when the worker's device profile predicts
     /// nothing for the task (with a prediction: four times it plus slack, up to this).
     pub max_lease: Duration,
-    /// Attempts after which a failing task fails its job.
+    /// Reported failures after which a failing task fails its job (on as many workers).
     pub max_attempts: u32,
+    /// Lost leases (expired: the worker died, hung or was cut off) after which a task fails
+    /// its job (on as many workers): counted apart, as they say less about the task.
+    pub max_lost_leases: u32,
     /// Wait before a failed task is handed out again; doubles with each failure.
     pub retry_backoff: Duration,
     /// How long a claim waits for work before answering "none".
@@ -80,6 +83,7 @@ impl Default for CoordinatorConfig {
             lease: Duration::from_secs(60),
             max_lease: Duration::from_secs(2 * 3600),
             max_attempts: 3,
+            max_lost_leases: 6,
             retry_backoff: Duration::from_secs(2),
             claim_wait: Duration::from_secs(10),
             max_rejections_per_worker: 2,
@@ -366,6 +370,7 @@ impl Coordinator {
             .count();
         RetryPolicy {
             max_attempts: self.config.max_attempts,
+            max_lost_leases: self.config.max_lost_leases,
             live_workers,
             backoff: self.config.retry_backoff,
         }

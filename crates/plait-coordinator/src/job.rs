@@ -200,6 +200,10 @@ pub(crate) struct Job {
     failed_by: HashMap<TaskId, String>,
     /// The distinct workers on which each task failed (not stored either).
     failed_on: HashMap<TaskId, std::collections::BTreeSet<String>>,
+    /// Leases of each task lost (expired: the worker died, hung or was cut off), and the
+    /// workers that lost them: counted apart from reported failures, as a lost lease says less
+    /// about the task (not stored: a restart forgives them).
+    lost: HashMap<TaskId, (u32, std::collections::BTreeSet<String>)>,
     /// When each ready task became ready (or will, after its backoff).
     ready_since: HashMap<TaskId, Instant>,
     events: Vec<JobEvent>,
@@ -218,10 +222,23 @@ pub struct RetryPolicy {
     /// workers (or on every live worker, when fewer are live): no single worker can fail a job
     /// while others could prove the task.
     pub max_attempts: u32,
+    /// Lost leases (see [`Job::expire_leases`]) after which the task fails its job, likewise
+    /// on that many distinct workers: a task that kills every worker that takes it (running it
+    /// out of memory, say) must not go round forever.
+    pub max_lost_leases: u32,
     /// Workers that asked for work within a lease period.
     pub live_workers: usize,
     /// Wait before the first retry; doubles with each further failure, up to a minute.
     pub backoff: Duration,
+}
+
+/// How a lease ended without a result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The worker said the task failed.
+    Reported,
+    /// The lease expired: the worker died, hung, or was cut off.
+    Lost,
 }
 
 impl RetryPolicy {
@@ -305,6 +322,7 @@ impl Job {
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
             failed_on: HashMap::new(),
+            lost: HashMap::new(),
             waiting_for_memory: None,
             ready_since: HashMap::new(),
             events: Vec::new(),
@@ -552,6 +570,7 @@ impl Job {
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
             failed_on: HashMap::new(),
+            lost: HashMap::new(),
             waiting_for_memory: None,
             ready_since,
             events,
@@ -609,6 +628,7 @@ impl Job {
             }
             (JobAction::Retry, JobStatus::Failed(_)) => {
                 self.final_repairs = 0;
+                self.lost.clear();
                 for (task, n) in self.failures.iter_mut() {
                     if *n > 0 {
                         *n = 0;
@@ -1104,7 +1124,7 @@ impl Job {
         now: Instant,
     ) -> Result<(), LeaseError> {
         self.current_lease(task, attempt, secret)?;
-        self.fail_lease(task, reason, policy, now);
+        self.fail_lease(task, reason, policy.map(|p| (p, Failure::Reported)), now);
         Ok(())
     }
 
@@ -1113,7 +1133,7 @@ impl Job {
         &mut self,
         task: TaskId,
         reason: &str,
-        policy: Option<RetryPolicy>,
+        policy: Option<(RetryPolicy, Failure)>,
         now: Instant,
     ) {
         let Some(lease) = self.leases.remove(&task) else {
@@ -1127,32 +1147,42 @@ impl Job {
             now,
             format!("{task} attempt {attempt} from {worker} failed: {reason}"),
         );
-        let Some(policy) = policy else {
+        let Some((policy, failure)) = policy else {
             return;
         };
-        let failures = {
-            let n = self.failures.entry(task).or_insert(0);
-            *n += 1;
-            *n
+        let (failures, failed_on, limit, what) = match failure {
+            Failure::Reported => {
+                let failures = {
+                    let n = self.failures.entry(task).or_insert(0);
+                    *n += 1;
+                    *n
+                };
+                self.outbox.push(StoreOp::TaskCounters {
+                    job: self.id,
+                    task,
+                    attempts: self.attempts.get(&task).copied().unwrap_or(0),
+                    failures,
+                });
+                let workers = self.failed_on.entry(task).or_default();
+                workers.insert(worker.clone());
+                (failures, workers.len(), policy.max_attempts, "failed")
+            }
+            Failure::Lost => {
+                let (n, workers) = self.lost.entry(task).or_default();
+                *n += 1;
+                workers.insert(worker.clone());
+                (*n, workers.len(), policy.max_lost_leases, "lost its lease")
+            }
         };
-        let ready_at = now + policy.backoff_after(failures);
+        let retries = self.failures.get(&task).copied().unwrap_or(0)
+            + self.lost.get(&task).map_or(0, |(n, _)| *n);
+        let ready_at = now + policy.backoff_after(retries);
         self.not_before.insert(task, ready_at);
         self.ready_since.insert(task, ready_at);
-        self.outbox.push(StoreOp::TaskCounters {
-            job: self.id,
-            task,
-            attempts: self.attempts.get(&task).copied().unwrap_or(0),
-            failures,
-        });
-        let failed_on = {
-            let workers = self.failed_on.entry(task).or_default();
-            workers.insert(worker.clone());
-            workers.len()
-        };
-        let enough_workers = policy.max_attempts.min(policy.live_workers.max(1) as u32) as usize;
-        if failures >= policy.max_attempts && failed_on >= enough_workers && self.is_running() {
+        let enough_workers = limit.min(policy.live_workers.max(1) as u32) as usize;
+        if failures >= limit && failed_on >= enough_workers && self.is_running() {
             let message = format!(
-                "{task} failed {failures} times on {failed_on} workers; last reason: {reason}"
+                "{task} {what} {failures} times on {failed_on} workers; last reason: {reason}"
             );
             self.log(now, format!("job failed: {message}"));
             self.set_status(JobStatus::Failed(message));
@@ -1175,7 +1205,7 @@ impl Job {
             })
             .collect();
         for (task, why) in &expired {
-            self.fail_lease(*task, why, Some(policy), now);
+            self.fail_lease(*task, why, Some((policy, Failure::Lost)), now);
         }
         expired.len()
     }

@@ -61,6 +61,7 @@ on_both_stores!(
     segments_are_placed_by_the_peaks_workers_measured,
     tasks_no_live_worker_can_take_are_reported,
     a_failed_finalization_discards_unusable_proofs_and_proves_them_again,
+    lost_leases_are_counted_apart_from_reported_failures,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1325,4 +1326,57 @@ async fn task_total(c: &Coordinator, job: JobId) -> usize {
         .iter()
         .map(|(_, _, total)| total)
         .sum()
+}
+
+/// A lease that expires (its worker died, hung or was cut off) counts apart from a reported
+/// failure: three lost leases on three workers do not fail the job as three reported failures
+/// would; six do (a task that kills every worker must not go round forever).
+async fn lost_leases_are_counted_apart_from_reported_failures(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let config = CoordinatorConfig {
+        lease: std::time::Duration::from_millis(50),
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config).await;
+    let _reaper = c.spawn_lease_reaper();
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 8).await; // 1 segment
+    wait_until_executed(&c, job).await;
+    let lose_a_lease = |n: usize| {
+        let c = c.clone();
+        async move {
+            c.claim(&format!("dies-{n}"), &worker())
+                .await
+                .unwrap()
+                .unwrap();
+            // The reaper looks every second.
+            for _ in 0..40 {
+                let events = event_messages(&c, job).await;
+                if events
+                    .iter()
+                    .filter(|e| e.contains("lease expired"))
+                    .count()
+                    > n
+                {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("lease {n} did not expire");
+        }
+    };
+    for n in 0..3 {
+        lose_a_lease(n).await;
+    }
+    assert_eq!(c.status(job).await.unwrap(), JobStatus::Running);
+    for n in 3..6 {
+        lose_a_lease(n).await;
+    }
+    let JobStatus::Failed(reason) = c.status(job).await.unwrap() else {
+        panic!("{:?}", c.status(job).await)
+    };
+    assert!(
+        reason.contains("lost its lease 6 times on 6 workers"),
+        "{reason}"
+    );
 }
