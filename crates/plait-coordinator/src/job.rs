@@ -190,6 +190,9 @@ pub(crate) struct Job {
     /// store, not in memory.
     proofs: HashMap<TaskId, String>,
     leases: HashMap<TaskId, Lease>,
+    /// How many of `leases` each worker holds (a claim checks it against the worker's slots,
+    /// so it must not walk every lease).
+    held: HashMap<String, usize>,
     attempts: HashMap<TaskId, u32>,
     failures: HashMap<TaskId, u32>,
     /// A task that failed is not handed out again before this time (backoff).
@@ -317,6 +320,7 @@ impl Job {
             graph: TaskGraph::open(params.tree)?,
             proofs: HashMap::new(),
             leases: HashMap::new(),
+            held: HashMap::new(),
             attempts: HashMap::new(),
             failures: HashMap::new(),
             not_before: HashMap::new(),
@@ -565,6 +569,7 @@ impl Job {
             graph,
             proofs,
             leases: HashMap::new(),
+            held: HashMap::new(),
             attempts,
             failures,
             not_before: HashMap::new(),
@@ -616,7 +621,7 @@ impl Job {
             (JobAction::Resume, JobStatus::Paused) => JobStatus::Running,
             (JobAction::Cancel, s) if s.is_live() || matches!(s, JobStatus::Failed(_)) => {
                 // Results in flight are refused from now on.
-                self.leases.clear();
+                self.clear_leases();
                 JobStatus::Cancelled
             }
             (JobAction::Retry, JobStatus::Failed(reason)) if self.execution_failed_before_end() => {
@@ -896,7 +901,7 @@ impl Job {
         let secret = LeaseSecret::random();
         let lease_secret = secret.hex();
         let limit = time_limit(&self.params, &work).max(lease);
-        self.leases.insert(
+        self.insert_lease(
             task,
             Lease {
                 attempt,
@@ -979,12 +984,39 @@ impl Job {
 
     /// How many of this job's leases `worker` holds.
     pub fn leases_held_by(&self, worker: &str) -> usize {
-        self.leases.values().filter(|l| l.worker == worker).count()
+        self.held.get(worker).copied().unwrap_or(0)
     }
 
     /// The holder of each current lease.
     pub fn lease_holders(&self) -> impl Iterator<Item = String> + '_ {
         self.leases.values().map(|l| l.worker.clone())
+    }
+
+    fn insert_lease(&mut self, task: TaskId, lease: Lease) {
+        *self.held.entry(lease.worker.clone()).or_insert(0) += 1;
+        if let Some(replaced) = self.leases.insert(task, lease) {
+            self.release_held(&replaced.worker);
+        }
+    }
+
+    fn remove_lease(&mut self, task: TaskId) -> Option<Lease> {
+        let lease = self.leases.remove(&task)?;
+        self.release_held(&lease.worker);
+        Some(lease)
+    }
+
+    fn clear_leases(&mut self) {
+        self.leases.clear();
+        self.held.clear();
+    }
+
+    fn release_held(&mut self, worker: &str) {
+        if let Some(n) = self.held.get_mut(worker) {
+            *n -= 1;
+            if *n == 0 {
+                self.held.remove(worker);
+            }
+        }
     }
 
     /// The worker holding the task's current lease.
@@ -1088,7 +1120,7 @@ impl Job {
             proof_bytes,
             meta: bounded_meta(meta, wall_seconds, lease.worker_memory),
         };
-        self.leases.remove(&task);
+        self.remove_lease(task);
         self.failed_by.remove(&task);
         if let Some(parent) = self.graph.complete(task).expect("a leased task is running") {
             self.ready_since.insert(parent, now);
@@ -1136,7 +1168,7 @@ impl Job {
         policy: Option<(RetryPolicy, Failure)>,
         now: Instant,
     ) {
-        let Some(lease) = self.leases.remove(&task) else {
+        let Some(lease) = self.remove_lease(task) else {
             return;
         };
         let (attempt, worker) = (lease.attempt, lease.worker);
@@ -1230,7 +1262,7 @@ impl Job {
                         discarded.push(format!("{t} ({})", self.phase(t)));
                     }
                     TaskState::Running => {
-                        self.leases.remove(&t);
+                        self.remove_lease(t);
                     }
                     TaskState::Ready | TaskState::Waiting => {}
                 }
