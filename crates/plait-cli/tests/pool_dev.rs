@@ -351,16 +351,9 @@ fn client_commands_list_pause_resume_cancel_and_show_events_as_json() {
     assert!(messages.contains(&"running by its owner"), "{messages:#?}");
 
     // A finished job cannot be cancelled: a 409 with a code, exit code 3 (bad input).
-    let out = plait()
-        .args(["cancel", &id, "--coordinator", &server.url])
-        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("409") && stderr.contains("invalid-state"),
-        "{stderr}"
+    assert_refused_as_bad_input(
+        &["cancel", &id, "--coordinator", &server.url],
+        &["409", "invalid-state"],
     );
     let third = server.submit("program", 16).to_string();
     assert_eq!(server.client(&["cancel", &third])["state"], "cancelled");
@@ -591,16 +584,19 @@ fn the_planner_sizes_the_pool_to_live_workers_and_auto_needs_a_profile() {
     assert_eq!(server.status(id(&three))["prediction"]["workers"], 3);
 
     let bare = serve(&[]);
-    let out = plait()
-        .args(["submit", program.to_str().unwrap(), "--input", "64"])
-        .args(["--segment-size", "auto", "--coordinator", &bare.url])
-        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(3), "{stderr}");
-    assert!(stderr.contains("cannot-plan"), "{stderr}");
-    assert!(stderr.contains("no device profile"), "{stderr}");
+    assert_refused_as_bad_input(
+        &[
+            "submit",
+            program.to_str().unwrap(),
+            "--input",
+            "64",
+            "--segment-size",
+            "auto",
+            "--coordinator",
+            &bare.url,
+        ],
+        &["cannot-plan", "no device profile"],
+    );
     assert_eq!(bare.client(&["jobs"]).as_array().unwrap().len(), 0);
 }
 
@@ -817,22 +813,15 @@ fn workers_and_clients_work_over_https() {
     let workers = server.operator(&["list", "--ca-cert", cert]).unwrap();
     assert_eq!(workers.as_array().unwrap().len(), 1, "{workers}");
     // A bad certificate file is named in a clear error.
-    let out = plait()
-        .args([
+    assert_refused_as_bad_input(
+        &[
             "status",
             "1",
             "--coordinator",
             &server.url,
             "--ca-cert",
             key,
-        ])
-        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(3));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("CA certificate") && stderr.contains("key.pem"),
-        "{stderr}"
+        ],
+        &["CA certificate", "key.pem"],
     );
 }

@@ -1536,7 +1536,15 @@ impl Coordinator {
                 return Ok(());
             };
             let now = Instant::now();
+            // The owner may have cancelled the job while its final proof was being made: the
+            // cancel stands.
             match result {
+                _ if state.status == JobStatus::Cancelled => {
+                    state.log(
+                        now,
+                        "final proof not kept: the job was cancelled meanwhile".into(),
+                    );
+                }
                 Ok((Ok(bytes), _)) => {
                     state.log(
                         now,

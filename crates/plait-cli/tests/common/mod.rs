@@ -283,6 +283,21 @@ impl Server {
     }
 }
 
+/// Runs a client command (`plait ARGS`, with the client token) that must fail as bad input:
+/// exit code 3, with each of `needles` in its error.
+pub fn assert_refused_as_bad_input(args: &[&str], needles: &[&str]) {
+    let out = plait()
+        .args(args)
+        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stderr}");
+    for needle in needles {
+        assert!(stderr.contains(needle), "{needle:?} not in {stderr}");
+    }
+}
+
 /// The job's log shows `worker`'s lease expiring and none of its results accepted, and every
 /// task accepted exactly once (by someone else).
 pub fn assert_lease_lost(server: &Server, job: u64, worker: &str) {
