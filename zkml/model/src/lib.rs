@@ -16,6 +16,9 @@
 #![no_std]
 extern crate alloc;
 
+mod cnn;
+pub use cnn::{CnnModel, CNN_IMAGE_PIXELS, CNN_IMAGE_SIDE};
+
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -44,7 +47,7 @@ pub enum ModelError {
 impl fmt::Display for ModelError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Self::NotAModel => write!(f, "not a Plait MLP model file (no PLAITMLP header)"),
+            Self::NotAModel => write!(f, "not a Plait model file of this kind (wrong header)"),
             Self::UnsupportedVersion(v) => {
                 write!(f, "model format version {v}, expected {VERSION}")
             }
@@ -58,7 +61,12 @@ impl fmt::Display for ModelError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
     WrongSize(usize),
-    PixelOutOfRange { index: usize, value: u8 },
+    /// A batch of CNN images whose length is not a multiple of 28×28.
+    WrongCnnSize(usize),
+    PixelOutOfRange {
+        index: usize,
+        value: u8,
+    },
 }
 
 impl fmt::Display for ImageError {
@@ -67,6 +75,11 @@ impl fmt::Display for ImageError {
             Self::WrongSize(n) => write!(
                 f,
                 "an image is {IMAGE_SIDE}×{IMAGE_SIDE} = {IMAGE_PIXELS} pixels, got {n}"
+            ),
+            Self::WrongCnnSize(n) => write!(
+                f,
+                "an image is {CNN_IMAGE_SIDE}×{CNN_IMAGE_SIDE} = {CNN_IMAGE_PIXELS} pixels; \
+                 {n} bytes are not a whole number of images"
             ),
             Self::PixelOutOfRange { index, value } => write!(
                 f,
@@ -262,12 +275,31 @@ pub fn claim(model_sha256: &[u8; 32], images_sha256: &[u8; 32], answers: &[Infer
     h.finalize().into()
 }
 
-/// Runs the model on `images` (concatenated 64-byte images) and returns every answer and the
+/// Runs the model on `images` (concatenated images: 64 bytes each for the digits MLP, 784 for
+/// the Fashion-MNIST CNN, as the model file's header says) and returns every answer and the
 /// claim. This is the guest's whole computation.
 pub fn infer_batch(
     model_bytes: &[u8],
     images: &[u8],
 ) -> Result<(Vec<Inference>, [u8; 32]), BatchError> {
+    if model_bytes.starts_with(b"PLAITCNN") {
+        let model = CnnModel::parse(model_bytes).map_err(BatchError::Model)?;
+        if images.is_empty() || images.len() % CNN_IMAGE_PIXELS != 0 {
+            return Err(BatchError::Image(0, ImageError::WrongCnnSize(images.len())));
+        }
+        let answers: Vec<Inference> = images
+            .chunks_exact(CNN_IMAGE_PIXELS)
+            .map(|image| {
+                let logits = model.logits(image.try_into().expect("whole images"));
+                Inference {
+                    class: predict(&logits),
+                    logits,
+                }
+            })
+            .collect();
+        let claim = claim(&sha256(model_bytes), &sha256(images), &answers);
+        return Ok((answers, claim));
+    }
     let model = Model::parse(model_bytes).map_err(BatchError::Model)?;
     if images.is_empty() || images.len() % IMAGE_PIXELS != 0 {
         return Err(BatchError::Image(0, ImageError::WrongSize(images.len())));
