@@ -12,7 +12,7 @@
 
 use alloc::vec::Vec;
 
-use crate::{ModelError, Reader, ACT_MAX, CLASSES};
+use crate::{check_requantization, dense, requantize, ModelError, Reader, ACT_MAX, CLASSES};
 
 pub const CNN_IMAGE_SIDE: usize = 28;
 pub const CNN_IMAGE_PIXELS: usize = CNN_IMAGE_SIDE * CNN_IMAGE_SIDE;
@@ -101,18 +101,9 @@ impl<'a> CnnModel<'a> {
                 }
                 _ => return Err(ModelError::Shape("layer kinds are 0 (conv) or 1 (dense)")),
             };
-            let last = i + 1 == count;
-            if last != (shift == 0) || shift > 40 || (!last && multiplier <= 0) {
-                return Err(ModelError::Shape(
-                    "hidden layers requantize, the last does not",
-                ));
-            }
+            check_requantization(i + 1 == count, shift, multiplier)?;
             let weights = r.take(outputs * taps)?;
-            let biases: Vec<i32> = r
-                .take(outputs * 4)?
-                .chunks_exact(4)
-                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect();
+            let biases = r.biases(outputs)?;
             let largest_bias = biases.iter().map(|b| (*b as i64).abs()).max().unwrap_or(0);
             if taps as i64 * input_max * 128 + largest_bias >= i32::MAX as i64 {
                 return Err(ModelError::Shape("an accumulator could overflow i32"));
@@ -156,7 +147,7 @@ impl<'a> CnnModel<'a> {
                     side = (side - kernel + 1) / 2;
                     pooled
                 }
-                Kind::Dense => dense(layer, &values),
+                Kind::Dense => dense(layer.weights, &layer.biases, &values),
             };
             values = if layer.shift == 0 {
                 accumulators
@@ -169,27 +160,6 @@ impl<'a> CnnModel<'a> {
         }
         values.try_into().expect("the last layer has 10 outputs")
     }
-}
-
-/// ReLU, then `(acc · multiplier + 2^(shift−1)) >> shift`, capped at [`ACT_MAX`].
-fn requantize(acc: i32, multiplier: i64, shift: u32) -> i32 {
-    let scaled = (acc.max(0) as i64 * multiplier + (1i64 << (shift - 1))) >> shift;
-    scaled.min(ACT_MAX) as i32
-}
-
-fn dense(layer: &Layer, values: &[i32]) -> Vec<i32> {
-    layer
-        .weights
-        .chunks_exact(layer.inputs)
-        .zip(&layer.biases)
-        .map(|(row, &bias)| {
-            let mut acc = bias;
-            for (&w, &a) in row.iter().zip(values) {
-                acc += (w as i8 as i32) * a;
-            }
-            acc
-        })
-        .collect()
 }
 
 /// A valid convolution (stride 1) of `values` (`inputs` maps of `side`²), then a 2×2

@@ -90,7 +90,6 @@ impl fmt::Display for ImageError {
 }
 
 struct Layer<'a> {
-    inputs: usize,
     outputs: usize,
     shift: u32,
     multiplier: i64,
@@ -120,6 +119,47 @@ impl<'a> Reader<'a> {
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
+    /// A layer's `count` biases (i32 LE).
+    fn biases(&mut self, count: usize) -> Result<Vec<i32>, ModelError> {
+        Ok(self
+            .take(count * 4)?
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
+            .collect())
+    }
+}
+
+/// Hidden layers requantize (a positive multiplier and a shift), the last layer does not
+/// (shift 0): it gives the logits.
+fn check_requantization(last: bool, shift: u32, multiplier: i64) -> Result<(), ModelError> {
+    if last != (shift == 0) || shift > 40 || (!last && multiplier <= 0) {
+        return Err(ModelError::Shape(
+            "hidden layers requantize, the last does not",
+        ));
+    }
+    Ok(())
+}
+
+/// ReLU, then `(acc · multiplier + 2^(shift−1)) >> shift`, capped at [`ACT_MAX`].
+fn requantize(acc: i32, multiplier: i64, shift: u32) -> i32 {
+    let scaled = (acc.max(0) as i64 * multiplier + (1i64 << (shift - 1))) >> shift;
+    scaled.min(ACT_MAX) as i32
+}
+
+/// A dense layer's accumulators: `biases[o] + Σ weights[o][i] · values[i]` (weights i8,
+/// row-major, `values.len()` per row). Callers bound the sums within i32 for their models.
+fn dense(weights: &[u8], biases: &[i32], values: &[i32]) -> Vec<i32> {
+    weights
+        .chunks_exact(values.len())
+        .zip(biases)
+        .map(|(row, &bias)| {
+            let mut acc = bias;
+            for (&w, &a) in row.iter().zip(values) {
+                acc += (w as i8 as i32) * a;
+            }
+            acc
+        })
+        .collect()
 }
 
 impl<'a> Model<'a> {
@@ -148,20 +188,10 @@ impl<'a> Model<'a> {
                     "each layer takes the previous layer's outputs",
                 ));
             }
-            let last = i + 1 == count;
-            if last != (shift == 0) || shift > 40 || (!last && multiplier <= 0) {
-                return Err(ModelError::Shape(
-                    "hidden layers requantize, the last does not",
-                ));
-            }
+            check_requantization(i + 1 == count, shift, multiplier)?;
             let weights = r.take(inputs * outputs)?;
-            let biases = r
-                .take(outputs * 4)?
-                .chunks_exact(4)
-                .map(|b| i32::from_le_bytes(b.try_into().expect("4 bytes")))
-                .collect();
+            let biases = r.biases(outputs)?;
             layers.push(Layer {
-                inputs,
                 outputs,
                 shift,
                 multiplier,
@@ -198,23 +228,16 @@ impl<'a> Model<'a> {
         check_image(image)?;
         let mut activations: Vec<i32> = image.iter().map(|&p| p as i32).collect();
         for layer in &self.layers {
-            let mut next = Vec::with_capacity(layer.outputs);
-            for (row, &bias) in layer.weights.chunks_exact(layer.inputs).zip(&layer.biases) {
-                // |acc| ≤ 256 · 127 · 127 + |bias|: far inside i32 for this model's widths.
-                let mut acc = bias;
-                for (&w, &a) in row.iter().zip(&activations) {
-                    acc += (w as i8 as i32) * a;
-                }
-                next.push(if layer.shift == 0 {
-                    acc
-                } else {
-                    let scaled = (acc.max(0) as i64 * layer.multiplier
-                        + (1i64 << (layer.shift - 1)))
-                        >> layer.shift;
-                    scaled.min(ACT_MAX) as i32
-                });
-            }
-            activations = next;
+            // |acc| ≤ 320 · 127 · 127 + |bias|: far inside i32 for this model's widths.
+            let accumulators = dense(layer.weights, &layer.biases, &activations);
+            activations = if layer.shift == 0 {
+                accumulators
+            } else {
+                accumulators
+                    .into_iter()
+                    .map(|acc| requantize(acc, layer.multiplier, layer.shift))
+                    .collect()
+            };
         }
         Ok(activations
             .try_into()
