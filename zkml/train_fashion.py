@@ -73,16 +73,17 @@ class Cnn(nn.Module):
         return self.hidden(x)[1]
 
 
-def train(x_train, y_train):
+def reproducibly():
+    """Fixed seeds, deterministic algorithms, one thread: the same model on every run."""
     torch.manual_seed(SEED)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
-    model = Cnn()
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    x = torch.tensor(x_train, dtype=torch.float32).unsqueeze(1) / 255.0
-    y = torch.tensor(y_train, dtype=torch.int64)
+
+
+def fit(model, x, y, epochs, optimizer, schedule=None):
+    """Minibatch training on cross-entropy, in an order drawn from a seeded generator."""
     generator = torch.Generator().manual_seed(SEED)
-    for epoch in range(EPOCHS):
+    for epoch in range(epochs):
         order = torch.randperm(len(y), generator=generator)
         total = 0.0
         for start in range(0, len(y), BATCH):
@@ -91,8 +92,19 @@ def train(x_train, y_train):
             loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
             loss.backward()
             optimizer.step()
+            if schedule is not None:
+                schedule.step()
             total += loss.item() * len(batch)
-        print(f"epoch {epoch + 1}/{EPOCHS}: loss {total / len(y):.4f}", file=sys.stderr)
+        print(f"epoch {epoch + 1}/{epochs}: loss {total / len(y):.4f}", file=sys.stderr)
+
+
+def train(x_train, y_train):
+    reproducibly()
+    model = Cnn()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.tensor(x_train, dtype=torch.float32).unsqueeze(1) / 255.0
+    y = torch.tensor(y_train, dtype=torch.int64)
+    fit(model, x, y, EPOCHS, optimizer)
     return model
 
 
