@@ -710,6 +710,42 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
+/// The Fashion-MNIST CNN in the guest (executed, not proven) agrees with the host bit for bit
+/// on the first 500 test images: the guest reveals the claim over every class and logit.
+#[test]
+fn cnn_guest_and_host_agree_on_500_test_images() {
+    use std::io::Read;
+    let model = std::fs::read(repo().join("zkml/data/fashion-cnn.bin")).unwrap();
+    let gz = std::fs::read("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
+        .expect("Debian's dataset-fashion-mnist (scripts/install-deps.sh installs it)");
+    let mut idx = Vec::new();
+    flate2::read::GzDecoder::new(&gz[..])
+        .read_to_end(&mut idx)
+        .unwrap();
+    let images = idx[16..16 + 500 * plait_zkml_model::CNN_IMAGE_PIXELS].to_vec();
+    let (answers, claim) = plait_zkml_model::infer_batch(&model, &images).unwrap();
+    assert_eq!(answers.len(), 500);
+
+    let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
+    let input = plait_core::ProgramInput {
+        items: vec![model, images],
+    };
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    let run = OpenVmBackend::new(cache_dir())
+        .run(&guest, &input, &params)
+        .unwrap();
+    eprintln!(
+        "zkml cnn: 500 inferences in {} guest instructions, executed in {:.1} s",
+        run.instructions,
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(run.public_values, claim.to_vec(), "guest and host disagree");
+}
+
 /// The zkML flagship, by execution (no proving): the guest's answer on every held-out test
 /// image equals the host's, bit for bit (the claim covers every class and logit), and both
 /// equal the integer arithmetic of the training script (its predictions are in the report);
