@@ -122,9 +122,7 @@ impl<'a> CnnModel<'a> {
         if flat != Some(CLASSES) {
             return Err(ModelError::Shape("the last layer is dense with 10 outputs"));
         }
-        if !r.0.is_empty() {
-            return Err(ModelError::TrailingBytes(r.0.len()));
-        }
+        r.finish()?;
         Ok(Self { layers })
     }
 

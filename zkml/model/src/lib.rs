@@ -119,6 +119,13 @@ impl<'a> Reader<'a> {
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
+    /// Checks that nothing follows the last layer.
+    fn finish(&self) -> Result<(), ModelError> {
+        match self.0.len() {
+            0 => Ok(()),
+            n => Err(ModelError::TrailingBytes(n)),
+        }
+    }
     /// A layer's `count` biases (i32 LE).
     fn biases(&mut self, count: usize) -> Result<Vec<i32>, ModelError> {
         Ok(self
@@ -202,9 +209,7 @@ impl<'a> Model<'a> {
         if layers.last().map(|l| l.outputs) != Some(CLASSES) {
             return Err(ModelError::Shape("the last layer has 10 outputs"));
         }
-        if !r.0.is_empty() {
-            return Err(ModelError::TrailingBytes(r.0.len()));
-        }
+        r.finish()?;
         Ok(Self { layers })
     }
 
