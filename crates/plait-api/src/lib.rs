@@ -41,6 +41,8 @@ pub mod limits {
     pub const CLAIM_BODY_BYTES: usize = 256 << 10;
     /// A failure report's body.
     pub const FAILURE_BODY_BYTES: usize = 16 << 10;
+    /// A registration's body (a name).
+    pub const REGISTER_BODY_BYTES: usize = 4 << 10;
 }
 
 /// `reason` cut to [`limits::FAILURE_REASON_BYTES`] (at a character boundary).

@@ -400,6 +400,8 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
     };
     assert_eq!(register(&"w".repeat(65)), (400, "bad-request".into()));
     assert_eq!(register("evil\nworker"), (400, "bad-request".into()));
+    let huge = "w".repeat(plait_api::limits::REGISTER_BODY_BYTES);
+    assert_eq!(register(&huge).0, 413, "a registration's body is bounded");
     let mut body = attacker.claim_body();
     body["slots"] = Value::from(1000);
     assert_eq!(attacker.claim_with(&body).0, 400);

@@ -23,7 +23,7 @@ use plait_prover::{
 use tokio::sync::Notify;
 
 use crate::{
-    identities::{Ban, Identities, Identity, Presented},
+    identities::{Ban, Identities, Identity},
     job::{
         CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, JobSummary, LeaseError,
         RetryPolicy, TaskTiming,
@@ -125,6 +125,8 @@ pub enum CoordinatorError {
     IncompatibleWorker { worker: String, coordinator: String },
     #[error("worker {worker} is banned: {reason}")]
     WorkerBanned { worker: String, reason: String },
+    #[error("missing or wrong {0} token")]
+    Unauthorized(&'static str),
     #[error("no worker {0}")]
     UnknownWorker(String),
     #[error("worker id {0} is taken")]
@@ -793,7 +795,7 @@ impl Coordinator {
     }
 
     /// Forgets workers that have not asked for work for a lease period, and the identities of
-    /// registered workers idle for longer than [`CoordinatorConfig::worker_idle`]: neither
+    /// registered workers idle for [`CoordinatorConfig::worker_idle`]: neither
     /// table grows with every worker that ever joined.
     fn forget_gone_workers(&self) {
         let recent = self.config.lease + self.config.claim_wait;
@@ -801,15 +803,12 @@ impl Coordinator {
             .lock()
             .expect("workers lock")
             .retain(|_, w| w.at.elapsed() <= recent);
-        let holding: std::collections::HashSet<String> = {
-            let jobs = self.jobs.lock().expect("jobs lock");
-            jobs.values().flat_map(|j| j.lease_holders()).collect()
-        };
+        let holding = self.leases_held();
         let gone = self
             .identities
             .lock()
             .expect("identities lock")
-            .prune(self.config.worker_idle, |id| holding.contains(id));
+            .prune(self.config.worker_idle, |id| holding.contains_key(id));
         if !gone.is_empty() {
             tracing::info!(count = gone.len(), "forgot idle registered workers");
             self.outbox
@@ -953,30 +952,24 @@ impl Coordinator {
         }
     }
 
-    /// Who presents `token` on a worker route: `Ok(None)` for the pool's worker token (which
-    /// only registers), `Ok(Some(id))` for a worker's own credential, an error for anything
-    /// else or a banned worker.
-    pub fn authenticate_worker(&self, token: &str) -> Result<Option<String>, CoordinatorError> {
+    /// Who presents `token` on a worker route: the pool (its worker token, which only
+    /// registers) or a worker (its own credential). Anything else, and a banned worker, is
+    /// refused.
+    pub fn authenticate_worker(&self, token: &str) -> Result<WorkerCaller, CoordinatorError> {
         use subtle::ConstantTimeEq;
         let pool = &self.config.worker_token;
         if !pool.is_empty() && bool::from(token.as_bytes().ct_eq(pool.as_bytes())) {
-            return Ok(None);
+            return Ok(WorkerCaller::Pool);
         }
         // Bound first: the identities lock must be released before the ban check takes it.
-        let presented = self
+        let id = self
             .identities
             .lock()
             .expect("identities lock")
-            .identify(token);
-        match presented {
-            Presented::Worker(id) => {
-                self.check_not_banned(&id)?;
-                Ok(Some(id))
-            }
-            Presented::Unknown => Err(CoordinatorError::UnknownWorker(
-                "(the token is neither the pool's worker token nor a worker's credential)".into(),
-            )),
-        }
+            .identify(token)
+            .ok_or(CoordinatorError::Unauthorized("worker"))?;
+        self.check_not_banned(&id)?;
+        Ok(WorkerCaller::Worker(id))
     }
 
     /// A new identity for a worker that presented the pool token: its id and credential.
@@ -1073,14 +1066,7 @@ impl Coordinator {
         let recent = self.config.lease + self.config.claim_wait;
         // The jobs lock is released before the workers lock is taken (lease grants take them
         // the other way round).
-        let leases: HashMap<String, u32> = {
-            let jobs = self.jobs.lock().expect("jobs lock");
-            let mut leases = HashMap::new();
-            for holder in jobs.values().flat_map(|j| j.lease_holders()) {
-                *leases.entry(holder).or_insert(0) += 1;
-            }
-            leases
-        };
+        let leases = self.leases_held();
         let seen = self.workers_seen.lock().expect("workers lock");
         self.identities
             .lock()
@@ -1090,9 +1076,19 @@ impl Coordinator {
                 (
                     worker.is_some_and(|w| w.at.elapsed() <= recent),
                     worker.map_or(0, |w| w.memory_bytes),
-                    leases.get(id).copied().unwrap_or(0),
+                    leases.get(id).copied().unwrap_or(0) as u32,
                 )
             })
+    }
+
+    /// How many leases each worker holds, over every live job.
+    fn leases_held(&self) -> HashMap<String, usize> {
+        let jobs = self.jobs.lock().expect("jobs lock");
+        let mut held = HashMap::new();
+        for (worker, n) in jobs.values().flat_map(|j| j.lease_holders()) {
+            *held.entry(worker.to_string()).or_insert(0) += n;
+        }
+        held
     }
 
     fn check_not_banned(&self, worker: &str) -> Result<(), CoordinatorError> {
@@ -1809,6 +1805,15 @@ fn check_proof(
     }
 }
 
+/// Who called a worker route, by the token it presented.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WorkerCaller {
+    /// The pool's worker token: it may only register.
+    Pool,
+    /// A worker's own credential (registered or issued): its id.
+    Worker(String),
+}
+
 /// A worker that asked for work: when, with how much memory, and its device profile if it
 /// sent a usable one.
 struct SeenWorker {
@@ -1825,8 +1830,8 @@ struct SeenWorker {
 /// cannot set it, and once two reported it cannot raise it (a figure too high would leave the
 /// layer to no worker, forever; one too low costs a failed attempt on a machine too small).
 /// Until two workers reported, the figure stored before a restart holds, else the backend's
-/// own estimate. A hostile worker under two ids is the limit of this (worker identities are
-/// self-declared).
+/// own estimate. A hostile worker under two identities is the limit of this (in an open pool,
+/// anyone with the pool token can register two).
 #[derive(Debug, Default)]
 struct NodeMemoryReports {
     stored: Option<u64>,

@@ -21,7 +21,7 @@ use plait_api::{
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
 
-use crate::{Coordinator, CoordinatorError, JobAction, JobStatus};
+use crate::{Coordinator, CoordinatorError, JobAction, JobStatus, WorkerCaller};
 
 /// An error answer: an HTTP status and a stable code.
 #[derive(Debug)]
@@ -73,6 +73,7 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::UNPROCESSABLE_ENTITY, "invalid-job")
             }
             CoordinatorError::WorkerBanned { .. } => (StatusCode::FORBIDDEN, "worker-banned"),
+            CoordinatorError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             CoordinatorError::UnknownWorker(_) => (StatusCode::NOT_FOUND, "unknown-worker"),
             CoordinatorError::WorkerExists(_) => (StatusCode::CONFLICT, "worker-exists"),
             CoordinatorError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration-closed"),
@@ -97,7 +98,10 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
     let bounded = |limit: usize| DefaultBodyLimit::max(limit.min(max_body_bytes));
     let result_limit = coordinator.max_proof_bytes().unwrap_or(max_body_bytes);
     let worker = Router::new()
-        .route("/register", post(register))
+        .route(
+            "/register",
+            post(register).layer(bounded(limits::REGISTER_BODY_BYTES)),
+        )
         .route(
             "/claim",
             post(claim).layer(bounded(limits::CLAIM_BODY_BYTES)),
@@ -189,20 +193,20 @@ async fn json_errors(response: Response) -> Response {
     .into_response()
 }
 
-/// Who called a worker route, as its token says.
-#[derive(Clone, Debug)]
-enum WorkerCaller {
-    /// The pool's worker token: it may only register.
-    Pool,
-    /// A worker's own credential (registered or issued): its id.
-    Worker(String),
-}
+/// The worker a call comes from: extracted from the caller [`authenticate_worker`] found, and
+/// refused (`401 register-first`) for the pool's token, which only registers.
+struct WorkerId(String);
 
-impl WorkerCaller {
-    fn id(&self) -> Result<&str, ApiError> {
-        match self {
-            WorkerCaller::Worker(id) => Ok(id),
-            WorkerCaller::Pool => Err(ApiError::new(
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for WorkerId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _: &S,
+    ) -> Result<Self, ApiError> {
+        match parts.extensions.get::<WorkerCaller>() {
+            Some(WorkerCaller::Worker(id)) => Ok(WorkerId(id.clone())),
+            _ => Err(ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "register-first",
                 "the pool's worker token only registers (POST /v1/worker/register); \
@@ -219,16 +223,7 @@ async fn authenticate_worker(
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&request);
-    if token.is_empty() {
-        return Err(unauthorized("worker"));
-    }
-    let caller = match coordinator.authenticate_worker(token) {
-        Ok(None) => WorkerCaller::Pool,
-        Ok(Some(id)) => WorkerCaller::Worker(id),
-        Err(CoordinatorError::UnknownWorker(_)) => return Err(unauthorized("worker")),
-        Err(e) => return Err(e.into()),
-    };
+    let caller = coordinator.authenticate_worker(bearer(&request))?;
     request.extensions_mut().insert(caller);
     Ok(next.run(request).await)
 }
@@ -449,10 +444,10 @@ async fn register(
 
 async fn claim(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    WorkerId(worker): WorkerId,
     Json(request): Json<ClaimTaskRequest>,
 ) -> Result<Json<ClaimTaskResponse>, ApiError> {
-    let task = coordinator.claim(caller.id()?, &request).await?;
+    let task = coordinator.claim(&worker, &request).await?;
     Ok(Json(ClaimTaskResponse { task }))
 }
 
@@ -500,10 +495,9 @@ async fn unban_worker(
 
 async fn program(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    _worker: WorkerId,
     Path(sha256): Path<String>,
 ) -> Result<Vec<u8>, ApiError> {
-    caller.id()?;
     coordinator
         .program(&sha256)
         .map(|p| p.bytes.as_ref().clone())
@@ -521,11 +515,10 @@ fn lease_secret(headers: &HeaderMap) -> &str {
 
 async fn proof(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    _worker: WorkerId,
     Path((job, task)): Path<(u64, u32)>,
     headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
-    caller.id()?;
     Ok(coordinator
         .child_proof_for_lease(JobId(job), TaskId(task), lease_secret(&headers))
         .await?
@@ -534,11 +527,10 @@ async fn proof(
 
 async fn checkpoint(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    _worker: WorkerId,
     Path((job, sha256)): Path<(u64, String)>,
     headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
-    caller.id()?;
     Ok(coordinator
         .checkpoint_for_lease(JobId(job), &sha256, lease_secret(&headers))
         .await?)
@@ -546,12 +538,12 @@ async fn checkpoint(
 
 async fn heartbeat(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    WorkerId(worker): WorkerId,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
     coordinator.heartbeat(
-        caller.id()?,
+        &worker,
         JobId(job),
         TaskId(task),
         attempt,
@@ -562,7 +554,7 @@ async fn heartbeat(
 
 async fn result(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    WorkerId(worker): WorkerId,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     headers: HeaderMap,
     body: Bytes,
@@ -583,7 +575,7 @@ async fn result(
     };
     let verdict = coordinator
         .submit_result(
-            caller.id()?,
+            &worker,
             JobId(job),
             TaskId(task),
             attempt,
@@ -597,14 +589,14 @@ async fn result(
 
 async fn failure(
     State(coordinator): State<Arc<Coordinator>>,
-    Extension(caller): Extension<WorkerCaller>,
+    WorkerId(worker): WorkerId,
     Path((job, task, attempt)): Path<(u64, u32, u32)>,
     headers: HeaderMap,
     Json(request): Json<ReportFailureRequest>,
 ) -> Result<StatusCode, ApiError> {
     coordinator
         .report_failure(
-            caller.id()?,
+            &worker,
             JobId(job),
             TaskId(task),
             attempt,

@@ -69,14 +69,6 @@ pub fn credential_sha256(credential: &str) -> [u8; 32] {
     Sha256::digest(credential.as_bytes()).into()
 }
 
-/// What a presented worker token turned out to be.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Presented {
-    /// An identity's credential: its id.
-    Worker(String),
-    Unknown,
-}
-
 /// Every identity, by id and by credential hash, with when each was last seen (not stored: a
 /// restart counts as seeing every identity).
 #[derive(Default)]
@@ -101,13 +93,12 @@ impl Identities {
             .insert(identity.id.clone(), (identity, std::time::Instant::now()));
     }
 
-    /// Looks a credential up by its hash (so the lookup's timing depends on the hash, not on
-    /// how much of a guessed credential is right).
-    pub fn identify(&self, credential: &str) -> Presented {
-        match self.by_credential.get(&credential_sha256(credential)) {
-            Some(id) => Presented::Worker(id.clone()),
-            None => Presented::Unknown,
-        }
+    /// The id a credential belongs to, looked up by its hash (so the lookup's timing depends
+    /// on the hash, not on how much of a guessed credential is right).
+    pub fn identify(&self, credential: &str) -> Option<String> {
+        self.by_credential
+            .get(&credential_sha256(credential))
+            .cloned()
     }
 
     pub fn get(&self, id: &str) -> Option<&Identity> {
@@ -192,7 +183,7 @@ impl Identities {
             .by_id
             .iter()
             .filter(|(id, (identity, seen))| {
-                identity.origin == Origin::Registered && seen.elapsed() > idle && !holds_leases(id)
+                identity.origin == Origin::Registered && seen.elapsed() >= idle && !holds_leases(id)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -247,17 +238,17 @@ mod tests {
         let (b, cred_b) = ids.register("laptop", 2);
         assert_ne!(a.id, b.id, "two workers of one name get distinct ids");
         assert!(a.id.starts_with("laptop-"));
-        assert_eq!(ids.identify(&cred_a), Presented::Worker(a.id.clone()));
-        assert_eq!(ids.identify(&cred_b), Presented::Worker(b.id.clone()));
-        assert_eq!(ids.identify("laptop"), Presented::Unknown);
-        assert_eq!(ids.identify(&cred_a[..63]), Presented::Unknown);
+        assert_eq!(ids.identify(&cred_a), Some(a.id.clone()));
+        assert_eq!(ids.identify(&cred_b), Some(b.id.clone()));
+        assert_eq!(ids.identify("laptop"), None);
+        assert_eq!(ids.identify(&cred_a[..63]), None);
         assert!(
             ids.issue(&a.id, 3).is_none(),
             "an id in use is not issued again"
         );
         let (_, issued) = ids.issue("gpu-box", 3).unwrap();
         assert!(ids.revoke("gpu-box"));
-        assert_eq!(ids.identify(&issued), Presented::Unknown);
+        assert_eq!(ids.identify(&issued), None);
     }
 
     #[test]

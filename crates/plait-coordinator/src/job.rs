@@ -987,9 +987,9 @@ impl Job {
         self.held.get(worker).copied().unwrap_or(0)
     }
 
-    /// The holder of each current lease.
-    pub fn lease_holders(&self) -> impl Iterator<Item = String> + '_ {
-        self.leases.values().map(|l| l.worker.clone())
+    /// Each worker holding leases of this job, and how many.
+    pub fn lease_holders(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.held.iter().map(|(worker, &n)| (worker.as_str(), n))
     }
 
     fn insert_lease(&mut self, task: TaskId, lease: Lease) {
@@ -1038,7 +1038,6 @@ impl Job {
         Ok(())
     }
 
-    /// What the coordinator must check a result of this lease against.
     /// What a result for the lease must prove. The lease is kept alive for one more lease
     /// period while the result is checked (the worker has stopped heartbeating and waits for
     /// the verdict): a valid result is not lost because the check outlasted the lease.
@@ -1243,9 +1242,9 @@ impl Job {
     }
 
     /// Discards accepted proofs the job cannot use, and those of every node above them (they
-    /// were built on them): the tasks are proven again. Returns how many proofs went.
-    pub fn discard_proofs(&mut self, tasks: &[TaskId], why: &str, now: Instant) -> usize {
-        let mut discarded = Vec::new();
+    /// were built on them): the tasks are proven again.
+    pub fn discard_proofs(&mut self, tasks: &[TaskId], why: &str, now: Instant) {
+        let mut discarded = std::collections::BTreeSet::new();
         for &task in tasks {
             let Ok(changed) = self.graph.discard(task) else {
                 continue; // already discarded with another
@@ -1254,12 +1253,11 @@ impl Job {
                 match was {
                     TaskState::Done => {
                         self.proofs.remove(&t);
-                        self.timings.retain(|timing| timing.task != t);
                         self.outbox.push(StoreOp::TaskDiscarded {
                             job: self.id,
                             task: t,
                         });
-                        discarded.push(format!("{t} ({})", self.phase(t)));
+                        discarded.insert(t);
                     }
                     TaskState::Running => {
                         self.remove_lease(t);
@@ -1273,16 +1271,23 @@ impl Job {
                 }
             }
         }
-        if !discarded.is_empty() {
-            self.log(
-                now,
-                format!(
-                    "{why}: discarded the proofs of {}; proving them again",
-                    discarded.join(", ")
-                ),
-            );
+        if discarded.is_empty() {
+            return;
         }
-        discarded.len()
+        // One pass over the timings, however many proofs went.
+        self.timings
+            .retain(|timing| !discarded.contains(&timing.task));
+        let names: Vec<String> = discarded
+            .iter()
+            .map(|t| format!("{t} ({})", self.phase(*t)))
+            .collect();
+        self.log(
+            now,
+            format!(
+                "{why}: discarded the proofs of {}; proving them again",
+                names.join(", ")
+            ),
+        );
     }
 
     /// The tasks whose proofs finalization uses (the root and the last segment), with what

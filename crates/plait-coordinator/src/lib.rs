@@ -18,7 +18,7 @@ mod job;
 pub mod planning;
 pub mod store;
 
-pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError};
+pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, WorkerCaller};
 pub use identities::{Ban, Identity, Origin};
 pub use job::{JobAction, JobEvent, JobProgress, JobStatus, JobSummary, TaskTiming};
 pub use planning::PlannerConfig;
