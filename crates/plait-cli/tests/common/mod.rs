@@ -132,10 +132,17 @@ impl Server {
 
     /// Runs a client command (`plait status …`) against this coordinator; returns its JSON.
     pub fn client(&self, args: &[&str]) -> Value {
+        self.run_json(args, ("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN))
+            .expect("client commands print JSON with --json")
+    }
+
+    /// Runs `plait ARGS --coordinator URL --json` with `token` in the environment; it must
+    /// succeed. Its JSON answer, if it printed one.
+    fn run_json(&self, args: &[&str], (variable, token): (&str, &str)) -> Option<Value> {
         let out = plait()
             .args(args)
             .args(["--coordinator", &self.url, "--json"])
-            .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+            .env(variable, token)
             .output()
             .unwrap();
         assert!(
@@ -143,7 +150,7 @@ impl Server {
             "plait {args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice(&out.stdout).unwrap()
+        serde_json::from_slice(&out.stdout).ok()
     }
 
     pub fn worker(&self, id: &str, extra: &[&str]) -> Worker {
@@ -184,19 +191,10 @@ impl Server {
 
     /// Runs `plait workers ARGS` as the operator; its JSON answer, if it printed one.
     pub fn operator(&self, args: &[&str]) -> Option<Value> {
-        let out = plait()
-            .arg("workers")
-            .args(args)
-            .args(["--coordinator", &self.url, "--json"])
-            .env("PLAIT_OPERATOR_TOKEN", OPERATOR_TOKEN)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "plait workers {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice(&out.stdout).ok()
+        let args: Vec<&str> = std::iter::once("workers")
+            .chain(args.iter().copied())
+            .collect();
+        self.run_json(&args, ("PLAIT_OPERATOR_TOKEN", OPERATOR_TOKEN))
     }
 
     pub fn get(&self, path: &str, token: &str) -> reqwest::blocking::Response {
