@@ -17,8 +17,7 @@ use crate::{check_requantization, dense, requantize, ModelError, Reader, ACT_MAX
 pub const CNN_IMAGE_SIDE: usize = 28;
 pub const CNN_IMAGE_PIXELS: usize = CNN_IMAGE_SIDE * CNN_IMAGE_SIDE;
 
-const MAGIC: &[u8; 8] = b"PLAITCNN";
-const VERSION: u32 = 1;
+pub(crate) const MAGIC: &[u8; 8] = b"PLAITCNN";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -47,20 +46,11 @@ impl<'a> CnnModel<'a> {
     /// training script's `int64`).
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
         let mut r = Reader(bytes);
-        if r.take(8).ok() != Some(MAGIC.as_slice()) {
-            return Err(ModelError::NotAModel);
-        }
-        let version = r.u32()?;
-        if version != VERSION {
-            return Err(ModelError::UnsupportedVersion(version));
-        }
+        r.header(MAGIC)?;
         if r.u32()? as usize != CNN_IMAGE_SIDE {
             return Err(ModelError::Shape("the image side is 28"));
         }
-        let count = r.u32()? as usize;
-        if count == 0 || count > 16 {
-            return Err(ModelError::Shape("between 1 and 16 layers"));
-        }
+        let count = r.layer_count()?;
         // What flows between layers: (channels, side) of feature maps, or a vector's length.
         let (mut channels, mut side, mut flat) = (1usize, CNN_IMAGE_SIDE, None::<usize>);
         let mut input_max = 255i64;

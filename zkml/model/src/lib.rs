@@ -119,6 +119,23 @@ impl<'a> Reader<'a> {
             self.take(4)?.try_into().expect("4 bytes"),
         ))
     }
+    /// A model file's header: `magic`, then format version 1.
+    fn header(&mut self, magic: &[u8; 8]) -> Result<(), ModelError> {
+        if self.take(8).ok() != Some(magic.as_slice()) {
+            return Err(ModelError::NotAModel);
+        }
+        match self.u32()? {
+            VERSION => Ok(()),
+            other => Err(ModelError::UnsupportedVersion(other)),
+        }
+    }
+    /// The number of layers: 1 to 16.
+    fn layer_count(&mut self) -> Result<usize, ModelError> {
+        match self.u32()? as usize {
+            count @ 1..=16 => Ok(count),
+            _ => Err(ModelError::Shape("between 1 and 16 layers")),
+        }
+    }
     /// Checks that nothing follows the last layer.
     fn finish(&self) -> Result<(), ModelError> {
         match self.0.len() {
@@ -172,17 +189,8 @@ fn dense(weights: &[u8], biases: &[i32], values: &[i32]) -> Vec<i32> {
 impl<'a> Model<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
         let mut r = Reader(bytes);
-        if r.take(8).ok() != Some(MAGIC.as_slice()) {
-            return Err(ModelError::NotAModel);
-        }
-        let version = r.u32()?;
-        if version != VERSION {
-            return Err(ModelError::UnsupportedVersion(version));
-        }
-        let count = r.u32()? as usize;
-        if count == 0 || count > 16 {
-            return Err(ModelError::Shape("between 1 and 16 layers"));
-        }
+        r.header(MAGIC)?;
+        let count = r.layer_count()?;
         let mut layers = Vec::with_capacity(count);
         for i in 0..count {
             let inputs = r.u32()? as usize;
@@ -310,36 +318,35 @@ pub fn infer_batch(
     model_bytes: &[u8],
     images: &[u8],
 ) -> Result<(Vec<Inference>, [u8; 32]), BatchError> {
-    if model_bytes.starts_with(b"PLAITCNN") {
+    let answer = |logits: [i32; CLASSES]| Inference {
+        class: predict(&logits),
+        logits,
+    };
+    let answers: Vec<Inference> = if model_bytes.starts_with(cnn::MAGIC) {
         let model = CnnModel::parse(model_bytes).map_err(BatchError::Model)?;
         if images.is_empty() || images.len() % CNN_IMAGE_PIXELS != 0 {
             return Err(BatchError::Image(0, ImageError::WrongCnnSize(images.len())));
         }
-        let answers: Vec<Inference> = images
+        images
             .chunks_exact(CNN_IMAGE_PIXELS)
-            .map(|image| {
-                let logits = model.logits(image.try_into().expect("whole images"));
-                Inference {
-                    class: predict(&logits),
-                    logits,
-                }
+            .map(|image| answer(model.logits(image.try_into().expect("whole images"))))
+            .collect()
+    } else {
+        let model = Model::parse(model_bytes).map_err(BatchError::Model)?;
+        if images.is_empty() || images.len() % IMAGE_PIXELS != 0 {
+            return Err(BatchError::Image(0, ImageError::WrongSize(images.len())));
+        }
+        images
+            .chunks_exact(IMAGE_PIXELS)
+            .enumerate()
+            .map(|(i, image)| {
+                model
+                    .logits(image)
+                    .map(answer)
+                    .map_err(|e| BatchError::Image(i, e))
             })
-            .collect();
-        let claim = claim(&sha256(model_bytes), &sha256(images), &answers);
-        return Ok((answers, claim));
-    }
-    let model = Model::parse(model_bytes).map_err(BatchError::Model)?;
-    if images.is_empty() || images.len() % IMAGE_PIXELS != 0 {
-        return Err(BatchError::Image(0, ImageError::WrongSize(images.len())));
-    }
-    let mut answers = Vec::with_capacity(images.len() / IMAGE_PIXELS);
-    for (i, image) in images.chunks_exact(IMAGE_PIXELS).enumerate() {
-        let logits = model.logits(image).map_err(|e| BatchError::Image(i, e))?;
-        answers.push(Inference {
-            class: predict(&logits),
-            logits,
-        });
-    }
+            .collect::<Result<_, _>>()?
+    };
     let claim = claim(&sha256(model_bytes), &sha256(images), &answers);
     Ok((answers, claim))
 }
