@@ -193,6 +193,10 @@ pub(crate) struct Job {
     /// How many of `leases` each worker holds (a claim checks it against the worker's slots,
     /// so it must not walk every lease).
     held: HashMap<String, usize>,
+    /// The task each current lease secret leases (a download names only its secret, and must
+    /// not walk every lease either). Hashed with a random key, so the lookup's timing says
+    /// nothing useful about a guessed secret.
+    by_secret: HashMap<[u8; 32], TaskId>,
     attempts: HashMap<TaskId, u32>,
     failures: HashMap<TaskId, u32>,
     /// A task that failed is not handed out again before this time (backoff).
@@ -321,6 +325,7 @@ impl Job {
             proofs: HashMap::new(),
             leases: HashMap::new(),
             held: HashMap::new(),
+            by_secret: HashMap::new(),
             attempts: HashMap::new(),
             failures: HashMap::new(),
             not_before: HashMap::new(),
@@ -570,6 +575,7 @@ impl Job {
             proofs,
             leases: HashMap::new(),
             held: HashMap::new(),
+            by_secret: HashMap::new(),
             attempts,
             failures,
             not_before: HashMap::new(),
@@ -954,13 +960,13 @@ impl Job {
 
     /// The task leased under `secret`, if a current lease of this job has it.
     pub fn leased_task(&self, secret: &str) -> Option<TaskId> {
-        // Parsed once, then compared with every lease of the job (a thousand, with a
-        // thousand workers on one job).
         let secret = LeaseSecret::parse(secret)?;
+        let task = *self.by_secret.get(&secret)?;
+        // Found by hash; confirmed in constant time.
         self.leases
-            .iter()
-            .find(|(_, lease)| lease.secret.is(&secret))
-            .map(|(task, _)| *task)
+            .get(&task)
+            .filter(|lease| lease.secret.is(&secret))
+            .map(|_| task)
     }
 
     /// Whether the holder of `secret` may download the accepted proof of `child`: it leases
@@ -994,20 +1000,28 @@ impl Job {
 
     fn insert_lease(&mut self, task: TaskId, lease: Lease) {
         *self.held.entry(lease.worker.clone()).or_insert(0) += 1;
+        self.by_secret.insert(lease.secret.0, task);
         if let Some(replaced) = self.leases.insert(task, lease) {
-            self.release_held(&replaced.worker);
+            self.forget_lease(&replaced);
         }
     }
 
     fn remove_lease(&mut self, task: TaskId) -> Option<Lease> {
         let lease = self.leases.remove(&task)?;
-        self.release_held(&lease.worker);
+        self.forget_lease(&lease);
         Some(lease)
     }
 
     fn clear_leases(&mut self) {
         self.leases.clear();
         self.held.clear();
+        self.by_secret.clear();
+    }
+
+    /// Drops a lease that left `leases` from the indexes over it.
+    fn forget_lease(&mut self, lease: &Lease) {
+        self.by_secret.remove(&lease.secret.0);
+        self.release_held(&lease.worker);
     }
 
     fn release_held(&mut self, worker: &str) {
