@@ -1345,10 +1345,16 @@ async fn lost_leases_are_counted_apart_from_reported_failures(kind: &str) {
     let lose_a_lease = |n: usize| {
         let c = c.clone();
         async move {
-            c.claim(&format!("dies-{n}"), &worker())
-                .await
-                .unwrap()
-                .unwrap();
+            // The task comes back after its backoff; a claim waits 50 ms at most, so ask until
+            // it is handed out (under load the backoff can outlast one claim).
+            let mut leased = None;
+            for _ in 0..40 {
+                leased = c.claim(&format!("dies-{n}"), &worker()).await.unwrap();
+                if leased.is_some() {
+                    break;
+                }
+            }
+            leased.expect("the task is handed out again");
             // The reaper looks every second.
             for _ in 0..40 {
                 let events = event_messages(&c, job).await;
