@@ -17,10 +17,20 @@ Integer inference (quantized_logits; what the guest is to run), no floating poin
 - softmax: the score differences to the row's maximum index a 256-entry table of
   exp(-k/16) * 2^15; the weighted sum of values is divided (rounding) by the sum of weights;
 - the head reads the sum over tokens of the final normalised values.
+The integer arithmetic here (quantized_logits) is exactly what zkml/model/src/vit.rs does; a
+host test checks the two agree on all 10,000 test images through report["logits_sha256"].
+
+Writes zkml/data/fashion-vit.bin (the model) and zkml/data/fashion-vit-report.json.
+Usage: /usr/bin/python3 zkml/train_fashion_vit.py [--float-model PATH]
+  (scripts/train-zkml.sh runs it). With --float-model, the trained float model is saved to
+  PATH, or loaded from it if it exists, so that quantization can be redone without training
+  again; the committed files come from a run that trained.
 """
+import argparse
 import hashlib
 import json
 import pathlib
+import struct
 import sys
 
 import numpy as np
@@ -241,12 +251,56 @@ def quantized_logits(q, images):
     return linear(layer_norm(r).sum(1), q.head)
 
 
+def write_model(q, path):
+    """Little-endian: PLAITVIT, version 1; u32s: image side 28, patch side 7, width, heads,
+    hidden width, block count, LN_BITS; the softmax table (256 u32, non-increasing); the patch
+    embedding (a linear record) and the positions (i32 [tokens][width]); per block the linear
+    records q, k, v, then the softmax step's shift u32 and multiplier i32, then the linear
+    records o, fc1, fc2; the head's linear record (shift 0). A linear record: inputs u32,
+    outputs u32, shift u32, multiplier i32, weights i8 [outputs][inputs], biases i32[outputs].
+    """
+    blob = bytearray(b"PLAITVIT")
+    blob += struct.pack("<8I", 1, 28, PATCH, D, HEADS, HIDDEN, len(q.blocks), LN_BITS)
+    blob += EXP_TABLE.astype("<u4").tobytes()
+
+    def linear_record(layer, multiplier, shift):
+        w, b = layer
+        assert np.abs(b).max() < 2**31
+        out_dim, in_dim = w.shape
+        nonlocal blob
+        blob += struct.pack("<IIIi", in_dim, out_dim, shift, multiplier)
+        blob += w.astype("<i1").tobytes() + b.astype("<i4").tobytes()
+
+    linear_record(q.embed, q.embed_m, SHIFT)
+    blob += q.position.astype("<i4").tobytes()
+    for qb in q.blocks:
+        for name in ("q", "k", "v"):
+            linear_record(getattr(qb, name), getattr(qb, name + "_m"), SHIFT)
+        blob += struct.pack("<Ii", SHIFT, qb.exp_m)
+        linear_record(qb.o, qb.o_m, SHIFT)
+        linear_record(qb.fc1, qb.fc1_m, SHIFT)
+        linear_record(qb.fc2, qb.fc2_m, SHIFT)
+    linear_record(q.head, 0, 0)
+    path.write_bytes(bytes(blob))
+    return bytes(blob)
+
+
 def main():
+    args = argparse.ArgumentParser()
+    args.add_argument("--float-model", type=pathlib.Path)
+    args = args.parse_args()
     x_train = data.read_idx("train-images-idx3-ubyte.gz")
     y_train = data.read_idx("train-labels-idx1-ubyte.gz")
     x_test = data.read_idx("t10k-images-idx3-ubyte.gz")
     y_test = data.read_idx("t10k-labels-idx1-ubyte.gz")
-    model = train(x_train, y_train)
+    if args.float_model and args.float_model.exists():
+        data.reproducibly()
+        model = Vit()
+        model.load_state_dict(torch.load(args.float_model))
+    else:
+        model = train(x_train, y_train)
+        if args.float_model:
+            torch.save(model.state_dict(), args.float_model)
     model.eval()
     with torch.no_grad():
         p = torch.tensor(patches(x_test), dtype=torch.float32) / 255.0
@@ -254,7 +308,10 @@ def main():
     q = quantize(model, x_train[:5000])
     logits = np.concatenate([quantized_logits(q, x_test[i:i + 500]) for i in range(0, len(x_test), 500)])
     q_pred = logits.argmax(axis=1)
+    OUT.mkdir(exist_ok=True)
+    blob = write_model(q, OUT / "fashion-vit.bin")
     report = {
+        "data": "Fashion-MNIST from Debian's dataset-fashion-mnist: 60000 training, 10000 test images",
         "model": "ViT: 16 patches 7x7, width 64, 2 blocks of 4-head attention and MLP 64-128-64, mean pool, head",
         "parameters": int(sum(t.numel() for t in model.parameters())),
         "epochs": EPOCHS,
@@ -262,11 +319,16 @@ def main():
         "float_test_accuracy": float((float_pred == y_test).mean()),
         "quantized_test_accuracy": float((q_pred == y_test).mean()),
         "predictions_differing_float_vs_quantized": int((float_pred != q_pred).sum()),
+        "model_bytes": len(blob),
+        "model_sha256": hashlib.sha256(blob).hexdigest(),
+        # Every test image's logits, as little-endian i32s in test-set order: the host's
+        # integer inference must reproduce this hash.
         "logits_sha256": hashlib.sha256(logits.astype("<i4").tobytes()).hexdigest(),
         "largest_logit": int(np.abs(logits).max()),
         "torch": torch.__version__,
         "numpy": np.__version__,
     }
+    (OUT / "fashion-vit-report.json").write_text(json.dumps(report, indent=1) + "\n")
     print(json.dumps(report, indent=1))
 
 

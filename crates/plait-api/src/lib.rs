@@ -9,7 +9,7 @@ use plait_core::{
     planner::{Goal, Measured, Prediction},
     AggLayer, JobId, ProgramInput, SegmentSpec, TaskId,
 };
-use plait_prover::{ProofMeta, ProvingParams, Verdict};
+use plait_prover::{KeySetId, ProofMeta, ProvingParams, Verdict};
 use serde::{Deserialize, Serialize};
 
 pub const API_PREFIX: &str = "/v1";
@@ -35,8 +35,8 @@ pub mod limits {
     pub const NAME_BYTES: usize = 128;
     /// A failure reason (workers cut theirs to this length).
     pub const FAILURE_REASON_BYTES: usize = 4096;
-    /// Segment heights a worker says it holds keys for.
-    pub const KEY_HEIGHTS: usize = 64;
+    /// Key sets (VM config, segment height) a worker says it holds.
+    pub const KEY_SETS: usize = 64;
     /// A claim's body (with its device profile).
     pub const CLAIM_BODY_BYTES: usize = 256 << 10;
     /// A failure report's body.
@@ -106,10 +106,10 @@ pub struct ClaimTaskRequest {
     /// The worker's Plait version.
     #[serde(default)]
     pub plait_version: String,
-    /// Segment heights whose keys the worker already holds; it is offered such tasks first
-    /// (other tasks cost it a keygen).
+    /// Key sets (VM config and segment height) the worker already holds; it is offered such
+    /// tasks first (other tasks cost it a keygen).
     #[serde(default)]
-    pub key_heights: Vec<u32>,
+    pub key_sets: Vec<KeySetId>,
     /// GPUs the worker can prove with (none for the CPU backend).
     #[serde(default)]
     pub gpus: u32,
@@ -145,10 +145,10 @@ impl ClaimTaskRequest {
                 ));
             }
         }
-        if self.key_heights.len() > limits::KEY_HEIGHTS {
+        if self.key_sets.len() > limits::KEY_SETS {
             return Err(format!(
-                "key-heights lists more than {} heights",
-                limits::KEY_HEIGHTS
+                "key-sets lists more than {} key sets",
+                limits::KEY_SETS
             ));
         }
         Ok(())

@@ -198,7 +198,10 @@ async fn through_coordinator(args: &Args, program: &ProgramImage, n: u64) -> Res
         backend: info.name,
         backend_version: info.version,
         plait_version: env!("CARGO_PKG_VERSION").into(),
-        key_heights: vec![args.segment_height],
+        key_sets: vec![plait_prover::KeySetId {
+            vm_config: Default::default(),
+            segment_height: args.segment_height,
+        }],
         gpus: 0,
         device_profile: None,
     };

@@ -14,6 +14,9 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
+use plait_prover::VmConfig;
+
+use crate::exit::BadInput;
 
 pub const GUEST_TARGET: &str = "riscv32im-risc0-zkvm-elf";
 
@@ -111,6 +114,37 @@ fn package_name(dir: &Path) -> Result<String> {
         .and_then(|n| n.as_str())
         .map(str::to_string)
         .with_context(|| format!("{} has no [package] name", manifest.display()))
+}
+
+/// The VM config the guest package in `dir` declares it needs, as
+/// `[package.metadata.plait] vm-config = "rv32im-sha2"` in its Cargo.toml; `None` if it
+/// declares none.
+pub fn declared_vm_config(dir: &Path) -> Result<Option<VmConfig>> {
+    let manifest = dir.join("Cargo.toml");
+    let text = std::fs::read_to_string(&manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let value: toml::Value =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let declared = value
+        .get("package")
+        .and_then(|p| p.get("metadata"))
+        .and_then(|m| m.get("plait"))
+        .and_then(|p| p.get("vm-config"));
+    match declared {
+        None => Ok(None),
+        Some(v) => v
+            .as_str()
+            .and_then(|name| name.parse().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                BadInput(format!(
+                    "{}: [package.metadata.plait] vm-config is {v}; the VM configs are \
+                     \"rv32im\" and \"rv32im-sha2\"",
+                    manifest.display()
+                ))
+                .into()
+            }),
+    }
 }
 
 /// Builds the guest package in `dir` and returns the path of its ELF.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use clap::Args;
 use plait_core::{AggTreeShape, InputItemSource, ProgramInput};
-use plait_prover::{ProgramImage, ProvingParams};
+use plait_prover::{ProgramImage, ProvingParams, VmConfig};
 
 use crate::{exit::BadInput, guest_build};
 
@@ -37,9 +37,15 @@ pub struct ParamArgs {
     /// Proofs joined by one internal node (OpenVM allows 2 to 3).
     #[arg(long, default_value_t = 3)]
     pub num_children_internal: u32,
+    /// The VM config: rv32im, or rv32im-sha2 (with OpenVM's SHA-2 extension). Default: what
+    /// the guest package declares (`[package.metadata.plait] vm-config`), else rv32im. Each
+    /// config has its own keys.
+    #[arg(long, value_name = "CONFIG")]
+    pub vm_config: Option<VmConfig>,
 }
 
 impl ParamArgs {
+    /// The parameters, with the `--vm-config` given or rv32im (see [`ProgramArgs::params`]).
     pub fn params(&self) -> ProvingParams {
         ProvingParams {
             segment_height: self.segment_height,
@@ -48,11 +54,23 @@ impl ParamArgs {
                 num_children_leaf: self.num_children_leaf,
                 num_children_internal: self.num_children_internal,
             },
+            vm_config: self.vm_config.unwrap_or_default(),
         }
     }
 }
 
 impl ProgramArgs {
+    /// The parameters; without `--vm-config`, the VM config the guest package declares.
+    pub fn params(&self) -> Result<ProvingParams> {
+        let mut params = self.params.params();
+        if self.params.vm_config.is_none() && self.program.is_dir() {
+            if let Some(declared) = guest_build::declared_vm_config(&self.program)? {
+                params.vm_config = declared;
+            }
+        }
+        Ok(params)
+    }
+
     pub fn load(&self, cache: &Path) -> Result<(ProgramImage, ProgramInput)> {
         Ok((
             load_program(&self.program, cache)?,

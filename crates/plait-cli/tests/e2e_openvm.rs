@@ -17,7 +17,7 @@ use std::{
 use plait_core::{AggLayer, JobId, SegmentPlan};
 use plait_prover::{
     openvm::OpenVmBackend, ProgramImage, ProofBlob, ProverBackend, ProvingParams, SegmentStart,
-    Verdict,
+    Verdict, VmConfig,
 };
 
 const SEGMENT_HEIGHT: u32 = 19;
@@ -544,7 +544,7 @@ fn incremental_boundaries_equal_a_full_rebuild() {
         &cache_dir(),
         &program,
         &input,
-        SEGMENT_HEIGHT,
+        &params,
         &plan,
     )
     .unwrap();
@@ -710,12 +710,13 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-/// The Fashion-MNIST CNN in the guest (executed, not proven) agrees with the host bit for bit
-/// on the first 500 test images: the guest reveals the claim over every class and logit.
+/// The Fashion-MNIST models (CNN and vision transformer), by execution (no proving): the guest's
+/// claim over the first 500 test images equals the host's, bit for bit (the host equals the
+/// training scripts on all 10,000: `zkml/model/tests/fashion.rs`); and `plait demo zkml
+/// --no-prove` runs the same check through the CLI.
 #[test]
-fn cnn_guest_and_host_agree_on_500_test_images() {
+fn fashion_guests_and_host_agree_on_500_test_images() {
     use std::io::Read;
-    let model = std::fs::read(repo().join("zkml/data/fashion-cnn.bin")).unwrap();
     let gz = std::fs::read("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
         .expect("Debian's dataset-fashion-mnist (scripts/install-deps.sh installs it)");
     let mut idx = Vec::new();
@@ -723,27 +724,63 @@ fn cnn_guest_and_host_agree_on_500_test_images() {
         .read_to_end(&mut idx)
         .unwrap();
     let images = idx[16..16 + 500 * plait_zkml_model::CNN_IMAGE_PIXELS].to_vec();
-    let (answers, claim) = plait_zkml_model::infer_batch(&model, &images).unwrap();
-    assert_eq!(answers.len(), 500);
-
     let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
-    let input = plait_core::ProgramInput {
-        items: vec![model, images],
-    };
     let params = ProvingParams {
         segment_height: SEGMENT_HEIGHT,
+        vm_config: VmConfig::Rv32imSha2,
         ..Default::default()
     };
-    let started = std::time::Instant::now();
-    let run = OpenVmBackend::new(cache_dir())
-        .run(&guest, &input, &params)
-        .unwrap();
-    eprintln!(
-        "zkml cnn: 500 inferences in {} guest instructions, executed in {:.1} s",
-        run.instructions,
-        started.elapsed().as_secs_f64()
+    for name in ["cnn", "vit"] {
+        let model = std::fs::read(repo().join(format!("zkml/data/fashion-{name}.bin"))).unwrap();
+        let (answers, claim) = plait_zkml_model::infer_batch(&model, &images).unwrap();
+        assert_eq!(answers.len(), 500);
+        let input = plait_core::ProgramInput {
+            items: vec![model, images.clone()],
+        };
+        let started = std::time::Instant::now();
+        let run = OpenVmBackend::new(cache_dir())
+            .run(&guest, &input, &params)
+            .unwrap();
+        eprintln!(
+            "zkml {name}: 500 inferences in {} guest instructions, executed in {:.1} s",
+            run.instructions,
+            started.elapsed().as_secs_f64()
+        );
+        assert_eq!(
+            run.public_values,
+            claim.to_vec(),
+            "{name}: guest and host disagree"
+        );
+    }
+
+    // Through the CLI: one image, executed and segmented; the claim must match.
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("vit.png");
+    let out = plait(&[
+        "demo",
+        "zkml",
+        "--model",
+        "vit",
+        "--image",
+        "0",
+        "--no-prove",
+        "--guest",
+        guest_elf("zkml").to_str().unwrap(),
+        "--vm-config",
+        "rv32im-sha2",
+        "--segment-height",
+        &SEGMENT_HEIGHT.to_string(),
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("revealed the host's claim"), "{stderr}");
+    assert!(
+        stderr.contains("predicted Ankle boot  (true: Ankle boot: right)"),
+        "{stderr}"
     );
-    assert_eq!(run.public_values, claim.to_vec(), "guest and host disagree");
+    assert!(png.exists());
 }
 
 /// The zkML flagship, by execution (no proving): the guest's answer on every held-out test
@@ -789,6 +826,7 @@ fn zkml_guest_and_host_agree_on_every_test_image() {
     };
     let params = ProvingParams {
         segment_height: SEGMENT_HEIGHT,
+        vm_config: VmConfig::Rv32imSha2,
         ..Default::default()
     };
     let run = OpenVmBackend::new(cache_dir())
@@ -800,52 +838,43 @@ fn zkml_guest_and_host_agree_on_every_test_image() {
     );
     assert_eq!(run.public_values, claim.to_vec(), "guest and host disagree");
 
-    // One inference, at the default segment height (20): at least 4 segments.
+    // One inference. The guest hashes the model with OpenVM's SHA-2 extension, so an ELF
+    // given without its VM config is refused, naming the one it needs; under that config the
+    // hash costs about 0.1M instructions (6.08M in software).
     let dir = tempfile::tempdir().unwrap();
     let model_path = dir.path().join("model.bin");
     let image_path = dir.path().join("image.bin");
     std::fs::write(&model_path, &model).unwrap();
     std::fs::write(&image_path, set[0].0).unwrap();
-    let out = plait(&[
-        "execute",
-        guest_elf("zkml").to_str().unwrap(),
-        "--input",
-        &format!("file:{}", model_path.display()),
-        "--input",
-        &format!("file:{}", image_path.display()),
-        "--json",
-    ]);
-    assert!(out.status.success());
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let segments = plan["segments"].as_array().unwrap().len();
-    assert!(segments >= 4, "one inference spans {segments} segments");
-
-    // Bad input to `plait demo zkml`: refused before anything is proven.
-    let demo = |extra: &[&str]| {
-        let mut args = vec!["demo", "zkml", "--png"];
-        let png = dir.path().join("x.png");
-        args.push(png.to_str().unwrap());
+    let elf = guest_elf("zkml");
+    let model_item = format!("file:{}", model_path.display());
+    let image_item = format!("file:{}", image_path.display());
+    let execute = |extra: &[&str]| {
+        let mut args = vec!["execute", elf.to_str().unwrap()];
+        args.extend(["--input", &model_item, "--input", &image_item, "--json"]);
         args.extend(extra);
         plait(&args)
     };
-    let bad = dir.path().join("bad-image.txt");
-    std::fs::write(&bad, "0 1 2 3\n").unwrap();
-    let out = demo(&["--image-file", bad.to_str().unwrap()]);
+    let out = execute(&[]);
     assert_eq!(out.status.code(), Some(BAD_INPUT));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("64 pixels, got 4"));
-    let mut pixels = vec!["0"; 64];
-    pixels[10] = "17";
-    std::fs::write(&bad, pixels.join(",")).unwrap();
-    let out = demo(&["--image-file", bad.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(BAD_INPUT));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("pixel 10 is 17"));
-    let mut tampered = model.clone();
-    let last = tampered.len() - 1;
-    tampered[last] ^= 1;
-    std::fs::write(&model_path, &tampered).unwrap();
-    let out = demo(&["--model", model_path.to_str().unwrap()]);
-    assert_eq!(out.status.code(), Some(BAD_INPUT));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("but the committed model is"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("the rv32im VM config cannot run")
+            && stderr.contains("--vm-config rv32im-sha2"),
+        "{stderr}"
+    );
+    let out = execute(&["--vm-config", "rv32im-sha2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let instructions = plan["total-instructions"].as_u64().unwrap();
+    assert!(
+        instructions < 1_500_000,
+        "one inference with the model hashed by the SHA-2 extension: {instructions} instructions"
+    );
 }
 
 /// `plait plan` with device profiles: a table and a recommendation that follows the goal, an

@@ -406,7 +406,10 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
     body["slots"] = Value::from(1000);
     assert_eq!(attacker.claim_with(&body).0, 400);
     body["slots"] = Value::from(1);
-    body["key-heights"] = Value::from(vec![19; 1_000_000]);
+    body["key-sets"] = Value::from(vec![
+        serde_json::json!({"vm-config": "rv32im", "segment-height": 19});
+        1_000_000
+    ]);
     assert_eq!(attacker.claim_with(&body).0, 413);
     // The attacker's own lease still works: its honest proof is accepted.
     let proof = attacker.prove(&task);

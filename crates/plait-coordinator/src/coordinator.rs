@@ -18,7 +18,7 @@ use plait_core::{
 };
 use plait_prover::{
     BackendError, BackendInfo, CutSegment, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    Verdict,
+    Verdict, VmConfig,
 };
 use tokio::sync::Notify;
 
@@ -472,7 +472,9 @@ impl Coordinator {
             )
         };
         let planner = self.config.planner.as_ref().ok_or_else(no_profile)?;
-        let pool = self.planning_pool(planner).ok_or_else(no_profile)?;
+        let pool = self
+            .planning_pool(planner, params.vm_config)
+            .ok_or_else(no_profile)?;
         // Keys for the executed height (the lowest) come first, so that keygen is not timed as
         // execution; the chosen height's keys are made before the job starts.
         if let Some(&lowest) = planner.heights.iter().min() {
@@ -570,7 +572,7 @@ impl Coordinator {
         {
             return None;
         }
-        let pool = self.planning_pool(self.config.planner.as_ref()?)?;
+        let pool = self.planning_pool(self.config.planner.as_ref()?, params.vm_config)?;
         let instructions = plan.clone();
         let sim = SimConfig {
             execution_seconds: execution.as_secs_f64(),
@@ -680,11 +682,12 @@ impl Coordinator {
         Ok(())
     }
 
-    /// The pool to plan for: the configured one if it is fixed; otherwise one worker per live
-    /// worker, each with its own profile or else the next of the configured mix (at least one
-    /// worker). `None` when no profile is known.
-    fn planning_pool(&self, planner: &PlannerConfig) -> Option<Pool> {
-        let configured = &planner.pool;
+    /// The pool to plan a job of `vm` for: the configured one if it is fixed; otherwise one
+    /// worker per live worker, each with its own profile or else the next of the configured mix
+    /// (at least one worker). Only profiles measured under `vm` count. `None` when no profile
+    /// is known.
+    fn planning_pool(&self, planner: &PlannerConfig, vm: VmConfig) -> Option<Pool> {
+        let configured = &planner.pool.of_vm_config(vm.name());
         if planner.fixed_size {
             return (!configured.workers.is_empty()).then(|| configured.clone());
         }
@@ -701,7 +704,7 @@ impl Coordinator {
         };
         let mut defaults = configured.workers.iter().cycle();
         for (_, profile) in live {
-            match profile {
+            match profile.as_ref().filter(|p| p.vm_config == vm.name()) {
                 Some(own) => {
                     let index = match pool.profiles.iter().position(|p| p == own) {
                         Some(i) => i,
@@ -844,7 +847,7 @@ impl Coordinator {
                 profile.node_seconds(*layer, children.len() as u32)
             }
         };
-        let keygen = if worker.key_heights.contains(&params.segment_height) {
+        let keygen = if worker.key_sets.contains(&params.key_set()) {
             0.0
         } else {
             600.0
@@ -1175,7 +1178,7 @@ impl Coordinator {
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment
         // height gets that job's work before work that would cost it a keygen.
-        let holds_keys = |job: &Job| worker.key_heights.contains(&job.params.segment_height);
+        let holds_keys = |job: &Job| worker.key_sets.contains(&job.params.key_set());
         let (mut preferred, mut others): (Vec<JobId>, Vec<JobId>) = ids
             .into_iter()
             .partition(|id| jobs.get(id).is_some_and(holds_keys));

@@ -619,6 +619,7 @@ fn params() -> ProvingParams {
         segment_height: 3, // dev segments of 8 instructions
         tree: AggTreeShape::default(),
         max_instructions: 10_000,
+        vm_config: Default::default(),
     }
 }
 
@@ -659,7 +660,7 @@ fn worker() -> ClaimTaskRequest {
         backend: info.name,
         backend_version: info.version,
         plait_version: "test".into(),
-        key_heights: vec![],
+        key_sets: vec![],
         gpus: 0,
         device_profile: None,
     }

@@ -18,6 +18,10 @@ use crate::{AggLayer, AggTreeShape};
 pub const PROFILE_FORMAT: &str = "plait-device-profile";
 pub const PROFILE_FORMAT_VERSION: u32 = 1;
 
+pub(crate) fn rv32im() -> String {
+    "rv32im".into()
+}
+
 /// One device's measured costs.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -32,6 +36,11 @@ pub struct DeviceProfile {
     pub cores: u32,
     pub memory_bytes: u64,
     pub tree: AggTreeShape,
+    /// The VM config the measurements were made under (`rv32im`, `rv32im-sha2`): a config with
+    /// more chips proves each segment more slowly. Profiles written before configs existed
+    /// measured `rv32im`.
+    #[serde(default = "rv32im")]
+    pub vm_config: String,
     pub segments: Vec<SegmentCost>,
     pub nodes: Vec<NodeCost>,
 }
@@ -265,6 +274,7 @@ pub(crate) mod tests {
             cores: 2,
             memory_bytes: 24 << 30,
             tree: AggTreeShape::default(),
+            vm_config: "rv32im".into(),
             segments: vec![
                 SegmentCost {
                     segment_height: 19,

@@ -105,6 +105,20 @@ impl Pool {
             .collect()
     }
 
+    /// The workers whose profiles were measured under `vm_config` (profiles of other configs
+    /// would mispredict its segments).
+    pub fn of_vm_config(&self, vm_config: &str) -> Self {
+        Self {
+            profiles: self.profiles.clone(),
+            workers: self
+                .workers
+                .iter()
+                .copied()
+                .filter(|&w| self.profiles[w].vm_config == vm_config)
+                .collect(),
+        }
+    }
+
     /// The same mix of devices, with `size` workers.
     pub fn resized(&self, size: usize) -> Self {
         Self {
@@ -309,6 +323,10 @@ pub fn recommend(candidates: &[Candidate], goal: Goal) -> Result<(usize, String)
 #[serde(rename_all = "kebab-case")]
 pub struct Prediction {
     pub segment_height: u32,
+    /// The VM config of the profiles it was made with (predictions made before configs
+    /// existed: `rv32im`).
+    #[serde(default = "crate::cost::rv32im")]
+    pub vm_config: String,
     pub segments: usize,
     /// Workers in the simulated pool.
     pub workers: usize,
@@ -329,6 +347,10 @@ impl Prediction {
     pub fn of(candidate: &Candidate, pool: &Pool) -> Option<Self> {
         Some(Self {
             segment_height: candidate.segment_height,
+            vm_config: pool
+                .workers
+                .first()
+                .map_or_else(crate::cost::rv32im, |&w| pool.profiles[w].vm_config.clone()),
             segments: candidate.segments,
             workers: pool.workers.len(),
             devices: pool.devices(),

@@ -30,6 +30,55 @@ impl fmt::Debug for ProgramImage {
     }
 }
 
+/// The zkVM's instruction set for a job: RV32IM with the zkVM's I/O, and optionally its SHA-2
+/// extension (a SHA-256 compression as one instruction). Part of a program's identity: each
+/// configuration has its own keys, and a proof names the one it was made under.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum VmConfig {
+    #[default]
+    Rv32im,
+    Rv32imSha2,
+}
+
+impl VmConfig {
+    pub const ALL: [VmConfig; 2] = [VmConfig::Rv32im, VmConfig::Rv32imSha2];
+
+    /// `rv32im` or `rv32im-sha2`: how flags, files and logs name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Rv32im => "rv32im",
+            Self::Rv32imSha2 => "rv32im-sha2",
+        }
+    }
+}
+
+impl fmt::Display for VmConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for VmConfig {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Self::ALL
+            .into_iter()
+            .find(|c| c.name() == s)
+            .ok_or_else(|| format!("unknown VM config {s:?}: rv32im or rv32im-sha2"))
+    }
+}
+
+/// Which keys a job needs: its VM config and segment height.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct KeySetId {
+    pub vm_config: VmConfig,
+    pub segment_height: u32,
+}
+
 /// The parameters that fix a job's keys and its segmentation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -41,6 +90,18 @@ pub struct ProvingParams {
     pub tree: AggTreeShape,
     /// Execution stops with an error past this many guest instructions.
     pub max_instructions: u64,
+    /// The VM configuration. Changes the keys. Jobs stored before it existed ran RV32IM.
+    #[serde(default)]
+    pub vm_config: VmConfig,
+}
+
+impl ProvingParams {
+    pub fn key_set(&self) -> KeySetId {
+        KeySetId {
+            vm_config: self.vm_config,
+            segment_height: self.segment_height,
+        }
+    }
 }
 
 impl Default for ProvingParams {
@@ -49,6 +110,7 @@ impl Default for ProvingParams {
             segment_height: 20,
             tree: AggTreeShape::default(),
             max_instructions: DEFAULT_MAX_INSTRUCTIONS,
+            vm_config: VmConfig::default(),
         }
     }
 }
@@ -204,8 +266,8 @@ pub trait ProverBackend: Send + Sync {
         Ok(())
     }
 
-    /// Segment heights whose keys this backend has on disk already.
-    fn cached_key_heights(&self) -> Vec<u32> {
+    /// The key sets (VM config and segment height) this backend has on disk already.
+    fn cached_key_sets(&self) -> Vec<KeySetId> {
         Vec::new()
     }
 

@@ -12,7 +12,7 @@ pub mod dev;
 pub mod openvm;
 
 pub use backend::{
-    BackendError, BackendInfo, CutSegment, ProgramImage, ProofBlob, ProofMeta, ProverBackend,
-    ProvingParams, RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof,
-    DEFAULT_MAX_INSTRUCTIONS,
+    BackendError, BackendInfo, CutSegment, KeySetId, ProgramImage, ProofBlob, ProofMeta,
+    ProverBackend, ProvingParams, RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof,
+    VmConfig, DEFAULT_MAX_INSTRUCTIONS,
 };

@@ -56,7 +56,7 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         backend: info.name.clone(),
         backend_version: info.version.clone(),
         plait_version: env!("CARGO_PKG_VERSION").into(),
-        key_heights: backend.cached_key_heights(),
+        key_sets: backend.cached_key_sets(),
         gpus: 0,
         device_profile: config.device_profile.clone(),
     };
@@ -81,7 +81,7 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
             tracing::warn!(job = %task.job_id, task = %task.task_id, error = %e, "task abandoned");
         }
         // The task may have generated keys.
-        request.key_heights = backend.cached_key_heights();
+        request.key_sets = backend.cached_key_sets();
     }
     Ok(())
 }

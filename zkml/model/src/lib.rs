@@ -1,8 +1,10 @@
-//! The zkML flagship's model: a quantized MLP over 8×8 digit images, with integer-only
-//! inference (the guest has no FPU). The guest (`guests/zkml`) and the host (`plait demo
-//! zkml`) both run this code, so the host's reference answer is the guest's, bit for bit.
+//! The zkML models: quantized classifiers with integer-only inference (the guest has no FPU),
+//! run by the guest (`guests/zkml`) and by the host (`plait demo zkml`) alike, so the host's
+//! reference answer is the guest's, bit for bit. Three kinds, told apart by the model file's
+//! header: an MLP over 8×8 digit images (this file), and over 28×28 Fashion-MNIST images a CNN
+//! ([`cnn`]) and a vision transformer ([`vit`]).
 //!
-//! Model file (`zkml/train.py` writes it), little-endian: `PLAITMLP`, version u32 (1), layer
+//! MLP model file (`zkml/train.py` writes it), little-endian: `PLAITMLP`, version u32 (1), layer
 //! count u32, then per layer: inputs u32, outputs u32, shift u32, multiplier i32, weights
 //! i8[outputs × inputs] (row-major), biases i32[outputs]. Hidden layers apply ReLU and
 //! requantize to `0..=127` as `(acc · multiplier + 2^(shift−1)) >> shift`; the last layer
@@ -17,11 +19,16 @@
 extern crate alloc;
 
 mod cnn;
+mod vit;
 pub use cnn::{CnnModel, CNN_IMAGE_PIXELS, CNN_IMAGE_SIDE};
+pub use vit::{VitModel, VIT_IMAGE_PIXELS, VIT_IMAGE_SIDE};
 
 use alloc::vec::Vec;
 use core::fmt;
 
+#[cfg(feature = "openvm-sha2")]
+use openvm_sha2::{Digest, Sha256};
+#[cfg(not(feature = "openvm-sha2"))]
 use sha2::{Digest, Sha256};
 
 pub const IMAGE_SIDE: usize = 8;
@@ -60,9 +67,16 @@ impl fmt::Display for ModelError {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageError {
-    WrongSize(usize),
-    /// A batch of CNN images whose length is not a multiple of 28×28.
-    WrongCnnSize(usize),
+    /// An image of the wrong size: `pixels` expected.
+    WrongSize {
+        pixels: usize,
+        got: usize,
+    },
+    /// A batch whose length is not a whole number of `pixels`-pixel images.
+    PartialImage {
+        pixels: usize,
+        got: usize,
+    },
     PixelOutOfRange {
         index: usize,
         value: u8,
@@ -71,15 +85,24 @@ pub enum ImageError {
 
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let side = |pixels: &usize| {
+            if *pixels == IMAGE_PIXELS {
+                IMAGE_SIDE
+            } else {
+                28
+            }
+        };
         match self {
-            Self::WrongSize(n) => write!(
+            Self::WrongSize { pixels, got } => write!(
                 f,
-                "an image is {IMAGE_SIDE}×{IMAGE_SIDE} = {IMAGE_PIXELS} pixels, got {n}"
+                "an image is {s}×{s} = {pixels} pixels, got {got}",
+                s = side(pixels)
             ),
-            Self::WrongCnnSize(n) => write!(
+            Self::PartialImage { pixels, got } => write!(
                 f,
-                "an image is {CNN_IMAGE_SIDE}×{CNN_IMAGE_SIDE} = {CNN_IMAGE_PIXELS} pixels; \
-                 {n} bytes are not a whole number of images"
+                "an image is {s}×{s} = {pixels} pixels; {got} bytes are not a whole number \
+                 of images",
+                s = side(pixels)
             ),
             Self::PixelOutOfRange { index, value } => write!(
                 f,
@@ -258,9 +281,13 @@ impl<'a> Model<'a> {
     }
 }
 
+/// Checks a digits image: 64 gray levels 0..=16.
 pub fn check_image(image: &[u8]) -> Result<(), ImageError> {
     if image.len() != IMAGE_PIXELS {
-        return Err(ImageError::WrongSize(image.len()));
+        return Err(ImageError::WrongSize {
+            pixels: IMAGE_PIXELS,
+            got: image.len(),
+        });
     }
     match image.iter().position(|&p| p > PIXEL_MAX) {
         Some(index) => Err(ImageError::PixelOutOfRange {
@@ -301,52 +328,110 @@ pub fn claim(model_sha256: &[u8; 32], images_sha256: &[u8; 32], answers: &[Infer
     h.update(b"plait-zkml-v1");
     h.update(model_sha256);
     h.update(images_sha256);
-    h.update((answers.len() as u32).to_le_bytes());
+    // Slices: OpenVM's guest hasher takes `&[u8]` where `sha2`'s takes `impl AsRef<[u8]>`.
+    h.update((answers.len() as u32).to_le_bytes().as_slice());
     for a in answers {
-        h.update([a.class]);
+        h.update([a.class].as_slice());
         for l in a.logits {
-            h.update(l.to_le_bytes());
+            h.update(l.to_le_bytes().as_slice());
         }
     }
     h.finalize().into()
 }
 
+/// Any of the three models, as its file's header says.
+pub enum Classifier<'a> {
+    Mlp(Model<'a>),
+    Cnn(CnnModel<'a>),
+    Vit(VitModel<'a>),
+}
+
+impl<'a> Classifier<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, ModelError> {
+        if bytes.starts_with(cnn::MAGIC) {
+            CnnModel::parse(bytes).map(Self::Cnn)
+        } else if bytes.starts_with(vit::MAGIC) {
+            VitModel::parse(bytes).map(Self::Vit)
+        } else {
+            Model::parse(bytes).map(Self::Mlp)
+        }
+    }
+
+    /// `"MLP"`, `"CNN"` or `"ViT"`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Mlp(_) => "MLP",
+            Self::Cnn(_) => "CNN",
+            Self::Vit(_) => "ViT",
+        }
+    }
+
+    /// Pixels per image: 8×8 for the MLP, 28×28 for the others.
+    pub fn image_pixels(&self) -> usize {
+        match self {
+            Self::Mlp(_) => IMAGE_PIXELS,
+            Self::Cnn(_) => CNN_IMAGE_PIXELS,
+            Self::Vit(_) => VIT_IMAGE_PIXELS,
+        }
+    }
+
+    /// The largest gray level: 16 for the digits, 255 for Fashion-MNIST.
+    pub fn pixel_max(&self) -> u8 {
+        match self {
+            Self::Mlp(_) => PIXEL_MAX,
+            _ => u8::MAX,
+        }
+    }
+
+    pub fn parameters(&self) -> usize {
+        match self {
+            Self::Mlp(m) => m.parameters(),
+            Self::Cnn(m) => m.parameters(),
+            Self::Vit(m) => m.parameters(),
+        }
+    }
+
+    /// Integer inference on one image.
+    pub fn logits(&self, image: &[u8]) -> Result<[i32; CLASSES], ImageError> {
+        let wrong_size = || ImageError::WrongSize {
+            pixels: self.image_pixels(),
+            got: image.len(),
+        };
+        match self {
+            Self::Mlp(m) => m.logits(image),
+            Self::Cnn(m) => Ok(m.logits(image.try_into().map_err(|_| wrong_size())?)),
+            Self::Vit(m) => Ok(m.logits(image.try_into().map_err(|_| wrong_size())?)),
+        }
+    }
+}
+
 /// Runs the model on `images` (concatenated images: 64 bytes each for the digits MLP, 784 for
-/// the Fashion-MNIST CNN, as the model file's header says) and returns every answer and the
+/// the Fashion-MNIST models, as the model file's header says) and returns every answer and the
 /// claim. This is the guest's whole computation.
 pub fn infer_batch(
     model_bytes: &[u8],
     images: &[u8],
 ) -> Result<(Vec<Inference>, [u8; 32]), BatchError> {
-    let answer = |logits: [i32; CLASSES]| Inference {
-        class: predict(&logits),
-        logits,
-    };
-    let answers: Vec<Inference> = if model_bytes.starts_with(cnn::MAGIC) {
-        let model = CnnModel::parse(model_bytes).map_err(BatchError::Model)?;
-        if images.is_empty() || images.len() % CNN_IMAGE_PIXELS != 0 {
-            return Err(BatchError::Image(0, ImageError::WrongCnnSize(images.len())));
-        }
-        images
-            .chunks_exact(CNN_IMAGE_PIXELS)
-            .map(|image| answer(model.logits(image.try_into().expect("whole images"))))
-            .collect()
-    } else {
-        let model = Model::parse(model_bytes).map_err(BatchError::Model)?;
-        if images.is_empty() || images.len() % IMAGE_PIXELS != 0 {
-            return Err(BatchError::Image(0, ImageError::WrongSize(images.len())));
-        }
-        images
-            .chunks_exact(IMAGE_PIXELS)
-            .enumerate()
-            .map(|(i, image)| {
-                model
-                    .logits(image)
-                    .map(answer)
-                    .map_err(|e| BatchError::Image(i, e))
+    let model = Classifier::parse(model_bytes).map_err(BatchError::Model)?;
+    let pixels = model.image_pixels();
+    if images.is_empty() || !images.len().is_multiple_of(pixels) {
+        let got = images.len();
+        return Err(BatchError::Image(
+            0,
+            ImageError::PartialImage { pixels, got },
+        ));
+    }
+    let answers = images
+        .chunks_exact(pixels)
+        .enumerate()
+        .map(|(i, image)| {
+            let logits = model.logits(image).map_err(|e| BatchError::Image(i, e))?;
+            Ok(Inference {
+                class: predict(&logits),
+                logits,
             })
-            .collect::<Result<_, _>>()?
-    };
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let claim = claim(&sha256(model_bytes), &sha256(images), &answers);
     Ok((answers, claim))
 }
@@ -425,7 +510,13 @@ mod tests {
         assert_eq!(logits[1], 32);
         assert_eq!(logits[9], 160);
         assert_eq!(predict(&logits), 9);
-        assert_eq!(model.logits(&[0; 63]), Err(ImageError::WrongSize(63)));
+        assert_eq!(
+            model.logits(&[0; 63]),
+            Err(ImageError::WrongSize {
+                pixels: 64,
+                got: 63
+            })
+        );
         image[5] = 17;
         assert_eq!(
             model.logits(&image),

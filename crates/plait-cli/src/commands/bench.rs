@@ -64,10 +64,10 @@ pub fn summary(wall_seconds: f64, timings: &[TaskTiming]) -> Summary {
 pub async fn sdk_prove(args: BenchSdkProveArgs, cache: &std::path::Path) -> Result<()> {
     let started = Instant::now();
     let (program, input) = args.program.load(cache)?;
-    let height = args.program.params.segment_height;
+    let params = args.program.params()?;
     let cache_dir = cache.to_path_buf();
     let bytes = tokio::task::spawn_blocking(move || {
-        plait_prover::openvm::sdk_prove_single_process(&cache_dir, &program, &input, height)
+        plait_prover::openvm::sdk_prove_single_process(&cache_dir, &program, &input, &params)
     })
     .await??;
     let wall_seconds = started.elapsed().as_secs_f64();

@@ -201,7 +201,7 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
     let request = SubmitJobRequest {
         program_sha256: uploaded.program_sha256,
         input,
-        params: args.program.params.params(),
+        params: args.program.params()?,
         auto_segment_height: auto,
     };
     let submitted: SubmitJobResponse = c

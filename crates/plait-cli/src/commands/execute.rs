@@ -38,7 +38,7 @@ struct CheckpointSizes {
 
 pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
     let (program, input) = args.program.load(cache)?;
-    let params = args.program.params.params();
+    let params = args.program.params()?;
     let backend = openvm_backend(cache);
     let keys = {
         let (backend, program) = (backend.clone(), program.clone());

@@ -19,7 +19,7 @@ use plait_core::{
 };
 use plait_prover::{
     openvm::OpenVmBackend, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    SegmentStart,
+    SegmentStart, VmConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -28,8 +28,12 @@ use crate::{exit::BadInput, program_arg::ProgramArgs};
 
 const FIB_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/fib");
 
-pub fn default_profile_path(cache: &Path) -> PathBuf {
-    cache.join("device-profile.json")
+/// Where `plait calibrate` keeps this machine's profile for `vm`.
+pub fn default_profile_path(cache: &Path, vm: VmConfig) -> PathBuf {
+    match vm {
+        VmConfig::Rv32im => cache.join("device-profile.json"),
+        other => cache.join(format!("device-profile-{other}.json")),
+    }
 }
 
 // ---------------------------------------------------------------- calibrate
@@ -46,9 +50,12 @@ pub struct CalibrateArgs {
     /// A name for this device.
     #[arg(long)]
     device: Option<String>,
+    /// The VM config to measure under (each has its own profile).
+    #[arg(long, default_value = "rv32im")]
+    vm_config: VmConfig,
 }
 
-fn new_profile(name: String) -> DeviceProfile {
+fn new_profile(name: String, vm: VmConfig) -> DeviceProfile {
     let info = OpenVmBackend::new(PathBuf::new()).info();
     DeviceProfile {
         format: PROFILE_FORMAT.into(),
@@ -60,6 +67,7 @@ fn new_profile(name: String) -> DeviceProfile {
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: crate::commands::worker::machine_memory_bytes(),
         tree: AggTreeShape::default(),
+        vm_config: vm.name().into(),
         segments: Vec::new(),
         nodes: Vec::new(),
     }
@@ -82,7 +90,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     let path = args
         .output
         .clone()
-        .unwrap_or_else(|| default_profile_path(cache));
+        .unwrap_or_else(|| default_profile_path(cache, args.vm_config));
     let work = path.with_extension("work");
     std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let device = args.device.clone().unwrap_or_else(|| {
@@ -93,9 +101,10 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
         Ok(bytes) => {
             let old: DeviceProfile = serde_json::from_slice(&bytes)
                 .map_err(|e| BadInput(format!("{} is not a profile: {e}", path.display())))?;
-            let fresh = new_profile(device.clone());
+            let fresh = new_profile(device.clone(), args.vm_config);
             if old.plait_version == fresh.plait_version
                 && old.backend_version == fresh.backend_version
+                && old.vm_config == fresh.vm_config
             {
                 eprintln!("resuming the calibration in {}", path.display());
                 old
@@ -103,7 +112,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
                 fresh
             }
         }
-        Err(_) => new_profile(device),
+        Err(_) => new_profile(device, args.vm_config),
     };
     // Ascending: the lowest height also measures the aggregation nodes.
     let mut heights = args.heights.clone();
@@ -113,8 +122,9 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
         return Err(BadInput("--heights: give at least one segment height".into()).into());
     }
     let cache = cache.to_path_buf();
+    let vm = args.vm_config;
     tokio::task::spawn_blocking(move || {
-        calibrate_blocking(&mut profile, &heights, &path, &work, &cache)
+        calibrate_blocking(&mut profile, vm, &heights, &path, &work, &cache)
     })
     .await?
 }
@@ -128,6 +138,7 @@ fn save(profile: &DeviceProfile, path: &Path) -> Result<()> {
 
 fn calibrate_blocking(
     profile: &mut DeviceProfile,
+    vm_config: VmConfig,
     heights: &[u32],
     path: &Path,
     work: &Path,
@@ -146,6 +157,7 @@ fn calibrate_blocking(
     for &h in heights {
         let params = ProvingParams {
             segment_height: h,
+            vm_config,
             ..Default::default()
         };
         // About two segments: one full, which is what is measured.
@@ -189,6 +201,7 @@ fn calibrate_blocking(
     // Every node kind, at the lowest height: leaves of 1 to 4 segments, then the chain.
     let params = ProvingParams {
         segment_height: lowest,
+        vm_config,
         ..Default::default()
     };
     // Four segments, so that leaves of 1 to 4 children can be measured: a leaf's circuit grows
@@ -384,17 +397,30 @@ impl PoolArgs {
         }
     }
 
-    pub fn pool(&self, cache: &Path, tree: AggTreeShape) -> Result<Pool> {
+    /// The pool for a job of `params`: every profile must have been measured under its VM
+    /// config and tree shape.
+    pub fn pool(&self, cache: &Path, params: &ProvingParams) -> Result<Pool> {
         let openvm = OpenVmBackend::new(PathBuf::new()).info();
-        if self.pool.is_empty() {
+        let pool = if self.pool.is_empty() {
             let path = self
                 .profile
                 .clone()
-                .unwrap_or_else(|| default_profile_path(cache));
-            let profile = read_profile(&path, tree, &openvm)?;
-            return Ok(Pool::uniform(profile, self.workers.max(1)));
+                .unwrap_or_else(|| default_profile_path(cache, params.vm_config));
+            let profile = read_profile(&path, params.tree, &openvm)?;
+            Pool::uniform(profile, self.workers.max(1))
+        } else {
+            read_pool(&self.pool, params.tree, &openvm)?.0
+        };
+        let vm = params.vm_config.name();
+        if let Some(other) = pool.profiles.iter().find(|p| p.vm_config != vm) {
+            return Err(BadInput(format!(
+                "device profile {:?} was measured under the {} VM config, and this job runs \
+                 {vm}: run `plait calibrate --vm-config {vm}`",
+                other.device, other.vm_config
+            ))
+            .into());
         }
-        Ok(read_pool(&self.pool, tree, &openvm)?.0)
+        Ok(pool)
     }
 
     pub fn sim_config(&self, execution_seconds: f64) -> SimConfig {
@@ -519,8 +545,8 @@ fn short_layer(layer: &str) -> String {
 
 pub async fn plan(args: PlanArgs, cache: &Path) -> Result<()> {
     let (program, input) = args.program.load(cache)?;
-    let params = args.program.params.params();
-    let pool = args.pool.pool(cache, params.tree)?;
+    let params = args.program.params()?;
+    let pool = args.pool.pool(cache, &params)?;
     let backend = openvm_backend(cache);
     let candidates = candidates(backend, &program, &input, params, &args.pool, &pool).await?;
     let (best, why) = recommend(&candidates, args.pool.goal)?;
@@ -554,7 +580,7 @@ pub async fn plan(args: PlanArgs, cache: &Path) -> Result<()> {
 }
 
 /// Simulates each candidate on pools of several sizes and draws T and L against n.
-fn plot(
+pub fn plot(
     candidates: &[Candidate],
     pool: &Pool,
     pool_args: &PoolArgs,

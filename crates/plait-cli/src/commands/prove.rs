@@ -98,7 +98,7 @@ fn spinner(message: &str) -> ProgressBar {
 pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     let started = Instant::now();
     let (program, input) = args.program.load(cache)?;
-    let params = args.program.params.params();
+    let params = args.program.params()?;
     let backend: Arc<dyn ProverBackend> = if args.dev {
         eprintln!("WARNING: --dev: the dev backend makes FAKE proofs that prove nothing");
         Arc::new(DevBackend::default())
@@ -123,7 +123,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
         args.goal,
     );
     let profile_given = args.profile.is_some() || args.segment_size.is_some();
-    let planner = match pool_args.pool(cache, params.tree) {
+    let planner = match pool_args.pool(cache, &params) {
         Ok(pool) if !args.dev => Some(PlannerConfig {
             pool,
             fixed_size: true,

@@ -5,7 +5,7 @@ use std::{path::Path, sync::Arc, time::Duration};
 use anyhow::{Context, Result};
 use clap::Args;
 use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
-use plait_prover::ProverBackend;
+use plait_prover::{ProverBackend, VmConfig};
 
 use plait_core::planner::Pool;
 
@@ -83,15 +83,20 @@ fn planner_config(
     let info = backend.info();
     let none = (Pool::empty(), false);
     let (pool, fixed_size) = if args.plan_profile.is_empty() {
-        let path = planner::default_profile_path(cache);
-        if path.exists() {
-            let entry = [path.display().to_string()];
-            planner::read_pool(&entry, tree, &info).unwrap_or_else(|e| {
-                eprintln!("not planning with this machine's device profile: {e:#}");
+        // This machine's profiles, one per VM config calibrated.
+        let entries: Vec<String> = VmConfig::ALL
+            .into_iter()
+            .map(|vm| planner::default_profile_path(cache, vm))
+            .filter(|path| path.exists())
+            .map(|path| path.display().to_string())
+            .collect();
+        if entries.is_empty() {
+            none
+        } else {
+            planner::read_pool(&entries, tree, &info).unwrap_or_else(|e| {
+                eprintln!("not planning with this machine's device profiles: {e:#}");
                 none
             })
-        } else {
-            none
         }
     } else {
         planner::read_pool(&args.plan_profile, tree, &info)?

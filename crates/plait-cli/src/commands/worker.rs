@@ -7,7 +7,7 @@ use clap::Args;
 use plait_core::cost::DeviceProfile;
 use plait_prover::{
     dev::{DevBackend, DevFault},
-    ProverBackend,
+    ProverBackend, VmConfig,
 };
 use plait_worker::WorkerConfig;
 
@@ -56,7 +56,10 @@ fn device_profile(
     match &args.profile {
         Some(path) => planner::read_profile(path, tree, &info).map(Some),
         None if args.dev => Ok(None),
-        None => Ok(planner::read_profile(&planner::default_profile_path(cache), tree, &info).ok()),
+        None => {
+            let path = planner::default_profile_path(cache, VmConfig::Rv32im);
+            Ok(planner::read_profile(&path, tree, &info).ok())
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! Proving and verifying keys for one set of parameters, generated once and cached on disk.
 //!
 //! Keys depend only on the parameters (OpenVM version, VM config, segment height, aggregation
-//! parameters), never on the program, so one key set serves every guest. Each layer's key is
+//! parameters), never on the program, so one key set serves every guest of that VM config. Each layer's key is
 //! its own file, so a worker loads only the keys of the tasks it actually runs.
 
 use std::{
@@ -13,7 +13,9 @@ use std::{
 
 use openvm_continuations::prover::InnerCpuProver;
 use openvm_sdk::{
-    config::{AggregationSystemParams, MAX_NUM_CHILDREN_INTERNAL, MAX_NUM_CHILDREN_LEAF},
+    config::{
+        AggregationSystemParams, AppConfig, MAX_NUM_CHILDREN_INTERNAL, MAX_NUM_CHILDREN_LEAF,
+    },
     keygen::{AggPrefixProvingKey, AggProvingKey, AppProvingKey},
     Sdk, SC,
 };
@@ -27,7 +29,7 @@ use openvm_verify_stark_host::vk::{VerificationBaseline, VmStarkVerifyingKey};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::BackendError;
+use crate::{BackendError, VmConfig};
 
 /// The smallest segment height OpenVM's segmentation accepts (its trace height must hold at
 /// least two segment checks).
@@ -59,6 +61,9 @@ pub(crate) struct LayerVks {
 pub struct KeyMeta {
     pub format_version: u32,
     pub openvm_version: String,
+    /// Key sets written before VM configs existed are RV32IM's.
+    #[serde(default)]
+    pub vm_config: VmConfig,
     pub segment_height: u32,
     pub app_keygen_seconds: f64,
     pub agg_keygen_seconds: f64,
@@ -69,6 +74,7 @@ pub struct KeyMeta {
 /// The cache directory of one key set, with each key loaded on first use.
 pub(crate) struct KeySet {
     pub dir: PathBuf,
+    pub vm: VmConfig,
     pub segment_height: u32,
     app_pk: OnceLock<AppProvingKey<SdkVmConfig>>,
     vks: OnceLock<Arc<LayerVks>>,
@@ -78,21 +84,41 @@ pub(crate) struct KeySet {
     verifier_template: OnceLock<VmStarkVerifyingKey>,
 }
 
-/// Returns the cache directory name for keys of this segment height: a content hash of every
-/// input to keygen, so a change in any of them can never load stale keys.
-pub(crate) fn key_set_id(segment_height: u32) -> String {
+/// OpenVM's configuration for `vm`: RV32IM and I/O (OpenVM's `riscv32`), plus SHA-2.
+pub(crate) fn sdk_vm_config(vm: VmConfig) -> SdkVmConfig {
+    match vm {
+        VmConfig::Rv32im => SdkVmConfig::riscv32(),
+        VmConfig::Rv32imSha2 => SdkVmConfig::builder()
+            .system(Default::default())
+            .rv32i(Default::default())
+            .rv32m(Default::default())
+            .io(Default::default())
+            .sha2(Default::default())
+            .build()
+            .optimize(),
+    }
+}
+
+/// Returns the cache directory name for keys of this VM config and segment height: a content
+/// hash of every input to keygen, so a change in any of them can never load stale keys.
+/// (RV32IM's name is the one it had before VM configs existed, so its cached keys stay valid.)
+pub(crate) fn key_set_id(vm: VmConfig, segment_height: u32) -> String {
+    let (config, prefix) = match vm {
+        VmConfig::Rv32im => ("riscv32".to_string(), "openvm-2.0".to_string()),
+        VmConfig::Rv32imSha2 => (
+            format!("{:?}", sdk_vm_config(vm)),
+            format!("openvm-2.0-{}", vm.name()),
+        ),
+    };
     let description = serde_json::json!({
         "format": 1,
         "openvm": "2.0.2",
-        "vm-config": "riscv32",
+        "vm-config": config,
         "app-params": format!("{:?}", app_params_with_100_bits_security(segment_height as usize)),
         "agg-params": format!("{:?}", AggregationSystemParams::default()),
     });
     let digest = Sha256::digest(description.to_string().as_bytes());
-    format!(
-        "openvm-2.0-h{segment_height}-{}",
-        &hex::encode(digest)[..16]
-    )
+    format!("{prefix}-h{segment_height}-{}", &hex::encode(digest)[..16])
 }
 
 pub(crate) fn validate_segment_height(segment_height: u32) -> Result<(), BackendError> {
@@ -106,10 +132,11 @@ pub(crate) fn validate_segment_height(segment_height: u32) -> Result<(), Backend
 }
 
 impl KeySet {
-    pub fn new(cache_root: &Path, segment_height: u32) -> Result<Self, BackendError> {
+    pub fn new(cache_root: &Path, vm: VmConfig, segment_height: u32) -> Result<Self, BackendError> {
         validate_segment_height(segment_height)?;
         Ok(Self {
-            dir: cache_root.join("keys").join(key_set_id(segment_height)),
+            dir: cache_root.join("keys").join(key_set_id(vm, segment_height)),
+            vm,
             segment_height,
             app_pk: OnceLock::new(),
             vks: OnceLock::new(),
@@ -147,11 +174,13 @@ impl KeySet {
         let _ = fs::remove_dir_all(&tmp);
         fs::create_dir_all(&tmp).map_err(|e| key_error(&tmp, e))?;
 
-        tracing::info!(segment_height = self.segment_height, dir = %self.dir.display(), "generating keys");
-        let app_params = app_params_with_100_bits_security(self.segment_height as usize);
+        tracing::info!(vm = %self.vm, segment_height = self.segment_height, dir = %self.dir.display(), "generating keys");
         // Building the SDK generates the app key; the aggregation keys come on first use.
         let started = Instant::now();
-        let sdk = Sdk::riscv32(app_params, AggregationSystemParams::default());
+        let app_params = app_params_with_100_bits_security(self.segment_height as usize);
+        let app_config = AppConfig::new(sdk_vm_config(self.vm), app_params);
+        let sdk = Sdk::new(app_config, AggregationSystemParams::default())
+            .map_err(|e| key_error(&self.dir, e))?;
         let app_pk = sdk.app_pk().clone();
         let app_keygen_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
@@ -208,6 +237,7 @@ impl KeySet {
         let meta = KeyMeta {
             format_version: 1,
             openvm_version: "2.0.2".into(),
+            vm_config: self.vm,
             segment_height: self.segment_height,
             app_keygen_seconds,
             agg_keygen_seconds,

@@ -1,6 +1,7 @@
 //! OpenVM 2.0 on the CPU.
 //!
-//! Layout: [`keys`] generates and caches proving keys per segment height; [`program`] loads a
+//! Layout: [`keys`] generates and caches proving keys per VM config and segment height;
+//! [`program`] loads a
 //! guest ELF; [`execution`] plans segments and their boundaries; [`proofs`] proves and checks
 //! segments and aggregation nodes; [`proof_file`] is the final proof's on-disk format.
 
@@ -27,16 +28,16 @@ use plait_core::{AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
-    BackendError, BackendInfo, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof,
+    BackendError, BackendInfo, KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend,
+    ProvingParams, RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof, VmConfig,
 };
 
-/// The OpenVM backend. Keys and loaded programs are cached in memory per segment height and
-/// program; keys are also cached on disk under `cache_dir`.
+/// The OpenVM backend. Keys and loaded programs are cached in memory per VM config, segment
+/// height and program; keys are also cached on disk under `cache_dir`.
 pub struct OpenVmBackend {
     cache_dir: PathBuf,
-    key_sets: Mutex<HashMap<u32, Arc<KeySet>>>,
-    programs: Mutex<HashMap<(u32, String), Arc<LoadedProgram>>>,
+    key_sets: Mutex<HashMap<(VmConfig, u32), Arc<KeySet>>>,
+    programs: Mutex<HashMap<(VmConfig, u32, String), Arc<LoadedProgram>>>,
 }
 
 impl OpenVmBackend {
@@ -52,14 +53,18 @@ impl OpenVmBackend {
         &self.cache_dir
     }
 
-    fn key_set(&self, segment_height: u32) -> Result<Arc<KeySet>, BackendError> {
+    fn key_set(&self, vm: VmConfig, segment_height: u32) -> Result<Arc<KeySet>, BackendError> {
         let mut sets = self.key_sets.lock().expect("key set lock poisoned");
-        if let Some(set) = sets.get(&segment_height) {
+        if let Some(set) = sets.get(&(vm, segment_height)) {
             return Ok(set.clone());
         }
-        let set = Arc::new(KeySet::new(&self.cache_dir, segment_height)?);
-        sets.insert(segment_height, set.clone());
+        let set = Arc::new(KeySet::new(&self.cache_dir, vm, segment_height)?);
+        sets.insert((vm, segment_height), set.clone());
         Ok(set)
+    }
+
+    fn keys_for(&self, params: &ProvingParams) -> Result<Arc<KeySet>, BackendError> {
+        self.key_set(params.vm_config, params.segment_height)
     }
 
     /// Checks the parameters, makes sure the keys exist and loads the program: what running
@@ -71,7 +76,7 @@ impl OpenVmBackend {
         params: &ProvingParams,
     ) -> Result<(Arc<KeySet>, Arc<LoadedProgram>), BackendError> {
         Self::check_params(params)?;
-        let keys = self.key_set(params.segment_height)?;
+        let keys = self.keys_for(params)?;
         keys.ensure_generated()?;
         let loaded = self.program(&keys, program)?;
         Ok((keys, loaded))
@@ -82,7 +87,7 @@ impl OpenVmBackend {
         keys: &KeySet,
         program: &ProgramImage,
     ) -> Result<Arc<LoadedProgram>, BackendError> {
-        let key = (keys.segment_height, program.digest.clone());
+        let key = (keys.vm, keys.segment_height, program.digest.clone());
         if let Some(loaded) = self.programs.lock().expect("program lock").get(&key) {
             return Ok(loaded.clone());
         }
@@ -97,14 +102,15 @@ impl OpenVmBackend {
             .clone())
     }
 
-    /// Returns the verifying key of `program` under `segment_height`: what OpenVM's verifier
-    /// needs. It is cached on disk, so verifying needs no proving key once it exists.
+    /// Returns the verifying key of `program` under `vm` and `segment_height`: what OpenVM's
+    /// verifier needs. It is cached on disk, so verifying needs no proving key once it exists.
     pub fn program_verifying_key(
         &self,
         program: &ProgramImage,
+        vm: VmConfig,
         segment_height: u32,
     ) -> Result<VmStarkVerifyingKey, BackendError> {
-        let keys = self.key_set(segment_height)?;
+        let keys = self.key_set(vm, segment_height)?;
         let path = keys
             .dir
             .join("programs")
@@ -134,7 +140,7 @@ impl OpenVmBackend {
         program: &ProgramImage,
     ) -> Result<(Arc<KeySet>, Arc<LoadedProgram>), String> {
         let keys = self
-            .key_set(params.segment_height)
+            .keys_for(params)
             .map_err(|e| format!("cannot check: {e}"))?;
         let loaded = self
             .program(&keys, program)
@@ -185,7 +191,7 @@ impl ProverBackend for OpenVmBackend {
 
     fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError> {
         Self::check_params(params)?;
-        let keys = self.key_set(params.segment_height)?;
+        let keys = self.keys_for(params)?;
         let fresh = !keys.exists();
         let meta = keys.ensure_generated()?;
         let total: u64 = meta.files.iter().map(|(_, len)| len).sum();
@@ -195,7 +201,8 @@ impl ProverBackend for OpenVmBackend {
             .map(|(name, len)| format!("{name} {:.1} MB", *len as f64 / 1e6))
             .collect();
         Ok(format!(
-            "keys for segment height {} {} at {} (keygen: app {:.1} s, aggregation {:.1} s; {:.1} MB: {})",
+            "keys for {} at segment height {} {} at {} (keygen: app {:.1} s, aggregation {:.1} s; {:.1} MB: {})",
+            params.vm_config,
             params.segment_height,
             if fresh { "generated" } else { "loaded from cache" },
             keys.dir.display(),
@@ -218,9 +225,17 @@ impl ProverBackend for OpenVmBackend {
         self.ready_to_execute(program, params).map(|_| ())
     }
 
-    fn cached_key_heights(&self) -> Vec<u32> {
-        (MIN_SEGMENT_HEIGHT..=openvm_stark_sdk::config::MAX_APP_LOG_STACKED_HEIGHT as u32)
-            .filter(|&h| KeySet::new(&self.cache_dir, h).is_ok_and(|k| k.exists()))
+    fn cached_key_sets(&self) -> Vec<KeySetId> {
+        let heights =
+            MIN_SEGMENT_HEIGHT..=openvm_stark_sdk::config::MAX_APP_LOG_STACKED_HEIGHT as u32;
+        VmConfig::ALL
+            .into_iter()
+            .flat_map(|vm| heights.clone().map(move |h| (vm, h)))
+            .filter(|&(vm, h)| KeySet::new(&self.cache_dir, vm, h).is_ok_and(|k| k.exists()))
+            .map(|(vm_config, segment_height)| KeySetId {
+                vm_config,
+                segment_height,
+            })
             .collect()
     }
 
@@ -272,7 +287,7 @@ impl ProverBackend for OpenVmBackend {
         is_last: bool,
         start: SegmentStart<'_>,
     ) -> Result<(ProofBlob, ProofMeta), BackendError> {
-        let keys = self.key_set(params.segment_height)?;
+        let keys = self.keys_for(params)?;
         let loaded = self.program(&keys, program)?;
         proofs::prove_segment(&keys, &loaded, program, segment, is_last, start)
     }
@@ -283,7 +298,7 @@ impl ProverBackend for OpenVmBackend {
         layer: AggLayer,
         children: &[ProofBlob],
     ) -> Result<ProofBlob, BackendError> {
-        let keys = self.key_set(params.segment_height)?;
+        let keys = self.keys_for(params)?;
         proofs::aggregate(&keys, layer, children)
     }
 
@@ -345,9 +360,9 @@ impl ProverBackend for OpenVmBackend {
             user_pvs_proof,
             deferral_merkle_proofs: None,
         };
-        let vk = self.program_verifying_key(program, params.segment_height)?;
+        let vk = self.program_verifying_key(program, params.vm_config, params.segment_height)?;
         let exe_commit = vk.baseline.app_exe_commit;
-        let bytes = proof_file::write(proof, params.segment_height, &program.digest, &exe_commit)?;
+        let bytes = proof_file::write(proof, params, &program.digest, &exe_commit)?;
         // Never hand out a proof we have not verified the way a user will: from the file.
         verify_file(&vk, program, &bytes)?;
         Ok(bytes)
@@ -361,7 +376,7 @@ impl ProverBackend for OpenVmBackend {
         let (file, _) = proof_file::read(proof_file)?;
         keys::validate_segment_height(file.segment_height)
             .map_err(|e| BackendError::ProofRejected(e.to_string()))?;
-        let vk = self.program_verifying_key(program, file.segment_height)?;
+        let vk = self.program_verifying_key(program, file.vm_config, file.segment_height)?;
         verify_file(&vk, program, proof_file)
     }
 }
@@ -411,10 +426,10 @@ pub fn first_boundary_mismatch(
     cache_dir: &Path,
     program: &ProgramImage,
     input: &ProgramInput,
-    segment_height: u32,
+    params: &ProvingParams,
     plan: &SegmentPlan,
 ) -> Result<Option<u32>, BackendError> {
-    let keys = KeySet::new(cache_dir, segment_height)?;
+    let keys = KeySet::new(cache_dir, params.vm_config, params.segment_height)?;
     keys.ensure_generated()?;
     let loaded = program::load(&keys, program)?;
     execution::first_boundary_mismatch(&keys, &loaded, input, plan)
@@ -427,9 +442,9 @@ pub fn sdk_prove_single_process(
     cache_dir: &Path,
     program: &ProgramImage,
     input: &ProgramInput,
-    segment_height: u32,
+    params: &ProvingParams,
 ) -> Result<usize, BackendError> {
-    let keys = KeySet::new(cache_dir, segment_height)?;
+    let keys = KeySet::new(cache_dir, params.vm_config, params.segment_height)?;
     keys.ensure_generated()?;
     let sdk = keys.sdk()?;
     program::check_elf_header(&program.bytes)?;

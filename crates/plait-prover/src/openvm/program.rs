@@ -7,12 +7,12 @@ use openvm_circuit::{
     system::program::trace::compute_exe_commit_from_mem_config,
 };
 use openvm_sdk::{prover::vm::new_local_prover, F};
-use openvm_sdk_config::{SdkVmConfig, SdkVmCpuBuilder, TranspilerConfig};
+use openvm_sdk_config::{SdkVmCpuBuilder, TranspilerConfig};
 use openvm_stark_sdk::config::baby_bear_poseidon2::Digest;
 use openvm_transpiler::{elf::Elf, openvm_platform::memory::MEM_SIZE, FromElf};
 
-use super::keys::{Engine, KeySet};
-use crate::{BackendError, ProgramImage};
+use super::keys::{sdk_vm_config, Engine, KeySet};
+use crate::{BackendError, ProgramImage, VmConfig};
 
 const EM_RISCV: u16 = 243;
 
@@ -54,15 +54,27 @@ pub(crate) fn check_elf_header(bytes: &[u8]) -> Result<(), BackendError> {
     Ok(())
 }
 
+/// Why `vm` cannot run this ELF, naming the VM config that can where there is one.
+fn refusal(vm: VmConfig, elf: &Elf, error: impl std::fmt::Display) -> BackendError {
+    let runs_under = VmConfig::ALL.into_iter().find(|&other| {
+        other != vm && VmExe::<F>::from_elf(elf.clone(), sdk_vm_config(other).transpiler()).is_ok()
+    });
+    BackendError::InvalidProgram(match runs_under {
+        Some(other) => format!(
+            "the ELF uses instructions the {vm} VM config cannot run ({error}); it runs under \
+             {other}: declare it in the guest's Cargo.toml ([package.metadata.plait] \
+             vm-config = \"{other}\") or pass --vm-config {other}"
+        ),
+        None => format!("the ELF does not transpile to OpenVM's {vm} instruction set: {error}"),
+    })
+}
+
 pub(crate) fn load(keys: &KeySet, program: &ProgramImage) -> Result<LoadedProgram, BackendError> {
     check_elf_header(&program.bytes)?;
     let elf = Elf::decode(&program.bytes, MEM_SIZE as u32)
         .map_err(|e| BackendError::InvalidProgram(format!("ELF does not decode: {e}")))?;
-    let exe = VmExe::from_elf(elf, SdkVmConfig::riscv32().transpiler()).map_err(|e| {
-        BackendError::InvalidProgram(format!(
-            "ELF does not transpile to OpenVM's RV32IM instruction set: {e}"
-        ))
-    })?;
+    let exe = VmExe::from_elf(elf.clone(), sdk_vm_config(keys.vm).transpiler())
+        .map_err(|e| refusal(keys.vm, &elf, e))?;
     let exe = Arc::new(exe);
     let app_pk = keys.app_pk()?;
     let instance = vm_instance(keys, &exe)?;

@@ -10,10 +10,11 @@ use openvm_stark_backend::p3_field::PrimeField32;
 use openvm_verify_stark_host::VmStarkProof;
 use serde::{Deserialize, Serialize};
 
-use crate::BackendError;
+use crate::{BackendError, ProvingParams, VmConfig};
 
 pub(crate) const FORMAT: &str = "plait-proof";
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Version 2 names the VM config; version 1 files (RV32IM only) are still read.
+pub(crate) const FORMAT_VERSION: u32 = 2;
 pub(crate) const OPENVM_PROOF_VERSION: &str = "v2.0";
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -22,6 +23,9 @@ pub(crate) struct ProofFile {
     pub format: String,
     pub format_version: u32,
     pub backend: String,
+    /// The VM config the proof was made under (files of format version 1 predate it: RV32IM).
+    #[serde(default)]
+    pub vm_config: VmConfig,
     pub segment_height: u32,
     /// SHA-256 of the guest ELF the proof is for.
     pub program_sha256: String,
@@ -61,7 +65,7 @@ pub(crate) fn digest_hex(digest: &[F; 8]) -> String {
 
 pub(crate) fn write(
     proof: VmStarkProof,
-    segment_height: u32,
+    params: &ProvingParams,
     program_sha256: &str,
     exe_commit: &[F; 8],
 ) -> Result<Vec<u8>, BackendError> {
@@ -72,7 +76,8 @@ pub(crate) fn write(
         format: FORMAT.into(),
         format_version: FORMAT_VERSION,
         backend: "openvm".into(),
-        segment_height,
+        vm_config: params.vm_config,
+        segment_height: params.segment_height,
         program_sha256: program_sha256.into(),
         app_exe_commit: digest_hex(exe_commit),
         public_values,
@@ -93,11 +98,14 @@ pub(crate) fn read(bytes: &[u8]) -> Result<(ProofFile, VmStarkProof), BackendErr
     let bad = |reason: String| BackendError::ProofRejected(reason);
     let file: ProofFile = serde_json::from_slice(bytes)
         .map_err(|e| bad(format!("not a well-formed Plait proof file: {e}")))?;
-    if file.format != FORMAT || file.format_version != FORMAT_VERSION {
+    if file.format != FORMAT || !(1..=FORMAT_VERSION).contains(&file.format_version) {
         return Err(bad(format!(
-            "unsupported proof format {:?} version {}; this Plait reads {FORMAT:?} version {FORMAT_VERSION}",
+            "unsupported proof format {:?} version {}; this Plait reads {FORMAT:?} versions 1 to {FORMAT_VERSION}",
             file.format, file.format_version
         )));
+    }
+    if file.format_version == 1 && file.vm_config != VmConfig::Rv32im {
+        return Err(bad("a version 1 proof file cannot name a VM config".into()));
     }
     if file.backend != "openvm" {
         return Err(bad(format!(
