@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Retrains and requantizes the zkML model into zkml/data/ (deterministic: fixed seeds, pinned
+# Retrains and requantizes the zkML models (digits MLP, Fashion-MNIST CNN and ViT) into zkml/data/ (deterministic: fixed seeds, pinned
 # versions), in a virtualenv under target/. The committed files are what this produces.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,3 +17,4 @@ for p in python3-torch python3-numpy dataset-fashion-mnist; do
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "$p" >/dev/null
 done
 /usr/bin/python3 zkml/train_fashion.py
+/usr/bin/python3 zkml/train_fashion_vit.py
