@@ -84,6 +84,9 @@ enum Command {
 struct KeygenArgs {
     #[arg(long, default_value_t = 20)]
     segment_height: u32,
+    /// The VM config whose keys to generate: rv32im or rv32im-sha2.
+    #[arg(long, default_value = "rv32im")]
+    vm_config: plait_prover::VmConfig,
 }
 
 #[derive(Args)]
@@ -119,7 +122,9 @@ fn main() -> ExitCode {
             Command::Execute(args) => commands::execute::run(args, &cache).await,
             Command::Prove(args) => commands::prove::run(args, &cache).await,
             Command::Verify(args) => commands::verify::run(args, &cache).await,
-            Command::Keygen(args) => commands::keygen(args.segment_height, &cache).await,
+            Command::Keygen(args) => {
+                commands::keygen(args.segment_height, args.vm_config, &cache).await
+            }
             Command::BuildGuest(args) => {
                 let elf = guest_build::build(&args.dir, &cache.join("guest-target"))?;
                 println!("{}", elf.display());

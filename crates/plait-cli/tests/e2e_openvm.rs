@@ -877,6 +877,47 @@ fn zkml_guest_and_host_agree_on_every_test_image() {
     );
 }
 
+/// A real proof under the rv32im-sha2 VM config: `plait demo zkml` proves one digit inference
+/// by the MLP (its model hashed by OpenVM's SHA-2 extension: one segment at height 19) with two
+/// local workers and checks that the proof reveals the host's claim. The proof file names its
+/// VM config; `plait verify` accepts it, and refuses it when the file names another config.
+#[test]
+fn a_zkml_proof_under_the_sha2_config_verifies_and_reveals_the_claim() {
+    let dir = tempfile::tempdir().unwrap();
+    let proof = dir.path().join("zkml.proof");
+    let png = dir.path().join("zkml.png");
+    let out = plait(&[
+        "demo",
+        "zkml",
+        "--model",
+        "mlp",
+        "--image",
+        "1",
+        "--segment-height",
+        &SEGMENT_HEIGHT.to_string(),
+        "-o",
+        proof.to_str().unwrap(),
+        "--png",
+        png.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("it reveals the claim"), "{stderr}");
+
+    let file: serde_json::Value = serde_json::from_slice(&std::fs::read(&proof).unwrap()).unwrap();
+    assert_eq!(file["vm-config"], "rv32im-sha2");
+    assert_eq!(file["format-version"], 2);
+    let elf = guest_elf("zkml");
+    assert!(verify(&proof, &elf).status.success());
+    // The same proof, claimed to be of the plain config: checked against RV32IM's keys, and
+    // rejected.
+    let mut renamed = file.clone();
+    renamed["vm-config"] = "rv32im".into();
+    let other = dir.path().join("renamed.proof");
+    std::fs::write(&other, serde_json::to_vec(&renamed).unwrap()).unwrap();
+    assert_eq!(verify(&other, &elf).status.code(), Some(PROOF_REJECTED));
+}
+
 /// `plait plan` with device profiles: a table and a recommendation that follows the goal, an
 /// SVG plot, and clear errors for a profile of another version and for a pool that cannot hold
 /// any candidate (the profiles here are written by the test, not measured).

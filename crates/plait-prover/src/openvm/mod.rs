@@ -376,7 +376,16 @@ impl ProverBackend for OpenVmBackend {
         let (file, _) = proof_file::read(proof_file)?;
         keys::validate_segment_height(file.segment_height)
             .map_err(|e| BackendError::ProofRejected(e.to_string()))?;
-        let vk = self.program_verifying_key(program, file.vm_config, file.segment_height)?;
+        // The file names the config; a program that cannot run under it has no such proof.
+        let vk = self
+            .program_verifying_key(program, file.vm_config, file.segment_height)
+            .map_err(|e| match e {
+                BackendError::InvalidProgram(why) => BackendError::ProofRejected(format!(
+                    "the proof is for the {} VM config, and {why}",
+                    file.vm_config
+                )),
+                other => other,
+            })?;
         verify_file(&vk, program, proof_file)
     }
 }
