@@ -194,6 +194,14 @@ async fn zkml(mut args: ZkmlArgs, cache: &Path) -> Result<()> {
     let (model_bytes, model_sha256) = load_model(&args, name)?;
     let classifier =
         Classifier::parse(&model_bytes).map_err(|e| BadInput(format!("model: {e}")))?;
+    if !classifier.kind().eq_ignore_ascii_case(&args.model) {
+        return Err(BadInput(format!(
+            "the model file holds a {} model, not a {} one",
+            classifier.kind(),
+            args.model
+        ))
+        .into());
+    }
     let (images, labels) = load_images(&args, name)?;
     // The whole Fashion-MNIST test set runs past the default instruction limit (2^36); unless
     // one was given, allow twice what this batch should take.
