@@ -199,3 +199,39 @@ pub fn build(dir: &Path, target_dir: &Path) -> Result<PathBuf> {
     }
     Ok(elf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn package(metadata: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("Cargo.toml"),
+            format!("[package]\nname = \"g\"\nversion = \"0.1.0\"\n{metadata}"),
+        )
+        .unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_guest_package_declares_its_vm_config() {
+        let none = package("");
+        assert_eq!(declared_vm_config(none.path()).unwrap(), None);
+        let sha2 = package("[package.metadata.plait]\nvm-config = \"rv32im-sha2\"\n");
+        assert_eq!(
+            declared_vm_config(sha2.path()).unwrap(),
+            Some(VmConfig::Rv32imSha2)
+        );
+        let bad = package("[package.metadata.plait]\nvm-config = \"rv64gc\"\n");
+        let err = declared_vm_config(bad.path()).unwrap_err();
+        assert!(err.is::<BadInput>());
+        assert!(err.to_string().contains("\"rv32im-sha2\""), "{err}");
+        let ours = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guests");
+        assert_eq!(
+            declared_vm_config(&ours.join("zkml")).unwrap(),
+            Some(VmConfig::Rv32imSha2)
+        );
+        assert_eq!(declared_vm_config(&ours.join("fib")).unwrap(), None);
+    }
+}

@@ -401,3 +401,24 @@ pub trait ProverBackend: Send + Sync {
         proof_file: &[u8],
     ) -> Result<VerifiedProof, BackendError>;
 }
+
+#[cfg(test)]
+mod vm_config_tests {
+    use super::*;
+
+    #[test]
+    fn vm_configs_have_one_name_everywhere_and_old_params_are_rv32im() {
+        for vm in VmConfig::ALL {
+            assert_eq!(vm.name().parse::<VmConfig>(), Ok(vm));
+            assert_eq!(serde_json::to_value(vm).unwrap(), vm.name());
+        }
+        assert!("rv64gc"
+            .parse::<VmConfig>()
+            .unwrap_err()
+            .contains("rv32im-sha2"));
+        let stored = r#"{"segment-height": 19, "tree": {"num-children-leaf": 4,
+            "num-children-internal": 3}, "max-instructions": 1000}"#;
+        let params: ProvingParams = serde_json::from_str(stored).unwrap();
+        assert_eq!(params.vm_config, VmConfig::Rv32im);
+    }
+}

@@ -375,3 +375,22 @@ fn key_error(path: &Path, e: impl std::fmt::Display) -> BackendError {
         reason: e.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rv32im_keys_keep_their_directory_and_each_config_has_its_own() {
+        // The name RV32IM's height-19 keys had before VM configs existed: caches stay valid.
+        assert_eq!(
+            key_set_id(VmConfig::Rv32im, 19),
+            "openvm-2.0-h19-b0ef6338aa1cc7bf"
+        );
+        let sha2 = key_set_id(VmConfig::Rv32imSha2, 19);
+        assert!(sha2.starts_with("openvm-2.0-rv32im-sha2-h19-"), "{sha2}");
+        assert_ne!(sha2, key_set_id(VmConfig::Rv32imSha2, 20));
+        assert!(sdk_vm_config(VmConfig::Rv32imSha2).sha2.is_some());
+        assert!(sdk_vm_config(VmConfig::Rv32im).sha2.is_none());
+    }
+}

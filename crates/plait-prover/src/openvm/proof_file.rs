@@ -137,3 +137,44 @@ pub(crate) fn read(bytes: &[u8]) -> Result<(ProofFile, VmStarkProof), BackendErr
         .map_err(|e| bad(format!("OpenVM proof does not decode: {e}")))?;
     Ok((file, proof))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file envelope around a proof that is not a proof: enough to test the envelope checks,
+    /// which come first.
+    fn envelope(version: u32, vm_config: Option<&str>) -> Vec<u8> {
+        let mut file = serde_json::json!({
+            "format": FORMAT, "format-version": version, "backend": "openvm",
+            "segment-height": 19, "program-sha256": "00", "app-exe-commit": "00",
+            "public-values": "", "openvm-proof": {
+                "version": OPENVM_PROOF_VERSION, "proof": "00", "user_pvs_proof": "00",
+                "deferral_merkle_proofs": null
+            }
+        });
+        if let Some(vm) = vm_config {
+            file["vm-config"] = vm.into();
+        }
+        serde_json::to_vec(&file).unwrap()
+    }
+
+    fn refusal(bytes: &[u8]) -> String {
+        read(bytes).err().expect("refused").to_string()
+    }
+
+    #[test]
+    fn the_envelope_names_its_vm_config_and_old_files_are_rv32im() {
+        // Versions 1 (no config: RV32IM) and 2 pass the envelope checks and fail only at the
+        // proof itself.
+        for (version, vm) in [(1, None), (2, Some("rv32im")), (2, Some("rv32im-sha2"))] {
+            let why = refusal(&envelope(version, vm));
+            assert!(why.contains("does not decode"), "{version} {vm:?}: {why}");
+        }
+        let file: ProofFile = serde_json::from_slice(&envelope(1, None)).unwrap();
+        assert_eq!(file.vm_config, VmConfig::Rv32im);
+        assert!(refusal(&envelope(1, Some("rv32im-sha2"))).contains("cannot name a VM config"));
+        assert!(refusal(&envelope(3, None)).contains("versions 1 to 2"));
+        assert!(refusal(&envelope(2, Some("rv64gc"))).contains("not a well-formed"));
+    }
+}
