@@ -878,8 +878,8 @@ fn zkml_guest_and_host_agree_on_every_test_image() {
 }
 
 /// A real proof under the rv32im-sha2 VM config: `plait demo zkml` proves one digit inference
-/// by the MLP (its model hashed by OpenVM's SHA-2 extension: one segment at height 19) with two
-/// local workers and checks that the proof reveals the host's claim. The proof file names its
+/// by the MLP (its model hashed by OpenVM's SHA-2 extension: one segment at height 19) with a
+/// local worker and checks that the proof reveals the host's claim. The proof file names its
 /// VM config; `plait verify` accepts it, and refuses it when the file names another config.
 #[test]
 fn a_zkml_proof_under_the_sha2_config_verifies_and_reveals_the_claim() {

@@ -406,10 +406,21 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
     body["slots"] = Value::from(1000);
     assert_eq!(attacker.claim_with(&body).0, 400);
     body["slots"] = Value::from(1);
-    body["key-sets"] = Value::from(vec![
-        serde_json::json!({"vm-config": "rv32im", "segment-height": 19});
-        1_000_000
-    ]);
+    let key_sets = |n: usize| {
+        Value::from(vec![
+            serde_json::json!({"vm-config": "rv32im", "segment-height": 19});
+            n
+        ])
+    };
+    body["key-sets"] = key_sets(plait_api::limits::KEY_SETS + 1);
+    assert_eq!(
+        attacker.claim_with(&body).0,
+        400,
+        "a claim lists at most 64 key sets"
+    );
+    // Just past the claim body's bound (a far larger body can be cut off mid-send, which the
+    // client sees as a reset rather than a 413).
+    body["key-sets"] = key_sets(plait_api::limits::CLAIM_BODY_BYTES / 40);
     assert_eq!(attacker.claim_with(&body).0, 413);
     // The attacker's own lease still works: its honest proof is accepted.
     let proof = attacker.prove(&task);
