@@ -85,13 +85,8 @@ pub enum ImageError {
 
 impl fmt::Display for ImageError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let side = |pixels: &usize| {
-            if *pixels == IMAGE_PIXELS {
-                IMAGE_SIDE
-            } else {
-                28
-            }
-        };
+        // Images are square: the side follows from the pixel count.
+        let side = |pixels: &usize| (1..=*pixels).find(|s| s * s >= *pixels).unwrap_or(0);
         match self {
             Self::WrongSize { pixels, got } => write!(
                 f,
@@ -250,13 +245,6 @@ impl<'a> Model<'a> {
             .iter()
             .map(|l| l.weights.len() + l.biases.len())
             .sum()
-    }
-
-    /// The layer widths, input first: `[64, 256, 192, 10]`.
-    pub fn widths(&self) -> Vec<usize> {
-        let mut widths = Vec::from([IMAGE_PIXELS]);
-        widths.extend(self.layers.iter().map(|l| l.outputs));
-        widths
     }
 
     /// Integer inference on one image.

@@ -95,18 +95,21 @@ impl<'a> Linear<'a> {
         dense(self.weights, &self.biases, values)
     }
 
-    fn rescale(&self, acc: i32) -> i32 {
+    fn rescale(&self, acc: i32) -> i64 {
         rescale(acc, self.multiplier, self.shift)
     }
 }
 
-/// `(acc · multiplier + 2^(shift−1)) >> shift`, flooring; callers bound the result to i32.
-fn rescale(acc: i32, multiplier: i64, shift: u32) -> i32 {
-    ((acc as i64 * multiplier + (1i64 << (shift - 1))) >> shift) as i32
+/// `(acc · multiplier + 2^(shift−1)) >> shift`, flooring, in i64 (it fits: |acc| < 2^30 and
+/// multipliers are below 2^31). Values added to the residual stream are bounded at parsing;
+/// the others are clamped before they become i32.
+fn rescale(acc: i32, multiplier: i64, shift: u32) -> i64 {
+    (acc as i64 * multiplier + (1i64 << (shift - 1))) >> shift
 }
 
-fn clamp_q(v: i32) -> i32 {
-    v.clamp(-(Q_MAX as i32), Q_MAX as i32)
+/// Clamps to ±127, as the training script's `np.clip` does on its int64 values.
+fn clamp_q(v: i64) -> i32 {
+    v.clamp(-Q_MAX, Q_MAX) as i32
 }
 
 struct Block<'a> {
@@ -257,7 +260,7 @@ impl<'a> VitModel<'a> {
             stream.extend(
                 acc.iter()
                     .zip(positions)
-                    .map(|(&a, &p)| self.embed.rescale(a + p)),
+                    .map(|(&a, &p)| self.embed.rescale(a + p) as i32),
             );
         }
         for block in &self.blocks {
@@ -270,7 +273,7 @@ impl<'a> VitModel<'a> {
                     .map(|acc| requantize(acc, block.fc1.multiplier, block.fc1.shift))
                     .collect();
                 for (r, acc) in token.iter_mut().zip(block.fc2.accumulate(&hidden)) {
-                    *r += block.fc2.rescale(acc);
+                    *r += block.fc2.rescale(acc) as i32;
                 }
             }
         }
@@ -332,7 +335,7 @@ impl<'a> VitModel<'a> {
             .zip(attended.chunks_exact(width))
         {
             for (r, acc) in token.iter_mut().zip(block.o.accumulate(values)) {
-                *r += block.o.rescale(acc);
+                *r += block.o.rescale(acc) as i32;
             }
         }
     }
@@ -349,7 +352,7 @@ impl<'a> VitModel<'a> {
         let std = isqrt(variance as u64).max(1) as i64;
         token
             .iter()
-            .map(|&x| clamp_q(div_round((x as i64 - mean) << self.ln_bits, std) as i32))
+            .map(|&x| clamp_q(div_round((x as i64 - mean) << self.ln_bits, std)))
             .collect()
     }
 }
