@@ -92,8 +92,8 @@ pub enum ProfileError {
     #[error("profile has no {0} measurement; run `plait calibrate` to finish it")]
     Missing(String),
     #[error(
-        "profile out of bounds: a device name over 128 bytes, over 64 segment or 256 node \
-         measurements, seconds that are negative or not finite, or a segment of no instructions"
+        "profile out of bounds: a device name over 128 bytes, a VM config name over 32, over 64 \
+         segment or 256 node measurements, seconds that are negative or not finite, or a segment of no instructions"
     )]
     OutOfBounds,
 }
@@ -145,6 +145,7 @@ impl DeviceProfile {
         // Profiles come from workers: bound them before the planner uses them.
         let finite = |x: f64| x.is_finite() && x >= 0.0;
         if self.device.len() > 128
+            || self.vm_config.len() > 32
             || self.segments.len() > 64
             || self.nodes.len() > 256
             || !self
@@ -354,5 +355,18 @@ pub(crate) mod tests {
         partial.nodes.retain(|n| n.kind != "wrap");
         let err = partial.check("0.1.0", "openvm", "2.0", tree).unwrap_err();
         assert_eq!(err, ProfileError::Missing("wrap node".into()));
+        // Profiles come from workers: their names are bounded.
+        let mut long = p.clone();
+        long.vm_config = "x".repeat(33);
+        assert_eq!(
+            long.check("0.1.0", "openvm", "2.0", tree),
+            Err(ProfileError::OutOfBounds)
+        );
+        long.vm_config = "rv32im".into();
+        long.device = "x".repeat(129);
+        assert_eq!(
+            long.check("0.1.0", "openvm", "2.0", tree),
+            Err(ProfileError::OutOfBounds)
+        );
     }
 }

@@ -376,6 +376,8 @@ impl ProverBackend for OpenVmBackend {
         let (file, _) = proof_file::read(proof_file)?;
         keys::validate_segment_height(file.segment_height)
             .map_err(|e| BackendError::ProofRejected(e.to_string()))?;
+        // Not an ELF at all is the user's input at fault, whatever the proof says.
+        program::check_elf_header(&program.bytes)?;
         // The file names the config; a program that cannot run under it has no such proof.
         let vk = self
             .program_verifying_key(program, file.vm_config, file.segment_height)
