@@ -38,6 +38,8 @@ impl LocalPool {
             client_token: uuid::Uuid::new_v4().to_string(),
             lease: Duration::from_secs(60),
             planner,
+            // Every worker of this pool is a process of this machine.
+            local_machine_memory: Some(crate::commands::worker::machine_memory_bytes()),
             ..CoordinatorConfig::default()
         };
         let (store, scratch) = match store_url {

@@ -17,8 +17,8 @@ use plait_core::{
     AggLayer, JobId, ProgramInput, SegmentPlan, TaskId,
 };
 use plait_prover::{
-    BackendError, BackendInfo, CutSegment, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    Verdict, VmConfig,
+    BackendError, BackendInfo, CutSegment, KeySetId, ProgramImage, ProofBlob, ProverBackend,
+    ProvingParams, Verdict, VmConfig,
 };
 use tokio::sync::Notify;
 
@@ -70,6 +70,11 @@ pub struct CoordinatorConfig {
     /// heights for jobs that ask (`auto`). Without them, jobs get no prediction and `auto`
     /// is refused.
     pub planner: Option<PlannerConfig>,
+    /// `Some(memory)`: every worker is a process of one machine with this much memory, started
+    /// by whoever runs this coordinator (`plait prove`, `plait demo`). The tasks leased at
+    /// once may then need at most that much together (each worker advertises the whole
+    /// machine), and one worker's measured peak is enough to learn a need from.
+    pub local_machine_memory: Option<u64>,
 }
 
 impl Default for CoordinatorConfig {
@@ -89,6 +94,7 @@ impl Default for CoordinatorConfig {
             max_rejections_per_worker: 2,
             blob_retention: Duration::from_secs(3600),
             planner: None,
+            local_machine_memory: None,
         }
     }
 }
@@ -167,9 +173,10 @@ pub struct Coordinator {
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Worker identities, with their rejection counts and bans.
     identities: Mutex<Identities>,
-    /// Peak memory workers reported per (segment height, phase: `segments` or the aggregation
-    /// layer): what a task is assumed to need once workers measured it.
-    node_memory: Mutex<HashMap<(u32, String), NodeMemoryReports>>,
+    /// Peak memory workers reported per (key set: VM config and segment height; phase:
+    /// `segments` or the aggregation layer): what a task is assumed to need once workers
+    /// measured it. Each VM config has its own chips, so its own needs.
+    node_memory: Mutex<HashMap<(KeySetId, String), NodeMemoryReports>>,
     /// When each worker last asked for work, and its device profile if it sent a usable one:
     /// the live pool the planner predicts on.
     workers_seen: Mutex<HashMap<String, SeenWorker>>,
@@ -229,7 +236,7 @@ impl Coordinator {
         let node_memory = snapshot
             .node_memory
             .into_iter()
-            .map(|(height, layer, peak)| ((height, layer), NodeMemoryReports::stored(peak)))
+            .map(|(keys, layer, peak)| ((keys, layer), NodeMemoryReports::stored(peak)))
             .collect();
         let mut outbox = Vec::new();
         for job in jobs.values_mut() {
@@ -880,12 +887,16 @@ impl Coordinator {
     fn memory_need_source(&self, params: &ProvingParams, layer: Option<AggLayer>) -> String {
         let phase = layer.map_or_else(|| "segments".to_string(), |l| l.to_string());
         let measured = self.node_memory.lock().expect("node memory lock");
-        match measured.get(&(params.segment_height, phase)) {
-            Some(reports) if reports.reports.len() >= 2 => format!(
+        let min_reports = self.min_memory_reports();
+        match measured.get(&(params.key_set(), phase)) {
+            Some(reports) if reports.reports.len() >= min_reports => format!(
                 "the lower median of the peaks {} workers measured",
                 reports.reports.len()
             ),
             Some(reports) if reports.stored.is_some() => "as measured before a restart".into(),
+            _ if self.profile_peak(params, layer).is_some() => {
+                "the peak measured when this machine was calibrated".into()
+            }
             _ if layer.is_some() => "the backend's estimate".into(),
             _ => "the backend's estimate of each segment".into(),
         }
@@ -1106,24 +1117,25 @@ impl Coordinator {
     }
 
     /// Learns from a task's measured peak memory (already bounded by what its worker
-    /// advertised), per segment height and phase (`segments` or the layer); a changed need is
-    /// stored with the result's next flush.
-    fn record_peak_memory(&self, segment_height: u32, t: &TaskTiming) {
+    /// advertised), per key set and phase (`segments` or the layer); a changed need is stored
+    /// with the result's next flush.
+    fn record_peak_memory(&self, keys: KeySetId, t: &TaskTiming) {
         let peak = t.meta.process_peak_rss_bytes;
         if peak == 0 {
             return;
         }
         let mut known = self.node_memory.lock().expect("node memory lock");
-        let reports = known.entry((segment_height, t.phase.clone())).or_default();
-        let before = reports.need();
+        let reports = known.entry((keys, t.phase.clone())).or_default();
+        let min_reports = self.min_memory_reports();
+        let before = reports.need(min_reports);
         reports.add(&t.worker, peak);
-        let need = reports.need();
+        let need = reports.need(min_reports);
         if let Some(need) = need.filter(|_| need != before) {
             self.outbox
                 .lock()
                 .expect("outbox lock")
                 .push(StoreOp::NodeMemory {
-                    segment_height,
+                    keys,
                     layer: t.phase.clone(),
                     peak_bytes: need,
                 });
@@ -1131,20 +1143,61 @@ impl Coordinator {
     }
 
     /// What a task of `layer` (`None`: a segment) is assumed to need: what workers measured
-    /// for that phase and segment height ([`NodeMemoryReports`]), else for a node the
+    /// for that phase and key set ([`NodeMemoryReports`]), else for a node the
     /// backend's figure (segments then go by the backend's estimate of each, which OpenVM
     /// puts far below the measured peak: 1.5 GiB against 5.96 GiB at height 19).
+    /// Before any is learned, the peak the planner's own profiles (the operator's, never a
+    /// worker's) measured for the phase at that height; then the backend's figure.
     fn memory_need(&self, params: &ProvingParams, layer: Option<AggLayer>) -> u64 {
         let phase = layer.map_or_else(|| "segments".to_string(), |l| l.to_string());
-        let measured = self.node_memory.lock().expect("node memory lock");
-        let learned = measured
-            .get(&(params.segment_height, phase))
-            .and_then(NodeMemoryReports::need);
-        match (learned, layer) {
+        let learned = {
+            let measured = self.node_memory.lock().expect("node memory lock");
+            measured
+                .get(&(params.key_set(), phase))
+                .and_then(|r| r.need(self.min_memory_reports()))
+        };
+        match (learned.or_else(|| self.profile_peak(params, layer)), layer) {
             (Some(need), _) => need,
             (None, Some(layer)) => self.backend.aggregation_memory_estimate(params, layer),
             (None, None) => 0,
         }
+    }
+
+    /// How many workers must have measured a phase before their figures set its need: two
+    /// (one worker's figure, perhaps a hostile one, must not), or one in a local pool.
+    fn min_memory_reports(&self) -> usize {
+        if self.config.local_machine_memory.is_some() {
+            1
+        } else {
+            2
+        }
+    }
+
+    /// The largest peak the planner's configured profiles of the job's VM config measured
+    /// for a phase at the job's height. Profiles workers send are not used: a worker must not
+    /// set what others' tasks need.
+    fn profile_peak(&self, params: &ProvingParams, layer: Option<AggLayer>) -> Option<u64> {
+        let planner = self.config.planner.as_ref()?;
+        let config = params.vm_config.name();
+        let profiles = planner
+            .pool
+            .profiles
+            .iter()
+            .filter(|p| p.vm_config == config);
+        let peaks: Vec<u64> = match layer {
+            None => profiles
+                .flat_map(|p| &p.segments)
+                .filter(|s| s.segment_height == params.segment_height)
+                .map(|s| s.peak_rss_bytes)
+                .collect(),
+            // Aggregation proofs are of the same size at every segment height.
+            Some(layer) => profiles
+                .flat_map(|p| &p.nodes)
+                .filter(|n| n.kind == plait_core::cost::node_kind(layer))
+                .map(|n| n.peak_rss_bytes)
+                .collect(),
+        };
+        peaks.into_iter().filter(|&p| p > 0).max()
     }
 
     fn try_lease(&self, worker_id: &str, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
@@ -1155,7 +1208,7 @@ impl Coordinator {
         let need = |p: &ProvingParams, layer: Option<AggLayer>| {
             *needs
                 .borrow_mut()
-                .entry((p.segment_height, layer))
+                .entry((p.key_set(), layer))
                 .or_insert_with(|| self.memory_need(p, layer))
         };
         // A task this worker just failed goes to another worker, if one that fits is live.
@@ -1175,6 +1228,18 @@ impl Coordinator {
         if held >= worker.slots as usize {
             return None;
         }
+        // Local workers share one machine's memory: what the tasks already leased need is
+        // not there for another.
+        let memory_left = match self.config.local_machine_memory {
+            None => u64::MAX,
+            Some(machine) => {
+                let leased: u64 = jobs.values().map(|j| j.leased_memory_need(&need)).sum();
+                match machine.saturating_sub(leased) {
+                    0 => return None,
+                    left => left,
+                }
+            }
+        };
         let ids: Vec<JobId> = jobs.keys().copied().collect();
         // Oldest job first; but a worker that already holds the keys for some job's segment
         // height gets that job's work before work that would cost it a keygen.
@@ -1188,6 +1253,7 @@ impl Coordinator {
             let task = job.lease_next(
                 worker_id,
                 worker,
+                memory_left,
                 self.config.lease,
                 now,
                 &need,
@@ -1450,7 +1516,7 @@ impl Coordinator {
                 let (root_done, timing) = self.with_lease(job, task, attempt, worker, |j| {
                     j.accept(task, attempt, secret, stored, meta, Instant::now())
                 })?;
-                self.record_peak_memory(params.segment_height, &timing);
+                self.record_peak_memory(params.key_set(), &timing);
                 root_done
             }
             Verdict::Rejected { reason } => {
@@ -1861,9 +1927,9 @@ impl NodeMemoryReports {
         }
     }
 
-    /// The need learned so far, if any.
-    fn need(&self) -> Option<u64> {
-        if self.reports.len() < 2 {
+    /// The need learned so far (from at least `min_reports` workers), if any.
+    fn need(&self, min_reports: usize) -> Option<u64> {
+        if self.reports.len() < min_reports.max(1) {
             return self.stored;
         }
         let mut peaks: Vec<u64> = self.reports.iter().map(|(_, p)| *p).collect();
@@ -1881,31 +1947,31 @@ mod tests {
         let mut reports = NodeMemoryReports::default();
         reports.add("hostile", u64::MAX);
         assert_eq!(
-            reports.need(),
+            reports.need(2),
             None,
             "one worker's figure alone is not used"
         );
         reports.add("honest", 6 << 30);
-        assert_eq!(reports.need(), Some(6 << 30));
+        assert_eq!(reports.need(2), Some(6 << 30));
         reports.add("hostile", u64::MAX);
         reports.add("other", 5 << 30);
         assert_eq!(
-            reports.need(),
+            reports.need(2),
             Some(6 << 30),
             "the lower median of 5, 6, max"
         );
         // A worker's new figure replaces its old one.
         reports.add("honest", 7 << 30);
-        assert_eq!(reports.need(), Some(7 << 30));
+        assert_eq!(reports.need(2), Some(7 << 30));
         // After a restart, the stored need holds until two workers reported again.
         let mut restarted = NodeMemoryReports::stored(6 << 30);
         restarted.add("hostile", u64::MAX);
-        assert_eq!(restarted.need(), Some(6 << 30));
+        assert_eq!(restarted.need(2), Some(6 << 30));
         // Only the latest reporters count.
         for i in 0..NodeMemoryReports::KEPT {
             reports.add(&format!("w{i}"), 1 << 30);
         }
-        assert_eq!(reports.need(), Some(1 << 30));
+        assert_eq!(reports.need(2), Some(1 << 30));
     }
 }
 

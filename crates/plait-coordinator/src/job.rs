@@ -846,13 +846,27 @@ impl Job {
         }
     }
 
-    /// Leases the first ready task that fits the worker, if any. A task the worker failed
+    /// What the tasks leased now need together (see [`Self::memory_need`]).
+    pub fn leased_memory_need(
+        &self,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    ) -> u64 {
+        self.leases
+            .keys()
+            .map(|&task| self.memory_need(task, need))
+            .sum()
+    }
+
+    /// Leases the first ready task that fits the worker and `memory_left` (the machine's
+    /// memory not leased yet, for workers sharing one), if any. A task the worker failed
     /// last is left to another worker while `another_fits` its memory need. The lease lasts
     /// `lease` past each heartbeat, and `time_limit(work)` at most.
+    #[allow(clippy::too_many_arguments)]
     pub fn lease_next(
         &mut self,
         worker_id: &str,
         worker: &ClaimTaskRequest,
+        memory_left: u64,
         lease: Duration,
         now: Instant,
         need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
@@ -867,7 +881,8 @@ impl Job {
                 return false;
             }
             let need = self.memory_need(t, need);
-            let fits = worker.memory_bytes == 0 || need <= worker.memory_bytes;
+            let fits =
+                (worker.memory_bytes == 0 || need <= worker.memory_bytes) && need <= memory_left;
             let failed_here = self.failed_by.get(&t).is_some_and(|w| w == worker_id);
             fits && !(failed_here && another_fits(need))
         })?;

@@ -12,6 +12,7 @@
 use std::{collections::BTreeMap, sync::Arc};
 
 use plait_core::{AggTreeShape, JobId, TaskGraph, TaskId};
+use plait_prover::KeySetId;
 
 use crate::{
     blobs::BlobStore,
@@ -104,9 +105,10 @@ pub enum StoreOp {
         at_unix_ms: i64,
         message: String,
     },
-    /// The largest peak memory measured for an aggregation layer at a segment height.
+    /// The memory need learned for a phase (`segments` or an aggregation layer) of one key
+    /// set (VM config and segment height).
     NodeMemory {
-        segment_height: u32,
+        keys: KeySetId,
         layer: String,
         peak_bytes: u64,
     },
@@ -174,8 +176,8 @@ pub struct Snapshot {
     /// The largest job id ever stored (0 if none).
     pub last_job_id: u64,
     pub worker_identities: Vec<Identity>,
-    /// (segment height, aggregation layer, largest peak memory measured).
-    pub node_memory: Vec<(u32, String, u64)>,
+    /// (key set, phase, the memory need learned from what workers measured).
+    pub node_memory: Vec<(KeySetId, String, u64)>,
 }
 
 fn identity_from_row(row: &sqlx::any::AnyRow) -> Result<Identity, StoreError> {
@@ -250,7 +252,7 @@ pub enum StoreError {
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "5";
+const SCHEMA_VERSION: &str = "6";
 
 #[derive(Clone)]
 pub struct Store {
@@ -342,8 +344,9 @@ impl Store {
              banned_unix_ms BIGINT, ban_reason TEXT, banned_by_operator BIGINT, \
              PRIMARY KEY (role, id))"
                 .to_string(),
-            "CREATE TABLE IF NOT EXISTS node_memory (segment_height BIGINT NOT NULL, \
-             layer TEXT NOT NULL, peak_bytes BIGINT NOT NULL, PRIMARY KEY (segment_height, layer))"
+            "CREATE TABLE IF NOT EXISTS memory_needs (vm_config TEXT NOT NULL, \
+             segment_height BIGINT NOT NULL, layer TEXT NOT NULL, peak_bytes BIGINT NOT NULL, \
+             PRIMARY KEY (vm_config, segment_height, layer))"
                 .to_string(),
         ];
         let mut tx = self.pool.begin().await?;
@@ -362,8 +365,8 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2" | "3" | "4")) => {
-                if old != "3" && old != "4" {
+            Some(old @ ("1" | "2" | "3" | "4" | "5")) => {
+                if !matches!(old, "3" | "4" | "5") {
                     // Version 1 had no predictions; its jobs simply have none.
                     if old == "1" {
                         sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
@@ -386,7 +389,7 @@ impl Store {
                         .await?;
                     renumber_tasks_of_planned_jobs(&mut tx, &self.blobs).await?;
                 }
-                if old != "4" {
+                if !matches!(old, "4" | "5") {
                     // Version 4 reads ended jobs only when asked: it records when each ended
                     // and when its blobs were deleted, and keeps learned node memory in a table
                     // of its own instead of deriving it from every task ever accepted.
@@ -411,6 +414,19 @@ impl Store {
                 sqlx::query("DROP TABLE IF EXISTS workers")
                     .execute(&mut *tx)
                     .await?;
+                // Version 6 learns memory needs per VM config (`memory_needs`); versions 4 and
+                // 5 knew RV32IM only (`node_memory`).
+                if matches!(old, "4" | "5") {
+                    sqlx::query(
+                        "INSERT INTO memory_needs (vm_config, segment_height, layer, peak_bytes) \
+                         SELECT 'rv32im', segment_height, layer, peak_bytes FROM node_memory",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query("DROP TABLE node_memory")
+                        .execute(&mut *tx)
+                        .await?;
+                }
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
@@ -455,15 +471,16 @@ impl Store {
                         .bind(job.0 as i64)
                 }
                 StoreOp::NodeMemory {
-                    segment_height,
+                    keys,
                     layer,
                     peak_bytes,
                 } => sqlx::query(
-                    "INSERT INTO node_memory (segment_height, layer, peak_bytes) \
-                     VALUES ($1, $2, $3) ON CONFLICT (segment_height, layer) \
+                    "INSERT INTO memory_needs (vm_config, segment_height, layer, peak_bytes) \
+                     VALUES ($1, $2, $3, $4) ON CONFLICT (vm_config, segment_height, layer) \
                      DO UPDATE SET peak_bytes = excluded.peak_bytes",
                 )
-                .bind(*segment_height as i64)
+                .bind(keys.vm_config.name())
+                .bind(keys.segment_height as i64)
                 .bind(layer.clone())
                 .bind(*peak_bytes as i64),
                 StoreOp::Program { sha256, bytes } => sqlx::query(
@@ -621,20 +638,21 @@ impl Store {
         .map(identity_from_row)
         .collect::<Result<_, StoreError>>()?;
         let node_memory = sqlx::query(
-            "SELECT segment_height, layer, peak_bytes FROM node_memory \
-             ORDER BY segment_height, layer",
+            "SELECT vm_config, segment_height, layer, peak_bytes FROM memory_needs \
+             ORDER BY vm_config, segment_height, layer",
         )
         .fetch_all(&mut *conn)
         .await?
         .into_iter()
         .map(|row| {
-            Ok((
-                row.try_get::<i64, _>(0)? as u32,
-                row.try_get(1)?,
-                row.try_get::<i64, _>(2)? as u64,
-            ))
+            let config: String = row.try_get(0)?;
+            let keys = KeySetId {
+                vm_config: config.parse().map_err(StoreError::Corrupt)?,
+                segment_height: row.try_get::<i64, _>(1)? as u32,
+            };
+            Ok((keys, row.try_get(2)?, row.try_get::<i64, _>(3)? as u64))
         })
-        .collect::<Result<_, sqlx::Error>>()?;
+        .collect::<Result<_, StoreError>>()?;
         let last_job_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM jobs")
             .fetch_one(&mut *conn)
             .await?;
@@ -800,7 +818,8 @@ impl Store {
 }
 
 /// Fills the memory-need table from the timings of every accepted task (schema 3 kept no
-/// table of its own), by the coordinator's rule: per segment height and phase, the lower
+/// table of its own; its jobs all ran RV32IM), by the coordinator's rule: per segment height
+/// and phase, the lower
 /// median of each worker's largest figure, and only where at least two workers reported (one
 /// worker's figure, perhaps a hostile one, must not set a need).
 async fn learn_node_memory_from_timings(
@@ -839,7 +858,8 @@ async fn learn_node_memory_from_timings(
         let mut figures: Vec<u64> = by_worker.into_values().collect();
         figures.sort_unstable();
         sqlx::query(
-            "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES ($1, $2, $3)",
+            "INSERT INTO memory_needs (vm_config, segment_height, layer, peak_bytes) \
+             VALUES ('rv32im', $1, $2, $3)",
         )
         .bind(height as i64)
         .bind(phase)

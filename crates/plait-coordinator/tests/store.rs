@@ -15,9 +15,16 @@ use plait_coordinator::{
 };
 use plait_core::{AggTreeShape, JobId, ProgramInput, TaskId};
 use plait_prover::{
-    dev::DevBackend, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    SegmentStart, Verdict,
+    dev::DevBackend, KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
+    SegmentStart, Verdict, VmConfig,
 };
+
+fn keys(vm_config: VmConfig, segment_height: u32) -> KeySetId {
+    KeySetId {
+        vm_config,
+        segment_height,
+    }
+}
 
 /// A fresh, empty store of the given kind; the guard keeps a SQLite file alive.
 async fn fresh_store(kind: &str) -> (String, Option<tempfile::TempDir>) {
@@ -51,6 +58,7 @@ on_both_stores!(
     a_failing_batch_changes_nothing,
     refuses_a_store_of_another_schema_version,
     migrates_a_version_1_store,
+    migrates_a_version_5_store,
     stores_and_deletes_blobs,
     jobs_cancelled_or_failed_while_executing,
     a_job_whose_execution_failed_stays_failed_across_a_restart,
@@ -59,6 +67,7 @@ on_both_stores!(
     ended_jobs_leave_memory_and_are_read_from_the_store,
     a_task_a_worker_failed_goes_to_another_live_worker,
     segments_are_placed_by_the_peaks_workers_measured,
+    local_workers_share_the_machines_memory,
     tasks_no_live_worker_can_take_are_reported,
     a_failed_finalization_discards_unusable_proofs_and_proves_them_again,
     lost_leases_are_counted_apart_from_reported_failures,
@@ -179,14 +188,20 @@ async fn round_trips_everything(kind: &str) {
             ended_unix_ms: Some(1_700_000_006_000),
         },
         StoreOp::NodeMemory {
-            segment_height: 19,
+            keys: keys(VmConfig::Rv32im, 19),
             layer: "leaf".into(),
             peak_bytes: 5 << 30,
         },
         StoreOp::NodeMemory {
-            segment_height: 19,
+            keys: keys(VmConfig::Rv32im, 19),
             layer: "leaf".into(),
             peak_bytes: 6 << 30,
+        },
+        // The same phase and height under another VM config is a need of its own.
+        StoreOp::NodeMemory {
+            keys: keys(VmConfig::Rv32imSha2, 19),
+            layer: "leaf".into(),
+            peak_bytes: 7 << 30,
         },
         StoreOp::WorkerIdentity(worker_identity("w", 1, None)),
         StoreOp::WorkerIdentity(banned.clone()),
@@ -205,7 +220,10 @@ async fn round_trips_everything(kind: &str) {
     assert_eq!(snapshot.worker_identities, vec![banned]);
     assert_eq!(
         snapshot.node_memory,
-        vec![(19, "leaf".to_string(), 6 << 30)]
+        vec![
+            (keys(VmConfig::Rv32im, 19), "leaf".to_string(), 6 << 30),
+            (keys(VmConfig::Rv32imSha2, 19), "leaf".to_string(), 7 << 30)
+        ]
     );
     // Both jobs ended: a coordinator does not load them, and reads each when asked.
     assert_eq!(snapshot.jobs, vec![]);
@@ -416,7 +434,10 @@ async fn migrates_a_version_1_store(kind: &str) {
     let snapshot = store.load().await.unwrap();
     // Version 4: learned node memory has a table, and the cancelled job is not loaded but is
     // due for blob deletion (it ended at its submission: it has no events).
-    assert_eq!(snapshot.node_memory, vec![(3, "leaf".to_string(), 123)]);
+    assert_eq!(
+        snapshot.node_memory,
+        vec![(keys(VmConfig::Rv32im, 3), "leaf".to_string(), 123)]
+    );
     assert_eq!(snapshot.last_job_id, 8);
     assert_eq!(
         store.jobs_due_for_blob_deletion(5).await.unwrap(),
@@ -457,13 +478,47 @@ async fn migrates_a_version_1_store(kind: &str) {
         .await
         .unwrap();
     drop(store);
-    // Reopening finds version 4: no second migration.
+    // Reopening finds the current version: no second migration.
     let jobs = Store::open(&url).await.unwrap().load().await.unwrap().jobs;
     assert_eq!(jobs[1].record, with_prediction);
     assert_eq!(
         jobs[0].tasks.keys().copied().collect::<Vec<_>>(),
         [4, 5, 9].map(TaskId)
     );
+}
+
+/// A version 5 store learned memory needs without a VM config (all of its jobs ran RV32IM):
+/// they open as RV32IM's, and the old table goes.
+async fn migrates_a_version_5_store(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    drop(store);
+    {
+        use sqlx::Connection;
+        let connect = if kind == "sqlite" {
+            format!("{url}?mode=rwc")
+        } else {
+            url.clone()
+        };
+        let mut conn = sqlx::AnyConnection::connect(&connect).await.unwrap();
+        for statement in [
+            "UPDATE plait_meta SET value = '5' WHERE key = 'schema'",
+            "DROP TABLE memory_needs",
+            "CREATE TABLE node_memory (segment_height BIGINT NOT NULL, layer TEXT NOT NULL, \
+             peak_bytes BIGINT NOT NULL, PRIMARY KEY (segment_height, layer))",
+            "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES (20, 'segments', 99)",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+    }
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(
+        store.load().await.unwrap().node_memory,
+        vec![(keys(VmConfig::Rv32im, 20), "segments".to_string(), 99)]
+    );
+    drop(store);
+    let store = Store::open(&url).await.unwrap();
+    assert_eq!(store.load().await.unwrap().node_memory.len(), 1);
 }
 
 /// Blobs (checkpoints) are stored per job by content hash, read back whole, and deleted with
@@ -1184,6 +1239,73 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
         .unwrap()
         .unwrap();
     assert!(matches!(task.work, Work::ProveSegment { .. }));
+
+    // What RV32IM segments need says nothing of another VM config's: a job under SHA-2 at the
+    // same height goes by the backend's estimate, so the small machine gets its segment.
+    let sha2 = ProvingParams {
+        vm_config: VmConfig::Rv32imSha2,
+        ..params()
+    };
+    let other = c
+        .submit_job(program.clone(), dev_input(40), sha2)
+        .await
+        .unwrap();
+    wait_until_executed(&c, other).await;
+    let task = c
+        .claim("small", &worker_with_memory(4))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(task.job_id, other);
+}
+
+/// Local workers (one machine, `local_machine_memory`) each advertise the whole machine, but
+/// the tasks leased at once may need at most its memory together: once one worker's peak set
+/// the need (one is enough in a local pool), a second 6 GiB segment waits on a 10 GiB machine
+/// until the first is done.
+async fn local_workers_share_the_machines_memory(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let config = CoordinatorConfig {
+        local_machine_memory: Some(10 << 30),
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 40).await;
+    wait_until_executed(&c, job).await;
+    let local = worker_with_memory(10);
+    let first = c.claim("local-0", &local).await.unwrap().unwrap();
+    let proof = prove(&c, &program, &first).await;
+    let meta = ProofMeta {
+        process_peak_rss_bytes: 6 << 30,
+        ..ProofMeta::default()
+    };
+    let submit = |task: &TaskAssignment, who: &'static str, proof: ProofBlob| {
+        let (c, task) = (c.clone(), task.clone());
+        async move {
+            c.submit_result(
+                who,
+                job,
+                task.task_id,
+                task.attempt,
+                &task.lease_secret,
+                proof,
+                meta,
+            )
+            .await
+            .unwrap()
+        }
+    };
+    assert_eq!(submit(&first, "local-0", proof).await, Verdict::Accepted);
+    let second = c.claim("local-0", &local).await.unwrap().unwrap();
+    assert!(
+        c.claim("local-1", &local).await.unwrap().is_none(),
+        "6 GiB are leased on a 10 GiB machine: 4 GiB are left for a 6 GiB segment"
+    );
+    let proof = prove(&c, &program, &second).await;
+    assert_eq!(submit(&second, "local-0", proof).await, Verdict::Accepted);
+    let third = c.claim("local-1", &local).await.unwrap().unwrap();
+    assert!(matches!(third.work, Work::ProveSegment { .. }));
 }
 
 /// Ready tasks that no live worker has the memory for are reported in the job's status and,
