@@ -2,11 +2,12 @@
 # Installs the Debian packages Plait needs on a fresh machine: a C toolchain for OpenVM's
 # native dependencies, and the guest toolchain (Debian's Rust with its standard library source,
 # and LLVM's linker) that builds guests for riscv32im-risc0-zkvm-elf; PostgreSQL for the
-# cluster store and its tests; Fashion-MNIST (the zkML CNN's data set, read by its tests).
+# cluster store and its tests; Fashion-MNIST (the zkML models' data set, read by its tests);
+# Chromium, the headless browser the dashboard test drives.
 set -euo pipefail
 
 packages=(build-essential pkg-config rustc-web cargo-web rust-web-src lld postgresql
-  dataset-fashion-mnist)
+  dataset-fashion-mnist chromium)
 
 sudo=""
 if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi

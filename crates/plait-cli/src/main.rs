@@ -7,7 +7,6 @@ mod exit;
 mod guest_build;
 mod local;
 mod program_arg;
-mod svg_plot;
 
 use std::{path::PathBuf, process::ExitCode};
 

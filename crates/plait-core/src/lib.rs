@@ -11,6 +11,7 @@ mod ids;
 mod input;
 mod plan;
 pub mod planner;
+pub mod plot;
 pub mod sim;
 mod task_graph;
 

@@ -14,7 +14,7 @@ use clap::Args;
 use plait_core::{
     cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
     planner::{error_percent, Candidate, Goal, Measured, Pool, Prediction},
-    sim::{simulate, SimConfig, SimJob},
+    sim::SimConfig,
     AggLayer, AggTreeShape, ProgramInput,
 };
 use plait_prover::{
@@ -588,29 +588,16 @@ pub fn plot(
     sizes: &[usize],
     path: &Path,
 ) -> Result<()> {
-    let mut series = Vec::new();
-    for &size in sizes {
-        let sized = pool.resized(size);
-        let mut points = Vec::new();
-        for c in candidates {
-            let job = SimJob {
-                segment_instructions: &c.segment_instructions,
-                segment_height: c.segment_height,
-                tree,
-            };
-            if let Ok(out) = simulate(
-                &job,
-                &sized.profiles,
-                &sized.workers,
-                pool_args.sim_config(0.0),
-            ) {
-                points.push((c.segments as f64, out.latency_seconds, out.work_seconds));
-            }
-        }
-        series.push((format!("{size} workers"), points));
-    }
-    std::fs::write(path, crate::svg_plot::two_panels(&series))
-        .with_context(|| format!("writing {}", path.display()))
+    let series = plait_core::plot::pool_size_series(
+        candidates,
+        pool,
+        tree,
+        pool_args.sim_config(0.0),
+        sizes,
+    );
+    let svg = plait_core::plot::two_panel_svg(&series)
+        .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
 }
 
 // ---------------------------------------------------------------- predictions
