@@ -104,8 +104,24 @@ fn cache_dir(explicit: Option<PathBuf>) -> PathBuf {
     })
 }
 
+/// `plait … | head`: a closed stdout ends the command quietly, as it ends `cat` (the shell
+/// sees 141), instead of a panic in `println!`. Rust ignores SIGPIPE; this restores the
+/// default. Not for `serve` and `worker`, which must outlive whatever reads their output;
+/// sockets are unaffected either way (Rust writes to them with MSG_NOSIGNAL), so a client
+/// that resets its connection cannot end a coordinator.
+fn quiet_on_closed_pipe() {
+    // SAFETY: called first thing in main, before any thread starts; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        quiet_on_closed_pipe();
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLAIT_LOG")

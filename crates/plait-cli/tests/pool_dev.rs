@@ -370,6 +370,24 @@ fn client_commands_list_pause_resume_cancel_and_show_events_as_json() {
     assert!(std::fs::read(&proof)
         .unwrap()
         .starts_with(b"PLAIT DEV-BACKEND PROOF"));
+
+    // `plait events … | head`: a reader that goes away ends the command quietly (killed by
+    // SIGPIPE, as `cat` would be), not with a panic.
+    let mut events = plait()
+        .args(["events", &id, "--coordinator", &server.url])
+        .env("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(events.stdout.take()); // the reader is gone before the first line
+    let out = events.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    // The coordinator it talked to is unaffected.
+    assert_eq!(server.status(job)["state"], "succeeded");
 }
 
 /// `plait prove` runs the embedded pool (coordinator on a scratch SQLite store, worker
