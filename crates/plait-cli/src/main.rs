@@ -24,6 +24,17 @@ struct Cli {
     /// Where keys, built guests and worker logs are kept.
     #[arg(long, global = true, env = "PLAIT_CACHE_DIR")]
     cache_dir: Option<PathBuf>,
+    /// Log lines as `text`, or as `json`: one object per line, with `job`, `task`, `attempt`
+    /// and `worker` fields where a line is about a task (for `serve` and `worker` under a log
+    /// collector). Levels: `PLAIT_LOG` (e.g. `info`).
+    #[arg(long, global = true, env = "PLAIT_LOG_FORMAT", default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -122,14 +133,31 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
         quiet_on_closed_pipe();
     }
-    tracing_subscriber::fmt()
+    // The long-running services log Plait's own events (leases, results, startup) by
+    // default; the other commands only warnings.
+    let default_filter = if matches!(cli.command, Command::Serve(_) | Command::Worker(_)) {
+        "warn,plait=info,plait_coordinator=info,plait_worker=info"
+    } else {
+        "warn"
+    };
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("PLAIT_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields at the top level, beside the enclosing span's.
+        LogFormat::Json => logs
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
     let cache = cache_dir(cli.cache_dir);
     let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
     let result = runtime.block_on(async move {

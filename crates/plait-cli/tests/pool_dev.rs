@@ -843,3 +843,61 @@ fn workers_and_clients_work_over_https() {
         &["CA certificate", "key.pem"],
     );
 }
+
+/// `--log-format json`: the coordinator and a worker log one JSON object per line, and the
+/// lines about a task carry its job, task, attempt and worker as fields.
+#[test]
+fn json_logs_name_the_job_task_attempt_and_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let (serve_log, worker_log) = (dir.path().join("serve.log"), dir.path().join("worker.log"));
+    std::env::set_var("PLAIT_LOG", "info"); // inherited by the processes this test starts
+    let json = ["--log-format", "json"];
+    let server = spawn_server_logging(&json, &["--dev"], &[], None, Some(serve_log.clone()));
+    let mut worker = plait()
+        .args(json)
+        .args([
+            "worker",
+            "--dev",
+            "--coordinator",
+            &server.url,
+            "--name",
+            "logger",
+        ])
+        .env("PLAIT_WORKER_TOKEN", WORKER_TOKEN)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&worker_log).unwrap())
+        .spawn()
+        .unwrap();
+    let job = server.submit("program", 16);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let _ = (worker.kill(), worker.wait());
+
+    for (log, message) in [
+        (&serve_log, "accepted from"),
+        (&worker_log, "result accepted"),
+    ] {
+        let text = std::fs::read_to_string(log).unwrap();
+        let lines: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        let about_task: Vec<&Value> = lines
+            .iter()
+            .filter(|l| l["message"].as_str().unwrap_or("").contains(message))
+            .collect();
+        assert!(!about_task.is_empty(), "no {message:?} line in {text}");
+        for line in about_task {
+            assert_eq!(line["job"], format!("job-{job}"), "{line}");
+            assert!(
+                line["task"].as_str().unwrap().starts_with("task-"),
+                "{line}"
+            );
+            assert_eq!(line["attempt"], 1, "{line}");
+            assert!(
+                line["worker"].as_str().unwrap().starts_with("logger"),
+                "{line}"
+            );
+            assert!(line["level"].is_string() && line["timestamp"].is_string());
+        }
+    }
+}

@@ -556,7 +556,7 @@ impl Coordinator {
                 this.collect_writes(job);
             }
             if let Err(e) = this.flush().await {
-                tracing::error!(job_id = %id, "storing the end of execution: {e}");
+                tracing::error!(job = %id, "storing the end of execution: {e}");
             }
             this.work_available.notify_waiters();
             this.job_changed.notify_waiters();

@@ -597,7 +597,24 @@ impl Job {
     }
 
     pub fn log(&mut self, now: Instant, message: String) {
-        tracing::info!(job_id = %self.id, "{message}");
+        tracing::info!(job = %self.id, "{message}");
+        self.record_event(now, message);
+    }
+
+    /// An event about one attempt at a task: logged with its fields for log collectors.
+    fn log_attempt(
+        &mut self,
+        now: Instant,
+        task: TaskId,
+        attempt: u32,
+        worker: &str,
+        message: String,
+    ) {
+        tracing::info!(job = %self.id, task = %task, attempt, worker, "{message}");
+        self.record_event(now, message);
+    }
+
+    fn record_event(&mut self, now: Instant, message: String) {
         let at_seconds = now.duration_since(self.submitted).as_secs_f64();
         self.outbox.push(StoreOp::Event {
             job: self.id,
@@ -936,8 +953,11 @@ impl Job {
             },
         );
         let phase = self.phase(task);
-        self.log(
+        self.log_attempt(
             now,
+            task,
+            attempt,
+            worker_id,
             format!("{task} ({phase}) attempt {attempt} leased to {worker_id}"),
         );
         Some(TaskAssignment {
@@ -1160,8 +1180,11 @@ impl Job {
             timing_json: serde_json::to_string(&timing).expect("timings serialize"),
         });
         self.proofs.insert(task, proof_sha256);
-        self.log(
+        self.log_attempt(
             now,
+            task,
+            attempt,
+            &timing.worker,
             format!(
                 "{task} ({}) accepted from {} after {:.1} s ({} bytes)",
                 timing.phase, timing.worker, timing.wall_seconds, timing.proof_bytes
@@ -1203,8 +1226,11 @@ impl Job {
         self.failed_by.insert(task, worker.clone());
         self.graph.retry(task).expect("a leased task is running");
         self.ready_since.insert(task, now);
-        self.log(
+        self.log_attempt(
             now,
+            task,
+            attempt,
+            &worker,
             format!("{task} attempt {attempt} from {worker} failed: {reason}"),
         );
         let Some((policy, failure)) = policy else {

@@ -16,6 +16,20 @@ use plait_prover::{
 use sha2::{Digest, Sha256};
 pub use usage::{process_usage, reset_peak_rss, ProcessUsage};
 
+/// Logs an event about a task with its job, task, attempt and worker as fields (the JSON log
+/// format puts them beside the message, for log collectors).
+macro_rules! task_event {
+    ($level:ident, $task:expr, $worker:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            job = %$task.job_id,
+            task = %$task.task_id,
+            attempt = $task.attempt,
+            worker = %$worker,
+            $($rest)+
+        )
+    };
+}
+
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub coordinator: String,
@@ -77,8 +91,8 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
             }
         };
         done += 1;
-        if let Err(e) = work_on(&client, &backend, &mut programs, &task).await {
-            tracing::warn!(job = %task.job_id, task = %task.task_id, error = %e, "task abandoned");
+        if let Err(e) = work_on(&client, &backend, &mut programs, &task, &worker_id).await {
+            task_event!(warn, task, worker_id, error = %e, "task abandoned");
         }
         // The task may have generated keys.
         request.key_sets = backend.cached_key_sets();
@@ -104,9 +118,9 @@ async fn work_on(
     backend: &Arc<dyn ProverBackend>,
     programs: &mut HashMap<String, ProgramImage>,
     task: &TaskAssignment,
+    worker: &str,
 ) -> Result<(), ClientError> {
-    let (job, id, attempt) = (task.job_id, task.task_id, task.attempt);
-    tracing::info!(job_id = %job, task_id = %id, attempt, "task started");
+    task_event!(info, task, worker, "task started");
     let program = match programs.get(&task.program_sha256) {
         Some(p) => p.clone(),
         None => {
@@ -167,7 +181,7 @@ async fn work_on(
             outcome = &mut proving => break outcome,
             _ = tokio::time::sleep(heartbeat_every) => {
                 if let Err(e) = client.heartbeat(task).await {
-                    tracing::warn!(error = %e, "heartbeat failed");
+                    task_event!(warn, task, worker, error = %e, "heartbeat failed");
                 }
             }
         }
@@ -177,13 +191,11 @@ async fn work_on(
             let usage = process_usage();
             meta.process_peak_rss_bytes = usage.peak_rss_bytes;
             meta.process_cpu_seconds = usage.cpu_seconds;
-            let verdict = submit_with_retries(client, task, proof, &meta).await?;
+            let verdict = submit_with_retries(client, task, worker, proof, &meta).await?;
             match verdict {
-                Verdict::Accepted => {
-                    tracing::info!(job_id = %job, task_id = %id, "result accepted")
-                }
+                Verdict::Accepted => task_event!(info, task, worker, "result accepted"),
                 Verdict::Rejected { reason } => {
-                    tracing::warn!(job_id = %job, task_id = %id, %reason, "result rejected")
+                    task_event!(warn, task, worker, %reason, "result rejected")
                 }
             }
             Ok(())
@@ -202,6 +214,7 @@ async fn work_on(
 async fn submit_with_retries(
     client: &CoordinatorClient,
     task: &TaskAssignment,
+    worker: &str,
     proof: ProofBlob,
     meta: &ProofMeta,
 ) -> Result<Verdict, ClientError> {
@@ -209,7 +222,7 @@ async fn submit_with_retries(
     for _ in 0..12 {
         match client.submit(task, proof.clone(), meta).await {
             Err(e) if e.is_transient() => {
-                tracing::warn!(error = %e, "submitting failed; retrying in {delay:?}");
+                task_event!(warn, task, worker, error = %e, "submitting failed; retrying in {delay:?}");
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(8));
             }

@@ -94,7 +94,7 @@ fn planner_config(
             none
         } else {
             planner::read_pool(&entries, tree, &info).unwrap_or_else(|e| {
-                eprintln!("not planning with this machine's device profiles: {e:#}");
+                tracing::warn!("not planning with this machine's device profiles: {e:#}");
                 none
             })
         }
@@ -102,7 +102,7 @@ fn planner_config(
         planner::read_pool(&args.plan_profile, tree, &info)?
     };
     let devices: Vec<&str> = pool.profiles.iter().map(|p| p.device.as_str()).collect();
-    eprintln!(
+    tracing::info!(
         "planner: {}, heights {:?}",
         if fixed_size {
             format!(
@@ -144,7 +144,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
         _ => None,
     };
     let backend: Arc<dyn ProverBackend> = if args.dev {
-        eprintln!("WARNING: --dev: this coordinator accepts FAKE dev-backend proofs");
+        tracing::warn!("--dev: this coordinator accepts FAKE dev-backend proofs");
         Arc::new(plait_prover::dev::DevBackend {
             execute_delay: std::time::Duration::from_millis(args.dev_execute_ms),
             ..Default::default()
@@ -179,13 +179,13 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
         store,
     )
     .await?;
-    eprintln!("store: {}", coordinator.store());
+    tracing::info!("store: {}", coordinator.store());
     let _reaper = coordinator.spawn_lease_reaper();
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     if coordinator.config().worker_token.is_empty() {
-        eprintln!("closed pool: workers join with credentials from `plait workers issue`");
+        tracing::info!("closed pool: workers join with credentials from `plait workers issue`");
     }
     // The first line on stdout is the address, for scripts and tests that asked for port 0.
     let scheme = if tls.is_some() { "https" } else { "http" };

@@ -27,6 +27,8 @@ pub struct Server {
     global: Vec<String>,
     args: Vec<String>,
     store: String,
+    /// Where its stderr goes (discarded if none).
+    log: Option<std::path::PathBuf>,
     _store_dir: tempfile::TempDir,
 }
 
@@ -67,6 +69,17 @@ pub fn spawn_server(
     extra: &[&str],
     store: Option<String>,
 ) -> Server {
+    spawn_server_logging(global, args, extra, store, None)
+}
+
+/// [`spawn_server`], writing the coordinator's stderr to `log`.
+pub fn spawn_server_logging(
+    global: &[&str],
+    args: &[&str],
+    extra: &[&str],
+    store: Option<String>,
+    log: Option<std::path::PathBuf>,
+) -> Server {
     let store_dir = tempfile::tempdir().unwrap();
     let store = store.unwrap_or_else(|| {
         format!(
@@ -77,7 +90,7 @@ pub fn spawn_server(
     let owned = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let mut args = owned(args);
     args.extend(owned(extra));
-    let (child, url) = start_serve(&owned(global), &args, &store, "127.0.0.1:0");
+    let (child, url) = start_serve(&owned(global), &args, &store, "127.0.0.1:0", log.as_deref());
     Server {
         url,
         child,
@@ -85,6 +98,7 @@ pub fn spawn_server(
         global: owned(global),
         args,
         store,
+        log,
         _store_dir: store_dir,
     }
 }
@@ -94,7 +108,12 @@ pub fn start_serve(
     args: &[String],
     store: &str,
     listen: &str,
+    log: Option<&std::path::Path>,
 ) -> (Child, String) {
+    let stderr = match log {
+        Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+        None => Stdio::null(),
+    };
     let mut child = plait()
         .args(global)
         .args(["serve", "--listen", listen, "--store", store])
@@ -104,7 +123,7 @@ pub fn start_serve(
         .args(["--operator-token", OPERATOR_TOKEN])
         .args(args)
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -125,7 +144,8 @@ impl Server {
         self.child.kill().unwrap(); // SIGKILL
         self.child.wait().unwrap();
         let listen = self.url.strip_prefix("http://").unwrap().to_string();
-        let (child, url) = start_serve(&self.global, &self.args, &self.store, &listen);
+        let log = self.log.as_deref();
+        let (child, url) = start_serve(&self.global, &self.args, &self.store, &listen, log);
         assert_eq!(url, self.url);
         self.child = child;
     }
