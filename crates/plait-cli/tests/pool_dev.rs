@@ -56,6 +56,8 @@ fn a_killed_worker_loses_its_task_to_another() {
         "{events:#?}"
     );
     assert_each_task_accepted_once(&events, task_count(&server, job));
+    let metrics = server.metrics();
+    assert!(metric(&metrics, r#"plait_leases_expired_total{kind="segment"}"#) >= 1.0);
 }
 
 #[test]
@@ -116,6 +118,10 @@ fn corrupt_and_wrong_segment_proofs_are_rejected_and_their_workers_banned() {
     // Banned workers were told so and stopped.
     assert!(!corrupt.0.wait().unwrap().success());
     assert!(!wrong.0.wait().unwrap().success());
+    // Two rejections each (then the ban), all of segments.
+    let metrics = server.metrics();
+    let rejected = r#"plait_results_total{kind="segment",verdict="rejected"}"#;
+    assert_eq!(metric(&metrics, rejected), 4.0, "{metrics}");
 }
 
 #[test]
@@ -842,6 +848,108 @@ fn workers_and_clients_work_over_https() {
         ],
         &["CA certificate", "key.pem"],
     );
+}
+
+/// `GET /metrics`: Prometheus' text format, behind its own token if the operator set one;
+/// every metric is `plait_`-prefixed, has HELP and TYPE lines and is documented in
+/// `docs/metrics.md`; the counters follow a job through.
+#[test]
+fn metrics_follow_a_job_and_are_documented() {
+    let token = "metrics-secret-for-tests";
+    let server = serve(&["--metrics-token", token]);
+    assert_eq!(server.get("/metrics", "").status(), 401);
+    assert_eq!(server.get("/metrics", CLIENT_TOKEN).status(), 401);
+    let scrape = || {
+        let response = server.get("/metrics", token);
+        assert_eq!(response.status(), 200);
+        let kind = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(kind.starts_with("text/plain; version=0.0.4"), "{kind}");
+        response.text().unwrap()
+    };
+    let before = scrape();
+    assert_eq!(metric(&before, "plait_jobs_submitted_total"), 0.0);
+
+    let job = server.submit("program", 40);
+    let segments = |status: &Value| status["phases"][0][2].as_f64().unwrap();
+    server.wait_for("the job's segments", Duration::from_secs(20), || {
+        let status = server.status(job);
+        let ready = metric(&scrape(), r#"plait_ready_tasks{kind="segment"}"#);
+        status["executing"] == false && ready == segments(&status) && ready > 1.0
+    });
+    let segments = segments(&server.status(job));
+    let waiting = scrape();
+    assert_eq!(metric(&waiting, r#"plait_jobs{state="running"}"#), 1.0);
+    assert_eq!(metric(&waiting, "plait_live_workers"), 0.0);
+
+    let _worker = server.worker("w", &[]);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let tasks = task_count(&server, job) as f64;
+    let after = scrape();
+    assert_eq!(metric(&after, "plait_jobs_submitted_total"), 1.0);
+    assert_eq!(
+        metric(&after, r#"plait_jobs_ended_total{state="succeeded"}"#),
+        1.0
+    );
+    assert_eq!(metric(&after, r#"plait_ready_tasks{kind="segment"}"#), 0.0);
+    let accepted: f64 = [
+        "segment",
+        "leaf",
+        "internal-for-leaf",
+        "internal-recursive",
+        "wrap",
+    ]
+    .iter()
+    .map(|k| {
+        metric(
+            &after,
+            &format!(r#"plait_results_total{{kind="{k}",verdict="accepted"}}"#),
+        )
+    })
+    .sum();
+    assert_eq!(accepted, tasks);
+    assert_eq!(
+        metric(
+            &after,
+            r#"plait_task_duration_seconds_count{kind="segment"}"#
+        ),
+        segments
+    );
+    assert_eq!(
+        metric(&after, r#"plait_leases_granted_total{kind="segment"}"#),
+        segments
+    );
+    assert_eq!(
+        metric(&after, "plait_execution_duration_seconds_count"),
+        1.0
+    );
+    assert_eq!(metric(&after, "plait_live_workers"), 1.0);
+    assert!(metric(&after, "plait_live_workers_memory_bytes") > 0.0);
+
+    let docs = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../docs/metrics.md"
+    ))
+    .unwrap();
+    let names: Vec<&str> = after
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap())
+        .collect();
+    assert!(names.len() >= 14, "{after}");
+    for name in names {
+        assert!(name.starts_with("plait_"), "{name}");
+        assert!(
+            after.contains(&format!("# HELP {name} ")),
+            "{name} has no HELP"
+        );
+        assert!(
+            docs.contains(&format!("`{name}`")),
+            "docs/metrics.md does not describe {name}"
+        );
+    }
 }
 
 /// `--log-format json`: the coordinator and a worker log one JSON object per line, and the

@@ -28,6 +28,7 @@ use crate::{
         CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, JobSummary, LeaseError,
         RetryPolicy, TaskTiming,
     },
+    metrics::{Gauges, Metrics},
     planning::{self, PlannerConfig},
     store::{Store, StoreError, StoreOp},
 };
@@ -43,6 +44,8 @@ pub struct CoordinatorConfig {
     /// Token the operator presents to list, issue, revoke, ban and unban workers. Empty: the
     /// operator routes are closed.
     pub operator_token: String,
+    /// Token a scraper presents for `GET /metrics`; `None`: the metrics are open.
+    pub metrics_token: Option<String>,
     /// How long a registered worker's identity outlives its last claim.
     pub worker_idle: Duration,
     /// Worker identities the coordinator keeps at most: registrations past it are refused.
@@ -83,6 +86,7 @@ impl Default for CoordinatorConfig {
             worker_token: String::new(),
             client_token: String::new(),
             operator_token: String::new(),
+            metrics_token: None,
             worker_idle: Duration::from_secs(24 * 3600),
             max_workers: 100_000,
             lease: Duration::from_secs(60),
@@ -187,6 +191,7 @@ pub struct Coordinator {
     job_changed: Notify,
     /// Set by [`Self::halt`]: nothing more is written, and executions stop.
     halted: std::sync::atomic::AtomicBool,
+    metrics: Metrics,
 }
 
 impl Coordinator {
@@ -263,6 +268,7 @@ impl Coordinator {
             work_available: Notify::new(),
             job_changed: Notify::new(),
             halted: false.into(),
+            metrics: Metrics::new(),
         });
         this.flush().await?;
         // Jobs whose execution a restart interrupted execute again; the segments stored before
@@ -315,6 +321,7 @@ impl Coordinator {
         }
         let ops = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         if let Err(e) = self.store.apply(&ops).await {
+            self.metrics.store_errors.inc();
             let mut outbox = self.outbox.lock().expect("outbox lock");
             let newer = std::mem::replace(&mut *outbox, ops);
             outbox.extend(newer);
@@ -336,6 +343,10 @@ impl Coordinator {
         for id in ended {
             if let Some(mut job) = jobs.remove(&id) {
                 self.collect_writes(&mut job);
+                self.metrics
+                    .jobs_ended
+                    .with_label_values(&[job.status.name()])
+                    .inc();
             }
         }
     }
@@ -431,8 +442,13 @@ impl Coordinator {
         let chosen = match auto {
             None => None,
             Some(goal) => {
+                let started = Instant::now();
                 let (height, prediction) =
                     self.choose_height(&program, &input, params, goal).await?;
+                self.metrics
+                    .planning_seconds
+                    .with_label_values(&["choose-height"])
+                    .observe(started.elapsed().as_secs_f64());
                 params.segment_height = height;
                 prediction
             }
@@ -455,6 +471,7 @@ impl Coordinator {
             self.collect_writes(&mut job);
             jobs.insert(id, job);
         }
+        self.metrics.jobs_submitted.inc();
         self.flush().await?;
         self.spawn_execution(id, program, input, params, 0);
         self.job_changed.notify_waiters();
@@ -532,12 +549,24 @@ impl Coordinator {
         tokio::spawn(async move {
             let started = Instant::now();
             let outcome = this.execute_job(id, program, input, params, skip).await;
+            if outcome.is_ok() {
+                this.metrics
+                    .execution_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
             // With the whole plan known, predict the job on the pool it has: a simulation of
             // every task, so on a blocking thread and outside the jobs lock.
+            let predicting = Instant::now();
             let prediction = match &outcome {
                 Ok(plan) => this.predict(id, plan, params, started.elapsed()).await,
                 Err(_) => None,
             };
+            if prediction.is_some() {
+                this.metrics
+                    .planning_seconds
+                    .with_label_values(&["predict"])
+                    .observe(predicting.elapsed().as_secs_f64());
+            }
             let now = Instant::now();
             {
                 let mut jobs = this.jobs.lock().expect("jobs lock");
@@ -865,6 +894,44 @@ impl Coordinator {
         } else {
             ceiling
         }
+    }
+
+    /// The metrics in Prometheus' text format, the gauges read now.
+    pub fn metrics_text(&self) -> String {
+        let mut gauges = Gauges::default();
+        {
+            let jobs = self.jobs.lock().expect("jobs lock");
+            let mut ready = std::collections::BTreeMap::new();
+            let mut states = std::collections::BTreeMap::new();
+            for job in jobs.values() {
+                for (kind, n) in job.ready_by_kind() {
+                    *ready.entry(kind).or_insert(0) += n;
+                }
+                // An ended job is only waiting to leave memory.
+                if !job.status.is_live() {
+                    continue;
+                }
+                let state = if job.executing && job.status == JobStatus::Running {
+                    "executing"
+                } else {
+                    job.status.name()
+                };
+                *states.entry(state).or_insert(0) += 1;
+            }
+            gauges.ready_tasks = ready.into_iter().collect();
+            gauges.jobs = states.into_iter().collect();
+        }
+        {
+            let recent = self.config.lease + self.config.claim_wait;
+            let seen = self.workers_seen.lock().expect("workers lock");
+            for worker in seen.values().filter(|w| w.at.elapsed() <= recent) {
+                gauges.live_workers += 1;
+                gauges.live_workers_memory_bytes = gauges
+                    .live_workers_memory_bytes
+                    .saturating_add(worker.memory_bytes.min(i64::MAX as u64) as i64);
+            }
+        }
+        self.metrics.render(gauges)
     }
 
     /// The most memory any live worker advertised; `None` if none is live or one advertised no
@@ -1248,7 +1315,7 @@ impl Coordinator {
             .into_iter()
             .partition(|id| jobs.get(id).is_some_and(holds_keys));
         preferred.append(&mut others);
-        preferred.into_iter().find_map(|id| {
+        let leased = preferred.into_iter().find_map(|id| {
             let job = jobs.get_mut(&id)?;
             let task = job.lease_next(
                 worker_id,
@@ -1261,8 +1328,13 @@ impl Coordinator {
                 &time_limit,
             )?;
             self.collect_writes(job);
+            self.metrics
+                .leases_granted
+                .with_label_values(&[job.task_kind(task.task_id)])
+                .inc();
             Some(task)
-        })
+        });
+        leased
     }
 
     /// Checks a program and stores it under its content hash (idempotent). A program the
@@ -1448,9 +1520,16 @@ impl Coordinator {
         secret: &str,
     ) -> Result<(), CoordinatorError> {
         let lease = self.config.lease;
-        self.with_lease(job, task, attempt, worker, |j| {
+        let result = self.with_lease(job, task, attempt, worker, |j| {
             j.heartbeat(task, attempt, secret, lease, Instant::now())
-        })
+        });
+        if matches!(result, Err(CoordinatorError::StaleLease { .. })) {
+            self.metrics
+                .stale_requests
+                .with_label_values(&["heartbeat"])
+                .inc();
+        }
+        result
     }
 
     pub async fn report_failure(
@@ -1499,10 +1578,17 @@ impl Coordinator {
         meta: TaskMeta,
     ) -> Result<Verdict, CoordinatorError> {
         let window = self.config.lease;
-        let (target, program, params) = self.with_lease(job, task, attempt, worker, |j| {
+        let looked_up = self.with_lease(job, task, attempt, worker, |j| {
             let target = j.check_target(task, attempt, secret, window, Instant::now())?;
-            Ok((target, j.program.clone(), j.params))
-        })?;
+            Ok((target, j.program.clone(), j.params, j.task_kind(task)))
+        });
+        if matches!(looked_up, Err(CoordinatorError::StaleLease { .. })) {
+            self.metrics
+                .stale_requests
+                .with_label_values(&["result"])
+                .inc();
+        }
+        let (target, program, params, kind) = looked_up?;
         let backend = self.backend.clone();
         let checked = proof.clone();
         let verdict =
@@ -1517,6 +1603,10 @@ impl Coordinator {
                     j.accept(task, attempt, secret, stored, meta, Instant::now())
                 })?;
                 self.record_peak_memory(params.key_set(), &timing);
+                self.metrics
+                    .task_seconds
+                    .with_label_values(&[kind])
+                    .observe(timing.wall_seconds);
                 root_done
             }
             Verdict::Rejected { reason } => {
@@ -1538,6 +1628,14 @@ impl Coordinator {
                 false
             }
         };
+        let verdict_label = match &verdict {
+            Verdict::Accepted => "accepted",
+            Verdict::Rejected { .. } => "rejected",
+        };
+        self.metrics
+            .results
+            .with_label_values(&[kind, verdict_label])
+            .inc();
         // Accepted means stored: the answer waits for the write.
         self.flush().await?;
         if root_done {
@@ -1821,9 +1919,12 @@ impl Coordinator {
                     let mut jobs = this.jobs.lock().expect("jobs lock");
                     jobs.values_mut()
                         .map(|j| {
-                            let n = j.expire_leases(policy, now);
+                            let kinds = j.expire_leases(policy, now);
                             this.collect_writes(j);
-                            n
+                            for kind in &kinds {
+                                this.metrics.leases_expired.with_label_values(&[kind]).inc();
+                            }
+                            kinds.len()
                         })
                         .sum()
                 };

@@ -146,8 +146,16 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
             coordinator.clone(),
             require_client_token,
         ));
+    let metrics =
+        Router::new()
+            .route("/metrics", get(metrics))
+            .layer(middleware::from_fn_with_state(
+                coordinator.clone(),
+                require_metrics_token,
+            ));
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
+        .merge(metrics)
         .nest("/v1/worker", worker)
         .nest("/v1/admin", operator)
         .nest("/v1", client)
@@ -244,6 +252,31 @@ async fn require_client_token(
 ) -> Result<Response, ApiError> {
     check_token(&request, &coordinator.config().client_token, "client")?;
     Ok(next.run(request).await)
+}
+
+/// `/metrics` is open unless the operator gave it a token of its own (a scraper needs no
+/// client's or worker's credential).
+async fn require_metrics_token(
+    State(coordinator): State<Arc<Coordinator>>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(token) = &coordinator.config().metrics_token {
+        check_token(&request, token, "metrics")?;
+    }
+    Ok(next.run(request).await)
+}
+
+/// Prometheus' text exposition format.
+async fn metrics(State(coordinator): State<Arc<Coordinator>>) -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        coordinator.metrics_text(),
+    )
+        .into_response()
 }
 
 /// Workers and clients hold different tokens; neither opens the other's routes.

@@ -839,6 +839,25 @@ impl Job {
         })
     }
 
+    /// The task's kind, as metrics label it (`segment`, `leaf`, … `wrap`).
+    pub fn task_kind(&self, task: TaskId) -> &'static str {
+        match self.graph.kind(task) {
+            Ok(TaskKind::Aggregate { layer, .. }) => plait_core::cost::node_kind(layer),
+            _ => "segment",
+        }
+    }
+
+    /// How many ready tasks of each kind the job has.
+    pub fn ready_by_kind(&self) -> std::collections::BTreeMap<&'static str, i64> {
+        let mut ready = std::collections::BTreeMap::new();
+        if self.is_running() {
+            for task in self.graph.ready_tasks() {
+                *ready.entry(self.task_kind(task)).or_insert(0) += 1;
+            }
+        }
+        ready
+    }
+
     fn phase(&self, task: TaskId) -> String {
         match self.graph.kind(task) {
             Ok(TaskKind::Aggregate { layer, .. }) => layer.to_string(),
@@ -1275,8 +1294,8 @@ impl Job {
         }
     }
 
-    /// Requeues every task whose lease ran out. Returns how many.
-    pub fn expire_leases(&mut self, policy: RetryPolicy, now: Instant) -> usize {
+    /// Requeues every task whose lease ran out. Returns their kinds.
+    pub fn expire_leases(&mut self, policy: RetryPolicy, now: Instant) -> Vec<&'static str> {
         let expired: Vec<(TaskId, &'static str)> = self
             .leases
             .iter()
@@ -1290,10 +1309,11 @@ impl Job {
                 (*t, why)
             })
             .collect();
+        let kinds = expired.iter().map(|(t, _)| self.task_kind(*t)).collect();
         for (task, why) in &expired {
             self.fail_lease(*task, why, Some((policy, Failure::Lost)), now);
         }
-        expired.len()
+        kinds
     }
 
     /// Discards accepted proofs the job cannot use, and those of every node above them (they

@@ -15,6 +15,7 @@ mod coordinator;
 pub mod http;
 mod identities;
 mod job;
+pub mod metrics;
 pub mod planning;
 pub mod store;
 

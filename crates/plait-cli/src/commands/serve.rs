@@ -28,6 +28,10 @@ pub struct ServeArgs {
     /// (`plait workers`). Without it those routes are closed.
     #[arg(long, env = "PLAIT_OPERATOR_TOKEN")]
     operator_token: Option<String>,
+    /// Token a Prometheus scraper presents for `GET /metrics`. Without it the metrics are
+    /// open to anyone who can reach the coordinator.
+    #[arg(long, env = "PLAIT_METRICS_TOKEN")]
+    metrics_token: Option<String>,
     /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
     #[arg(long, requires = "tls_key")]
     tls_cert: Option<std::path::PathBuf>,
@@ -130,7 +134,15 @@ fn planner_config(
 pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     let worker_token = args.worker_token.clone().unwrap_or_default();
     let operator_token = args.operator_token.clone().unwrap_or_default();
-    check_tokens(&worker_token, &args.client_token, &operator_token)?;
+    check_tokens(&[
+        ("--worker-token", &worker_token),
+        ("--client-token", &args.client_token),
+        ("--operator-token", &operator_token),
+        (
+            "--metrics-token",
+            args.metrics_token.as_deref().unwrap_or(""),
+        ),
+    ])?;
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
             http::TlsFiles {
@@ -170,6 +182,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             worker_token,
             client_token: args.client_token,
             operator_token,
+            metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
             lease: Duration::from_secs(args.lease_seconds),
             max_lease: Duration::from_secs(args.max_lease_seconds),
             blob_retention: Duration::from_secs(args.blob_retention_seconds),
@@ -202,12 +215,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
 
 /// Each role's token opens only its own routes: they must differ, and be long enough not to
 /// be guessed.
-fn check_tokens(worker: &str, client: &str, operator: &str) -> Result<()> {
-    let named = [
-        ("--worker-token", worker),
-        ("--client-token", client),
-        ("--operator-token", operator),
-    ];
+fn check_tokens(named: &[(&str, &str)]) -> Result<()> {
     for (i, (flag, token)) in named.iter().enumerate() {
         if token.is_empty() {
             continue;

@@ -150,6 +150,13 @@ impl Server {
         self.child = child;
     }
 
+    /// `GET /metrics` (open: the test servers give it no token).
+    pub fn metrics(&self) -> String {
+        let response = self.get("/metrics", "");
+        assert_eq!(response.status(), 200);
+        response.text().unwrap()
+    }
+
     /// Runs a client command (`plait status …`) against this coordinator; returns its JSON.
     pub fn client(&self, args: &[&str]) -> Value {
         self.run_json(args, ("PLAIT_CLIENT_TOKEN", CLIENT_TOKEN))
@@ -353,4 +360,13 @@ pub fn task_count(server: &Server, job: u64) -> usize {
         .iter()
         .map(|p| p[2].as_u64().unwrap() as usize)
         .sum()
+}
+
+/// The value of one series (`name{labels}` exactly as exposed) in a metrics text.
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .parse()
+        .unwrap()
 }
