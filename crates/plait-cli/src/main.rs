@@ -3,6 +3,7 @@
 //! (see [`exit`]).
 
 mod commands;
+mod config_file;
 mod exit;
 mod guest_build;
 mod local;

@@ -1009,3 +1009,85 @@ fn json_logs_name_the_job_task_attempt_and_worker() {
         }
     }
 }
+
+/// A coordinator and a worker start from one config file (no flags but `--dev`), and serve a
+/// job; a setting comes from the flag, else its `PLAIT_*` variable, else the file, else the
+/// default (`--print-config` shows what is in effect).
+#[test]
+fn a_pool_starts_from_a_config_file_and_flags_beat_environment_beat_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("plait.toml");
+    let store = format!("sqlite://{}", dir.path().join("store.sqlite").display());
+    std::fs::write(
+        &config,
+        format!(
+            "version = 1\n\n[serve]\nlisten = \"127.0.0.1:0\"\nworker-token = \"{WORKER_TOKEN}\"\n\
+             client-token = \"{CLIENT_TOKEN}\"\nstore = \"{store}\"\nlease-seconds = 5\n\n\
+             [worker]\ntoken = \"{WORKER_TOKEN}\"\nname = \"configured\"\n"
+        ),
+    )
+    .unwrap();
+    let printed = |env: &[(&str, &str)], flags: &[&str]| -> toml::Table {
+        let out = plait()
+            .args(["serve", "--print-config", "--config"])
+            .arg(&config)
+            .args(flags)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(!text.contains(CLIENT_TOKEN), "tokens are hidden: {text}");
+        text.parse::<toml::Table>().unwrap()["serve"]
+            .as_table()
+            .unwrap()
+            .clone()
+    };
+    let lease = |t: &toml::Table| t["lease-seconds"].as_integer().unwrap();
+    assert_eq!(lease(&printed(&[], &[])), 5, "the file");
+    assert_eq!(
+        lease(&printed(&[("PLAIT_LEASE_SECONDS", "7")], &[])),
+        7,
+        "env beats file"
+    );
+    let both = printed(&[("PLAIT_LEASE_SECONDS", "7")], &["--lease-seconds", "9"]);
+    assert_eq!(lease(&both), 9, "flag beats env");
+    assert_eq!(
+        both["max-lease-seconds"].as_integer(),
+        Some(7200),
+        "the default"
+    );
+
+    let server = Server::adopt(
+        plait()
+            .args(["serve", "--dev", "--config"])
+            .arg(&config)
+            .env_remove("PLAIT_WORKER_TOKEN")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let _worker = Worker(
+        plait()
+            .args(["worker", "--dev", "--config"])
+            .arg(&config)
+            .env("PLAIT_COORDINATOR", &server.url)
+            .env_remove("PLAIT_WORKER_TOKEN")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let job = server.submit("program", 16);
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let events = server.events(job);
+    assert!(
+        events.iter().any(|e| e.contains("leased to configured-")),
+        "{events:#?}"
+    );
+}

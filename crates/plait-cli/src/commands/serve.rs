@@ -1,29 +1,62 @@
 //! `plait serve`: a standalone coordinator on a durable store (SQLite or PostgreSQL).
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
 use plait_prover::{ProverBackend, VmConfig};
+use serde::{Deserialize, Serialize};
 
 use plait_core::planner::Pool;
 
 use super::{openvm_backend, planner};
+use crate::{
+    config_file::{self, layered_or, Layered},
+    exit::BadInput,
+};
 
 #[derive(Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    options: ServeOptions,
+    /// Read settings from this config file's `[serve]` table (see plait.example.toml); flags
+    /// and `PLAIT_*` variables override it.
+    #[arg(long, env = "PLAIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the settings in effect as a config file (tokens hidden), and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
+    #[arg(long)]
+    dev: bool,
+    /// Dev backend: milliseconds executing each segment takes on the coordinator (to test
+    /// jobs whose execution is still running).
+    #[arg(long, default_value_t = 0, requires = "dev")]
+    dev_execute_ms: u64,
+}
+
+/// The coordinator's settings: from flags, `PLAIT_*` variables, the config file's `[serve]`
+/// table, or defaults ([`ServeOptions::defaults`]), in that order.
+#[derive(Args, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ServeOptions {
     /// Address to listen on; port 0 picks a free port (the chosen address is printed).
-    #[arg(long, default_value = "127.0.0.1:7878")]
-    listen: String,
+    /// [default: 127.0.0.1:7878]
+    #[arg(long, env = "PLAIT_LISTEN")]
+    listen: Option<String>,
     /// The pool's worker token: a worker presenting it registers and gets an identity and a
     /// credential of its own. Without it the pool is closed: only workers holding a
     /// credential the operator issued (`plait workers issue`) can join.
     #[arg(long, env = "PLAIT_WORKER_TOKEN")]
     worker_token: Option<String>,
-    /// Token clients must present to upload programs and submit jobs.
+    /// Token clients must present to upload programs and submit jobs (required).
     #[arg(long, env = "PLAIT_CLIENT_TOKEN")]
-    client_token: String,
+    client_token: Option<String>,
     /// Token the operator presents to list, issue, revoke, ban and unban workers
     /// (`plait workers`). Without it those routes are closed.
     #[arg(long, env = "PLAIT_OPERATOR_TOKEN")]
@@ -32,54 +65,153 @@ pub struct ServeArgs {
     /// open to anyone who can reach the coordinator.
     #[arg(long, env = "PLAIT_METRICS_TOKEN")]
     metrics_token: Option<String>,
-    /// Serve HTTPS with this certificate chain (PEM); needs --tls-key.
-    #[arg(long, requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
-    /// The private key (PEM) of --tls-cert.
-    #[arg(long, requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
-    /// Seconds a lease lasts without a heartbeat.
-    #[arg(long, default_value_t = 60)]
-    lease_seconds: u64,
+    /// Serve HTTPS with this certificate chain (PEM); needs tls-key.
+    #[arg(long, env = "PLAIT_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of tls-cert.
+    #[arg(long, env = "PLAIT_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a lease lasts without a heartbeat. [default: 60]
+    #[arg(long, env = "PLAIT_LEASE_SECONDS")]
+    lease_seconds: Option<u64>,
     /// Seconds a lease lasts at most, heartbeats or not, when the worker's device profile
     /// predicts nothing for the task (with a prediction: four times it plus slack, up to
     /// this): a hung prover or a worker that only heartbeats cannot hold a task for longer.
-    #[arg(long, default_value_t = 7200)]
-    max_lease_seconds: u64,
+    /// [default: 7200]
+    #[arg(long, env = "PLAIT_MAX_LEASE_SECONDS")]
+    max_lease_seconds: Option<u64>,
     /// Seconds a succeeded or cancelled job keeps its blobs (segment checkpoints and task
-    /// proofs) after it ended; the final proof is kept for good.
-    #[arg(long, default_value_t = 3600)]
-    blob_retention_seconds: u64,
-    /// Largest accepted upload (program or proof), in bytes.
-    #[arg(long, default_value_t = 1 << 30)]
-    max_upload_bytes: usize,
+    /// proofs) after it ended; the final proof is kept for good. [default: 3600]
+    #[arg(long, env = "PLAIT_BLOB_RETENTION_SECONDS")]
+    blob_retention_seconds: Option<u64>,
+    /// Largest accepted upload (program or proof), in bytes. [default: 1073741824]
+    #[arg(long, env = "PLAIT_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<usize>,
     /// Where job state lives: `sqlite://PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST/DB`. Default: `sqlite://<cache dir>/coordinator.sqlite`.
     #[arg(long, env = "PLAIT_STORE")]
     store: Option<String>,
-    /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
-    #[arg(long)]
-    dev: bool,
-    /// Dev backend: milliseconds executing each segment takes on the coordinator (to test
-    /// jobs whose execution is still running).
-    #[arg(long, default_value_t = 0, requires = "dev")]
-    dev_execute_ms: u64,
     /// Device profiles (`plait calibrate`) for the planner, which predicts each job's latency
     /// and work and chooses segment heights for `--segment-size auto`. It plans on the workers
     /// asking for work, each with the profile it sends; PROFILE (repeatable) stands in for
     /// workers that send none. PROFILE:COUNT entries plan for that fixed pool instead.
     /// Default: this machine's calibrated profile, if there is one.
-    #[arg(long, value_name = "PROFILE[:COUNT]")]
+    #[arg(
+        long,
+        env = "PLAIT_PLAN_PROFILE",
+        value_name = "PROFILE[:COUNT]",
+        value_delimiter = ','
+    )]
+    plan_profile: Option<Vec<String>>,
+    /// The segment heights `auto` chooses from. [default: 19,20,21]
+    #[arg(long, env = "PLAIT_PLAN_HEIGHTS", value_delimiter = ',')]
+    plan_heights: Option<Vec<u32>>,
+}
+
+impl Layered for ServeOptions {
+    layered_or!(
+        listen,
+        worker_token,
+        client_token,
+        operator_token,
+        metrics_token,
+        tls_cert,
+        tls_key,
+        lease_seconds,
+        max_lease_seconds,
+        blob_retention_seconds,
+        max_upload_bytes,
+        store,
+        plan_profile,
+        plan_heights,
+    );
+
+    fn defaults() -> Self {
+        Self {
+            listen: Some("127.0.0.1:7878".into()),
+            lease_seconds: Some(60),
+            max_lease_seconds: Some(7200),
+            blob_retention_seconds: Some(3600),
+            max_upload_bytes: Some(1 << 30),
+            plan_profile: Some(Vec::new()),
+            plan_heights: Some(vec![19, 20, 21]),
+            ..Self::default()
+        }
+    }
+}
+
+/// The settings in effect, every default filled in.
+struct Settings {
+    listen: String,
+    worker_token: String,
+    client_token: String,
+    operator_token: String,
+    metrics_token: Option<String>,
+    tls: Option<(PathBuf, PathBuf)>,
+    lease_seconds: u64,
+    max_lease_seconds: u64,
+    blob_retention_seconds: u64,
+    max_upload_bytes: usize,
+    store: Option<String>,
     plan_profile: Vec<String>,
-    /// The segment heights `auto` chooses from.
-    #[arg(long, default_value = "19,20,21", value_delimiter = ',')]
     plan_heights: Vec<u32>,
+}
+
+impl ServeOptions {
+    fn settings(self) -> Result<Settings> {
+        let missing = |what: &str| BadInput(format!("{what} is not set"));
+        let tls = match (self.tls_cert, self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            _ => return Err(BadInput("tls-cert and tls-key go together".into()).into()),
+        };
+        let defaulted = "every defaulted setting has a value";
+        Ok(Settings {
+            listen: self.listen.expect(defaulted),
+            worker_token: self.worker_token.unwrap_or_default(),
+            client_token: self.client_token.ok_or_else(|| {
+                missing("the client token (--client-token, PLAIT_CLIENT_TOKEN or client-token)")
+            })?,
+            operator_token: self.operator_token.unwrap_or_default(),
+            metrics_token: self.metrics_token.filter(|t| !t.is_empty()),
+            tls,
+            lease_seconds: self.lease_seconds.expect(defaulted),
+            max_lease_seconds: self.max_lease_seconds.expect(defaulted),
+            blob_retention_seconds: self.blob_retention_seconds.expect(defaulted),
+            max_upload_bytes: self.max_upload_bytes.expect(defaulted),
+            store: self.store,
+            plan_profile: self.plan_profile.expect(defaulted),
+            plan_heights: self.plan_heights.expect(defaulted),
+        })
+    }
+
+    /// The settings as a config file, tokens hidden.
+    fn to_config_file(&self) -> String {
+        let hide = |t: &Option<String>| t.as_ref().map(|_| "(hidden)".to_string());
+        let shown = Self {
+            worker_token: hide(&self.worker_token),
+            client_token: hide(&self.client_token),
+            operator_token: hide(&self.operator_token),
+            metrics_token: hide(&self.metrics_token),
+            ..self.clone()
+        };
+        #[derive(Serialize)]
+        struct File<'a> {
+            version: i64,
+            serve: &'a ServeOptions,
+        }
+        toml::to_string(&File {
+            version: config_file::VERSION,
+            serve: &shown,
+        })
+        .expect("settings serialize")
+    }
 }
 
 /// The planner's pool: `--plan-profile`, or this machine's profile if it has one that fits the
 /// backend, or none (then only workers that send their profiles are planned for).
 fn planner_config(
-    args: &ServeArgs,
+    args: &Settings,
     backend: &dyn ProverBackend,
     cache: &Path,
 ) -> Result<PlannerConfig> {
@@ -132,19 +264,24 @@ fn planner_config(
 }
 
 pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
-    let worker_token = args.worker_token.clone().unwrap_or_default();
-    let operator_token = args.operator_token.clone().unwrap_or_default();
+    let file = config_file::section(args.config.as_deref(), "serve")?;
+    let options = args.options.or(file).or(ServeOptions::defaults());
+    if args.print_config {
+        print!("{}", options.to_config_file());
+        return Ok(());
+    }
+    let settings = options.settings()?;
     check_tokens(&[
-        ("--worker-token", &worker_token),
-        ("--client-token", &args.client_token),
-        ("--operator-token", &operator_token),
+        ("worker token", &settings.worker_token),
+        ("client token", &settings.client_token),
+        ("operator token", &settings.operator_token),
         (
-            "--metrics-token",
-            args.metrics_token.as_deref().unwrap_or(""),
+            "metrics token",
+            settings.metrics_token.as_deref().unwrap_or(""),
         ),
     ])?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
+    let tls = match &settings.tls {
+        Some((cert, key)) => Some(
             http::TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
@@ -153,7 +290,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             .await
             .map_err(|e| crate::exit::BadInput(e.to_string()))?,
         ),
-        _ => None,
+        None => None,
     };
     let backend: Arc<dyn ProverBackend> = if args.dev {
         tracing::warn!("--dev: this coordinator accepts FAKE dev-backend proofs");
@@ -164,8 +301,8 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     } else {
         openvm_backend(cache)
     };
-    let planner = planner_config(&args, backend.as_ref(), cache)?;
-    let store_url = match args.store {
+    let planner = planner_config(&settings, backend.as_ref(), cache)?;
+    let store_url = match settings.store.clone() {
         Some(url) => url,
         None => {
             std::fs::create_dir_all(cache)
@@ -179,13 +316,13 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     let coordinator = Coordinator::open(
         backend,
         CoordinatorConfig {
-            worker_token,
-            client_token: args.client_token,
-            operator_token,
-            metrics_token: args.metrics_token.clone().filter(|t| !t.is_empty()),
-            lease: Duration::from_secs(args.lease_seconds),
-            max_lease: Duration::from_secs(args.max_lease_seconds),
-            blob_retention: Duration::from_secs(args.blob_retention_seconds),
+            worker_token: settings.worker_token.clone(),
+            client_token: settings.client_token.clone(),
+            operator_token: settings.operator_token.clone(),
+            metrics_token: settings.metrics_token.clone(),
+            lease: Duration::from_secs(settings.lease_seconds),
+            max_lease: Duration::from_secs(settings.max_lease_seconds),
+            blob_retention: Duration::from_secs(settings.blob_retention_seconds),
             planner: Some(planner),
             ..CoordinatorConfig::default()
         },
@@ -194,9 +331,9 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     .await?;
     tracing::info!("store: {}", coordinator.store());
     let _reaper = coordinator.spawn_lease_reaper();
-    let listener = tokio::net::TcpListener::bind(&args.listen)
+    let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
-        .with_context(|| format!("binding {}", args.listen))?;
+        .with_context(|| format!("binding {}", settings.listen))?;
     if coordinator.config().worker_token.is_empty() {
         tracing::info!("closed pool: workers join with credentials from `plait workers issue`");
     }
@@ -205,7 +342,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     println!("listening on {scheme}://{}", listener.local_addr()?);
     http::serve(
         listener,
-        http::router(coordinator, args.max_upload_bytes),
+        http::router(coordinator, settings.max_upload_bytes),
         tls,
     )
     .await
@@ -221,13 +358,13 @@ fn check_tokens(named: &[(&str, &str)]) -> Result<()> {
             continue;
         }
         if token.len() < 16 {
-            return Err(crate::exit::BadInput(format!(
-                "{flag} must be at least 16 characters (use e.g. `openssl rand -hex 32`)"
+            return Err(BadInput(format!(
+                "the {flag} must be at least 16 characters (use e.g. `openssl rand -hex 32`)"
             ))
             .into());
         }
         if let Some((other, _)) = named[..i].iter().find(|(_, t)| t == token) {
-            return Err(crate::exit::BadInput(format!("{other} and {flag} must differ")).into());
+            return Err(BadInput(format!("the {other} and the {flag} must differ")).into());
         }
     }
     Ok(())

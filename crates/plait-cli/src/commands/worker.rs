@@ -1,6 +1,9 @@
 //! `plait worker`: prove tasks for a coordinator.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use anyhow::Result;
 use clap::Args;
@@ -12,50 +15,81 @@ use plait_prover::{
 use plait_worker::WorkerConfig;
 
 use super::{openvm_backend, planner};
+use crate::{
+    config_file::{self, layered_or, Layered},
+    exit::BadInput,
+};
+use serde::{Deserialize, Serialize};
 
 #[derive(Args)]
 pub struct WorkerArgs {
-    /// The coordinator's base URL, e.g. http://127.0.0.1:7878.
+    #[command(flatten)]
+    options: WorkerOptions,
+    /// Read settings from this config file's `[worker]` table (see plait.example.toml);
+    /// flags and `PLAIT_*` variables override it.
+    #[arg(long, env = "PLAIT_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the settings in effect as a config file (the token hidden), and exit.
     #[arg(long)]
-    coordinator: String,
-    /// The pool's worker token (the worker registers with it and gets a credential of its
-    /// own), or the credential the operator issued for this worker (`plait workers issue`).
-    #[arg(long, env = "PLAIT_WORKER_TOKEN")]
-    token: String,
-    /// What this worker calls itself; the coordinator names a registered worker by it plus a
-    /// random suffix (an issued credential names its worker itself).
-    #[arg(long)]
-    name: Option<String>,
-    /// CA certificate (PEM) to trust for an https:// coordinator, besides the system's.
-    #[arg(long, env = "PLAIT_CA_CERT")]
-    ca_cert: Option<std::path::PathBuf>,
-    /// Stop after this many tasks.
-    #[arg(long)]
-    max_tasks: Option<u64>,
+    print_config: bool,
     /// Prove with the dev backend: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
     #[command(flatten)]
     dev_options: DevOptions,
+}
+
+/// The worker's settings: from flags, `PLAIT_*` variables, the config file's `[worker]`
+/// table, or defaults, in that order.
+#[derive(Args, Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct WorkerOptions {
+    /// The coordinator's base URL, e.g. https://coordinator.example:7878 (required).
+    #[arg(long, env = "PLAIT_COORDINATOR")]
+    coordinator: Option<String>,
+    /// The pool's worker token (the worker registers with it and gets a credential of its
+    /// own), or the credential the operator issued for this worker (`plait workers issue`)
+    /// (required).
+    #[arg(long, env = "PLAIT_WORKER_TOKEN")]
+    token: Option<String>,
+    /// What this worker calls itself; the coordinator names a registered worker by it plus a
+    /// random suffix (an issued credential names its worker itself). [default: the host name]
+    #[arg(long, env = "PLAIT_WORKER_NAME")]
+    name: Option<String>,
+    /// CA certificate (PEM) to trust for an https:// coordinator, besides the system's.
+    #[arg(long, env = "PLAIT_CA_CERT")]
+    ca_cert: Option<PathBuf>,
+    /// Stop after this many tasks. [default: no limit]
+    #[arg(long, env = "PLAIT_MAX_TASKS")]
+    max_tasks: Option<u64>,
     /// This device's profile, sent to the coordinator so that its planner predicts jobs on
-    /// the devices actually in the pool (default: the one `plait calibrate` wrote here, if any;
-    /// none with --dev).
-    #[arg(long)]
-    profile: Option<std::path::PathBuf>,
+    /// the devices actually in the pool. [default: the one `plait calibrate` wrote here, if
+    /// any; none with --dev]
+    #[arg(long, env = "PLAIT_WORKER_PROFILE")]
+    profile: Option<PathBuf>,
+}
+
+impl Layered for WorkerOptions {
+    layered_or!(coordinator, token, name, ca_cert, max_tasks, profile);
+
+    fn defaults() -> Self {
+        Self::default()
+    }
 }
 
 /// The profile to advertise: the one named (it must be readable and fit this worker's backend),
 /// or this machine's if it fits.
 fn device_profile(
-    args: &WorkerArgs,
+    profile: Option<&Path>,
+    dev: bool,
     backend: &dyn ProverBackend,
     cache: &Path,
 ) -> Result<Option<DeviceProfile>> {
     let tree = plait_prover::ProvingParams::default().tree;
     let info = backend.info();
-    match &args.profile {
+    match profile {
         Some(path) => planner::read_profile(path, tree, &info).map(Some),
-        None if args.dev => Ok(None),
+        None if dev => Ok(None),
         None => {
             let path = planner::default_profile_path(cache, VmConfig::Rv32im);
             Ok(planner::read_profile(&path, tree, &info).ok())
@@ -118,20 +152,57 @@ fn default_worker_name() -> String {
 }
 
 pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
+    let file = config_file::section(args.config.as_deref(), "worker")?;
+    let options = args.options.or(file).or(WorkerOptions::defaults());
+    if args.print_config {
+        #[derive(Serialize)]
+        struct File<'a> {
+            version: i64,
+            worker: &'a WorkerOptions,
+        }
+        let shown = WorkerOptions {
+            token: options.token.as_ref().map(|_| "(hidden)".into()),
+            ..options.clone()
+        };
+        print!(
+            "{}",
+            toml::to_string(&File {
+                version: config_file::VERSION,
+                worker: &shown
+            })?
+        );
+        return Ok(());
+    }
+    let required = |value: Option<String>, what: &str| {
+        value.ok_or_else(|| BadInput(format!("{what} is not set")))
+    };
+    let coordinator = required(
+        options.coordinator,
+        "the coordinator (--coordinator, PLAIT_COORDINATOR or coordinator)",
+    )?;
+    let token = required(
+        options.token,
+        "the worker token (--token, PLAIT_WORKER_TOKEN or token)",
+    )?;
     let backend: Arc<dyn ProverBackend> = if args.dev {
         Arc::new(args.dev_options.backend())
     } else {
         openvm_backend(cache)
     };
-    let device_profile = device_profile(&args, backend.as_ref(), cache)?;
+    let device_profile = device_profile(
+        options.profile.as_deref(),
+        args.dev,
+        backend.as_ref(),
+        cache,
+    )?;
     let config = WorkerConfig {
-        coordinator: args.coordinator,
-        token: args.token,
-        name: args.name.unwrap_or_else(default_worker_name),
-        ca_cert: args.ca_cert,
+        coordinator,
+        token,
+        name: options.name.unwrap_or_else(default_worker_name),
+        ca_cert: options.ca_cert,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: machine_memory_bytes(),
-        max_tasks: args.max_tasks,
+        max_tasks: options.max_tasks,
         device_profile,
     };
     plait_worker::run(config, backend).await?;

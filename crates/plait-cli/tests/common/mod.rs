@@ -139,6 +139,30 @@ pub fn start_serve(
 }
 
 impl Server {
+    /// A coordinator the test started itself (on a store it keeps), printing `listening on
+    /// URL` first; killed on drop. It cannot be restarted.
+    pub fn adopt(mut child: Child) -> Server {
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("plait serve printed {line:?}"))
+            .to_string();
+        Server {
+            child,
+            url,
+            http: reqwest::blocking::Client::new(),
+            global: Vec::new(),
+            args: Vec::new(),
+            store: String::new(),
+            log: None,
+            _store_dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
     /// Kills the coordinator with SIGKILL and starts it again on the same address and store.
     pub fn kill_and_restart(&mut self) {
         self.child.kill().unwrap(); // SIGKILL
