@@ -233,6 +233,10 @@ pub struct SubmitJobRequest {
     /// this goal from its device profiles, and `params.segment-height` is ignored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_segment_height: Option<Goal>,
+    /// Within its client's share of the pool, a job of higher priority is served first
+    /// (then the older). Default 0.
+    #[serde(default)]
+    pub priority: i32,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -349,6 +353,69 @@ pub struct IssueWorkerResponse {
     pub worker_id: String,
     /// Shown once: the coordinator keeps only its SHA-256.
     pub token: String,
+}
+
+/// What one client may use of the pool, set by the operator when it issues the client's
+/// credential.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClientLimits {
+    /// Jobs not over (executing, running or paused) at once; more are refused (429).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_jobs_in_flight: Option<u32>,
+    /// The most instructions one job may execute: a job asking for more is refused (403).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instructions: Option<u64>,
+    /// The client's share of the pool against other clients' (1 to 1000): when clients
+    /// compete, leases go to the one holding the fewest per unit of weight.
+    #[serde(default = "ClientLimits::default_weight")]
+    pub weight: u32,
+}
+
+impl ClientLimits {
+    fn default_weight() -> u32 {
+        1
+    }
+}
+
+impl Default for ClientLimits {
+    fn default() -> Self {
+        Self {
+            max_jobs_in_flight: None,
+            max_instructions: None,
+            weight: 1,
+        }
+    }
+}
+
+/// `POST /v1/admin/clients`: issue a credential for a new client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IssueClientRequest {
+    pub client_id: String,
+    #[serde(default)]
+    pub limits: ClientLimits,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct IssueClientResponse {
+    pub client_id: String,
+    /// Shown once: the coordinator keeps only its SHA-256.
+    pub token: String,
+}
+
+/// `GET /v1/admin/clients`: one client.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ClientRecord {
+    pub client_id: String,
+    pub created_unix_ms: i64,
+    pub limits: ClientLimits,
+    /// Its jobs that are not over.
+    pub jobs_in_flight: u32,
+    /// Leases its jobs' tasks hold now.
+    pub leases: u32,
 }
 
 /// `POST /v1/admin/workers/{id}/ban`.

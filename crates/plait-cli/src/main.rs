@@ -56,6 +56,8 @@ enum Command {
     Serve(commands::serve::ServeArgs),
     /// The operator's commands for a coordinator's workers: list, issue, revoke, ban, unban.
     Workers(commands::workers::WorkersArgs),
+    /// The operator's commands for a coordinator's clients: list, issue, revoke.
+    Clients(commands::clients::ClientsArgs),
     /// Upload a program to a coordinator and submit a job; with --wait, fetch its proof.
     Submit(commands::client::SubmitArgs),
     /// Show a job's status and progress.
@@ -177,6 +179,7 @@ fn main() -> ExitCode {
             Command::Worker(args) => commands::worker::run(args, &cache).await,
             Command::Serve(args) => commands::serve::run(args, &cache).await,
             Command::Workers(args) => commands::workers::run(args).await,
+            Command::Clients(args) => commands::clients::run(args).await,
             Command::Submit(args) => commands::client::submit(args, &cache).await,
             Command::Status(args) => commands::client::status(args).await,
             Command::Jobs(args) => commands::client::list(args).await,

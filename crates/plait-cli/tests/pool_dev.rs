@@ -1091,3 +1091,119 @@ fn a_pool_starts_from_a_config_file_and_flags_beat_environment_beat_file() {
         "{events:#?}"
     );
 }
+
+/// Two clients with credentials of their own: one submits 20 jobs, the other one job later;
+/// the later job is not starved (its first task is leased within one lease round of its
+/// segments being ready, and it finishes long before the first client's jobs). Each client
+/// sees and acts on its own jobs only (another's is 404), within its limits; a revoked
+/// credential is refused.
+#[test]
+fn two_clients_share_the_pool_fairly_and_see_only_their_own_jobs() {
+    let server = serve(&[]);
+    let issue = |id: &str, extra: &[&str]| -> String {
+        let mut args = vec!["issue", id];
+        args.extend_from_slice(extra);
+        let issued = server.clients(&args).unwrap();
+        assert_eq!(issued["client-id"], id);
+        issued["token"].as_str().unwrap().to_string()
+    };
+    let busy = issue("busy", &[]);
+    let late = issue("late", &["--max-jobs", "1", "--max-instructions", "100000"]);
+    let job_of = |response: reqwest::blocking::Response| -> u64 {
+        let status = response.status();
+        let body: Value = response.json().unwrap();
+        assert!(status.is_success(), "{status}: {body}");
+        body["job-id"].as_u64().unwrap()
+    };
+    let busy_jobs: Vec<u64> = (0..20)
+        .map(|i| job_of(server.submit_as(&busy, &format!("busy-{i}"), 40, 100_000)))
+        .collect();
+    // One worker, one task at a time: a lease round is one task.
+    let _worker = server.worker("w", &["--dev-segment-ms", "300"]);
+    server.wait_for(
+        "the first busy job to start",
+        Duration::from_secs(20),
+        || server.status_as(&busy, busy_jobs[0])["phases"][0][1].as_u64() > Some(0),
+    );
+
+    let accepted = || {
+        let text = server.metrics();
+        text.lines()
+            .filter(|l| l.starts_with("plait_results_total{") && l.contains("accepted"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+            .sum::<f64>()
+    };
+    let late_job = job_of(server.submit_as(&late, "late", 16, 100_000));
+    server.wait_for("the late job's segments", Duration::from_secs(20), || {
+        server.status_as(&late, late_job)["executing"] == false
+    });
+    let ready_at = accepted();
+    server.wait_for(
+        "the late job's first lease",
+        Duration::from_secs(20),
+        || {
+            server
+                .events_as(&late, late_job)
+                .iter()
+                .any(|e| e.contains("leased to"))
+        },
+    );
+    assert!(
+        accepted() - ready_at <= 1.0,
+        "the worker finished {} other tasks before the late job got one",
+        accepted() - ready_at
+    );
+    server.wait_for("the late job", Duration::from_secs(60), || {
+        server.status_as(&late, late_job)["state"] == "succeeded"
+    });
+    let last_busy = server.status_as(&busy, busy_jobs[19]);
+    assert_eq!(
+        last_busy["state"], "running",
+        "busy's jobs are far from done: {last_busy}"
+    );
+
+    // Each sees its own jobs only; another's job is 404, for reading and for acting.
+    let listed = |token: &str| -> Vec<u64> {
+        let jobs: Vec<Value> = server.get("/v1/jobs", token).json().unwrap();
+        jobs.iter().map(|j| j["job-id"].as_u64().unwrap()).collect()
+    };
+    assert_eq!(listed(&late), vec![late_job]);
+    assert_eq!(listed(&busy), busy_jobs);
+    for path in ["", "/events", "/timings", "/proof"] {
+        let response = server.get(&format!("/v1/jobs/{}{path}", busy_jobs[0]), &late);
+        assert_eq!(response.status(), 404, "{path}");
+    }
+    let cancel = server
+        .http
+        .post(format!("{}/v1/jobs/{late_job}/cancel", server.url))
+        .bearer_auth(&busy)
+        .send()
+        .unwrap();
+    assert_eq!(cancel.status(), 404);
+    assert_eq!(
+        server.get(&format!("/v1/jobs/{late_job}"), &late).status(),
+        200
+    );
+
+    // Limits: an over-large job is refused (403), and a second job in flight (429).
+    let refused = server.submit_as(&late, "big", 16, 100_001);
+    assert_eq!(refused.status(), 403);
+    let late_second = job_of(server.submit_as(&late, "second", 16, 100_000));
+    let third = server.submit_as(&late, "third", 16, 100_000);
+    assert_eq!(third.status(), 429);
+    let body: Value = third.json().unwrap();
+    assert_eq!(body["code"], "too-many-jobs", "{body}");
+    let _ = late_second;
+
+    // The operator sees both, and revoking ends a credential.
+    let clients = server.clients(&["list"]).unwrap();
+    let names: Vec<&str> = clients
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["client-id"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["busy", "late"]);
+    server.clients(&["revoke", "late"]);
+    assert_eq!(server.get("/v1/jobs", &late).status(), 401);
+}

@@ -23,6 +23,7 @@ use plait_prover::{
 use tokio::sync::Notify;
 
 use crate::{
+    clients::{Client, Clients, DEFAULT_CLIENT, MAX_WEIGHT},
     identities::{Ban, Identities, Identity},
     job::{
         CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, JobSummary, LeaseError,
@@ -30,7 +31,7 @@ use crate::{
     },
     metrics::{Gauges, Metrics},
     planning::{self, PlannerConfig},
-    store::{Store, StoreError, StoreOp},
+    store::{JobOwner, Store, StoreError, StoreOp},
 };
 
 #[derive(Clone, Debug)]
@@ -137,6 +138,22 @@ pub enum CoordinatorError {
     WorkerBanned { worker: String, reason: String },
     #[error("missing or wrong {0} token")]
     Unauthorized(&'static str),
+    #[error("client {0} already exists")]
+    ClientExists(String),
+    #[error("no client {0}")]
+    UnknownClient(String),
+    #[error("client {client} may have {limit} jobs in flight; it has {count}")]
+    TooManyJobs {
+        client: String,
+        limit: u32,
+        count: u32,
+    },
+    #[error("client {client} may run jobs of at most {limit} instructions; this one allows {asked} (pass --max-instructions)")]
+    OverInstructionLimit {
+        client: String,
+        limit: u64,
+        asked: u64,
+    },
     #[error("no worker {0}")]
     UnknownWorker(String),
     #[error("worker id {0} is taken")]
@@ -177,6 +194,10 @@ pub struct Coordinator {
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Worker identities, with their rejection counts and bans.
     identities: Mutex<Identities>,
+    /// Client credentials and limits.
+    clients: Mutex<Clients>,
+    /// How much of the pool each client has had, for sharing it between them.
+    fair_share: Mutex<FairShare>,
     /// Peak memory workers reported per (key set: VM config and segment height; phase:
     /// `segments` or the aggregation layer): what a task is assumed to need once workers
     /// measured it. Each VM config has its own chips, so its own needs.
@@ -262,6 +283,8 @@ impl Coordinator {
             jobs: Mutex::new(jobs),
             programs: Mutex::new(programs),
             identities: Mutex::new(Identities::load(snapshot.worker_identities)),
+            clients: Mutex::new(Clients::load(snapshot.clients)),
+            fair_share: Mutex::new(FairShare::default()),
             node_memory: Mutex::new(node_memory),
             workers_seen: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(next_job),
@@ -436,9 +459,24 @@ impl Coordinator {
         self: &Arc<Self>,
         program: ProgramImage,
         input: ProgramInput,
+        params: ProvingParams,
+        auto: Option<Goal>,
+    ) -> Result<JobId, CoordinatorError> {
+        self.submit_for(JobOwner::default(), program, input, params, auto)
+            .await
+    }
+
+    /// [`Self::submit`] for a client, within its limits: jobs in flight, and instructions
+    /// per job.
+    pub async fn submit_for(
+        self: &Arc<Self>,
+        owner: JobOwner,
+        program: ProgramImage,
+        input: ProgramInput,
         mut params: ProvingParams,
         auto: Option<Goal>,
     ) -> Result<JobId, CoordinatorError> {
+        self.check_client_limits(&owner.client, &params)?;
         let chosen = match auto {
             None => None,
             Some(goal) => {
@@ -461,7 +499,15 @@ impl Coordinator {
         blocking(move || backend.prepare_program(&p, &params)).await??;
         let id = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
         let now = Instant::now();
-        let mut job = Job::new(id, program.clone(), input.clone(), params, now, unix_ms())?;
+        let mut job = Job::new(
+            id,
+            owner,
+            program.clone(),
+            input.clone(),
+            params,
+            now,
+            unix_ms(),
+        )?;
         if let Some(prediction) = chosen {
             job.set_prediction(prediction, now);
         }
@@ -1077,6 +1123,136 @@ impl Coordinator {
     }
 
     /// Issues a credential for a worker of the operator's naming (a closed pool's way in).
+    /// The client a bearer token names: the shared client token is the client `default`,
+    /// any other must be a credential the operator issued.
+    pub fn authenticate_client(&self, token: &str) -> Result<String, CoordinatorError> {
+        use subtle::ConstantTimeEq;
+        let shared = &self.config.client_token;
+        if !shared.is_empty() && bool::from(token.as_bytes().ct_eq(shared.as_bytes())) {
+            return Ok(DEFAULT_CLIENT.into());
+        }
+        self.clients
+            .lock()
+            .expect("clients lock")
+            .identify(token)
+            .ok_or(CoordinatorError::Unauthorized("client"))
+    }
+
+    /// Issues a credential for a new client with `limits`.
+    pub async fn issue_client(
+        &self,
+        id: &str,
+        limits: plait_api::ClientLimits,
+    ) -> Result<String, CoordinatorError> {
+        plait_api::check_worker_name("client-id", id).map_err(CoordinatorError::BadRequest)?;
+        if !(1..=MAX_WEIGHT).contains(&limits.weight) {
+            return Err(CoordinatorError::BadRequest(format!(
+                "a client's weight is 1 to {MAX_WEIGHT}"
+            )));
+        }
+        let (client, credential) = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .issue(id, limits, unix_ms())
+            .ok_or_else(|| CoordinatorError::ClientExists(id.to_string()))?;
+        self.outbox
+            .lock()
+            .expect("outbox lock")
+            .push(StoreOp::Client(client));
+        self.flush().await?;
+        Ok(credential)
+    }
+
+    /// Revokes a client's credential; its jobs run on, out of its reach.
+    pub async fn revoke_client(&self, id: &str) -> Result<(), CoordinatorError> {
+        if !self.clients.lock().expect("clients lock").revoke(id) {
+            return Err(CoordinatorError::UnknownClient(id.to_string()));
+        }
+        self.outbox
+            .lock()
+            .expect("outbox lock")
+            .push(StoreOp::ForgetClient { id: id.to_string() });
+        self.flush().await
+    }
+
+    /// The operator's view of the clients, sorted by id.
+    pub fn clients(&self) -> Vec<plait_api::ClientRecord> {
+        let (mut in_flight, mut leases) = (HashMap::new(), HashMap::new());
+        for job in self.jobs.lock().expect("jobs lock").values() {
+            if job.status.is_live() {
+                *in_flight.entry(job.owner.client.clone()).or_insert(0u32) += 1;
+                *leases.entry(job.owner.client.clone()).or_insert(0u32) +=
+                    job.lease_holders().map(|(_, n)| n as u32).sum::<u32>();
+            }
+        }
+        let clients = self.clients.lock().expect("clients lock");
+        let mut records: Vec<_> = clients
+            .all()
+            .map(|c: &Client| plait_api::ClientRecord {
+                client_id: c.id.clone(),
+                created_unix_ms: c.created_unix_ms,
+                limits: c.limits,
+                jobs_in_flight: in_flight.get(&c.id).copied().unwrap_or(0),
+                leases: leases.get(&c.id).copied().unwrap_or(0),
+            })
+            .collect();
+        records.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        records
+    }
+
+    fn check_client_limits(
+        &self,
+        client: &str,
+        params: &ProvingParams,
+    ) -> Result<(), CoordinatorError> {
+        let limits = self.clients.lock().expect("clients lock").limits(client);
+        if let Some(limit) = limits.max_instructions {
+            if params.max_instructions > limit {
+                return Err(CoordinatorError::OverInstructionLimit {
+                    client: client.into(),
+                    limit,
+                    asked: params.max_instructions,
+                });
+            }
+        }
+        if let Some(limit) = limits.max_jobs_in_flight {
+            let count = self
+                .jobs
+                .lock()
+                .expect("jobs lock")
+                .values()
+                .filter(|j| j.owner.client == client && (j.status.is_live() || j.executing))
+                .count() as u32;
+            if count >= limit {
+                return Err(CoordinatorError::TooManyJobs {
+                    client: client.into(),
+                    limit,
+                    count,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses a client's call about a job that is not its own as if the job did not exist:
+    /// a client learns nothing of another's jobs.
+    pub async fn check_owner(&self, job: JobId, client: &str) -> Result<(), CoordinatorError> {
+        match self.read_job(job, |j| j.owner.client == client).await {
+            Ok(true) => Ok(()),
+            Ok(false) | Err(CoordinatorError::UnknownJob(_)) => {
+                Err(CoordinatorError::UnknownJob(job))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// `client`'s job ids, oldest first.
+    pub async fn job_ids_of(&self, client: &str) -> Result<Vec<JobId>, CoordinatorError> {
+        self.flush().await?;
+        Ok(self.store.job_ids_of(client).await?)
+    }
+
     pub async fn issue_worker(&self, id: &str) -> Result<String, CoordinatorError> {
         plait_api::check_worker_name("worker-id", id).map_err(CoordinatorError::BadRequest)?;
         let (identity, credential) = self
@@ -1288,6 +1464,14 @@ impl Coordinator {
         };
         let time_limit =
             |params: &ProvingParams, work: &Work| self.time_limit(worker_id, worker, params, work);
+        // Read before the jobs lock is taken: the two locks are never held together.
+        let weights: HashMap<String, u32> = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .all()
+            .map(|c| (c.id.clone(), c.limits.weight))
+            .collect();
         let mut jobs = self.jobs.lock().expect("jobs lock");
         // A worker holds at most as many leases as it has slots: one that claims everything
         // cannot hold more than its share.
@@ -1307,15 +1491,32 @@ impl Coordinator {
                 }
             }
         };
-        let ids: Vec<JobId> = jobs.keys().copied().collect();
-        // Oldest job first; but a worker that already holds the keys for some job's segment
-        // height gets that job's work before work that would cost it a keygen.
+        // Clients share the pool by weighted fair queueing on leases: each lease costs its
+        // client 1/weight, and the client that has been served least goes first; a client
+        // that (re)joins starts at the current virtual time, so idling earns no credit.
+        // Within a client: a job whose keys the worker holds before one that would cost it a
+        // keygen, then the higher priority, then the older.
+        let mut fair = self.fair_share.lock().expect("fair share lock");
+        let now_virtual = fair.now;
+        for job in jobs.values().filter(|j| j.is_running()) {
+            let served = fair.served.entry(job.owner.client.clone()).or_default();
+            *served = (*served).max(now_virtual);
+        }
         let holds_keys = |job: &Job| worker.key_sets.contains(&job.params.key_set());
-        let (mut preferred, mut others): (Vec<JobId>, Vec<JobId>) = ids
-            .into_iter()
-            .partition(|id| jobs.get(id).is_some_and(holds_keys));
-        preferred.append(&mut others);
-        let leased = preferred.into_iter().find_map(|id| {
+        let mut order: Vec<(u64, bool, i32, JobId)> = jobs
+            .values()
+            .filter(|job| job.is_running())
+            .map(|job| {
+                (
+                    fair.served[&job.owner.client],
+                    !holds_keys(job),
+                    -job.owner.priority,
+                    job.id,
+                )
+            })
+            .collect();
+        order.sort_unstable();
+        let leased = order.into_iter().find_map(|(.., id)| {
             let job = jobs.get_mut(&id)?;
             let task = job.lease_next(
                 worker_id,
@@ -1332,6 +1533,11 @@ impl Coordinator {
                 .leases_granted
                 .with_label_values(&[job.task_kind(task.task_id)])
                 .inc();
+            let weight = weights.get(&job.owner.client).copied().unwrap_or(1).max(1);
+            let fair = &mut *fair;
+            let served = fair.served.entry(job.owner.client.clone()).or_default();
+            fair.now = *served;
+            *served += FairShare::LEASE_COST / weight as u64;
             Some(task)
         });
         leased
@@ -1990,6 +2196,19 @@ struct SeenWorker {
     at: Instant,
     memory_bytes: u64,
     profile: Option<DeviceProfile>,
+}
+
+/// Weighted fair queueing of leases between clients: each client's virtual time advances by
+/// [`Self::LEASE_COST`]/weight per lease it gets; `now` is the virtual time of the last lease
+/// granted. Not stored: after a restart every client starts even.
+#[derive(Default)]
+struct FairShare {
+    now: u64,
+    served: HashMap<String, u64>,
+}
+
+impl FairShare {
+    const LEASE_COST: u64 = 1_000_000;
 }
 
 /// The peak memory the latest reporting workers measured for one kind of task (segments, or

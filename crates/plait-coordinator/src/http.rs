@@ -12,16 +12,16 @@ use axum::{
     Json, Router,
 };
 use plait_api::{
-    ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, IssueWorkerRequest,
-    IssueWorkerResponse, JobEventBody, JobStatusResponse, RegisterWorkerRequest,
-    RegisterWorkerResponse, ReportFailureRequest, SubmitJobRequest, SubmitJobResponse,
-    SubmitResultResponse, TaskMeta, UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER,
-    TASK_META_HEADER,
+    ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, ClientRecord,
+    IssueClientRequest, IssueClientResponse, IssueWorkerRequest, IssueWorkerResponse, JobEventBody,
+    JobStatusResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportFailureRequest,
+    SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta, UploadProgramResponse,
+    WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
 
-use crate::{Coordinator, CoordinatorError, JobAction, JobStatus, WorkerCaller};
+use crate::{store::JobOwner, Coordinator, CoordinatorError, JobAction, JobStatus, WorkerCaller};
 
 /// An error answer: an HTTP status and a stable code.
 #[derive(Debug)]
@@ -76,6 +76,14 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized"),
             CoordinatorError::UnknownWorker(_) => (StatusCode::NOT_FOUND, "unknown-worker"),
             CoordinatorError::WorkerExists(_) => (StatusCode::CONFLICT, "worker-exists"),
+            CoordinatorError::ClientExists(_) => (StatusCode::CONFLICT, "client-exists"),
+            CoordinatorError::UnknownClient(_) => (StatusCode::NOT_FOUND, "unknown-client"),
+            CoordinatorError::TooManyJobs { .. } => {
+                (StatusCode::TOO_MANY_REQUESTS, "too-many-jobs")
+            }
+            CoordinatorError::OverInstructionLimit { .. } => {
+                (StatusCode::FORBIDDEN, "over-instruction-limit")
+            }
             CoordinatorError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration-closed"),
             CoordinatorError::PoolFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
             CoordinatorError::Panicked(_) | CoordinatorError::Halted => {
@@ -130,6 +138,8 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         .route("/workers/{id}", delete(revoke_worker))
         .route("/workers/{id}/ban", post(ban_worker))
         .route("/workers/{id}/unban", post(unban_worker))
+        .route("/clients", get(list_clients).post(issue_client))
+        .route("/clients/{id}", delete(revoke_client))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_operator_token,
@@ -245,12 +255,18 @@ async fn require_operator_token(
     Ok(next.run(request).await)
 }
 
+/// The client a call comes from (see [`Coordinator::authenticate_client`]).
+#[derive(Clone)]
+struct ClientId(String);
+
+/// Resolves the bearer token to the calling client; its handlers act on its jobs only.
 async fn require_client_token(
     State(coordinator): State<Arc<Coordinator>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    check_token(&request, &coordinator.config().client_token, "client")?;
+    let client = coordinator.authenticate_client(bearer(&request))?;
+    request.extensions_mut().insert(ClientId(client));
     Ok(next.run(request).await)
 }
 
@@ -327,6 +343,7 @@ async fn upload_program(
 
 async fn submit_job(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     Json(request): Json<SubmitJobRequest>,
 ) -> Result<Json<SubmitJobResponse>, ApiError> {
     let program = coordinator
@@ -338,8 +355,13 @@ async fn submit_job(
                 format!("no program with sha256 {}", request.program_sha256),
             )
         })?;
+    let owner = JobOwner {
+        client,
+        priority: request.priority,
+    };
     let job_id = coordinator
-        .submit(
+        .submit_for(
+            owner,
             program,
             request.input,
             request.params,
@@ -379,16 +401,20 @@ async fn status_body(
 
 async fn job_status(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     Path(job): Path<u64>,
 ) -> Result<Json<JobStatusResponse>, ApiError> {
+    coordinator.check_owner(JobId(job), &client).await?;
     Ok(Json(status_body(&coordinator, JobId(job)).await?))
 }
 
+/// The calling client's jobs.
 async fn list_jobs(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
 ) -> Result<Json<Vec<JobStatusResponse>>, ApiError> {
     let mut bodies = Vec::new();
-    for id in coordinator.job_ids().await? {
+    for id in coordinator.job_ids_of(&client).await? {
         bodies.push(status_body(&coordinator, id).await?);
     }
     Ok(Json(bodies))
@@ -397,8 +423,10 @@ async fn list_jobs(
 /// `POST /v1/jobs/{job}/{pause|resume|cancel|retry}`.
 async fn job_action(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     Path((job, action)): Path<(u64, String)>,
 ) -> Result<Json<JobStatusResponse>, ApiError> {
+    coordinator.check_owner(JobId(job), &client).await?;
     let action = match action.as_str() {
         "pause" => JobAction::Pause,
         "resume" => JobAction::Resume,
@@ -418,8 +446,10 @@ async fn job_action(
 
 async fn job_proof(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     Path(job): Path<u64>,
 ) -> Result<Vec<u8>, ApiError> {
+    coordinator.check_owner(JobId(job), &client).await?;
     match coordinator.status(JobId(job)).await? {
         JobStatus::Succeeded(bytes) => Ok(bytes),
         _ => Err(ApiError::new(
@@ -432,8 +462,10 @@ async fn job_proof(
 
 async fn job_events(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     Path(job): Path<u64>,
 ) -> Result<Json<Vec<JobEventBody>>, ApiError> {
+    coordinator.check_owner(JobId(job), &client).await?;
     let events = coordinator.events(JobId(job)).await?;
     Ok(Json(
         events
@@ -449,8 +481,10 @@ async fn job_events(
 /// Every accepted task's timing and measurements.
 async fn job_timings(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     Path(job): Path<u64>,
 ) -> Result<Json<Vec<crate::TaskTiming>>, ApiError> {
+    coordinator.check_owner(JobId(job), &client).await?;
     Ok(Json(coordinator.timings(JobId(job)).await?))
 }
 
@@ -497,6 +531,31 @@ async fn issue_worker(
         worker_id: request.worker_id,
         token,
     }))
+}
+
+async fn list_clients(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<ClientRecord>> {
+    Json(coordinator.clients())
+}
+
+async fn issue_client(
+    State(coordinator): State<Arc<Coordinator>>,
+    Json(request): Json<IssueClientRequest>,
+) -> Result<Json<IssueClientResponse>, ApiError> {
+    let token = coordinator
+        .issue_client(&request.client_id, request.limits)
+        .await?;
+    Ok(Json(IssueClientResponse {
+        client_id: request.client_id,
+        token,
+    }))
+}
+
+async fn revoke_client(
+    State(coordinator): State<Arc<Coordinator>>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    coordinator.revoke_client(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn revoke_worker(

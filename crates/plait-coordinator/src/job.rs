@@ -17,7 +17,7 @@ use plait_core::{
 use plait_prover::{ProgramImage, ProvingParams};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{JobRecord, StoreOp, StoredJob};
+use crate::store::{JobOwner, JobRecord, StoreOp, StoredJob};
 
 /// Where a job is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -171,6 +171,8 @@ pub(crate) enum CheckTarget {
 
 pub(crate) struct Job {
     pub id: JobId,
+    /// Whose job it is (only that client sees it), and its priority among the client's jobs.
+    pub owner: JobOwner,
     pub program: ProgramImage,
     pub input: ProgramInput,
     pub params: ProvingParams,
@@ -303,6 +305,7 @@ impl Job {
     /// [`Self::add_segment`].
     pub fn new(
         id: JobId,
+        owner: JobOwner,
         program: ProgramImage,
         input: ProgramInput,
         params: ProvingParams,
@@ -311,6 +314,7 @@ impl Job {
     ) -> Result<Self, plait_core::TreeShapeError> {
         let mut job = Self {
             id,
+            owner,
             program,
             input,
             params,
@@ -485,6 +489,7 @@ impl Job {
                 .map(|p| json(serde_json::to_string(p))),
             execution_ended: !self.executing,
             public_values: self.public_values.clone(),
+            owner: self.owner.clone(),
         }
     }
 
@@ -561,6 +566,7 @@ impl Job {
         let ready_since = graph.ready_tasks().map(|t| (t, now)).collect();
         Ok(Self {
             id: r.id,
+            owner: r.owner.clone(),
             program,
             input,
             params,

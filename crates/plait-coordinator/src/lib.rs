@@ -11,6 +11,7 @@
 //! PostgreSQL) before the coordinator answers; a restarted coordinator resumes every job from it.
 
 mod blobs;
+pub mod clients;
 mod coordinator;
 pub mod http;
 mod identities;

@@ -16,6 +16,7 @@ use plait_prover::KeySetId;
 
 use crate::{
     blobs::BlobStore,
+    clients::Client,
     identities::{Ban, Identity, Origin},
     JobStatus,
 };
@@ -67,6 +68,25 @@ pub struct JobRecord {
     pub execution_ended: bool,
     /// The public values, once execution ended successfully.
     pub public_values: Option<Vec<u8>>,
+    /// Whose job it is, and its priority within that client's share.
+    pub owner: JobOwner,
+}
+
+/// The client a job belongs to (only it sees and acts on the job), and the job's priority
+/// among that client's jobs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobOwner {
+    pub client: String,
+    pub priority: i32,
+}
+
+impl Default for JobOwner {
+    fn default() -> Self {
+        Self {
+            client: crate::clients::DEFAULT_CLIENT.into(),
+            priority: 0,
+        }
+    }
 }
 
 /// One change to durable state.
@@ -141,6 +161,11 @@ pub enum StoreOp {
     },
     /// A worker identity, new or changed (its rejections, its ban).
     WorkerIdentity(Identity),
+    /// A client's credential and limits (created or changed).
+    Client(Client),
+    ForgetClient {
+        id: String,
+    },
     /// An identity revoked or pruned.
     ForgetWorker {
         id: String,
@@ -178,6 +203,26 @@ pub struct Snapshot {
     pub worker_identities: Vec<Identity>,
     /// (key set, phase, the memory need learned from what workers measured).
     pub node_memory: Vec<(KeySetId, String, u64)>,
+    pub clients: Vec<Client>,
+}
+
+fn client_from_row(row: &sqlx::any::AnyRow) -> Result<Client, StoreError> {
+    let id: String = row.try_get(0)?;
+    let corrupt = |what: &str| StoreError::Corrupt(format!("client {id}: {what}"));
+    let mut credential_sha256 = [0u8; 32];
+    hex::decode_to_slice(row.try_get::<String, _>(1)?, &mut credential_sha256)
+        .map_err(|_| corrupt("credential hash is not 32 bytes of hex"))?;
+    let limits: Option<String> = row.try_get(3)?;
+    let limits = match limits {
+        Some(json) => serde_json::from_str(&json).map_err(|e| corrupt(&e.to_string()))?,
+        None => Default::default(),
+    };
+    Ok(Client {
+        credential_sha256,
+        created_unix_ms: row.try_get(2)?,
+        limits,
+        id,
+    })
 }
 
 fn identity_from_row(row: &sqlx::any::AnyRow) -> Result<Identity, StoreError> {
@@ -252,7 +297,7 @@ pub enum StoreError {
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "6";
+const SCHEMA_VERSION: &str = "7";
 
 #[derive(Clone)]
 pub struct Store {
@@ -324,7 +369,8 @@ impl Store {
                  input TEXT NOT NULL, params TEXT NOT NULL, plan TEXT NOT NULL, \
                  submitted_unix_ms BIGINT NOT NULL, state TEXT NOT NULL, reason TEXT, \
                  final_proof {bytes}, prediction TEXT, execution TEXT, public_values {bytes}, \
-                 ended_unix_ms BIGINT, blobs_deleted_unix_ms BIGINT)"
+                 ended_unix_ms BIGINT, blobs_deleted_unix_ms BIGINT, \
+                 client TEXT NOT NULL DEFAULT 'default', priority BIGINT NOT NULL DEFAULT 0)"
             ),
             "CREATE TABLE IF NOT EXISTS segments (job_id BIGINT NOT NULL, idx BIGINT NOT NULL, \
              spec TEXT NOT NULL, PRIMARY KEY (job_id, idx))"
@@ -337,11 +383,11 @@ impl Store {
             "CREATE TABLE IF NOT EXISTS events (job_id BIGINT NOT NULL, seq BIGINT NOT NULL, \
              at_seconds DOUBLE PRECISION NOT NULL, message TEXT NOT NULL, PRIMARY KEY (job_id, seq))"
                 .to_string(),
-            // Credentials by role: `worker` now; clients are to get theirs here too.
+            // Credentials by role, `worker` or `client` (with its limits, JSON).
             "CREATE TABLE IF NOT EXISTS credentials (role TEXT NOT NULL, id TEXT NOT NULL, \
              origin TEXT NOT NULL, name TEXT NOT NULL, credential_sha256 TEXT NOT NULL UNIQUE, \
              created_unix_ms BIGINT NOT NULL, rejections BIGINT NOT NULL, \
-             banned_unix_ms BIGINT, ban_reason TEXT, banned_by_operator BIGINT, \
+             banned_unix_ms BIGINT, ban_reason TEXT, banned_by_operator BIGINT, limits TEXT, \
              PRIMARY KEY (role, id))"
                 .to_string(),
             "CREATE TABLE IF NOT EXISTS memory_needs (vm_config TEXT NOT NULL, \
@@ -365,7 +411,7 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2" | "3" | "4" | "5")) => {
+            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6")) => {
                 if !matches!(old, "3" | "4" | "5") {
                     // Version 1 had no predictions; its jobs simply have none.
                     if old == "1" {
@@ -426,6 +472,23 @@ impl Store {
                     sqlx::query("DROP TABLE node_memory")
                         .execute(&mut *tx)
                         .await?;
+                }
+                // Version 7 has clients: every job belongs to one (the older ones to the
+                // client of the shared token, `default`), with a priority; client credentials
+                // carry their limits.
+                // (A table created by this version's DDL above has them already.)
+                for (table, column, definition) in [
+                    ("jobs", "client", "TEXT NOT NULL DEFAULT 'default'"),
+                    ("jobs", "priority", "BIGINT NOT NULL DEFAULT 0"),
+                    ("credentials", "limits", "TEXT"),
+                ] {
+                    if !has_column(&mut tx, table, column, bytes == "BLOB").await? {
+                        sqlx::query(&format!(
+                            "ALTER TABLE {table} ADD COLUMN {column} {definition}"
+                        ))
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
@@ -492,8 +555,9 @@ impl Store {
                     let (state, reason, proof) = r.state.columns();
                     sqlx::query(
                         "INSERT INTO jobs (id, program_sha256, input, params, plan, submitted_unix_ms, \
-                         state, reason, final_proof, prediction, execution, public_values) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                         state, reason, final_proof, prediction, execution, public_values, client, \
+                         priority) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
                     )
                     .bind(r.id.0 as i64)
                     .bind(r.program_sha256.clone())
@@ -507,6 +571,8 @@ impl Store {
                     .bind(r.prediction_json.clone())
                     .bind(if r.execution_ended { "ended" } else { "running" })
                     .bind(r.public_values.clone())
+                    .bind(r.owner.client.clone())
+                    .bind(r.owner.priority as i64)
                 }
                 StoreOp::Segment {
                     job,
@@ -606,6 +672,20 @@ impl Store {
                 .bind(identity.ban.as_ref().map(|b| b.at_unix_ms))
                 .bind(identity.ban.as_ref().map(|b| b.reason.clone()))
                 .bind(identity.ban.as_ref().map(|b| b.by_operator as i64)),
+                StoreOp::Client(client) => sqlx::query(
+                    "INSERT INTO credentials (role, id, origin, name, credential_sha256, \
+                     created_unix_ms, rejections, limits) \
+                     VALUES ('client', $1, 'issued', $1, $2, $3, 0, $4) \
+                     ON CONFLICT (role, id) DO UPDATE SET limits = excluded.limits",
+                )
+                .bind(client.id.clone())
+                .bind(hex::encode(client.credential_sha256))
+                .bind(client.created_unix_ms)
+                .bind(serde_json::to_string(&client.limits).expect("limits serialize")),
+                StoreOp::ForgetClient { id } => {
+                    sqlx::query("DELETE FROM credentials WHERE role = 'client' AND id = $1")
+                        .bind(id.clone())
+                }
                 StoreOp::ForgetWorker { id } => {
                     sqlx::query("DELETE FROM credentials WHERE role = 'worker' AND id = $1")
                         .bind(id.clone())
@@ -653,6 +733,15 @@ impl Store {
             Ok((keys, row.try_get(2)?, row.try_get::<i64, _>(3)? as u64))
         })
         .collect::<Result<_, StoreError>>()?;
+        let clients = sqlx::query(
+            "SELECT id, credential_sha256, created_unix_ms, limits FROM credentials \
+             WHERE role = 'client' ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(client_from_row)
+        .collect::<Result<_, StoreError>>()?;
         let last_job_id: Option<i64> = sqlx::query_scalar("SELECT MAX(id) FROM jobs")
             .fetch_one(&mut *conn)
             .await?;
@@ -663,12 +752,26 @@ impl Store {
             last_job_id: last_job_id.unwrap_or(0) as u64,
             worker_identities,
             node_memory,
+            clients,
         })
     }
 
     /// One job with everything recorded about it, if it is stored.
     pub async fn load_job(&self, job: JobId) -> Result<Option<StoredJob>, StoreError> {
         Ok(self.read_jobs(JobFilter::One(job)).await?.pop())
+    }
+
+    /// The ids of `client`'s stored jobs, oldest first.
+    pub async fn job_ids_of(&self, client: &str) -> Result<Vec<JobId>, StoreError> {
+        Ok(
+            sqlx::query_scalar::<_, i64>("SELECT id FROM jobs WHERE client = $1 ORDER BY id")
+                .bind(client.to_string())
+                .fetch_all(&self.pool)
+                .await?
+                .into_iter()
+                .map(|id| JobId(id as u64))
+                .collect(),
+        )
     }
 
     /// Every stored job's id, oldest first.
@@ -707,7 +810,8 @@ impl Store {
         let mut jobs: BTreeMap<i64, StoredJob> = BTreeMap::new();
         let select_jobs = format!(
             "SELECT j.id, j.program_sha256, j.input, j.params, j.plan, j.submitted_unix_ms, \
-             j.state, j.reason, j.final_proof, j.prediction, j.execution, j.public_values \
+             j.state, j.reason, j.final_proof, j.prediction, j.execution, j.public_values, \
+             j.client, j.priority \
              FROM jobs j WHERE {condition} ORDER BY j.id"
         );
         for row in filter
@@ -730,6 +834,10 @@ impl Store {
                 execution_ended: row.try_get::<Option<String>, _>(10)?.as_deref()
                     != Some("running"),
                 public_values: row.try_get(11)?,
+                owner: JobOwner {
+                    client: row.try_get(12)?,
+                    priority: row.try_get::<i64, _>(13)? as i32,
+                },
             };
             jobs.insert(
                 id,
@@ -815,6 +923,27 @@ impl Store {
         }
         Ok(jobs.into_values().collect())
     }
+}
+
+/// Whether `table` has `column` (for migrations that add one).
+async fn has_column(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    table: &str,
+    column: &str,
+    sqlite: bool,
+) -> Result<bool, StoreError> {
+    let query = if sqlite {
+        "SELECT COUNT(*) FROM pragma_table_info($1) WHERE name = $2"
+    } else {
+        "SELECT COUNT(*) FROM information_schema.columns \
+         WHERE table_schema = current_schema() AND table_name = $1 AND column_name = $2"
+    };
+    let count: i64 = sqlx::query_scalar(query)
+        .bind(table.to_string())
+        .bind(column.to_string())
+        .fetch_one(&mut **tx)
+        .await?;
+    Ok(count > 0)
 }
 
 /// Fills the memory-need table from the timings of every accepted task (schema 3 kept no

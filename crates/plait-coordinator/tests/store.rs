@@ -9,7 +9,8 @@ use std::{collections::BTreeMap, sync::Arc};
 
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_coordinator::{
-    store::{scratch_postgres_database, JobRecord, StoreOp, StoredJob, StoredTask},
+    clients::Client,
+    store::{scratch_postgres_database, JobOwner, JobRecord, StoreOp, StoredJob, StoredTask},
     Ban, Coordinator, CoordinatorConfig, CoordinatorError, Identity, JobAction, JobStatus, Origin,
     Store,
 };
@@ -85,6 +86,15 @@ fn record(id: u64, state: JobStatus) -> JobRecord {
         prediction_json: (id % 2 == 1).then(|| r#"{"segment-height":20}"#.into()),
         execution_ended: false,
         public_values: None,
+        // Odd jobs belong to a named client, with a priority.
+        owner: if id % 2 == 1 {
+            JobOwner {
+                client: "alice".into(),
+                priority: -3,
+            }
+        } else {
+            JobOwner::default()
+        },
     }
 }
 
@@ -97,6 +107,16 @@ async fn round_trips_everything(kind: &str) {
     // Proofs live in the blob store; tasks name them.
     let big_sha = store.put_blob(JobId(1), &big).await.unwrap();
     let empty_sha = store.put_blob(JobId(1), &[]).await.unwrap();
+    let alice = Client {
+        id: "alice".into(),
+        credential_sha256: [7; 32],
+        created_unix_ms: 1_700_000_000_000,
+        limits: plait_api::ClientLimits {
+            max_jobs_in_flight: Some(3),
+            max_instructions: Some(1 << 30),
+            weight: 5,
+        },
+    };
     let banned = worker_identity(
         "w",
         2,
@@ -209,6 +229,13 @@ async fn round_trips_everything(kind: &str) {
         StoreOp::ForgetWorker {
             id: "revoked".into(),
         },
+        StoreOp::Client(alice.clone()),
+        StoreOp::Client(Client {
+            id: "gone".into(),
+            credential_sha256: [9; 32],
+            ..alice.clone()
+        }),
+        StoreOp::ForgetClient { id: "gone".into() },
     ];
     store.apply(&ops).await.unwrap();
     drop(store);
@@ -218,6 +245,7 @@ async fn round_trips_everything(kind: &str) {
     let snapshot = store.load().await.unwrap();
     assert_eq!(snapshot.programs, vec![("p1".to_string(), elf.to_vec())]);
     assert_eq!(snapshot.worker_identities, vec![banned]);
+    assert_eq!(snapshot.clients, vec![alice]);
     assert_eq!(
         snapshot.node_memory,
         vec![

@@ -46,6 +46,9 @@ pub struct SubmitArgs {
     /// profiles (instead of `--segment-height`).
     #[arg(long, value_name = "auto")]
     segment_size: Option<String>,
+    /// Within this client's share of the pool, jobs of higher priority are served first.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    priority: i32,
     /// What `--segment-size auto` optimizes: latency, cost or deadline=SECONDS.
     #[arg(long, default_value = "latency")]
     goal: Goal,
@@ -203,6 +206,7 @@ pub async fn submit(args: SubmitArgs, cache: &std::path::Path) -> Result<()> {
         input,
         params: args.program.params()?,
         auto_segment_height: auto,
+        priority: args.priority,
     };
     let submitted: SubmitJobResponse = c
         .send(http.post(c.url("/jobs")).json(&request))

@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod client;
+pub mod clients;
 pub mod demo;
 pub mod execute;
 pub mod planner;

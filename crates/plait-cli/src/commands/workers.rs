@@ -11,6 +11,13 @@ use super::client::Connection;
 pub struct WorkersArgs {
     #[command(subcommand)]
     command: WorkersCommand,
+    #[command(flatten)]
+    operator: OperatorArgs,
+}
+
+/// How the operator's commands (`plait workers`, `plait clients`) reach the coordinator.
+#[derive(Args)]
+pub struct OperatorArgs {
     /// The coordinator's base URL.
     #[arg(
         long,
@@ -27,7 +34,17 @@ pub struct WorkersArgs {
     ca_cert: Option<std::path::PathBuf>,
     /// Print the answer as JSON.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
+}
+
+impl OperatorArgs {
+    pub fn connection(&self) -> Connection {
+        Connection::with_ca(
+            &self.coordinator,
+            &self.operator_token,
+            self.ca_cert.as_deref(),
+        )
+    }
 }
 
 #[derive(Subcommand)]
@@ -49,12 +66,9 @@ enum WorkersCommand {
 }
 
 pub async fn run(args: WorkersArgs) -> Result<()> {
-    let c = Connection::with_ca(
-        &args.coordinator,
-        &args.operator_token,
-        args.ca_cert.as_deref(),
-    );
+    let c = args.operator.connection();
     let http = c.http()?;
+    let json = args.operator.json;
     match args.command {
         WorkersCommand::List => {
             let workers: Vec<WorkerRecord> = c
@@ -62,7 +76,7 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
                 .await?
                 .json()
                 .await?;
-            if args.json {
+            if json {
                 return super::client::print_json(&workers);
             }
             println!(
@@ -93,7 +107,7 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
                 .await?
                 .json()
                 .await?;
-            if args.json {
+            if json {
                 return super::client::print_json(&issued);
             }
             eprintln!(

@@ -248,6 +248,14 @@ impl Server {
         self.run_json(&args, ("PLAIT_OPERATOR_TOKEN", OPERATOR_TOKEN))
     }
 
+    /// `plait clients ARGS` as the operator; its JSON answer, if any.
+    pub fn clients(&self, args: &[&str]) -> Option<Value> {
+        let args: Vec<&str> = std::iter::once("clients")
+            .chain(args.iter().copied())
+            .collect();
+        self.run_json(&args, ("PLAIT_OPERATOR_TOKEN", OPERATOR_TOKEN))
+    }
+
     pub fn get(&self, path: &str, token: &str) -> reqwest::blocking::Response {
         self.http
             .get(format!("{}{path}", self.url))
@@ -272,41 +280,57 @@ impl Server {
 
     /// Uploads a dev program and submits a job of `instructions` dev instructions.
     pub fn submit(&self, name: &str, instructions: u64) -> u64 {
+        let response = self.submit_as(CLIENT_TOKEN, name, instructions, 1_000_000);
+        let job: Value = response.json().unwrap();
+        job["job-id"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no job id in {job}"))
+    }
+
+    /// Submits a dev job as the client holding `token`, allowing `max_instructions`; the
+    /// coordinator's answer as it is.
+    pub fn submit_as(
+        &self,
+        token: &str,
+        name: &str,
+        instructions: u64,
+        max_instructions: u64,
+    ) -> reqwest::blocking::Response {
         let upload: Value = self
-            .post_bytes("/v1/programs", CLIENT_TOKEN, name.as_bytes().to_vec())
+            .post_bytes("/v1/programs", token, name.as_bytes().to_vec())
             .json()
             .unwrap();
-        let job: Value = self
-            .http
+        self.http
             .post(format!("{}/v1/jobs", self.url))
-            .bearer_auth(CLIENT_TOKEN)
+            .bearer_auth(token)
             .json(&serde_json::json!({
                 "program-sha256": upload["program-sha256"],
                 "input": {"items": [instructions.to_le_bytes().to_vec()]},
                 "params": {
                     "segment-height": 3,
                     "tree": {"num-children-leaf": 4, "num-children-internal": 3},
-                    "max-instructions": 1_000_000u64,
+                    "max-instructions": max_instructions,
                 },
             }))
             .send()
             .unwrap()
-            .json()
-            .unwrap();
-        job["job-id"]
-            .as_u64()
-            .unwrap_or_else(|| panic!("no job id in {job}"))
     }
 
     pub fn status(&self, job: u64) -> Value {
-        self.get(&format!("/v1/jobs/{job}"), CLIENT_TOKEN)
-            .json()
-            .unwrap()
+        self.status_as(CLIENT_TOKEN, job)
+    }
+
+    pub fn status_as(&self, token: &str, job: u64) -> Value {
+        self.get(&format!("/v1/jobs/{job}"), token).json().unwrap()
     }
 
     pub fn events(&self, job: u64) -> Vec<String> {
+        self.events_as(CLIENT_TOKEN, job)
+    }
+
+    pub fn events_as(&self, token: &str, job: u64) -> Vec<String> {
         let events: Vec<Value> = self
-            .get(&format!("/v1/jobs/{job}/events"), CLIENT_TOKEN)
+            .get(&format!("/v1/jobs/{job}/events"), token)
             .json()
             .unwrap();
         events
