@@ -329,6 +329,34 @@ pub struct WorkerRecord {
     pub memory_bytes: u64,
     /// Leases it holds now.
     pub leases: u32,
+    /// The device name of the profile it sent, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// The tasks it holds now, as `job-N/task-M`.
+    #[serde(default)]
+    pub current_tasks: Vec<String>,
+    /// Results of it accepted since the coordinator started.
+    #[serde(default)]
+    pub tasks_done: u64,
+}
+
+/// `GET /v1/jobs/{job}/tree`: one task of the job's aggregation tree.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TreeNode {
+    pub task: TaskId,
+    /// `segments`, `leaf`, `internal-for-leaf`, `internal-recursive.N` or `wrap`.
+    pub phase: String,
+    pub children: Vec<TaskId>,
+    /// `waiting` (for its children), `ready`, `leased` or `accepted`.
+    pub state: String,
+    /// Who holds its lease, if leased.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    pub attempts: u32,
+    /// Why its last attempt failed (a rejected proof, a lost lease…), until one is accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

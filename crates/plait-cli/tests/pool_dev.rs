@@ -1207,3 +1207,116 @@ fn two_clients_share_the_pool_fairly_and_see_only_their_own_jobs() {
     server.clients(&["revoke", "late"]);
     assert_eq!(server.get("/v1/jobs", &late).status(), 401);
 }
+
+/// Runs Debian's Chromium headless on a dashboard page (tokens in the fragment, which never
+/// reaches the server) and returns the DOM after its scripts ran; with `screenshot`, also
+/// saves a picture of it under `target/ui-screenshots/` (CI keeps them as artifacts).
+fn browse(server: &Server, fragment: &str, screenshot: Option<&str>) -> String {
+    let url = format!(
+        "{}/ui#{fragment}&token={CLIENT_TOKEN}&operator={OPERATOR_TOKEN}",
+        server.url
+    );
+    let chromium = |extra: &[String]| {
+        let out = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--hide-scrollbars",
+            ])
+            .args(["--window-size=1200,900", "--virtual-time-budget=3000"])
+            .args(extra)
+            .arg(&url)
+            .output()
+            .expect("chromium runs the dashboard test: scripts/install-deps.sh installs it");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    if let Some(name) = screenshot {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/ui-screenshots");
+        std::fs::create_dir_all(&dir).unwrap();
+        chromium(&[format!("--screenshot={}", dir.join(name).display())]);
+    }
+    chromium(&["--dump-dom".to_string()])
+}
+
+/// The states of the tree's nodes the page drew, counted.
+fn node_states(dom: &str) -> std::collections::BTreeMap<String, usize> {
+    let mut states = std::collections::BTreeMap::new();
+    for node in dom.split("data-task=\"").skip(1) {
+        let state = node
+            .split("data-state=\"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap();
+        // (The page's own script text holds the template, not a state.)
+        if state.chars().all(|c| c.is_ascii_lowercase()) {
+            *states.entry(state.to_string()).or_default() += 1;
+        }
+    }
+    states
+}
+
+/// The live dashboard in a real headless browser: the job list, a job's aggregation tree
+/// whose node states change as the job proceeds (all ready before any worker, all accepted
+/// after), its event log, and the workers page with what each worker did.
+#[test]
+fn the_dashboard_shows_a_jobs_tree_change_as_it_is_proven() {
+    let server = serve(&[]);
+    let job = server.submit("program", 40);
+    server.wait_for("the job's segments", Duration::from_secs(20), || {
+        server.status(job)["executing"] == false
+    });
+    let tasks = task_count(&server, job);
+    let before = browse(&server, &format!("job/{job}"), Some("job-before.png"));
+    let states = node_states(&before);
+    let segments = server.status(job)["phases"][0][2].as_u64().unwrap() as usize;
+    assert_eq!(states.get("ready"), Some(&segments), "{states:?}");
+    assert_eq!(states.get("accepted"), None, "{states:?}");
+    assert!(
+        before.contains("submitted; executing"),
+        "the event log is shown"
+    );
+
+    let slow = ["--dev-segment-ms", "700", "--dev-aggregate-ms", "700"];
+    let _worker = server.worker("laptop", &slow);
+    server.wait_for("some tasks accepted", Duration::from_secs(20), || {
+        server.status(job)["phases"][0][1].as_u64() >= Some(2)
+    });
+    let during = node_states(&browse(
+        &server,
+        &format!("job/{job}"),
+        Some("job-during.png"),
+    ));
+    assert!(
+        during.get("accepted").is_some_and(|&n| n >= 2 && n < tasks),
+        "{during:?}"
+    );
+
+    server.wait_succeeded(job, Duration::from_secs(30));
+    let after = browse(&server, &format!("job/{job}"), Some("job-after.png"));
+    assert_eq!(
+        node_states(&after),
+        [("accepted".to_string(), tasks)].into(),
+        "every node accepted"
+    );
+    assert!(after.contains("final proof assembled and verified"));
+
+    let jobs = browse(&server, "jobs", Some("jobs.png"));
+    assert!(jobs.contains(&format!("job-{job}")) && jobs.contains("succeeded"));
+    let workers = browse(&server, "workers", Some("workers.png"));
+    let row = workers
+        .split("data-worker=\"laptop-")
+        .nth(1)
+        .expect("the worker's row");
+    let row = &row[..row.find("</tr>").unwrap()];
+    assert!(
+        row.contains(&format!("<td>{tasks}</td>")),
+        "tasks done: {row}"
+    );
+}

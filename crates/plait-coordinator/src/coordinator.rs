@@ -198,6 +198,8 @@ pub struct Coordinator {
     clients: Mutex<Clients>,
     /// How much of the pool each client has had, for sharing it between them.
     fair_share: Mutex<FairShare>,
+    /// Results accepted per worker since the start (for the operator's view).
+    tasks_done: Mutex<HashMap<String, u64>>,
     /// Peak memory workers reported per (key set: VM config and segment height; phase:
     /// `segments` or the aggregation layer): what a task is assumed to need once workers
     /// measured it. Each VM config has its own chips, so its own needs.
@@ -285,6 +287,7 @@ impl Coordinator {
             identities: Mutex::new(Identities::load(snapshot.worker_identities)),
             clients: Mutex::new(Clients::load(snapshot.clients)),
             fair_share: Mutex::new(FairShare::default()),
+            tasks_done: Mutex::new(HashMap::new()),
             node_memory: Mutex::new(node_memory),
             workers_seen: Mutex::new(HashMap::new()),
             next_job: AtomicU64::new(next_job),
@@ -1324,18 +1327,41 @@ impl Coordinator {
         // The jobs lock is released before the workers lock is taken (lease grants take them
         // the other way round).
         let leases = self.leases_held();
+        let mut current: HashMap<String, Vec<String>> = HashMap::new();
+        for job in self.jobs.lock().expect("jobs lock").values() {
+            for (worker, task) in job.leased_tasks() {
+                current
+                    .entry(worker.to_string())
+                    .or_default()
+                    .push(format!("{}/{task}", job.id));
+            }
+        }
+        let done = self.tasks_done.lock().expect("tasks done lock").clone();
         let seen = self.workers_seen.lock().expect("workers lock");
-        self.identities
-            .lock()
-            .expect("identities lock")
-            .records(|id| {
+        self.identities.lock().expect("identities lock").records(
+            |id| {
                 let worker = seen.get(id);
                 (
                     worker.is_some_and(|w| w.at.elapsed() <= recent),
                     worker.map_or(0, |w| w.memory_bytes),
                     leases.get(id).copied().unwrap_or(0) as u32,
                 )
-            })
+            },
+            |record| {
+                let id = &record.worker_id;
+                record.device = seen
+                    .get(id)
+                    .and_then(|w| w.profile.as_ref())
+                    .map(|p| p.device.clone());
+                record.current_tasks = current.get(id).cloned().unwrap_or_default();
+                record.tasks_done = done.get(id).copied().unwrap_or(0);
+            },
+        )
+    }
+
+    /// The job's aggregation tree with each task's state, for its client's dashboard.
+    pub async fn tree(&self, job: JobId) -> Result<Vec<plait_api::TreeNode>, CoordinatorError> {
+        self.read_job(job, Job::tree).await
     }
 
     /// How many leases each worker holds, over every live job.
@@ -1809,6 +1835,12 @@ impl Coordinator {
                     j.accept(task, attempt, secret, stored, meta, Instant::now())
                 })?;
                 self.record_peak_memory(params.key_set(), &timing);
+                *self
+                    .tasks_done
+                    .lock()
+                    .expect("tasks done lock")
+                    .entry(worker.to_string())
+                    .or_default() += 1;
                 self.metrics
                     .task_seconds
                     .with_label_values(&[kind])

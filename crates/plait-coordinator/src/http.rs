@@ -152,6 +152,7 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
         .route("/jobs/{job}/proof", get(job_proof))
         .route("/jobs/{job}/events", get(job_events))
         .route("/jobs/{job}/timings", get(job_timings))
+        .route("/jobs/{job}/tree", get(job_tree))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_client_token,
@@ -165,6 +166,8 @@ pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
             ));
     Router::new()
         .route("/v1/health", get(|| async { "ok" }))
+        .route("/ui", get(dashboard))
+        .route("/ui/", get(dashboard))
         .merge(metrics)
         .nest("/v1/worker", worker)
         .nest("/v1/admin", operator)
@@ -281,6 +284,22 @@ async fn require_metrics_token(
         check_token(&request, token, "metrics")?;
     }
     Ok(next.run(request).await)
+}
+
+/// The live dashboard: one page, embedded in the binary (no CDN), that reads the API with the
+/// tokens the user gives it; it holds no data itself, so it is served to anyone.
+async fn dashboard() -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (
+                axum::http::header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
+            ),
+        ],
+        include_str!("ui/index.html"),
+    )
+        .into_response()
 }
 
 /// Prometheus' text exposition format.
@@ -476,6 +495,16 @@ async fn job_events(
             })
             .collect(),
     ))
+}
+
+/// The job's aggregation tree, each task with its state.
+async fn job_tree(
+    State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
+    Path(job): Path<u64>,
+) -> Result<Json<Vec<plait_api::TreeNode>>, ApiError> {
+    coordinator.check_owner(JobId(job), &client).await?;
+    Ok(Json(coordinator.tree(JobId(job)).await?))
 }
 
 /// Every accepted task's timing and measurements.

@@ -193,8 +193,13 @@ impl Identities {
         gone
     }
 
-    /// The operator's view, sorted by id; `live` gives (live, advertised memory, leases held).
-    pub fn records(&self, live: impl Fn(&str) -> (bool, u64, u32)) -> Vec<WorkerRecord> {
+    /// The operator's view, sorted by id; `live` gives (live, advertised memory, leases held),
+    /// `more` fills in its device, current tasks and tasks done.
+    pub fn records(
+        &self,
+        live: impl Fn(&str) -> (bool, u64, u32),
+        more: impl Fn(&mut WorkerRecord),
+    ) -> Vec<WorkerRecord> {
         let mut records: Vec<WorkerRecord> = self
             .by_id
             .values()
@@ -219,9 +224,13 @@ impl Identities {
                     live,
                     memory_bytes,
                     leases,
+                    device: None,
+                    current_tasks: Vec::new(),
+                    tasks_done: 0,
                 }
             })
             .collect();
+        records.iter_mut().for_each(more);
         records.sort_by(|a, b| a.worker_id.cmp(&b.worker_id));
         records
     }

@@ -207,6 +207,9 @@ pub(crate) struct Job {
     waiting_for_memory: Option<String>,
     /// The worker whose attempt at a task failed last (not stored: a restart forgets it).
     failed_by: HashMap<TaskId, String>,
+    /// Why the task's last attempt failed (a rejected proof, a lost lease…), until one is
+    /// accepted: what the dashboard shows.
+    last_failure: HashMap<TaskId, String>,
     /// The distinct workers on which each task failed (not stored either).
     failed_on: HashMap<TaskId, std::collections::BTreeSet<String>>,
     /// Leases of each task lost (expired: the worker died, hung or was cut off), and the
@@ -334,6 +337,7 @@ impl Job {
             failures: HashMap::new(),
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
+            last_failure: HashMap::new(),
             failed_on: HashMap::new(),
             lost: HashMap::new(),
             waiting_for_memory: None,
@@ -586,6 +590,7 @@ impl Job {
             failures,
             not_before: HashMap::new(),
             failed_by: HashMap::new(),
+            last_failure: HashMap::new(),
             failed_on: HashMap::new(),
             lost: HashMap::new(),
             waiting_for_memory: None,
@@ -1053,6 +1058,40 @@ impl Job {
         self.held.get(worker).copied().unwrap_or(0)
     }
 
+    /// The job's aggregation tree as far as it exists, each task with its state, for the
+    /// dashboard.
+    pub fn tree(&self) -> Vec<plait_api::TreeNode> {
+        (0..self.graph.num_tasks() as u32)
+            .map(TaskId)
+            .filter_map(|task| {
+                let state = self.graph.state(task).ok()?;
+                let lease = self.leases.get(&task);
+                Some(plait_api::TreeNode {
+                    task,
+                    phase: self.phase(task),
+                    children: self.graph.children(task).ok()?.to_vec(),
+                    state: match state {
+                        TaskState::Waiting => "waiting",
+                        TaskState::Ready => "ready",
+                        TaskState::Running => "leased",
+                        TaskState::Done => "accepted",
+                    }
+                    .into(),
+                    worker: lease.map(|l| l.worker.clone()),
+                    attempts: self.attempts.get(&task).copied().unwrap_or(0),
+                    last_failure: self.last_failure.get(&task).cloned(),
+                })
+            })
+            .collect()
+    }
+
+    /// Each task leased now, with its holder.
+    pub fn leased_tasks(&self) -> impl Iterator<Item = (&str, TaskId)> + '_ {
+        self.leases
+            .iter()
+            .map(|(task, lease)| (lease.worker.as_str(), *task))
+    }
+
     /// Each worker holding leases of this job, and how many.
     pub fn lease_holders(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
         self.held.iter().map(|(worker, &n)| (worker.as_str(), n))
@@ -1195,6 +1234,7 @@ impl Job {
         };
         self.remove_lease(task);
         self.failed_by.remove(&task);
+        self.last_failure.remove(&task);
         if let Some(parent) = self.graph.complete(task).expect("a leased task is running") {
             self.ready_since.insert(parent, now);
         }
@@ -1249,6 +1289,7 @@ impl Job {
         };
         let (attempt, worker) = (lease.attempt, lease.worker);
         self.failed_by.insert(task, worker.clone());
+        self.last_failure.insert(task, reason.to_string());
         self.graph.retry(task).expect("a leased task is running");
         self.ready_since.insert(task, now);
         self.log_attempt(
