@@ -26,7 +26,8 @@ pub trait Layered: Sized + Default + DeserializeOwned {
 macro_rules! layered_or {
     ($($field:ident),* $(,)?) => {
         fn or(self, lower: Self) -> Self {
-            Self { $($field: self.$field.or(lower.$field),)* ..self }
+            // Every field must be listed: one left out does not compile.
+            Self { $($field: self.$field.or(lower.$field),)* }
         }
     };
 }
