@@ -10,6 +10,18 @@ use serde::de::DeserializeOwned;
 
 use crate::exit::BadInput;
 
+/// `--config` and `--print-config`, as `serve` and `worker` take them.
+#[derive(clap::Args)]
+pub struct ConfigArgs {
+    /// Read settings from this config file (its `[serve]` or `[worker]` table; see
+    /// plait.example.toml); flags and `PLAIT_*` variables override it.
+    #[arg(long, env = "PLAIT_CONFIG")]
+    pub config: Option<std::path::PathBuf>,
+    /// Print the settings in effect as a config file (tokens hidden), and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
 /// The file format's version; a file must say `version = 1` before anything else is read.
 pub const VERSION: i64 = 1;
 

@@ -1231,21 +1231,33 @@ async fn job_whose_segments_need_6_gib(c: &Arc<Coordinator>, program: &ProgramIm
             process_peak_rss_bytes: 6 << 30,
             ..ProofMeta::default()
         };
-        let verdict = c
-            .submit_result(
-                id,
-                job,
-                task.task_id,
-                task.attempt,
-                &task.lease_secret,
-                proof,
-                meta,
-            )
-            .await
-            .unwrap();
-        assert_eq!(verdict, Verdict::Accepted);
+        assert_eq!(
+            submit_as(c, id, &task, proof, meta).await,
+            Verdict::Accepted
+        );
     }
     job
+}
+
+/// Submits `proof` for `task` as worker `who`, with `meta`.
+async fn submit_as(
+    c: &Coordinator,
+    who: &str,
+    task: &TaskAssignment,
+    proof: ProofBlob,
+    meta: ProofMeta,
+) -> Verdict {
+    c.submit_result(
+        who,
+        task.job_id,
+        task.task_id,
+        task.attempt,
+        &task.lease_secret,
+        proof,
+        meta,
+    )
+    .await
+    .unwrap()
 }
 
 /// Segments are placed by the peak memory workers measured for them (once two workers
@@ -1308,30 +1320,20 @@ async fn local_workers_share_the_machines_memory(kind: &str) {
         process_peak_rss_bytes: 6 << 30,
         ..ProofMeta::default()
     };
-    let submit = |task: &TaskAssignment, who: &'static str, proof: ProofBlob| {
-        let (c, task) = (c.clone(), task.clone());
-        async move {
-            c.submit_result(
-                who,
-                job,
-                task.task_id,
-                task.attempt,
-                &task.lease_secret,
-                proof,
-                meta,
-            )
-            .await
-            .unwrap()
-        }
-    };
-    assert_eq!(submit(&first, "local-0", proof).await, Verdict::Accepted);
+    assert_eq!(
+        submit_as(&c, "local-0", &first, proof, meta).await,
+        Verdict::Accepted
+    );
     let second = c.claim("local-0", &local).await.unwrap().unwrap();
     assert!(
         c.claim("local-1", &local).await.unwrap().is_none(),
         "6 GiB are leased on a 10 GiB machine: 4 GiB are left for a 6 GiB segment"
     );
     let proof = prove(&c, &program, &second).await;
-    assert_eq!(submit(&second, "local-0", proof).await, Verdict::Accepted);
+    assert_eq!(
+        submit_as(&c, "local-0", &second, proof, meta).await,
+        Verdict::Accepted
+    );
     let third = c.claim("local-1", &local).await.unwrap().unwrap();
     assert!(matches!(third.work, Work::ProveSegment { .. }));
 }

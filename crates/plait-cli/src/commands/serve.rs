@@ -24,13 +24,8 @@ use crate::{
 pub struct ServeArgs {
     #[command(flatten)]
     options: ServeOptions,
-    /// Read settings from this config file's `[serve]` table (see plait.example.toml); flags
-    /// and `PLAIT_*` variables override it.
-    #[arg(long, env = "PLAIT_CONFIG")]
-    config: Option<PathBuf>,
-    /// Print the settings in effect as a config file (tokens hidden), and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(flatten)]
+    config: config_file::ConfigArgs,
     /// Accept dev-backend proofs: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
@@ -264,9 +259,9 @@ fn planner_config(
 }
 
 pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
-    let file = config_file::section(args.config.as_deref(), "serve")?;
+    let file = config_file::section(args.config.config.as_deref(), "serve")?;
     let options = args.options.or(file).or(ServeOptions::defaults());
-    if args.print_config {
+    if args.config.print_config {
         print!("{}", options.to_config_file());
         return Ok(());
     }

@@ -25,13 +25,8 @@ use serde::{Deserialize, Serialize};
 pub struct WorkerArgs {
     #[command(flatten)]
     options: WorkerOptions,
-    /// Read settings from this config file's `[worker]` table (see plait.example.toml);
-    /// flags and `PLAIT_*` variables override it.
-    #[arg(long, env = "PLAIT_CONFIG")]
-    config: Option<PathBuf>,
-    /// Print the settings in effect as a config file (the token hidden), and exit.
-    #[arg(long)]
-    print_config: bool,
+    #[command(flatten)]
+    config: config_file::ConfigArgs,
     /// Prove with the dev backend: FAKE proofs, for testing the pool only.
     #[arg(long)]
     dev: bool,
@@ -152,9 +147,9 @@ fn default_worker_name() -> String {
 }
 
 pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
-    let file = config_file::section(args.config.as_deref(), "worker")?;
+    let file = config_file::section(args.config.config.as_deref(), "worker")?;
     let options = args.options.or(file).or(WorkerOptions::defaults());
-    if args.print_config {
+    if args.config.print_config {
         #[derive(Serialize)]
         struct File<'a> {
             version: i64,

@@ -126,31 +126,27 @@ pub fn start_serve(
         .stderr(stderr)
         .spawn()
         .unwrap();
+    let url = listening_url(&mut child);
+    (child, url)
+}
+
+/// The address `plait serve` prints first on stdout.
+fn listening_url(child: &mut Child) -> String {
     let mut line = String::new();
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let url = line
-        .trim()
+    line.trim()
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("plait serve printed {line:?}"))
-        .to_string();
-    (child, url)
+        .to_string()
 }
 
 impl Server {
     /// A coordinator the test started itself (on a store it keeps), printing `listening on
     /// URL` first; killed on drop. It cannot be restarted.
     pub fn adopt(mut child: Child) -> Server {
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("plait serve printed {line:?}"))
-            .to_string();
+        let url = listening_url(&mut child);
         Server {
             child,
             url,
