@@ -2,6 +2,7 @@
 //! heartbeating the lease, upload the result. A worker holds no job state; losing one loses at
 //! most the task it was proving, which the coordinator re-leases when the lease runs out.
 
+pub mod calibrate;
 mod client;
 mod usage;
 

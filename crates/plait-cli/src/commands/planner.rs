@@ -12,15 +12,15 @@ use std::{
 use anyhow::{Context, Result};
 use clap::Args;
 use plait_core::{
-    cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
+    cost::DeviceProfile,
     planner::{error_percent, Candidate, Goal, Measured, Pool, Prediction},
     sim::SimConfig,
-    AggLayer, AggTreeShape, ProgramInput,
+    AggTreeShape, ProgramInput,
 };
 use plait_prover::{
-    openvm::OpenVmBackend, BackendInfo, ProgramImage, ProofBlob, ProverBackend, ProvingParams,
-    SegmentStart, VmConfig,
+    openvm::OpenVmBackend, BackendInfo, ProgramImage, ProverBackend, ProvingParams, VmConfig,
 };
+use plait_worker::calibrate::{self, Calibration};
 use serde::{Deserialize, Serialize};
 
 use super::openvm_backend;
@@ -55,257 +55,67 @@ pub struct CalibrateArgs {
     vm_config: VmConfig,
 }
 
-fn new_profile(name: String, vm: VmConfig) -> DeviceProfile {
-    let info = OpenVmBackend::new(PathBuf::new()).info();
-    DeviceProfile {
-        format: PROFILE_FORMAT.into(),
-        format_version: PROFILE_FORMAT_VERSION,
-        plait_version: env!("CARGO_PKG_VERSION").into(),
-        backend: info.name,
-        backend_version: info.version,
-        device: name,
-        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        memory_bytes: crate::commands::worker::machine_memory_bytes(),
-        tree: AggTreeShape::default(),
-        vm_config: vm.name().into(),
-        segments: Vec::new(),
-        nodes: Vec::new(),
-    }
-}
-
-/// Runs one measured step: resets the peak RSS, runs `f`, returns its result, seconds and
-/// this step's peak RSS.
-fn measured<T>(f: impl FnOnce() -> Result<T>) -> Result<(T, f64, u64)> {
-    plait_worker::reset_peak_rss();
-    let started = Instant::now();
-    let value = f()?;
-    Ok((
-        value,
-        started.elapsed().as_secs_f64(),
-        plait_worker::process_usage().peak_rss_bytes,
-    ))
-}
-
 pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
+    let started = Instant::now();
     let path = args
         .output
         .clone()
         .unwrap_or_else(|| default_profile_path(cache, args.vm_config));
-    let work = path.with_extension("work");
-    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
     let device = args.device.clone().unwrap_or_else(|| {
         std::fs::read_to_string("/etc/hostname").map_or("device".into(), |h| h.trim().into())
     });
-    // Resume: keep what an interrupted run measured, if it was made by this Plait.
-    let mut profile = match std::fs::read(&path) {
-        Ok(bytes) => {
-            let old: DeviceProfile = serde_json::from_slice(&bytes)
-                .map_err(|e| BadInput(format!("{} is not a profile: {e}", path.display())))?;
-            let fresh = new_profile(device.clone(), args.vm_config);
-            if old.plait_version == fresh.plait_version
-                && old.backend_version == fresh.backend_version
-                && old.vm_config == fresh.vm_config
-            {
-                eprintln!("resuming the calibration in {}", path.display());
-                old
-            } else {
-                fresh
-            }
-        }
-        Err(_) => new_profile(device, args.vm_config),
-    };
-    // Ascending: the lowest height also measures the aggregation nodes.
     let mut heights = args.heights.clone();
     heights.sort_unstable();
     heights.dedup();
     if heights.is_empty() {
         return Err(BadInput("--heights: give at least one segment height".into()).into());
     }
-    let cache = cache.to_path_buf();
-    let vm = args.vm_config;
-    tokio::task::spawn_blocking(move || {
-        calibrate_blocking(&mut profile, vm, &heights, &path, &work, &cache)
-    })
-    .await?
-}
-
-fn save(profile: &DeviceProfile, path: &Path) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(profile)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn calibrate_blocking(
-    profile: &mut DeviceProfile,
-    vm_config: VmConfig,
-    heights: &[u32],
-    path: &Path,
-    work: &Path,
-    cache: &Path,
-) -> Result<()> {
-    let started = Instant::now();
     let backend = OpenVmBackend::new(cache);
-    let program = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
-    let steps = heights.len() + 8;
-    let bar = indicatif::ProgressBar::new(steps as u64).with_style(
-        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
-            .expect("template"),
-    );
-    let say = |bar: &indicatif::ProgressBar, line: String| bar.suspend(|| eprintln!("{line}"));
-    let lowest = heights[0];
-    for &h in heights {
-        let params = ProvingParams {
-            segment_height: h,
-            vm_config,
-            ..Default::default()
-        };
-        // About two segments: one full, which is what is measured.
-        let n = 80_000u64 << (h.saturating_sub(19));
-        let input = ProgramInput {
-            items: vec![n.to_le_bytes().to_vec()],
-        };
-        bar.set_message(format!("keys and execution at height {h}"));
-        backend.prepare_keys(&params)?;
-        let plan = backend.execute(&program, &input, &params)?;
-        if profile.segments.iter().any(|s| s.segment_height == h) {
-            bar.inc(1);
-            continue;
-        }
-        bar.set_message(format!("segment at height {h}"));
-        let seg = &plan.segments[0];
-        let ((proof, _), seconds, peak) = measured(|| {
-            let start = SegmentStart::Reexecute(&input);
-            Ok(backend.prove_segment(&program, &params, seg, plan.segments.len() == 1, start)?)
-        })?;
-        std::fs::write(work.join(format!("h{h}-segment-0.proof")), &proof.0)?;
-        profile.segments.push(SegmentCost {
-            segment_height: h,
-            instructions: seg.num_insns,
-            seconds,
-            peak_rss_bytes: peak,
-        });
-        profile.segments.sort_by_key(|s| s.segment_height);
-        save(profile, path)?;
-        say(
-            &bar,
-            format!(
-                "segment at height {h}: {} instructions in {seconds:.1} s, peak {:.2} GiB",
-                seg.num_insns,
-                peak as f64 / (1u64 << 30) as f64
-            ),
-        );
-        bar.inc(1);
-    }
-
-    // Every node kind, at the lowest height: leaves of 1 to 4 segments, then the chain.
-    let params = ProvingParams {
-        segment_height: lowest,
-        vm_config,
-        ..Default::default()
-    };
-    // Four segments, so that leaves of 1 to 4 children can be measured: a leaf's circuit grows
-    // in power-of-two steps, so its cost is not linear in its children.
-    let wide_input = ProgramInput {
-        items: vec![(215_000u64 << lowest.saturating_sub(19))
-            .to_le_bytes()
-            .to_vec()],
-    };
-    let wide = backend.execute(&program, &wide_input, &params)?;
-    let load =
-        |name: &str| -> Option<ProofBlob> { std::fs::read(work.join(name)).ok().map(ProofBlob) };
-    let mut segs = Vec::new();
-    for (i, seg) in wide.segments.iter().enumerate().take(4) {
-        let file = format!("h{lowest}-wide-segment-{i}.proof");
-        let proof = match load(&file) {
-            Some(p) => p,
-            None => {
-                bar.set_message(format!("segment {i} of the aggregation workload"));
-                let last = i + 1 == wide.segments.len();
-                let start = SegmentStart::Reexecute(&wide_input);
-                let (proof, _) = backend.prove_segment(&program, &params, seg, last, start)?;
-                std::fs::write(work.join(&file), &proof.0)?;
-                proof
+    let memory = crate::commands::worker::machine_memory_bytes();
+    let fresh = calibrate::new_profile(&backend, device, args.vm_config, memory);
+    // Resume: keep what an interrupted run measured, if it was made by this Plait.
+    let mut profile = match std::fs::read(&path) {
+        Ok(bytes) => {
+            let old: DeviceProfile = serde_json::from_slice(&bytes)
+                .map_err(|e| BadInput(format!("{} is not a profile: {e}", path.display())))?;
+            if calibrate::resumable(&old, &fresh) {
+                eprintln!("resuming the calibration in {}", path.display());
+                old
+            } else {
+                fresh
             }
-        };
-        segs.push(proof);
-    }
-    bar.inc(1);
-    let steps: [(&str, AggLayer, &str, Vec<&str>); 7] = [
-        ("leaf", AggLayer::Leaf, "leaf-1", vec!["seg0"]),
-        ("leaf", AggLayer::Leaf, "leaf-2", vec!["seg0", "seg1"]),
-        (
-            "leaf",
-            AggLayer::Leaf,
-            "leaf-3",
-            vec!["seg0", "seg1", "seg2"],
-        ),
-        (
-            "leaf",
-            AggLayer::Leaf,
-            "leaf-4",
-            vec!["seg0", "seg1", "seg2", "seg3"],
-        ),
-        (
-            "internal-for-leaf",
-            AggLayer::InternalForLeaf,
-            "ifl",
-            vec!["leaf-2"],
-        ),
-        (
-            "internal-recursive",
-            AggLayer::InternalRecursive(0),
-            "ir",
-            vec!["ifl"],
-        ),
-        ("wrap", AggLayer::Wrap, "wrap", vec!["ir"]),
-    ];
-    for (kind, layer, name, children) in steps {
-        let file = format!("h{lowest}-{name}.proof");
-        let already = profile
-            .nodes
-            .iter()
-            .any(|n| n.kind == kind && n.children == children.len() as u32);
-        if already && load(&file).is_some() {
-            bar.inc(1);
-            continue;
         }
-        let inputs: Vec<ProofBlob> = children
-            .iter()
-            .map(|c| match c.strip_prefix("seg") {
-                Some(i) => segs
-                    .get(i.parse::<usize>().expect("seg index"))
-                    .cloned()
-                    .context("the aggregation workload has fewer than 4 segments"),
-                None => {
-                    load(&format!("h{lowest}-{c}.proof")).with_context(|| format!("the {c} proof"))
-                }
-            })
-            .collect::<Result<_>>()?;
-        bar.set_message(format!("{layer} node with {} children", inputs.len()));
-        let (proof, seconds, peak) = measured(|| Ok(backend.aggregate(&params, layer, &inputs)?))?;
-        std::fs::write(work.join(&file), &proof.0)?;
-        profile
-            .nodes
-            .retain(|n| !(n.kind == kind && n.children == inputs.len() as u32));
-        profile.nodes.push(NodeCost {
-            kind: kind.into(),
-            children: inputs.len() as u32,
-            seconds,
-            peak_rss_bytes: peak,
-        });
-        save(profile, path)?;
-        say(
-            &bar,
-            format!(
-                "{layer} node, {} children: {seconds:.1} s, peak {:.2} GiB",
-                inputs.len(),
-                peak as f64 / (1u64 << 30) as f64
-            ),
+        Err(_) => fresh,
+    };
+    let fib = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
+    let vm_config = args.vm_config;
+    let work_dir = calibrate::work_dir(&path);
+    let profile_path = path.clone();
+    tokio::task::spawn_blocking(move || {
+        let bar = indicatif::ProgressBar::new(0).with_style(
+            indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} {elapsed}")
+                .expect("template"),
         );
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
+        let calibration = Calibration {
+            backend: &backend,
+            fib: &fib,
+            vm_config,
+            heights,
+            profile_path,
+            work_dir,
+        };
+        calibration.run(&mut profile, &mut |progress| match progress {
+            calibrate::Progress::Step { done, total, what } => {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+                bar.set_message(what);
+            }
+            calibrate::Progress::Measured(line) => bar.suspend(|| eprintln!("{line}")),
+        })?;
+        bar.finish_and_clear();
+        Ok::<_, anyhow::Error>(())
+    })
+    .await??;
     eprintln!(
         "profile written to {} ({:.0} s this run)",
         path.display(),

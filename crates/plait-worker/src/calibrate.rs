@@ -1,0 +1,374 @@
+//! How a device measures itself into a profile (`plait calibrate`): one segment proof at each
+//! segment height, and every aggregation node kind (leaves of 1 to 4 children, then the
+//! internal layers and the wrap) at the lowest height, each timed and with the process's peak
+//! memory. Each step is saved as soon as it is measured, with the proofs it made, so an
+//! interrupted calibration resumes where it stopped.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use plait_core::{
+    cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
+    AggLayer, AggTreeShape, ProgramInput,
+};
+use plait_prover::{
+    BackendError, ProgramImage, ProofBlob, ProverBackend, ProvingParams, SegmentStart, VmConfig,
+};
+
+use crate::usage::{process_usage, reset_peak_rss};
+
+/// What to measure, with what. The program is the Fibonacci guest (`guests/fib`), whose one
+/// input is the number of iterations.
+pub struct Calibration<'a> {
+    pub backend: &'a dyn ProverBackend,
+    pub fib: &'a ProgramImage,
+    pub vm_config: VmConfig,
+    /// Ascending; the lowest also measures the aggregation nodes.
+    pub heights: Vec<u32>,
+    /// Where the profile is saved after each step.
+    pub profile_path: PathBuf,
+    /// Where the proofs made on the way are kept (for a resumed run).
+    pub work_dir: PathBuf,
+}
+
+/// Progress, for whoever shows it.
+pub enum Progress {
+    /// Now doing `what`; `done` of `total` steps are done.
+    Step {
+        done: usize,
+        total: usize,
+        what: String,
+    },
+    /// A step was measured: a line to show.
+    Measured(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CalibrationError {
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    #[error("{0}: {1}")]
+    Io(PathBuf, std::io::Error),
+    #[error("the aggregation workload has fewer than 4 segments")]
+    TooFewSegments,
+    #[error("the {0} proof of the earlier steps is missing")]
+    MissingProof(String),
+}
+
+/// A profile with nothing measured yet.
+pub fn new_profile(
+    backend: &dyn ProverBackend,
+    device: String,
+    vm_config: VmConfig,
+    memory_bytes: u64,
+) -> DeviceProfile {
+    let info = backend.info();
+    DeviceProfile {
+        format: PROFILE_FORMAT.into(),
+        format_version: PROFILE_FORMAT_VERSION,
+        plait_version: env!("CARGO_PKG_VERSION").into(),
+        backend: info.name,
+        backend_version: info.version,
+        device,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+        memory_bytes,
+        tree: AggTreeShape::default(),
+        vm_config: vm_config.name().into(),
+        segments: Vec::new(),
+        nodes: Vec::new(),
+    }
+}
+
+/// Whether `old` (read from the profile path) was measured by this Plait and backend, for
+/// this VM config: then a calibration resumes it rather than starting over.
+pub fn resumable(old: &DeviceProfile, fresh: &DeviceProfile) -> bool {
+    old.plait_version == fresh.plait_version
+        && old.backend_version == fresh.backend_version
+        && old.vm_config == fresh.vm_config
+}
+
+/// Runs one measured step: resets the peak RSS, runs `f`; its result, seconds and peak RSS.
+fn measured<T>(f: impl FnOnce() -> Result<T, BackendError>) -> Result<(T, f64, u64), BackendError> {
+    reset_peak_rss();
+    let started = Instant::now();
+    let value = f()?;
+    Ok((
+        value,
+        started.elapsed().as_secs_f64(),
+        process_usage().peak_rss_bytes,
+    ))
+}
+
+fn gib(bytes: u64) -> f64 {
+    bytes as f64 / (1u64 << 30) as f64
+}
+
+impl Calibration<'_> {
+    fn save(&self, profile: &DeviceProfile) -> Result<(), CalibrationError> {
+        let tmp = self.profile_path.with_extension("tmp");
+        let io = |e| CalibrationError::Io(self.profile_path.clone(), e);
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(profile).expect("profiles serialize"),
+        )
+        .map_err(io)?;
+        std::fs::rename(&tmp, &self.profile_path).map_err(io)
+    }
+
+    fn write(&self, name: &str, proof: &ProofBlob) -> Result<(), CalibrationError> {
+        let path = self.work_dir.join(name);
+        std::fs::write(&path, &proof.0).map_err(|e| CalibrationError::Io(path, e))
+    }
+
+    fn load(&self, name: &str) -> Option<ProofBlob> {
+        std::fs::read(self.work_dir.join(name)).ok().map(ProofBlob)
+    }
+
+    fn params(&self, segment_height: u32) -> ProvingParams {
+        ProvingParams {
+            segment_height,
+            vm_config: self.vm_config,
+            ..Default::default()
+        }
+    }
+
+    /// Measures what `profile` lacks, saving it after every step.
+    pub fn run(
+        &self,
+        profile: &mut DeviceProfile,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), CalibrationError> {
+        std::fs::create_dir_all(&self.work_dir)
+            .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
+        let total = self.heights.len() + 8;
+        let mut done = 0;
+        let backend = self.backend;
+        for &h in &self.heights {
+            let params = self.params(h);
+            // About two segments: one full, which is what is measured.
+            let input = fib_input(80_000u64 << h.saturating_sub(19));
+            progress(Progress::Step {
+                done,
+                total,
+                what: format!("keys and execution at height {h}"),
+            });
+            backend.prepare_keys(&params)?;
+            let plan = backend.execute(self.fib, &input, &params)?;
+            if !profile.segments.iter().any(|s| s.segment_height == h) {
+                progress(Progress::Step {
+                    done,
+                    total,
+                    what: format!("segment at height {h}"),
+                });
+                let seg = &plan.segments[0];
+                let last = plan.segments.len() == 1;
+                let ((proof, _), seconds, peak) = measured(|| {
+                    backend.prove_segment(
+                        self.fib,
+                        &params,
+                        seg,
+                        last,
+                        SegmentStart::Reexecute(&input),
+                    )
+                })?;
+                self.write(&format!("h{h}-segment-0.proof"), &proof)?;
+                profile.segments.push(SegmentCost {
+                    segment_height: h,
+                    instructions: seg.num_insns,
+                    seconds,
+                    peak_rss_bytes: peak,
+                });
+                profile.segments.sort_by_key(|s| s.segment_height);
+                self.save(profile)?;
+                progress(Progress::Measured(format!(
+                    "segment at height {h}: {} instructions in {seconds:.1} s, peak {:.2} GiB",
+                    seg.num_insns,
+                    gib(peak)
+                )));
+            }
+            done += 1;
+        }
+
+        // Every node kind, at the lowest height: leaves of 1 to 4 segments, then the chain.
+        // Four segments, so that leaves of 1 to 4 children can be measured: a leaf's circuit
+        // grows in power-of-two steps, so its cost is not linear in its children.
+        let lowest = self.heights[0];
+        let params = self.params(lowest);
+        let wide_input = fib_input(215_000u64 << lowest.saturating_sub(19));
+        let wide = backend.execute(self.fib, &wide_input, &params)?;
+        let mut segs = Vec::new();
+        for (i, seg) in wide.segments.iter().enumerate().take(4) {
+            let file = format!("h{lowest}-wide-segment-{i}.proof");
+            let proof = match self.load(&file) {
+                Some(p) => p,
+                None => {
+                    progress(Progress::Step {
+                        done,
+                        total,
+                        what: format!("segment {i} of the aggregation workload"),
+                    });
+                    let last = i + 1 == wide.segments.len();
+                    let start = SegmentStart::Reexecute(&wide_input);
+                    let (proof, _) = backend.prove_segment(self.fib, &params, seg, last, start)?;
+                    self.write(&file, &proof)?;
+                    proof
+                }
+            };
+            segs.push(proof);
+        }
+        done += 1;
+        let steps: [(&str, AggLayer, &str, &[&str]); 7] = [
+            ("leaf", AggLayer::Leaf, "leaf-1", &["seg0"]),
+            ("leaf", AggLayer::Leaf, "leaf-2", &["seg0", "seg1"]),
+            ("leaf", AggLayer::Leaf, "leaf-3", &["seg0", "seg1", "seg2"]),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "leaf-4",
+                &["seg0", "seg1", "seg2", "seg3"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl",
+                &["leaf-2"],
+            ),
+            (
+                "internal-recursive",
+                AggLayer::InternalRecursive(0),
+                "ir",
+                &["ifl"],
+            ),
+            ("wrap", AggLayer::Wrap, "wrap", &["ir"]),
+        ];
+        for (kind, layer, name, children) in steps {
+            let file = format!("h{lowest}-{name}.proof");
+            let already = profile
+                .nodes
+                .iter()
+                .any(|n| n.kind == kind && n.children == children.len() as u32);
+            if already && self.load(&file).is_some() {
+                done += 1;
+                continue;
+            }
+            let inputs: Vec<ProofBlob> = children
+                .iter()
+                .map(|c| match c.strip_prefix("seg") {
+                    Some(i) => segs
+                        .get(i.parse::<usize>().expect("seg index"))
+                        .cloned()
+                        .ok_or(CalibrationError::TooFewSegments),
+                    None => self
+                        .load(&format!("h{lowest}-{c}.proof"))
+                        .ok_or_else(|| CalibrationError::MissingProof(c.to_string())),
+                })
+                .collect::<Result<_, _>>()?;
+            progress(Progress::Step {
+                done,
+                total,
+                what: format!("{layer} node with {} children", inputs.len()),
+            });
+            let (proof, seconds, peak) = measured(|| backend.aggregate(&params, layer, &inputs))?;
+            self.write(&file, &proof)?;
+            profile
+                .nodes
+                .retain(|n| !(n.kind == kind && n.children == inputs.len() as u32));
+            profile.nodes.push(NodeCost {
+                kind: kind.into(),
+                children: inputs.len() as u32,
+                seconds,
+                peak_rss_bytes: peak,
+            });
+            self.save(profile)?;
+            progress(Progress::Measured(format!(
+                "{layer} node, {} children: {seconds:.1} s, peak {:.2} GiB",
+                inputs.len(),
+                gib(peak)
+            )));
+            done += 1;
+        }
+        Ok(())
+    }
+}
+
+fn fib_input(n: u64) -> ProgramInput {
+    ProgramInput {
+        items: vec![n.to_le_bytes().to_vec()],
+    }
+}
+
+/// Where a profile's work directory goes: beside it.
+pub fn work_dir(profile_path: &Path) -> PathBuf {
+    profile_path.with_extension("work")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use plait_prover::dev::DevBackend;
+
+    /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
+    /// segment per height and the 7 node kinds, saving as it goes; run again, it resumes and
+    /// measures nothing twice.
+    #[test]
+    fn measures_every_step_once_and_resumes() {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = DevBackend::default();
+        let fib = ProgramImage::new(b"dev program".to_vec());
+        let calibration = Calibration {
+            backend: &backend,
+            fib: &fib,
+            vm_config: VmConfig::Rv32im,
+            heights: vec![10, 11],
+            profile_path: dir.path().join("profile.json"),
+            work_dir: dir.path().join("profile.work"),
+        };
+        let mut profile = new_profile(&backend, "test".into(), VmConfig::Rv32im, 1 << 30);
+        let mut measured = Vec::new();
+        let mut steps = 0;
+        calibration
+            .run(&mut profile, &mut |p| match p {
+                Progress::Measured(line) => measured.push(line),
+                Progress::Step { .. } => steps += 1,
+            })
+            .unwrap();
+        assert_eq!(measured.len(), 2 + 7, "{measured:#?}");
+        assert!(steps >= 9);
+        let saved: DeviceProfile =
+            serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
+        assert_eq!(saved, profile);
+        let heights: Vec<u32> = saved.segments.iter().map(|s| s.segment_height).collect();
+        assert_eq!(heights, [10, 11]);
+        let leaves: Vec<u32> = saved
+            .nodes
+            .iter()
+            .filter(|n| n.kind == "leaf")
+            .map(|n| n.children)
+            .collect();
+        assert_eq!(leaves, [1, 2, 3, 4]);
+
+        let mut again = Vec::new();
+        calibration
+            .run(&mut profile, &mut |p| {
+                if let Progress::Measured(line) = p {
+                    again.push(line)
+                }
+            })
+            .unwrap();
+        assert_eq!(
+            again,
+            Vec::<String>::new(),
+            "a resumed calibration measures nothing twice"
+        );
+        assert!(resumable(
+            &saved,
+            &new_profile(&backend, "x".into(), VmConfig::Rv32im, 0)
+        ));
+        assert!(!resumable(
+            &saved,
+            &new_profile(&backend, "x".into(), VmConfig::Rv32imSha2, 0)
+        ));
+    }
+}
