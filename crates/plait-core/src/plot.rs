@@ -80,30 +80,33 @@ fn panel(
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<_>| e.to_string();
     let points = series.iter().flat_map(|s| &s.points);
-    let x_max = points.clone().map(|p| p.0).fold(2.0, f64::max);
-    let x_min = points.clone().map(|p| p.0).fold(x_max, f64::min).max(1.0);
+    // Segment counts double from one height to the next: x is log2(n), labelled with n at
+    // each doubling.
+    let log2 = |n: f64| n.max(1.0).log2();
+    let x_max = points.clone().map(|p| log2(p.0)).fold(1.0, f64::max);
+    let x_min = points.clone().map(|p| log2(p.0)).fold(x_max, f64::min);
     // Headroom above the lines for the legend.
     let y_max = points.map(value).fold(1.0, f64::max) * 1.35;
-    // Segment counts double from one height to the next: a log scale spaces them evenly.
+    let (from, to) = ((x_min - 0.5).floor(), (x_max + 0.5).ceil());
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d((x_min * 0.8..x_max * 1.25).log_scale(), 0.0..y_max)
+        .build_cartesian_2d(from..to, 0.0..y_max)
         .map_err(err)?;
     chart
         .configure_mesh()
         .x_desc("segments n (log scale)")
-        .x_labels(12)
+        .x_labels((to - from) as usize + 1)
         .light_line_style(WHITE)
-        .x_label_formatter(&|n| format!("{n:.0}"))
+        .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(err)?;
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let line = s.points.iter().map(|p| (p.0, value(p)));
+        let line = s.points.iter().map(|p| (log2(p.0), value(p)));
         chart
             .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
             .map_err(err)?
