@@ -31,7 +31,7 @@ use crate::{
     },
     metrics::{Gauges, Metrics},
     planning::{self, PlannerConfig},
-    store::{JobOwner, Store, StoreError, StoreOp},
+    store::{JobOwner, Store, StoreError, StoreOp, WriterLock},
 };
 
 #[derive(Clone, Debug)]
@@ -215,6 +215,8 @@ pub struct Coordinator {
     /// Set by [`Self::halt`]: nothing more is written, and executions stop.
     halted: std::sync::atomic::AtomicBool,
     metrics: Metrics,
+    /// This coordinator is the store's only writer while it lives.
+    _writer: WriterLock,
 }
 
 impl Coordinator {
@@ -226,6 +228,7 @@ impl Coordinator {
         config: CoordinatorConfig,
         store: Store,
     ) -> Result<Arc<Self>, CoordinatorError> {
+        let writer = store.claim_writer().await?;
         let snapshot = store.load().await?;
         let backend_info = backend.info();
         let programs: HashMap<String, ProgramImage> = snapshot
@@ -295,6 +298,7 @@ impl Coordinator {
             job_changed: Notify::new(),
             halted: false.into(),
             metrics: Metrics::new(),
+            _writer: writer,
         });
         this.flush().await?;
         // Jobs whose execution a restart interrupted execute again; the segments stored before

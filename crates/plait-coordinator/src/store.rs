@@ -293,6 +293,25 @@ pub enum StoreError {
     Corrupt(String),
     #[error("blob store: {0}")]
     Blobs(String),
+    #[error(
+        "another coordinator is using the store {0}: stop it first (two coordinators on one \
+         store would overwrite each other's records)"
+    )]
+    InUse(String),
+}
+
+/// Held by the one coordinator that writes to a store ([`Store::claim_writer`]); released when
+/// dropped or when the process ends, however it ends.
+pub struct WriterLock {
+    _held: Held,
+}
+
+#[allow(dead_code)] // held, never read: the lock lives as long as the value
+enum Held {
+    /// An exclusive lock on `PATH.lock` beside the SQLite file.
+    File(std::fs::File),
+    /// The connection holding a session advisory lock (in a mutex only to be `Sync`).
+    Postgres(std::sync::Mutex<sqlx::AnyConnection>),
 }
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
@@ -304,6 +323,8 @@ pub struct Store {
     pool: AnyPool,
     url_for_display: String,
     blobs: BlobStore,
+    /// The SQLite file, for a SQLite store.
+    sqlite_path: Option<std::path::PathBuf>,
 }
 
 impl std::fmt::Debug for Store {
@@ -353,6 +374,7 @@ impl Store {
             pool,
             url_for_display: redact(url),
             blobs,
+            sqlite_path: url.strip_prefix("sqlite://").map(Into::into),
         };
         store.blobs.migrate().await?;
         store.migrate(bytes_type).await?;
@@ -503,6 +525,43 @@ impl Store {
         }
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Makes the caller the store's only writer for as long as the lock lives. A coordinator
+    /// numbers its records (events, tasks, jobs) from what it holds in memory: a second one on
+    /// the same store would write under the same numbers and wedge the first.
+    pub async fn claim_writer(&self) -> Result<WriterLock, StoreError> {
+        let in_use = || StoreError::InUse(self.url_for_display.clone());
+        let held = match &self.sqlite_path {
+            Some(path) => {
+                let lock = path.with_extension("lock");
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(&lock)
+                    .map_err(|e| StoreError::Blobs(format!("{}: {e}", lock.display())))?;
+                match file.try_lock() {
+                    Ok(()) => Held::File(file),
+                    Err(std::fs::TryLockError::WouldBlock) => return Err(in_use()),
+                    Err(std::fs::TryLockError::Error(e)) => {
+                        return Err(StoreError::Blobs(format!("{}: {e}", lock.display())))
+                    }
+                }
+            }
+            None => {
+                let mut conn = self.pool.acquire().await?.detach();
+                // Any fixed key: one writer per database.
+                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7300185)")
+                    .fetch_one(&mut conn)
+                    .await?;
+                if !locked {
+                    return Err(in_use());
+                }
+                Held::Postgres(std::sync::Mutex::new(conn))
+            }
+        };
+        Ok(WriterLock { _held: held })
     }
 
     /// Applies `ops` in order, in one transaction: all or nothing.

@@ -60,6 +60,7 @@ on_both_stores!(
     refuses_a_store_of_another_schema_version,
     migrates_a_version_1_store,
     migrates_a_version_5_store,
+    a_second_coordinator_on_the_same_store_is_refused,
     stores_and_deletes_blobs,
     jobs_cancelled_or_failed_while_executing,
     a_job_whose_execution_failed_stays_failed_across_a_restart,
@@ -547,6 +548,33 @@ async fn migrates_a_version_5_store(kind: &str) {
     drop(store);
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.load().await.unwrap().node_memory.len(), 1);
+}
+
+/// Two coordinators on one store would number records from their own memory and overwrite
+/// each other (seen: a second `plait serve` that failed to bind had already written an event
+/// under the first's next number, and the first could store nothing more). The second is
+/// refused, and the store is free again once the first is gone.
+async fn a_second_coordinator_on_the_same_store_is_refused(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let first = open(&url).await;
+    let second = Coordinator::open(
+        Arc::new(DevBackend::default()),
+        test_config(),
+        Store::open(&url).await.unwrap(),
+    )
+    .await;
+    let err = second
+        .err()
+        .expect("a second coordinator is refused")
+        .to_string();
+    assert!(
+        err.contains("another coordinator is using the store"),
+        "{err}"
+    );
+    // Reading the store (as tools and tests do) needs no lock.
+    Store::open(&url).await.unwrap().load().await.unwrap();
+    drop(first);
+    open(&url).await;
 }
 
 /// Blobs (checkpoints) are stored per job by content hash, read back whole, and deleted with
