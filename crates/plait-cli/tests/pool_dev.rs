@@ -1185,6 +1185,34 @@ fn two_clients_share_the_pool_fairly_and_see_only_their_own_jobs() {
         200
     );
 
+    // A priority past its bounds is refused (it orders jobs: i32::MIN could not be negated).
+    let upload: Value = server
+        .post_bytes("/v1/programs", &busy, b"p".to_vec())
+        .json()
+        .unwrap();
+    let extreme = server
+        .http
+        .post(format!("{}/v1/jobs", server.url))
+        .bearer_auth(&busy)
+        .json(&serde_json::json!({
+            "program-sha256": upload["program-sha256"],
+            "input": {"items": [16u64.to_le_bytes().to_vec()]},
+            "params": {
+                "segment-height": 3,
+                "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+                "max-instructions": 1000,
+            },
+            "priority": i32::MIN,
+        }))
+        .send()
+        .unwrap();
+    assert_eq!(extreme.status(), 400);
+    let body: Value = extreme.json().unwrap();
+    assert!(
+        body["message"].as_str().unwrap().contains("priority"),
+        "{body}"
+    );
+
     // Limits: an over-large job is refused (403), and a second job in flight (429).
     let refused = server.submit_as(&late, "big", 16, 100_001);
     assert_eq!(refused.status(), 403);

@@ -15,6 +15,9 @@ pub const DEFAULT_CLIENT: &str = "default";
 /// Weights are bounded so that shares stay comparable.
 pub const MAX_WEIGHT: u32 = 1000;
 
+/// A job's priority (within its client's share) is -MAX_PRIORITY to MAX_PRIORITY.
+pub const MAX_PRIORITY: i32 = 1000;
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Client {
     pub id: String,

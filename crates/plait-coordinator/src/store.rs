@@ -815,6 +815,14 @@ impl Store {
         })
     }
 
+    /// The client a stored job belongs to, if it is stored.
+    pub async fn job_client(&self, job: JobId) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT client FROM jobs WHERE id = $1")
+            .bind(job.0 as i64)
+            .fetch_optional(&self.pool)
+            .await?)
+    }
+
     /// One job with everything recorded about it, if it is stored.
     pub async fn load_job(&self, job: JobId) -> Result<Option<StoredJob>, StoreError> {
         Ok(self.read_jobs(JobFilter::One(job)).await?.pop())
