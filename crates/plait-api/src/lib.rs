@@ -11,6 +11,7 @@ use plait_core::{
 };
 use plait_prover::{KeySetId, ProofMeta, ProvingParams, Verdict};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 pub const API_PREFIX: &str = "/v1";
 
@@ -74,7 +75,7 @@ pub fn check_worker_name(field: &str, name: &str) -> Result<(), String> {
 /// `POST /v1/worker/register`: a worker joins the pool. With the pool's worker token it gets a
 /// new identity and a credential of its own for every later call; with a credential the
 /// operator issued it learns its id (and gets no new credential).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RegisterWorkerRequest {
     /// What the worker calls itself; the coordinator makes the id unique (a registered
@@ -82,7 +83,7 @@ pub struct RegisterWorkerRequest {
     pub name: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RegisterWorkerResponse {
     /// The id the coordinator knows this worker by: in its event logs, bans and counts.
@@ -95,7 +96,7 @@ pub struct RegisterWorkerResponse {
 
 /// A worker asks for work. The coordinator answers with a task that fits, or none after a
 /// short wait (long poll). Who asks is known from the credential, not from the body.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClaimTaskRequest {
     pub cores: u32,
@@ -155,7 +156,7 @@ impl ClaimTaskRequest {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClaimTaskResponse {
     pub task: Option<TaskAssignment>,
@@ -163,7 +164,7 @@ pub struct ClaimTaskResponse {
 
 /// One task, self-contained: with the program (fetched by digest) and the children's proofs
 /// (fetched by task id) a worker needs nothing else.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TaskAssignment {
     pub job_id: JobId,
@@ -183,7 +184,7 @@ pub struct TaskAssignment {
     pub work: Work,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum Work {
     /// Prove one segment, from the checkpoint `segment.checkpoint` names (fetched by job and
@@ -202,28 +203,28 @@ pub enum Work {
 }
 
 /// The coordinator's answer to a submitted result.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitResultResponse {
     pub verdict: Verdict,
 }
 
 /// A worker gives up on a task (its proving failed).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ReportFailureRequest {
     pub reason: String,
 }
 
 /// Answer to a program upload (`POST /v1/programs`, the ELF as body).
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct UploadProgramResponse {
     pub program_sha256: String,
 }
 
 /// `POST /v1/jobs`: prove an uploaded program on an input.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitJobRequest {
     pub program_sha256: String,
@@ -239,7 +240,7 @@ pub struct SubmitJobRequest {
     pub priority: i32,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitJobResponse {
     pub job_id: JobId,
@@ -251,7 +252,7 @@ pub struct SubmitJobResponse {
 }
 
 /// `GET /v1/jobs/{job}`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct JobStatusResponse {
     pub job_id: JobId,
@@ -293,7 +294,7 @@ pub struct JobStatusResponse {
 }
 
 /// One entry of `GET /v1/jobs/{job}/events`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct JobEventBody {
     pub at_seconds: f64,
@@ -301,7 +302,7 @@ pub struct JobEventBody {
 }
 
 /// The body of every non-2xx answer.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ApiErrorBody {
     /// Stable machine-readable code, e.g. `unauthorized`, `unknown-task`, `stale-lease`.
@@ -310,7 +311,7 @@ pub struct ApiErrorBody {
 }
 
 /// One worker identity, as `GET /v1/admin/workers` lists it for the operator.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct WorkerRecord {
     pub worker_id: String,
@@ -341,7 +342,7 @@ pub struct WorkerRecord {
 }
 
 /// `GET /v1/jobs/{job}/tree`: one task of the job's aggregation tree.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TreeNode {
     pub task: TaskId,
@@ -359,7 +360,7 @@ pub struct TreeNode {
     pub last_failure: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BanRecord {
     pub reason: String,
@@ -369,13 +370,13 @@ pub struct BanRecord {
 }
 
 /// `POST /v1/admin/workers`: issue a credential for a new worker of a closed pool.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueWorkerRequest {
     pub worker_id: String,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueWorkerResponse {
     pub worker_id: String,
@@ -385,7 +386,7 @@ pub struct IssueWorkerResponse {
 
 /// What one client may use of the pool, set by the operator when it issues the client's
 /// credential.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientLimits {
     /// Jobs not over (executing, running or paused) at once; more are refused (429).
@@ -417,7 +418,7 @@ impl Default for ClientLimits {
 }
 
 /// `POST /v1/admin/clients`: issue a credential for a new client.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueClientRequest {
     pub client_id: String,
@@ -425,7 +426,7 @@ pub struct IssueClientRequest {
     pub limits: ClientLimits,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueClientResponse {
     pub client_id: String,
@@ -434,7 +435,7 @@ pub struct IssueClientResponse {
 }
 
 /// `GET /v1/admin/clients`: one client.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientRecord {
     pub client_id: String,
@@ -447,7 +448,7 @@ pub struct ClientRecord {
 }
 
 /// `POST /v1/admin/workers/{id}/ban`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BanWorkerRequest {
     pub reason: String,

@@ -1348,3 +1348,90 @@ fn the_dashboard_shows_a_jobs_tree_change_as_it_is_proven() {
         "tasks done: {row}"
     );
 }
+
+/// `docs/openapi.json` is what the coordinator serves at `/v1/openapi.json`, and every route
+/// it describes exists and checks the token it says it does. Regenerate the file after a
+/// route or wire type changed with `PLAIT_UPDATE_OPENAPI=1 cargo test --release -p plait-cli
+/// --test pool_dev the_api_description`.
+#[test]
+fn the_api_description_is_served_committed_and_true() {
+    let server = serve(&["--metrics-token", "metrics-secret-for-tests"]);
+    let response = server.get("/v1/openapi.json", "");
+    assert_eq!(response.status(), 200);
+    let served = response.text().unwrap();
+    let committed_path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/openapi.json");
+    if std::env::var_os("PLAIT_UPDATE_OPENAPI").is_some() {
+        std::fs::write(committed_path, format!("{served}\n")).unwrap();
+    }
+    let committed = std::fs::read_to_string(committed_path).unwrap_or_default();
+    if committed.trim_end() != served {
+        let line = committed
+            .lines()
+            .zip(served.lines())
+            .position(|(a, b)| a != b)
+            .unwrap_or_else(|| committed.lines().count().min(served.lines().count()));
+        panic!(
+            "docs/openapi.json differs from the API the coordinator serves (first at line {}: \
+             committed {:?}, served {:?}); if the change is intended, regenerate it with \
+             PLAIT_UPDATE_OPENAPI=1 cargo test --release -p plait-cli --test pool_dev \
+             the_api_description",
+            line + 1,
+            committed.lines().nth(line),
+            served.lines().nth(line)
+        );
+    }
+
+    let api: Value = serde_json::from_str(&served).unwrap();
+    assert!(api["openapi"].as_str().unwrap().starts_with("3."));
+    let schemes = api["components"]["securitySchemes"].as_object().unwrap();
+    let paths = api["paths"].as_object().unwrap();
+    let mut operations = 0;
+    for (path, item) in paths {
+        // Any value will do for a path parameter: the route must exist whatever the job is.
+        let concrete: String = path
+            .split('/')
+            .map(|part| match part {
+                "{action}" => "pause",
+                p if p.starts_with('{') => "1",
+                p => p,
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, operation) in item.as_object().unwrap() {
+            operations += 1;
+            let request = server.http.request(
+                method.to_uppercase().parse().unwrap(),
+                format!("{}{concrete}", server.url),
+            );
+            let response = request.send().unwrap();
+            let status = response.status().as_u16();
+            let body = response.text().unwrap_or_default();
+            assert!(
+                !body.contains("\"code\":\"not-found\"") && status != 405,
+                "{method} {path} is described but not served: {status} {body}"
+            );
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            if secured {
+                let scheme = operation["security"][0].as_object().unwrap().keys().next();
+                assert!(schemes.contains_key(scheme.unwrap()), "{method} {path}");
+                assert_eq!(status, 401, "{method} {path} without a token: {body}");
+            } else {
+                assert_eq!(status, 200, "{method} {path} needs no token: {body}");
+            }
+            assert!(
+                operation["responses"]["default"].is_object(),
+                "{method} {path} describes its error body"
+            );
+        }
+    }
+    // The worker protocol, the client and operator routes, health, metrics, the dashboard and
+    // this description.
+    assert_eq!(
+        operations,
+        29,
+        "{}",
+        paths.keys().cloned().collect::<Vec<_>>().join("\n")
+    );
+}

@@ -8,7 +8,6 @@ use axum::{
     http::{header::AUTHORIZATION, HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
     Json, Router,
 };
 use plait_api::{
@@ -20,6 +19,11 @@ use plait_api::{
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
+use utoipa::OpenApi;
+use utoipa_axum::{
+    router::{OpenApiRouter, UtoipaMethodRouterExt},
+    routes,
+};
 
 use crate::{store::JobOwner, Coordinator, CoordinatorError, JobAction, JobStatus, WorkerCaller};
 
@@ -99,82 +103,200 @@ impl From<CoordinatorError> for ApiError {
 }
 
 /// Builds the router. `max_body_bytes` bounds uploads (proofs).
+///
+/// Every route is registered through `routes!` with its `#[utoipa::path]` description, so the
+/// API description served at `/v1/openapi.json` is built from the same registrations as the
+/// router and cannot leave a route out (see [`openapi`]).
 pub fn router(coordinator: Arc<Coordinator>, max_body_bytes: usize) -> Router {
+    let (router, api) = documented_router(coordinator.clone(), max_body_bytes).split_for_parts();
+    let description = api
+        .to_pretty_json()
+        .expect("the API description serializes");
+    router
+        .layer(Extension(ApiDescriptionJson(Arc::new(description))))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::map_response(json_errors))
+        .with_state(coordinator)
+}
+
+/// The API description (OpenAPI 3.1) of the routes [`router`] serves.
+pub fn openapi(coordinator: Arc<Coordinator>) -> utoipa::openapi::OpenApi {
+    documented_router(coordinator, usize::MAX).into_openapi()
+}
+
+fn documented_router(
+    coordinator: Arc<Coordinator>,
+    max_body_bytes: usize,
+) -> OpenApiRouter<Arc<Coordinator>> {
     use plait_api::limits;
     // Worker bodies are bounded per route (a result by the backend's largest proof), below the
     // coordinator-wide limit on uploads.
     let bounded = |limit: usize| DefaultBodyLimit::max(limit.min(max_body_bytes));
     let result_limit = coordinator.max_proof_bytes().unwrap_or(max_body_bytes);
-    let worker = Router::new()
-        .route(
-            "/register",
-            post(register).layer(bounded(limits::REGISTER_BODY_BYTES)),
-        )
-        .route(
-            "/claim",
-            post(claim).layer(bounded(limits::CLAIM_BODY_BYTES)),
-        )
-        .route("/programs/{sha256}", get(program))
-        .route("/jobs/{job}/tasks/{task}/proof", get(proof))
-        .route("/jobs/{job}/checkpoints/{sha256}", get(checkpoint))
-        .route(
-            "/jobs/{job}/tasks/{task}/attempts/{attempt}/heartbeat",
-            post(heartbeat),
-        )
-        .route(
-            "/jobs/{job}/tasks/{task}/attempts/{attempt}/result",
-            post(result).layer(bounded(result_limit)),
-        )
-        .route(
-            "/jobs/{job}/tasks/{task}/attempts/{attempt}/failure",
-            post(failure).layer(bounded(limits::FAILURE_BODY_BYTES)),
-        )
+    let worker = OpenApiRouter::new()
+        .routes(routes!(register).layer(bounded(limits::REGISTER_BODY_BYTES)))
+        .routes(routes!(claim).layer(bounded(limits::CLAIM_BODY_BYTES)))
+        .routes(routes!(program))
+        .routes(routes!(proof))
+        .routes(routes!(checkpoint))
+        .routes(routes!(heartbeat))
+        .routes(routes!(result).layer(bounded(result_limit)))
+        .routes(routes!(failure).layer(bounded(limits::FAILURE_BODY_BYTES)))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             authenticate_worker,
         ));
-    let operator = Router::new()
-        .route("/workers", get(list_workers).post(issue_worker))
-        .route("/workers/{id}", delete(revoke_worker))
-        .route("/workers/{id}/ban", post(ban_worker))
-        .route("/workers/{id}/unban", post(unban_worker))
-        .route("/clients", get(list_clients).post(issue_client))
-        .route("/clients/{id}", delete(revoke_client))
+    let operator = OpenApiRouter::new()
+        .routes(routes!(list_workers, issue_worker))
+        .routes(routes!(revoke_worker))
+        .routes(routes!(ban_worker))
+        .routes(routes!(unban_worker))
+        .routes(routes!(list_clients, issue_client))
+        .routes(routes!(revoke_client))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_operator_token,
         ));
-    let client = Router::new()
-        .route("/programs", post(upload_program))
-        .route("/jobs", post(submit_job).get(list_jobs))
-        .route("/jobs/{job}", get(job_status))
-        .route("/jobs/{job}/{action}", post(job_action))
-        .route("/jobs/{job}/proof", get(job_proof))
-        .route("/jobs/{job}/events", get(job_events))
-        .route("/jobs/{job}/timings", get(job_timings))
-        .route("/jobs/{job}/tree", get(job_tree))
+    let client = OpenApiRouter::new()
+        .routes(routes!(upload_program))
+        .routes(routes!(submit_job, list_jobs))
+        .routes(routes!(job_status))
+        .routes(routes!(job_action))
+        .routes(routes!(job_proof))
+        .routes(routes!(job_events))
+        .routes(routes!(job_timings))
+        .routes(routes!(job_tree))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_client_token,
         ));
     let metrics =
-        Router::new()
-            .route("/metrics", get(metrics))
+        OpenApiRouter::new()
+            .routes(routes!(metrics))
             .layer(middleware::from_fn_with_state(
-                coordinator.clone(),
+                coordinator,
                 require_metrics_token,
             ));
-    Router::new()
-        .route("/v1/health", get(|| async { "ok" }))
-        .route("/ui", get(dashboard))
-        .route("/ui/", get(dashboard))
-        .merge(metrics)
-        .nest("/v1/worker", worker)
-        .nest("/v1/admin", operator)
-        .nest("/v1", client)
-        .layer(DefaultBodyLimit::max(max_body_bytes))
-        .layer(middleware::map_response(json_errors))
-        .with_state(coordinator)
+    let open = OpenApiRouter::new()
+        .routes(routes!(health))
+        .routes(routes!(dashboard))
+        .routes(routes!(openapi_json));
+    OpenApiRouter::with_openapi(ApiDescription::openapi())
+        .merge(tagged(open, "open", None))
+        .merge(tagged(metrics, "operator", Some(METRICS_AUTH)))
+        .nest("/v1/worker", tagged(worker, "worker", Some(WORKER_AUTH)))
+        .nest(
+            "/v1/admin",
+            tagged(operator, "operator", Some(OPERATOR_AUTH)),
+        )
+        .nest("/v1", tagged(client, "client", Some(CLIENT_AUTH)))
+}
+
+const CLIENT_AUTH: &str = "client-credential";
+const WORKER_AUTH: &str = "worker-credential";
+const OPERATOR_AUTH: &str = "operator-token";
+const METRICS_AUTH: &str = "metrics-token";
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(
+        title = "Plait coordinator",
+        description = "A proving pool for zkVM continuations: clients submit programs and \
+            jobs, workers claim and prove their segments and aggregation nodes, the operator \
+            manages credentials. Prose, error codes and durability: docs/api.md. Every \
+            non-2xx answer is an `ApiErrorBody`.",
+        license(name = "MIT OR Apache-2.0")
+    ),
+    modifiers(&Security)
+)]
+struct ApiDescription;
+
+/// The bearer tokens the route groups check.
+struct Security;
+
+impl utoipa::Modify for Security {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        for (name, description) in [
+            (
+                CLIENT_AUTH,
+                "A client's credential (`plait clients issue`), or the pool's shared client \
+                 token (the client `default`).",
+            ),
+            (
+                WORKER_AUTH,
+                "A worker's own credential (from registration or `plait workers issue`); the \
+                 pool's worker token opens `POST /v1/worker/register` only.",
+            ),
+            (OPERATOR_AUTH, "The operator token."),
+            (
+                METRICS_AUTH,
+                "The metrics token, if the coordinator was given one (else none is needed).",
+            ),
+        ] {
+            let mut scheme = Http::new(HttpAuthScheme::Bearer);
+            scheme.description = Some(description.into());
+            components
+                .security_schemes
+                .insert(name.into(), SecurityScheme::Http(scheme).into());
+        }
+        components.schemas.insert(
+            "ApiErrorBody".into(),
+            <ApiErrorBody as utoipa::PartialSchema>::schema(),
+        );
+    }
+}
+
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .filter_map(Option::as_mut)
+}
+
+/// Gives every route of a group its tag, the bearer token its middleware checks, and the error
+/// body every route may answer with.
+fn tagged(
+    mut group: OpenApiRouter<Arc<Coordinator>>,
+    tag: &str,
+    auth: Option<&str>,
+) -> OpenApiRouter<Arc<Coordinator>> {
+    for item in group.get_openapi_mut().paths.paths.values_mut() {
+        for operation in operations(item) {
+            operation.tags = Some(vec![tag.into()]);
+            operation.security = auth.map(|scheme| {
+                vec![utoipa::openapi::security::SecurityRequirement::new(
+                    scheme,
+                    Vec::<String>::new(),
+                )]
+            });
+            let error = utoipa::openapi::ResponseBuilder::new()
+                .description("An error: a stable code (see docs/api.md) and a message")
+                .content(
+                    "application/json",
+                    utoipa::openapi::Content::new(Some(utoipa::openapi::Ref::from_schema_name(
+                        "ApiErrorBody",
+                    ))),
+                );
+            operation
+                .responses
+                .responses
+                .entry("default".into())
+                .or_insert_with(|| error.into());
+        }
+    }
+    group
 }
 
 /// Gives the errors axum produces itself (malformed JSON or paths, oversize bodies, unknown
@@ -286,8 +408,35 @@ async fn require_metrics_token(
     Ok(next.run(request).await)
 }
 
+#[utoipa::path(get, path = "/v1/health", responses(
+    (status = 200, description = "`ok`", body = String, content_type = "text/plain")
+))]
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// The API description, made once when the router was built.
+#[derive(Clone)]
+struct ApiDescriptionJson(Arc<String>);
+
+#[utoipa::path(get, path = "/v1/openapi.json", responses(
+    (status = 200, description = "This API description (OpenAPI 3.1)", content_type = "application/json")
+))]
+async fn openapi_json(
+    Extension(ApiDescriptionJson(json)): Extension<ApiDescriptionJson>,
+) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        json.as_str().to_owned(),
+    )
+        .into_response()
+}
+
 /// The live dashboard: one page, embedded in the binary (no CDN), that reads the API with the
 /// tokens the user gives it; it holds no data itself, so it is served to anyone.
+#[utoipa::path(get, path = "/ui", responses(
+    (status = 200, description = "The live dashboard: one HTML page that reads this API with the tokens given to it", content_type = "text/html")
+))]
 async fn dashboard() -> Response {
     (
         [
@@ -303,6 +452,9 @@ async fn dashboard() -> Response {
 }
 
 /// Prometheus' text exposition format.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Prometheus' text exposition format (see docs/metrics.md)", body = String, content_type = "text/plain")
+))]
 async fn metrics(State(coordinator): State<Arc<Coordinator>>) -> Response {
     (
         [(
@@ -343,6 +495,12 @@ fn unauthorized(who: &str) -> ApiError {
     )
 }
 
+#[utoipa::path(post, path = "/programs",
+    request_body(content = Vec<u8>, description = "The program ELF", content_type = "application/octet-stream"),
+    responses(
+        (status = 200, description = "Stored (or already stored), by its SHA-256", body = UploadProgramResponse),
+        (status = 422, description = "`invalid-program`: the backend cannot run it; nothing stored", body = ApiErrorBody),
+    ))]
 async fn upload_program(
     State(coordinator): State<Arc<Coordinator>>,
     body: Bytes,
@@ -360,6 +518,12 @@ async fn upload_program(
     }))
 }
 
+#[utoipa::path(post, path = "/jobs", request_body = SubmitJobRequest, responses(
+    (status = 200, description = "The job is stored; its program executes in the background", body = SubmitJobResponse),
+    (status = 404, description = "`unknown-program`", body = ApiErrorBody),
+    (status = 403, description = "`over-instruction-limit`: more instructions than the client may ask for", body = ApiErrorBody),
+    (status = 429, description = "`too-many-jobs`: the client's jobs in flight are at its limit", body = ApiErrorBody),
+))]
 async fn submit_job(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -418,6 +582,10 @@ async fn status_body(
     })
 }
 
+#[utoipa::path(get, path = "/jobs/{job}", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
+    (status = 200, description = "The job's status", body = JobStatusResponse),
+    (status = 404, description = "`unknown-job` (also another client's job)", body = ApiErrorBody),
+))]
 async fn job_status(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -428,6 +596,9 @@ async fn job_status(
 }
 
 /// The calling client's jobs.
+#[utoipa::path(get, path = "/jobs", responses(
+    (status = 200, description = "The calling client's jobs, oldest first", body = Vec<JobStatusResponse>),
+))]
 async fn list_jobs(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -440,6 +611,14 @@ async fn list_jobs(
 }
 
 /// `POST /v1/jobs/{job}/{pause|resume|cancel|retry}`.
+#[utoipa::path(post, path = "/jobs/{job}/{action}", params(
+    ("job" = u64, Path, description = "The job's number (the N of job-N)"),
+    ("action" = String, Path, description = "`pause`, `resume`, `cancel` or `retry`"),
+), responses(
+    (status = 200, description = "The job's new status", body = JobStatusResponse),
+    (status = 404, description = "`unknown-job` or `unknown-action`", body = ApiErrorBody),
+    (status = 409, description = "`invalid-state`: the action does not apply to the job's state", body = ApiErrorBody),
+))]
 async fn job_action(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -463,6 +642,10 @@ async fn job_action(
     Ok(Json(status_body(&coordinator, JobId(job)).await?))
 }
 
+#[utoipa::path(get, path = "/jobs/{job}/proof", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
+    (status = 200, description = "The verified final proof file", body = Vec<u8>, content_type = "application/octet-stream"),
+    (status = 409, description = "`not-finished`", body = ApiErrorBody),
+))]
 async fn job_proof(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -479,6 +662,9 @@ async fn job_proof(
     }
 }
 
+#[utoipa::path(get, path = "/jobs/{job}/events", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
+    (status = 200, description = "The job's event log", body = Vec<JobEventBody>),
+))]
 async fn job_events(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -498,6 +684,9 @@ async fn job_events(
 }
 
 /// The job's aggregation tree, each task with its state.
+#[utoipa::path(get, path = "/jobs/{job}/tree", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
+    (status = 200, description = "The aggregation tree as far as it exists, each task with its state", body = Vec<plait_api::TreeNode>),
+))]
 async fn job_tree(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -508,6 +697,9 @@ async fn job_tree(
 }
 
 /// Every accepted task's timing and measurements.
+#[utoipa::path(get, path = "/jobs/{job}/timings", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
+    (status = 200, description = "Every accepted task's timing and measurements", body = Vec<crate::TaskTiming>),
+))]
 async fn job_timings(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
@@ -518,6 +710,11 @@ async fn job_timings(
 }
 
 /// With the pool token: a new identity and its credential. With a credential: who it names.
+#[utoipa::path(post, path = "/register", request_body = RegisterWorkerRequest, responses(
+    (status = 200, description = "With the pool's worker token: a new identity and its credential. With a credential: the id it names", body = RegisterWorkerResponse),
+    (status = 403, description = "`registration-closed`", body = ApiErrorBody),
+    (status = 503, description = "`pool-full`", body = ApiErrorBody),
+))]
 async fn register(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(caller): Extension<WorkerCaller>,
@@ -538,6 +735,10 @@ async fn register(
     }))
 }
 
+#[utoipa::path(post, path = "/claim", request_body = ClaimTaskRequest, responses(
+    (status = 200, description = "A task that fits the worker, or none after a short wait (long poll)", body = ClaimTaskResponse),
+    (status = 403, description = "`worker-banned`", body = ApiErrorBody),
+))]
 async fn claim(
     State(coordinator): State<Arc<Coordinator>>,
     WorkerId(worker): WorkerId,
@@ -547,10 +748,17 @@ async fn claim(
     Ok(Json(ClaimTaskResponse { task }))
 }
 
+#[utoipa::path(get, path = "/workers", responses(
+    (status = 200, description = "Every worker identity", body = Vec<WorkerRecord>),
+))]
 async fn list_workers(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<WorkerRecord>> {
     Json(coordinator.workers())
 }
 
+#[utoipa::path(post, path = "/workers", request_body = IssueWorkerRequest, responses(
+    (status = 200, description = "A credential for a new worker, shown once", body = IssueWorkerResponse),
+    (status = 409, description = "`worker-exists`", body = ApiErrorBody),
+))]
 async fn issue_worker(
     State(coordinator): State<Arc<Coordinator>>,
     Json(request): Json<IssueWorkerRequest>,
@@ -562,10 +770,17 @@ async fn issue_worker(
     }))
 }
 
+#[utoipa::path(get, path = "/clients", responses(
+    (status = 200, description = "Every client", body = Vec<ClientRecord>),
+))]
 async fn list_clients(State(coordinator): State<Arc<Coordinator>>) -> Json<Vec<ClientRecord>> {
     Json(coordinator.clients())
 }
 
+#[utoipa::path(post, path = "/clients", request_body = IssueClientRequest, responses(
+    (status = 200, description = "A credential for a new client, shown once", body = IssueClientResponse),
+    (status = 409, description = "`client-exists`", body = ApiErrorBody),
+))]
 async fn issue_client(
     State(coordinator): State<Arc<Coordinator>>,
     Json(request): Json<IssueClientRequest>,
@@ -579,6 +794,10 @@ async fn issue_client(
     }))
 }
 
+#[utoipa::path(delete, path = "/clients/{id}", params(("id" = String, Path, description = "The client's id")), responses(
+    (status = 204, description = "The credential stops working; the client's jobs run on"),
+    (status = 404, description = "`unknown-client`", body = ApiErrorBody),
+))]
 async fn revoke_client(
     State(coordinator): State<Arc<Coordinator>>,
     Path(id): Path<String>,
@@ -587,6 +806,10 @@ async fn revoke_client(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(delete, path = "/workers/{id}", params(("id" = String, Path, description = "The worker's id")), responses(
+    (status = 204, description = "The credential stops working"),
+    (status = 404, description = "`unknown-worker`", body = ApiErrorBody),
+))]
 async fn revoke_worker(
     State(coordinator): State<Arc<Coordinator>>,
     Path(id): Path<String>,
@@ -595,6 +818,10 @@ async fn revoke_worker(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/workers/{id}/ban", params(("id" = String, Path, description = "The worker's id")), request_body = BanWorkerRequest, responses(
+    (status = 204, description = "Banned: its calls get `403 worker-banned` and its leases lapse"),
+    (status = 404, description = "`unknown-worker`", body = ApiErrorBody),
+))]
 async fn ban_worker(
     State(coordinator): State<Arc<Coordinator>>,
     Path(id): Path<String>,
@@ -606,6 +833,10 @@ async fn ban_worker(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/workers/{id}/unban", params(("id" = String, Path, description = "The worker's id")), responses(
+    (status = 204, description = "The ban and the rejection count are cleared"),
+    (status = 404, description = "`unknown-worker`", body = ApiErrorBody),
+))]
 async fn unban_worker(
     State(coordinator): State<Arc<Coordinator>>,
     Path(id): Path<String>,
@@ -614,6 +845,10 @@ async fn unban_worker(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(get, path = "/programs/{sha256}", params(("sha256" = String, Path, description = "The program's SHA-256, hex")), responses(
+    (status = 200, description = "The program ELF", body = Vec<u8>, content_type = "application/octet-stream"),
+    (status = 404, description = "`unknown-program`", body = ApiErrorBody),
+))]
 async fn program(
     State(coordinator): State<Arc<Coordinator>>,
     _worker: WorkerId,
@@ -634,6 +869,10 @@ fn lease_secret(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
+#[utoipa::path(get, path = "/jobs/{job}/tasks/{task}/proof", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), ("task" = u32, Path, description = "The task's number within the job (the N of task-N)"), ("plait-lease-secret" = String, Header, description = "The lease's secret, from its assignment")), responses(
+    (status = 200, description = "An accepted proof, a child of the aggregation task whose lease the secret names", body = Vec<u8>, content_type = "application/octet-stream"),
+    (status = 403, description = "`not-lease-holder`", body = ApiErrorBody),
+))]
 async fn proof(
     State(coordinator): State<Arc<Coordinator>>,
     _worker: WorkerId,
@@ -646,6 +885,10 @@ async fn proof(
         .0)
 }
 
+#[utoipa::path(get, path = "/jobs/{job}/checkpoints/{sha256}", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), ("sha256" = String, Path, description = "The checkpoint's SHA-256, as the segment task names it"), ("plait-lease-secret" = String, Header, description = "The lease's secret, from its assignment")), responses(
+    (status = 200, description = "A segment's start-state checkpoint, for the holder of that segment's lease", body = Vec<u8>, content_type = "application/octet-stream"),
+    (status = 403, description = "`not-lease-holder`", body = ApiErrorBody),
+))]
 async fn checkpoint(
     State(coordinator): State<Arc<Coordinator>>,
     _worker: WorkerId,
@@ -657,6 +900,10 @@ async fn checkpoint(
         .await?)
 }
 
+#[utoipa::path(post, path = "/jobs/{job}/tasks/{task}/attempts/{attempt}/heartbeat", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), ("task" = u32, Path, description = "The task's number within the job (the N of task-N)"), ("attempt" = u32, Path, description = "The lease's attempt number, as the assignment gave it"), ("plait-lease-secret" = String, Header, description = "The lease's secret, from its assignment")), responses(
+    (status = 204, description = "The lease is extended"),
+    (status = 409, description = "`stale-lease`: the lease is over", body = ApiErrorBody),
+))]
 async fn heartbeat(
     State(coordinator): State<Arc<Coordinator>>,
     WorkerId(worker): WorkerId,
@@ -673,6 +920,14 @@ async fn heartbeat(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(post, path = "/jobs/{job}/tasks/{task}/attempts/{attempt}/result", params(
+    ("job" = u64, Path, description = "The job's number (the N of job-N)"), ("task" = u32, Path, description = "The task's number within the job (the N of task-N)"), ("attempt" = u32, Path, description = "The lease's attempt number, as the assignment gave it"), ("plait-lease-secret" = String, Header, description = "The lease's secret, from its assignment"),
+    ("plait-task-meta" = Option<String>, Header, description = "The worker's measurements, a `ProofMeta` as JSON"),
+), request_body(content = Vec<u8>, description = "The proof", content_type = "application/octet-stream"), responses(
+    (status = 200, description = "The coordinator's verdict on the proof", body = SubmitResultResponse),
+    (status = 409, description = "`stale-lease`: the lease is over", body = ApiErrorBody),
+    (status = 413, description = "`payload-too-large`: larger than the backend's largest proof", body = ApiErrorBody),
+))]
 async fn result(
     State(coordinator): State<Arc<Coordinator>>,
     WorkerId(worker): WorkerId,
@@ -708,6 +963,10 @@ async fn result(
     Ok(Json(SubmitResultResponse { verdict }))
 }
 
+#[utoipa::path(post, path = "/jobs/{job}/tasks/{task}/attempts/{attempt}/failure", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), ("task" = u32, Path, description = "The task's number within the job (the N of task-N)"), ("attempt" = u32, Path, description = "The lease's attempt number, as the assignment gave it"), ("plait-lease-secret" = String, Header, description = "The lease's secret, from its assignment")), request_body = ReportFailureRequest, responses(
+    (status = 204, description = "The lease ends; the task is retried"),
+    (status = 409, description = "`stale-lease`: the lease is over", body = ApiErrorBody),
+))]
 async fn failure(
     State(coordinator): State<Arc<Coordinator>>,
     WorkerId(worker): WorkerId,

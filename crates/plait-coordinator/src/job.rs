@@ -86,7 +86,7 @@ pub struct JobEvent {
 }
 
 /// How long one accepted task took, and where.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskTiming {
     pub task: TaskId,
     /// `segments` or the layer name.

@@ -9,9 +9,10 @@
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The recursion layer a node belongs to. The names follow OpenVM's layer names.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "layer", content = "depth")]
 pub enum AggLayer {
     /// Verifies segment (app) proofs.
@@ -37,7 +38,7 @@ impl fmt::Display for AggLayer {
 }
 
 /// How many children each kind of node takes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct AggTreeShape {
     pub num_children_leaf: u32,

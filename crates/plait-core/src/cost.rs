@@ -12,6 +12,7 @@
 //!   leaf's fixed fraction for other kinds.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{AggLayer, AggTreeShape};
 
@@ -23,7 +24,7 @@ pub(crate) fn rv32im() -> String {
 }
 
 /// One device's measured costs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DeviceProfile {
     pub format: String,
@@ -46,7 +47,7 @@ pub struct DeviceProfile {
 }
 
 /// A full segment proven at one segment height.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SegmentCost {
     pub segment_height: u32,
@@ -57,7 +58,7 @@ pub struct SegmentCost {
 
 /// One aggregation node proven: its kind (`leaf`, `internal-for-leaf`, `internal-recursive`,
 /// `wrap`) and how many children it joined.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeCost {
     pub kind: String,

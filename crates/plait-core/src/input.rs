@@ -6,9 +6,10 @@
 //! job (this crate does no IO): see [`ProgramInput::parse_item`].
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// The guest's input stream, one byte string per item.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProgramInput {
     pub items: Vec<Vec<u8>>,
 }

@@ -1,9 +1,10 @@
 //! The segment plan: how one execution is cut into independently provable slices.
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// One slice of an execution, as the zkVM's metered execution reported it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SegmentSpec {
     /// Position of the segment in execution order, from 0.
     pub index: u32,

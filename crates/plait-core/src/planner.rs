@@ -6,6 +6,7 @@
 use std::{fmt, str::FromStr};
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::{
     cost::DeviceProfile,
@@ -65,6 +66,21 @@ impl<'de> Deserialize<'de> for Goal {
             .map_err(serde::de::Error::custom)
     }
 }
+
+/// On the wire a goal is its text: `latency`, `cost` or `deadline=SECONDS`.
+impl utoipa::PartialSchema for Goal {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::Type::String)
+            .pattern(Some(r"^(latency|cost|deadline=[0-9]+(\.[0-9]+)?s?)$"))
+            .description(Some(
+                "`latency`, `cost` or `deadline=SECONDS`: what the segment height is chosen for",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for Goal {}
 
 /// A pool to plan for: its distinct device profiles and, per worker, which profile it has.
 #[derive(Clone, Debug)]
@@ -319,7 +335,7 @@ pub fn recommend(candidates: &[Candidate], goal: Goal) -> Result<(usize, String)
 
 /// What was predicted for a job when it was submitted; kept with the job so that its status
 /// can show predicted beside measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Prediction {
     pub segment_height: u32,
@@ -364,7 +380,7 @@ impl Prediction {
 }
 
 /// What a job measured, to compare with its [`Prediction`].
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Measured {
     /// From submission (execution included) to the verified final proof.

@@ -5,6 +5,7 @@ use std::{fmt, sync::Arc};
 use plait_core::{AggLayer, AggTreeShape, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 /// A guest program as the user gave it (an ELF), with its content hash.
 #[derive(Clone)]
@@ -34,7 +35,18 @@ impl fmt::Debug for ProgramImage {
 /// extension (a SHA-256 compression as one instruction). Part of a program's identity: each
 /// configuration has its own keys, and a proof names the one it was made under.
 #[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    ToSchema,
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum VmConfig {
@@ -72,7 +84,7 @@ impl std::str::FromStr for VmConfig {
 }
 
 /// Which keys a job needs: its VM config and segment height.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct KeySetId {
     pub vm_config: VmConfig,
@@ -80,7 +92,7 @@ pub struct KeySetId {
 }
 
 /// The parameters that fix a job's keys and its segmentation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ProvingParams {
     /// Log2 of the largest trace height a segment may reach (OpenVM's app
@@ -155,7 +167,7 @@ impl fmt::Debug for ProofBlob {
 }
 
 /// Measurements a worker reports beside a proof.
-#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, ToSchema)]
 #[serde(default)]
 pub struct ProofMeta {
     /// Seconds spent rebuilding the segment's start state: decoding its checkpoint, or
@@ -174,7 +186,7 @@ pub struct ProofMeta {
 }
 
 /// The coordinator's judgement of a returned proof. Rejection is a normal outcome, not an error.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "verdict")]
 pub enum Verdict {
     Accepted,
