@@ -846,7 +846,10 @@ impl Coordinator {
             if let Some(task) = self.try_lease(worker_id, worker) {
                 // The lease's attempt number must be durable before the worker uses it, so
                 // that a restarted coordinator never reissues it.
-                self.flush().await?;
+                if let Err(e) = self.flush().await {
+                    self.withdraw_lease(worker_id, &task, &e);
+                    return Err(e);
+                }
                 self.job_changed.notify_waiters();
                 return Ok(Some(task));
             }
@@ -859,6 +862,28 @@ impl Coordinator {
                 return Ok(None);
             }
         }
+    }
+
+    /// Takes back a lease whose grant could not be stored (the worker is told so and never
+    /// gets it): the task is ready again at once, and this does not count against it or the
+    /// worker as a lost lease would. The attempt number stays used (its write is retried with
+    /// the next flush), so a later lease of the task gets a higher one.
+    fn withdraw_lease(&self, worker: &str, task: &TaskAssignment, error: &CoordinatorError) {
+        let reason = format!("its lease could not be stored ({error}); it was never handed out");
+        let withdrawn = self.with_lease(task.job_id, task.task_id, task.attempt, worker, |j| {
+            j.fail_attempt(
+                task.task_id,
+                task.attempt,
+                &task.lease_secret,
+                &reason,
+                None,
+                Instant::now(),
+            )
+        });
+        if let Err(e) = withdrawn {
+            tracing::warn!(job = %task.job_id, task = %task.task_id, "withdrawing a lease: {e}");
+        }
+        self.work_available.notify_waiters();
     }
 
     /// Records that the worker is live, with its device profile if that fits this coordinator.

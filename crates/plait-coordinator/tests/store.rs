@@ -73,6 +73,7 @@ on_both_stores!(
     tasks_no_live_worker_can_take_are_reported,
     a_failed_finalization_discards_unusable_proofs_and_proves_them_again,
     lost_leases_are_counted_apart_from_reported_failures,
+    a_lease_whose_grant_was_not_stored_is_withdrawn_uncounted,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1565,5 +1566,67 @@ async fn lost_leases_are_counted_apart_from_reported_failures(kind: &str) {
     assert!(
         reason.contains("lost its lease 6 times on 6 workers"),
         "{reason}"
+    );
+}
+
+/// Makes every write of an event fail (another connection changes the schema under the
+/// coordinator: a trigger in SQLite, an unsatisfiable constraint in PostgreSQL), or lets them
+/// through again.
+async fn break_event_writes(url: &str, broken: bool) {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let sql = match (url.starts_with("sqlite"), broken) {
+        (true, true) => {
+            "CREATE TRIGGER injected_failure BEFORE INSERT ON events \
+             BEGIN SELECT RAISE(ABORT, 'injected store failure'); END"
+        }
+        (true, false) => "DROP TRIGGER injected_failure",
+        (false, true) => {
+            "ALTER TABLE events ADD CONSTRAINT injected_failure CHECK (false) NOT VALID"
+        }
+        (false, false) => "ALTER TABLE events DROP CONSTRAINT injected_failure",
+    };
+    sqlx::query(sql).execute(&mut conn).await.unwrap();
+}
+
+/// A claim whose lease cannot be stored fails (the worker never gets the lease), and the task
+/// is ready again at once: it does not sit leased to nobody until it expires, and however often
+/// it happens it counts neither as a failure nor as a lost lease against the task.
+async fn a_lease_whose_grant_was_not_stored_is_withdrawn_uncounted(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 24).await; // 3 segments
+    wait_until_executed(&c, job).await;
+    break_event_writes(&url, true).await;
+    // More often than a task may fail (3) or lose its lease (6).
+    for _ in 0..8 {
+        let err = c.claim("w", &worker()).await.unwrap_err();
+        assert!(matches!(err, CoordinatorError::Store(_)), "{err}");
+        let tree = c.tree(job).await.unwrap();
+        assert!(
+            tree.iter().all(|node| node.state != "leased"),
+            "a lease nobody was given is held: {tree:?}"
+        );
+        let first = &tree[0];
+        assert_eq!(first.state, "ready");
+        let why = first.last_failure.as_deref().unwrap_or_default();
+        assert!(why.contains("could not be stored"), "{why}");
+    }
+    break_event_writes(&url, false).await;
+    let task = c.claim("w", &worker()).await.unwrap().unwrap();
+    assert_eq!(task.task_id, TaskId(0));
+    assert!(task.attempt > 8, "attempt numbers are never reused");
+    let proof = prove(&c, &program, &task).await;
+    assert_eq!(
+        submit_as(&c, "w", &task, proof, ProofMeta::default()).await,
+        Verdict::Accepted
+    );
+    run_to_end(&c, &program, job).await;
+    assert!(
+        matches!(c.status(job).await.unwrap(), JobStatus::Succeeded(_)),
+        "{:?}",
+        event_messages(&c, job).await
     );
 }
