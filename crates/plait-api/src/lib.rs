@@ -360,6 +360,65 @@ pub struct TreeNode {
     pub last_failure: Option<String>,
 }
 
+/// `GET /v1/jobs/{job}/tree`: a job's aggregation tree as far as it exists. A small tree
+/// comes whole; a large one (more tasks than the call's `limit`) comes counted per layer, with
+/// only its notable nodes: those leased now and those whose last attempt failed.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct TreeView {
+    /// Tasks in the tree so far.
+    pub tasks: usize,
+    /// Each phase's tasks by state: `segments`, then each aggregation layer.
+    pub layers: Vec<LayerCounts>,
+    /// Whether `nodes` holds every task (else the notable ones, at most `limit`).
+    pub complete: bool,
+    pub nodes: Vec<TreeNode>,
+}
+
+/// How many tasks of one phase are in each state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct LayerCounts {
+    /// `segments`, `leaf`, `internal-for-leaf`, `internal-recursive.N` or `wrap`.
+    pub phase: String,
+    pub waiting: usize,
+    pub ready: usize,
+    pub leased: usize,
+    pub accepted: usize,
+    /// Tasks not accepted yet whose last attempt failed (rejected, lost or reported).
+    pub failing: usize,
+}
+
+/// The query of `GET /v1/jobs/{job}/tree`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TreeQuery {
+    /// The most nodes to send (default [`TreeQuery::DEFAULT_LIMIT`], at most
+    /// [`TreeQuery::MAX_LIMIT`]): a tree of more tasks comes counted, with its notable nodes.
+    pub limit: Option<usize>,
+}
+
+impl TreeQuery {
+    pub const DEFAULT_LIMIT: usize = 4096;
+    pub const MAX_LIMIT: usize = 65536;
+
+    pub fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(Self::DEFAULT_LIMIT)
+            .min(Self::MAX_LIMIT)
+    }
+}
+
+/// The query of `GET /v1/jobs/{job}/events`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only the last this many events (default: all of them).
+    pub last: Option<usize>,
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BanRecord {

@@ -1334,6 +1334,20 @@ fn the_dashboard_shows_a_jobs_tree_change_as_it_is_proven() {
         "every node accepted"
     );
     assert!(after.contains("final proof assembled and verified"));
+    let events = server.events(job);
+    let last: Vec<Value> = server
+        .get(&format!("/v1/jobs/{job}/events?last=3"), CLIENT_TOKEN)
+        .json()
+        .unwrap();
+    let last: Vec<&str> = last
+        .iter()
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        last,
+        events[events.len() - 3..],
+        "the page reads the log's tail"
+    );
 
     let jobs = browse(&server, "jobs", Some("jobs.png"));
     assert!(jobs.contains(&format!("job-{job}")) && jobs.contains("succeeded"));
@@ -1346,6 +1360,24 @@ fn the_dashboard_shows_a_jobs_tree_change_as_it_is_proven() {
     assert!(
         row.contains(&format!("<td>{tasks}</td>")),
         "tasks done: {row}"
+    );
+
+    // A job of more tasks than the tree call sends node by node: one bar per layer, with the
+    // tasks leased now (the worker's) drawn beside it.
+    let large = server.submit("large program", 8 * 4000);
+    server.wait_for("the large job's segments", Duration::from_secs(60), || {
+        server.status(large)["executing"] == false
+    });
+    server.wait_for("a lease of the large job", Duration::from_secs(20), || {
+        server.status(large)["phases"][0][1].as_u64() >= Some(1)
+    });
+    let dom = browse(&server, &format!("job/{large}"), Some("job-large.png"));
+    assert!(dom.contains("each layer counted by state"), "{dom}");
+    assert!(dom.matches("class=\"bar\"").count() >= 4, "a bar per layer");
+    let drawn = node_states(&dom);
+    assert!(
+        drawn.values().sum::<usize>() <= 2,
+        "only the leased or failing tasks are drawn: {drawn:?}"
     );
 }
 

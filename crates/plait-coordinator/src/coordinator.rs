@@ -1417,6 +1417,15 @@ impl Coordinator {
         self.read_job(job, Job::tree).await
     }
 
+    /// The job's tree, whole up to `limit` tasks, else counted (see [`Job::tree_view`]).
+    pub async fn tree_view(
+        &self,
+        job: JobId,
+        limit: usize,
+    ) -> Result<plait_api::TreeView, CoordinatorError> {
+        self.read_job(job, |j| j.tree_view(limit)).await
+    }
+
     /// How many leases each worker holds, over every live job.
     fn leases_held(&self) -> HashMap<String, usize> {
         let jobs = self.jobs.lock().expect("jobs lock");
@@ -2142,6 +2151,19 @@ impl Coordinator {
 
     pub async fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {
         self.read_job(job, |j| j.events().to_vec()).await
+    }
+
+    /// The job's last `last` events (copied under the lock: not the whole log of a large job).
+    pub async fn last_events(
+        &self,
+        job: JobId,
+        last: usize,
+    ) -> Result<Vec<JobEvent>, CoordinatorError> {
+        self.read_job(job, |j| {
+            let events = j.events();
+            events[events.len().saturating_sub(last)..].to_vec()
+        })
+        .await
     }
 
     pub async fn timings(&self, job: JobId) -> Result<Vec<TaskTiming>, CoordinatorError> {

@@ -4,18 +4,18 @@ use std::sync::Arc;
 
 use axum::{
     body::Bytes,
-    extract::{DefaultBodyLimit, Extension, Path, Request, State},
+    extract::{DefaultBodyLimit, Extension, Path, Query, Request, State},
     http::{header::AUTHORIZATION, HeaderMap, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     Json, Router,
 };
 use plait_api::{
-    ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, ClientRecord,
+    ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, ClientRecord, EventsQuery,
     IssueClientRequest, IssueClientResponse, IssueWorkerRequest, IssueWorkerResponse, JobEventBody,
     JobStatusResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportFailureRequest,
-    SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta, UploadProgramResponse,
-    WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
+    SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta, TreeQuery,
+    UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
@@ -662,16 +662,20 @@ async fn job_proof(
     }
 }
 
-#[utoipa::path(get, path = "/jobs/{job}/events", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
-    (status = 200, description = "The job's event log", body = Vec<JobEventBody>),
+#[utoipa::path(get, path = "/jobs/{job}/events", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), EventsQuery), responses(
+    (status = 200, description = "The job's event log (or its last events)", body = Vec<JobEventBody>),
 ))]
 async fn job_events(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
     Path(job): Path<u64>,
+    Query(query): Query<EventsQuery>,
 ) -> Result<Json<Vec<JobEventBody>>, ApiError> {
     coordinator.check_owner(JobId(job), &client).await?;
-    let events = coordinator.events(JobId(job)).await?;
+    let events = match query.last {
+        Some(last) => coordinator.last_events(JobId(job), last).await?,
+        None => coordinator.events(JobId(job)).await?,
+    };
     Ok(Json(
         events
             .into_iter()
@@ -683,17 +687,20 @@ async fn job_events(
     ))
 }
 
-/// The job's aggregation tree, each task with its state.
-#[utoipa::path(get, path = "/jobs/{job}/tree", params(("job" = u64, Path, description = "The job's number (the N of job-N)")), responses(
-    (status = 200, description = "The aggregation tree as far as it exists, each task with its state", body = Vec<plait_api::TreeNode>),
+#[utoipa::path(get, path = "/jobs/{job}/tree", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), TreeQuery), responses(
+    (status = 200, description = "The aggregation tree as far as it exists: whole, or counted per layer with its notable nodes", body = plait_api::TreeView),
 ))]
+/// The job's aggregation tree, each task with its state (a large one counted per layer).
 async fn job_tree(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
     Path(job): Path<u64>,
-) -> Result<Json<Vec<plait_api::TreeNode>>, ApiError> {
+    Query(query): Query<TreeQuery>,
+) -> Result<Json<plait_api::TreeView>, ApiError> {
     coordinator.check_owner(JobId(job), &client).await?;
-    Ok(Json(coordinator.tree(JobId(job)).await?))
+    Ok(Json(
+        coordinator.tree_view(JobId(job), query.limit()).await?,
+    ))
 }
 
 /// Every accepted task's timing and measurements.

@@ -1060,29 +1060,88 @@ impl Job {
 
     /// The job's aggregation tree as far as it exists, each task with its state, for the
     /// dashboard.
+    /// The tree whole if it has at most `limit` tasks; else counted per layer, with its
+    /// leased tasks and those whose last attempt failed (at most `limit`). One pass over the
+    /// tasks, without copying those it leaves out.
+    pub fn tree_view(&self, limit: usize) -> plait_api::TreeView {
+        let tasks = self.graph.num_tasks();
+        let mut layers: Vec<(Option<AggLayer>, plait_api::LayerCounts)> = Vec::new();
+        let mut notable = Vec::new();
+        for task in (0..tasks as u32).map(TaskId) {
+            let (Ok(state), Ok(kind)) = (self.graph.state(task), self.graph.kind(task)) else {
+                continue;
+            };
+            let layer = match kind {
+                TaskKind::Aggregate { layer, .. } => Some(layer),
+                _ => None,
+            };
+            let counts = match layers.iter().position(|(l, _)| *l == layer) {
+                Some(i) => &mut layers[i].1,
+                None => {
+                    layers.push((layer, plait_api::LayerCounts::default()));
+                    &mut layers.last_mut().expect("just pushed").1
+                }
+            };
+            let failing = state != TaskState::Done && self.last_failure.contains_key(&task);
+            match state {
+                TaskState::Waiting => counts.waiting += 1,
+                TaskState::Ready => counts.ready += 1,
+                TaskState::Running => counts.leased += 1,
+                TaskState::Done => counts.accepted += 1,
+            }
+            counts.failing += usize::from(failing);
+            if tasks > limit && notable.len() < limit && (state == TaskState::Running || failing) {
+                notable.push(task);
+            }
+        }
+        let complete = tasks <= limit;
+        let nodes = if complete {
+            self.tree()
+        } else {
+            notable
+                .into_iter()
+                .filter_map(|t| self.tree_node(t))
+                .collect()
+        };
+        plait_api::TreeView {
+            tasks,
+            layers: layers
+                .into_iter()
+                .map(|(layer, counts)| plait_api::LayerCounts {
+                    phase: layer.map_or_else(|| "segments".into(), |l| l.to_string()),
+                    ..counts
+                })
+                .collect(),
+            complete,
+            nodes,
+        }
+    }
+
     pub fn tree(&self) -> Vec<plait_api::TreeNode> {
         (0..self.graph.num_tasks() as u32)
             .map(TaskId)
-            .filter_map(|task| {
-                let state = self.graph.state(task).ok()?;
-                let lease = self.leases.get(&task);
-                Some(plait_api::TreeNode {
-                    task,
-                    phase: self.phase(task),
-                    children: self.graph.children(task).ok()?.to_vec(),
-                    state: match state {
-                        TaskState::Waiting => "waiting",
-                        TaskState::Ready => "ready",
-                        TaskState::Running => "leased",
-                        TaskState::Done => "accepted",
-                    }
-                    .into(),
-                    worker: lease.map(|l| l.worker.clone()),
-                    attempts: self.attempts.get(&task).copied().unwrap_or(0),
-                    last_failure: self.last_failure.get(&task).cloned(),
-                })
-            })
+            .filter_map(|task| self.tree_node(task))
             .collect()
+    }
+
+    fn tree_node(&self, task: TaskId) -> Option<plait_api::TreeNode> {
+        let state = self.graph.state(task).ok()?;
+        let lease = self.leases.get(&task);
+        Some(plait_api::TreeNode {
+            task,
+            phase: self.phase(task),
+            children: self.graph.children(task).ok()?.to_vec(),
+            state: match state {
+                TaskState::Waiting => "waiting",
+                TaskState::Ready => "ready",
+                TaskState::Running => "leased",
+                TaskState::Done => "accepted",
+            }
+            .into(),
+            worker: lease.map(|l| l.worker.clone()),
+            attempts: self.attempts.get(&task).copied().unwrap_or(0),
+            last_failure: self.last_failure.get(&task).cloned(),
+        })
     }
 
     /// Each task leased now, with its holder.

@@ -1630,3 +1630,65 @@ async fn a_lease_whose_grant_was_not_stored_is_withdrawn_uncounted(kind: &str) {
         event_messages(&c, job).await
     );
 }
+
+/// A large tree is sent counted per layer, with only the tasks leased now and those failing;
+/// a small one (or with a limit above its size) whole.
+#[tokio::test]
+async fn a_large_tree_is_counted_with_its_notable_nodes() {
+    let (url, _guard) = fresh_store("sqlite").await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let params = ProvingParams {
+        max_instructions: 8 * 3000,
+        ..params()
+    };
+    let job = c
+        .submit_job(program.clone(), dev_input(8 * 3000), params) // 3,000 segments
+        .await
+        .unwrap();
+    wait_until_executed(&c, job).await;
+    let whole = c.tree_view(job, usize::MAX).await.unwrap();
+    assert!(whole.complete);
+    assert_eq!(whole.nodes.len(), whole.tasks);
+    assert!(whole.tasks > 3000);
+
+    let counted = c.tree_view(job, 100).await.unwrap();
+    assert!(!counted.complete);
+    assert_eq!(counted.tasks, whole.tasks);
+    assert!(counted.nodes.is_empty(), "nothing is leased or failing yet");
+    let segments = &counted.layers[0];
+    assert_eq!(
+        (segments.phase.as_str(), segments.ready),
+        ("segments", 3000)
+    );
+    let in_layers: usize = counted
+        .layers
+        .iter()
+        .map(|l| l.waiting + l.ready + l.leased + l.accepted)
+        .sum();
+    assert_eq!(in_layers, counted.tasks);
+
+    let leased = c.claim("w1", &worker()).await.unwrap().unwrap();
+    let failed = c.claim("w2", &worker()).await.unwrap().unwrap();
+    report_out_of_memory(&c, "w2", &failed).await;
+    let counted = c.tree_view(job, 100).await.unwrap();
+    let notable: Vec<(TaskId, &str, Option<&str>)> = counted
+        .nodes
+        .iter()
+        .map(|n| (n.task, n.state.as_str(), n.worker.as_deref()))
+        .collect();
+    assert_eq!(
+        notable,
+        [
+            (leased.task_id, "leased", Some("w1")),
+            (failed.task_id, "ready", None)
+        ]
+    );
+    let segments = &counted.layers[0];
+    assert_eq!(
+        (segments.ready, segments.leased, segments.failing),
+        (2999, 1, 1)
+    );
+    // At most `limit` nodes, whatever is notable.
+    assert_eq!(c.tree_view(job, 1).await.unwrap().nodes.len(), 1);
+}
