@@ -377,8 +377,28 @@ impl Store {
             sqlite_path: url.strip_prefix("sqlite://").map(Into::into),
         };
         store.blobs.migrate().await?;
-        store.migrate(bytes_type).await?;
+        if store.schema_version().await?.as_deref() != Some(SCHEMA_VERSION) {
+            // Creating or migrating the schema under a running coordinator would change its
+            // tables under it: only the store's one writer may (the lock ends here; the
+            // coordinator opened on this store takes it again).
+            let _writer = store.claim_writer().await?;
+            store.migrate(bytes_type).await?;
+        }
         Ok(store)
+    }
+
+    /// The schema version the store records; `None` for a store without one (new).
+    async fn schema_version(&self) -> Result<Option<String>, StoreError> {
+        let found =
+            sqlx::query_scalar::<_, String>("SELECT value FROM plait_meta WHERE key = 'schema'")
+                .fetch_optional(&self.pool)
+                .await;
+        match found {
+            Ok(version) => Ok(version),
+            // No `plait_meta` table: a new store.
+            Err(sqlx::Error::Database(_)) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 
     async fn migrate(&self, bytes: &str) -> Result<(), StoreError> {

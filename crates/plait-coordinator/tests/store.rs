@@ -574,6 +574,34 @@ async fn a_second_coordinator_on_the_same_store_is_refused(kind: &str) {
     );
     // Reading the store (as tools and tests do) needs no lock.
     Store::open(&url).await.unwrap().load().await.unwrap();
+    // Migrating it does: a newer Plait must not change the tables under a running coordinator.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE plait_meta SET value = '6' WHERE key = 'schema'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let err = Store::open(&url).await.err().expect("refused").to_string();
+    assert!(
+        err.contains("another coordinator is using the store"),
+        "{err}"
+    );
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        let version: String =
+            sqlx::query_scalar("SELECT value FROM plait_meta WHERE key = 'schema'")
+                .fetch_one(&mut conn)
+                .await
+                .unwrap();
+        assert_eq!(version, "6", "nothing migrated");
+        sqlx::query("UPDATE plait_meta SET value = '7' WHERE key = 'schema'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
     drop(first);
     open(&url).await;
 }
