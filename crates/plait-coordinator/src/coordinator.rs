@@ -79,6 +79,10 @@ pub struct CoordinatorConfig {
     /// once may then need at most that much together (each worker advertises the whole
     /// machine), and one worker's measured peak is enough to learn a need from.
     pub local_machine_memory: Option<u64>,
+    /// How long every write to the store may keep failing before the coordinator stops (see
+    /// [`Coordinator::stopped`]): past it, the store is taken to be gone for good, and a
+    /// coordinator that cannot record anything stops loudly rather than answer `503` forever.
+    pub store_outage_limit: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -100,6 +104,7 @@ impl Default for CoordinatorConfig {
             blob_retention: Duration::from_secs(3600),
             planner: None,
             local_machine_memory: None,
+            store_outage_limit: Duration::from_secs(600),
         }
     }
 }
@@ -214,6 +219,10 @@ pub struct Coordinator {
     job_changed: Notify,
     /// Set by [`Self::halt`]: nothing more is written, and executions stop.
     halted: std::sync::atomic::AtomicBool,
+    /// Since when every write to the store has failed (none while writes succeed).
+    store_failing_since: Mutex<Option<Instant>>,
+    /// Why the coordinator stopped by itself, once it has ([`Self::stopped`]).
+    stopped: tokio::sync::watch::Sender<Option<String>>,
     metrics: Metrics,
     /// This coordinator is the store's only writer while it lives.
     _writer: WriterLock,
@@ -297,6 +306,8 @@ impl Coordinator {
             work_available: Notify::new(),
             job_changed: Notify::new(),
             halted: false.into(),
+            store_failing_since: Mutex::new(None),
+            stopped: tokio::sync::watch::channel(None).0,
             metrics: Metrics::new(),
             _writer: writer,
         });
@@ -352,13 +363,49 @@ impl Coordinator {
         let ops = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         if let Err(e) = self.store.apply(&ops).await {
             self.metrics.store_errors.inc();
-            let mut outbox = self.outbox.lock().expect("outbox lock");
-            let newer = std::mem::replace(&mut *outbox, ops);
-            outbox.extend(newer);
+            {
+                let mut outbox = self.outbox.lock().expect("outbox lock");
+                let newer = std::mem::replace(&mut *outbox, ops);
+                outbox.extend(newer);
+            }
+            let since = *self
+                .store_failing_since
+                .lock()
+                .expect("store failure lock")
+                .get_or_insert_with(Instant::now);
+            if since.elapsed() >= self.config.store_outage_limit {
+                self.stop(format!(
+                    "every write to the store {} has failed for {:.0} s; the last: {e}",
+                    self.store,
+                    since.elapsed().as_secs_f64()
+                ));
+            }
             return Err(e.into());
         }
+        *self.store_failing_since.lock().expect("store failure lock") = None;
         self.release_ended_jobs();
         Ok(())
+    }
+
+    /// Stops the coordinator for good: nothing more is written (the store keeps the last
+    /// state it recorded, which a coordinator started again resumes from), and
+    /// [`Self::stopped`] resolves with the reason.
+    fn stop(&self, reason: String) {
+        tracing::error!("the coordinator stops: {reason}");
+        self.halted.store(true, Ordering::SeqCst);
+        self.stopped.send_replace(Some(reason));
+    }
+
+    /// Resolves when the coordinator stopped by itself (its store failed for longer than
+    /// [`CoordinatorConfig::store_outage_limit`]), with the reason: `plait serve` then exits
+    /// with an error for its supervisor to see.
+    pub async fn stopped(&self) -> String {
+        let mut stopped = self.stopped.subscribe();
+        let reason = stopped
+            .wait_for(Option::is_some)
+            .await
+            .expect("the sender lives as long as the coordinator");
+        reason.clone().unwrap_or_default()
     }
 
     /// Drops jobs that are over from memory. Their last writes may still be in the outbox:

@@ -74,6 +74,7 @@ on_both_stores!(
     a_failed_finalization_discards_unusable_proofs_and_proves_them_again,
     lost_leases_are_counted_apart_from_reported_failures,
     a_lease_whose_grant_was_not_stored_is_withdrawn_uncounted,
+    a_store_that_fails_for_too_long_stops_the_coordinator,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1719,4 +1720,56 @@ async fn a_large_tree_is_counted_with_its_notable_nodes() {
     );
     // At most `limit` nodes, whatever is notable.
     assert_eq!(c.tree_view(job, 1).await.unwrap().nodes.len(), 1);
+}
+
+/// A store that fails now and then is ridden out; one whose every write fails for longer than
+/// the configured outage stops the coordinator (with the reason), which writes nothing more,
+/// and a coordinator started again on the healed store carries on with the job.
+async fn a_store_that_fails_for_too_long_stops_the_coordinator(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let config = CoordinatorConfig {
+        store_outage_limit: std::time::Duration::from_millis(300),
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config.clone()).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 24).await; // 3 segments
+    wait_until_executed(&c, job).await;
+    let stopped = {
+        let c = c.clone();
+        tokio::spawn(async move { c.stopped().await })
+    };
+    // A short outage: the coordinator rides it out.
+    break_event_writes(&url, true).await;
+    assert!(c.claim("w", &worker()).await.is_err());
+    break_event_writes(&url, false).await;
+    let (_, verdict) = claim_and_prove(&c, &program, "w").await.unwrap();
+    assert_eq!(verdict, Verdict::Accepted);
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    assert!(!stopped.is_finished(), "a healed store resets the clock");
+    // A long one stops it.
+    break_event_writes(&url, true).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !stopped.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the coordinator never stopped"
+        );
+        let _ = c.claim("w", &worker()).await;
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let reason = stopped.await.unwrap();
+    assert!(reason.contains("every write to the store"), "{reason}");
+    break_event_writes(&url, false).await;
+    assert!(
+        matches!(c.claim("w", &worker()).await, Err(CoordinatorError::Halted)),
+        "a stopped coordinator stays stopped"
+    );
+    drop(c);
+    let again = open_configured(&url, DevBackend::default(), config).await;
+    run_to_end(&again, &program, job).await;
+    assert!(matches!(
+        again.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
 }

@@ -79,6 +79,11 @@ pub struct ServeOptions {
     /// proofs) after it ended; the final proof is kept for good. [default: 3600]
     #[arg(long, env = "PLAIT_BLOB_RETENTION_SECONDS")]
     blob_retention_seconds: Option<u64>,
+    /// Seconds every write to the store may keep failing before the coordinator stops with
+    /// an error (exit code 1), for its supervisor to see; the store keeps the last state it
+    /// recorded, and a coordinator started again resumes from it. [default: 600]
+    #[arg(long, env = "PLAIT_STORE_OUTAGE_SECONDS")]
+    store_outage_seconds: Option<u64>,
     /// Largest accepted upload (program or proof), in bytes. [default: 1073741824]
     #[arg(long, env = "PLAIT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
@@ -115,6 +120,7 @@ impl Layered for ServeOptions {
         lease_seconds,
         max_lease_seconds,
         blob_retention_seconds,
+        store_outage_seconds,
         max_upload_bytes,
         store,
         plan_profile,
@@ -127,6 +133,7 @@ impl Layered for ServeOptions {
             lease_seconds: Some(60),
             max_lease_seconds: Some(7200),
             blob_retention_seconds: Some(3600),
+            store_outage_seconds: Some(600),
             max_upload_bytes: Some(1 << 30),
             plan_profile: Some(Vec::new()),
             plan_heights: Some(vec![19, 20, 21]),
@@ -146,6 +153,7 @@ struct Settings {
     lease_seconds: u64,
     max_lease_seconds: u64,
     blob_retention_seconds: u64,
+    store_outage_seconds: u64,
     max_upload_bytes: usize,
     store: Option<String>,
     plan_profile: Vec<String>,
@@ -173,6 +181,7 @@ impl ServeOptions {
             lease_seconds: self.lease_seconds.expect(defaulted),
             max_lease_seconds: self.max_lease_seconds.expect(defaulted),
             blob_retention_seconds: self.blob_retention_seconds.expect(defaulted),
+            store_outage_seconds: self.store_outage_seconds.expect(defaulted),
             max_upload_bytes: self.max_upload_bytes.expect(defaulted),
             store: self.store,
             plan_profile: self.plan_profile.expect(defaulted),
@@ -318,6 +327,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             lease: Duration::from_secs(settings.lease_seconds),
             max_lease: Duration::from_secs(settings.max_lease_seconds),
             blob_retention: Duration::from_secs(settings.blob_retention_seconds),
+            store_outage_limit: Duration::from_secs(settings.store_outage_seconds),
             planner: Some(planner),
             ..CoordinatorConfig::default()
         },
@@ -335,13 +345,11 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     // The first line on stdout is the address, for scripts and tests that asked for port 0.
     let scheme = if tls.is_some() { "https" } else { "http" };
     println!("listening on {scheme}://{}", listener.local_addr()?);
-    http::serve(
-        listener,
-        http::router(coordinator, settings.max_upload_bytes),
-        tls,
-    )
-    .await
-    .context("serving")?;
+    let app = http::router(coordinator.clone(), settings.max_upload_bytes);
+    tokio::select! {
+        served = http::serve(listener, app, tls) => served.context("serving")?,
+        reason = coordinator.stopped() => anyhow::bail!("the coordinator stopped: {reason}"),
+    }
     Ok(())
 }
 
