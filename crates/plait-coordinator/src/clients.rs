@@ -1,13 +1,11 @@
 //! Who a client is. The operator issues each client a named credential with its limits
 //! (`plait clients issue`); jobs belong to the client that submitted them, and a client sees
 //! and acts on its own jobs only. The pool's shared client token (`--client-token`), if set,
-//! is the client `default`. As for workers, only each credential's SHA-256 is kept.
-
-use std::collections::HashMap;
+//! is the client `default`. Credentials are kept as for workers ([`crate::credentials`]).
 
 use plait_api::ClientLimits;
 
-use crate::identities::{credential_sha256, new_credential};
+use crate::credentials::{credential_sha256, new_credential, Credentialed, Registry};
 
 /// The client the shared client token stands for.
 pub const DEFAULT_CLIENT: &str = "default";
@@ -26,33 +24,35 @@ pub struct Client {
     pub limits: ClientLimits,
 }
 
+impl Credentialed for Client {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn credential_sha256(&self) -> [u8; 32] {
+        self.credential_sha256
+    }
+}
+
 #[derive(Default)]
 pub struct Clients {
-    by_id: HashMap<String, Client>,
-    by_credential: HashMap<[u8; 32], String>,
+    registry: Registry<Client>,
 }
 
 impl Clients {
     pub fn load(stored: Vec<Client>) -> Self {
-        let mut clients = Self::default();
-        for client in stored {
-            clients
-                .by_credential
-                .insert(client.credential_sha256, client.id.clone());
-            clients.by_id.insert(client.id.clone(), client);
+        Self {
+            registry: Registry::load(stored),
         }
-        clients
     }
 
-    /// The client a credential belongs to, looked up by its hash.
+    /// The client a credential belongs to.
     pub fn identify(&self, credential: &str) -> Option<String> {
-        self.by_credential
-            .get(&credential_sha256(credential))
-            .cloned()
+        self.registry.identify(credential)
     }
 
     pub fn get(&self, id: &str) -> Option<&Client> {
-        self.by_id.get(id)
+        self.registry.get(id)
     }
 
     /// A new client and its credential (to hand out once); `None` if the id is taken.
@@ -62,7 +62,7 @@ impl Clients {
         limits: ClientLimits,
         now_unix_ms: i64,
     ) -> Option<(Client, String)> {
-        if self.by_id.contains_key(id) || id == DEFAULT_CLIENT {
+        if self.registry.contains(id) || id == DEFAULT_CLIENT {
             return None;
         }
         let credential = new_credential();
@@ -72,30 +72,22 @@ impl Clients {
             created_unix_ms: now_unix_ms,
             limits,
         };
-        self.by_credential
-            .insert(client.credential_sha256, client.id.clone());
-        self.by_id.insert(client.id.clone(), client.clone());
+        self.registry.insert(client.clone());
         Some((client, credential))
     }
 
     /// Forgets a client: its credential stops working (its jobs stay, unreachable).
     pub fn revoke(&mut self, id: &str) -> bool {
-        match self.by_id.remove(id) {
-            Some(client) => {
-                self.by_credential.remove(&client.credential_sha256);
-                true
-            }
-            None => false,
-        }
+        self.registry.revoke(id).is_some()
     }
 
     /// The limits of `id`; the default client (and a revoked one) has none but a weight of 1.
     pub fn limits(&self, id: &str) -> ClientLimits {
-        self.by_id.get(id).map(|c| c.limits).unwrap_or_default()
+        self.registry.get(id).map(|c| c.limits).unwrap_or_default()
     }
 
     pub fn all(&self) -> impl Iterator<Item = &Client> {
-        self.by_id.values()
+        self.registry.values()
     }
 }
 

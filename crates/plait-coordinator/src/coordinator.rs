@@ -224,8 +224,9 @@ pub struct Coordinator {
     /// Why the coordinator stopped by itself, once it has ([`Self::stopped`]).
     stopped: tokio::sync::watch::Sender<Option<String>>,
     metrics: Metrics,
-    /// This coordinator is the store's only writer while it lives.
-    _writer: WriterLock,
+    /// This coordinator is the store's only writer while it lives; `None` once halted or
+    /// stopped (it writes nothing more, so another may).
+    store_lock: Mutex<Option<WriterLock>>,
 }
 
 impl Coordinator {
@@ -309,7 +310,7 @@ impl Coordinator {
             store_failing_since: Mutex::new(None),
             stopped: tokio::sync::watch::channel(None).0,
             metrics: Metrics::new(),
-            _writer: writer,
+            store_lock: Mutex::new(Some(writer)),
         });
         this.flush().await?;
         // Jobs whose execution a restart interrupted execute again; the segments stored before
@@ -368,22 +369,40 @@ impl Coordinator {
                 let newer = std::mem::replace(&mut *outbox, ops);
                 outbox.extend(newer);
             }
-            let since = *self
-                .store_failing_since
-                .lock()
-                .expect("store failure lock")
-                .get_or_insert_with(Instant::now);
-            if since.elapsed() >= self.config.store_outage_limit {
-                self.stop(format!(
-                    "every write to the store {} has failed for {:.0} s; the last: {e}",
-                    self.store,
-                    since.elapsed().as_secs_f64()
-                ));
-            }
+            self.note_store_failure(&e);
             return Err(e.into());
         }
         *self.store_failing_since.lock().expect("store failure lock") = None;
         self.release_ended_jobs();
+        Ok(())
+    }
+
+    /// Counts a failed write toward the store outage: one that has lasted
+    /// [`CoordinatorConfig::store_outage_limit`] stops the coordinator.
+    fn note_store_failure(&self, e: &StoreError) {
+        let since = *self
+            .store_failing_since
+            .lock()
+            .expect("store failure lock")
+            .get_or_insert_with(Instant::now);
+        if since.elapsed() >= self.config.store_outage_limit {
+            self.stop(format!(
+                "every write to the store {} has failed for {:.0} s; the last: {e}",
+                self.store,
+                since.elapsed().as_secs_f64()
+            ));
+        }
+    }
+
+    /// Waits before a failed write is tried again (50 ms, doubling to 5 s); `Err` once the
+    /// coordinator has halted or stopped, when there is nothing to wait for.
+    async fn wait_out_store_failure(&self, failures: &mut u32) -> Result<(), String> {
+        if self.halted.load(Ordering::SeqCst) {
+            return Err("the coordinator has stopped".into());
+        }
+        let delay = Duration::from_millis(50 << (*failures).min(7)).min(Duration::from_secs(5));
+        *failures += 1;
+        tokio::time::sleep(delay).await;
         Ok(())
     }
 
@@ -392,7 +411,7 @@ impl Coordinator {
     /// [`Self::stopped`] resolves with the reason.
     fn stop(&self, reason: String) {
         tracing::error!("the coordinator stops: {reason}");
-        self.halted.store(true, Ordering::SeqCst);
+        self.halt();
         self.stopped.send_replace(Some(reason));
     }
 
@@ -446,6 +465,7 @@ impl Coordinator {
     /// nothing more to its store, and its executions stop at their next segment.
     pub fn halt(&self) {
         self.halted.store(true, Ordering::SeqCst);
+        self.store_lock.lock().expect("store lock").take();
     }
 
     pub fn store(&self) -> &Store {
@@ -456,8 +476,14 @@ impl Coordinator {
         &self.config
     }
 
+    /// A worker is live while it asked for work within a lease period (and one claim's wait,
+    /// which a long-polling worker spends inside its claim).
+    fn live_window(&self) -> Duration {
+        self.config.lease + self.config.claim_wait
+    }
+
     fn retry_policy(&self) -> RetryPolicy {
-        let recent = self.config.lease + self.config.claim_wait;
+        let recent = self.live_window();
         let live_workers = self
             .workers_seen
             .lock()
@@ -789,11 +815,24 @@ impl Coordinator {
             };
         }
         if let Some(bytes) = &cut.checkpoint {
-            let stored = self
-                .store
-                .put_blob(id, bytes)
-                .await
-                .map_err(|e| stop(format!("storing the checkpoint of segment {index}: {e}")))?;
+            // A store that fails for a while is waited out: a long execution must not fail its
+            // job (for good: execution failures are not retried) on a passing outage.
+            let mut failures = 0;
+            let stored = loop {
+                match self.store.put_blob(id, bytes).await {
+                    Ok(stored) => break stored,
+                    Err(e) => {
+                        self.note_store_failure(&e);
+                        self.wait_out_store_failure(&mut failures)
+                            .await
+                            .map_err(|halted| {
+                                stop(format!(
+                                    "storing the checkpoint of segment {index}: {e}; {halted}"
+                                ))
+                            })?;
+                    }
+                }
+            };
             // Workers fetch it by the name the segment carries.
             if cut.spec.checkpoint.as_deref() != Some(stored.as_str()) {
                 return Err(stop(format!(
@@ -815,10 +854,14 @@ impl Coordinator {
             self.collect_writes(job);
             added.map_err(stop)?;
         }
-        // The segment is durable before any worker can be handed it.
-        self.flush()
-            .await
-            .map_err(|e| stop(format!("storing segment {index}: {e}")))?;
+        // The segment is durable before any worker can be handed it (a claim flushes before it
+        // answers, so none is while this waits out a failing store).
+        let mut failures = 0;
+        while let Err(e) = self.flush().await {
+            self.wait_out_store_failure(&mut failures)
+                .await
+                .map_err(|halted| stop(format!("storing segment {index}: {e}; {halted}")))?;
+        }
         self.work_available.notify_waiters();
         self.job_changed.notify_waiters();
         Ok(())
@@ -833,7 +876,7 @@ impl Coordinator {
         if planner.fixed_size {
             return (!configured.workers.is_empty()).then(|| configured.clone());
         }
-        let recent = self.config.lease + self.config.claim_wait;
+        let recent = self.live_window();
         let mut seen = self.workers_seen.lock().expect("workers lock");
         // Workers gone for a lease period are forgotten (ids of restarted workers differ).
         seen.retain(|_, w| w.at.elapsed() <= recent);
@@ -968,7 +1011,7 @@ impl Coordinator {
     /// registered workers idle for [`CoordinatorConfig::worker_idle`]: neither
     /// table grows with every worker that ever joined.
     fn forget_gone_workers(&self) {
-        let recent = self.config.lease + self.config.claim_wait;
+        let recent = self.live_window();
         self.workers_seen
             .lock()
             .expect("workers lock")
@@ -1058,7 +1101,7 @@ impl Coordinator {
             gauges.jobs = states.into_iter().collect();
         }
         {
-            let recent = self.config.lease + self.config.claim_wait;
+            let recent = self.live_window();
             let seen = self.workers_seen.lock().expect("workers lock");
             for worker in seen.values().filter(|w| w.at.elapsed() <= recent) {
                 gauges.live_workers += 1;
@@ -1073,7 +1116,7 @@ impl Coordinator {
     /// The most memory any live worker advertised; `None` if none is live or one advertised no
     /// limit (it takes any task).
     fn largest_live_worker_memory(&self) -> Option<u64> {
-        let recent = self.config.lease + self.config.claim_wait;
+        let recent = self.live_window();
         let seen = self.workers_seen.lock().expect("workers lock");
         let live: Vec<u64> = seen
             .values()
@@ -1124,7 +1167,7 @@ impl Coordinator {
 
     /// The memory each other worker that asked for work within a lease period advertised.
     fn other_live_workers_memory(&self, except: &str) -> Vec<u64> {
-        let recent = self.config.lease + self.config.claim_wait;
+        let recent = self.live_window();
         let seen = self.workers_seen.lock().expect("workers lock");
         seen.iter()
             .filter(|(id, w)| id.as_str() != except && w.at.elapsed() <= recent)
@@ -1423,7 +1466,7 @@ impl Coordinator {
     /// Every worker identity, for the operator: with whether it is live, the memory it
     /// advertised and the leases it holds.
     pub fn workers(&self) -> Vec<plait_api::WorkerRecord> {
-        let recent = self.config.lease + self.config.claim_wait;
+        let recent = self.live_window();
         // The jobs lock is released before the workers lock is taken (lease grants take them
         // the other way round).
         let leases = self.leases_held();

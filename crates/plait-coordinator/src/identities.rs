@@ -3,14 +3,13 @@
 //! credential the operator issued for it (a closed pool has no pool token). Rejection counts
 //! and bans attach to that identity, so a worker cannot act under another's name, and a
 //! banned issued worker cannot return under a new one.
-//!
-//! Only the SHA-256 of each credential is kept: a leaked store does not let anyone work as a
-//! worker.
+//! Credentials are kept as [`crate::credentials`] keeps them (their SHA-256 only).
 
 use std::{collections::HashMap, time::Duration};
 
 use plait_api::{BanRecord, WorkerRecord};
-use sha2::{Digest, Sha256};
+
+use crate::credentials::{credential_sha256, new_credential, Credentialed, Registry};
 
 /// How a worker came by its identity.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,22 +58,22 @@ pub struct Identity {
     pub ban: Option<Ban>,
 }
 
-/// A new credential: 256 random bits, hex.
-pub fn new_credential() -> String {
-    // ThreadRng is a CSPRNG seeded from the operating system.
-    hex::encode(rand::random::<[u8; 32]>())
+impl Credentialed for Identity {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn credential_sha256(&self) -> [u8; 32] {
+        self.credential_sha256
+    }
 }
 
-pub fn credential_sha256(credential: &str) -> [u8; 32] {
-    Sha256::digest(credential.as_bytes()).into()
-}
-
-/// Every identity, by id and by credential hash, with when each was last seen (not stored: a
-/// restart counts as seeing every identity).
+/// Every identity, with when each was last seen (not stored: a restart counts as seeing every
+/// identity).
 #[derive(Default)]
 pub struct Identities {
-    by_id: HashMap<String, (Identity, std::time::Instant)>,
-    by_credential: HashMap<[u8; 32], String>,
+    registry: Registry<Identity>,
+    seen: HashMap<String, std::time::Instant>,
 }
 
 impl Identities {
@@ -87,26 +86,22 @@ impl Identities {
     }
 
     fn insert(&mut self, identity: Identity) {
-        self.by_credential
-            .insert(identity.credential_sha256, identity.id.clone());
-        self.by_id
-            .insert(identity.id.clone(), (identity, std::time::Instant::now()));
+        self.seen
+            .insert(identity.id.clone(), std::time::Instant::now());
+        self.registry.insert(identity);
     }
 
-    /// The id a credential belongs to, looked up by its hash (so the lookup's timing depends
-    /// on the hash, not on how much of a guessed credential is right).
+    /// The id a credential belongs to.
     pub fn identify(&self, credential: &str) -> Option<String> {
-        self.by_credential
-            .get(&credential_sha256(credential))
-            .cloned()
+        self.registry.identify(credential)
     }
 
     pub fn get(&self, id: &str) -> Option<&Identity> {
-        self.by_id.get(id).map(|(identity, _)| identity)
+        self.registry.get(id)
     }
 
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        self.registry.len()
     }
 
     /// A registered worker's new identity: its name (cut to leave room) and a random suffix.
@@ -115,7 +110,7 @@ impl Identities {
         let stem = &name[..name.len().min(plait_api::limits::WORKER_ID_BYTES - 9)];
         let id = loop {
             let id = format!("{stem}-{}", hex::encode(rand::random::<[u8; 4]>()));
-            if !self.by_id.contains_key(&id) {
+            if !self.registry.contains(&id) {
                 break id;
             }
         };
@@ -124,7 +119,7 @@ impl Identities {
 
     /// An operator-issued identity; `None` if the id is taken.
     pub fn issue(&mut self, id: &str, now_unix_ms: i64) -> Option<(Identity, String)> {
-        if self.by_id.contains_key(id) {
+        if self.registry.contains(id) {
             return None;
         }
         Some(self.create(id.to_string(), id, Origin::Issued, now_unix_ms))
@@ -153,24 +148,19 @@ impl Identities {
 
     /// Forgets an identity: its credential stops working. Returns whether it existed.
     pub fn revoke(&mut self, id: &str) -> bool {
-        match self.by_id.remove(id) {
-            Some((identity, _)) => {
-                self.by_credential.remove(&identity.credential_sha256);
-                true
-            }
-            None => false,
-        }
+        self.seen.remove(id);
+        self.registry.revoke(id).is_some()
     }
 
     /// Applies `change` to an identity and returns the changed copy (to store).
     pub fn update(&mut self, id: &str, change: impl FnOnce(&mut Identity)) -> Option<Identity> {
-        let (identity, _) = self.by_id.get_mut(id)?;
+        let identity = self.registry.get_mut(id)?;
         change(identity);
         Some(identity.clone())
     }
 
     pub fn saw(&mut self, id: &str) {
-        if let Some((_, seen)) = self.by_id.get_mut(id) {
+        if let Some(seen) = self.seen.get_mut(id) {
             *seen = std::time::Instant::now();
         }
     }
@@ -180,12 +170,17 @@ impl Identities {
     /// Issued identities stay until the operator revokes them. Returns the ids forgotten.
     pub fn prune(&mut self, idle: Duration, holds_leases: impl Fn(&str) -> bool) -> Vec<String> {
         let gone: Vec<String> = self
-            .by_id
-            .iter()
-            .filter(|(id, (identity, seen))| {
-                identity.origin == Origin::Registered && seen.elapsed() >= idle && !holds_leases(id)
+            .registry
+            .values()
+            .filter(|identity| {
+                identity.origin == Origin::Registered
+                    && self
+                        .seen
+                        .get(&identity.id)
+                        .is_none_or(|s| s.elapsed() >= idle)
+                    && !holds_leases(&identity.id)
             })
-            .map(|(id, _)| id.clone())
+            .map(|identity| identity.id.clone())
             .collect();
         for id in &gone {
             self.revoke(id);
@@ -201,9 +196,9 @@ impl Identities {
         more: impl Fn(&mut WorkerRecord),
     ) -> Vec<WorkerRecord> {
         let mut records: Vec<WorkerRecord> = self
-            .by_id
+            .registry
             .values()
-            .map(|(identity, _)| {
+            .map(|identity| {
                 let (live, memory_bytes, leases) = live(&identity.id);
                 WorkerRecord {
                     worker_id: identity.id.clone(),

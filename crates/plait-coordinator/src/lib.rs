@@ -13,6 +13,7 @@
 mod blobs;
 pub mod clients;
 mod coordinator;
+mod credentials;
 pub mod http;
 mod identities;
 mod job;

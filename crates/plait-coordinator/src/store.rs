@@ -571,12 +571,22 @@ impl Store {
             }
             None => {
                 let mut conn = self.pool.acquire().await?.detach();
-                // Any fixed key: one writer per database.
-                let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7300185)")
-                    .fetch_one(&mut conn)
-                    .await?;
-                if !locked {
-                    return Err(in_use());
+                // A coordinator that just ended may still hold the lock for a moment: the
+                // server ends its session only once it notices the connection closed.
+                let mut tries = 0;
+                loop {
+                    // Any fixed key: one writer per database.
+                    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(7300185)")
+                        .fetch_one(&mut conn)
+                        .await?;
+                    if locked {
+                        break;
+                    }
+                    tries += 1;
+                    if tries == 30 {
+                        return Err(in_use());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 }
                 Held::Postgres(std::sync::Mutex::new(conn))
             }

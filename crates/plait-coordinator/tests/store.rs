@@ -75,6 +75,7 @@ on_both_stores!(
     lost_leases_are_counted_apart_from_reported_failures,
     a_lease_whose_grant_was_not_stored_is_withdrawn_uncounted,
     a_store_that_fails_for_too_long_stops_the_coordinator,
+    execution_waits_out_a_store_outage,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1602,21 +1603,27 @@ async fn lost_leases_are_counted_apart_from_reported_failures(kind: &str) {
 /// coordinator: a trigger in SQLite, an unsatisfiable constraint in PostgreSQL), or lets them
 /// through again.
 async fn break_event_writes(url: &str, broken: bool) {
+    break_writes(url, "events", broken).await
+}
+
+/// Makes every new row of `table` fail, or lets them through again.
+async fn break_writes(url: &str, table: &str, broken: bool) {
     use sqlx::Connection;
     sqlx::any::install_default_drivers();
     let mut conn = sqlx::AnyConnection::connect(url).await.unwrap();
+    let name = format!("injected_failure_{table}");
     let sql = match (url.starts_with("sqlite"), broken) {
-        (true, true) => {
-            "CREATE TRIGGER injected_failure BEFORE INSERT ON events \
+        (true, true) => format!(
+            "CREATE TRIGGER {name} BEFORE INSERT ON {table} \
              BEGIN SELECT RAISE(ABORT, 'injected store failure'); END"
-        }
-        (true, false) => "DROP TRIGGER injected_failure",
+        ),
+        (true, false) => format!("DROP TRIGGER {name}"),
         (false, true) => {
-            "ALTER TABLE events ADD CONSTRAINT injected_failure CHECK (false) NOT VALID"
+            format!("ALTER TABLE {table} ADD CONSTRAINT {name} CHECK (false) NOT VALID")
         }
-        (false, false) => "ALTER TABLE events DROP CONSTRAINT injected_failure",
+        (false, false) => format!("ALTER TABLE {table} DROP CONSTRAINT {name}"),
     };
-    sqlx::query(sql).execute(&mut conn).await.unwrap();
+    sqlx::query(&sql).execute(&mut conn).await.unwrap();
 }
 
 /// A claim whose lease cannot be stored fails (the worker never gets the lease), and the task
@@ -1772,4 +1779,31 @@ async fn a_store_that_fails_for_too_long_stops_the_coordinator(kind: &str) {
         again.status(job).await.unwrap(),
         JobStatus::Succeeded(_)
     ));
+}
+
+/// A store that fails while a job executes does not fail the job (an execution failure is for
+/// good): the segment being stored waits until the store takes it, and execution goes on.
+async fn execution_waits_out_a_store_outage(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let slow = DevBackend {
+        execute_delay: std::time::Duration::from_millis(50),
+        ..DevBackend::default()
+    };
+    let c = open_with(&url, slow).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 160).await; // 20 segments, 50 ms each
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    break_writes(&url, "segments", true).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let cut_during_outage = c.plan(job).await.unwrap().segments.len();
+    assert!(cut_during_outage < 20, "the outage came too late");
+    break_writes(&url, "segments", false).await;
+    wait_until_executed(&c, job).await;
+    assert_eq!(c.plan(job).await.unwrap().segments.len(), 20);
+    run_to_end(&c, &program, job).await;
+    assert!(
+        matches!(c.status(job).await.unwrap(), JobStatus::Succeeded(_)),
+        "{:?}",
+        event_messages(&c, job).await
+    );
 }
