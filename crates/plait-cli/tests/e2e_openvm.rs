@@ -772,6 +772,9 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
         &SEGMENT_HEIGHT.to_string(),
         "--png",
         png.to_str().unwrap(),
+        // With this machine's device profile it also plots; not into the source tree.
+        "--plot",
+        dir.path().join("plan.svg").to_str().unwrap(),
     ]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
