@@ -603,11 +603,34 @@ impl Coordinator {
             self.collect_writes(&mut job);
             jobs.insert(id, job);
         }
+        if let Err(e) = self.flush().await {
+            if self.withdraw_unstored_job(id).await {
+                return Err(e);
+            }
+        }
         self.metrics.jobs_submitted.inc();
-        self.flush().await?;
         self.spawn_execution(id, program, input, params, 0);
         self.job_changed.notify_waiters();
         Ok(id)
+    }
+
+    /// Forgets a job whose submission could not be stored, so that the client, told so,
+    /// can submit it again without making two (left in memory it would also never execute).
+    /// Returns `false` if another write stored it meanwhile: then it stands.
+    async fn withdraw_unstored_job(&self, id: JobId) -> bool {
+        // Under the writer lock no flush is under way: what the outbox holds is not stored.
+        let _writer = self.writer.lock().await;
+        // The jobs lock first, then the outbox's, as `collect_writes` takes them.
+        let mut jobs = self.jobs.lock().expect("jobs lock");
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        let unstored = outbox
+            .iter()
+            .any(|op| matches!(op, StoreOp::InsertJob(record) if record.id == id));
+        if unstored {
+            outbox.retain(|op| op.job() != Some(id));
+            jobs.remove(&id);
+        }
+        unstored
     }
 
     /// Chooses the segment height for `goal` by planning each candidate height and simulating

@@ -172,6 +172,30 @@ pub enum StoreOp {
     },
 }
 
+impl StoreOp {
+    /// The job this change belongs to, if any.
+    pub fn job(&self) -> Option<JobId> {
+        match self {
+            StoreOp::InsertJob(record) => Some(record.id),
+            StoreOp::Segment { job, .. }
+            | StoreOp::ExecutionEnded { job, .. }
+            | StoreOp::Prediction { job, .. }
+            | StoreOp::JobState { job, .. }
+            | StoreOp::BlobsDeleted { job, .. }
+            | StoreOp::Event { job, .. }
+            | StoreOp::TaskCounters { job, .. }
+            | StoreOp::TaskAccepted { job, .. }
+            | StoreOp::TaskDiscarded { job, .. } => Some(*job),
+            StoreOp::Program { .. }
+            | StoreOp::NodeMemory { .. }
+            | StoreOp::WorkerIdentity(_)
+            | StoreOp::Client(_)
+            | StoreOp::ForgetClient { .. }
+            | StoreOp::ForgetWorker { .. } => None,
+        }
+    }
+}
+
 /// A task's stored row.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoredTask {

@@ -76,6 +76,7 @@ on_both_stores!(
     a_lease_whose_grant_was_not_stored_is_withdrawn_uncounted,
     a_store_that_fails_for_too_long_stops_the_coordinator,
     execution_waits_out_a_store_outage,
+    a_submission_that_was_not_stored_is_forgotten,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1806,4 +1807,31 @@ async fn execution_waits_out_a_store_outage(kind: &str) {
         "{:?}",
         event_messages(&c, job).await
     );
+}
+
+/// A job whose submission could not be stored is refused and forgotten: the client's retry
+/// after the outage makes one job, not two, and it executes and succeeds.
+async fn a_submission_that_was_not_stored_is_forgotten(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    break_event_writes(&url, true).await;
+    let refused = c
+        .submit_job(program.clone(), dev_input(24), params())
+        .await
+        .unwrap_err();
+    assert!(matches!(refused, CoordinatorError::Store(_)), "{refused}");
+    break_event_writes(&url, false).await;
+    let job = submit_dev(&c, &program, 24).await;
+    assert_eq!(c.job_ids_of("default").await.unwrap(), [job]);
+    wait_until_executed(&c, job).await;
+    run_to_end(&c, &program, job).await;
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
+    // Nothing of the refused job reached the store either.
+    drop(c);
+    let again = open(&url).await;
+    assert_eq!(again.job_ids_of("default").await.unwrap(), [job]);
 }
