@@ -702,16 +702,23 @@ async fn a_job_whose_execution_failed_stays_failed_across_a_restart(kind: &str) 
     assert!(err.contains("its execution failed"), "{err}");
 }
 
-/// Cancelling a job stops its execution; a job that fails while its program still executes
-/// keeps executing, so that a retry can finish it.
-async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
-    let (url, _guard) = fresh_store(kind).await;
+/// A coordinator whose dev backend executes 50 ms per segment (so that a test can act while
+/// a job executes), with a dev program.
+async fn open_executing_slowly(url: &str) -> (Arc<Coordinator>, ProgramImage) {
     let slow = DevBackend {
         execute_delay: std::time::Duration::from_millis(50),
         ..DevBackend::default()
     };
-    let c = open_with(&url, slow).await;
+    let c = open_with(url, slow).await;
     let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    (c, program)
+}
+
+/// Cancelling a job stops its execution; a job that fails while its program still executes
+/// keeps executing, so that a retry can finish it.
+async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let (c, program) = open_executing_slowly(&url).await;
     let cancelled = submit_dev(&c, &program, 160).await; // 20 segments, 50 ms each
     c.act(cancelled, JobAction::Cancel).await.unwrap();
     wait_until_executed(&c, cancelled).await;
@@ -1786,12 +1793,7 @@ async fn a_store_that_fails_for_too_long_stops_the_coordinator(kind: &str) {
 /// good): the segment being stored waits until the store takes it, and execution goes on.
 async fn execution_waits_out_a_store_outage(kind: &str) {
     let (url, _guard) = fresh_store(kind).await;
-    let slow = DevBackend {
-        execute_delay: std::time::Duration::from_millis(50),
-        ..DevBackend::default()
-    };
-    let c = open_with(&url, slow).await;
-    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let (c, program) = open_executing_slowly(&url).await;
     let job = submit_dev(&c, &program, 160).await; // 20 segments, 50 ms each
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     break_writes(&url, "segments", true).await;
