@@ -363,7 +363,6 @@ impl Coordinator {
         }
         let ops = std::mem::take(&mut *self.outbox.lock().expect("outbox lock"));
         if let Err(e) = self.store.apply(&ops).await {
-            self.metrics.store_errors.inc();
             {
                 let mut outbox = self.outbox.lock().expect("outbox lock");
                 let newer = std::mem::replace(&mut *outbox, ops);
@@ -377,9 +376,10 @@ impl Coordinator {
         Ok(())
     }
 
-    /// Counts a failed write toward the store outage: one that has lasted
-    /// [`CoordinatorConfig::store_outage_limit`] stops the coordinator.
+    /// Counts a failed write (in the metrics, and toward the store outage: one that has lasted
+    /// [`CoordinatorConfig::store_outage_limit`] stops the coordinator).
     fn note_store_failure(&self, e: &StoreError) {
+        self.metrics.store_errors.inc();
         let since = *self
             .store_failing_since
             .lock()
