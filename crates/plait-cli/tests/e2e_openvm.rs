@@ -786,6 +786,50 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
     assert!(png.exists());
 }
 
+/// A batch's guest memory does not grow per image: OpenVM's guest allocator never frees, so an
+/// inference that allocated per image grew the CNN's heap by about 18 KB an image (and every
+/// segment boundary compares the heap's pages: quadratic in the batch; with the old code this
+/// test saw 131,452 bytes after 2 images and 832,425 after 40). The last segment's checkpoint (every page that differs from the program
+/// image) of a 40-image batch may exceed a 2-image batch's only by the extra images' pixels.
+#[test]
+fn a_zkml_batch_s_guest_memory_does_not_grow_per_image() {
+    use plait_prover::openvm::checkpoint_raw_size;
+    let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        vm_config: VmConfig::Rv32imSha2,
+        ..Default::default()
+    };
+    let model = std::fs::read(repo().join("zkml/data/fashion-cnn.bin")).unwrap();
+    let backend = OpenVmBackend::new(cache_dir());
+    let last_checkpoint_bytes = |images: usize| {
+        // Any gray levels will do: only the memory the inference uses is measured.
+        let pixels: Vec<u8> = (0..images * plait_zkml_model::CNN_IMAGE_PIXELS)
+            .map(|i| (i * 7 % 256) as u8)
+            .collect();
+        let input = plait_core::ProgramInput {
+            items: vec![model.clone(), pixels],
+        };
+        let mut last = 0;
+        backend
+            .execute_streaming(&guest, &input, &params, Some(JobId(1)), &mut |cut| {
+                last = checkpoint_raw_size(&cut.checkpoint.unwrap()).unwrap();
+                Ok(())
+            })
+            .unwrap();
+        last
+    };
+    let (few, many) = (last_checkpoint_bytes(2), last_checkpoint_bytes(40));
+    // The 38 more images' pixels, in the heap and perhaps still in a page of the input, plus
+    // a page's rounding for each.
+    let allowed = 2 * 38 * plait_zkml_model::CNN_IMAGE_PIXELS as u64 + 2 * 4096;
+    eprintln!("last checkpoint: {few} bytes after 2 images, {many} after 40");
+    assert!(
+        many <= few + allowed,
+        "guest memory grew with the batch: {few} bytes after 2 images, {many} after 40"
+    );
+}
+
 /// The zkML flagship, by execution (no proving): the guest's answer on every held-out test
 /// image equals the host's, bit for bit (the claim covers every class and logit), and both
 /// equal the integer arithmetic of the training script (its predictions are in the report);

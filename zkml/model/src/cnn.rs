@@ -12,7 +12,10 @@
 
 use alloc::vec::Vec;
 
-use crate::{check_requantization, dense, requantize, ModelError, Reader, ACT_MAX, CLASSES};
+use crate::{
+    as_logits, check_requantization, dense, requantize_all, ModelError, Reader, Scratch, ACT_MAX,
+    CLASSES,
+};
 
 pub const CNN_IMAGE_SIDE: usize = 28;
 pub const CNN_IMAGE_PIXELS: usize = CNN_IMAGE_SIDE * CNN_IMAGE_SIDE;
@@ -126,38 +129,56 @@ impl<'a> CnnModel<'a> {
 
     /// Integer inference on one image (28×28 gray levels, row-major).
     pub fn logits(&self, image: &[u8; CNN_IMAGE_PIXELS]) -> [i32; CLASSES] {
-        let mut values: Vec<i32> = image.iter().map(|&p| p as i32).collect();
+        self.logits_with(image, &mut Scratch::default())
+    }
+
+    /// [`Self::logits`], working in `scratch`.
+    pub fn logits_with(
+        &self,
+        image: &[u8; CNN_IMAGE_PIXELS],
+        scratch: &mut Scratch,
+    ) -> [i32; CLASSES] {
+        let Scratch {
+            values, next, map, ..
+        } = scratch;
+        values.clear();
+        values.extend(image.iter().map(|&p| p as i32));
         let mut side = CNN_IMAGE_SIDE;
         for layer in &self.layers {
-            let accumulators = match layer.kind {
+            match layer.kind {
                 Kind::Conv { kernel } => {
-                    let pooled = conv_pool(layer, kernel, &values, side);
+                    conv_pool(layer, kernel, values, side, map, next);
                     side = (side - kernel + 1) / 2;
-                    pooled
                 }
-                Kind::Dense => dense(layer.weights, &layer.biases, &values),
-            };
-            values = if layer.shift == 0 {
-                accumulators
-            } else {
-                accumulators
-                    .into_iter()
-                    .map(|acc| requantize(acc, layer.multiplier, layer.shift))
-                    .collect()
-            };
+                Kind::Dense => dense(layer.weights, &layer.biases, values, next),
+            }
+            requantize_all(next, layer.multiplier, layer.shift);
+            core::mem::swap(values, next);
         }
-        values.try_into().expect("the last layer has 10 outputs")
+        as_logits(values)
     }
 }
 
 /// A valid convolution (stride 1) of `values` (`inputs` maps of `side`²), then a 2×2
-/// max-pool of the accumulators: `outputs` maps of ((side − kernel + 1) / 2)².
-fn conv_pool(layer: &Layer, kernel: usize, values: &[i32], side: usize) -> Vec<i32> {
+/// max-pool of the accumulators into `out`: `outputs` maps of ((side − kernel + 1) / 2)².
+/// `map` holds one convolved map at a time.
+fn conv_pool(
+    layer: &Layer,
+    kernel: usize,
+    values: &[i32],
+    side: usize,
+    map: &mut Vec<i32>,
+    out: &mut Vec<i32>,
+) {
     let convolved = side - kernel + 1;
     let pooled = convolved / 2;
     let taps = layer.inputs * kernel * kernel;
-    let mut out = Vec::with_capacity(layer.outputs * pooled * pooled);
-    let mut map = alloc::vec![0i32; convolved * convolved];
+    out.clear();
+    out.reserve(layer.outputs * pooled * pooled);
+    map.clear();
+    map.resize(convolved * convolved, 0);
+    // A slice, not the Vec: the inner loop keeps its pointer and length in registers.
+    let map = map.as_mut_slice();
     for (o, filter) in layer.weights.chunks_exact(taps).enumerate() {
         map.fill(layer.biases[o]);
         for (c, channel) in filter.chunks_exact(kernel * kernel).enumerate() {
@@ -185,5 +206,4 @@ fn conv_pool(layer: &Layer, kernel: usize, values: &[i32], side: usize) -> Vec<i
             }
         }
     }
-    out
 }

@@ -188,20 +188,50 @@ fn requantize(acc: i32, multiplier: i64, shift: u32) -> i32 {
     scaled.min(ACT_MAX) as i32
 }
 
-/// A dense layer's accumulators: `biases[o] + Σ weights[o][i] · values[i]` (weights i8,
-/// row-major, `values.len()` per row). Callers bound the sums within i32 for their models.
-fn dense(weights: &[u8], biases: &[i32], values: &[i32]) -> Vec<i32> {
-    weights
-        .chunks_exact(values.len())
-        .zip(biases)
-        .map(|(row, &bias)| {
-            let mut acc = bias;
-            for (&w, &a) in row.iter().zip(values) {
-                acc += (w as i8 as i32) * a;
-            }
-            acc
-        })
-        .collect()
+/// A dense layer's accumulators into `out`: `biases[o] + Σ weights[o][i] · values[i]` (weights
+/// i8, row-major, `values.len()` per row). Callers bound the sums within i32 for their models.
+fn dense(weights: &[u8], biases: &[i32], values: &[i32], out: &mut Vec<i32>) {
+    out.clear();
+    out.extend(
+        weights
+            .chunks_exact(values.len())
+            .zip(biases)
+            .map(|(row, &bias)| {
+                let mut acc = bias;
+                for (&w, &a) in row.iter().zip(values) {
+                    acc += (w as i8 as i32) * a;
+                }
+                acc
+            }),
+    );
+}
+
+/// The buffers an inference works in, kept from one image of a batch to the next. OpenVM's
+/// guest allocator never frees, so buffers allocated per image would grow the guest's heap
+/// with the batch (and every segment boundary compares the heap's pages); reused, the heap
+/// stays the size of one image's work.
+#[derive(Default)]
+pub struct Scratch {
+    /// A layer's input, then (swapped) its output.
+    values: Vec<i32>,
+    next: Vec<i32>,
+    /// One convolved feature map, before pooling.
+    map: Vec<i32>,
+    vit: vit::Buffers,
+}
+
+/// Requantizes a hidden layer's accumulators in place (the last layer, shift 0, keeps them).
+fn requantize_all(accumulators: &mut [i32], multiplier: i64, shift: u32) {
+    if shift != 0 {
+        for acc in accumulators {
+            *acc = requantize(*acc, multiplier, shift);
+        }
+    }
+}
+
+/// The logits a model's last layer left in `values`.
+fn as_logits(values: &[i32]) -> [i32; CLASSES] {
+    values.try_into().expect("the last layer has 10 outputs")
 }
 
 impl<'a> Model<'a> {
@@ -249,23 +279,26 @@ impl<'a> Model<'a> {
 
     /// Integer inference on one image.
     pub fn logits(&self, image: &[u8]) -> Result<[i32; CLASSES], ImageError> {
+        self.logits_with(image, &mut Scratch::default())
+    }
+
+    /// [`Self::logits`], working in `scratch`.
+    pub fn logits_with(
+        &self,
+        image: &[u8],
+        scratch: &mut Scratch,
+    ) -> Result<[i32; CLASSES], ImageError> {
         check_image(image)?;
-        let mut activations: Vec<i32> = image.iter().map(|&p| p as i32).collect();
+        let Scratch { values, next, .. } = scratch;
+        values.clear();
+        values.extend(image.iter().map(|&p| p as i32));
         for layer in &self.layers {
             // |acc| ≤ 320 · 127 · 127 + |bias|: far inside i32 for this model's widths.
-            let accumulators = dense(layer.weights, &layer.biases, &activations);
-            activations = if layer.shift == 0 {
-                accumulators
-            } else {
-                accumulators
-                    .into_iter()
-                    .map(|acc| requantize(acc, layer.multiplier, layer.shift))
-                    .collect()
-            };
+            dense(layer.weights, &layer.biases, values, next);
+            requantize_all(next, layer.multiplier, layer.shift);
+            core::mem::swap(values, next);
         }
-        Ok(activations
-            .try_into()
-            .expect("the last layer has 10 outputs"))
+        Ok(as_logits(values))
     }
 }
 
@@ -381,14 +414,23 @@ impl<'a> Classifier<'a> {
 
     /// Integer inference on one image.
     pub fn logits(&self, image: &[u8]) -> Result<[i32; CLASSES], ImageError> {
+        self.logits_with(image, &mut Scratch::default())
+    }
+
+    /// [`Self::logits`], working in `scratch`: a batch passes the same one for every image.
+    pub fn logits_with(
+        &self,
+        image: &[u8],
+        scratch: &mut Scratch,
+    ) -> Result<[i32; CLASSES], ImageError> {
         let wrong_size = || ImageError::WrongSize {
             pixels: self.image_pixels(),
             got: image.len(),
         };
         match self {
-            Self::Mlp(m) => m.logits(image),
-            Self::Cnn(m) => Ok(m.logits(image.try_into().map_err(|_| wrong_size())?)),
-            Self::Vit(m) => Ok(m.logits(image.try_into().map_err(|_| wrong_size())?)),
+            Self::Mlp(m) => m.logits_with(image, scratch),
+            Self::Cnn(m) => Ok(m.logits_with(image.try_into().map_err(|_| wrong_size())?, scratch)),
+            Self::Vit(m) => Ok(m.logits_with(image.try_into().map_err(|_| wrong_size())?, scratch)),
         }
     }
 }
@@ -409,17 +451,18 @@ pub fn infer_batch(
             ImageError::PartialImage { pixels, got },
         ));
     }
-    let answers = images
-        .chunks_exact(pixels)
-        .enumerate()
-        .map(|(i, image)| {
-            let logits = model.logits(image).map_err(|e| BatchError::Image(i, e))?;
-            Ok(Inference {
-                class: predict(&logits),
-                logits,
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    // Nothing is allocated per image (see [`Scratch`]).
+    let mut scratch = Scratch::default();
+    let mut answers = Vec::with_capacity(images.len() / pixels);
+    for (i, image) in images.chunks_exact(pixels).enumerate() {
+        let logits = model
+            .logits_with(image, &mut scratch)
+            .map_err(|e| BatchError::Image(i, e))?;
+        answers.push(Inference {
+            class: predict(&logits),
+            logits,
+        });
+    }
     let claim = claim(&sha256(model_bytes), &sha256(images), &answers);
     Ok((answers, claim))
 }

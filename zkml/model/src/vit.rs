@@ -27,7 +27,9 @@
 
 use alloc::vec::Vec;
 
-use crate::{check_requantization, dense, requantize, ModelError, Reader, CLASSES};
+use crate::{
+    as_logits, check_requantization, dense, requantize_all, ModelError, Reader, Scratch, CLASSES,
+};
 
 pub const VIT_IMAGE_SIDE: usize = 28;
 pub const VIT_IMAGE_PIXELS: usize = VIT_IMAGE_SIDE * VIT_IMAGE_SIDE;
@@ -91,8 +93,8 @@ impl<'a> Linear<'a> {
         ((acc_max * self.multiplier) >> self.shift) + 1
     }
 
-    fn accumulate(&self, values: &[i32]) -> Vec<i32> {
-        dense(self.weights, &self.biases, values)
+    fn accumulate(&self, values: &[i32], out: &mut Vec<i32>) {
+        dense(self.weights, &self.biases, values, out)
     }
 
     fn rescale(&self, acc: i32) -> i64 {
@@ -110,6 +112,22 @@ fn rescale(acc: i32, multiplier: i64, shift: u32) -> i64 {
 /// Clamps to ±127, as the training script's `np.clip` does on its int64 values.
 fn clamp_q(v: i64) -> i32 {
     v.clamp(-Q_MAX, Q_MAX) as i32
+}
+
+/// The transformer's buffers beyond [`Scratch`]'s (which holds the residual stream and the
+/// pooled tokens).
+#[derive(Default)]
+pub(crate) struct Buffers {
+    q: Vec<i32>,
+    k: Vec<i32>,
+    v: Vec<i32>,
+    attended: Vec<i32>,
+    /// One token's normalised values.
+    normalised: Vec<i32>,
+    /// One token's MLP hidden activations.
+    hidden: Vec<i32>,
+    /// One linear layer's accumulators.
+    acc: Vec<i32>,
 }
 
 struct Block<'a> {
@@ -245,9 +263,24 @@ impl<'a> VitModel<'a> {
 
     /// Integer inference on one image (28×28 gray levels, row-major).
     pub fn logits(&self, image: &[u8; VIT_IMAGE_PIXELS]) -> [i32; CLASSES] {
+        self.logits_with(image, &mut Scratch::default())
+    }
+
+    /// [`Self::logits`], working in `scratch`.
+    pub fn logits_with(
+        &self,
+        image: &[u8; VIT_IMAGE_PIXELS],
+        scratch: &mut Scratch,
+    ) -> [i32; CLASSES] {
         let width = self.width;
+        let Scratch {
+            values: stream,
+            next: pooled,
+            vit: b,
+            ..
+        } = scratch;
         // The residual stream, `[token][width]`.
-        let mut stream = Vec::with_capacity(TOKENS * width);
+        stream.clear();
         let mut patch = [0i32; PATCH_PIXELS];
         for token in 0..TOKENS {
             let (ty, tx) = (token / PATCHES_PER_SIDE, token % PATCHES_PER_SIDE);
@@ -255,57 +288,61 @@ impl<'a> VitModel<'a> {
                 let (y, x) = (ty * PATCH + i / PATCH, tx * PATCH + i % PATCH);
                 *p = image[y * VIT_IMAGE_SIDE + x] as i32;
             }
-            let acc = self.embed.accumulate(&patch);
+            self.embed.accumulate(&patch, &mut b.acc);
             let positions = &self.positions[token * width..][..width];
             stream.extend(
-                acc.iter()
+                b.acc
+                    .iter()
                     .zip(positions)
                     .map(|(&a, &p)| self.embed.rescale(a + p) as i32),
             );
         }
         for block in &self.blocks {
-            self.attend(block, &mut stream);
+            self.attend(block, stream, b);
             for token in stream.chunks_exact_mut(width) {
-                let hidden: Vec<i32> = block
-                    .fc1
-                    .accumulate(&self.layer_norm(token))
-                    .into_iter()
-                    .map(|acc| requantize(acc, block.fc1.multiplier, block.fc1.shift))
-                    .collect();
-                for (r, acc) in token.iter_mut().zip(block.fc2.accumulate(&hidden)) {
+                self.layer_norm(token, &mut b.normalised);
+                block.fc1.accumulate(&b.normalised, &mut b.hidden);
+                requantize_all(&mut b.hidden, block.fc1.multiplier, block.fc1.shift);
+                block.fc2.accumulate(&b.hidden, &mut b.acc);
+                for (r, &acc) in token.iter_mut().zip(&b.acc) {
                     *r += block.fc2.rescale(acc) as i32;
                 }
             }
         }
-        let mut pooled = alloc::vec![0i32; width];
+        pooled.clear();
+        pooled.resize(width, 0);
         for token in stream.chunks_exact(width) {
-            for (sum, x) in pooled.iter_mut().zip(self.layer_norm(token)) {
+            self.layer_norm(token, &mut b.normalised);
+            for (sum, x) in pooled.iter_mut().zip(&b.normalised) {
                 *sum += x;
             }
         }
-        self.head
-            .accumulate(&pooled)
-            .try_into()
-            .expect("the head has 10 outputs")
+        self.head.accumulate(pooled, &mut b.acc);
+        as_logits(&b.acc)
     }
 
     /// Multi-head self-attention over the normalised stream, added to the stream.
-    fn attend(&self, block: &Block, stream: &mut [i32]) {
+    fn attend(&self, block: &Block, stream: &mut [i32], b: &mut Buffers) {
         let width = self.width;
         let head_width = width / self.heads;
-        let (mut q, mut k, mut v) = (
-            Vec::with_capacity(stream.len()),
-            Vec::with_capacity(stream.len()),
-            Vec::with_capacity(stream.len()),
-        );
+        for out in [&mut b.q, &mut b.k, &mut b.v] {
+            out.clear();
+        }
         for token in stream.chunks_exact(width) {
-            let normalised = self.layer_norm(token);
-            for (layer, out) in [(&block.q, &mut q), (&block.k, &mut k), (&block.v, &mut v)] {
-                let acc = layer.accumulate(&normalised);
-                out.extend(acc.into_iter().map(|a| clamp_q(layer.rescale(a))));
+            self.layer_norm(token, &mut b.normalised);
+            for (layer, out) in [
+                (&block.q, &mut b.q),
+                (&block.k, &mut b.k),
+                (&block.v, &mut b.v),
+            ] {
+                layer.accumulate(&b.normalised, &mut b.acc);
+                out.extend(b.acc.iter().map(|&a| clamp_q(layer.rescale(a))));
             }
         }
-        let mut attended = alloc::vec![0i32; stream.len()];
+        let (q, k, v) = (&b.q, &b.k, &b.v);
+        let attended = &mut b.attended;
+        attended.clear();
+        attended.resize(stream.len(), 0);
         let mut weights = [0i32; TOKENS];
         for head in 0..self.heads {
             let dims = head * head_width..(head + 1) * head_width;
@@ -332,16 +369,17 @@ impl<'a> VitModel<'a> {
         }
         for (token, values) in stream
             .chunks_exact_mut(width)
-            .zip(attended.chunks_exact(width))
+            .zip(b.attended.chunks_exact(width))
         {
-            for (r, acc) in token.iter_mut().zip(block.o.accumulate(values)) {
+            block.o.accumulate(values, &mut b.acc);
+            for (r, &acc) in token.iter_mut().zip(&b.acc) {
                 *r += block.o.rescale(acc) as i32;
             }
         }
     }
 
-    /// One token's layer normalisation: values within ±127 at scale 2^−ln_bits.
-    fn layer_norm(&self, token: &[i32]) -> Vec<i32> {
+    /// One token's layer normalisation into `out`: values within ±127 at scale 2^−ln_bits.
+    fn layer_norm(&self, token: &[i32], out: &mut Vec<i32>) {
         let bits = self.width.trailing_zeros();
         let mean = token.iter().map(|&x| x as i64).sum::<i64>() >> bits;
         let variance = token
@@ -350,10 +388,12 @@ impl<'a> VitModel<'a> {
             .sum::<i64>()
             >> bits;
         let std = isqrt(variance as u64).max(1) as i64;
-        token
-            .iter()
-            .map(|&x| clamp_q(div_round((x as i64 - mean) << self.ln_bits, std)))
-            .collect()
+        out.clear();
+        out.extend(
+            token
+                .iter()
+                .map(|&x| clamp_q(div_round((x as i64 - mean) << self.ln_bits, std))),
+        );
     }
 }
 
