@@ -410,6 +410,29 @@ impl TreeQuery {
     }
 }
 
+/// The query of `GET /v1/jobs`: a page of the client's jobs, newest first.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct JobsQuery {
+    /// Only jobs older than this job number (the next page: the last page's smallest number).
+    pub before: Option<u64>,
+    /// The most jobs to send (default [`JobsQuery::DEFAULT_LIMIT`], at most
+    /// [`JobsQuery::MAX_LIMIT`]).
+    pub limit: Option<usize>,
+}
+
+impl JobsQuery {
+    pub const DEFAULT_LIMIT: usize = 100;
+    pub const MAX_LIMIT: usize = 1000;
+
+    pub fn limit(&self) -> usize {
+        self.limit
+            .unwrap_or(Self::DEFAULT_LIMIT)
+            .min(Self::MAX_LIMIT)
+    }
+}
+
 /// The query of `GET /v1/jobs/{job}/events`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, ToSchema, utoipa::IntoParams)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]

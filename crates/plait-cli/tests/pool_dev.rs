@@ -346,6 +346,18 @@ fn client_commands_list_pause_resume_cancel_and_show_events_as_json() {
     server.wait_succeeded(job, Duration::from_secs(30));
     let jobs = server.client(&["jobs"]);
     assert_eq!(jobs.as_array().unwrap().len(), 2, "{jobs}");
+    // Newest first, a page at a time.
+    assert!(
+        jobs[0]["job-id"].as_u64() > jobs[1]["job-id"].as_u64(),
+        "{jobs}"
+    );
+    let newest = server.client(&["jobs", "--limit", "1"]);
+    assert_eq!(newest.as_array().unwrap().len(), 1, "{newest}");
+    assert_eq!(newest[0]["job-id"], jobs[0]["job-id"]);
+    let before = format!("job-{}", jobs[0]["job-id"]);
+    let older = server.client(&["jobs", "--before", &before]);
+    assert_eq!(older.as_array().unwrap().len(), 1, "{older}");
+    assert_eq!(older[0]["job-id"], jobs[1]["job-id"]);
     let events = server.client(&["events", &id]);
     let messages: Vec<&str> = events
         .as_array()
@@ -1162,13 +1174,22 @@ fn two_clients_share_the_pool_fairly_and_see_only_their_own_jobs() {
         "busy's jobs are far from done: {last_busy}"
     );
 
-    // Each sees its own jobs only; another's job is 404, for reading and for acting.
-    let listed = |token: &str| -> Vec<u64> {
-        let jobs: Vec<Value> = server.get("/v1/jobs", token).json().unwrap();
+    // Each sees its own jobs only, newest first, a page at a time; another's job is 404, for
+    // reading and for acting.
+    let listed = |token: &str, query: &str| -> Vec<u64> {
+        let jobs: Vec<Value> = server
+            .get(&format!("/v1/jobs{query}"), token)
+            .json()
+            .unwrap();
         jobs.iter().map(|j| j["job-id"].as_u64().unwrap()).collect()
     };
-    assert_eq!(listed(&late), vec![late_job]);
-    assert_eq!(listed(&busy), busy_jobs);
+    assert_eq!(listed(&late, ""), vec![late_job]);
+    let newest_first: Vec<u64> = busy_jobs.iter().rev().copied().collect();
+    assert_eq!(listed(&busy, ""), newest_first);
+    let first_page = listed(&busy, "?limit=8");
+    assert_eq!(first_page, newest_first[..8]);
+    let next = format!("?limit=8&before={}", first_page[7]);
+    assert_eq!(listed(&busy, &next), newest_first[8..16]);
     for path in ["", "/events", "/timings", "/proof"] {
         let response = server.get(&format!("/v1/jobs/{}{path}", busy_jobs[0]), &late);
         assert_eq!(response.status(), 404, "{path}");

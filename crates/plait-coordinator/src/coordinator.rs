@@ -196,6 +196,10 @@ pub struct Coordinator {
     /// and results act on. A job leaves once it ended and its writes are stored; asking for it
     /// then reads it from the store ([`Self::read_job`]).
     jobs: Mutex<BTreeMap<JobId, Job>>,
+    /// The summaries of ended jobs, taken as they leave memory (an ended job's summary no longer
+    /// changes; a retry takes it out): listing a client's jobs would otherwise read each one
+    /// whole from the store, on every poll. At most [`ENDED_SUMMARIES`].
+    ended_summaries: Mutex<HashMap<JobId, JobSummary>>,
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Worker identities, with their rejection counts and bans.
     identities: Mutex<Identities>,
@@ -296,6 +300,7 @@ impl Coordinator {
             outbox: Mutex::new(outbox),
             writer: tokio::sync::Mutex::new(()),
             jobs: Mutex::new(jobs),
+            ended_summaries: Mutex::new(HashMap::new()),
             programs: Mutex::new(programs),
             identities: Mutex::new(Identities::load(snapshot.worker_identities)),
             clients: Mutex::new(Clients::load(snapshot.clients)),
@@ -439,12 +444,23 @@ impl Coordinator {
         for id in ended {
             if let Some(mut job) = jobs.remove(&id) {
                 self.collect_writes(&mut job);
+                self.keep_ended_summary(id, job.summary(Instant::now()));
                 self.metrics
                     .jobs_ended
                     .with_label_values(&[job.status.name()])
                     .inc();
             }
         }
+    }
+
+    fn keep_ended_summary(&self, id: JobId, summary: JobSummary) {
+        let mut summaries = self.ended_summaries.lock().expect("summaries lock");
+        if summaries.len() >= ENDED_SUMMARIES && !summaries.contains_key(&id) {
+            // Any one makes room: a summary not kept is read from the store when asked for.
+            let evicted = *summaries.keys().next().expect("the map is full");
+            summaries.remove(&evicted);
+        }
+        summaries.insert(id, summary);
     }
 
     /// How many jobs the coordinator holds in memory (those not over).
@@ -1415,10 +1431,15 @@ impl Coordinator {
         }
     }
 
-    /// `client`'s job ids, oldest first.
-    pub async fn job_ids_of(&self, client: &str) -> Result<Vec<JobId>, CoordinatorError> {
+    /// `client`'s job ids below `before`, newest first, at most `limit`.
+    pub async fn job_ids_of(
+        &self,
+        client: &str,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, CoordinatorError> {
         self.flush().await?;
-        Ok(self.store.job_ids_of(client).await?)
+        Ok(self.store.job_ids_of(client, before, limit).await?)
     }
 
     pub async fn issue_worker(&self, id: &str) -> Result<String, CoordinatorError> {
@@ -2166,6 +2187,10 @@ impl Coordinator {
             if let Some(ended) = ended {
                 jobs.entry(job).or_insert(ended);
             }
+            self.ended_summaries
+                .lock()
+                .expect("summaries lock")
+                .remove(&job);
             let state = jobs
                 .get_mut(&job)
                 .ok_or(CoordinatorError::UnknownJob(job))?;
@@ -2233,7 +2258,28 @@ impl Coordinator {
     }
 
     pub async fn summary(&self, job: JobId) -> Result<JobSummary, CoordinatorError> {
-        self.read_job(job, |j| j.summary(Instant::now())).await
+        if let Some(state) = self.jobs.lock().expect("jobs lock").get(&job) {
+            return Ok(state.summary(Instant::now()));
+        }
+        if let Some(kept) = self
+            .ended_summaries
+            .lock()
+            .expect("summaries lock")
+            .get(&job)
+        {
+            return Ok(kept.clone());
+        }
+        let summary = self.load_ended_job(job).await?.summary(Instant::now());
+        // Unless a retry brought the job back meanwhile (its next summary is kept as it ends);
+        // under the jobs lock, which a retry holds while it takes the job back.
+        let jobs = self.jobs.lock().expect("jobs lock");
+        if !jobs.contains_key(&job) {
+            let mut summaries = self.ended_summaries.lock().expect("summaries lock");
+            if summaries.len() < ENDED_SUMMARIES {
+                summaries.entry(job).or_insert_with(|| summary.clone());
+            }
+        }
+        Ok(summary)
     }
 
     pub async fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
@@ -2369,6 +2415,9 @@ impl Coordinator {
 /// Rounds of discarding and re-proving a job's final inputs before its finalization failure
 /// fails the job.
 const MAX_FINAL_REPAIRS: u32 = 2;
+
+/// Ended jobs whose summaries the coordinator keeps (a few hundred bytes each).
+const ENDED_SUMMARIES: usize = 10_000;
 
 /// Whether `proof` proves what `target` says, by the backend's gate.
 fn check_proof(

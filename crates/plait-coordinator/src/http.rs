@@ -13,9 +13,9 @@ use axum::{
 use plait_api::{
     ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, ClientRecord, EventsQuery,
     IssueClientRequest, IssueClientResponse, IssueWorkerRequest, IssueWorkerResponse, JobEventBody,
-    JobStatusResponse, RegisterWorkerRequest, RegisterWorkerResponse, ReportFailureRequest,
-    SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta, TreeQuery,
-    UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
+    JobStatusResponse, JobsQuery, RegisterWorkerRequest, RegisterWorkerResponse,
+    ReportFailureRequest, SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta,
+    TreeQuery, UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
@@ -595,16 +595,21 @@ async fn job_status(
     Ok(Json(status_body(&coordinator, JobId(job)).await?))
 }
 
-/// The calling client's jobs.
-#[utoipa::path(get, path = "/jobs", responses(
-    (status = 200, description = "The calling client's jobs, oldest first", body = Vec<JobStatusResponse>),
+/// The calling client's jobs, newest first, a page at a time.
+#[utoipa::path(get, path = "/jobs", params(JobsQuery), responses(
+    (status = 200, description = "A page of the calling client's jobs, newest first", body = Vec<JobStatusResponse>),
 ))]
 async fn list_jobs(
     State(coordinator): State<Arc<Coordinator>>,
     Extension(ClientId(client)): Extension<ClientId>,
+    Query(query): Query<JobsQuery>,
 ) -> Result<Json<Vec<JobStatusResponse>>, ApiError> {
     let mut bodies = Vec::new();
-    for id in coordinator.job_ids_of(&client).await? {
+    let before = query.before.map(JobId);
+    for id in coordinator
+        .job_ids_of(&client, before, query.limit())
+        .await?
+    {
         bodies.push(status_body(&coordinator, id).await?);
     }
     Ok(Json(bodies))

@@ -567,6 +567,11 @@ impl Store {
                 )))
             }
         }
+        // A client's jobs are listed newest first, a page at a time (after the migrations: an
+        // older schema's jobs table gains its client column above).
+        sqlx::query("CREATE INDEX IF NOT EXISTS jobs_by_client ON jobs (client, id)")
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }
@@ -882,17 +887,26 @@ impl Store {
         Ok(self.read_jobs(JobFilter::One(job)).await?.pop())
     }
 
-    /// The ids of `client`'s stored jobs, oldest first.
-    pub async fn job_ids_of(&self, client: &str) -> Result<Vec<JobId>, StoreError> {
-        Ok(
-            sqlx::query_scalar::<_, i64>("SELECT id FROM jobs WHERE client = $1 ORDER BY id")
-                .bind(client.to_string())
-                .fetch_all(&self.pool)
-                .await?
-                .into_iter()
-                .map(|id| JobId(id as u64))
-                .collect(),
+    /// The ids of `client`'s stored jobs below `before`, newest first, at most `limit`.
+    pub async fn job_ids_of(
+        &self,
+        client: &str,
+        before: Option<JobId>,
+        limit: usize,
+    ) -> Result<Vec<JobId>, StoreError> {
+        let before = before.map_or(i64::MAX, |id| i64::try_from(id.0).unwrap_or(i64::MAX));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(sqlx::query_scalar::<_, i64>(
+            "SELECT id FROM jobs WHERE client = $1 AND id < $2 ORDER BY id DESC LIMIT $3",
         )
+        .bind(client.to_string())
+        .bind(before)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .into_iter()
+        .map(|id| JobId(id as u64))
+        .collect())
     }
 
     /// Every stored job's id, oldest first.

@@ -756,12 +756,17 @@ async fn jobs_cancelled_or_failed_while_executing(kind: &str) {
         20,
         "execution finished"
     );
+    // An ended job's summary is kept as it leaves memory; a retry makes it live again, and it
+    // is kept anew when the job ends.
+    assert_eq!(c.summary(job).await.unwrap().state, "failed");
     c.act(job, JobAction::Retry).await.unwrap();
+    assert_eq!(c.summary(job).await.unwrap().state, "running");
     run_to_end(&c, &program, job).await;
     assert!(matches!(
         c.status(job).await.unwrap(),
         JobStatus::Succeeded(_)
     ));
+    assert_eq!(c.summary(job).await.unwrap().state, "succeeded");
 }
 
 fn params() -> ProvingParams {
@@ -1825,7 +1830,7 @@ async fn a_submission_that_was_not_stored_is_forgotten(kind: &str) {
     assert!(matches!(refused, CoordinatorError::Store(_)), "{refused}");
     break_event_writes(&url, false).await;
     let job = submit_dev(&c, &program, 24).await;
-    assert_eq!(c.job_ids_of("default").await.unwrap(), [job]);
+    assert_eq!(c.job_ids_of("default", None, 10).await.unwrap(), [job]);
     wait_until_executed(&c, job).await;
     run_to_end(&c, &program, job).await;
     assert!(matches!(
@@ -1835,5 +1840,5 @@ async fn a_submission_that_was_not_stored_is_forgotten(kind: &str) {
     // Nothing of the refused job reached the store either.
     drop(c);
     let again = open(&url).await;
-    assert_eq!(again.job_ids_of("default").await.unwrap(), [job]);
+    assert_eq!(again.job_ids_of("default", None, 10).await.unwrap(), [job]);
 }

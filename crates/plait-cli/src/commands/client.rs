@@ -86,6 +86,12 @@ pub struct FetchArgs {
 pub struct ListArgs {
     #[command(flatten)]
     connection: Connection,
+    /// The most jobs to list, newest first (the coordinator sends at most 1,000 at a time).
+    #[arg(long, default_value_t = plait_api::JobsQuery::DEFAULT_LIMIT)]
+    limit: usize,
+    /// Only jobs older than this one (job-N or N): the next page.
+    #[arg(long, value_parser = parse_job)]
+    before: Option<u64>,
     #[arg(long)]
     json: bool,
 }
@@ -313,7 +319,11 @@ pub async fn status(args: JobArgs) -> Result<()> {
 }
 
 pub async fn list(args: ListArgs) -> Result<()> {
-    let jobs: Vec<JobStatusResponse> = args.connection.get_json("/jobs").await?;
+    let mut path = format!("/jobs?limit={}", args.limit);
+    if let Some(before) = args.before {
+        path += &format!("&before={before}");
+    }
+    let jobs: Vec<JobStatusResponse> = args.connection.get_json(&path).await?;
     if args.json {
         return print_json(&jobs);
     }
@@ -321,6 +331,25 @@ pub async fn list(args: ListArgs) -> Result<()> {
         print_status(status);
     }
     Ok(())
+}
+
+/// Every job of the connection's client, oldest first, read a page at a time.
+pub async fn all_jobs(connection: &Connection) -> Result<Vec<JobStatusResponse>> {
+    let limit = plait_api::JobsQuery::MAX_LIMIT;
+    let mut jobs: Vec<JobStatusResponse> = Vec::new();
+    loop {
+        let mut path = format!("/jobs?limit={limit}");
+        if let Some(oldest) = jobs.last() {
+            path += &format!("&before={}", oldest.job_id.0);
+        }
+        let page: Vec<JobStatusResponse> = connection.get_json(&path).await?;
+        let last_page = page.len() < limit;
+        jobs.extend(page);
+        if last_page {
+            jobs.reverse();
+            return Ok(jobs);
+        }
+    }
 }
 
 pub async fn events(args: JobArgs) -> Result<()> {

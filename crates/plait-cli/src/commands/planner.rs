@@ -474,7 +474,7 @@ pub struct PredictionsArgs {
 
 async fn records_of_coordinator(url: &str, token: &str) -> Result<Vec<PredictionRecord>> {
     let connection = super::client::Connection::new(url, token);
-    let jobs: Vec<plait_api::JobStatusResponse> = connection.get_json("/jobs").await?;
+    let jobs = super::client::all_jobs(&connection).await?;
     Ok(jobs
         .into_iter()
         .filter_map(|job| {
