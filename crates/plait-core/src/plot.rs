@@ -58,18 +58,31 @@ pub fn pool_size_series(
         .collect()
 }
 
-/// Two panels side by side, latency and work against segments (log scale), as SVG text.
+/// Two panels side by side, latency and work against segments, as SVG text. Both axes are
+/// logarithmic: segment counts double from one height to the next, and one pool's latency is
+/// often a thousand times another's.
 pub fn two_panel_svg(series: &[Series]) -> Result<String, String> {
     let mut svg = String::new();
     {
         let root = SVGBackend::with_string(&mut svg, (1040, 420)).into_drawing_area();
         root.fill(&WHITE).map_err(|e| e.to_string())?;
         let (left, right) = root.split_horizontally(520);
-        panel(&left, series, "latency T (s)", |p| p.1)?;
-        panel(&right, series, "total proving work L (s)", |p| p.2)?;
+        panel(&left, series, "latency T (s, log scale)", |p| p.1)?;
+        panel(&right, series, "total proving work L (s, log scale)", |p| {
+            p.2
+        })?;
         root.present().map_err(|e| e.to_string())?;
     }
     Ok(svg)
+}
+
+/// Seconds as an axis label: whole seconds up to 100,000, then in powers of ten.
+fn seconds_label(y: f64) -> String {
+    if y < 1e5 {
+        format!("{y:.0}")
+    } else {
+        format!("{y:.0e}")
+    }
 }
 
 fn panel(
@@ -80,20 +93,21 @@ fn panel(
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<_>| e.to_string();
     let points = series.iter().flat_map(|s| &s.points);
-    // Segment counts double from one height to the next: x is log2(n), labelled with n at
-    // each doubling.
+    // x is log2(n), labelled with n at each doubling.
     let log2 = |n: f64| n.max(1.0).log2();
     let x_max = points.clone().map(|p| log2(p.0)).fold(1.0, f64::max);
     let x_min = points.clone().map(|p| log2(p.0)).fold(x_max, f64::min);
-    // Headroom above the lines for the legend.
-    let y_max = points.map(value).fold(1.0, f64::max) * 1.35;
+    let y_max = points.clone().map(value).fold(1.0, f64::max);
+    let y_min = points.map(value).fold(y_max, f64::min).max(1e-3);
+    // Below the lowest line a little; above the highest, room for the legend.
+    let (y_from, y_to) = (y_min / 2.0, y_max * 8.0);
     let (from, to) = ((x_min - 0.5).floor(), (x_max + 0.5).ceil());
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))
         .margin(12)
         .x_label_area_size(40)
         .y_label_area_size(64)
-        .build_cartesian_2d(from..to, 0.0..y_max)
+        .build_cartesian_2d(from..to, (y_from..y_to).log_scale())
         .map_err(err)?;
     chart
         .configure_mesh()
@@ -101,7 +115,7 @@ fn panel(
         .x_labels((to - from) as usize + 1)
         .light_line_style(WHITE)
         .x_label_formatter(&|x| format!("{:.0}", x.exp2()))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| seconds_label(*y))
         .draw()
         .map_err(err)?;
     for (i, s) in series.iter().enumerate() {
@@ -148,6 +162,6 @@ mod tests {
         // its legend sample; a point per candidate in each panel.
         assert_eq!(svg.matches(r#"stroke-width="2""#).count(), 2 * (2 + 2));
         assert_eq!(svg.matches("<circle").count(), 2 * 2 * 2);
-        assert!(svg.contains("10 workers") && svg.contains("latency T (s)"));
+        assert!(svg.contains("10 workers") && svg.contains("latency T (s, log scale)"));
     }
 }

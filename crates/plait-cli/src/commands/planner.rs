@@ -390,6 +390,8 @@ pub async fn plan(args: PlanArgs, cache: &Path) -> Result<()> {
 }
 
 /// Simulates each candidate on pools of several sizes and draws T and L against n.
+/// Simulates every candidate on pools of `sizes` workers, plots T and L to `path` (SVG), and
+/// prints the plotted figures.
 pub fn plot(
     candidates: &[Candidate],
     pool: &Pool,
@@ -407,7 +409,16 @@ pub fn plot(
     );
     let svg = plait_core::plot::two_panel_svg(&series)
         .map_err(|e| anyhow::anyhow!("drawing the plot: {e}"))?;
-    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(path, svg).with_context(|| format!("writing {}", path.display()))?;
+    for s in &series {
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|(n, t, l)| format!("n={n:.0}: T {t:.0} s, L {l:.0} s"))
+            .collect();
+        eprintln!("{:>14}  {}", s.label, points.join("; "));
+    }
+    Ok(())
 }
 
 // ---------------------------------------------------------------- predictions
