@@ -99,8 +99,11 @@ fn panel(
     let x_min = points.clone().map(|p| log2(p.0)).fold(x_max, f64::min);
     let y_max = points.clone().map(value).fold(1.0, f64::max);
     let y_min = points.map(value).fold(y_max, f64::min).max(1e-3);
-    // Below the lowest line a little; above the highest, room for the legend.
-    let (y_from, y_to) = (y_min / 2.0, y_max * 8.0);
+    // Below the lowest line a little; above the highest, room for the legend: at least a
+    // decade, and 30% of the height when the lines span several.
+    let y_from = y_min / 2.0;
+    let headroom_decades = (0.43 * (y_max / y_from).log10()).max(0.9);
+    let y_to = y_max * 10f64.powf(headroom_decades);
     let (from, to) = ((x_min - 0.5).floor(), (x_max + 0.5).ceil());
     let mut chart = ChartBuilder::on(area)
         .caption(title, ("sans-serif", 16))

@@ -127,12 +127,7 @@ impl<'a> CnnModel<'a> {
             .sum()
     }
 
-    /// Integer inference on one image (28×28 gray levels, row-major).
-    pub fn logits(&self, image: &[u8; CNN_IMAGE_PIXELS]) -> [i32; CLASSES] {
-        self.logits_with(image, &mut Scratch::default())
-    }
-
-    /// [`Self::logits`], working in `scratch`.
+    /// Integer inference on one image (28×28 gray levels, row-major), working in `scratch`.
     pub fn logits_with(
         &self,
         image: &[u8; CNN_IMAGE_PIXELS],

@@ -277,12 +277,7 @@ impl<'a> Model<'a> {
             .sum()
     }
 
-    /// Integer inference on one image.
-    pub fn logits(&self, image: &[u8]) -> Result<[i32; CLASSES], ImageError> {
-        self.logits_with(image, &mut Scratch::default())
-    }
-
-    /// [`Self::logits`], working in `scratch`.
+    /// Integer inference on one image, working in `scratch`.
     pub fn logits_with(
         &self,
         image: &[u8],
@@ -537,12 +532,12 @@ mod tests {
         let model = Model::parse(&bytes).unwrap();
         let mut image = [0u8; 64];
         image[8..16].fill(2); // row 1: logit 1 = 8·2·2 = 32, logit 9 (row 1 too) = 8·2·10
-        let logits = model.logits(&image).unwrap();
+        let logits = model.logits_with(&image, &mut Scratch::default()).unwrap();
         assert_eq!(logits[1], 32);
         assert_eq!(logits[9], 160);
         assert_eq!(predict(&logits), 9);
         assert_eq!(
-            model.logits(&[0; 63]),
+            model.logits_with(&[0; 63], &mut Scratch::default()),
             Err(ImageError::WrongSize {
                 pixels: 64,
                 got: 63
@@ -550,7 +545,7 @@ mod tests {
         );
         image[5] = 17;
         assert_eq!(
-            model.logits(&image),
+            model.logits_with(&image, &mut Scratch::default()),
             Err(ImageError::PixelOutOfRange {
                 index: 5,
                 value: 17

@@ -261,12 +261,7 @@ impl<'a> VitModel<'a> {
         linear(&self.embed) + self.positions.len() + blocks + linear(&self.head)
     }
 
-    /// Integer inference on one image (28×28 gray levels, row-major).
-    pub fn logits(&self, image: &[u8; VIT_IMAGE_PIXELS]) -> [i32; CLASSES] {
-        self.logits_with(image, &mut Scratch::default())
-    }
-
-    /// [`Self::logits`], working in `scratch`.
+    /// Integer inference on one image (28×28 gray levels, row-major), working in `scratch`.
     pub fn logits_with(
         &self,
         image: &[u8; VIT_IMAGE_PIXELS],
