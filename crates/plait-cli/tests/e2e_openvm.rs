@@ -789,8 +789,9 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
 /// A batch's guest memory does not grow per image: OpenVM's guest allocator never frees, so an
 /// inference that allocated per image grew the CNN's heap by about 18 KB an image (and every
 /// segment boundary compares the heap's pages: quadratic in the batch; with the old code this
-/// test saw 131,452 bytes after 2 images and 832,425 after 40). The last segment's checkpoint (every page that differs from the program
-/// image) of a 40-image batch may exceed a 2-image batch's only by the extra images' pixels.
+/// test saw 131,452 bytes after 2 images and 832,425 after 40). The last segment's checkpoint
+/// (every page that differs from the program image) of a 40-image batch may exceed a 2-image
+/// batch's only by the extra images' pixels.
 #[test]
 fn a_zkml_batch_s_guest_memory_does_not_grow_per_image() {
     use plait_prover::openvm::checkpoint_raw_size;

@@ -197,8 +197,10 @@ pub struct Coordinator {
     /// then reads it from the store ([`Self::read_job`]).
     jobs: Mutex<BTreeMap<JobId, Job>>,
     /// The summaries of ended jobs, taken as they leave memory (an ended job's summary no longer
-    /// changes; a retry takes it out): listing a client's jobs would otherwise read each one
-    /// whole from the store, on every poll. At most [`ENDED_SUMMARIES`].
+    /// changes): listing a client's jobs would otherwise read each one whole from the store, on
+    /// every poll. A job in `jobs` is summarized from there, so a retried job's kept summary is
+    /// never read, and is replaced when the job leaves memory again. At most
+    /// [`ENDED_SUMMARIES`].
     ended_summaries: Mutex<HashMap<JobId, JobSummary>>,
     programs: Mutex<HashMap<String, ProgramImage>>,
     /// Worker identities, with their rejection counts and bans.
@@ -2187,10 +2189,6 @@ impl Coordinator {
             if let Some(ended) = ended {
                 jobs.entry(job).or_insert(ended);
             }
-            self.ended_summaries
-                .lock()
-                .expect("summaries lock")
-                .remove(&job);
             let state = jobs
                 .get_mut(&job)
                 .ok_or(CoordinatorError::UnknownJob(job))?;
@@ -2270,8 +2268,9 @@ impl Coordinator {
             return Ok(kept.clone());
         }
         let summary = self.load_ended_job(job).await?.summary(Instant::now());
-        // Unless a retry brought the job back meanwhile (its next summary is kept as it ends);
-        // under the jobs lock, which a retry holds while it takes the job back.
+        // Unless a retry brought the job back meanwhile (under the jobs lock, which a retry
+        // holds while it takes the job back), and never over a summary kept as the job left
+        // memory, which is newer than this read.
         let jobs = self.jobs.lock().expect("jobs lock");
         if !jobs.contains_key(&job) {
             let mut summaries = self.ended_summaries.lock().expect("summaries lock");

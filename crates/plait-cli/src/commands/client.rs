@@ -343,6 +343,14 @@ pub async fn all_jobs(connection: &Connection) -> Result<Vec<JobStatusResponse>>
             path += &format!("&before={}", oldest.job_id.0);
         }
         let page: Vec<JobStatusResponse> = connection.get_json(&path).await?;
+        // Each page must go on below the last: a coordinator that sent the same page again
+        // would otherwise keep this loop asking forever.
+        let below = jobs.last().map_or(u64::MAX, |oldest| oldest.job_id.0);
+        if page.windows(2).any(|w| w[1].job_id.0 >= w[0].job_id.0)
+            || page.first().is_some_and(|first| first.job_id.0 >= below)
+        {
+            bail!("the coordinator's job list is not in descending order of job number");
+        }
         let last_page = page.len() < limit;
         jobs.extend(page);
         if last_page {

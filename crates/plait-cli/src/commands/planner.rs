@@ -389,7 +389,6 @@ pub async fn plan(args: PlanArgs, cache: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Simulates each candidate on pools of several sizes and draws T and L against n.
 /// Simulates every candidate on pools of `sizes` workers, plots T and L to `path` (SVG), and
 /// prints the plotted figures.
 pub fn plot(
