@@ -666,14 +666,17 @@ async fn event_messages(c: &Coordinator, job: JobId) -> Vec<String> {
         .collect()
 }
 
+/// Waits for a job's execution to end. The bound only keeps a hung test from running forever:
+/// a loaded CI machine can take many seconds to execute and store thousands of segments.
 async fn wait_until_executed(c: &Coordinator, job: JobId) {
-    for _ in 0..500 {
-        if !c.summary(job).await.unwrap().progress.executing {
-            return;
-        }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    while c.summary(job).await.unwrap().progress.executing {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{job} still executing"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
-    panic!("{job} still executing");
 }
 
 /// A guest that fails fails its job, and a restarted coordinator still knows its execution
@@ -1572,16 +1575,21 @@ async fn lost_leases_are_counted_apart_from_reported_failures(kind: &str) {
         async move {
             // The task comes back after its backoff; a claim waits 50 ms at most, so ask until
             // it is handed out (under load the backoff can outlast one claim).
-            let mut leased = None;
-            for _ in 0..40 {
-                leased = c.claim(&format!("dies-{n}"), &worker()).await.unwrap();
-                if leased.is_some() {
-                    break;
-                }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while c
+                .claim(&format!("dies-{n}"), &worker())
+                .await
+                .unwrap()
+                .is_none()
+            {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the task is handed out again"
+                );
             }
-            leased.expect("the task is handed out again");
-            // The reaper looks every second.
-            for _ in 0..40 {
+            // The reaper looks every second; the deadline only stops a hung test.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while std::time::Instant::now() < deadline {
                 let events = event_messages(&c, job).await;
                 if events
                     .iter()
