@@ -22,6 +22,9 @@ pub const CNN_IMAGE_PIXELS: usize = CNN_IMAGE_SIDE * CNN_IMAGE_SIDE;
 
 pub(crate) const MAGIC: &[u8; 8] = b"PLAITCNN";
 
+/// The largest convolution kernel side (each side is compiled apart: see [`conv_pool`]).
+const MAX_KERNEL: usize = 7;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Conv { kernel: usize },
@@ -74,6 +77,9 @@ impl<'a> CnnModel<'a> {
                         return Err(ModelError::Shape(
                             "a convolution takes the previous feature maps",
                         ));
+                    }
+                    if kernel > MAX_KERNEL {
+                        return Err(ModelError::Shape("a convolution's kernel side is 1 to 7"));
                     }
                     let convolved = side - kernel + 1;
                     if convolved % 2 != 0 {
@@ -133,16 +139,24 @@ impl<'a> CnnModel<'a> {
         image: &[u8; CNN_IMAGE_PIXELS],
         scratch: &mut Scratch,
     ) -> [i32; CLASSES] {
-        let Scratch {
-            values, next, map, ..
-        } = scratch;
+        let Scratch { values, next, .. } = scratch;
         values.clear();
         values.extend(image.iter().map(|&p| p as i32));
         let mut side = CNN_IMAGE_SIDE;
         for layer in &self.layers {
             match layer.kind {
                 Kind::Conv { kernel } => {
-                    conv_pool(layer, kernel, values, side, map, next);
+                    let conv_pool = match kernel {
+                        1 => conv_pool::<1>,
+                        2 => conv_pool::<2>,
+                        3 => conv_pool::<3>,
+                        4 => conv_pool::<4>,
+                        5 => conv_pool::<5>,
+                        6 => conv_pool::<6>,
+                        7 => conv_pool::<7>,
+                        _ => unreachable!("parse allows kernel sides 1 to {MAX_KERNEL}"),
+                    };
+                    conv_pool(layer, values, side, next);
                     side = (side - kernel + 1) / 2;
                 }
                 Kind::Dense => dense(layer.weights, &layer.biases, values, next),
@@ -154,51 +168,60 @@ impl<'a> CnnModel<'a> {
     }
 }
 
-/// A valid convolution (stride 1) of `values` (`inputs` maps of `side`²), then a 2×2
-/// max-pool of the accumulators into `out`: `outputs` maps of ((side − kernel + 1) / 2)².
-/// `map` holds one convolved map at a time.
-fn conv_pool(
-    layer: &Layer,
-    kernel: usize,
-    values: &[i32],
-    side: usize,
-    map: &mut Vec<i32>,
-    out: &mut Vec<i32>,
-) {
-    let convolved = side - kernel + 1;
-    let pooled = convolved / 2;
-    let taps = layer.inputs * kernel * kernel;
+/// A valid convolution (stride 1) of `values` (`inputs` maps of `side`²) with `K`×`K`
+/// filters, then a 2×2 max-pool of the accumulators into `out`: `outputs` maps of
+/// ((side − K + 1) / 2)². Each pooled value is computed straight from its four windows, so no
+/// convolved map is stored.
+///
+/// Why it is shaped so: the guest pays for every instruction. The four windows of a pool are
+/// accumulated together in registers, so each weight is loaded once for four
+/// multiply-accumulates, and with `K` a constant the tap loops unroll into loads at fixed
+/// offsets: about three guest instructions a multiply-accumulate, where a loop over a stored
+/// map (load, load, multiply, add, store, loop) took about ten.
+fn conv_pool<const K: usize>(layer: &Layer, values: &[i32], side: usize, out: &mut Vec<i32>) {
+    let pooled = (side - K + 1) / 2;
     out.clear();
     out.reserve(layer.outputs * pooled * pooled);
-    map.clear();
-    map.resize(convolved * convolved, 0);
-    // A slice, not the Vec: the inner loop keeps its pointer and length in registers.
-    let map = map.as_mut_slice();
-    for (o, filter) in layer.weights.chunks_exact(taps).enumerate() {
-        map.fill(layer.biases[o]);
-        for (c, channel) in filter.chunks_exact(kernel * kernel).enumerate() {
-            let input = &values[c * side * side..(c + 1) * side * side];
-            for (dy, row) in channel.chunks_exact(kernel).enumerate() {
-                for (dx, &w) in row.iter().enumerate() {
-                    let w = w as i8 as i32;
-                    if w == 0 {
-                        continue;
-                    }
-                    for y in 0..convolved {
-                        let from = &input[(y + dy) * side + dx..][..convolved];
-                        let to = &mut map[y * convolved..][..convolved];
-                        for (acc, &a) in to.iter_mut().zip(from) {
-                            *acc += w * a;
-                        }
-                    }
-                }
-            }
-        }
-        for y in 0..pooled {
-            for x in 0..pooled {
-                let at = |dy: usize, dx: usize| map[(2 * y + dy) * convolved + 2 * x + dx];
-                out.push(at(0, 0).max(at(0, 1)).max(at(1, 0)).max(at(1, 1)));
+    let taps = layer.inputs * K * K;
+    for (filter, &bias) in layer.weights.chunks_exact(taps).zip(&layer.biases) {
+        for y in (0..2 * pooled).step_by(2) {
+            for x in (0..2 * pooled).step_by(2) {
+                let pool = pool_windows::<K>(filter, values, side, y * side + x);
+                out.push(bias + pool.into_iter().max().expect("four windows"));
             }
         }
     }
+}
+
+/// The four convolution outputs (before the bias) of one 2×2 pool: `filter` over every input
+/// map, with the pool's top-left window corner at offset `corner` in each map. Windows are
+/// ordered top-left, top-right, bottom-left, bottom-right.
+#[inline(always)]
+fn pool_windows<const K: usize>(
+    filter: &[u8],
+    values: &[i32],
+    side: usize,
+    corner: usize,
+) -> [i32; 4] {
+    let mut acc = [0i32; 4];
+    for (channel, input) in filter
+        .chunks_exact(K * K)
+        .zip(values.chunks_exact(side * side))
+    {
+        for dy in 0..K {
+            let weights: &[u8; K] = channel[dy * K..][..K].try_into().expect("K taps");
+            // The window rows at dy of the top and bottom windows: K + 1 pixels each covers
+            // the left and right windows.
+            let top = &input[corner + dy * side..][..K + 1];
+            let bottom = &input[corner + (dy + 1) * side..][..K + 1];
+            for dx in 0..K {
+                let w = weights[dx] as i8 as i32;
+                acc[0] += w * top[dx];
+                acc[1] += w * top[dx + 1];
+                acc[2] += w * bottom[dx];
+                acc[3] += w * bottom[dx + 1];
+            }
+        }
+    }
+    acc
 }

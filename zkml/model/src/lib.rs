@@ -215,8 +215,6 @@ pub struct Scratch {
     /// A layer's input, then (swapped) its output.
     values: Vec<i32>,
     next: Vec<i32>,
-    /// One convolved feature map, before pooling.
-    map: Vec<i32>,
     vit: vit::Buffers,
 }
 
