@@ -664,3 +664,62 @@ fn a_closed_pool_admits_issued_workers_only_and_the_operator_bans_and_unbans() {
     assert_eq!(refusal(claim), (401, "unauthorized".into()));
     drop(worker);
 }
+
+/// A flood of registrations fills the pool, and its identities are never used: after a lease
+/// period and a claim wait they make room for a worker that comes later (its registration,
+/// refused meanwhile as `pool-full`, is retried), which proves the job. A worker whose
+/// identity is forgotten (here the operator revokes it) registers again and keeps working.
+#[test]
+fn registrations_never_used_cannot_keep_a_later_worker_out() {
+    let server = serve(&["--max-workers", "3", "--lease-seconds", "1"]);
+    let register = |name: &str| {
+        server
+            .http
+            .post(format!("{}/v1/worker/register", server.url))
+            .bearer_auth(WORKER_TOKEN)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .unwrap()
+    };
+    for i in 0..3 {
+        assert!(register(&format!("flood-{i}")).status().is_success());
+    }
+    assert_eq!(refusal(register("flood-3")), (503, "pool-full".into()));
+
+    let job = server.submit("program", 8);
+    let worker = server.worker("honest", &[]);
+    server.wait_succeeded(job, Duration::from_secs(60));
+    let ids = |server: &Server| -> Vec<String> {
+        let mut ids: Vec<String> = server
+            .operator(&["list"])
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["worker-id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let listed = ids(&server);
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let honest_id = listed
+        .iter()
+        .find(|id| id.starts_with("honest-"))
+        .expect("the honest worker displaced one flood identity")
+        .clone();
+
+    server.operator(&["revoke", &honest_id]);
+    let next = server.submit("program", 16);
+    server.wait_succeeded(next, Duration::from_secs(60));
+    let again = ids(&server)
+        .into_iter()
+        .find(|id| id.starts_with("honest-"))
+        .expect("the worker registered again");
+    assert_ne!(again, honest_id);
+    assert!(server
+        .events(next)
+        .iter()
+        .any(|e| e.ends_with(&format!(" leased to {again}"))));
+    drop(worker);
+}

@@ -49,7 +49,9 @@ pub struct CoordinatorConfig {
     pub metrics_token: Option<String>,
     /// How long a registered worker's identity outlives its last claim.
     pub worker_idle: Duration,
-    /// Worker identities the coordinator keeps at most: registrations past it are refused.
+    /// Worker identities the coordinator keeps at most. Past it, a registration displaces the
+    /// registered identity seen least recently if that one is idle (unseen for a lease period
+    /// and a claim wait, holding no lease), and is refused (`pool-full`) if none is.
     pub max_workers: usize,
     /// How long a lease lasts without a heartbeat.
     pub lease: Duration,
@@ -165,8 +167,8 @@ pub enum CoordinatorError {
     WorkerExists(String),
     #[error("this pool is closed: workers join with a credential the operator issued (`plait workers issue`), not a pool token")]
     RegistrationClosed,
-    #[error("the pool holds {0} worker identities, its limit; registered workers idle for a day are forgotten")]
-    PoolFull(usize),
+    #[error("the pool holds {limit} worker identities, its limit, and every one is working or was seen in the last {live_secs} s; try again later")]
+    PoolFull { limit: usize, live_secs: u64 },
     #[error("the blocking task panicked: {0}")]
     Panicked(String),
     #[error(transparent)]
@@ -1065,16 +1067,21 @@ impl Coordinator {
             .prune(self.config.worker_idle, |id| holding.contains_key(id));
         if !gone.is_empty() {
             tracing::info!(count = gone.len(), "forgot idle registered workers");
-            let mut done = self.tasks_done.lock().expect("tasks done lock");
-            for id in &gone {
-                done.remove(id);
-            }
-            drop(done);
-            self.outbox
-                .lock()
-                .expect("outbox lock")
-                .extend(gone.into_iter().map(|id| StoreOp::ForgetWorker { id }));
+            self.forget_identities(gone);
         }
+    }
+
+    /// Drops what is kept about forgotten identities, and records that they are gone.
+    fn forget_identities(&self, gone: Vec<String>) {
+        let mut done = self.tasks_done.lock().expect("tasks done lock");
+        for id in &gone {
+            done.remove(id);
+        }
+        drop(done);
+        self.outbox
+            .lock()
+            .expect("outbox lock")
+            .extend(gone.into_iter().map(|id| StoreOp::ForgetWorker { id }));
     }
 
     /// How long a lease of `work` may last at most: four times what the worker's profile
@@ -1279,15 +1286,34 @@ impl Coordinator {
         if self.config.worker_token.is_empty() {
             return Err(CoordinatorError::RegistrationClosed);
         }
-        let (identity, credential) = {
+        // The table is bounded, so that a flood of registrations cannot exhaust memory. When
+        // it is full, a registered identity that is not working (unseen for longer than a
+        // live worker's silence, holding no lease) makes room: a flood of registrations
+        // that are never used cannot keep later workers out.
+        let known = self.identities.lock().expect("identities lock").len();
+        // Taken before the identities lock (the lock order elsewhere is jobs, then identities).
+        let holding = (known >= self.config.max_workers).then(|| self.leases_held());
+        let (identity, credential, displaced) = {
             let mut identities = self.identities.lock().expect("identities lock");
-            // Registered identities idle for a day are forgotten; until then the table is
-            // bounded, so that a flood of registrations cannot exhaust memory.
+            let mut displaced = None;
             if identities.len() >= self.config.max_workers {
-                return Err(CoordinatorError::PoolFull(self.config.max_workers));
+                let holding = holding.unwrap_or_default();
+                displaced =
+                    identities.displace_stalest(self.live_window(), |id| holding.contains_key(id));
+                if displaced.is_none() {
+                    return Err(CoordinatorError::PoolFull {
+                        limit: self.config.max_workers,
+                        live_secs: self.live_window().as_secs(),
+                    });
+                }
             }
-            identities.register(name, unix_ms())
+            let (identity, credential) = identities.register(name, unix_ms());
+            (identity, credential, displaced)
         };
+        if let Some(displaced) = displaced {
+            tracing::info!(worker = %displaced, "forgot an idle registered worker to make room for a new one");
+            self.forget_identities(vec![displaced]);
+        }
         let id = identity.id.clone();
         self.store_identity(Some(identity));
         // A worker uses its credential only once it is stored.

@@ -89,7 +89,7 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::FORBIDDEN, "over-instruction-limit")
             }
             CoordinatorError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration-closed"),
-            CoordinatorError::PoolFull(_) => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
+            CoordinatorError::PoolFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
             CoordinatorError::Panicked(_) | CoordinatorError::Halted => {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }

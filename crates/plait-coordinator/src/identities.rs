@@ -188,6 +188,28 @@ impl Identities {
         gone
     }
 
+    /// Makes room for one more identity in a full table: forgets the registered identity seen
+    /// least recently, if it has been unseen for `unseen_for` and holds no lease, and returns
+    /// its id. So registrations that are never used (a flood of them, or workers gone for
+    /// good) cannot keep out workers that come later: they displace only identities that are
+    /// not working. Issued identities are never displaced. O(identities), paid only when full.
+    pub fn displace_stalest(
+        &mut self,
+        unseen_for: Duration,
+        holds_leases: impl Fn(&str) -> bool,
+    ) -> Option<String> {
+        let stalest = self
+            .registry
+            .values()
+            .filter(|identity| identity.origin == Origin::Registered)
+            .filter_map(|identity| Some((self.seen.get(&identity.id)?, &identity.id)))
+            .filter(|(seen, id)| seen.elapsed() >= unseen_for && !holds_leases(id))
+            .min()
+            .map(|(_, id)| id.clone())?;
+        self.revoke(&stalest);
+        Some(stalest)
+    }
+
     /// The operator's view, sorted by id; `live` gives (live, advertised memory, leases held),
     /// `more` fills in its device, current tasks and tasks done.
     pub fn records(
@@ -272,5 +294,44 @@ mod tests {
         let gone = ids.prune(Duration::ZERO, |id| id == busy.id);
         assert_eq!(gone, vec![idle.id.clone()]);
         assert!(ids.get(&busy.id).is_some() && ids.get("issued").is_some());
+    }
+
+    #[test]
+    fn a_full_table_displaces_the_stalest_idle_registered_worker() {
+        let mut ids = Identities::default();
+        ids.issue("issued", 0).unwrap();
+        // Seen in this order: leasing, older, fresh, then returned (registered second, but
+        // seen again last).
+        let tick = || std::thread::sleep(Duration::from_millis(5));
+        let (leasing, _) = ids.register("leasing", 0);
+        tick();
+        let (returned, credential) = ids.register("returned", 0);
+        tick();
+        let (older, _) = ids.register("older", 0);
+        tick();
+        let (fresh, _) = ids.register("fresh", 0);
+        tick();
+        ids.saw(&returned.id);
+        let none = |_: &str| false;
+        assert_eq!(
+            ids.displace_stalest(Duration::from_secs(60), none),
+            None,
+            "every identity was seen within the minute"
+        );
+        let displaced = ids.displace_stalest(Duration::ZERO, |id| id == leasing.id);
+        assert_eq!(
+            displaced.as_ref(),
+            Some(&older.id),
+            "the least recently seen that holds no lease"
+        );
+        assert_eq!(ids.identify(&credential), Some(returned.id.clone()));
+        for next in [&leasing, &fresh, &returned] {
+            assert_eq!(
+                ids.displace_stalest(Duration::ZERO, none).as_ref(),
+                Some(&next.id)
+            );
+        }
+        assert_eq!(ids.displace_stalest(Duration::ZERO, none), None);
+        assert!(ids.get("issued").is_some(), "issued identities stay");
     }
 }

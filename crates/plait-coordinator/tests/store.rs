@@ -77,6 +77,7 @@ on_both_stores!(
     a_store_that_fails_for_too_long_stops_the_coordinator,
     execution_waits_out_a_store_outage,
     a_submission_that_was_not_stored_is_forgotten,
+    a_full_pool_displaces_an_idle_registered_worker,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -1849,4 +1850,60 @@ async fn a_submission_that_was_not_stored_is_forgotten(kind: &str) {
     drop(c);
     let again = open(&url).await;
     assert_eq!(again.job_ids_of("default", None, 10).await.unwrap(), [job]);
+}
+
+/// A full pool makes room for a registration by displacing the registered identity seen least
+/// recently, if it is idle (unseen for a lease period and a claim wait, holding no lease): a
+/// flood of registrations never used cannot keep later workers out, and a working one is
+/// never displaced. The displacement outlives a restart.
+async fn a_full_pool_displaces_an_idle_registered_worker(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let config = CoordinatorConfig {
+        worker_token: "pool".into(),
+        max_workers: 2,
+        // Idle after 250 ms. No reaper runs here, so the lease below does not expire.
+        lease: std::time::Duration::from_millis(200),
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config.clone()).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 8).await; // 1 segment
+    wait_until_executed(&c, job).await;
+    let known = |c: &Coordinator, credential: &str| match c.authenticate_worker(credential) {
+        Ok(plait_coordinator::WorkerCaller::Worker(id)) => Some(id),
+        _ => None,
+    };
+
+    let (busy, busy_credential) = c.register_worker("busy").await.unwrap();
+    c.claim(&busy, &worker())
+        .await
+        .unwrap()
+        .expect("the segment");
+    let (idle, idle_credential) = c.register_worker("idle").await.unwrap();
+    let err = c.register_worker("late").await.unwrap_err();
+    assert!(
+        matches!(err, CoordinatorError::PoolFull { limit: 2, .. }),
+        "both were seen just now: {err}"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    // `busy` was seen first, but holds a lease.
+    let (late, _) = c.register_worker("late").await.unwrap();
+    assert_eq!(known(&c, &idle_credential), None, "{idle} was displaced");
+    assert_eq!(known(&c, &busy_credential), Some(busy.clone()));
+    let err = c.register_worker("later").await.unwrap_err();
+    assert!(
+        matches!(err, CoordinatorError::PoolFull { .. }),
+        "{late} was seen just now and {busy} holds a lease: {err}"
+    );
+
+    c.halt();
+    drop(c);
+    let c = open_configured(&url, DevBackend::default(), config).await;
+    assert_eq!(known(&c, &idle_credential), None);
+    assert_eq!(known(&c, &busy_credential), Some(busy.clone()));
+    let mut ids: Vec<String> = c.workers().into_iter().map(|w| w.worker_id).collect();
+    ids.sort();
+    let mut expected = vec![busy, late];
+    expected.sort();
+    assert_eq!(ids, expected);
 }

@@ -32,6 +32,12 @@ impl ClientError {
                 | "registration-closed"))
     }
 
+    /// Whether the coordinator does not know the credential presented (a registered worker's
+    /// identity is forgotten when it idles for long, or to make room in a full pool).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(self, ClientError::Refused { code, .. } if code == "unauthorized")
+    }
+
     /// Whether the same request may succeed later: no answer, or a server-side failure.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -75,6 +81,9 @@ pub struct CoordinatorClient {
     http: reqwest::Client,
     base: String,
     auth: String,
+    /// The pool token's header, once registering with it gave this worker a credential of
+    /// its own: kept to register again if the coordinator forgets the identity.
+    pool_auth: Option<String>,
 }
 
 impl CoordinatorClient {
@@ -87,25 +96,35 @@ impl CoordinatorClient {
                 .build()?,
             base: format!("{}/v1/worker", base.trim_end_matches('/')),
             auth: format!("Bearer {token}"),
+            pool_auth: None,
         })
     }
 
     /// Joins the pool: with the pool's token, gets an identity and from then on presents its
     /// own credential; with an issued credential, learns its id. Returns the worker's id.
+    /// Called again after the coordinator forgot a registered identity, it presents the pool
+    /// token anew and gets a new identity.
     pub async fn register(&mut self, name: &str) -> Result<String, ClientError> {
+        let auth = self.pool_auth.clone().unwrap_or_else(|| self.auth.clone());
         let response = self
             .http
             .post(format!("{}/register", self.base))
-            .header("authorization", &self.auth)
+            .header("authorization", &auth)
             .timeout(HEARTBEAT_TIMEOUT)
             .json(&RegisterWorkerRequest { name: name.into() })
             .send()
             .await?;
         let body: RegisterWorkerResponse = Self::checked(response).await?.json().await?;
         if let Some(credential) = body.credential {
+            self.pool_auth = Some(auth);
             self.auth = format!("Bearer {credential}");
         }
         Ok(body.worker_id)
+    }
+
+    /// Whether this worker joined with the pool token, and so can register again.
+    pub fn joined_with_pool_token(&self) -> bool {
+        self.pool_auth.is_some()
     }
 
     async fn checked(response: reqwest::Response) -> Result<reqwest::Response, ClientError> {

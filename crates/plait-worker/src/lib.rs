@@ -62,7 +62,10 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         &config.token,
         config.ca_cert.as_deref(),
     )?;
-    let worker_id = register(&mut client, &config.name).await?;
+    let mut worker_id = register(&mut client, &config.name).await?;
+    // Whether the last claim came right after registering (a credential refused then is not
+    // a forgotten identity, and registering again would not help).
+    let mut just_registered = true;
     let info = backend.info();
     let mut request = ClaimTaskRequest {
         slots: 1,
@@ -79,9 +82,19 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
     let mut done = 0u64;
     tracing::info!(worker = %worker_id, coordinator = %config.coordinator, backend = %info.name, "worker started");
     while config.max_tasks.is_none_or(|max| done < max) {
-        let task = match client.claim(&request).await {
+        let claimed = client.claim(&request).await;
+        let fresh_identity = std::mem::replace(&mut just_registered, false);
+        let task = match claimed {
             Ok(Some(task)) => task,
             Ok(None) => continue,
+            // Registered identities are forgotten after a long idle, or to make room in a
+            // full pool: join again rather than exit.
+            Err(e) if e.is_unauthorized() && client.joined_with_pool_token() && !fresh_identity => {
+                tracing::warn!(worker = %worker_id, "the coordinator no longer knows this worker; registering again");
+                worker_id = register(&mut client, &config.name).await?;
+                just_registered = true;
+                continue;
+            }
             // Permanent refusals end the worker; anything else may pass.
             Err(e @ ClientError::Refused { .. }) if e.is_permanent() => return Err(e.into()),
             Err(e) => {

@@ -84,6 +84,12 @@ pub struct ServeOptions {
     /// recorded, and a coordinator started again resumes from it. [default: 600]
     #[arg(long, env = "PLAIT_STORE_OUTAGE_SECONDS")]
     store_outage_seconds: Option<u64>,
+    /// Worker identities kept at most. When full, a registration displaces the registered
+    /// worker seen least recently, if it is idle (unseen for a lease period and holding no
+    /// lease); if every one is working it is refused (`503 pool-full`) and the worker retries.
+    /// [default: 100000]
+    #[arg(long, env = "PLAIT_MAX_WORKERS")]
+    max_workers: Option<usize>,
     /// Largest accepted upload (program or proof), in bytes. [default: 1073741824]
     #[arg(long, env = "PLAIT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
@@ -121,6 +127,7 @@ impl Layered for ServeOptions {
         max_lease_seconds,
         blob_retention_seconds,
         store_outage_seconds,
+        max_workers,
         max_upload_bytes,
         store,
         plan_profile,
@@ -134,6 +141,7 @@ impl Layered for ServeOptions {
             max_lease_seconds: Some(7200),
             blob_retention_seconds: Some(3600),
             store_outage_seconds: Some(600),
+            max_workers: Some(100_000),
             max_upload_bytes: Some(1 << 30),
             plan_profile: Some(Vec::new()),
             plan_heights: Some(vec![19, 20, 21]),
@@ -154,6 +162,7 @@ struct Settings {
     max_lease_seconds: u64,
     blob_retention_seconds: u64,
     store_outage_seconds: u64,
+    max_workers: usize,
     max_upload_bytes: usize,
     store: Option<String>,
     plan_profile: Vec<String>,
@@ -169,6 +178,9 @@ impl ServeOptions {
             _ => return Err(BadInput("tls-cert and tls-key go together".into()).into()),
         };
         let defaulted = "every defaulted setting has a value";
+        if self.max_workers == Some(0) {
+            return Err(BadInput("max-workers is at least 1".into()).into());
+        }
         Ok(Settings {
             listen: self.listen.expect(defaulted),
             worker_token: self.worker_token.unwrap_or_default(),
@@ -182,6 +194,7 @@ impl ServeOptions {
             max_lease_seconds: self.max_lease_seconds.expect(defaulted),
             blob_retention_seconds: self.blob_retention_seconds.expect(defaulted),
             store_outage_seconds: self.store_outage_seconds.expect(defaulted),
+            max_workers: self.max_workers.expect(defaulted),
             max_upload_bytes: self.max_upload_bytes.expect(defaulted),
             store: self.store,
             plan_profile: self.plan_profile.expect(defaulted),
@@ -328,6 +341,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
             max_lease: Duration::from_secs(settings.max_lease_seconds),
             blob_retention: Duration::from_secs(settings.blob_retention_seconds),
             store_outage_limit: Duration::from_secs(settings.store_outage_seconds),
+            max_workers: settings.max_workers,
             planner: Some(planner),
             ..CoordinatorConfig::default()
         },
