@@ -387,17 +387,7 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
         server.events(job)
     );
     // Worker names and claims are bounded too.
-    let register = |name: &str| {
-        refusal(
-            server
-                .http
-                .post(format!("{}/v1/worker/register", server.url))
-                .bearer_auth(WORKER_TOKEN)
-                .json(&serde_json::json!({ "name": name }))
-                .send()
-                .unwrap(),
-        )
-    };
+    let register = |name: &str| refusal(server.register_as(WORKER_TOKEN, name));
     assert_eq!(register(&"w".repeat(65)), (400, "bad-request".into()));
     assert_eq!(register("evil\nworker"), (400, "bad-request".into()));
     let huge = "w".repeat(plait_api::limits::REGISTER_BODY_BYTES);
@@ -585,13 +575,7 @@ fn replayed_proofs_and_a_childs_proof_are_rejected_and_their_sender_banned() {
 #[test]
 fn a_closed_pool_admits_issued_workers_only_and_the_operator_bans_and_unbans() {
     let server = serve(&["--worker-token", ""]);
-    let register = server
-        .http
-        .post(format!("{}/v1/worker/register", server.url))
-        .bearer_auth(WORKER_TOKEN)
-        .json(&serde_json::json!({ "name": "stranger" }))
-        .send()
-        .unwrap();
+    let register = server.register_as(WORKER_TOKEN, "stranger");
     assert_eq!(refusal(register), (401, "unauthorized".into()));
 
     let issued = server.operator(&["issue", "gpu-1"]).unwrap();
@@ -654,13 +638,7 @@ fn a_closed_pool_admits_issued_workers_only_and_the_operator_bans_and_unbans() {
 
     server.operator(&["revoke", "gpu-1"]);
     assert!(record(&server).is_none());
-    let claim = server
-        .http
-        .post(format!("{}/v1/worker/register", server.url))
-        .bearer_auth(&token)
-        .json(&serde_json::json!({ "name": "gpu-1" }))
-        .send()
-        .unwrap();
+    let claim = server.register_as(&token, "gpu-1");
     assert_eq!(refusal(claim), (401, "unauthorized".into()));
     drop(worker);
 }
@@ -672,19 +650,13 @@ fn a_closed_pool_admits_issued_workers_only_and_the_operator_bans_and_unbans() {
 #[test]
 fn registrations_never_used_cannot_keep_a_later_worker_out() {
     let server = serve(&["--max-workers", "3", "--lease-seconds", "1"]);
-    let register = |name: &str| {
-        server
-            .http
-            .post(format!("{}/v1/worker/register", server.url))
-            .bearer_auth(WORKER_TOKEN)
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .unwrap()
-    };
     for i in 0..3 {
-        assert!(register(&format!("flood-{i}")).status().is_success());
+        server.register(&format!("flood-{i}"));
     }
-    assert_eq!(refusal(register("flood-3")), (503, "pool-full".into()));
+    assert_eq!(
+        refusal(server.register_as(WORKER_TOKEN, "flood-3")),
+        (503, "pool-full".into())
+    );
 
     let job = server.submit("program", 8);
     let worker = server.worker("honest", &[]);

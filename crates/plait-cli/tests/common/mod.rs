@@ -218,16 +218,20 @@ impl Server {
         )
     }
 
+    /// `POST /v1/worker/register` for `name`, presenting `token`: the answer as it is.
+    pub fn register_as(&self, token: &str, name: &str) -> reqwest::blocking::Response {
+        self.http
+            .post(format!("{}/v1/worker/register", self.url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+            .unwrap()
+    }
+
     /// Registers a worker named `name` with the pool token, as `plait worker` does: the id
     /// the coordinator gave it and its credential.
     pub fn register(&self, name: &str) -> (String, String) {
-        let response = self
-            .http
-            .post(format!("{}/v1/worker/register", self.url))
-            .bearer_auth(WORKER_TOKEN)
-            .json(&serde_json::json!({ "name": name }))
-            .send()
-            .unwrap();
+        let response = self.register_as(WORKER_TOKEN, name);
         assert!(response.status().is_success(), "{}", response.status());
         let body: Value = response.json().unwrap();
         (
