@@ -1297,9 +1297,11 @@ impl Coordinator {
             let mut identities = self.identities.lock().expect("identities lock");
             let mut displaced = None;
             if identities.len() >= self.config.max_workers {
-                let holding = holding.unwrap_or_default();
-                displaced =
-                    identities.displace_stalest(self.live_window(), |id| holding.contains_key(id));
+                // No lease holders read: the table filled since `known` was read. Refusing
+                // (the worker retries) is safe; displacing without knowing who works is not.
+                displaced = holding.as_ref().and_then(|holding| {
+                    identities.displace_stalest(self.live_window(), |id| holding.contains_key(id))
+                });
                 if displaced.is_none() {
                     return Err(CoordinatorError::PoolFull {
                         limit: self.config.max_workers,
