@@ -1861,8 +1861,9 @@ async fn a_full_pool_displaces_an_idle_registered_worker(kind: &str) {
     let config = CoordinatorConfig {
         worker_token: "pool".into(),
         max_workers: 2,
-        // Idle after 250 ms. No reaper runs here, so the lease below does not expire.
-        lease: std::time::Duration::from_millis(200),
+        // Idle after 1.05 s (a lease and a claim wait): room for a loaded machine between
+        // two registrations. No reaper runs here, so the lease below does not expire.
+        lease: std::time::Duration::from_secs(1),
         ..test_config()
     };
     let c = open_configured(&url, DevBackend::default(), config.clone()).await;
@@ -1885,7 +1886,7 @@ async fn a_full_pool_displaces_an_idle_registered_worker(kind: &str) {
         matches!(err, CoordinatorError::PoolFull { limit: 2, .. }),
         "both were seen just now: {err}"
     );
-    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(1300)).await;
     // `busy` was seen first, but holds a lease.
     let (late, _) = c.register_worker("late").await.unwrap();
     assert_eq!(known(&c, &idle_credential), None, "{idle} was displaced");
