@@ -7,7 +7,7 @@
 use plait_core::{
     cost::DeviceProfile,
     planner::{Goal, Measured, Prediction},
-    AggLayer, JobId, ProgramInput, SegmentSpec, TaskId,
+    AggLayer, Device, DeviceKind, JobId, ProgramInput, SegmentSpec, TaskId,
 };
 use plait_prover::{KeySetId, ProofMeta, ProvingParams, Verdict};
 use serde::{Deserialize, Serialize};
@@ -118,6 +118,10 @@ pub struct ClaimTaskRequest {
     /// planner predicts jobs on the profiles of the workers asking for work.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device_profile: Option<DeviceProfile>,
+    /// The device the worker proves on. A GPU worker is given only tasks whose device memory
+    /// need fits its GPU's memory; without it, a worker proves on its CPU.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<Device>,
     /// Tasks the worker proves at once: the coordinator grants it at most this many leases
     /// (1 to [`limits::MAX_SLOTS`]).
     #[serde(default = "one_slot")]
@@ -152,7 +156,15 @@ impl ClaimTaskRequest {
                 limits::KEY_SETS
             ));
         }
+        if let Some(device) = &self.device {
+            device.check_bounds()?;
+        }
         Ok(())
+    }
+
+    /// The GPU this worker proves on, if it says it proves on one.
+    pub fn gpu(&self) -> Option<&Device> {
+        self.device.as_ref().filter(|d| d.kind == DeviceKind::Gpu)
     }
 }
 

@@ -204,6 +204,7 @@ async fn through_coordinator(args: &Args, program: &ProgramImage, n: u64) -> Res
         }],
         gpus: 0,
         device_profile: None,
+        device: None,
     };
     let cpu_before = cpu_seconds(pid)?;
     let submitted = Instant::now();

@@ -10,6 +10,7 @@ use std::{
 
 use anyhow::{Context, Result};
 use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
+use plait_core::DeviceChoice;
 use plait_prover::ProverBackend;
 use tokio::process::{Child, Command};
 
@@ -39,7 +40,7 @@ impl LocalPool {
             lease: Duration::from_secs(60),
             planner,
             // Every worker of this pool is a process of this machine.
-            local_machine_memory: Some(crate::commands::worker::machine_memory_bytes()),
+            local_machine_memory: Some(plait_prover::openvm::machine_memory_bytes()),
             ..CoordinatorConfig::default()
         };
         let (store, scratch) = match store_url {
@@ -82,8 +83,15 @@ impl LocalPool {
         })
     }
 
-    /// Spawns `count` worker processes of this very binary.
-    pub fn spawn_workers(&mut self, count: usize, cache: &Path, dev: bool) -> Result<()> {
+    /// Spawns `count` worker processes of this very binary, proving on `device` (or with the
+    /// dev backend).
+    pub fn spawn_workers(
+        &mut self,
+        count: usize,
+        cache: &Path,
+        dev: bool,
+        device: DeviceChoice,
+    ) -> Result<()> {
         let exe = std::env::current_exe().context("locating the plait binary")?;
         for i in 0..count {
             let log_path = self.log_dir.join(format!("worker-{i}.log"));
@@ -109,6 +117,8 @@ impl LocalPool {
                 .kill_on_drop(true);
             if dev {
                 command.arg("--dev");
+            } else {
+                command.args(["--device", &device.to_string()]);
             }
             let child = command.spawn().context("starting a worker process")?;
             self.workers.push(child);

@@ -14,7 +14,7 @@ use plait_core::{
     cost::DeviceProfile,
     planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
     sim::SimConfig,
-    AggLayer, JobId, ProgramInput, SegmentPlan, TaskId,
+    AggLayer, DeviceKind, JobId, ProgramInput, SegmentPlan, TaskId,
 };
 use plait_prover::{
     BackendError, BackendInfo, CutSegment, KeySetId, ProgramImage, ProofBlob, ProverBackend,
@@ -1616,7 +1616,8 @@ impl Coordinator {
     /// with the result's next flush.
     fn record_peak_memory(&self, keys: KeySetId, t: &TaskTiming) {
         let peak = t.meta.process_peak_rss_bytes;
-        if peak == 0 {
+        // A GPU prover's host memory says nothing of what a CPU prover needs.
+        if peak == 0 || t.meta.device_peak_bytes > 0 {
             return;
         }
         let mut known = self.node_memory.lock().expect("node memory lock");
@@ -1668,31 +1669,51 @@ impl Coordinator {
         }
     }
 
-    /// The largest peak the planner's configured profiles of the job's VM config measured
-    /// for a phase at the job's height. Profiles workers send are not used: a worker must not
-    /// set what others' tasks need.
-    fn profile_peak(&self, params: &ProvingParams, layer: Option<AggLayer>) -> Option<u64> {
+    /// The largest peak the planner's configured profiles of the job's VM config and of
+    /// devices of `kind` measured for a phase at the job's height (device memory for GPUs).
+    /// Profiles workers send are not used: a worker must not set what others' tasks need.
+    fn profile_peak_on(
+        &self,
+        kind: DeviceKind,
+        params: &ProvingParams,
+        layer: Option<AggLayer>,
+    ) -> Option<u64> {
         let planner = self.config.planner.as_ref()?;
         let config = params.vm_config.name();
         let profiles = planner
             .pool
             .profiles
             .iter()
-            .filter(|p| p.vm_config == config);
+            .filter(|p| p.vm_config == config && p.device_kind == kind);
         let peaks: Vec<u64> = match layer {
             None => profiles
-                .flat_map(|p| &p.segments)
-                .filter(|s| s.segment_height == params.segment_height)
-                .map(|s| s.peak_rss_bytes)
+                .filter(|p| {
+                    p.segments
+                        .iter()
+                        .any(|s| s.segment_height == params.segment_height)
+                })
+                .map(|p| p.segment_memory(params.segment_height))
                 .collect(),
             // Aggregation proofs are of the same size at every segment height.
-            Some(layer) => profiles
-                .flat_map(|p| &p.nodes)
-                .filter(|n| n.kind == plait_core::cost::node_kind(layer))
-                .map(|n| n.peak_rss_bytes)
-                .collect(),
+            Some(layer) => profiles.map(|p| p.node_memory(layer)).collect(),
         };
         peaks.into_iter().filter(|&p| p > 0).max()
+    }
+
+    fn profile_peak(&self, params: &ProvingParams, layer: Option<AggLayer>) -> Option<u64> {
+        self.profile_peak_on(DeviceKind::Cpu, params, layer)
+    }
+
+    /// What a task of `layer` (`None`: a segment) needs of a GPU's memory: the device peak the
+    /// planner's GPU profiles measured, else for a node the backend's figure; a segment
+    /// needs at least the backend's estimate of it (see [`Job::lease_next`]). Workers'
+    /// host-memory reports say nothing of it and are not used.
+    fn device_memory_need(&self, params: &ProvingParams, layer: Option<AggLayer>) -> u64 {
+        match (self.profile_peak_on(DeviceKind::Gpu, params, layer), layer) {
+            (Some(need), _) => need,
+            (None, Some(layer)) => self.backend.aggregation_memory_estimate(params, layer),
+            (None, None) => 0,
+        }
     }
 
     fn try_lease(&self, worker_id: &str, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
@@ -1700,11 +1721,15 @@ impl Coordinator {
         // A claim may test every ready task of every job: each phase's need is looked up once
         // per claim, and the other live workers only if a task this worker failed comes up.
         let needs = std::cell::RefCell::new(HashMap::new());
+        let on_gpu = worker.gpu().is_some();
         let need = |p: &ProvingParams, layer: Option<AggLayer>| {
             *needs
                 .borrow_mut()
                 .entry((p.key_set(), layer))
-                .or_insert_with(|| self.memory_need(p, layer))
+                .or_insert_with(|| match on_gpu {
+                    true => self.device_memory_need(p, layer),
+                    false => self.memory_need(p, layer),
+                })
         };
         // A task this worker just failed goes to another worker, if one that fits is live.
         let others = std::cell::OnceCell::new();

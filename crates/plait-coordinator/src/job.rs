@@ -142,6 +142,8 @@ struct Lease {
     worker: String,
     /// The memory the holder advertised when it claimed (0: not said).
     worker_memory: u64,
+    /// The memory of the GPU the holder said it proves on (0: a CPU).
+    worker_device_memory: u64,
     started: Instant,
     /// When the lease ends without a heartbeat; each heartbeat moves it, up to `deadline`.
     expires: Instant,
@@ -928,8 +930,14 @@ impl Job {
                 return false;
             }
             let need = self.memory_need(t, need);
-            let fits =
-                (worker.memory_bytes == 0 || need <= worker.memory_bytes) && need <= memory_left;
+            // A GPU worker proves in its device memory: that is what must hold the task (its
+            // host memory holds little more than the inputs).
+            let fits = match worker.gpu() {
+                Some(gpu) => need <= gpu.memory_bytes,
+                None => {
+                    (worker.memory_bytes == 0 || need <= worker.memory_bytes) && need <= memory_left
+                }
+            };
             let failed_here = self.failed_by.get(&t).is_some_and(|w| w == worker_id);
             fits && !(failed_here && another_fits(need))
         })?;
@@ -976,6 +984,7 @@ impl Job {
                 secret,
                 worker: worker_id.to_string(),
                 worker_memory: worker.memory_bytes,
+                worker_device_memory: worker.gpu().map_or(0, |g| g.memory_bytes),
                 started: now,
                 expires: now + lease,
                 deadline: now + limit,
@@ -1289,7 +1298,12 @@ impl Job {
             queued_seconds: lease.queued.as_secs_f64(),
             wall_seconds,
             proof_bytes,
-            meta: bounded_meta(meta, wall_seconds, lease.worker_memory),
+            meta: bounded_meta(
+                meta,
+                wall_seconds,
+                lease.worker_memory,
+                lease.worker_device_memory,
+            ),
         };
         self.remove_lease(task);
         self.failed_by.remove(&task);
@@ -1487,9 +1501,15 @@ impl Job {
 
 /// A worker's measurements, bounded by what the coordinator knows: time spent within the
 /// lease is at most the lease's wall time, and the peak memory at most what the worker
-/// advertised (0, so never learned from, when it advertised none). Nothing a worker reports
-/// can then stall scheduling or skew the measured figures beyond its own lease.
-fn bounded_meta(meta: TaskMeta, wall_seconds: f64, worker_memory: u64) -> TaskMeta {
+/// advertised (0, so never learned from, when it advertised none), its device peak at most its
+/// GPU's memory (0 on a CPU). Nothing a worker reports can then stall scheduling or skew the
+/// measured figures beyond its own lease.
+fn bounded_meta(
+    meta: TaskMeta,
+    wall_seconds: f64,
+    worker_memory: u64,
+    worker_device_memory: u64,
+) -> TaskMeta {
     let within = |x: f64| {
         if x.is_finite() {
             x.clamp(0.0, wall_seconds)
@@ -1501,6 +1521,7 @@ fn bounded_meta(meta: TaskMeta, wall_seconds: f64, worker_memory: u64) -> TaskMe
         reexecution_seconds: within(meta.reexecution_seconds),
         proving_seconds: within(meta.proving_seconds),
         process_peak_rss_bytes: meta.process_peak_rss_bytes.min(worker_memory),
+        device_peak_bytes: meta.device_peak_bytes.min(worker_device_memory),
         process_cpu_seconds: if meta.process_cpu_seconds.is_finite() {
             meta.process_cpu_seconds.max(0.0)
         } else {

@@ -14,7 +14,7 @@ use plait_coordinator::{
     Ban, Coordinator, CoordinatorConfig, CoordinatorError, Identity, JobAction, JobStatus, Origin,
     Store,
 };
-use plait_core::{AggTreeShape, JobId, ProgramInput, TaskId};
+use plait_core::{AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId};
 use plait_prover::{
     dev::DevBackend, KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
     SegmentStart, Verdict, VmConfig,
@@ -70,6 +70,7 @@ on_both_stores!(
     a_task_a_worker_failed_goes_to_another_live_worker,
     segments_are_placed_by_the_peaks_workers_measured,
     local_workers_share_the_machines_memory,
+    gpu_workers_are_placed_by_their_device_memory,
     tasks_no_live_worker_can_take_are_reported,
     a_failed_finalization_discards_unusable_proofs_and_proves_them_again,
     lost_leases_are_counted_apart_from_reported_failures,
@@ -822,6 +823,7 @@ fn worker() -> ClaimTaskRequest {
         key_sets: vec![],
         gpus: 0,
         device_profile: None,
+        device: None,
     }
 }
 
@@ -1373,6 +1375,65 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(task.job_id, other);
+}
+
+/// A worker proving on a GPU with `host_gib` GiB of memory and a GPU of `device_bytes`.
+fn gpu_worker(host_gib: u64, device_bytes: u64) -> ClaimTaskRequest {
+    ClaimTaskRequest {
+        gpus: 1,
+        device: Some(Device {
+            kind: DeviceKind::Gpu,
+            model: "test GPU".into(),
+            memory_bytes: device_bytes,
+            compute_capability: Some("9.0".into()),
+        }),
+        ..worker_with_memory(host_gib)
+    }
+}
+
+/// A GPU worker is placed by its device memory: the 6 GiB CPU workers measured for segments
+/// does not keep a GPU worker with 4 GiB of host memory from one, a GPU smaller than the
+/// segment's own estimate (8 KiB for a dev segment of 8 instructions) gets none, and what GPU
+/// workers report of their host memory does not lower what CPU workers are thought to need.
+async fn gpu_workers_are_placed_by_their_device_memory(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    job_whose_segments_need_6_gib(&c, &program).await;
+    assert!(c
+        .claim("tiny-gpu", &gpu_worker(4, 4 << 10))
+        .await
+        .unwrap()
+        .is_none());
+    for id in ["gpu-1", "gpu-2"] {
+        let task = c
+            .claim(id, &gpu_worker(4, 80 << 30))
+            .await
+            .unwrap()
+            .expect("a GPU with room gets a segment whatever its host memory");
+        assert!(matches!(task.work, Work::ProveSegment { .. }));
+        let proof = prove(&c, &program, &task).await;
+        let meta = ProofMeta {
+            process_peak_rss_bytes: 1 << 30,
+            device_peak_bytes: 3 << 30,
+            ..ProofMeta::default()
+        };
+        assert_eq!(
+            submit_as(&c, id, &task, proof, meta).await,
+            Verdict::Accepted
+        );
+    }
+    // Two reports of 1 GiB beside two of 6 GiB would make the need 1 GiB if they counted;
+    // the last segment stays out of small machines' reach (the first takes the leaf over the
+    // four proven segments, ready meanwhile).
+    for id in ["small-1", "small-2"] {
+        let task = c.claim(id, &worker_with_memory(4)).await.unwrap();
+        assert!(
+            task.as_ref()
+                .is_none_or(|t| !matches!(t.work, Work::ProveSegment { .. })),
+            "{id} got {task:?}"
+        );
+    }
 }
 
 /// Local workers (one machine, `local_machine_memory`) each advertise the whole machine, but

@@ -14,7 +14,7 @@
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{AggLayer, AggTreeShape};
+use crate::{AggLayer, AggTreeShape, DeviceKind};
 
 pub const PROFILE_FORMAT: &str = "plait-device-profile";
 pub const PROFILE_FORMAT_VERSION: u32 = 1;
@@ -34,7 +34,11 @@ pub struct DeviceProfile {
     pub backend_version: String,
     /// A name for the device (host name by default).
     pub device: String,
+    /// What proved: the CPU, or a GPU. Profiles written before GPUs measured a CPU.
+    #[serde(default)]
+    pub device_kind: DeviceKind,
     pub cores: u32,
+    /// The memory tasks are placed by: the machine's for a CPU, the GPU's own for a GPU.
     pub memory_bytes: u64,
     pub tree: AggTreeShape,
     /// The VM config the measurements were made under (`rv32im`, `rv32im-sha2`): a config with
@@ -54,6 +58,13 @@ pub struct SegmentCost {
     pub instructions: u64,
     pub seconds: f64,
     pub peak_rss_bytes: u64,
+    /// On a GPU: the most device memory in use while it was proven.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peak_device_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// One aggregation node proven: its kind (`leaf`, `internal-for-leaf`, `internal-recursive`,
@@ -65,6 +76,9 @@ pub struct NodeCost {
     pub children: u32,
     pub seconds: f64,
     pub peak_rss_bytes: u64,
+    /// On a GPU: the most device memory in use while it was proven.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub peak_device_bytes: u64,
 }
 
 /// The kind name of a layer, as profiles record it (all internal-recursive depths share one).
@@ -193,10 +207,20 @@ impl DeviceProfile {
         full_seconds * fill.clamp(0.125, 1.0)
     }
 
-    /// Peak memory of a segment task at `height`.
+    /// The memory a measurement counts against [`Self::memory_bytes`]: device memory on a
+    /// GPU, the process's on a CPU.
+    fn placed_peak(&self, peak_rss_bytes: u64, peak_device_bytes: u64) -> u64 {
+        match self.device_kind {
+            DeviceKind::Cpu => peak_rss_bytes,
+            DeviceKind::Gpu => peak_device_bytes,
+        }
+    }
+
+    /// Peak memory of a segment task at `height` (device memory on a GPU).
     pub fn segment_memory(&self, height: u32) -> u64 {
         let s = self.nearest_segment(height);
-        scale_pow2(s.peak_rss_bytes as f64, height, s.segment_height) as u64
+        let peak = self.placed_peak(s.peak_rss_bytes, s.peak_device_bytes);
+        scale_pow2(peak as f64, height, s.segment_height) as u64
     }
 
     /// The leaf's (fixed, per child) seconds, fitted from its measurements.
@@ -245,12 +269,13 @@ impl DeviceProfile {
         measured.seconds * at(children) / at(measured.children)
     }
 
+    /// Peak memory of a node of `layer` (device memory on a GPU).
     pub fn node_memory(&self, layer: AggLayer) -> u64 {
         let kind = node_kind(layer);
         self.nodes
             .iter()
             .filter(|n| n.kind == kind)
-            .map(|n| n.peak_rss_bytes)
+            .map(|n| self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes))
             .max()
             .unwrap_or(0)
     }
@@ -273,6 +298,7 @@ pub(crate) mod tests {
             backend: "openvm".into(),
             backend_version: "2.0".into(),
             device: "test".into(),
+            device_kind: DeviceKind::Cpu,
             cores: 2,
             memory_bytes: 24 << 30,
             tree: AggTreeShape::default(),
@@ -283,12 +309,14 @@ pub(crate) mod tests {
                     instructions: 800_000,
                     seconds: 50.0,
                     peak_rss_bytes: 2 << 30,
+                    peak_device_bytes: 0,
                 },
                 SegmentCost {
                     segment_height: 20,
                     instructions: 1_700_000,
                     seconds: 110.0,
                     peak_rss_bytes: 4 << 30,
+                    peak_device_bytes: 0,
                 },
             ],
             nodes: vec![
@@ -297,30 +325,35 @@ pub(crate) mod tests {
                     children: 1,
                     seconds: 60.0,
                     peak_rss_bytes: 5 << 30,
+                    peak_device_bytes: 0,
                 },
                 NodeCost {
                     kind: "leaf".into(),
                     children: 2,
                     seconds: 80.0,
                     peak_rss_bytes: 6 << 30,
+                    peak_device_bytes: 0,
                 },
                 NodeCost {
                     kind: "internal-for-leaf".into(),
                     children: 1,
                     seconds: 70.0,
                     peak_rss_bytes: 6 << 30,
+                    peak_device_bytes: 0,
                 },
                 NodeCost {
                     kind: "internal-recursive".into(),
                     children: 1,
                     seconds: 60.0,
                     peak_rss_bytes: 6 << 30,
+                    peak_device_bytes: 0,
                 },
                 NodeCost {
                     kind: "wrap".into(),
                     children: 1,
                     seconds: 36.0,
                     peak_rss_bytes: 6 << 30,
+                    peak_device_bytes: 0,
                 },
             ],
         }

@@ -7,6 +7,7 @@
 
 mod agg_tree;
 pub mod cost;
+pub mod device;
 mod ids;
 mod input;
 mod plan;
@@ -16,6 +17,7 @@ pub mod sim;
 mod task_graph;
 
 pub use agg_tree::{AggLayer, AggNode, AggTree, AggTreeShape, ChildRef, TreeShapeError};
+pub use device::{Device, DeviceChoice, DeviceKind};
 pub use ids::{JobId, TaskId};
 pub use input::{InputError, InputItemSource, ProgramInput};
 pub use plan::{SegmentPlan, SegmentSpec};

@@ -183,6 +183,9 @@ pub struct ProofMeta {
     pub process_peak_rss_bytes: u64,
     /// CPU seconds (user + system) the worker process has used so far.
     pub process_cpu_seconds: f64,
+    /// For a task proven on a GPU: the most device memory in use while it ran, in bytes (0 on
+    /// a CPU).
+    pub device_peak_bytes: u64,
 }
 
 /// The coordinator's judgement of a returned proof. Rejection is a normal outcome, not an error.
@@ -246,6 +249,9 @@ pub enum BackendError {
     KeyStore { path: String, reason: String },
     #[error("proof rejected: {0}")]
     ProofRejected(String),
+    /// The device asked for is not there (no GPU, or a build without GPU support).
+    #[error("no such device: {0}")]
+    NoDevice(String),
     /// A segment sink stopped execution (the job ended, or its segments could not be stored).
     #[error("execution stopped: {0}")]
     Stopped(String),
@@ -363,6 +369,18 @@ pub trait ProverBackend: Send + Sync {
         layer: AggLayer,
         children: &[ProofBlob],
     ) -> Result<ProofBlob, BackendError>;
+
+    /// [`Self::aggregate`], with what the backend measured while proving (a GPU's device
+    /// memory peak); the caller adds time and process figures.
+    fn aggregate_with_meta(
+        &self,
+        params: &ProvingParams,
+        layer: AggLayer,
+        children: &[ProofBlob],
+    ) -> Result<(ProofBlob, ProofMeta), BackendError> {
+        self.aggregate(params, layer, children)
+            .map(|proof| (proof, ProofMeta::default()))
+    }
 
     /// Checks that `proof` is a valid proof of exactly this segment of this execution.
     /// `ending` is `Some(public values)` when the segment is the execution's last: its proof

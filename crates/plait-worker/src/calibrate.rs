@@ -11,7 +11,7 @@ use std::{
 
 use plait_core::{
     cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
-    AggLayer, AggTreeShape, ProgramInput,
+    AggLayer, AggTreeShape, Device, ProgramInput,
 };
 use plait_prover::{
     BackendError, ProgramImage, ProofBlob, ProverBackend, ProvingParams, SegmentStart, VmConfig,
@@ -57,12 +57,13 @@ pub enum CalibrationError {
     MissingProof(String),
 }
 
-/// A profile with nothing measured yet.
+/// A profile with nothing measured yet, of `device` (what the backend proves on), named `name`.
+/// Tasks are placed by its memory: the machine's for a CPU, the GPU's own for a GPU.
 pub fn new_profile(
     backend: &dyn ProverBackend,
-    device: String,
+    name: String,
+    device: &Device,
     vm_config: VmConfig,
-    memory_bytes: u64,
 ) -> DeviceProfile {
     let info = backend.info();
     DeviceProfile {
@@ -71,9 +72,10 @@ pub fn new_profile(
         plait_version: env!("CARGO_PKG_VERSION").into(),
         backend: info.name,
         backend_version: info.version,
-        device,
+        device: name,
+        device_kind: device.kind,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        memory_bytes,
+        memory_bytes: device.memory_bytes,
         tree: AggTreeShape::default(),
         vm_config: vm_config.name().into(),
         segments: Vec::new(),
@@ -87,6 +89,7 @@ pub fn resumable(old: &DeviceProfile, fresh: &DeviceProfile) -> bool {
     old.plait_version == fresh.plait_version
         && old.backend_version == fresh.backend_version
         && old.vm_config == fresh.vm_config
+        && old.device_kind == fresh.device_kind
 }
 
 /// Runs one measured step: resets the peak RSS, runs `f`; its result, seconds and peak RSS.
@@ -103,6 +106,15 @@ fn measured<T>(f: impl FnOnce() -> Result<T, BackendError>) -> Result<(T, f64, u
 
 fn gib(bytes: u64) -> f64 {
     bytes as f64 / (1u64 << 30) as f64
+}
+
+/// `, device 12.3 GiB` for a task proven on a GPU, nothing on a CPU.
+fn device_peak(bytes: u64) -> String {
+    if bytes == 0 {
+        String::new()
+    } else {
+        format!(", device {:.2} GiB", gib(bytes))
+    }
 }
 
 impl Calibration<'_> {
@@ -164,7 +176,7 @@ impl Calibration<'_> {
                 });
                 let seg = &plan.segments[0];
                 let last = plan.segments.len() == 1;
-                let ((proof, _), seconds, peak) = measured(|| {
+                let ((proof, meta), seconds, peak) = measured(|| {
                     backend.prove_segment(
                         self.fib,
                         &params,
@@ -179,13 +191,16 @@ impl Calibration<'_> {
                     instructions: seg.num_insns,
                     seconds,
                     peak_rss_bytes: peak,
+                    peak_device_bytes: meta.device_peak_bytes,
                 });
                 profile.segments.sort_by_key(|s| s.segment_height);
                 self.save(profile)?;
                 progress(Progress::Measured(format!(
-                    "segment at height {h}: {} instructions in {seconds:.1} s, peak {:.2} GiB",
+                    "segment at height {h}: {} instructions in {seconds:.1} s ({:.0} per second), peak {:.2} GiB{}",
                     seg.num_insns,
-                    gib(peak)
+                    seg.num_insns as f64 / seconds,
+                    gib(peak),
+                    device_peak(meta.device_peak_bytes)
                 )));
             }
             done += 1;
@@ -270,7 +285,8 @@ impl Calibration<'_> {
                 total,
                 what: format!("{layer} node with {} children", inputs.len()),
             });
-            let (proof, seconds, peak) = measured(|| backend.aggregate(&params, layer, &inputs))?;
+            let ((proof, meta), seconds, peak) =
+                measured(|| backend.aggregate_with_meta(&params, layer, &inputs))?;
             self.write(&file, &proof)?;
             profile
                 .nodes
@@ -280,12 +296,14 @@ impl Calibration<'_> {
                 children: inputs.len() as u32,
                 seconds,
                 peak_rss_bytes: peak,
+                peak_device_bytes: meta.device_peak_bytes,
             });
             self.save(profile)?;
             progress(Progress::Measured(format!(
-                "{layer} node, {} children: {seconds:.1} s, peak {:.2} GiB",
+                "{layer} node, {} children: {seconds:.1} s, peak {:.2} GiB{}",
                 inputs.len(),
-                gib(peak)
+                gib(peak),
+                device_peak(meta.device_peak_bytes)
             )));
             done += 1;
         }
@@ -307,6 +325,7 @@ pub fn work_dir(profile_path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use plait_core::DeviceKind;
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
@@ -325,7 +344,13 @@ mod tests {
             profile_path: dir.path().join("profile.json"),
             work_dir: dir.path().join("profile.work"),
         };
-        let mut profile = new_profile(&backend, "test".into(), VmConfig::Rv32im, 1 << 30);
+        let cpu = Device {
+            kind: DeviceKind::Cpu,
+            model: "test".into(),
+            memory_bytes: 1 << 30,
+            compute_capability: None,
+        };
+        let mut profile = new_profile(&backend, "test".into(), &cpu, VmConfig::Rv32im);
         let mut measured = Vec::new();
         let mut steps = 0;
         calibration
@@ -364,11 +389,20 @@ mod tests {
         );
         assert!(resumable(
             &saved,
-            &new_profile(&backend, "x".into(), VmConfig::Rv32im, 0)
+            &new_profile(&backend, "x".into(), &cpu, VmConfig::Rv32im)
         ));
         assert!(!resumable(
             &saved,
-            &new_profile(&backend, "x".into(), VmConfig::Rv32imSha2, 0)
+            &new_profile(&backend, "x".into(), &cpu, VmConfig::Rv32imSha2)
         ));
+        // A GPU's profile is another device's: never resumed from a CPU's.
+        let gpu = Device {
+            kind: DeviceKind::Gpu,
+            memory_bytes: 80 << 30,
+            ..cpu.clone()
+        };
+        let gpu_profile = new_profile(&backend, "x".into(), &gpu, VmConfig::Rv32im);
+        assert!(!resumable(&saved, &gpu_profile));
+        assert_eq!(gpu_profile.memory_bytes, 80 << 30);
     }
 }

@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 pub use client::{http_client, http_client_builder, ClientError, CoordinatorClient};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
-use plait_core::cost::DeviceProfile;
+use plait_core::{cost::DeviceProfile, Device, DeviceKind};
 use plait_prover::{
     BackendError, ProgramImage, ProofBlob, ProofMeta, ProverBackend, SegmentStart, Verdict,
 };
@@ -46,6 +46,9 @@ pub struct WorkerConfig {
     pub max_tasks: Option<u64>,
     /// This device's measured costs, sent with each claim for the coordinator's planner.
     pub device_profile: Option<DeviceProfile>,
+    /// The device the backend proves on, sent with each claim: a GPU worker is placed by its
+    /// device memory.
+    pub device: Option<Device>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -75,12 +78,20 @@ pub async fn run(config: WorkerConfig, backend: Arc<dyn ProverBackend>) -> Resul
         backend_version: info.version.clone(),
         plait_version: env!("CARGO_PKG_VERSION").into(),
         key_sets: backend.cached_key_sets(),
-        gpus: 0,
+        gpus: config
+            .device
+            .as_ref()
+            .map_or(0, |d| u32::from(d.kind == DeviceKind::Gpu)),
         device_profile: config.device_profile.clone(),
+        device: config.device.clone(),
     };
     let mut programs: HashMap<String, ProgramImage> = HashMap::new();
     let mut done = 0u64;
-    tracing::info!(worker = %worker_id, coordinator = %config.coordinator, backend = %info.name, "worker started");
+    let device = config
+        .device
+        .as_ref()
+        .map_or("unnamed".into(), Device::describe);
+    tracing::info!(worker = %worker_id, coordinator = %config.coordinator, backend = %info.name, %device, "worker started");
     while config.max_tasks.is_none_or(|max| done < max) {
         let claimed = client.claim(&request).await;
         let fresh_identity = std::mem::replace(&mut just_registered, false);
@@ -277,12 +288,12 @@ fn prove(
         }
         Work::Aggregate { layer, .. } => {
             let started = std::time::Instant::now();
-            let proof = backend.aggregate(&task.params, *layer, children)?;
+            let (proof, meta) = backend.aggregate_with_meta(&task.params, *layer, children)?;
             Ok((
                 proof,
                 ProofMeta {
                     proving_seconds: started.elapsed().as_secs_f64(),
-                    ..Default::default()
+                    ..meta
                 },
             ))
         }

@@ -15,7 +15,7 @@ use plait_core::{
     cost::DeviceProfile,
     planner::{error_percent, Candidate, Goal, Measured, Pool, Prediction},
     sim::SimConfig,
-    AggTreeShape, ProgramInput,
+    AggTreeShape, DeviceChoice, DeviceKind, ProgramInput,
 };
 use plait_prover::{
     openvm::OpenVmBackend, BackendInfo, ProgramImage, ProverBackend, ProvingParams, VmConfig,
@@ -28,12 +28,17 @@ use crate::{exit::BadInput, program_arg::ProgramArgs};
 
 const FIB_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/fib");
 
-/// Where `plait calibrate` keeps this machine's profile for `vm`.
-pub fn default_profile_path(cache: &Path, vm: VmConfig) -> PathBuf {
-    match vm {
-        VmConfig::Rv32im => cache.join("device-profile.json"),
-        other => cache.join(format!("device-profile-{other}.json")),
+/// Where `plait calibrate` keeps this machine's profile for `vm` on a device of `kind`
+/// (`device-profile.json` for the CPU under RV32IM, `device-profile-gpu-rv32im-sha2.json`...).
+pub fn default_profile_path(cache: &Path, vm: VmConfig, kind: DeviceKind) -> PathBuf {
+    let mut name = "device-profile".to_string();
+    if kind == DeviceKind::Gpu {
+        name.push_str("-gpu");
     }
+    if vm != VmConfig::Rv32im {
+        name = format!("{name}-{vm}");
+    }
+    cache.join(format!("{name}.json"))
 }
 
 // ---------------------------------------------------------------- calibrate
@@ -44,12 +49,17 @@ pub struct CalibrateArgs {
     /// every aggregation node kind (leaves of 1 to 4 children).
     #[arg(long, default_value = "19,20,21", value_delimiter = ',')]
     heights: Vec<u32>,
-    /// Where to write the profile (default: device-profile.json in the cache directory).
+    /// Where to write the profile (default: device-profile.json in the cache directory, or
+    /// device-profile-gpu.json for a GPU).
     #[arg(short, long)]
     output: Option<PathBuf>,
-    /// A name for this device.
+    /// A name for this device [default: the GPU's model, or the host name].
     #[arg(long)]
-    device: Option<String>,
+    name: Option<String>,
+    /// What to measure: `auto` (the GPU if this build has GPU support and finds one, else the
+    /// CPU), `gpu` or `cpu`.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
     /// The VM config to measure under (each has its own profile).
     #[arg(long, default_value = "rv32im")]
     vm_config: VmConfig,
@@ -57,12 +67,19 @@ pub struct CalibrateArgs {
 
 pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     let started = Instant::now();
+    let backend =
+        OpenVmBackend::on_device(cache, args.device).map_err(|e| BadInput(e.to_string()))?;
+    let device = backend.device();
+    eprintln!("measuring {}", device.describe());
     let path = args
         .output
         .clone()
-        .unwrap_or_else(|| default_profile_path(cache, args.vm_config));
-    let device = args.device.clone().unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname").map_or("device".into(), |h| h.trim().into())
+        .unwrap_or_else(|| default_profile_path(cache, args.vm_config, device.kind));
+    let name = args.name.clone().unwrap_or_else(|| match device.kind {
+        DeviceKind::Gpu => device.model.clone(),
+        DeviceKind::Cpu => {
+            std::fs::read_to_string("/etc/hostname").map_or("device".into(), |h| h.trim().into())
+        }
     });
     let mut heights = args.heights.clone();
     heights.sort_unstable();
@@ -70,9 +87,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     if heights.is_empty() {
         return Err(BadInput("--heights: give at least one segment height".into()).into());
     }
-    let backend = OpenVmBackend::new(cache);
-    let memory = crate::commands::worker::machine_memory_bytes();
-    let fresh = calibrate::new_profile(&backend, device, args.vm_config, memory);
+    let fresh = calibrate::new_profile(&backend, name, &device, args.vm_config);
     // Resume: keep what an interrupted run measured, if it was made by this Plait.
     let mut profile = match std::fs::read(&path) {
         Ok(bytes) => {
@@ -215,7 +230,7 @@ impl PoolArgs {
             let path = self
                 .profile
                 .clone()
-                .unwrap_or_else(|| default_profile_path(cache, params.vm_config));
+                .unwrap_or_else(|| default_profile_path(cache, params.vm_config, DeviceKind::Cpu));
             let profile = read_profile(&path, params.tree, &openvm)?;
             Pool::uniform(profile, self.workers.max(1))
         } else {

@@ -14,7 +14,7 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use plait_coordinator::{JobStatus, PlannerConfig, TaskTiming};
 use plait_core::{
     planner::{Goal, Measured, Prediction},
-    JobId,
+    DeviceChoice, JobId,
 };
 use plait_prover::{dev::DevBackend, ProverBackend};
 
@@ -32,6 +32,10 @@ pub struct ProveArgs {
     /// Local worker processes to start.
     #[arg(long, default_value_t = 2)]
     workers: usize,
+    /// What the local workers prove on: `auto` (a GPU if this build has GPU support and finds
+    /// one, else the CPU), `gpu` or `cpu`.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
     /// Where to write the proof (default: PROGRAM-NAME.proof).
     #[arg(short, long)]
     output: Option<PathBuf>,
@@ -69,11 +73,18 @@ pub struct ProveArgs {
 }
 
 impl ProveArgs {
-    /// `plait prove PROGRAM -o OUTPUT --workers N` with every other option at its default.
-    pub fn new(program: ProgramArgs, workers: usize, output: PathBuf) -> Self {
+    /// `plait prove PROGRAM -o OUTPUT --workers N --device D` with every other option at its
+    /// default.
+    pub fn new(
+        program: ProgramArgs,
+        workers: usize,
+        device: DeviceChoice,
+        output: PathBuf,
+    ) -> Self {
         Self {
             program,
             workers,
+            device,
             output: Some(output),
             dev: false,
             timings_json: false,
@@ -159,7 +170,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
     }
 
     // Workers first: segments are handed out as soon as execution cuts them.
-    pool.spawn_workers(args.workers, cache, args.dev)?;
+    pool.spawn_workers(args.workers, cache, args.dev, args.device)?;
     eprintln!(
         "{} worker processes (coordinator {}; logs in {})",
         args.workers,

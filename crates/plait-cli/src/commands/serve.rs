@@ -239,7 +239,7 @@ fn planner_config(
         // This machine's profiles, one per VM config calibrated.
         let entries: Vec<String> = VmConfig::ALL
             .into_iter()
-            .map(|vm| planner::default_profile_path(cache, vm))
+            .map(|vm| planner::default_profile_path(cache, vm, plait_core::DeviceKind::Cpu))
             .filter(|path| path.exists())
             .map(|path| path.display().to_string())
             .collect();

@@ -7,14 +7,15 @@ use std::{
 
 use anyhow::Result;
 use clap::Args;
-use plait_core::cost::DeviceProfile;
+use plait_core::{cost::DeviceProfile, Device, DeviceChoice};
 use plait_prover::{
     dev::{DevBackend, DevFault},
+    openvm::{machine_memory_bytes, OpenVmBackend},
     ProverBackend, VmConfig,
 };
 use plait_worker::WorkerConfig;
 
-use super::{openvm_backend, planner};
+use super::planner;
 use crate::{
     config_file::{self, layered_or, Layered},
     exit::BadInput,
@@ -58,14 +59,26 @@ pub struct WorkerOptions {
     #[arg(long, env = "PLAIT_MAX_TASKS")]
     max_tasks: Option<u64>,
     /// This device's profile, sent to the coordinator so that its planner predicts jobs on
-    /// the devices actually in the pool. [default: the one `plait calibrate` wrote here, if
-    /// any; none with --dev]
+    /// the devices actually in the pool. [default: the one `plait calibrate` wrote here for
+    /// the device proven on, if any; none with --dev]
     #[arg(long, env = "PLAIT_WORKER_PROFILE")]
     profile: Option<PathBuf>,
+    /// What to prove on: `auto` (the GPU if this build has GPU support and finds one, else the
+    /// CPU), `gpu` (refused, saying why, when there is none) or `cpu`. [default: auto]
+    #[arg(long, env = "PLAIT_DEVICE")]
+    device: Option<DeviceChoice>,
 }
 
 impl Layered for WorkerOptions {
-    layered_or!(coordinator, token, name, ca_cert, max_tasks, profile);
+    layered_or!(
+        coordinator,
+        token,
+        name,
+        ca_cert,
+        max_tasks,
+        profile,
+        device
+    );
 
     fn defaults() -> Self {
         Self::default()
@@ -73,20 +86,20 @@ impl Layered for WorkerOptions {
 }
 
 /// The profile to advertise: the one named (it must be readable and fit this worker's backend),
-/// or this machine's if it fits.
+/// or the one calibrated here for the device it proves on, if it fits.
 fn device_profile(
     profile: Option<&Path>,
-    dev: bool,
+    device: Option<&Device>,
     backend: &dyn ProverBackend,
     cache: &Path,
 ) -> Result<Option<DeviceProfile>> {
     let tree = plait_prover::ProvingParams::default().tree;
     let info = backend.info();
-    match profile {
-        Some(path) => planner::read_profile(path, tree, &info).map(Some),
-        None if dev => Ok(None),
-        None => {
-            let path = planner::default_profile_path(cache, VmConfig::Rv32im);
+    match (profile, device) {
+        (Some(path), _) => planner::read_profile(path, tree, &info).map(Some),
+        (None, None) => Ok(None),
+        (None, Some(device)) => {
+            let path = planner::default_profile_path(cache, VmConfig::Rv32im, device.kind);
             Ok(planner::read_profile(&path, tree, &info).ok())
         }
     }
@@ -124,17 +137,6 @@ impl DevOptions {
             },
         }
     }
-}
-
-pub fn machine_memory_bytes() -> u64 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(0)
 }
 
 /// The host's name, if it makes a valid worker name, else `worker`.
@@ -179,14 +181,19 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
         options.token,
         "the worker token (--token, PLAIT_WORKER_TOKEN or token)",
     )?;
-    let backend: Arc<dyn ProverBackend> = if args.dev {
-        Arc::new(args.dev_options.backend())
+    let (backend, device): (Arc<dyn ProverBackend>, _) = if args.dev {
+        (Arc::new(args.dev_options.backend()), None)
     } else {
-        openvm_backend(cache)
+        let choice = options.device.unwrap_or_default();
+        let backend =
+            OpenVmBackend::on_device(cache, choice).map_err(|e| BadInput(e.to_string()))?;
+        let device = backend.device();
+        eprintln!("proving on {}", device.describe());
+        (Arc::new(backend), Some(device))
     };
     let device_profile = device_profile(
         options.profile.as_deref(),
-        args.dev,
+        device.as_ref(),
         backend.as_ref(),
         cache,
     )?;
@@ -199,6 +206,7 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
         memory_bytes: machine_memory_bytes(),
         max_tasks: options.max_tasks,
         device_profile,
+        device,
     };
     plait_worker::run(config, backend).await?;
     Ok(())

@@ -17,7 +17,7 @@ use openvm_sdk::{
         AggregationSystemParams, AppConfig, MAX_NUM_CHILDREN_INTERNAL, MAX_NUM_CHILDREN_LEAF,
     },
     keygen::{AggPrefixProvingKey, AggProvingKey, AppProvingKey},
-    Sdk, SC,
+    CpuSdk, SC,
 };
 use openvm_sdk_config::SdkVmConfig;
 use openvm_stark_backend::keygen::types::{MultiStarkProvingKey, MultiStarkVerifyingKey};
@@ -36,9 +36,9 @@ use crate::{BackendError, VmConfig};
 pub const MIN_SEGMENT_HEIGHT: u32 = 16;
 
 const APP_PK: &str = "app.pk";
-const LEAF_PK: &str = "leaf.pk";
-const INTERNAL_FOR_LEAF_PK: &str = "internal-for-leaf.pk";
-const INTERNAL_RECURSIVE_PK: &str = "internal-recursive.pk";
+pub(crate) const LEAF_PK: &str = "leaf.pk";
+pub(crate) const INTERNAL_FOR_LEAF_PK: &str = "internal-for-leaf.pk";
+pub(crate) const INTERNAL_RECURSIVE_PK: &str = "internal-recursive.pk";
 const LAYER_VKS: &str = "layer-vks.bin";
 const VERIFIER: &str = "verifier-template.vk";
 const META: &str = "meta.json";
@@ -175,16 +175,16 @@ impl KeySet {
         fs::create_dir_all(&tmp).map_err(|e| key_error(&tmp, e))?;
 
         tracing::info!(vm = %self.vm, segment_height = self.segment_height, dir = %self.dir.display(), "generating keys");
-        // Building the SDK generates the app key; the aggregation keys come on first use.
+        // Keys are always made on the CPU, by the same code in every build: a GPU prover loads
+        // these same files (and checks that its own commitments to them agree), so one key
+        // cache serves both engines. (OpenVM's `Sdk` becomes GPU-only in a `cuda` build.)
         let started = Instant::now();
         let app_params = app_params_with_100_bits_security(self.segment_height as usize);
         let app_config = AppConfig::new(sdk_vm_config(self.vm), app_params);
-        let sdk = Sdk::new(app_config, AggregationSystemParams::default())
-            .map_err(|e| key_error(&self.dir, e))?;
-        let app_pk = sdk.app_pk().clone();
+        let app_pk = AppProvingKey::keygen(app_config).map_err(|e| key_error(&self.dir, e))?;
         let app_keygen_seconds = started.elapsed().as_secs_f64();
         let started = Instant::now();
-        let agg = sdk.agg_prover();
+        let agg = AggregationLayers::keygen(&app_pk);
         let agg_keygen_seconds = started.elapsed().as_secs_f64();
 
         write_bitcode(&tmp.join(APP_PK), &app_pk)?;
@@ -265,15 +265,15 @@ impl KeySet {
     }
 
     pub fn app_pk(&self) -> Result<&AppProvingKey<SdkVmConfig>, BackendError> {
-        get_or_load(&self.app_pk, || self.read(APP_PK))
+        get_or_load(&self.app_pk, || self.read_key(APP_PK))
     }
 
     pub fn vks(&self) -> Result<&Arc<LayerVks>, BackendError> {
-        get_or_load(&self.vks, || self.read(LAYER_VKS).map(Arc::new))
+        get_or_load(&self.vks, || self.read_key(LAYER_VKS).map(Arc::new))
     }
 
     pub fn verifier_template(&self) -> Result<&VmStarkVerifyingKey, BackendError> {
-        get_or_load(&self.verifier_template, || self.read(VERIFIER))
+        get_or_load(&self.verifier_template, || self.read_key(VERIFIER))
     }
 
     pub fn leaf_prover(&self) -> Result<&Arc<LeafProver>, BackendError> {
@@ -307,7 +307,7 @@ impl KeySet {
         self_recursive: bool,
     ) -> Result<&'a Arc<InnerCpuProver<N>>, BackendError> {
         get_or_load(cell, || {
-            let pk: MultiStarkProvingKey<SC> = self.read(pk_file)?;
+            let pk: MultiStarkProvingKey<SC> = self.read_key(pk_file)?;
             let child = Arc::new(child_vk(self.vks()?).clone());
             Ok(Arc::new(InnerCpuProver::<N>::from_pk::<Engine>(
                 child,
@@ -319,9 +319,9 @@ impl KeySet {
     }
 
     /// An OpenVM SDK seeded with these keys (for the single-process baseline).
-    pub fn sdk(&self) -> Result<Sdk, BackendError> {
+    pub fn sdk(&self) -> Result<CpuSdk, BackendError> {
         let read_pk = |name: &str| -> Result<Arc<MultiStarkProvingKey<SC>>, BackendError> {
-            Ok(Arc::new(self.read(name)?))
+            Ok(Arc::new(self.read_key(name)?))
         };
         let agg_pk = AggProvingKey {
             prefix: AggPrefixProvingKey {
@@ -330,14 +330,14 @@ impl KeySet {
             },
             internal_recursive: read_pk(INTERNAL_RECURSIVE_PK)?,
         };
-        Sdk::builder()
+        CpuSdk::builder()
             .app_pk(self.app_pk()?.clone())
             .agg_pk(agg_pk)
             .build()
             .map_err(|e| key_error(&self.dir, e))
     }
 
-    fn read<T: DeserializeOwned>(&self, name: &str) -> Result<T, BackendError> {
+    pub(crate) fn read_key<T: DeserializeOwned>(&self, name: &str) -> Result<T, BackendError> {
         if !self.exists() {
             return Err(BackendError::KeyStore {
                 path: self.dir.display().to_string(),
@@ -350,6 +350,39 @@ impl KeySet {
         let path = self.dir.join(name);
         let bytes = fs::read(&path).map_err(|e| key_error(&path, e))?;
         bitcode::deserialize(&bytes).map_err(|e| key_error(&path, e))
+    }
+}
+
+/// The three aggregation layers' provers as keygen makes them, on the CPU: what OpenVM's
+/// `AggProver::new` does, without its engine switching to the GPU in a `cuda` build.
+struct AggregationLayers {
+    leaf_prover: LeafProver,
+    internal_for_leaf_prover: InternalProver,
+    internal_recursive_prover: InternalProver,
+}
+
+impl AggregationLayers {
+    fn keygen(app_pk: &AppProvingKey<SdkVmConfig>) -> Self {
+        let params = AggregationSystemParams::default();
+        let app_vk = Arc::new(app_pk.app_vm_pk.vm_pk.get_vk());
+        let leaf_prover = LeafProver::new::<Engine>(app_vk, params.leaf.clone(), false, None);
+        let internal_for_leaf_prover = InternalProver::new::<Engine>(
+            leaf_prover.get_vk(),
+            params.internal.clone(),
+            false,
+            None,
+        );
+        let internal_recursive_prover = InternalProver::new::<Engine>(
+            internal_for_leaf_prover.get_vk(),
+            params.internal,
+            true,
+            None,
+        );
+        Self {
+            leaf_prover,
+            internal_for_leaf_prover,
+            internal_recursive_prover,
+        }
     }
 }
 

@@ -1,12 +1,19 @@
-//! OpenVM 2.0 on the CPU.
+//! OpenVM 2.0, proving on the CPU or (with the `cuda` feature) on an NVIDIA GPU.
 //!
 //! Layout: [`keys`] generates and caches proving keys per VM config and segment height;
 //! [`program`] loads a
 //! guest ELF; [`execution`] plans segments and their boundaries; [`proofs`] proves and checks
-//! segments and aggregation nodes; [`proof_file`] is the final proof's on-disk format.
+//! segments and aggregation nodes; [`proof_file`] is the final proof's on-disk format;
+//! [`host`] describes the CPU and `gpu` finds the GPU and proves on it.
+//!
+//! Execution, proof checks and verification always run on the CPU; only proving moves to the
+//! device the backend was opened on.
 
 mod checkpoint;
 mod execution;
+#[cfg(feature = "cuda")]
+mod gpu;
+mod host;
 mod keys;
 mod program;
 mod proof_file;
@@ -21,10 +28,11 @@ use std::{
 };
 
 pub use checkpoint::raw_size as checkpoint_raw_size;
+pub use host::machine_memory_bytes;
 pub use keys::{KeyMeta, MIN_SEGMENT_HEIGHT};
-use openvm_sdk::Sdk;
+use openvm_sdk::CpuSdk as Sdk;
 use openvm_verify_stark_host::vk::VmStarkVerifyingKey;
-use plait_core::{AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{AggLayer, DeviceChoice, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
@@ -38,14 +46,73 @@ pub struct OpenVmBackend {
     cache_dir: PathBuf,
     key_sets: Mutex<HashMap<(VmConfig, u32), Arc<KeySet>>>,
     programs: Mutex<HashMap<(VmConfig, u32, String), Arc<LoadedProgram>>>,
+    device: ProvingDevice,
 }
 
+/// Where segments and nodes are proven.
+enum ProvingDevice {
+    Cpu(plait_core::Device),
+    #[cfg(feature = "cuda")]
+    Gpu(gpu::Gpu),
+}
+
+/// Whether this build can prove on a GPU (the `cuda` feature).
+pub const GPU_SUPPORT: bool = cfg!(feature = "cuda");
+
 impl OpenVmBackend {
+    /// A backend that proves on the CPU (and executes, checks and verifies, as every backend
+    /// does on the CPU).
     pub fn new(cache_dir: impl Into<PathBuf>) -> Self {
+        Self::with_device(cache_dir.into(), ProvingDevice::Cpu(host::cpu()))
+    }
+
+    /// A backend that proves on the device `choice` names: `auto` takes the GPU if this build
+    /// has GPU support and finds one, else the CPU; `gpu` refuses, naming why, when it cannot.
+    pub fn on_device(
+        cache_dir: impl Into<PathBuf>,
+        choice: DeviceChoice,
+    ) -> Result<Self, BackendError> {
+        let device = match choice {
+            DeviceChoice::Cpu => ProvingDevice::Cpu(host::cpu()),
+            DeviceChoice::Auto | DeviceChoice::Gpu => match Self::find_gpu() {
+                Ok(device) => device,
+                Err(why) if choice == DeviceChoice::Gpu => {
+                    return Err(BackendError::NoDevice(why));
+                }
+                Err(why) => {
+                    tracing::info!(reason = %why, "no GPU to prove on; proving on the CPU");
+                    ProvingDevice::Cpu(host::cpu())
+                }
+            },
+        };
+        Ok(Self::with_device(cache_dir.into(), device))
+    }
+
+    #[cfg(feature = "cuda")]
+    fn find_gpu() -> Result<ProvingDevice, String> {
+        gpu::Gpu::open().map(ProvingDevice::Gpu)
+    }
+
+    #[cfg(not(feature = "cuda"))]
+    fn find_gpu() -> Result<ProvingDevice, String> {
+        Err("this plait was built without GPU support (build it with scripts/build-gpu.sh)".into())
+    }
+
+    fn with_device(cache_dir: PathBuf, device: ProvingDevice) -> Self {
         Self {
-            cache_dir: cache_dir.into(),
+            cache_dir,
             key_sets: Mutex::new(HashMap::new()),
             programs: Mutex::new(HashMap::new()),
+            device,
+        }
+    }
+
+    /// The device this backend proves on.
+    pub fn device(&self) -> plait_core::Device {
+        match &self.device {
+            ProvingDevice::Cpu(cpu) => cpu.clone(),
+            #[cfg(feature = "cuda")]
+            ProvingDevice::Gpu(gpu) => gpu.device(),
         }
     }
 
@@ -289,7 +356,19 @@ impl ProverBackend for OpenVmBackend {
     ) -> Result<(ProofBlob, ProofMeta), BackendError> {
         let keys = self.keys_for(params)?;
         let loaded = self.program(&keys, program)?;
-        proofs::prove_segment(&keys, &loaded, program, segment, is_last, start)
+        let task = proofs::SegmentTask {
+            keys: &keys,
+            program: &loaded,
+            image: program,
+            segment,
+            is_last,
+            start,
+        };
+        match &self.device {
+            ProvingDevice::Cpu(_) => proofs::prove_segment(task),
+            #[cfg(feature = "cuda")]
+            ProvingDevice::Gpu(gpu) => gpu.prove_segment(task),
+        }
     }
 
     fn aggregate(
@@ -298,8 +377,30 @@ impl ProverBackend for OpenVmBackend {
         layer: AggLayer,
         children: &[ProofBlob],
     ) -> Result<ProofBlob, BackendError> {
+        self.aggregate_with_meta(params, layer, children)
+            .map(|(proof, _)| proof)
+    }
+
+    fn aggregate_with_meta(
+        &self,
+        params: &ProvingParams,
+        layer: AggLayer,
+        children: &[ProofBlob],
+    ) -> Result<(ProofBlob, ProofMeta), BackendError> {
         let keys = self.keys_for(params)?;
-        proofs::aggregate(&keys, layer, children)
+        match &self.device {
+            ProvingDevice::Cpu(_) => proofs::aggregate(keys.as_ref(), layer, children)
+                .map(|proof| (proof, ProofMeta::default())),
+            #[cfg(feature = "cuda")]
+            ProvingDevice::Gpu(gpu) => {
+                let (proof, device_peak_bytes) = gpu.aggregate(&keys, layer, children)?;
+                let meta = ProofMeta {
+                    device_peak_bytes,
+                    ..ProofMeta::default()
+                };
+                Ok((proof, meta))
+            }
+        }
     }
 
     fn check_segment_proof(
@@ -475,4 +576,29 @@ pub fn sdk_prove_single_process(
     let encoded = openvm_sdk::types::VersionedVmStarkProof::new(proof)
         .map_err(|e| BackendError::ProvingFailed(e.to_string()))?;
     Ok(encoded.proof.len() + encoded.user_pvs_proof.len())
+}
+
+#[cfg(all(test, not(feature = "cuda")))]
+mod device_tests {
+    use plait_core::{DeviceChoice, DeviceKind};
+
+    use super::OpenVmBackend;
+    use crate::BackendError;
+
+    #[test]
+    fn a_build_without_gpu_support_proves_on_the_cpu_or_refuses_by_name() {
+        let dir = std::env::temp_dir();
+        for choice in [DeviceChoice::Auto, DeviceChoice::Cpu] {
+            let backend = OpenVmBackend::on_device(&dir, choice).unwrap();
+            assert_eq!(backend.device().kind, DeviceKind::Cpu);
+        }
+        match OpenVmBackend::on_device(&dir, DeviceChoice::Gpu) {
+            Err(BackendError::NoDevice(why)) => {
+                assert!(why.contains("without GPU support"), "{why}");
+                assert!(why.contains("scripts/build-gpu.sh"), "{why}");
+            }
+            Err(other) => panic!("{other}"),
+            Ok(_) => panic!("a CPU-only build opened a GPU"),
+        }
+    }
 }

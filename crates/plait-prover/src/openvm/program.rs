@@ -3,11 +3,12 @@
 use std::sync::Arc;
 
 use openvm_circuit::{
-    arch::{instructions::exe::VmExe, VmInstance},
+    arch::{instructions::exe::VmExe, VmBuilder, VmInstance},
     system::program::trace::compute_exe_commit_from_mem_config,
 };
-use openvm_sdk::{prover::vm::new_local_prover, F};
-use openvm_sdk_config::{SdkVmCpuBuilder, TranspilerConfig};
+use openvm_sdk::{prover::vm::new_local_prover, F, SC};
+use openvm_sdk_config::{SdkVmConfig, SdkVmCpuBuilder, TranspilerConfig};
+use openvm_stark_backend::StarkEngine;
 use openvm_stark_sdk::config::baby_bear_poseidon2::Digest;
 use openvm_transpiler::{elf::Elf, openvm_platform::memory::MEM_SIZE, FromElf};
 
@@ -100,8 +101,22 @@ pub(crate) fn vm_instance(
     keys: &KeySet,
     exe: &Arc<VmExe<F>>,
 ) -> Result<VmInstance<Engine, SdkVmCpuBuilder>, BackendError> {
+    vm_instance_on::<Engine, _>(SdkVmCpuBuilder, keys, exe)
+}
+
+/// [`vm_instance`] on any engine: the CPU's, or (with `cuda`) the GPU's, whose proving key and
+/// program commitment then live in device memory.
+pub(crate) fn vm_instance_on<E, VB>(
+    builder: VB,
+    keys: &KeySet,
+    exe: &Arc<VmExe<F>>,
+) -> Result<VmInstance<E, VB>, BackendError>
+where
+    E: StarkEngine<SC = SC>,
+    VB: VmBuilder<E, VmConfig = SdkVmConfig>,
+{
     let app_pk = keys.app_pk()?;
-    new_local_prover::<Engine, _>(SdkVmCpuBuilder, &app_pk.app_vm_pk, exe.clone())
+    new_local_prover::<E, VB>(builder, &app_pk.app_vm_pk, exe.clone())
         .map_err(|e| BackendError::InvalidProgram(format!("VM rejects the program: {e}")))
 }
 

@@ -5,16 +5,16 @@ use std::{borrow::Borrow, mem::size_of, time::Instant};
 
 use openvm_circuit::{
     arch::{
-        hasher::poseidon2::vm_poseidon2_hasher, CONNECTOR_AIR_ID, MERKLE_AIR_ID, PROGRAM_AIR_ID,
-        PROGRAM_CACHED_TRACE_INDEX,
+        hasher::poseidon2::vm_poseidon2_hasher, PreflightExecutor, VmBuilder, VmExecutionConfig,
+        CONNECTOR_AIR_ID, MERKLE_AIR_ID, PROGRAM_AIR_ID, PROGRAM_CACHED_TRACE_INDEX,
     },
     system::{
         connector::VmConnectorPvs,
         memory::merkle::{public_values::UserPublicValuesProof, MemoryMerklePvs},
     },
 };
-use openvm_continuations::prover::ChildVkKind;
 use openvm_sdk::{StdIn, F, SC};
+use openvm_sdk_config::{SdkVmConfig, SdkVmCpuBuilder};
 use openvm_stark_backend::{
     codec::{Decode, Encode},
     keygen::types::MultiStarkVerifyingKey,
@@ -36,7 +36,7 @@ use super::{
     checkpoint::{CheckpointHeader, StartState},
     execution::{stdin_of, Boundary, SegmentHint},
     keys::{Engine, KeySet},
-    program::{vm_instance, LoadedProgram},
+    program::{vm_instance_on, LoadedProgram},
 };
 use crate::{BackendError, ProgramImage, ProofBlob, ProofMeta, SegmentStart, Verdict};
 
@@ -94,16 +94,42 @@ impl ProofEnvelope {
     }
 }
 
-pub(crate) fn prove_segment(
-    keys: &KeySet,
-    program: &LoadedProgram,
-    image: &ProgramImage,
-    segment: &SegmentSpec,
-    is_last: bool,
-    start: SegmentStart<'_>,
-) -> Result<(ProofBlob, ProofMeta), BackendError> {
+/// Where a segment is proven: which engine, and the VM builder that puts its chips there.
+pub(crate) struct SegmentTask<'a> {
+    pub keys: &'a KeySet,
+    pub program: &'a LoadedProgram,
+    pub image: &'a ProgramImage,
+    pub segment: &'a SegmentSpec,
+    pub is_last: bool,
+    pub start: SegmentStart<'a>,
+}
+
+/// Proves one segment on the CPU.
+pub(crate) fn prove_segment(task: SegmentTask<'_>) -> Result<(ProofBlob, ProofMeta), BackendError> {
+    prove_segment_on::<Engine, _>(SdkVmCpuBuilder, task)
+}
+
+/// Proves one segment on `E`'s device (the same steps and the same proof on every engine:
+/// only where the traces are built and committed differs).
+pub(crate) fn prove_segment_on<E, VB>(
+    builder: VB,
+    task: SegmentTask<'_>,
+) -> Result<(ProofBlob, ProofMeta), BackendError>
+where
+    E: StarkEngine<SC = SC>,
+    VB: VmBuilder<E, VmConfig = SdkVmConfig>,
+    <SdkVmConfig as VmExecutionConfig<F>>::Executor: PreflightExecutor<F, VB::RecordArena>,
+{
+    let SegmentTask {
+        keys,
+        program,
+        image,
+        segment,
+        is_last,
+        start,
+    } = task;
     let hint = SegmentHint::of(segment)?;
-    let mut instance = vm_instance(keys, &program.exe)?;
+    let mut instance = vm_instance_on::<E, VB>(builder, keys, &program.exe)?;
     let failed = |e: &dyn std::fmt::Display| BackendError::ProvingFailed(e.to_string());
 
     let started = Instant::now();
@@ -213,8 +239,54 @@ pub(crate) fn max_children(layer: AggLayer) -> usize {
     }
 }
 
+/// The aggregation layers' provers on one engine.
+pub(crate) trait LayerProvers {
+    /// Proves one node of `layer` over its children's proofs. The outer error is a prover
+    /// that could not be loaded, the inner one a proof that could not be made.
+    fn prove_layer(
+        &self,
+        layer: AggLayer,
+        proofs: &[Proof<SC>],
+    ) -> Result<eyre::Result<Proof<SC>>, BackendError>;
+}
+
+/// Which prover and which child key a node of each layer uses, for `$provers` (anything with
+/// `leaf_prover`, `internal_for_leaf_prover` and `internal_recursive_prover`) on `$engine`.
+macro_rules! prove_layer_with {
+    ($provers:expr, $engine:ty, $layer:expr, $proofs:expr) => {{
+        use openvm_continuations::prover::ChildVkKind;
+        Ok(match $layer {
+            AggLayer::Leaf => $provers
+                .leaf_prover()?
+                .agg_prove_no_def::<$engine>($proofs, ChildVkKind::App),
+            AggLayer::InternalForLeaf => $provers
+                .internal_for_leaf_prover()?
+                .agg_prove_no_def::<$engine>($proofs, ChildVkKind::Standard),
+            AggLayer::InternalRecursive(0) => $provers
+                .internal_recursive_prover()?
+                .agg_prove_no_def::<$engine>($proofs, ChildVkKind::Standard),
+            // Deeper recursive layers and the wrap verify proofs of their own circuit.
+            AggLayer::InternalRecursive(_) | AggLayer::Wrap => $provers
+                .internal_recursive_prover()?
+                .agg_prove_no_def::<$engine>($proofs, ChildVkKind::RecursiveSelf),
+        })
+    }};
+}
+#[cfg_attr(not(feature = "cuda"), allow(unused_imports))]
+pub(crate) use prove_layer_with;
+
+impl LayerProvers for KeySet {
+    fn prove_layer(
+        &self,
+        layer: AggLayer,
+        proofs: &[Proof<SC>],
+    ) -> Result<eyre::Result<Proof<SC>>, BackendError> {
+        prove_layer_with!(self, Engine, layer, proofs)
+    }
+}
+
 pub(crate) fn aggregate(
-    keys: &KeySet,
+    provers: &dyn LayerProvers,
     layer: AggLayer,
     children: &[ProofBlob],
 ) -> Result<ProofBlob, BackendError> {
@@ -230,23 +302,9 @@ pub(crate) fn aggregate(
         .map(|c| ProofEnvelope::decode(c).map(|(p, _)| p))
         .collect::<Result<Vec<_>, _>>()
         .map_err(BackendError::MalformedTask)?;
-    let failed = |e: eyre::Report| BackendError::ProvingFailed(format!("{layer} node: {e}"));
-    let proof = match layer {
-        AggLayer::Leaf => keys
-            .leaf_prover()?
-            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::App),
-        AggLayer::InternalForLeaf => keys
-            .internal_for_leaf_prover()?
-            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::Standard),
-        AggLayer::InternalRecursive(0) => keys
-            .internal_recursive_prover()?
-            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::Standard),
-        // Deeper recursive layers and the wrap verify proofs of their own circuit.
-        AggLayer::InternalRecursive(_) | AggLayer::Wrap => keys
-            .internal_recursive_prover()?
-            .agg_prove_no_def::<Engine>(&proofs, ChildVkKind::RecursiveSelf),
-    }
-    .map_err(failed)?;
+    let proof = provers
+        .prove_layer(layer, &proofs)?
+        .map_err(|e| BackendError::ProvingFailed(format!("{layer} node: {e}")))?;
     Ok(ProofEnvelope::encode(&proof, None))
 }
 

@@ -61,6 +61,9 @@ pub struct ZkmlArgs {
     /// workers share the machine's memory, and one worker uses every core anyway.
     #[arg(long, default_value_t = 1)]
     workers: usize,
+    /// What the workers prove on: auto (a GPU if there is one), gpu or cpu.
+    #[arg(long, default_value = "auto")]
+    device: plait_core::DeviceChoice,
     #[command(flatten)]
     params: ParamArgs,
     /// Where to write the proof.
@@ -275,7 +278,12 @@ async fn zkml(mut args: ZkmlArgs, cache: &Path) -> Result<()> {
         return execute_and_plan(&args, &program, claim, cache).await;
     }
     prove::run(
-        prove::ProveArgs::new(program.clone(), args.workers, args.output.clone()),
+        prove::ProveArgs::new(
+            program.clone(),
+            args.workers,
+            args.device,
+            args.output.clone(),
+        ),
         cache,
     )
     .await?;
@@ -324,10 +332,9 @@ async fn execute_and_plan(
         build_started.elapsed().as_secs_f64()
     );
     let params = program.params()?;
-    let profile = args
-        .profile
-        .clone()
-        .unwrap_or_else(|| planner::default_profile_path(cache, params.vm_config));
+    let profile = args.profile.clone().unwrap_or_else(|| {
+        planner::default_profile_path(cache, params.vm_config, plait_core::DeviceKind::Cpu)
+    });
     let backend = openvm_backend(cache);
     let execution_started = Instant::now();
     let (plan, height, planned) = if profile.exists() {
