@@ -68,8 +68,10 @@ EOF
 gcc -O2 -fPIC -c "$link_dir/cuda_loader.c" -o "$link_dir/cuda_loader.o"
 rm -f "$link_dir/libcuda.a"
 ar rcs "$link_dir/libcuda.a" "$link_dir/cuda_loader.o"
-# OpenVM's crates ask for `cudart` by its plain name: the static runtime answers.
+# OpenVM's crates ask for `cudart` by its plain name, cc for `cudart_static`: the static
+# runtime answers both.
 ln -sfn "$cuda/lib/libcudart_static.a" "$link_dir/libcudart.a"
+ln -sfn "$cuda/lib/libcudart_static.a" "$link_dir/libcudart_static.a"
 
 # The circuit crates' build scripts include headers by their repository paths (for example
 # ../../../crates/circuits/primitives/cuda/include); link each such path to the registry copy

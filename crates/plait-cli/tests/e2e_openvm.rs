@@ -1040,6 +1040,43 @@ fn plan_recommends_by_goal_and_refuses_bad_profiles() {
     assert_eq!(rows[1]["segments"], 2);
     assert!(std::fs::read_to_string(&svg).unwrap().contains("<polyline"));
 
+    // One GPU beside the eight servers (a synthetic profile: the server's costs a hundred times
+    // faster, placed by 80 GiB of device memory): predicted far faster than the servers alone.
+    let mut gpu: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&server).unwrap()).unwrap();
+    gpu["device"] = "gpu".into();
+    gpu["device-kind"] = "gpu".into();
+    gpu["memory-bytes"] = (80u64 << 30).into();
+    for task in ["segments", "nodes"] {
+        for m in gpu[task].as_array_mut().unwrap() {
+            m["seconds"] = (m["seconds"].as_f64().unwrap() / 100.0).into();
+            m["peak-device-bytes"] = m["peak-rss-bytes"].clone();
+        }
+    }
+    let gpu_path = dir.path().join("gpu.json");
+    std::fs::write(&gpu_path, gpu.to_string()).unwrap();
+    let out = plan(&[
+        "--pool",
+        &format!("{}:1", gpu_path.display()),
+        "--pool",
+        &format!("{server}:8"),
+        "--json",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mixed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let latency = |plan: &serde_json::Value| {
+        plan["candidates"][0]["predicted_latency_seconds"]
+            .as_f64()
+            .unwrap()
+    };
+    assert!(latency(&mixed) < latency(&fast) / 10.0, "{mixed} {fast}");
+    let fit = &mixed["candidates"][0]["devices_that_fit"];
+    assert_eq!(fit, &serde_json::json!(["gpu", "server"]), "{mixed}");
+
     let old = profile("old", 24 << 30, "0.0.1");
     let out = plan(&["--profile", &old]);
     assert_eq!(out.status.code(), Some(BAD_INPUT));

@@ -359,6 +359,40 @@ pub(crate) mod tests {
         }
     }
 
+    /// A synthetic GPU: `profile()`'s costs a hundred times faster, placed by 80 GiB of
+    /// device memory, each task needing a third of its host peak on the device.
+    pub fn gpu_profile() -> DeviceProfile {
+        let mut p = profile();
+        p.device = "synthetic GPU".into();
+        p.device_kind = DeviceKind::Gpu;
+        p.memory_bytes = 80 << 30;
+        for s in &mut p.segments {
+            s.seconds /= 100.0;
+            s.peak_device_bytes = s.peak_rss_bytes / 3;
+        }
+        for n in &mut p.nodes {
+            n.seconds /= 100.0;
+            n.peak_device_bytes = n.peak_rss_bytes / 3;
+        }
+        p
+    }
+
+    #[test]
+    fn a_gpu_profile_is_placed_by_device_memory() {
+        let gpu = gpu_profile();
+        assert_eq!(gpu.segment_memory(19), (2 << 30) / 3);
+        assert_eq!(gpu.node_memory(AggLayer::Wrap), (6 << 30) / 3);
+        assert_eq!(profile().segment_memory(19), 2 << 30);
+        // Profiles written before devices had kinds are a CPU's.
+        let mut json = serde_json::to_value(profile()).unwrap();
+        json.as_object_mut().unwrap().remove("device-kind");
+        let old: DeviceProfile = serde_json::from_value(json).unwrap();
+        assert_eq!(old.device_kind, DeviceKind::Cpu);
+        assert!(serde_json::to_string(&gpu)
+            .unwrap()
+            .contains("\"device-kind\":\"gpu\""));
+    }
+
     #[test]
     fn interpolates_segments_and_fits_nodes() {
         let p = profile();

@@ -2,6 +2,12 @@
 //! the coordinator's own scheduling rule ([`TaskGraph::next_ready`]): each idle worker takes
 //! the first ready task that fits its memory, in the coordinator's order.
 //!
+//! In a pool of unlike devices (GPUs beside CPUs), idle workers are served fastest first, and a
+//! slower worker leaves a task to the faster devices when they would clear every ready task
+//! before it finished this one: a CPU beside GPUs then proves segments only while the queue is
+//! long, and aggregation nodes (the critical path: each layer waits for the one below) go to
+//! the GPUs.
+//!
 //! Task durations come from each worker's device profile ([`DeviceProfile`]); attempts fail at
 //! a given rate (and are retried, their work counted); every task pays a transfer time.
 
@@ -141,13 +147,45 @@ pub fn simulate(
         .into_iter()
         .map(|(phase, ..)| (phase, 0.0))
         .collect();
+    // Fastest first: a device's speed is its time for a full segment at the job's height.
+    let speed = |w: usize| {
+        let p = &profiles[workers[w]];
+        p.segment_seconds(
+            job.segment_height,
+            p.full_segment_instructions(job.segment_height),
+        )
+    };
+    let mut of_profile = vec![0usize; profiles.len()];
+    for &p in workers {
+        of_profile[p] += 1;
+    }
+    let heterogeneous = of_profile.iter().filter(|&&n| n > 0).count() > 1;
     while !graph.is_complete() {
-        // Hand out work, in worker order, as the coordinator answers claims.
+        // Hand out work, fastest idle worker first, as the coordinator answers claims.
+        idle.sort_by(|&a, &b| speed(a).total_cmp(&speed(b)).then(a.cmp(&b)));
         let mut still_idle = Vec::with_capacity(idle.len());
         for w in idle {
             let p = &profiles[workers[w]];
             let fits = |t: TaskId| task_memory(&graph, job, p, t) <= p.memory_bytes;
-            match graph.next_ready(fits) {
+            // Whether this worker should take `t`: not if the devices faster at it would
+            // clear every ready task before this one finished it.
+            let ready = graph.ready_count() as f64;
+            let worth_taking = |t: TaskId| {
+                if !heterogeneous {
+                    return true;
+                }
+                let mine = task_seconds(&graph, job, p, t);
+                let faster_rate: f64 = profiles
+                    .iter()
+                    .zip(&of_profile)
+                    .filter(|&(q, &n)| n > 0 && task_memory(&graph, job, q, t) <= q.memory_bytes)
+                    .map(|(q, &n)| (n, task_seconds(&graph, job, q, t)))
+                    .filter(|&(_, theirs)| theirs < mine)
+                    .map(|(n, theirs)| n as f64 / theirs.max(f64::MIN_POSITIVE))
+                    .sum();
+                faster_rate == 0.0 || mine <= ready / faster_rate
+            };
+            match graph.next_ready(|t| fits(t) && worth_taking(t)) {
                 Some(task) => {
                     graph.start(task).expect("ready");
                     let seconds = task_seconds(&graph, job, p, task);
@@ -245,7 +283,8 @@ pub fn simulate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::tests::profile;
+    use crate::cost::tests::{gpu_profile, profile};
+    use crate::AggLayer;
 
     fn job(segments: &[u64]) -> SimJob<'_> {
         SimJob {
@@ -301,5 +340,53 @@ mod tests {
         let err = simulate(&job(&segments), &[small], &[0], SimConfig::default()).unwrap_err();
         assert!(matches!(err, SimError::NothingFits { .. }), "{err}");
         assert!(err.to_string().contains("leaf"), "{err}");
+    }
+
+    #[test]
+    fn slower_devices_leave_tasks_to_faster_ones_unless_the_queue_is_long() {
+        let profiles = vec![gpu_profile(), profile()];
+        let segments = vec![800_000u64; 12];
+        let config = SimConfig::default();
+        // One GPU and eight CPUs: the CPUs prove segments beside the GPU, but every node (a
+        // second or less on the GPU, a minute on a CPU) waits for the GPU.
+        let mixed: Vec<usize> = std::iter::once(0).chain([1; 8]).collect();
+        let out = simulate(&job(&segments), &profiles, &mixed, config).unwrap();
+        let gpu = &profiles[0];
+        let expected_nodes = [
+            ("leaf", 3.0 * gpu.node_seconds(AggLayer::Leaf, 4)),
+            (
+                "internal-for-leaf",
+                gpu.node_seconds(AggLayer::InternalForLeaf, 3),
+            ),
+            (
+                "internal-recursive.0",
+                gpu.node_seconds(AggLayer::InternalRecursive(0), 1),
+            ),
+            ("wrap", gpu.node_seconds(AggLayer::Wrap, 1)),
+        ];
+        for (phase, seconds) in expected_nodes {
+            let work = out
+                .work_by_phase
+                .iter()
+                .find(|(p, _)| p == phase)
+                .map(|(_, w)| *w);
+            let work = work.unwrap_or_else(|| panic!("no {phase} in {:?}", out.work_by_phase));
+            assert!(
+                (work - seconds).abs() < 1e-9,
+                "{phase}: {work} s, GPU alone {seconds} s"
+            );
+        }
+        // The CPUs only help: the mix is no slower than the GPU alone, and far faster than
+        // nine CPUs.
+        let gpu_alone = simulate(&job(&segments), &profiles, &[0], config).unwrap();
+        let cpus = simulate(&job(&segments), &profiles, &[1; 9], config).unwrap();
+        assert!(
+            out.latency_seconds <= gpu_alone.latency_seconds + 1e-9,
+            "{out:?}"
+        );
+        assert!(
+            out.latency_seconds < cpus.latency_seconds / 10.0,
+            "{out:?} {cpus:?}"
+        );
     }
 }

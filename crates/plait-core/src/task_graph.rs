@@ -219,6 +219,11 @@ impl TaskGraph {
         Ok(self.entry(task)?.covers)
     }
 
+    /// How many tasks are ready.
+    pub fn ready_count(&self) -> usize {
+        self.ready.len()
+    }
+
     /// Returns every ready task, oldest first.
     pub fn ready_tasks(&self) -> impl Iterator<Item = TaskId> + '_ {
         self.ready.iter().copied()

@@ -239,8 +239,10 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
             std::fs::write(&output, &bytes)
                 .with_context(|| format!("writing {}", output.display()))?;
             print_summary(&timings);
+            let total_seconds = started.elapsed().as_secs_f64();
             eprintln!(
-                "{} written to {} ({} bytes) in {:.1} s total",
+                "{} written to {} ({} bytes) in {total_seconds:.1} s total \
+                 ({:.0} instructions per second end to end)",
                 if args.dev {
                     "FAKE dev proof (proves nothing)"
                 } else {
@@ -248,7 +250,7 @@ pub async fn run(args: ProveArgs, cache: &Path) -> Result<()> {
                 },
                 output.display(),
                 bytes.len(),
-                started.elapsed().as_secs_f64()
+                plan.total_insns() as f64 / total_seconds
             );
             if args.timings_json {
                 println!("{}", serde_json::to_string_pretty(&timings)?);
@@ -347,17 +349,34 @@ fn print_summary(timings: &[TaskTiming]) {
             None => phases.push((t.phase.clone(), vec![t])),
         }
     }
+    // Tasks proven on a GPU report their device memory: show its peak per phase.
+    let on_gpu = timings.iter().any(|t| t.meta.device_peak_bytes > 0);
     eprintln!(
-        "{:>22} {:>5} {:>12} {:>12} {:>14}",
-        "phase", "tasks", "prove s/task", "wall s/task", "start s/task"
+        "{:>22} {:>5} {:>12} {:>12} {:>14}{}",
+        "phase",
+        "tasks",
+        "prove s/task",
+        "wall s/task",
+        "start s/task",
+        if on_gpu { "  device GiB" } else { "" }
     );
     for (phase, list) in phases {
         let n = list.len() as f64;
         let prove: f64 = list.iter().map(|t| t.meta.proving_seconds).sum::<f64>() / n;
         let wall: f64 = list.iter().map(|t| t.wall_seconds).sum::<f64>() / n;
         let reexec: f64 = list.iter().map(|t| t.meta.reexecution_seconds).sum::<f64>() / n;
+        let device = list
+            .iter()
+            .map(|t| t.meta.device_peak_bytes)
+            .max()
+            .unwrap_or(0);
+        let device = if on_gpu {
+            format!("  {:>10.2}", device as f64 / (1u64 << 30) as f64)
+        } else {
+            String::new()
+        };
         eprintln!(
-            "{phase:>22} {:>5} {prove:>12.1} {wall:>12.1} {reexec:>14.2}",
+            "{phase:>22} {:>5} {prove:>12.2} {wall:>12.2} {reexec:>14.2}{device}",
             list.len()
         );
     }

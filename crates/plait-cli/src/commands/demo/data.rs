@@ -2,7 +2,11 @@
 //! sets (the digits' committed with the repo; Fashion-MNIST's from Debian's package), and a
 //! user's own image.
 
-use std::{io::Read, path::Path, str::FromStr};
+use std::{
+    io::Read,
+    path::{Path, PathBuf},
+    str::FromStr,
+};
 
 use anyhow::{Context, Result};
 use plait_zkml_model::{CLASSES, CNN_IMAGE_SIDE, IMAGE_SIDE, PIXEL_MAX};
@@ -158,7 +162,11 @@ pub struct TestSet {
 
 /// A gzipped idx file of Fashion-MNIST, without its header.
 fn read_idx(name: &str, header: usize) -> Result<Vec<u8>> {
-    let path = Path::new(FASHION_MNIST).join(name);
+    // PLAIT_FASHION_MNIST names another copy (a machine without Debian's package, such as the
+    // GPU check's).
+    let dir =
+        std::env::var_os("PLAIT_FASHION_MNIST").map_or(PathBuf::from(FASHION_MNIST), PathBuf::from);
+    let path = dir.join(name);
     let gz = std::fs::read(&path).with_context(|| {
         format!(
             "reading {}: install Debian's dataset-fashion-mnist (scripts/install-deps.sh does)",

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Gathers what scripts/gpu-check.sh needs on a GPU machine that has no Rust toolchain and no
+# network, into target/gpu-check/ (under 60 MiB): the GPU build of plait (scripts/build-gpu.sh
+# makes it; gzipped, 55 MiB as it is), the fib and zkml guest ELFs (built here by the CPU build), Fashion-MNIST's test set
+# (Debian's dataset-fashion-mnist), this machine's CPU profile if `plait calibrate` made one,
+# and the check script itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bundle=target/gpu-check
+gpu_plait=target/cuda/plait
+[ -x "$gpu_plait" ] || { echo "no $gpu_plait: run scripts/build-gpu.sh first" >&2; exit 1; }
+cargo build --release --quiet --bin plait
+rm -rf "$bundle"
+mkdir -p "$bundle/fashion-mnist"
+gzip -c "$gpu_plait" >"$bundle/plait.gz"
+cp "$(target/release/plait build-guest guests/fib)" "$bundle/fib.elf"
+cp "$(target/release/plait build-guest guests/zkml)" "$bundle/zkml.elf"
+cp /usr/share/datasets/fashion-mnist/t10k-*-ubyte.gz "$bundle/fashion-mnist/"
+cache="${PLAIT_CACHE_DIR:-$HOME/.cache/plait}"
+for vm in "" "-rv32im-sha2"; do
+  if [ -f "$cache/device-profile$vm.json" ]; then
+    cp "$cache/device-profile$vm.json" "$bundle/cpu-profile$vm.json"
+  fi
+done
+cp scripts/gpu-check.sh "$bundle/"
+du -sh "$bundle"
+ls -la "$bundle"
