@@ -87,6 +87,7 @@ async fn main() -> Result<()> {
             memory_bytes: 0,
             max_tasks: None,
             device_profile: None,
+            device: None,
         };
         let backend = backend.clone();
         tokio::spawn(async move { plait_worker::run(config, backend).await });
