@@ -2,7 +2,7 @@
 # The GPU check: run on a Linux machine with an NVIDIA GPU (driver 580 or newer), from the
 # bundle scripts/gpu-bundle.sh makes (no Rust toolchain, no network):
 #   scripts/gpu-check.sh [BUNDLE]      (default: target/gpu-check, or this script's folder)
-# Prints nvidia-smi; calibrates the GPU at heights 19 to 22; proves and verifies fib with 19
+# Prints nvidia-smi; calibrates the GPU at heights 19 to 22; proves and verifies fib with 35
 # segments and the CNN batch of 16 on the GPU; prints per-phase seconds, peak device memory and
 # instructions per second beside the CPU profile. Into $OUT (or ./gpu-check-out) it writes four
 # files: this output (gpu-check.log), the GPU's profile, fib's summary and every step's full log
@@ -46,10 +46,15 @@ step "calibrating the GPU at heights 19 to 22"
 TAIL=40 run calibrate plait calibrate --device gpu --heights 19,20,21,22 \
   --output "$out/gpu-profile.json"
 
-step "fib, 19 segments at height 19, on the GPU"
+step "fib: 30 million instructions, 35 segments at height 19, on the GPU"
 TAIL=30 run fib plait prove "$bundle/fib.elf" --input 2000000 --segment-height 19 \
   --workers 1 --device gpu -o "$work/fib.proof" --summary-json "$out/fib-summary.json" \
+  --keep-task-proofs "$work/fib-tasks" \
   && run fib-verify plait verify "$work/fib.proof" --program "$bundle/fib.elf"
+
+step "the same proofs on the CPU? segment 0 and the first leaf proven again there"
+run same-proofs plait reprove "$bundle/fib.elf" --input 2000000 --segment-height 19 \
+  --kept "$work/fib-tasks" --tasks 0,35 --device cpu
 
 step "the CNN on 16 Fashion-MNIST test images, on the GPU"
 TAIL=40 run zkml plait demo zkml --model cnn --image 0 --batch 16 --guest "$bundle/zkml.elf" \

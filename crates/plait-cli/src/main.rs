@@ -88,6 +88,9 @@ enum Command {
         #[command(subcommand)]
         demo: commands::demo::DemoCommand,
     },
+    /// Prove again, on a chosen device, tasks whose proofs a job kept, and compare the bytes.
+    #[command(hide = true)]
+    Reprove(commands::reprove::ReproveArgs),
     /// Benchmark baseline: prove with OpenVM's single-process `Sdk::prove` (same keys).
     #[command(hide = true)]
     BenchSdkProve(commands::bench::BenchSdkProveArgs),
@@ -177,6 +180,7 @@ fn main() -> ExitCode {
                 Ok(())
             }
             Command::Worker(args) => commands::worker::run(args, &cache).await,
+            Command::Reprove(args) => commands::reprove::run(args, &cache).await,
             Command::Serve(args) => commands::serve::run(args, &cache).await,
             Command::Workers(args) => commands::workers::run(args).await,
             Command::Clients(args) => commands::clients::run(args).await,

@@ -7,6 +7,7 @@ pub mod demo;
 pub mod execute;
 pub mod planner;
 pub mod prove;
+pub mod reprove;
 pub mod serve;
 pub mod verify;
 pub mod worker;
