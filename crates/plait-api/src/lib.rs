@@ -345,6 +345,9 @@ pub struct WorkerRecord {
     /// The device name of the profile it sent, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<String>,
+    /// The device it said it proves on with its last claim, if it said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proves_on: Option<Device>,
     /// The tasks it holds now, as `job-N/task-M`.
     #[serde(default)]
     pub current_tasks: Vec<String>,

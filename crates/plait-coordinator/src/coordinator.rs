@@ -14,7 +14,7 @@ use plait_core::{
     cost::DeviceProfile,
     planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
     sim::SimConfig,
-    AggLayer, DeviceKind, JobId, ProgramInput, SegmentPlan, TaskId,
+    AggLayer, Device, DeviceKind, JobId, ProgramInput, SegmentPlan, TaskId,
 };
 use plait_prover::{
     BackendError, BackendInfo, CutSegment, KeySetId, ProgramImage, ProofBlob, ProverBackend,
@@ -1046,6 +1046,7 @@ impl Coordinator {
                 at: Instant::now(),
                 memory_bytes: worker.memory_bytes,
                 profile,
+                proves_on: worker.device.clone(),
             },
         );
     }
@@ -1570,6 +1571,7 @@ impl Coordinator {
                     .get(id)
                     .and_then(|w| w.profile.as_ref())
                     .map(|p| p.device.clone());
+                record.proves_on = seen.get(id).and_then(|w| w.proves_on.clone());
                 record.current_tasks = current.get(id).cloned().unwrap_or_default();
                 record.tasks_done = done.get(id).copied().unwrap_or(0);
             },
@@ -2517,6 +2519,8 @@ struct SeenWorker {
     at: Instant,
     memory_bytes: u64,
     profile: Option<DeviceProfile>,
+    /// What it said it proves on.
+    proves_on: Option<Device>,
 }
 
 /// Weighted fair queueing of leases between clients: each client's virtual time advances by

@@ -242,6 +242,7 @@ impl Identities {
                     memory_bytes,
                     leases,
                     device: None,
+                    proves_on: None,
                     current_tasks: Vec::new(),
                     tasks_done: 0,
                 }

@@ -80,12 +80,13 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
                 return super::client::print_json(&workers);
             }
             println!(
-                "{:<32} {:<10} {:<5} {:>8} {:>6} {:>10}  ban",
-                "worker", "origin", "live", "memory", "leases", "rejections"
+                "{:<32} {:<10} {:<5} {:>8} {:<28} {:>6} {:>10}  ban",
+                "worker", "origin", "live", "memory", "proves on", "leases", "rejections"
             );
             for w in workers {
+                let device = w.proves_on.as_ref().map_or("-".into(), |d| d.describe());
                 println!(
-                    "{:<32} {:<10} {:<5} {:>7.1}G {:>6} {:>10}  {}",
+                    "{:<32} {:<10} {:<5} {:>7.1}G {device:<28} {:>6} {:>10}  {}",
                     w.worker_id,
                     w.origin,
                     if w.live { "yes" } else { "no" },
