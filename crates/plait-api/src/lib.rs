@@ -44,6 +44,9 @@ pub mod limits {
     pub const FAILURE_BODY_BYTES: usize = 16 << 10;
     /// A registration's body (a name).
     pub const REGISTER_BODY_BYTES: usize = 4 << 10;
+    /// The most memory a worker may advertise (host or device): 64 TiB, beyond any one machine
+    /// today, so a worker cannot look larger than every real one by a wide margin.
+    pub const MAX_MEMORY_BYTES: u64 = plait_core::Device::MAX_MEMORY_BYTES;
 }
 
 /// `reason` cut to [`limits::FAILURE_REASON_BYTES`] (at a character boundary).
@@ -100,6 +103,8 @@ pub struct RegisterWorkerResponse {
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClaimTaskRequest {
     pub cores: u32,
+    /// The worker's memory (1 byte to [`limits::MAX_MEMORY_BYTES`]): it is given only tasks
+    /// that fit it.
     pub memory_bytes: u64,
     /// Backend name and zkVM version the worker proves with; tasks go only to matching workers.
     pub backend: String,
@@ -137,6 +142,12 @@ impl ClaimTaskRequest {
     pub fn check_bounds(&self) -> Result<(), String> {
         if self.slots == 0 || self.slots > limits::MAX_SLOTS {
             return Err(format!("slots must be 1 to {}", limits::MAX_SLOTS));
+        }
+        if self.memory_bytes == 0 || self.memory_bytes > limits::MAX_MEMORY_BYTES {
+            return Err(format!(
+                "memory-bytes must state the worker's memory: 1 byte to {} TiB",
+                limits::MAX_MEMORY_BYTES >> 40
+            ));
         }
         for (field, value) in [
             ("backend", &self.backend),
@@ -320,6 +331,20 @@ pub struct ApiErrorBody {
     /// Stable machine-readable code, e.g. `unauthorized`, `unknown-task`, `stale-lease`.
     pub code: String,
     pub message: String,
+}
+
+/// A memory need the coordinator learned from workers' measured peaks, as
+/// `GET /v1/admin/memory-needs` lists it: tasks of this phase and key set go only to workers
+/// with at least this much memory.
+#[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct MemoryNeedRecord {
+    pub key_set: KeySetId,
+    /// `segments`, or an aggregation layer (`leaf`, `internal-for-leaf`, ...).
+    pub phase: String,
+    pub need_bytes: u64,
+    /// Workers whose figures count now (0: the need was stored before a restart).
+    pub reporters: u32,
 }
 
 /// One worker identity, as `GET /v1/admin/workers` lists it for the operator.

@@ -84,7 +84,7 @@ async fn main() -> Result<()> {
             name: format!("bench-{i}"),
             ca_cert: None,
             cores: 1,
-            memory_bytes: 0,
+            memory_bytes: 1 << 40,
             max_tasks: None,
             device_profile: None,
             device: None,

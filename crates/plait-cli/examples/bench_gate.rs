@@ -144,13 +144,15 @@ fn main() -> Result<()> {
         match graph.kind(c.task).expect("task exists") {
             TaskKind::ProveSegment { segment } => {
                 let last = segment as usize + 1 == plan.segments.len();
-                backend.check_segment_proof(
-                    &program,
-                    &params,
-                    &plan.segments[segment as usize],
-                    last.then_some(&plan.public_values[..]),
-                    &c.proof,
-                )
+                backend
+                    .check_segment_proof(
+                        &program,
+                        &params,
+                        &plan.segments[segment as usize],
+                        last.then_some(&plan.public_values[..]),
+                        &c.proof,
+                    )
+                    .expect("the gate can check")
             }
             TaskKind::Aggregate { layer, .. } => {
                 let (from, to) = graph.covers(c.task).expect("task exists");
@@ -159,16 +161,18 @@ fn main() -> Result<()> {
                     Ok(TaskKind::Aggregate { layer, .. }) => Some(layer),
                     _ => None,
                 };
-                backend.check_aggregate_proof(
-                    &program,
-                    &params,
-                    layer,
-                    child_layer,
-                    &plan.segments[from as usize],
-                    &plan.segments[to as usize - 1],
-                    to as usize == plan.segments.len(),
-                    &c.proof,
-                )
+                backend
+                    .check_aggregate_proof(
+                        &program,
+                        &params,
+                        layer,
+                        child_layer,
+                        &plan.segments[from as usize],
+                        &plan.segments[to as usize - 1],
+                        to as usize == plan.segments.len(),
+                        &c.proof,
+                    )
+                    .expect("the gate can check")
             }
         }
     };

@@ -194,7 +194,7 @@ async fn through_coordinator(args: &Args, program: &ProgramImage, n: u64) -> Res
     let claim = ClaimTaskRequest {
         slots: 1,
         cores: 2,
-        memory_bytes: 0,
+        memory_bytes: 1 << 40,
         backend: info.name,
         backend_version: info.version,
         plait_version: env!("CARGO_PKG_VERSION").into(),

@@ -312,12 +312,16 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     for (i, p) in [&p0, &p1, &p2].into_iter().enumerate() {
         let ending = (i == 2).then_some(plan.public_values.as_slice());
         assert_eq!(
-            backend.check_segment_proof(&program, &params, &s[i], ending, p),
+            backend
+                .check_segment_proof(&program, &params, &s[i], ending, p)
+                .expect("the gate can check"),
             Verdict::Accepted
         );
     }
     // A valid proof of the wrong segment.
-    let wrong = backend.check_segment_proof(&program, &params, &s[0], None, &p1);
+    let wrong = backend
+        .check_segment_proof(&program, &params, &s[0], None, &p1)
+        .expect("the gate can check");
     assert!(matches!(wrong, Verdict::Rejected { .. }), "{wrong:?}");
 
     // A leaf of the wrong children either fails to prove or is rejected as covering 0..3.
@@ -328,16 +332,18 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
     ) {
         Err(e) => eprintln!("{what} leaf refused by the prover: {e}"),
         Ok(leaf) => {
-            let verdict = backend.check_aggregate_proof(
-                &program,
-                &params,
-                AggLayer::Leaf,
-                None,
-                &s[0],
-                &s[2],
-                true,
-                &leaf,
-            );
+            let verdict = backend
+                .check_aggregate_proof(
+                    &program,
+                    &params,
+                    AggLayer::Leaf,
+                    None,
+                    &s[0],
+                    &s[2],
+                    true,
+                    &leaf,
+                )
+                .expect("the gate can check");
             assert!(
                 matches!(verdict, Verdict::Rejected { .. }),
                 "{what}: {verdict:?}"
@@ -356,16 +362,18 @@ fn wrong_reordered_or_missing_segment_proofs_are_rejected_at_the_task_level() {
         .map(|(task, _)| f.task_proofs[task].clone())
         .unwrap();
     let leaf_for = |first: usize, last: usize, ends: bool| {
-        backend.check_aggregate_proof(
-            &program,
-            &params,
-            AggLayer::Leaf,
-            None,
-            &s[first],
-            &s[last],
-            ends,
-            &leaf,
-        )
+        backend
+            .check_aggregate_proof(
+                &program,
+                &params,
+                AggLayer::Leaf,
+                None,
+                &s[first],
+                &s[last],
+                ends,
+                &leaf,
+            )
+            .expect("the gate can check")
     };
     assert_eq!(leaf_for(0, 2, true), Verdict::Accepted);
     for (first, last, ends) in [(0, 1, false), (1, 2, true), (0, 2, false)] {
@@ -428,16 +436,18 @@ fn proofs_of_another_layer_are_rejected_at_the_gate() {
     };
     for (proof_layer, proof) in &nodes {
         for &asked in &layers {
-            let verdict = backend.check_aggregate_proof(
-                &program,
-                &params,
-                asked,
-                child_of(asked),
-                &s[0],
-                &s[2],
-                true,
-                proof,
-            );
+            let verdict = backend
+                .check_aggregate_proof(
+                    &program,
+                    &params,
+                    asked,
+                    child_of(asked),
+                    &s[0],
+                    &s[2],
+                    true,
+                    proof,
+                )
+                .expect("the gate can check");
             if asked == *proof_layer {
                 assert_eq!(
                     verdict,
@@ -454,20 +464,47 @@ fn proofs_of_another_layer_are_rejected_at_the_gate() {
     }
     // The attack of the issue: the wrap's child returned unchanged as the wrap.
     let (_, child) = &nodes[2];
-    let verdict = backend.check_aggregate_proof(
-        &program,
-        &params,
-        AggLayer::Wrap,
-        Some(AggLayer::InternalRecursive(0)),
-        &s[0],
-        &s[2],
-        true,
-        child,
-    );
+    let verdict = backend
+        .check_aggregate_proof(
+            &program,
+            &params,
+            AggLayer::Wrap,
+            Some(AggLayer::InternalRecursive(0)),
+            &s[0],
+            &s[2],
+            true,
+            child,
+        )
+        .expect("the gate can check");
     let Verdict::Rejected { reason } = verdict else {
         panic!("the wrap's child accepted as the wrap")
     };
     assert!(reason.contains("recursion depth"), "{reason}");
+    // A proof made over another key of the same shape for the layer below (a weakened app key
+    // under a leaf) carries another constraint-evaluation commitment; OpenVM's layer above
+    // would catch it only after the node was accepted, so the gate catches it at every layer.
+    for (layer, proof) in &nodes {
+        let forged = plait_prover::openvm::with_other_children_key(proof).unwrap();
+        let verdict = backend
+            .check_aggregate_proof(
+                &program,
+                &params,
+                *layer,
+                child_of(*layer),
+                &s[0],
+                &s[2],
+                true,
+                &forged,
+            )
+            .expect("the gate can check");
+        let Verdict::Rejected { reason } = verdict else {
+            panic!("a {layer} proof over another children's key accepted")
+        };
+        assert!(
+            reason.contains("verified its children under another key"),
+            "{layer}: {reason}"
+        );
+    }
 }
 
 #[test]

@@ -396,6 +396,12 @@ fn oversized_worker_inputs_are_refused_and_change_nothing() {
     body["slots"] = Value::from(1000);
     assert_eq!(attacker.claim_with(&body).0, 400);
     body["slots"] = Value::from(1);
+    // Memory must be stated (0 once meant "takes anything") and within a real machine's.
+    for memory in [0, u64::MAX, (1 << 46) + 1] {
+        body["memory-bytes"] = Value::from(memory);
+        assert_eq!(attacker.claim_with(&body).0, 400, "memory {memory}");
+    }
+    body["memory-bytes"] = Value::from(1u64 << 30);
     let key_sets = |n: usize| {
         Value::from(vec![
             serde_json::json!({"vm-config": "rv32im", "segment-height": 19});

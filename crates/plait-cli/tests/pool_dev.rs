@@ -1483,7 +1483,7 @@ fn the_api_description_is_served_committed_and_true() {
     // this description.
     assert_eq!(
         operations,
-        29,
+        31,
         "{}",
         paths.keys().cloned().collect::<Vec<_>>().join("\n")
     );

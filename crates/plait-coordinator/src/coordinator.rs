@@ -69,6 +69,11 @@ pub struct CoordinatorConfig {
     pub claim_wait: Duration,
     /// Rejected proofs after which a worker gets no more work.
     pub max_rejections_per_worker: u32,
+    /// Results of a worker the pool must have accepted before its failure reports and lost
+    /// leases count toward failing a job. New identities (anyone with an open pool's token can
+    /// register many) cannot fail a job by reporting failures; a task one of them failed goes
+    /// next to a worker with a record, if one is live. 0 counts every worker.
+    pub trusted_after_accepted: u64,
     /// How long a succeeded or cancelled job keeps its blobs (checkpoints and task proofs)
     /// after it ended; its final proof is kept for good.
     pub blob_retention: Duration,
@@ -103,6 +108,7 @@ impl Default for CoordinatorConfig {
             retry_backoff: Duration::from_secs(2),
             claim_wait: Duration::from_secs(10),
             max_rejections_per_worker: 2,
+            trusted_after_accepted: 2,
             blob_retention: Duration::from_secs(3600),
             planner: None,
             local_machine_memory: None,
@@ -180,6 +186,10 @@ pub enum CoordinatorError {
     BadRequest(String),
     #[error("cannot choose a segment height: {0}")]
     CannotPlan(String),
+    /// The coordinator could not check a result (its keys or the program would not load):
+    /// its own fault, so the worker keeps its lease and nothing counts against it.
+    #[error("the coordinator cannot check results now: {0}")]
+    CannotCheck(String),
     #[error("the coordinator was halted")]
     Halted,
 }
@@ -285,7 +295,12 @@ impl Coordinator {
         let node_memory = snapshot
             .node_memory
             .into_iter()
-            .map(|(keys, layer, peak)| ((keys, layer), NodeMemoryReports::stored(peak)))
+            .map(|(keys, layer, peak)| {
+                (
+                    (keys, layer),
+                    NodeMemoryReports::stored(peak, Instant::now()),
+                )
+            })
             .collect();
         let mut outbox = Vec::new();
         for job in jobs.values_mut() {
@@ -502,21 +517,38 @@ impl Coordinator {
         self.config.lease + self.config.claim_wait
     }
 
-    fn retry_policy(&self) -> RetryPolicy {
+    /// How a failure of `worker`'s (or a lost lease of its) counts.
+    fn retry_policy(&self, worker: &str) -> RetryPolicy {
         let recent = self.live_window();
-        let live_workers = self
+        let live: Vec<String> = self
             .workers_seen
             .lock()
             .expect("workers lock")
-            .values()
-            .filter(|w| w.at.elapsed() <= recent)
-            .count();
+            .iter()
+            .filter(|(_, w)| w.at.elapsed() <= recent)
+            .map(|(id, _)| id.clone())
+            .collect();
+        let done = self.tasks_done.lock().expect("tasks done lock");
+        let trusted =
+            |id: &str| done.get(id).copied().unwrap_or(0) >= self.config.trusted_after_accepted;
         RetryPolicy {
             max_attempts: self.config.max_attempts,
             max_lost_leases: self.config.max_lost_leases,
-            live_workers,
+            live_workers: live.iter().filter(|id| trusted(id)).count(),
+            counts: trusted(worker),
             backoff: self.config.retry_backoff,
         }
+    }
+
+    /// Whether `worker` has the record of accepted results its failures need to count.
+    fn is_trusted(&self, worker: &str) -> bool {
+        self.config.trusted_after_accepted == 0
+            || self
+                .tasks_done
+                .lock()
+                .expect("tasks done lock")
+                .get(worker)
+                .is_some_and(|&n| n >= self.config.trusted_after_accepted)
     }
 
     /// The largest result body to read: the backend's largest proof, if it can say.
@@ -1178,17 +1210,73 @@ impl Coordinator {
         live.into_iter().max()
     }
 
+    /// The memory needs learned from workers' peaks, for the operator.
+    pub fn memory_needs(&self) -> Vec<plait_api::MemoryNeedRecord> {
+        let now = Instant::now();
+        let min_reports = self.min_memory_reports();
+        let known = self.node_memory.lock().expect("node memory lock");
+        let mut needs: Vec<plait_api::MemoryNeedRecord> = known
+            .iter()
+            .filter_map(|((key_set, phase), reports)| {
+                let need_bytes = reports.need(min_reports, now)?;
+                let reporters = reports.reporters(now);
+                Some(plait_api::MemoryNeedRecord {
+                    key_set: *key_set,
+                    phase: phase.clone(),
+                    need_bytes,
+                    reporters: if reporters >= min_reports {
+                        reporters as u32
+                    } else {
+                        0
+                    },
+                })
+            })
+            .collect();
+        needs.sort_by(|a, b| {
+            (
+                a.key_set.vm_config.name(),
+                a.key_set.segment_height,
+                &a.phase,
+            )
+                .cmp(&(
+                    b.key_set.vm_config.name(),
+                    b.key_set.segment_height,
+                    &b.phase,
+                ))
+        });
+        needs
+    }
+
+    /// Forgets every learned memory need, in memory and in the store: tasks go by the
+    /// operator's profiles or the backend's estimate again until workers report anew.
+    pub async fn forget_memory_needs(&self) -> Result<(), CoordinatorError> {
+        self.node_memory.lock().expect("node memory lock").clear();
+        self.outbox
+            .lock()
+            .expect("outbox lock")
+            .push(StoreOp::ForgetMemoryNeeds);
+        self.flush().await?;
+        self.work_available.notify_waiters();
+        Ok(())
+    }
+
     /// Where a phase's memory need comes from, for messages.
     fn memory_need_source(&self, params: &ProvingParams, layer: Option<AggLayer>) -> String {
         let phase = layer.map_or_else(|| "segments".to_string(), |l| l.to_string());
         let measured = self.node_memory.lock().expect("node memory lock");
         let min_reports = self.min_memory_reports();
+        let now = Instant::now();
         match measured.get(&(params.key_set(), phase)) {
-            Some(reports) if reports.reports.len() >= min_reports => format!(
-                "the lower median of the peaks {} workers measured",
-                reports.reports.len()
+            Some(reports) if reports.reporters(now) >= min_reports => format!(
+                "the median of the peaks {} workers measured, weighted by their accepted \
+                 results; `plait workers reset-needs` forgets it",
+                reports.reporters(now)
             ),
-            Some(reports) if reports.stored.is_some() => "as measured before a restart".into(),
+            Some(reports) if reports.need(min_reports, now).is_some() => {
+                "as workers measured it before a restart; `plait workers reset-needs` \
+                 forgets it"
+                    .into()
+            }
             _ if self.profile_peak(params, layer).is_some() => {
                 "the peak measured when this machine was calibrated".into()
             }
@@ -1215,12 +1303,19 @@ impl Coordinator {
     }
 
     /// The memory each other worker that asked for work within a lease period advertised.
-    fn other_live_workers_memory(&self, except: &str) -> Vec<u64> {
+    /// The memory of every other live worker, and whether it is trusted (see
+    /// [`CoordinatorConfig::trusted_after_accepted`]).
+    fn other_live_workers(&self, except: &str) -> Vec<(u64, bool)> {
         let recent = self.live_window();
-        let seen = self.workers_seen.lock().expect("workers lock");
-        seen.iter()
-            .filter(|(id, w)| id.as_str() != except && w.at.elapsed() <= recent)
-            .map(|(_, w)| w.memory_bytes)
+        let live: Vec<(String, u64)> = {
+            let seen = self.workers_seen.lock().expect("workers lock");
+            seen.iter()
+                .filter(|(id, w)| id.as_str() != except && w.at.elapsed() <= recent)
+                .map(|(id, w)| (id.clone(), w.memory_bytes))
+                .collect()
+        };
+        live.into_iter()
+            .map(|(id, memory)| (memory, self.is_trusted(&id)))
             .collect()
     }
 
@@ -1622,12 +1717,24 @@ impl Coordinator {
         if peak == 0 || t.meta.device_peak_bytes > 0 {
             return;
         }
+        // Weighted by the worker's accepted results, this one included.
+        let weight = self
+            .tasks_done
+            .lock()
+            .expect("tasks done lock")
+            .get(&t.worker)
+            .copied()
+            .unwrap_or(0)
+            + 1;
+        let now = Instant::now();
         let mut known = self.node_memory.lock().expect("node memory lock");
-        let reports = known.entry((keys, t.phase.clone())).or_default();
+        let reports = known
+            .entry((keys, t.phase.clone()))
+            .or_insert_with(NodeMemoryReports::new);
         let min_reports = self.min_memory_reports();
-        let before = reports.need(min_reports);
-        reports.add(&t.worker, peak);
-        let need = reports.need(min_reports);
+        let before = reports.need(min_reports, now);
+        reports.add(&t.worker, peak, weight, now);
+        let need = reports.need(min_reports, now);
         if let Some(need) = need.filter(|_| need != before) {
             self.outbox
                 .lock()
@@ -1652,7 +1759,7 @@ impl Coordinator {
             let measured = self.node_memory.lock().expect("node memory lock");
             measured
                 .get(&(params.key_set(), phase))
-                .and_then(|r| r.need(self.min_memory_reports()))
+                .and_then(|r| r.need(self.min_memory_reports(), Instant::now()))
         };
         match (learned.or_else(|| self.profile_peak(params, layer)), layer) {
             (Some(need), _) => need,
@@ -1733,13 +1840,19 @@ impl Coordinator {
                     false => self.memory_need(p, layer),
                 })
         };
-        // A task this worker just failed goes to another worker, if one that fits is live.
+        // A task this worker just failed goes to another worker, if one that fits is live; a
+        // task a worker without a record failed goes to a worker with one, if one that fits is
+        // live, so that new identities taking turns cannot keep it from the proven workers.
         let others = std::cell::OnceCell::new();
-        let another_fits = |need: u64| {
-            others
-                .get_or_init(|| self.other_live_workers_memory(worker_id))
-                .iter()
-                .any(|&m| m == 0 || need <= m)
+        let claimant_trusted = std::cell::OnceCell::new();
+        let leave_to_others = |failed_by: &str, need: u64| {
+            let others = others.get_or_init(|| self.other_live_workers(worker_id));
+            if failed_by == worker_id {
+                return others.iter().any(|&(m, _)| need <= m);
+            }
+            !*claimant_trusted.get_or_init(|| self.is_trusted(worker_id))
+                && !self.is_trusted(failed_by)
+                && others.iter().any(|&(m, trusted)| trusted && need <= m)
         };
         let time_limit =
             |params: &ProvingParams, work: &Work| self.time_limit(worker_id, worker, params, work);
@@ -1804,7 +1917,7 @@ impl Coordinator {
                 self.config.lease,
                 now,
                 &need,
-                &another_fits,
+                &leave_to_others,
                 &time_limit,
             )?;
             self.collect_writes(job);
@@ -2033,7 +2146,7 @@ impl Coordinator {
                 reason.len()
             )));
         }
-        let policy = self.retry_policy();
+        let policy = self.retry_policy(worker);
         self.with_lease(job, task, attempt, worker, |j| {
             j.fail_attempt(
                 task,
@@ -2077,7 +2190,19 @@ impl Coordinator {
         let backend = self.backend.clone();
         let checked = proof.clone();
         let verdict =
-            blocking(move || check_proof(&*backend, &program, &params, &target, &checked)).await?;
+            match blocking(move || check_proof(&*backend, &program, &params, &target, &checked))
+                .await?
+            {
+                Ok(verdict) => verdict,
+                Err(e) => {
+                    tracing::error!(%job, %task, worker, error = %e, "cannot check a result");
+                    self.metrics
+                        .results
+                        .with_label_values(&[kind, "cannot-check"])
+                        .inc();
+                    return Err(CoordinatorError::CannotCheck(e.to_string()));
+                }
+            };
         let root_done = match &verdict {
             Verdict::Accepted => {
                 // Stored before it is recorded as accepted; if the lease was lost meanwhile,
@@ -2173,8 +2298,10 @@ impl Coordinator {
                     .iter()
                     .filter(|(_, target, proof)| {
                         proof.as_ref().is_none_or(|p| {
-                            check_proof(&*backend, &program, &params, target, p)
-                                != Verdict::Accepted
+                            !matches!(
+                                check_proof(&*backend, &program, &params, target, p),
+                                Ok(Verdict::Accepted)
+                            )
                         })
                     })
                     .map(|(task, ..)| *task)
@@ -2440,12 +2567,14 @@ impl Coordinator {
                     }
                 }
                 let now = Instant::now();
-                let policy = this.retry_policy();
+                // The policy's live count; whose lost lease counts is asked per lease.
+                let policy = this.retry_policy("");
+                let trusted = |worker: &str| this.is_trusted(worker);
                 let expired: usize = {
                     let mut jobs = this.jobs.lock().expect("jobs lock");
                     jobs.values_mut()
                         .map(|j| {
-                            let kinds = j.expire_leases(policy, now);
+                            let kinds = j.expire_leases(policy, &trusted, now);
                             this.collect_writes(j);
                             for kind in &kinds {
                                 this.metrics.leases_expired.with_label_values(&[kind]).inc();
@@ -2473,14 +2602,15 @@ const MAX_FINAL_REPAIRS: u32 = 2;
 /// Ended jobs whose summaries the coordinator keeps (a few hundred bytes each).
 const ENDED_SUMMARIES: usize = 10_000;
 
-/// Whether `proof` proves what `target` says, by the backend's gate.
+/// Whether `proof` proves what `target` says, by the backend's gate (an error: the gate
+/// could not check).
 fn check_proof(
     backend: &dyn ProverBackend,
     program: &ProgramImage,
     params: &ProvingParams,
     target: &CheckTarget,
     proof: &ProofBlob,
-) -> Verdict {
+) -> Result<Verdict, BackendError> {
     match target {
         CheckTarget::Segment { segment, ending } => {
             backend.check_segment_proof(program, params, segment, ending.as_deref(), proof)
@@ -2536,87 +2666,180 @@ impl FairShare {
     const LEASE_COST: u64 = 1_000_000;
 }
 
-/// The peak memory the latest reporting workers measured for one kind of task (segments, or
-/// one aggregation layer),
+/// What workers measured for one phase (segments, or an aggregation layer) at one key set:
 /// one figure per worker, each already bounded by the memory its worker advertised.
 ///
-/// The need is the lower median of at least two workers' figures: one worker's figure alone
-/// cannot set it, and once two reported it cannot raise it (a figure too high would leave the
-/// layer to no worker, forever; one too low costs a failed attempt on a machine too small).
-/// Until two workers reported, the figure stored before a restart holds, else the backend's
-/// own estimate. A hostile worker under two identities is the limit of this (in an open pool,
-/// anyone with the pool token can register two).
-#[derive(Debug, Default)]
+/// The need is the lower of two lower medians: of the figures, and of the figures weighted
+/// by the results of each worker the pool accepted. Raising it takes a majority of reporters
+/// and of their work: identities that did little work cannot outvote one that did much (two
+/// hostile registrations reporting 2^64 - 1 beside an honest worker that proved more do not
+/// move the need), one worker that did much cannot outvote the others, and one worker's
+/// figure alone never sets it. A figure too high would leave the phase
+/// to no worker, forever; one too low costs a failed attempt on a machine too small. Figures
+/// older than [`Self::LIFETIME`] stop counting, so a need nobody confirms goes back to the
+/// operator's profiles or the backend's estimate; the operator can also forget it at once
+/// (`plait workers reset-needs`). Until enough workers reported, the figure stored before a
+/// restart holds (for a lifetime too).
+#[derive(Debug)]
 struct NodeMemoryReports {
-    stored: Option<u64>,
-    reports: std::collections::VecDeque<(String, u64)>,
+    stored: Option<(u64, Instant)>,
+    reports: std::collections::VecDeque<PeakReport>,
+}
+
+#[derive(Debug)]
+struct PeakReport {
+    worker: String,
+    peak: u64,
+    /// The worker's accepted results when it reported (this one included).
+    weight: u64,
+    at: Instant,
 }
 
 impl NodeMemoryReports {
     /// Workers whose figures are kept (the most recent reporters).
     const KEPT: usize = 32;
+    /// How long a figure counts.
+    const LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
-    /// The need stored before a restart.
-    fn stored(need: u64) -> Self {
+    fn new() -> Self {
         Self {
-            stored: Some(need),
+            stored: None,
             reports: Default::default(),
         }
     }
 
-    fn add(&mut self, worker: &str, peak: u64) {
-        self.reports.retain(|(w, _)| w != worker);
-        self.reports.push_back((worker.to_string(), peak));
+    /// The need stored before a restart.
+    fn stored(need: u64, now: Instant) -> Self {
+        Self {
+            stored: Some((need, now)),
+            reports: Default::default(),
+        }
+    }
+
+    fn add(&mut self, worker: &str, peak: u64, weight: u64, now: Instant) {
+        self.reports.retain(|r| r.worker != worker);
+        self.reports.push_back(PeakReport {
+            worker: worker.to_string(),
+            peak,
+            weight: weight.max(1),
+            at: now,
+        });
         if self.reports.len() > Self::KEPT {
             self.reports.pop_front();
         }
     }
 
+    /// Figures still counting at `now`.
+    fn fresh(&self, now: Instant) -> impl Iterator<Item = &PeakReport> {
+        self.reports
+            .iter()
+            .filter(move |r| now.saturating_duration_since(r.at) <= Self::LIFETIME)
+    }
+
+    /// Workers whose figures count at `now`.
+    fn reporters(&self, now: Instant) -> usize {
+        self.fresh(now).count()
+    }
+
     /// The need learned so far (from at least `min_reports` workers), if any.
-    fn need(&self, min_reports: usize) -> Option<u64> {
-        if self.reports.len() < min_reports.max(1) {
-            return self.stored;
+    fn need(&self, min_reports: usize, now: Instant) -> Option<u64> {
+        let mut fresh: Vec<&PeakReport> = self.fresh(now).collect();
+        if fresh.len() < min_reports.max(1) {
+            return self
+                .stored
+                .filter(|(_, at)| now.saturating_duration_since(*at) <= Self::LIFETIME)
+                .map(|(need, _)| need);
         }
-        let mut peaks: Vec<u64> = self.reports.iter().map(|(_, p)| *p).collect();
-        peaks.sort_unstable();
-        Some(peaks[(peaks.len() - 1) / 2])
+        fresh.sort_unstable_by_key(|r| r.peak);
+        let by_count = fresh[(fresh.len() - 1) / 2].peak;
+        let total: u128 = fresh.iter().map(|r| u128::from(r.weight)).sum();
+        let mut below = 0u128;
+        let by_work = fresh
+            .iter()
+            .find(|r| {
+                below += u128::from(r.weight);
+                2 * below >= total
+            })
+            .map_or(by_count, |r| r.peak);
+        // A need too high is the worse error: raising it takes a majority of the reporters
+        // and of their accepted work both.
+        Some(by_count.min(by_work))
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use std::time::{Duration, Instant};
+
     use super::NodeMemoryReports;
 
     #[test]
     fn one_worker_cannot_set_or_raise_a_layers_memory_need() {
-        let mut reports = NodeMemoryReports::default();
-        reports.add("hostile", u64::MAX);
+        let now = Instant::now();
+        let mut reports = NodeMemoryReports::new();
+        reports.add("hostile", u64::MAX, 1, now);
         assert_eq!(
-            reports.need(2),
+            reports.need(2, now),
             None,
             "one worker's figure alone is not used"
         );
-        reports.add("honest", 6 << 30);
-        assert_eq!(reports.need(2), Some(6 << 30));
-        reports.add("hostile", u64::MAX);
-        reports.add("other", 5 << 30);
+        reports.add("honest", 6 << 30, 1, now);
+        assert_eq!(reports.need(2, now), Some(6 << 30));
+        reports.add("hostile", u64::MAX, 1, now);
+        reports.add("other", 5 << 30, 1, now);
         assert_eq!(
-            reports.need(2),
+            reports.need(2, now),
             Some(6 << 30),
             "the lower median of 5, 6, max"
         );
         // A worker's new figure replaces its old one.
-        reports.add("honest", 7 << 30);
-        assert_eq!(reports.need(2), Some(7 << 30));
+        reports.add("honest", 7 << 30, 1, now);
+        assert_eq!(reports.need(2, now), Some(7 << 30));
         // After a restart, the stored need holds until two workers reported again.
-        let mut restarted = NodeMemoryReports::stored(6 << 30);
-        restarted.add("hostile", u64::MAX);
-        assert_eq!(restarted.need(2), Some(6 << 30));
+        let mut restarted = NodeMemoryReports::stored(6 << 30, now);
+        restarted.add("hostile", u64::MAX, 1, now);
+        assert_eq!(restarted.need(2, now), Some(6 << 30));
         // Only the latest reporters count.
         for i in 0..NodeMemoryReports::KEPT {
-            reports.add(&format!("w{i}"), 1 << 30);
+            reports.add(&format!("w{i}"), 1 << 30, 1, now);
         }
-        assert_eq!(reports.need(2), Some(1 << 30));
+        assert_eq!(reports.need(2, now), Some(1 << 30));
+    }
+
+    /// Row 2 of the hostile-pool review: two identities that each had one proof accepted
+    /// cannot outvote a worker that proved more.
+    #[test]
+    fn figures_count_by_the_work_their_workers_did() {
+        let now = Instant::now();
+        let mut reports = NodeMemoryReports::new();
+        reports.add("honest", 6 << 30, 3, now);
+        reports.add("sybil-1", u64::MAX, 1, now);
+        reports.add("sybil-2", u64::MAX, 1, now);
+        assert_eq!(reports.need(2, now), Some(6 << 30));
+        // One worker that did the most work does not outvote the others either.
+        let mut busy = NodeMemoryReports::new();
+        busy.add("busy", u64::MAX, 10, now);
+        busy.add("honest", 6 << 30, 1, now);
+        assert_eq!(busy.need(2, now), Some(6 << 30));
+        // They win only with more reporters and more work than the honest worker's.
+        reports.add("sybil-1", u64::MAX, 3, now);
+        assert_eq!(reports.need(2, now), Some(u64::MAX));
+    }
+
+    #[test]
+    fn figures_nobody_confirms_stop_counting() {
+        let then = Instant::now();
+        let later = then + NodeMemoryReports::LIFETIME + Duration::from_secs(1);
+        let mut reports = NodeMemoryReports::stored(u64::MAX, then);
+        assert_eq!(reports.need(2, then), Some(u64::MAX));
+        assert_eq!(reports.need(2, later), None);
+        reports.add("a", 5 << 30, 1, then);
+        reports.add("b", 6 << 30, 1, then);
+        assert_eq!(reports.need(2, then), Some(5 << 30));
+        assert_eq!(reports.need(2, later), None);
+        reports.add("c", 7 << 30, 1, later);
+        reports.add("d", 8 << 30, 1, later);
+        assert_eq!(reports.need(2, later), Some(7 << 30));
     }
 }
 

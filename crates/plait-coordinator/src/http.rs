@@ -13,7 +13,7 @@ use axum::{
 use plait_api::{
     ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, ClientRecord, EventsQuery,
     IssueClientRequest, IssueClientResponse, IssueWorkerRequest, IssueWorkerResponse, JobEventBody,
-    JobStatusResponse, JobsQuery, RegisterWorkerRequest, RegisterWorkerResponse,
+    JobStatusResponse, JobsQuery, MemoryNeedRecord, RegisterWorkerRequest, RegisterWorkerResponse,
     ReportFailureRequest, SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta,
     TreeQuery, UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
@@ -94,6 +94,7 @@ impl From<CoordinatorError> for ApiError {
                 (StatusCode::INTERNAL_SERVER_ERROR, "internal")
             }
             CoordinatorError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "store-unavailable"),
+            CoordinatorError::CannotCheck(_) => (StatusCode::SERVICE_UNAVAILABLE, "cannot-check"),
             CoordinatorError::InvalidState(_) => (StatusCode::CONFLICT, "invalid-state"),
             CoordinatorError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad-request"),
             CoordinatorError::CannotPlan(_) => (StatusCode::UNPROCESSABLE_ENTITY, "cannot-plan"),
@@ -151,6 +152,7 @@ fn documented_router(
         .routes(routes!(revoke_worker))
         .routes(routes!(ban_worker))
         .routes(routes!(unban_worker))
+        .routes(routes!(list_memory_needs, forget_memory_needs))
         .routes(routes!(list_clients, issue_client))
         .routes(routes!(revoke_client))
         .layer(middleware::from_fn_with_state(
@@ -854,6 +856,25 @@ async fn unban_worker(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     coordinator.set_worker_ban(&id, None).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(get, path = "/memory-needs", responses(
+    (status = 200, description = "The memory needs learned from workers' measured peaks", body = Vec<MemoryNeedRecord>),
+))]
+async fn list_memory_needs(
+    State(coordinator): State<Arc<Coordinator>>,
+) -> Json<Vec<MemoryNeedRecord>> {
+    Json(coordinator.memory_needs())
+}
+
+#[utoipa::path(delete, path = "/memory-needs", responses(
+    (status = 204, description = "Every learned need forgotten: tasks go by the operator's profiles or the backend's estimate until workers report again"),
+))]
+async fn forget_memory_needs(
+    State(coordinator): State<Arc<Coordinator>>,
+) -> Result<StatusCode, ApiError> {
+    coordinator.forget_memory_needs().await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

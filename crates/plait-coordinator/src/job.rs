@@ -212,11 +212,12 @@ pub(crate) struct Job {
     /// Why the task's last attempt failed (a rejected proof, a lost lease…), until one is
     /// accepted: what the dashboard shows.
     last_failure: HashMap<TaskId, String>,
-    /// The distinct workers on which each task failed (not stored either).
-    failed_on: HashMap<TaskId, std::collections::BTreeSet<String>>,
-    /// Leases of each task lost (expired: the worker died, hung or was cut off), and the
-    /// workers that lost them: counted apart from reported failures, as a lost lease says less
-    /// about the task (not stored: a restart forgives them).
+    /// Reported failures of each task that count (their workers have a record, see
+    /// [`RetryPolicy::counts`]), and the distinct workers they came from (not stored either).
+    failed_on: HashMap<TaskId, (u32, std::collections::BTreeSet<String>)>,
+    /// Leases of each task lost (expired: the worker died, hung or was cut off) that count,
+    /// and the workers that lost them: counted apart from reported failures, as a lost lease
+    /// says less about the task (not stored: a restart forgives them).
     lost: HashMap<TaskId, (u32, std::collections::BTreeSet<String>)>,
     /// When each ready task became ready (or will, after its backoff).
     ready_since: HashMap<TaskId, Instant>,
@@ -240,8 +241,12 @@ pub struct RetryPolicy {
     /// on that many distinct workers: a task that kills every worker that takes it (running it
     /// out of memory, say) must not go round forever.
     pub max_lost_leases: u32,
-    /// Workers that asked for work within a lease period.
+    /// Workers that asked for work within a lease period and whose failures count.
     pub live_workers: usize,
+    /// Whether this failure counts toward failing the task: its worker has a record of
+    /// accepted results (see `CoordinatorConfig::trusted_after_accepted`). One that does not
+    /// count is logged and retried after the backoff all the same.
+    pub counts: bool,
     /// Wait before the first retry; doubles with each further failure, up to a minute.
     pub backoff: Duration,
 }
@@ -610,6 +615,7 @@ impl Job {
     }
 
     pub fn log(&mut self, now: Instant, message: String) {
+        let message = plait_core::text::printable(&message).into_owned();
         tracing::info!(job = %self.id, "{message}");
         self.record_event(now, message);
     }
@@ -623,6 +629,7 @@ impl Job {
         worker: &str,
         message: String,
     ) {
+        let message = plait_core::text::printable(&message).into_owned();
         tracing::info!(job = %self.id, task = %task, attempt, worker, "{message}");
         self.record_event(now, message);
     }
@@ -642,6 +649,12 @@ impl Job {
     }
 
     pub fn set_status(&mut self, status: JobStatus) {
+        let status = match status {
+            JobStatus::Failed(reason) => {
+                JobStatus::Failed(plait_core::text::printable(&reason).into_owned())
+            }
+            other => other,
+        };
         self.outbox.push(StoreOp::JobState {
             job: self.id,
             state: status.clone(),
@@ -670,6 +683,7 @@ impl Job {
             (JobAction::Retry, JobStatus::Failed(_)) => {
                 self.final_repairs = 0;
                 self.lost.clear();
+                self.failed_on.clear();
                 for (task, n) in self.failures.iter_mut() {
                     if *n > 0 {
                         *n = 0;
@@ -919,7 +933,7 @@ impl Job {
         lease: Duration,
         now: Instant,
         need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
-        another_fits: &dyn Fn(u64) -> bool,
+        leave_to_others: &dyn Fn(&str, u64) -> bool,
         time_limit: &dyn Fn(&ProvingParams, &Work) -> Duration,
     ) -> Option<TaskAssignment> {
         if !self.is_running() {
@@ -934,12 +948,12 @@ impl Job {
             // host memory holds little more than the inputs).
             let fits = match worker.gpu() {
                 Some(gpu) => need <= gpu.memory_bytes,
-                None => {
-                    (worker.memory_bytes == 0 || need <= worker.memory_bytes) && need <= memory_left
-                }
+                None => need <= worker.memory_bytes && need <= memory_left,
             };
-            let failed_here = self.failed_by.get(&t).is_some_and(|w| w == worker_id);
-            fits && !(failed_here && another_fits(need))
+            fits && !self
+                .failed_by
+                .get(&t)
+                .is_some_and(|failed_by| leave_to_others(failed_by, need))
         })?;
         self.not_before.remove(&task);
         let queued = self
@@ -1375,35 +1389,39 @@ impl Job {
         let Some((policy, failure)) = policy else {
             return;
         };
-        let (failures, failed_on, limit, what) = match failure {
-            Failure::Reported => {
-                let failures = {
-                    let n = self.failures.entry(task).or_insert(0);
-                    *n += 1;
-                    *n
-                };
-                self.outbox.push(StoreOp::TaskCounters {
-                    job: self.id,
-                    task,
-                    attempts: self.attempts.get(&task).copied().unwrap_or(0),
-                    failures,
-                });
-                let workers = self.failed_on.entry(task).or_default();
-                workers.insert(worker.clone());
-                (failures, workers.len(), policy.max_attempts, "failed")
-            }
-            Failure::Lost => {
-                let (n, workers) = self.lost.entry(task).or_default();
+        if failure == Failure::Reported {
+            let failures = {
+                let n = self.failures.entry(task).or_insert(0);
                 *n += 1;
-                workers.insert(worker.clone());
-                (*n, workers.len(), policy.max_lost_leases, "lost its lease")
-            }
-        };
+                *n
+            };
+            self.outbox.push(StoreOp::TaskCounters {
+                job: self.id,
+                task,
+                attempts: self.attempts.get(&task).copied().unwrap_or(0),
+                failures,
+            });
+        }
         let retries = self.failures.get(&task).copied().unwrap_or(0)
             + self.lost.get(&task).map_or(0, |(n, _)| *n);
         let ready_at = now + policy.backoff_after(retries);
         self.not_before.insert(task, ready_at);
         self.ready_since.insert(task, ready_at);
+        if !policy.counts {
+            return;
+        }
+        // Only failures of workers with a record count toward failing the job.
+        let (counted, workers) = match failure {
+            Failure::Reported => self.failed_on.entry(task).or_default(),
+            Failure::Lost => self.lost.entry(task).or_default(),
+        };
+        *counted += 1;
+        workers.insert(worker.clone());
+        let (failures, failed_on) = (*counted, workers.len());
+        let (limit, what) = match failure {
+            Failure::Reported => (policy.max_attempts, "failed"),
+            Failure::Lost => (policy.max_lost_leases, "lost its lease"),
+        };
         let enough_workers = limit.min(policy.live_workers.max(1) as u32) as usize;
         if failures >= limit && failed_on >= enough_workers && self.is_running() {
             let message = format!(
@@ -1414,9 +1432,15 @@ impl Job {
         }
     }
 
-    /// Requeues every task whose lease ran out. Returns their kinds.
-    pub fn expire_leases(&mut self, policy: RetryPolicy, now: Instant) -> Vec<&'static str> {
-        let expired: Vec<(TaskId, &'static str)> = self
+    /// Requeues every task whose lease ran out; a lost lease counts toward failing its task
+    /// if its worker is `trusted`. Returns their kinds.
+    pub fn expire_leases(
+        &mut self,
+        policy: RetryPolicy,
+        trusted: &dyn Fn(&str) -> bool,
+        now: Instant,
+    ) -> Vec<&'static str> {
+        let expired: Vec<(TaskId, &'static str, bool)> = self
             .leases
             .iter()
             .filter(|(_, l)| l.expires <= now)
@@ -1426,12 +1450,13 @@ impl Job {
                 } else {
                     "lease expired (no heartbeat)"
                 };
-                (*t, why)
+                (*t, why, trusted(&l.worker))
             })
             .collect();
-        let kinds = expired.iter().map(|(t, _)| self.task_kind(*t)).collect();
-        for (task, why) in &expired {
-            self.fail_lease(*task, why, Some((policy, Failure::Lost)), now);
+        let kinds = expired.iter().map(|(t, ..)| self.task_kind(*t)).collect();
+        for &(task, why, counts) in &expired {
+            let policy = RetryPolicy { counts, ..policy };
+            self.fail_lease(task, why, Some((policy, Failure::Lost)), now);
         }
         kinds
     }

@@ -106,7 +106,8 @@ impl Metrics {
             ),
             results: counter_vec(
                 "plait_results_total",
-                "Results checked, by task kind and verdict (accepted or rejected).",
+                "Results checked, by task kind and verdict (accepted, rejected, or cannot-check: the \
+                 coordinator could not check and nothing was counted).",
                 &["kind", "verdict"],
             ),
             task_seconds: histogram_vec(
@@ -175,7 +176,7 @@ impl Metrics {
             metrics.leases_granted.with_label_values(&[kind]);
             metrics.leases_expired.with_label_values(&[kind]);
             metrics.ready_tasks.with_label_values(&[kind]);
-            for verdict in ["accepted", "rejected"] {
+            for verdict in ["accepted", "rejected", "cannot-check"] {
                 metrics.results.with_label_values(&[kind, verdict]);
             }
         }

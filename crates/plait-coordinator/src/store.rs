@@ -170,6 +170,8 @@ pub enum StoreOp {
     ForgetWorker {
         id: String,
     },
+    /// Every learned memory need forgotten (the operator's `plait workers reset-needs`).
+    ForgetMemoryNeeds,
 }
 
 impl StoreOp {
@@ -191,7 +193,8 @@ impl StoreOp {
             | StoreOp::WorkerIdentity(_)
             | StoreOp::Client(_)
             | StoreOp::ForgetClient { .. }
-            | StoreOp::ForgetWorker { .. } => None,
+            | StoreOp::ForgetWorker { .. }
+            | StoreOp::ForgetMemoryNeeds => None,
         }
     }
 }
@@ -808,6 +811,7 @@ impl Store {
                     sqlx::query("DELETE FROM credentials WHERE role = 'worker' AND id = $1")
                         .bind(id.clone())
                 }
+                StoreOp::ForgetMemoryNeeds => sqlx::query("DELETE FROM memory_needs"),
             };
             query.execute(&mut *tx).await?;
         }

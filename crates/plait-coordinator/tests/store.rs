@@ -16,8 +16,9 @@ use plait_coordinator::{
 };
 use plait_core::{AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId};
 use plait_prover::{
-    dev::DevBackend, KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams,
-    SegmentStart, Verdict, VmConfig,
+    dev::{DevBackend, DevFault},
+    KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams, SegmentStart,
+    Verdict, VmConfig,
 };
 
 fn keys(vm_config: VmConfig, segment_height: u32) -> KeySetId {
@@ -79,6 +80,10 @@ on_both_stores!(
     execution_waits_out_a_store_outage,
     a_submission_that_was_not_stored_is_forgotten,
     a_full_pool_displaces_an_idle_registered_worker,
+    a_result_the_coordinator_cannot_check_charges_nobody,
+    failure_reasons_cannot_forge_lines_of_the_event_log,
+    the_operator_sees_and_forgets_learned_memory_needs,
+    new_identities_cannot_fail_a_job_by_reporting_failures,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -810,13 +815,13 @@ fn worker_identity(id: &str, rejections: u32, ban: Option<Ban>) -> Identity {
     }
 }
 
-/// A claim of a worker with one slot and no memory limit.
+/// A claim of a worker with one slot and 1 TiB of memory (room for anything a dev job needs).
 fn worker() -> ClaimTaskRequest {
     let info = DevBackend::default().info();
     ClaimTaskRequest {
         slots: 1,
         cores: 1,
-        memory_bytes: 0,
+        memory_bytes: 1 << 40,
         backend: info.name,
         backend_version: info.version,
         plait_version: "test".into(),
@@ -835,10 +840,13 @@ async fn open_with(url: &str, backend: DevBackend) -> Arc<Coordinator> {
     open_configured(url, backend, test_config()).await
 }
 
+/// Most tests count every worker's failures; the trust a failure needs has its own test
+/// (`new_identities_cannot_fail_a_job_by_reporting_failures`).
 fn test_config() -> CoordinatorConfig {
     CoordinatorConfig {
         claim_wait: std::time::Duration::from_millis(50),
         retry_backoff: std::time::Duration::from_millis(1),
+        trusted_after_accepted: 0,
         ..CoordinatorConfig::default()
     }
 }
@@ -1500,8 +1508,9 @@ async fn tasks_no_live_worker_can_take_are_reported(kind: &str) {
     assert_eq!(
         waiting.as_deref(),
         Some(
-            "segments tasks need 6.0 GiB (the lower median of the peaks 2 workers measured); \
-             the largest live worker advertises 4.0 GiB, so they wait"
+            "segments tasks need 6.0 GiB (the median of the peaks 2 workers measured, \
+             weighted by their accepted results; `plait workers reset-needs` forgets it); the \
+             largest live worker advertises 4.0 GiB, so they wait"
         )
     );
     let reported: Vec<String> = event_messages(&c, job)
@@ -1968,4 +1977,178 @@ async fn a_full_pool_displaces_an_idle_registered_worker(kind: &str) {
     let mut expected = vec![busy, late];
     expected.sort();
     assert_eq!(ids, expected);
+}
+
+/// A coordinator that cannot check results (its key cache unreadable, say) answers
+/// `cannot-check` and charges nobody: however often the worker sends its proof, it keeps its
+/// lease, no rejection is counted against it and it is not banned.
+async fn a_result_the_coordinator_cannot_check_charges_nobody(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let broken = DevBackend {
+        fault: Some(DevFault::CannotCheck),
+        ..DevBackend::default()
+    };
+    let c = open_with(&url, broken).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 8).await; // 1 segment
+    wait_until_executed(&c, job).await;
+    let task = c.claim("honest", &worker()).await.unwrap().unwrap();
+    let proof = prove(&c, &program, &task).await;
+    for _ in 0..3 {
+        let err = c
+            .submit_result(
+                "honest",
+                job,
+                task.task_id,
+                task.attempt,
+                &task.lease_secret,
+                proof.clone(),
+                ProofMeta::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CoordinatorError::CannotCheck(_)), "{err}");
+    }
+    c.heartbeat(
+        "honest",
+        job,
+        task.task_id,
+        task.attempt,
+        &task.lease_secret,
+    )
+    .expect("the lease is kept");
+    let events = event_messages(&c, job).await;
+    assert!(
+        !events
+            .iter()
+            .any(|e| e.contains("from honest failed") || e.contains("banned")),
+        "{events:?}"
+    );
+    assert!(c.claim("other", &worker()).await.unwrap().is_none());
+}
+
+/// A worker's failure reason with line breaks and terminal escapes is stored escaped: it
+/// cannot add a line to the job's event log that looks like the coordinator's.
+async fn failure_reasons_cannot_forge_lines_of_the_event_log(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 8).await; // 1 segment
+    wait_until_executed(&c, job).await;
+    let task = c.claim("forger", &worker()).await.unwrap().unwrap();
+    let forged = "oom\njob-5 succeeded: final proof assembled and verified\x1b[2K\u{202e}";
+    c.report_failure(
+        "forger",
+        job,
+        task.task_id,
+        task.attempt,
+        &task.lease_secret,
+        forged,
+    )
+    .await
+    .unwrap();
+    // Read back from the store, not only from memory.
+    drop(c);
+    let c = open(&url).await;
+    let events = event_messages(&c, job).await;
+    let reported: Vec<&String> = events.iter().filter(|e| e.contains("oom")).collect();
+    assert_eq!(reported.len(), 1, "{events:?}");
+    assert!(
+        reported[0].ends_with(
+            "worker reports: oom\\njob-5 succeeded: final proof assembled and verified\\u{1b}[2K\\u{202e}"
+        ),
+        "{}",
+        reported[0]
+    );
+    assert!(
+        events.iter().all(|e| plait_core::text::is_printable(e)),
+        "{events:?}"
+    );
+}
+
+/// The operator sees what the pool learned a phase needs, and can forget it (a need set by
+/// hostile reports would otherwise keep small workers idle): forgotten in the store too, so a
+/// restart does not bring it back.
+async fn the_operator_sees_and_forgets_learned_memory_needs(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    job_whose_segments_need_6_gib(&c, &program).await;
+    let needs = c.memory_needs();
+    assert_eq!(needs.len(), 1, "{needs:?}");
+    assert_eq!(
+        (
+            needs[0].phase.as_str(),
+            needs[0].need_bytes,
+            needs[0].reporters
+        ),
+        ("segments", 6 << 30, 2)
+    );
+    assert!(c
+        .claim("small", &worker_with_memory(4))
+        .await
+        .unwrap()
+        .is_none());
+    c.forget_memory_needs().await.unwrap();
+    assert!(c.memory_needs().is_empty());
+    drop(c);
+    let c = open(&url).await;
+    assert!(c.memory_needs().is_empty(), "{:?}", c.memory_needs());
+    let task = c.claim("small", &worker_with_memory(4)).await.unwrap();
+    assert!(task.is_some(), "the small worker gets a segment again");
+}
+
+/// Claims as `who` until a task is handed out (a failed task comes back after its backoff).
+async fn claim_until_leased(c: &Coordinator, who: &str) -> TaskAssignment {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        if let Some(task) = c.claim(who, &worker()).await.unwrap() {
+            return task;
+        }
+        assert!(std::time::Instant::now() < deadline, "{who} got no task");
+    }
+}
+
+/// Identities without a record of accepted results (anyone with an open pool's token can
+/// register many) that claim a task in turn and report it failed do not fail the job: only
+/// failures of workers with a record count. A worker with a record then proves it.
+async fn new_identities_cannot_fail_a_job_by_reporting_failures(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let config = CoordinatorConfig {
+        // A short lease, so the honest worker stops counting as live soon after it idles.
+        lease: std::time::Duration::from_millis(300),
+        trusted_after_accepted: 2,
+        ..test_config()
+    };
+    let c = open_configured(&url, DevBackend::default(), config).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 24).await; // 3 segments
+    wait_until_executed(&c, job).await;
+    // The honest worker earns a record: two accepted segments.
+    for _ in 0..2 {
+        let (_, verdict) = claim_and_prove(&c, &program, "honest").await.unwrap();
+        assert_eq!(verdict, Verdict::Accepted);
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    for n in 0..6 {
+        let who = format!("sybil-{n}");
+        let task = claim_until_leased(&c, &who).await;
+        assert!(matches!(task.work, Work::ProveSegment { .. }));
+        report_out_of_memory(&c, &who, &task).await;
+    }
+    assert_eq!(c.status(job).await.unwrap(), JobStatus::Running);
+    let events = event_messages(&c, job).await;
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| e.contains("out of memory"))
+            .count(),
+        6,
+        "every report is logged: {events:?}"
+    );
+    run_to_end(&c, &program, job).await;
+    assert!(matches!(
+        c.status(job).await.unwrap(),
+        JobStatus::Succeeded(_)
+    ));
 }

@@ -160,6 +160,7 @@ impl DeviceProfile {
         // Profiles come from workers: bound them before the planner uses them.
         let finite = |x: f64| x.is_finite() && x >= 0.0;
         if self.device.len() > 128
+            || !crate::text::is_printable(&self.device)
             || self.vm_config.len() > 32
             || self.segments.len() > 64
             || self.nodes.len() > 256
@@ -167,10 +168,9 @@ impl DeviceProfile {
                 .segments
                 .iter()
                 .all(|s| finite(s.seconds) && s.instructions > 0)
-            || !self
-                .nodes
-                .iter()
-                .all(|n| finite(n.seconds) && n.kind.len() <= 32)
+            || !self.nodes.iter().all(|n| {
+                finite(n.seconds) && n.kind.len() <= 32 && crate::text::is_printable(&n.kind)
+            })
         {
             return Err(ProfileError::OutOfBounds);
         }

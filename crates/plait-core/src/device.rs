@@ -53,11 +53,12 @@ pub struct Device {
 impl Device {
     /// The longest model name a worker may send.
     pub const MAX_MODEL_BYTES: usize = 128;
+    /// The most memory a device may state: 64 TiB, beyond any one machine today.
+    pub const MAX_MEMORY_BYTES: u64 = 1 << 46;
 
     /// Checks what a worker sent: names bounded and printable, a GPU's memory stated.
     pub fn check_bounds(&self) -> Result<(), String> {
-        let printable = |s: &str| s.chars().all(|c| !c.is_control());
-        if self.model.len() > Self::MAX_MODEL_BYTES || !printable(&self.model) {
+        if self.model.len() > Self::MAX_MODEL_BYTES || !crate::text::is_printable(&self.model) {
             return Err(format!(
                 "device model must be printable and at most {} bytes",
                 Self::MAX_MODEL_BYTES
@@ -67,6 +68,12 @@ impl Device {
             if cc.len() > 16 || !cc.chars().all(|c| c.is_ascii_digit() || c == '.') {
                 return Err("device compute capability must look like 9.0".into());
             }
+        }
+        if self.memory_bytes > Self::MAX_MEMORY_BYTES {
+            return Err(format!(
+                "device memory must be at most {} TiB",
+                Self::MAX_MEMORY_BYTES >> 40
+            ));
         }
         if self.kind == DeviceKind::Gpu && self.memory_bytes == 0 {
             return Err("a GPU device must state its memory".into());
@@ -145,6 +152,9 @@ mod tests {
         let mut cc = gpu();
         cc.compute_capability = Some("9.0; rm -rf".into());
         assert!(cc.check_bounds().is_err());
+        let mut huge = gpu();
+        huge.memory_bytes = u64::MAX;
+        assert!(huge.check_bounds().unwrap_err().contains("TiB"));
         let json = serde_json::to_value(gpu()).unwrap();
         assert_eq!(json["kind"], "gpu");
         assert_eq!(json["memory-bytes"], 143_771_000_000u64);

@@ -15,6 +15,7 @@ pub mod planner;
 pub mod plot;
 pub mod sim;
 mod task_graph;
+pub mod text;
 
 pub use agg_tree::{AggLayer, AggNode, AggTree, AggTreeShape, ChildRef, TreeShapeError};
 pub use device::{Device, DeviceChoice, DeviceKind};

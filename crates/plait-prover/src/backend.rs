@@ -385,6 +385,8 @@ pub trait ProverBackend: Send + Sync {
     /// Checks that `proof` is a valid proof of exactly this segment of this execution.
     /// `ending` is `Some(public values)` when the segment is the execution's last: its proof
     /// must then show a successful exit and carry a proof of exactly these public values.
+    /// An error means the backend could not check at all (its keys or the program would not
+    /// load): the checker's fault, which says nothing about the proof.
     fn check_segment_proof(
         &self,
         program: &ProgramImage,
@@ -392,12 +394,13 @@ pub trait ProverBackend: Send + Sync {
         segment: &SegmentSpec,
         ending: Option<&[u8]>,
         proof: &ProofBlob,
-    ) -> Verdict;
+    ) -> Result<Verdict, BackendError>;
 
     /// Checks that `proof` is a valid `layer` proof covering exactly the segments from `first`
     /// to `last` (inclusive, in order) of this execution; `ends_execution` says whether `last`
     /// is the execution's last segment; `child_layer` is the layer of the node's children
-    /// (`None` for segments), which fixes where in the recursion the proof must sit.
+    /// (`None` for segments), which fixes where in the recursion the proof must sit. Errors as
+    /// [`Self::check_segment_proof`]'s.
     #[expect(
         clippy::too_many_arguments,
         reason = "each argument is one fact the check needs"
@@ -412,7 +415,7 @@ pub trait ProverBackend: Send + Sync {
         last: &SegmentSpec,
         ends_execution: bool,
         proof: &ProofBlob,
-    ) -> Verdict;
+    ) -> Result<Verdict, BackendError>;
 
     /// Builds the final, self-describing proof file from the root (wrap) proof and the last
     /// segment's proof, and verifies it before returning it.

@@ -35,13 +35,16 @@ pub struct DevBackend {
     pub fault: Option<DevFault>,
 }
 
-/// A misbehaviour a dev worker can be told to show on every segment it proves.
+/// A misbehaviour a dev worker can be told to show on every segment it proves, or a fault of
+/// the coordinator's checker.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DevFault {
     /// Returns bytes that are not a proof.
     CorruptProof,
     /// Returns a well-formed proof of the next segment instead of the one asked for.
     WrongSegment,
+    /// Cannot check any proof, as a coordinator whose key cache is unreadable cannot.
+    CannotCheck,
 }
 
 #[derive(Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -144,6 +147,18 @@ fn node_commitment(layer: AggLayer, children: &[String]) -> String {
 /// the input.
 fn planned_input_digest(segment: &SegmentSpec) -> Option<&str> {
     segment.backend_hint.get("input-sha256")?.as_str()
+}
+
+impl DevBackend {
+    fn checker_works(&self) -> Result<(), BackendError> {
+        if self.fault == Some(DevFault::CannotCheck) {
+            return Err(BackendError::KeyStore {
+                path: "(dev)".into(),
+                reason: "the checker's keys cannot be read (injected fault)".into(),
+            });
+        }
+        Ok(())
+    }
 }
 
 impl ProverBackend for DevBackend {
@@ -354,7 +369,8 @@ impl ProverBackend for DevBackend {
         segment: &SegmentSpec,
         _ending: Option<&[u8]>,
         proof: &ProofBlob,
-    ) -> Verdict {
+    ) -> Result<Verdict, BackendError> {
+        self.checker_works()?;
         let check = || -> Result<(), String> {
             let claim = decode(proof)?;
             let input = planned_input_digest(segment).ok_or("plan has no input digest")?;
@@ -373,7 +389,7 @@ impl ProverBackend for DevBackend {
             }
             Ok(())
         };
-        check().into()
+        Ok(check().into())
     }
 
     fn check_aggregate_proof(
@@ -386,7 +402,8 @@ impl ProverBackend for DevBackend {
         last: &SegmentSpec,
         _ends_execution: bool,
         proof: &ProofBlob,
-    ) -> Verdict {
+    ) -> Result<Verdict, BackendError> {
+        self.checker_works()?;
         let check = || -> Result<(), String> {
             let claim = decode(proof)?;
             let input = planned_input_digest(first).ok_or("plan has no input digest")?;
@@ -403,7 +420,7 @@ impl ProverBackend for DevBackend {
             }
             Ok(())
         };
-        check().into()
+        Ok(check().into())
     }
 
     fn finalize(
@@ -479,12 +496,16 @@ mod tests {
             .collect();
         let s = &plan.segments;
         assert_eq!(
-            backend.check_segment_proof(&program, &params, &s[1], None, &proofs[1]),
+            backend
+                .check_segment_proof(&program, &params, &s[1], None, &proofs[1])
+                .unwrap(),
             Verdict::Accepted
         );
         // A valid proof of the wrong segment is rejected.
         assert!(matches!(
-            backend.check_segment_proof(&program, &params, &s[1], None, &proofs[2]),
+            backend
+                .check_segment_proof(&program, &params, &s[1], None, &proofs[2])
+                .unwrap(),
             Verdict::Rejected { .. }
         ));
         // Reordered children cannot be aggregated.
@@ -503,16 +524,18 @@ mod tests {
         assert!(dropped.is_some());
         let leaf = backend.aggregate(&params, AggLayer::Leaf, &proofs).unwrap();
         let check = |first: &SegmentSpec, last: &SegmentSpec| {
-            backend.check_aggregate_proof(
-                &program,
-                &params,
-                AggLayer::Leaf,
-                None,
-                first,
-                last,
-                true,
-                &leaf,
-            )
+            backend
+                .check_aggregate_proof(
+                    &program,
+                    &params,
+                    AggLayer::Leaf,
+                    None,
+                    first,
+                    last,
+                    true,
+                    &leaf,
+                )
+                .unwrap()
         };
         assert_eq!(check(&s[0], &s[2]), Verdict::Accepted);
         assert!(matches!(check(&s[0], &s[1]), Verdict::Rejected { .. }));

@@ -264,7 +264,7 @@ fn print_status(status: &JobStatusResponse) {
         status
             .failure
             .as_ref()
-            .map(|f| format!(" ({f})"))
+            .map(|f| format!(" ({})", plait_core::text::printable(f)))
             .unwrap_or_default()
     );
     for (phase, done, total) in &status.phases {
@@ -369,7 +369,10 @@ pub async fn events(args: JobArgs) -> Result<()> {
         return print_json(&events);
     }
     for e in events {
-        println!("[{:>8.1} s] {}", e.at_seconds, e.message);
+        // Escaped again here: a store written before reasons were escaped may still hold
+        // line breaks or terminal escapes a worker sent.
+        let message = plait_core::text::printable(&e.message);
+        println!("[{:>8.1} s] {message}", e.at_seconds);
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::{
     sync::Arc,
 };
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use plait_core::{cost::DeviceProfile, Device, DeviceChoice};
 use plait_prover::{
@@ -197,13 +197,18 @@ pub async fn run(args: WorkerArgs, cache: &Path) -> Result<()> {
         backend.as_ref(),
         cache,
     )?;
+    // The coordinator places tasks by it: a worker that cannot say does not join.
+    let memory_bytes = machine_memory_bytes();
+    if memory_bytes == 0 {
+        bail!("cannot read this machine's memory (MemTotal in /proc/meminfo)");
+    }
     let config = WorkerConfig {
         coordinator,
         token,
         name: options.name.unwrap_or_else(default_worker_name),
         ca_cert: options.ca_cert,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
-        memory_bytes: machine_memory_bytes(),
+        memory_bytes,
         max_tasks: options.max_tasks,
         device_profile,
         device,

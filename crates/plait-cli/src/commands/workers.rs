@@ -1,9 +1,12 @@
 //! `plait workers`: the operator's view of a coordinator's workers: list them, issue and
-//! revoke per-worker credentials (a closed pool's way in), ban and unban.
+//! revoke per-worker credentials (a closed pool's way in), ban and unban, and see or forget
+//! the memory needs learned from their measurements.
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use plait_api::{BanWorkerRequest, IssueWorkerRequest, IssueWorkerResponse, WorkerRecord};
+use plait_api::{
+    BanWorkerRequest, IssueWorkerRequest, IssueWorkerResponse, MemoryNeedRecord, WorkerRecord,
+};
 
 use super::client::Connection;
 
@@ -63,6 +66,12 @@ enum WorkersCommand {
     },
     /// Lift a worker's ban (and clear its rejection count).
     Unban { worker_id: String },
+    /// List the memory needs learned from workers' measured peaks (tasks go only to workers
+    /// with that much memory).
+    Needs,
+    /// Forget every learned memory need: tasks go by the operator's profiles or the backend's
+    /// estimate until workers report again.
+    ResetNeeds,
 }
 
 pub async fn run(args: WorkersArgs) -> Result<()> {
@@ -134,6 +143,37 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
             c.send(http.post(c.url(&format!("/admin/workers/{worker_id}/unban"))))
                 .await?;
             eprintln!("worker {worker_id}: ban lifted");
+        }
+        WorkersCommand::Needs => {
+            let needs: Vec<MemoryNeedRecord> = c
+                .send(http.get(c.url("/admin/memory-needs")))
+                .await?
+                .json()
+                .await?;
+            if json {
+                return super::client::print_json(&needs);
+            }
+            println!(
+                "{:<14} {:>6} {:<22} {:>10}  from",
+                "vm config", "height", "phase", "need"
+            );
+            for n in needs {
+                println!(
+                    "{:<14} {:>6} {:<22} {:>9.2}G  {}",
+                    n.key_set.vm_config.name(),
+                    n.key_set.segment_height,
+                    n.phase,
+                    n.need_bytes as f64 / (1u64 << 30) as f64,
+                    match n.reporters {
+                        0 => "stored before a restart".to_string(),
+                        k => format!("{k} workers' peaks"),
+                    }
+                );
+            }
+        }
+        WorkersCommand::ResetNeeds => {
+            c.send(http.delete(c.url("/admin/memory-needs"))).await?;
+            eprintln!("learned memory needs forgotten");
         }
     }
     Ok(())

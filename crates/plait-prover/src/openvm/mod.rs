@@ -33,6 +33,8 @@ pub use keys::{KeyMeta, MIN_SEGMENT_HEIGHT};
 use openvm_sdk::CpuSdk as Sdk;
 use openvm_verify_stark_host::vk::VmStarkVerifyingKey;
 use plait_core::{AggLayer, DeviceChoice, JobId, ProgramInput, SegmentPlan, SegmentSpec};
+#[doc(hidden)]
+pub use proofs::with_other_children_key;
 
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
@@ -199,19 +201,15 @@ impl OpenVmBackend {
         Ok(vk)
     }
 
-    /// The keys and loaded program a proof check needs; a failure to get them is a reason to
-    /// reject, since an unchecked proof must never be accepted.
+    /// The keys and loaded program a proof check needs. Both come from the job, not the
+    /// proof, so failing to get them is the checker's fault (see `check_segment_proof`).
     fn checking_context(
         &self,
         params: &ProvingParams,
         program: &ProgramImage,
-    ) -> Result<(Arc<KeySet>, Arc<LoadedProgram>), String> {
-        let keys = self
-            .keys_for(params)
-            .map_err(|e| format!("cannot check: {e}"))?;
-        let loaded = self
-            .program(&keys, program)
-            .map_err(|e| format!("cannot check: {e}"))?;
+    ) -> Result<(Arc<KeySet>, Arc<LoadedProgram>), BackendError> {
+        let keys = self.keys_for(params)?;
+        let loaded = self.program(&keys, program)?;
         Ok((keys, loaded))
     }
 
@@ -410,12 +408,9 @@ impl ProverBackend for OpenVmBackend {
         segment: &SegmentSpec,
         ending: Option<&[u8]>,
         proof: &ProofBlob,
-    ) -> Verdict {
-        self.checking_context(params, program)
-            .and_then(|(keys, loaded)| {
-                proofs::check_segment(&keys, &loaded, segment, ending, proof)
-            })
-            .into()
+    ) -> Result<Verdict, BackendError> {
+        let (keys, loaded) = self.checking_context(params, program)?;
+        Ok(proofs::check_segment(&keys, &loaded, segment, ending, proof).into())
     }
 
     fn check_aggregate_proof(
@@ -428,19 +423,16 @@ impl ProverBackend for OpenVmBackend {
         last: &SegmentSpec,
         ends_execution: bool,
         proof: &ProofBlob,
-    ) -> Verdict {
-        self.checking_context(params, program)
-            .and_then(|(keys, loaded)| {
-                let node = proofs::NodeSlice {
-                    layer,
-                    child_layer,
-                    first,
-                    last,
-                    ends_execution,
-                };
-                proofs::check_aggregate(&keys, &loaded, &node, proof)
-            })
-            .into()
+    ) -> Result<Verdict, BackendError> {
+        let (keys, loaded) = self.checking_context(params, program)?;
+        let node = proofs::NodeSlice {
+            layer,
+            child_layer,
+            first,
+            last,
+            ends_execution,
+        };
+        Ok(proofs::check_aggregate(&keys, &loaded, &node, proof).into())
     }
 
     fn finalize(

@@ -18,7 +18,7 @@ use openvm_sdk_config::{SdkVmConfig, SdkVmCpuBuilder};
 use openvm_stark_backend::{
     codec::{Decode, Encode},
     keygen::types::MultiStarkVerifyingKey,
-    p3_field::PrimeField32,
+    p3_field::{PrimeCharacteristicRing, PrimeField32},
     proof::Proof,
     StarkEngine,
 };
@@ -504,6 +504,13 @@ pub(crate) fn check_aggregate(
     if user_pvs.is_some() {
         return Err("aggregation proofs carry no public values proof".into());
     }
+    // Where the proof sits in the recursion is read from its public values and commitments
+    // alone: cheap, so checked before the STARK.
+    let baseline = &keys
+        .verifier_template()
+        .map_err(|e| e.to_string())?
+        .baseline;
+    check_layer(&proof, layer, child_layer, baseline)?;
     verify_stark(layer_vk(keys, layer).map_err(|e| e.to_string())?, &proof)?;
     let pvs: &VmPvs<F> = pvs_slice(&proof, VM_PVS_AIR_ID, size_of::<VmPvs<u8>>())?.borrow();
     let claims = SliceClaims {
@@ -521,12 +528,7 @@ pub(crate) fn check_aggregate(
     };
     let first = SegmentHint::of(first).map_err(|e| e.to_string())?;
     let last = SegmentHint::of(last).map_err(|e| e.to_string())?;
-    compare_with_plan(&claims, program, &first, &last, ends_execution)?;
-    let baseline = &keys
-        .verifier_template()
-        .map_err(|e| e.to_string())?
-        .baseline;
-    check_layer(&proof, layer, child_layer, baseline)
+    compare_with_plan(&claims, program, &first, &last, ends_execution)
 }
 
 /// Checks where in the recursion an aggregation proof sits, as OpenVM's final verifier
@@ -534,7 +536,10 @@ pub(crate) fn check_aggregate(
 /// flag, its recursion depth, the verifying-key commitments of the layers below it, and the
 /// key its children were verified under. Without this, the internal-recursive layers and the
 /// wrap, which share one verifying key, would accept each other's proofs: a worker could
-/// return its child's proof unchanged.
+/// return its child's proof unchanged. At every layer the key its children were verified
+/// under (the commitment of its constraint-evaluation trace) must be the pool's key of the
+/// layer below: OpenVM's own circuits check this only one layer up, so a leaf proven over a
+/// weakened app key of the same shape would pass its own layer and poison the node above.
 fn check_layer(
     proof: &Proof<SC>,
     layer: AggLayer,
@@ -596,37 +601,57 @@ fn check_layer(
     if flag >= 1 {
         same("leaf", &base.leaf_vk_commit, &baseline.leaf_vk_commit)?;
     }
-    if flag == 2 {
-        same(
-            "internal-for-leaf",
-            &base.internal_for_leaf_vk_commit,
-            &baseline.internal_for_leaf_vk_commit,
-        )?;
-        // The key the children were verified under: internal-for-leaf at depth 1, the
-        // internal-recursive key above.
-        let zero = |digest: &[F; 8]| digest.iter().all(|x| x.as_canonical_u32() == 0);
-        let unset = zero(&base.internal_recursive_vk_commit.cached_commit)
-            && zero(&base.internal_recursive_vk_commit.vk_pre_hash);
-        let children_vk = if depth == 1 {
-            if !unset {
-                return Err("a depth-1 proof must not name an internal-recursive key".into());
-            }
-            &baseline.internal_for_leaf_vk_commit
-        } else {
+    // The key the children were verified under: the app key below a leaf, the leaf key below
+    // internal-for-leaf, internal-for-leaf at depth 1, the internal-recursive key above.
+    let children_vk = match flag {
+        0 => &baseline.app_vk_commit,
+        1 => &baseline.leaf_vk_commit,
+        _ => {
             same(
-                "internal-recursive",
-                &base.internal_recursive_vk_commit,
-                &baseline.internal_recursive_vk_commit,
+                "internal-for-leaf",
+                &base.internal_for_leaf_vk_commit,
+                &baseline.internal_for_leaf_vk_commit,
             )?;
-            &baseline.internal_recursive_vk_commit
-        };
-        let cached = cached_commitment(proof, CONSTRAINT_EVAL_AIR_ID, CONSTRAINT_EVAL_CACHED_INDEX)
-            .ok_or("proof has no constraint-evaluation commitment")?;
-        if *cached != children_vk.cached_commit {
-            return Err("proof verified its children under another key than its layer's".into());
+            let zero = |digest: &[F; 8]| digest.iter().all(|x| x.as_canonical_u32() == 0);
+            let unset = zero(&base.internal_recursive_vk_commit.cached_commit)
+                && zero(&base.internal_recursive_vk_commit.vk_pre_hash);
+            if depth == 1 {
+                if !unset {
+                    return Err("a depth-1 proof must not name an internal-recursive key".into());
+                }
+                &baseline.internal_for_leaf_vk_commit
+            } else {
+                same(
+                    "internal-recursive",
+                    &base.internal_recursive_vk_commit,
+                    &baseline.internal_recursive_vk_commit,
+                )?;
+                &baseline.internal_recursive_vk_commit
+            }
         }
+    };
+    let cached = cached_commitment(proof, CONSTRAINT_EVAL_AIR_ID, CONSTRAINT_EVAL_CACHED_INDEX)
+        .ok_or("proof has no constraint-evaluation commitment")?;
+    if *cached != children_vk.cached_commit {
+        return Err("proof verified its children under another key than its layer's".into());
     }
     Ok(())
+}
+
+/// For the gate's tests: a copy of an aggregation proof whose constraint-evaluation
+/// commitment (the key it claims to have verified its children under) is changed, as a proof
+/// made over another key of the same shape would carry.
+#[doc(hidden)]
+pub fn with_other_children_key(blob: &ProofBlob) -> Result<ProofBlob, String> {
+    let (mut proof, user_pvs) = ProofEnvelope::decode(blob)?;
+    let commitment = proof
+        .trace_vdata
+        .get_mut(CONSTRAINT_EVAL_AIR_ID)
+        .and_then(|v| v.as_mut())
+        .and_then(|v| v.cached_commitments.get_mut(CONSTRAINT_EVAL_CACHED_INDEX))
+        .ok_or("proof has no constraint-evaluation commitment")?;
+    commitment[0] += F::ONE;
+    Ok(ProofEnvelope::encode(&proof, user_pvs.as_ref()))
 }
 
 impl From<Result<(), String>> for Verdict {
