@@ -39,8 +39,10 @@ impl LocalPool {
             client_token: uuid::Uuid::new_v4().to_string(),
             lease: Duration::from_secs(60),
             planner,
-            // Every worker of this pool is a process of this machine.
+            // Every worker of this pool is a process of this machine: trusted, so a task that
+            // fails on all of them fails the job without their first proving others.
             local_machine_memory: Some(plait_prover::openvm::machine_memory_bytes()),
+            trusted_after_accepted: 0,
             ..CoordinatorConfig::default()
         };
         let (store, scratch) = match store_url {
