@@ -74,6 +74,7 @@ async fn main() -> Result<()> {
         segment_delay: Duration::from_millis(args.task_ms),
         aggregate_delay: Duration::from_millis(args.task_ms),
         execute_delay: Duration::ZERO,
+        prepare_delay: Duration::ZERO,
         proof_bytes: args.proof_bytes,
         fault: None,
     });

@@ -9,7 +9,7 @@ use std::{
 };
 
 use anyhow::{Context, Result};
-use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
+use plait_coordinator::{http, serving, Coordinator, CoordinatorConfig, PlannerConfig, Store};
 use plait_core::DeviceChoice;
 use plait_prover::ProverBackend;
 use tokio::process::{Child, Command};
@@ -61,7 +61,7 @@ impl LocalPool {
         let url = format!("http://{}", listener.local_addr()?);
         let app = http::router(coordinator.clone(), 1 << 30);
         let server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = serving::serve(listener, app, None, Default::default()).await {
                 tracing::error!(error = %e, "coordinator server stopped");
             }
         });

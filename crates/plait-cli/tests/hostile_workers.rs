@@ -701,3 +701,123 @@ fn registrations_never_used_cannot_keep_a_later_worker_out() {
         .any(|e| e.ends_with(&format!(" leased to {again}"))));
     drop(worker);
 }
+
+/// A connection from `source` (a loopback address of the attacker's) to the server at `url`.
+fn connect_from(source: &str, url: &str) -> std::net::TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let target: std::net::SocketAddr = url.strip_prefix("http://").unwrap().parse().unwrap();
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let source: std::net::SocketAddr = format!("{source}:0").parse().unwrap();
+    socket.bind(&source.into()).unwrap();
+    socket.connect(&target.into()).unwrap();
+    socket.into()
+}
+
+/// Whether the server closed `stream` (its read sees the end, or a reset) within `wait`.
+fn closed_within(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut buffer = [0u8; 1024];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return true,
+            Ok(_) => continue, // an answer (408, 431) before the close
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )
+            }
+        }
+    }
+}
+
+/// Slowloris: an attacker opens as many connections as it may and trickles each a byte of a
+/// request's headers at a time. A connection past its address's cap is closed at once, a
+/// trickling one when its header time is up, and meanwhile an honest worker (from another
+/// address) registers, claims and proves a job.
+#[test]
+fn slow_connections_cannot_lock_workers_out() {
+    use std::io::Write;
+    let server = serve(&[
+        "--max-connections-per-ip",
+        "8",
+        "--header-timeout-seconds",
+        "3",
+    ]);
+    let mut slow: Vec<_> = (0..8)
+        .map(|_| {
+            let mut stream = connect_from("127.0.0.2", &server.url);
+            stream
+                .write_all(b"POST /v1/worker/claim HTTP/1.1\r\nHo")
+                .unwrap();
+            stream
+        })
+        .collect();
+    let mut over = connect_from("127.0.0.2", &server.url);
+    assert!(
+        closed_within(&mut over, Duration::from_secs(2)),
+        "a connection over the address's cap is closed at once"
+    );
+    assert!(
+        !closed_within(&mut slow[0], Duration::from_millis(200)),
+        "the connections under the cap are held"
+    );
+
+    let job = server.submit("program", 24);
+    let _worker = server.worker("honest", &[]);
+    // Trickle a byte a second on one of them: it is closed when its header time is up.
+    let started = std::time::Instant::now();
+    let trickled = loop {
+        if slow[1].write_all(b"s").is_err() || closed_within(&mut slow[1], Duration::from_secs(1)) {
+            break started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "a trickling connection is still open after 30 s"
+        );
+    };
+    assert!(
+        trickled < Duration::from_secs(10),
+        "closed after {trickled:?}"
+    );
+    server.wait_succeeded(job, Duration::from_secs(60));
+    assert!(slow
+        .iter_mut()
+        .all(|s| closed_within(s, Duration::from_secs(5))));
+}
+
+/// A client limited to one job in flight sends 40 submissions at once, while loading a
+/// program takes the coordinator 300 ms (as OpenVM's takes seconds): exactly one is accepted,
+/// the others are refused as `too-many-jobs`.
+#[test]
+fn concurrent_submissions_cannot_pass_a_clients_job_limit() {
+    let server = serve(&["--dev-prepare-ms", "300"]);
+    let issued = server
+        .clients(&["issue", "limited", "--max-jobs", "1"])
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+        let sending: Vec<_> = (0..40)
+            .map(|_| {
+                let (server, token) = (&server, &token);
+                scope.spawn(move || {
+                    let response = server.submit_as(token, "program", 16, 1 << 20);
+                    let status = response.status().as_u16();
+                    let body: Value = response.json().unwrap();
+                    (status, body["code"].as_str().unwrap_or("").to_string())
+                })
+            })
+            .collect();
+        sending.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+    assert_eq!(accepted, 1, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, code)| *status == 200
+                || (*status, code.as_str()) == (429, "too-many-jobs")),
+        "{answers:?}"
+    );
+}

@@ -3,6 +3,11 @@
 //! and acts on its own jobs only. The pool's shared client token (`--client-token`), if set,
 //! is the client `default`. Credentials are kept as for workers ([`crate::credentials`]).
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use plait_api::ClientLimits;
 
 use crate::credentials::{credential_sha256, new_credential, Credentialed, Registry};
@@ -91,6 +96,51 @@ impl Clients {
     }
 }
 
+/// Submissions under way, by client. A submission takes a place here before its first await
+/// and holds it until its job is stored (then the job itself counts), so that submissions sent
+/// at once cannot all pass a client's limit on jobs in flight.
+#[derive(Clone, Default)]
+pub struct Submitting(Arc<Mutex<HashMap<String, u32>>>);
+
+/// A place taken by a submission under way; dropping it frees it.
+pub struct Reservation {
+    submitting: Submitting,
+    client: String,
+}
+
+impl Submitting {
+    /// `client`'s submissions under way.
+    pub fn count(&self, client: &str) -> u32 {
+        let open = self.0.lock().expect("submitting lock");
+        open.get(client).copied().unwrap_or(0)
+    }
+
+    pub fn reserve(&self, client: &str) -> Reservation {
+        *self
+            .0
+            .lock()
+            .expect("submitting lock")
+            .entry(client.to_string())
+            .or_default() += 1;
+        Reservation {
+            submitting: self.clone(),
+            client: client.to_string(),
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        let mut open = self.submitting.0.lock().expect("submitting lock");
+        if let Some(count) = open.get_mut(&self.client) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.client);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,5 +159,17 @@ mod tests {
             .is_none());
         assert!(clients.revoke("alice"));
         assert_eq!(clients.identify(&cred_a), None);
+    }
+
+    #[test]
+    fn a_reservation_counts_until_dropped() {
+        let submitting = Submitting::default();
+        let first = submitting.reserve("alice");
+        let second = submitting.reserve("alice");
+        assert_eq!((submitting.count("alice"), submitting.count("bob")), (2, 0));
+        drop(first);
+        assert_eq!(submitting.count("alice"), 1);
+        drop(second);
+        assert_eq!(submitting.count("alice"), 0);
     }
 }

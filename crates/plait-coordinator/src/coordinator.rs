@@ -23,7 +23,7 @@ use plait_prover::{
 use tokio::sync::Notify;
 
 use crate::{
-    clients::{Client, Clients, DEFAULT_CLIENT, MAX_PRIORITY, MAX_WEIGHT},
+    clients::{Client, Clients, Reservation, Submitting, DEFAULT_CLIENT, MAX_PRIORITY, MAX_WEIGHT},
     identities::{Ban, Identities, Identity},
     job::{
         CheckTarget, Job, JobAction, JobEvent, JobProgress, JobStatus, JobSummary, LeaseError,
@@ -151,7 +151,9 @@ pub enum CoordinatorError {
     WorkerBanned { worker: String, reason: String },
     #[error("missing or wrong {0} token")]
     Unauthorized(&'static str),
-    #[error("client {0} already exists")]
+    #[error(
+        "client {0} exists, or was revoked and its jobs are kept (a name is not issued twice)"
+    )]
     ClientExists(String),
     #[error("no client {0}")]
     UnknownClient(String),
@@ -219,6 +221,9 @@ pub struct Coordinator {
     identities: Mutex<Identities>,
     /// Client credentials and limits.
     clients: Mutex<Clients>,
+    /// Submissions under way, counted against their clients' limits until their jobs are
+    /// stored (taken under the jobs lock).
+    submitting: Submitting,
     /// How much of the pool each client has had, for sharing it between them.
     fair_share: Mutex<FairShare>,
     /// Results accepted per worker since the start (for the operator's view).
@@ -323,6 +328,7 @@ impl Coordinator {
             programs: Mutex::new(programs),
             identities: Mutex::new(Identities::load(snapshot.worker_identities)),
             clients: Mutex::new(Clients::load(snapshot.clients)),
+            submitting: Submitting::default(),
             fair_share: Mutex::new(FairShare::default()),
             tasks_done: Mutex::new(HashMap::new()),
             node_memory: Mutex::new(node_memory),
@@ -614,7 +620,8 @@ impl Coordinator {
                 owner.priority
             )));
         }
-        self.check_client_limits(&owner.client, &params)?;
+        // Held until the job is stored, across the awaits below.
+        let reservation = self.check_client_limits(&owner.client, &params)?;
         let chosen = match auto {
             None => None,
             Some(goal) => {
@@ -654,6 +661,8 @@ impl Coordinator {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             self.collect_writes(&mut job);
             jobs.insert(id, job);
+            // The job counts itself now.
+            drop(reservation);
         }
         if let Err(e) = self.flush().await {
             if self.withdraw_unstored_job(id).await {
@@ -1448,6 +1457,12 @@ impl Coordinator {
                 "a client's weight is 1 to {MAX_WEIGHT}"
             )));
         }
+        // A revoked client's name is not issued again while its jobs are kept: the new
+        // holder would see and act on them.
+        self.flush().await?;
+        if self.store.client_has_jobs(id).await? {
+            return Err(CoordinatorError::ClientExists(id.to_string()));
+        }
         let (client, credential) = self
             .clients
             .lock()
@@ -1499,11 +1514,13 @@ impl Coordinator {
         records
     }
 
+    /// Checks a submission against its client's limits and takes its place among the
+    /// client's jobs in flight.
     fn check_client_limits(
         &self,
         client: &str,
         params: &ProvingParams,
-    ) -> Result<(), CoordinatorError> {
+    ) -> Result<Reservation, CoordinatorError> {
         let limits = self.clients.lock().expect("clients lock").limits(client);
         if let Some(limit) = limits.max_instructions {
             if params.max_instructions > limit {
@@ -1514,14 +1531,15 @@ impl Coordinator {
                 });
             }
         }
+        // Counted and reserved under the jobs lock, which a submission's job is inserted
+        // under: no two submissions can both see room for one.
+        let jobs = self.jobs.lock().expect("jobs lock");
         if let Some(limit) = limits.max_jobs_in_flight {
-            let count = self
-                .jobs
-                .lock()
-                .expect("jobs lock")
+            let count = jobs
                 .values()
                 .filter(|j| j.owner.client == client && (j.status.is_live() || j.executing))
-                .count() as u32;
+                .count() as u32
+                + self.submitting.count(client);
             if count >= limit {
                 return Err(CoordinatorError::TooManyJobs {
                     client: client.into(),
@@ -1530,7 +1548,7 @@ impl Coordinator {
                 });
             }
         }
-        Ok(())
+        Ok(self.submitting.reserve(client))
     }
 
     /// Refuses a client's call about a job that is not its own as if the job did not exist:

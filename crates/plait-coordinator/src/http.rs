@@ -1,6 +1,6 @@
 //! The coordinator's HTTP API: the worker protocol of `docs/api.md`.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
 use axum::{
     body::Bytes,
@@ -19,6 +19,7 @@ use plait_api::{
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
+use tower_http::timeout::TimeoutLayer;
 use utoipa::OpenApi;
 use utoipa_axum::{
     router::{OpenApiRouter, UtoipaMethodRouterExt},
@@ -134,6 +135,12 @@ fn documented_router(
     // coordinator-wide limit on uploads.
     let bounded = |limit: usize| DefaultBodyLimit::max(limit.min(max_body_bytes));
     let result_limit = coordinator.max_proof_bytes().unwrap_or(max_body_bytes);
+    // Every request but an upload (a program, a proof) has a deadline, its body included: a
+    // peer that trickles a request cannot hold a handler. A claim waits up to `claim_wait`.
+    let deadline = TimeoutLayer::with_status_code(
+        StatusCode::REQUEST_TIMEOUT,
+        REQUEST_DEADLINE + coordinator.config().claim_wait,
+    );
     let worker = OpenApiRouter::new()
         .routes(routes!(register).layer(bounded(limits::REGISTER_BODY_BYTES)))
         .routes(routes!(claim).layer(bounded(limits::CLAIM_BODY_BYTES)))
@@ -141,8 +148,9 @@ fn documented_router(
         .routes(routes!(proof))
         .routes(routes!(checkpoint))
         .routes(routes!(heartbeat))
-        .routes(routes!(result).layer(bounded(result_limit)))
         .routes(routes!(failure).layer(bounded(limits::FAILURE_BODY_BYTES)))
+        .layer(deadline.clone())
+        .routes(routes!(result).layer(bounded(result_limit)))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             authenticate_worker,
@@ -155,12 +163,12 @@ fn documented_router(
         .routes(routes!(list_memory_needs, forget_memory_needs))
         .routes(routes!(list_clients, issue_client))
         .routes(routes!(revoke_client))
+        .layer(deadline.clone())
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_operator_token,
         ));
     let client = OpenApiRouter::new()
-        .routes(routes!(upload_program))
         .routes(routes!(submit_job, list_jobs))
         .routes(routes!(job_status))
         .routes(routes!(job_action))
@@ -168,21 +176,24 @@ fn documented_router(
         .routes(routes!(job_events))
         .routes(routes!(job_timings))
         .routes(routes!(job_tree))
+        .layer(deadline.clone())
+        .routes(routes!(upload_program))
         .layer(middleware::from_fn_with_state(
             coordinator.clone(),
             require_client_token,
         ));
-    let metrics =
-        OpenApiRouter::new()
-            .routes(routes!(metrics))
-            .layer(middleware::from_fn_with_state(
-                coordinator,
-                require_metrics_token,
-            ));
+    let metrics = OpenApiRouter::new()
+        .routes(routes!(metrics))
+        .layer(deadline.clone())
+        .layer(middleware::from_fn_with_state(
+            coordinator,
+            require_metrics_token,
+        ));
     let open = OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(dashboard))
-        .routes(routes!(openapi_json));
+        .routes(routes!(openapi_json))
+        .layer(deadline);
     OpenApiRouter::with_openapi(ApiDescription::openapi())
         .merge(tagged(open, "open", None))
         .merge(tagged(metrics, "operator", Some(METRICS_AUTH)))
@@ -193,6 +204,9 @@ fn documented_router(
         )
         .nest("/v1", tagged(client, "client", Some(CLIENT_AUTH)))
 }
+
+/// How long a request but an upload may take, beyond a claim's long poll.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(60);
 
 const CLIENT_AUTH: &str = "client-credential";
 const WORKER_AUTH: &str = "worker-credential";
@@ -317,6 +331,7 @@ async fn json_errors(response: Response) -> Response {
         StatusCode::NOT_FOUND => "not-found",
         StatusCode::METHOD_NOT_ALLOWED => "method-not-allowed",
         StatusCode::PAYLOAD_TOO_LARGE => "payload-too-large",
+        StatusCode::REQUEST_TIMEOUT => "request-timeout",
         StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported-media-type",
         StatusCode::UNPROCESSABLE_ENTITY => "malformed-json",
         _ if status.is_client_error() => "bad-request",
@@ -1018,48 +1033,4 @@ async fn failure(
         )
         .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// HTTPS: the coordinator's certificate chain and private key, PEM files.
-#[derive(Clone, Debug)]
-pub struct TlsFiles {
-    pub cert: std::path::PathBuf,
-    pub key: std::path::PathBuf,
-}
-
-impl TlsFiles {
-    /// Reads and checks both files (before the coordinator says it is listening).
-    pub async fn load(&self) -> std::io::Result<axum_server::tls_rustls::RustlsConfig> {
-        // One crypto provider for the process: ring, which reqwest uses too. Installing it a
-        // second time fails harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        axum_server::tls_rustls::RustlsConfig::from_pem_file(&self.cert, &self.key)
-            .await
-            .map_err(|e| {
-                std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "TLS certificate {} or key {}: {e}",
-                        self.cert.display(),
-                        self.key.display()
-                    ),
-                )
-            })
-    }
-}
-
-/// Serves `app` on `listener` until the process ends: HTTPS with `tls`, else plain HTTP.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    tls: Option<axum_server::tls_rustls::RustlsConfig>,
-) -> std::io::Result<()> {
-    match tls {
-        None => axum::serve(listener, app).await,
-        Some(config) => {
-            axum_server::tls_rustls::from_tcp_rustls(listener.into_std()?, config)
-                .serve(app.into_make_service())
-                .await
-        }
-    }
 }

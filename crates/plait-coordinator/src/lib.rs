@@ -19,6 +19,7 @@ mod identities;
 mod job;
 pub mod metrics;
 pub mod planning;
+pub mod serving;
 pub mod store;
 
 pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, WorkerCaller};

@@ -886,6 +886,16 @@ impl Store {
             .await?)
     }
 
+    /// Whether any stored job belongs to `client`.
+    pub async fn client_has_jobs(&self, client: &str) -> Result<bool, StoreError> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM jobs WHERE client = $1 LIMIT 1")
+                .bind(client)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     /// One job with everything recorded about it, if it is stored.
     pub async fn load_job(&self, job: JobId) -> Result<Option<StoredJob>, StoreError> {
         Ok(self.read_jobs(JobFilter::One(job)).await?.pop())
@@ -1255,16 +1265,35 @@ async fn renumber_tasks_of_planned_jobs(
     Ok(())
 }
 
-/// The URL without its password, for messages.
+/// The URL without its secrets, for messages: the password of its user part, and any query
+/// parameter that carries one (PostgreSQL takes `password` and `sslpassword` there too).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}://{user}:***{}", &url[..scheme], &url[at..])
-        }
-        _ => url.to_string(),
+    if url.starts_with("sqlite:") {
+        return url.to_string();
     }
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        return format!("{scheme}://(a URL that does not parse, hidden)");
+    };
+    if parsed.password().is_some() {
+        let _ = parsed.set_password(Some("***"));
+    }
+    if parsed.query().is_some() {
+        let pairs: Vec<(String, String)> = parsed
+            .query_pairs()
+            .map(|(key, value)| {
+                let secret = key.to_ascii_lowercase().contains("password");
+                let value = if secret {
+                    "***".into()
+                } else {
+                    value.into_owned()
+                };
+                (key.into_owned(), value)
+            })
+            .collect();
+        parsed.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    parsed.to_string()
 }
 
 impl std::fmt::Display for Store {
@@ -1297,4 +1326,30 @@ pub async fn scratch_postgres_database(admin_url: &str) -> Result<String, StoreE
         .map(|(server, _)| server)
         .ok_or_else(|| StoreError::BadUrl(admin_url.into()))?;
     Ok(format!("{base}/{name}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn store_urls_are_shown_without_their_secrets() {
+        assert_eq!(
+            redact("postgres://plait:s3cret@db.example:5432/plait"),
+            "postgres://plait:***@db.example:5432/plait"
+        );
+        let shown =
+            redact("postgres://plait@db/plait?sslmode=require&password=s3cret&sslpassword=k3y");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("k3y"),
+            "{shown}"
+        );
+        assert!(shown.contains("sslmode=require"), "{shown}");
+        assert_eq!(redact("postgres://db/plait"), "postgres://db/plait");
+        assert!(!redact("postgres://u:s3cret@[bad/").contains("s3cret"));
+        assert_eq!(
+            redact("sqlite:///var/lib/plait/store.sqlite"),
+            "sqlite:///var/lib/plait/store.sqlite"
+        );
+    }
 }

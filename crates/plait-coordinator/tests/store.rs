@@ -84,6 +84,7 @@ on_both_stores!(
     failure_reasons_cannot_forge_lines_of_the_event_log,
     the_operator_sees_and_forgets_learned_memory_needs,
     new_identities_cannot_fail_a_job_by_reporting_failures,
+    a_revoked_clients_name_is_not_issued_again,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -2096,6 +2097,39 @@ async fn the_operator_sees_and_forgets_learned_memory_needs(kind: &str) {
     assert!(c.memory_needs().is_empty(), "{:?}", c.memory_needs());
     let task = c.claim("small", &worker_with_memory(4)).await.unwrap();
     assert!(task.is_some(), "the small worker gets a segment again");
+}
+
+/// A revoked client's name, once it has jobs, cannot be issued again (the new holder would
+/// inherit its jobs and proofs), across a restart too; a name without jobs can.
+async fn a_revoked_clients_name_is_not_issued_again(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let limits = plait_api::ClientLimits::default();
+    c.issue_client("alice", limits).await.unwrap();
+    c.issue_client("unused", limits).await.unwrap();
+    let owner = JobOwner {
+        client: "alice".into(),
+        priority: 0,
+    };
+    c.submit_for(owner, program, dev_input(8), params(), None)
+        .await
+        .unwrap();
+    c.revoke_client("alice").await.unwrap();
+    c.revoke_client("unused").await.unwrap();
+    let again = c.issue_client("alice", limits).await.unwrap_err();
+    assert!(
+        matches!(again, CoordinatorError::ClientExists(_)),
+        "{again}"
+    );
+    drop(c);
+    let c = open(&url).await;
+    let again = c.issue_client("alice", limits).await.unwrap_err();
+    assert!(
+        matches!(again, CoordinatorError::ClientExists(_)),
+        "{again}"
+    );
+    c.issue_client("unused", limits).await.unwrap();
 }
 
 /// Claims as `who` until a task is handed out (a failed task comes back after its backoff).

@@ -30,6 +30,8 @@ pub struct DevBackend {
     pub aggregate_delay: Duration,
     /// How long executing each segment takes (on the coordinator).
     pub execute_delay: Duration,
+    /// How long loading a program takes (on the coordinator, before a job is stored).
+    pub prepare_delay: Duration,
     /// Proofs are padded to this many bytes (0: no padding), to load the pool like real ones.
     pub proof_bytes: usize,
     pub fault: Option<DevFault>,
@@ -168,6 +170,15 @@ impl ProverBackend for DevBackend {
             version: "0".into(),
             sound: false,
         }
+    }
+
+    fn prepare_program(
+        &self,
+        _program: &ProgramImage,
+        _params: &ProvingParams,
+    ) -> Result<(), BackendError> {
+        thread::sleep(self.prepare_delay);
+        Ok(())
     }
 
     fn prepare_keys(&self, _params: &ProvingParams) -> Result<String, BackendError> {

@@ -54,7 +54,11 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(10);
 /// An HTTP client for `http://` and `https://` coordinators that also trusts `ca_cert` (PEM),
 /// for a coordinator whose certificate a private CA signed.
 pub fn http_client_builder(ca_cert: Option<&Path>) -> Result<reqwest::ClientBuilder, ClientError> {
-    let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
+    // Idle pooled connections are dropped before a coordinator closes them (after its header
+    // timeout, 20 s by default), so a request is not sent on a connection being closed.
+    let mut builder = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(10))
+        .pool_idle_timeout(Duration::from_secs(5));
     if let Some(path) = ca_cert {
         let failed = |reason: String| ClientError::CaCert {
             path: path.display().to_string(),

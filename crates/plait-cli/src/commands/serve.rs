@@ -8,7 +8,11 @@ use std::{
 
 use anyhow::{Context, Result};
 use clap::Args;
-use plait_coordinator::{http, Coordinator, CoordinatorConfig, PlannerConfig, Store};
+use plait_coordinator::{
+    http,
+    serving::{self, ConnectionLimits, TlsFiles},
+    Coordinator, CoordinatorConfig, PlannerConfig, Store,
+};
 use plait_prover::{ProverBackend, VmConfig};
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +37,10 @@ pub struct ServeArgs {
     /// jobs whose execution is still running).
     #[arg(long, default_value_t = 0, requires = "dev")]
     dev_execute_ms: u64,
+    /// Dev backend: milliseconds loading a program takes on the coordinator before a job is
+    /// stored (to test what happens meanwhile).
+    #[arg(long, default_value_t = 0, requires = "dev", hide = true)]
+    dev_prepare_ms: u64,
 }
 
 /// The coordinator's settings: from flags, `PLAIT_*` variables, the config file's `[serve]`
@@ -90,6 +98,19 @@ pub struct ServeOptions {
     /// [default: 100000]
     #[arg(long, env = "PLAIT_MAX_WORKERS")]
     max_workers: Option<usize>,
+    /// Open connections the coordinator holds at most; one more is closed at once. The
+    /// process's open-files limit is raised to its hard limit, and this must fit under it.
+    /// [default: 8192]
+    #[arg(long, env = "PLAIT_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections from one IP address at most (a machine running many workers behind
+    /// one address needs about two per worker). [default: 512]
+    #[arg(long, env = "PLAIT_MAX_CONNECTIONS_PER_IP")]
+    max_connections_per_ip: Option<usize>,
+    /// Seconds a connection may take to send a request's headers, counted from when it opens
+    /// or its previous answer ends (so also how long an idle connection is kept). [default: 20]
+    #[arg(long, env = "PLAIT_HEADER_TIMEOUT_SECONDS")]
+    header_timeout_seconds: Option<u64>,
     /// Largest accepted upload (program or proof), in bytes. [default: 1073741824]
     #[arg(long, env = "PLAIT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
@@ -128,6 +149,9 @@ impl Layered for ServeOptions {
         blob_retention_seconds,
         store_outage_seconds,
         max_workers,
+        max_connections,
+        max_connections_per_ip,
+        header_timeout_seconds,
         max_upload_bytes,
         store,
         plan_profile,
@@ -142,6 +166,9 @@ impl Layered for ServeOptions {
             blob_retention_seconds: Some(3600),
             store_outage_seconds: Some(600),
             max_workers: Some(100_000),
+            max_connections: Some(ConnectionLimits::default().max_connections),
+            max_connections_per_ip: Some(ConnectionLimits::default().max_connections_per_ip),
+            header_timeout_seconds: Some(ConnectionLimits::default().header_timeout.as_secs()),
             max_upload_bytes: Some(1 << 30),
             plan_profile: Some(Vec::new()),
             plan_heights: Some(vec![19, 20, 21]),
@@ -163,6 +190,7 @@ struct Settings {
     blob_retention_seconds: u64,
     store_outage_seconds: u64,
     max_workers: usize,
+    connections: ConnectionLimits,
     max_upload_bytes: usize,
     store: Option<String>,
     plan_profile: Vec<String>,
@@ -178,8 +206,18 @@ impl ServeOptions {
             _ => return Err(BadInput("tls-cert and tls-key go together".into()).into()),
         };
         let defaulted = "every defaulted setting has a value";
-        if self.max_workers == Some(0) {
-            return Err(BadInput("max-workers is at least 1".into()).into());
+        for (name, value) in [
+            ("max-workers", self.max_workers),
+            ("max-connections", self.max_connections),
+            ("max-connections-per-ip", self.max_connections_per_ip),
+            (
+                "header-timeout-seconds",
+                self.header_timeout_seconds.map(|s| s as usize),
+            ),
+        ] {
+            if value == Some(0) {
+                return Err(BadInput(format!("{name} is at least 1")).into());
+            }
         }
         Ok(Settings {
             listen: self.listen.expect(defaulted),
@@ -195,6 +233,12 @@ impl ServeOptions {
             blob_retention_seconds: self.blob_retention_seconds.expect(defaulted),
             store_outage_seconds: self.store_outage_seconds.expect(defaulted),
             max_workers: self.max_workers.expect(defaulted),
+            connections: ConnectionLimits {
+                max_connections: self.max_connections.expect(defaulted),
+                max_connections_per_ip: self.max_connections_per_ip.expect(defaulted),
+                header_timeout: Duration::from_secs(self.header_timeout_seconds.expect(defaulted)),
+                ..ConnectionLimits::default()
+            },
             max_upload_bytes: self.max_upload_bytes.expect(defaulted),
             store: self.store,
             plan_profile: self.plan_profile.expect(defaulted),
@@ -299,12 +343,11 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     ])?;
     let tls = match &settings.tls {
         Some((cert, key)) => Some(
-            http::TlsFiles {
+            TlsFiles {
                 cert: cert.clone(),
                 key: key.clone(),
             }
             .load()
-            .await
             .map_err(|e| crate::exit::BadInput(e.to_string()))?,
         ),
         None => None,
@@ -313,6 +356,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
         tracing::warn!("--dev: this coordinator accepts FAKE dev-backend proofs");
         Arc::new(plait_prover::dev::DevBackend {
             execute_delay: std::time::Duration::from_millis(args.dev_execute_ms),
+            prepare_delay: std::time::Duration::from_millis(args.dev_prepare_ms),
             ..Default::default()
         })
     } else {
@@ -350,6 +394,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     .await?;
     tracing::info!("store: {}", coordinator.store());
     let _reaper = coordinator.spawn_lease_reaper();
+    check_open_files(&settings.connections)?;
     let listener = tokio::net::TcpListener::bind(&settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -361,8 +406,25 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
     println!("listening on {scheme}://{}", listener.local_addr()?);
     let app = http::router(coordinator.clone(), settings.max_upload_bytes);
     tokio::select! {
-        served = http::serve(listener, app, tls) => served.context("serving")?,
+        served = serving::serve(listener, app, tls, settings.connections) => served.context("serving")?,
         reason = coordinator.stopped() => anyhow::bail!("the coordinator stopped: {reason}"),
+    }
+    Ok(())
+}
+
+/// Raises the open-files limit and checks the connection cap fits under it, with room for the
+/// store, the blobs and the listener.
+fn check_open_files(limits: &ConnectionLimits) -> Result<()> {
+    const RESERVED: u64 = 256;
+    let open_files = serving::raise_open_files_limit().context("raising the open-files limit")?;
+    if limits.max_connections as u64 + RESERVED > open_files {
+        return Err(BadInput(format!(
+            "max-connections {} does not fit under this process's open-files limit {open_files} \
+             (less {RESERVED} kept for the store and blobs): lower it, or raise the hard limit \
+             (`ulimit -Hn`, LimitNOFILE= for systemd)",
+            limits.max_connections
+        ))
+        .into());
     }
     Ok(())
 }

@@ -129,6 +129,7 @@ impl DevOptions {
             segment_delay: std::time::Duration::from_millis(self.dev_segment_ms),
             aggregate_delay: std::time::Duration::from_millis(self.dev_aggregate_ms),
             execute_delay: std::time::Duration::ZERO,
+            prepare_delay: std::time::Duration::ZERO,
             proof_bytes: self.dev_proof_bytes,
             fault: match self.dev_fault.as_deref() {
                 Some("corrupt-proof") => Some(DevFault::CorruptProof),
