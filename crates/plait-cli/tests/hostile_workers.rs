@@ -123,9 +123,13 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
             post(&attempt_path("result"), secret, b"garbage".to_vec()),
             not_holder
         );
-        // Downloads need a lease of the task that uses them.
+        // Downloads need a lease of the task that uses them (the program: of its job).
         assert_eq!(
             get(&format!("/v1/worker/jobs/{job}/tasks/0/proof"), secret),
+            not_holder
+        );
+        assert_eq!(
+            get(&format!("/v1/worker/jobs/{job}/program"), secret),
             not_holder
         );
         assert_eq!(
@@ -136,6 +140,13 @@ fn calls_on_another_workers_lease_are_refused_and_change_nothing() {
             not_holder
         );
     }
+    // No route serves a program by its hash alone (one did, to any worker).
+    use sha2::Digest;
+    let program_sha256 = hex::encode(sha2::Sha256::digest(b"program"));
+    assert_eq!(
+        get(&format!("/v1/worker/programs/{program_sha256}"), None),
+        (404, "not-found".to_string())
+    );
     // Guessing: every task and attempt of the job, all refused.
     for task in 0..12u32 {
         for attempt in 1..=3u32 {
@@ -237,7 +248,7 @@ impl<'a> Hostile<'a> {
     /// The proof an honest worker would return.
     fn prove(&self, task: &TaskAssignment) -> ProofBlob {
         let program =
-            ProgramImage::new(self.get(&format!("/programs/{}", task.program_sha256), task));
+            ProgramImage::new(self.get(&format!("/jobs/{}/program", task.job_id.0), task));
         let dev = DevBackend::default();
         match &task.work {
             Work::ProveSegment {
@@ -820,4 +831,50 @@ fn concurrent_submissions_cannot_pass_a_clients_job_limit() {
                 || (*status, code.as_str()) == (429, "too-many-jobs")),
         "{answers:?}"
     );
+}
+
+/// A program belongs to the clients that uploaded it: another client cannot submit a job of
+/// it by its hash (it is told no such program exists) unless it uploads the same bytes itself.
+#[test]
+fn a_client_cannot_run_another_clients_program_by_its_hash() {
+    let server = serve(&[]);
+    let token = |id: &str| {
+        let issued = server.clients(&["issue", id]).unwrap();
+        issued["token"].as_str().unwrap().to_string()
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let submit = |token: &str, sha256: &str| {
+        let response = server
+            .http
+            .post(format!("{}/v1/jobs", server.url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "program-sha256": sha256,
+                "input": {"items": [16u64.to_le_bytes().to_vec()]},
+                "params": {
+                    "segment-height": 3,
+                    "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+                    "max-instructions": 1000,
+                },
+            }))
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().unwrap();
+        (status, body["code"].as_str().unwrap_or("").to_string())
+    };
+    let upload = |token: &str| -> String {
+        let uploaded: Value = server
+            .post_bytes("/v1/programs", token, b"alice's program".to_vec())
+            .json()
+            .unwrap();
+        uploaded["program-sha256"].as_str().unwrap().to_string()
+    };
+    let sha256 = upload(&alice);
+    let unknown = (404, "unknown-program".to_string());
+    assert_eq!(submit(&bob, &sha256), unknown);
+    assert_eq!(submit(CLIENT_TOKEN, &sha256), unknown);
+    assert_eq!(submit(&alice, &sha256).0, 200);
+    assert_eq!(upload(&bob), sha256);
+    assert_eq!(submit(&bob, &sha256).0, 200);
 }

@@ -31,6 +31,7 @@ use crate::{
     },
     metrics::{Gauges, Metrics},
     planning::{self, PlannerConfig},
+    programs::ProgramCache,
     store::{JobOwner, Store, StoreError, StoreOp, WriterLock},
 };
 
@@ -216,7 +217,8 @@ pub struct Coordinator {
     /// never read, and is replaced when the job leaves memory again. At most
     /// [`ENDED_SUMMARIES`].
     ended_summaries: Mutex<HashMap<JobId, JobSummary>>,
-    programs: Mutex<HashMap<String, ProgramImage>>,
+    /// Recently used programs (the store holds every one, with who uploaded it).
+    programs: Mutex<ProgramCache>,
     /// Worker identities, with their rejection counts and bans.
     identities: Mutex<Identities>,
     /// Client credentials and limits.
@@ -296,6 +298,10 @@ impl Coordinator {
             }
             jobs.insert(id, job);
         }
+        let mut cache = ProgramCache::default();
+        for program in programs.values() {
+            cache.insert(program);
+        }
         let next_job = snapshot.last_job_id + 1;
         let node_memory = snapshot
             .node_memory
@@ -325,7 +331,7 @@ impl Coordinator {
             writer: tokio::sync::Mutex::new(()),
             jobs: Mutex::new(jobs),
             ended_summaries: Mutex::new(HashMap::new()),
-            programs: Mutex::new(programs),
+            programs: Mutex::new(cache),
             identities: Mutex::new(Identities::load(snapshot.worker_identities)),
             clients: Mutex::new(Clients::load(snapshot.clients)),
             submitting: Submitting::default(),
@@ -644,6 +650,7 @@ impl Coordinator {
         blocking(move || backend.prepare_program(&p, &params)).await??;
         let id = JobId(self.next_job.fetch_add(1, Ordering::Relaxed));
         let now = Instant::now();
+        let owner_client = owner.client.clone();
         let mut job = Job::new(
             id,
             owner,
@@ -656,7 +663,7 @@ impl Coordinator {
         if let Some(prediction) = chosen {
             job.set_prediction(prediction, now);
         }
-        self.remember_program(&program);
+        self.remember_program(&owner_client, &program);
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             self.collect_writes(&mut job);
@@ -1953,36 +1960,67 @@ impl Coordinator {
         leased
     }
 
-    /// Checks a program and stores it under its content hash (idempotent). A program the
-    /// backend cannot run is refused and nothing is stored.
+    /// [`Self::add_program_for`] the client of the shared token.
     pub async fn add_program(&self, bytes: Vec<u8>) -> Result<ProgramImage, CoordinatorError> {
+        self.add_program_for(DEFAULT_CLIENT, bytes).await
+    }
+
+    /// Checks a program and stores it under its content hash, as one `client` uploaded
+    /// (idempotent). A program the backend cannot run is refused and nothing is stored.
+    pub async fn add_program_for(
+        &self,
+        client: &str,
+        bytes: Vec<u8>,
+    ) -> Result<ProgramImage, CoordinatorError> {
         let program = ProgramImage::new(bytes);
         self.backend.check_program(&program)?;
-        self.remember_program(&program);
+        self.remember_program(client, &program);
         self.flush().await?;
         Ok(program)
     }
 
-    fn remember_program(&self, program: &ProgramImage) {
+    /// Stores `program` (if it is not in the cache, it may not be stored yet) as `client`'s.
+    fn remember_program(&self, client: &str, program: &ProgramImage) {
         let mut programs = self.programs.lock().expect("programs lock");
-        if !programs.contains_key(&program.digest) {
-            programs.insert(program.digest.clone(), program.clone());
-            self.outbox
-                .lock()
-                .expect("outbox lock")
-                .push(StoreOp::Program {
-                    sha256: program.digest.clone(),
-                    bytes: program.bytes.clone(),
-                });
+        let mut outbox = self.outbox.lock().expect("outbox lock");
+        if programs.get(&program.digest).is_none() {
+            programs.insert(program);
+            outbox.push(StoreOp::Program {
+                sha256: program.digest.clone(),
+                bytes: program.bytes.clone(),
+            });
         }
+        outbox.push(StoreOp::ProgramOwner {
+            sha256: program.digest.clone(),
+            client: client.to_string(),
+        });
     }
 
-    pub fn program(&self, sha256: &str) -> Option<ProgramImage> {
+    /// The program `sha256`, if `client` uploaded it: a client cannot run or probe a program
+    /// by its hash alone.
+    pub async fn program_of(
+        &self,
+        client: &str,
+        sha256: &str,
+    ) -> Result<Option<ProgramImage>, CoordinatorError> {
+        self.flush().await?;
+        let Some(bytes) = self.store.program_of(client, sha256).await? else {
+            return Ok(None);
+        };
+        let program = ProgramImage::new(bytes);
         self.programs
             .lock()
             .expect("programs lock")
-            .get(sha256)
-            .cloned()
+            .insert(&program);
+        Ok(Some(program))
+    }
+
+    /// The program `sha256`, from the cache or the store.
+    async fn stored_program(&self, sha256: &str) -> Result<Option<ProgramImage>, CoordinatorError> {
+        if let Some(program) = self.programs.lock().expect("programs lock").get(sha256) {
+            return Ok(Some(program));
+        }
+        Ok(self.store.program(sha256).await?.map(ProgramImage::new))
     }
 
     /// The start-state checkpoint `sha256` of one of the job's segments, for the worker
@@ -1995,6 +2033,20 @@ impl Coordinator {
     ) -> Result<Vec<u8>, CoordinatorError> {
         self.check_lease_may_read(job, |j| j.may_read_checkpoint(secret, sha256))?;
         self.checkpoint(job, sha256).await
+    }
+
+    /// The job's program, for a worker holding one of its leases (`secret`).
+    pub fn program_for_lease(
+        &self,
+        job: JobId,
+        secret: &str,
+    ) -> Result<ProgramImage, CoordinatorError> {
+        self.check_lease_may_read(job, |j| j.leased_task(secret).is_some())?;
+        let jobs = self.jobs.lock().expect("jobs lock");
+        // Leased, so live and in memory (a lease that ended meanwhile is no longer one).
+        jobs.get(&job)
+            .map(|j| j.program.clone())
+            .ok_or(CoordinatorError::NotLeased(job))
     }
 
     /// The accepted proof of `task`, for the worker holding the lease of its parent
@@ -2436,9 +2488,12 @@ impl Coordinator {
             .load_job(job)
             .await?
             .ok_or(CoordinatorError::UnknownJob(job))?;
-        let program = self.program(&stored.record.program_sha256).ok_or_else(|| {
-            StoreError::Corrupt(format!("{job}: its program is not in the store"))
-        })?;
+        let program = self
+            .stored_program(&stored.record.program_sha256)
+            .await?
+            .ok_or_else(|| {
+                StoreError::Corrupt(format!("{job}: its program is not in the store"))
+            })?;
         Ok(
             Job::restore(stored, program, Instant::now(), unix_ms())
                 .map_err(StoreError::Corrupt)?,

@@ -520,6 +520,7 @@ fn unauthorized(who: &str) -> ApiError {
     ))]
 async fn upload_program(
     State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
     body: Bytes,
 ) -> Result<Json<UploadProgramResponse>, ApiError> {
     if body.is_empty() {
@@ -529,7 +530,7 @@ async fn upload_program(
             "the request body must be the program ELF",
         ));
     }
-    let program = coordinator.add_program(body.to_vec()).await?;
+    let program = coordinator.add_program_for(&client, body.to_vec()).await?;
     Ok(Json(UploadProgramResponse {
         program_sha256: program.digest,
     }))
@@ -547,7 +548,8 @@ async fn submit_job(
     Json(request): Json<SubmitJobRequest>,
 ) -> Result<Json<SubmitJobResponse>, ApiError> {
     let program = coordinator
-        .program(&request.program_sha256)
+        .program_of(&client, &request.program_sha256)
+        .await?
         .ok_or_else(|| {
             ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -893,19 +895,18 @@ async fn forget_memory_needs(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[utoipa::path(get, path = "/programs/{sha256}", params(("sha256" = String, Path, description = "The program's SHA-256, hex")), responses(
-    (status = 200, description = "The program ELF", body = Vec<u8>, content_type = "application/octet-stream"),
-    (status = 404, description = "`unknown-program`", body = ApiErrorBody),
+#[utoipa::path(get, path = "/jobs/{job}/program", params(("job" = u64, Path, description = "The job's number (the N of job-N)"), ("plait-lease-secret" = String, Header, description = "The lease's secret, from its assignment")), responses(
+    (status = 200, description = "The job's program ELF, for the holder of one of its leases", body = Vec<u8>, content_type = "application/octet-stream"),
+    (status = 403, description = "`not-lease-holder`", body = ApiErrorBody),
 ))]
 async fn program(
     State(coordinator): State<Arc<Coordinator>>,
     _worker: WorkerId,
-    Path(sha256): Path<String>,
+    Path(job): Path<u64>,
+    headers: HeaderMap,
 ) -> Result<Vec<u8>, ApiError> {
-    coordinator
-        .program(&sha256)
-        .map(|p| p.bytes.as_ref().clone())
-        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "unknown-program", sha256))
+    let program = coordinator.program_for_lease(JobId(job), lease_secret(&headers))?;
+    Ok(program.bytes.as_ref().clone())
 }
 
 /// The lease secret a worker presents ([`LEASE_SECRET_HEADER`]); empty if none, which no

@@ -19,6 +19,7 @@ mod identities;
 mod job;
 pub mod metrics;
 pub mod planning;
+mod programs;
 pub mod serving;
 pub mod store;
 

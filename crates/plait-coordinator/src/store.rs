@@ -96,6 +96,11 @@ pub enum StoreOp {
         sha256: String,
         bytes: Arc<Vec<u8>>,
     },
+    /// `client` uploaded the program `sha256` (stored already, or in the same batch).
+    ProgramOwner {
+        sha256: String,
+        client: String,
+    },
     InsertJob(JobRecord),
     /// A segment execution cut (JSON of its spec).
     Segment {
@@ -189,6 +194,7 @@ impl StoreOp {
             | StoreOp::TaskAccepted { job, .. }
             | StoreOp::TaskDiscarded { job, .. } => Some(*job),
             StoreOp::Program { .. }
+            | StoreOp::ProgramOwner { .. }
             | StoreOp::NodeMemory { .. }
             | StoreOp::WorkerIdentity(_)
             | StoreOp::Client(_)
@@ -343,7 +349,7 @@ enum Held {
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "7";
+const SCHEMA_VERSION: &str = "8";
 
 #[derive(Clone)]
 pub struct Store {
@@ -459,6 +465,10 @@ impl Store {
              banned_unix_ms BIGINT, ban_reason TEXT, banned_by_operator BIGINT, limits TEXT, \
              PRIMARY KEY (role, id))"
                 .to_string(),
+            // Who may submit jobs of a program: the clients that uploaded it.
+            "CREATE TABLE IF NOT EXISTS program_owners (sha256 TEXT NOT NULL, \
+             client TEXT NOT NULL, PRIMARY KEY (sha256, client))"
+                .to_string(),
             "CREATE TABLE IF NOT EXISTS memory_needs (vm_config TEXT NOT NULL, \
              segment_height BIGINT NOT NULL, layer TEXT NOT NULL, peak_bytes BIGINT NOT NULL, \
              PRIMARY KEY (vm_config, segment_height, layer))"
@@ -480,8 +490,8 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6")) => {
-                if !matches!(old, "3" | "4" | "5") {
+            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6" | "7")) => {
+                if matches!(old, "1" | "2") {
                     // Version 1 had no predictions; its jobs simply have none.
                     if old == "1" {
                         sqlx::query("ALTER TABLE jobs ADD COLUMN prediction TEXT")
@@ -504,7 +514,7 @@ impl Store {
                         .await?;
                     renumber_tasks_of_planned_jobs(&mut tx, &self.blobs).await?;
                 }
-                if !matches!(old, "4" | "5") {
+                if matches!(old, "1" | "2" | "3") {
                     // Version 4 reads ended jobs only when asked: it records when each ended
                     // and when its blobs were deleted, and keeps learned node memory in a table
                     // of its own instead of deriving it from every task ever accepted.
@@ -558,6 +568,17 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
+                }
+                // Version 8 gives programs owners. Before, every client could use every
+                // program: each stays the client `default`'s, and each client that submitted
+                // jobs of one owns it.
+                for statement in [
+                    "INSERT INTO program_owners (sha256, client) SELECT sha256, 'default' \
+                     FROM programs WHERE true ON CONFLICT (sha256, client) DO NOTHING",
+                    "INSERT INTO program_owners (sha256, client) SELECT DISTINCT \
+                     program_sha256, client FROM jobs WHERE true ON CONFLICT (sha256, client) DO NOTHING",
+                ] {
+                    sqlx::query(statement).execute(&mut *tx).await?;
                 }
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
@@ -672,6 +693,12 @@ impl Store {
                 )
                 .bind(sha256.clone())
                 .bind(bytes.as_ref().clone()),
+                StoreOp::ProgramOwner { sha256, client } => sqlx::query(
+                    "INSERT INTO program_owners (sha256, client) VALUES ($1, $2) \
+                     ON CONFLICT (sha256, client) DO NOTHING",
+                )
+                .bind(sha256.clone())
+                .bind(client.clone()),
                 StoreOp::InsertJob(r) => {
                     let (state, reason, proof) = r.state.columns();
                     sqlx::query(
@@ -823,12 +850,17 @@ impl Store {
     /// and the jobs that are not over (see [`JobFilter::Resident`]).
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let programs = sqlx::query("SELECT sha256, elf FROM programs ORDER BY sha256")
-            .fetch_all(&mut *conn)
-            .await?
-            .into_iter()
-            .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
-            .collect::<Result<_, sqlx::Error>>()?;
+        // Only the programs of the jobs it resumes: the others are read when asked for.
+        let programs = sqlx::query(&format!(
+            "SELECT sha256, elf FROM programs WHERE sha256 IN \
+             (SELECT j.program_sha256 FROM jobs j WHERE {}) ORDER BY sha256",
+            JobFilter::Resident.condition()
+        ))
+        .fetch_all(&mut *conn)
+        .await?
+        .into_iter()
+        .map(|row| Ok((row.try_get(0)?, row.try_get(1)?)))
+        .collect::<Result<_, sqlx::Error>>()?;
         let worker_identities = sqlx::query(
             "SELECT id, origin, name, credential_sha256, created_unix_ms, rejections, \
              banned_unix_ms, ban_reason, banned_by_operator FROM credentials \
@@ -884,6 +916,32 @@ impl Store {
             .bind(job.0 as i64)
             .fetch_optional(&self.pool)
             .await?)
+    }
+
+    /// The program `sha256`, if `client` uploaded it.
+    pub async fn program_of(
+        &self,
+        client: &str,
+        sha256: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT p.elf FROM programs p JOIN program_owners o ON o.sha256 = p.sha256 \
+             WHERE p.sha256 = $1 AND o.client = $2",
+        )
+        .bind(sha256)
+        .bind(client)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    /// The program `sha256`, whoever uploaded it.
+    pub async fn program(&self, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT elf FROM programs WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?,
+        )
     }
 
     /// Whether any stored job belongs to `client`.

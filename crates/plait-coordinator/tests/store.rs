@@ -85,6 +85,7 @@ on_both_stores!(
     the_operator_sees_and_forgets_learned_memory_needs,
     new_identities_cannot_fail_a_job_by_reporting_failures,
     a_revoked_clients_name_is_not_issued_again,
+    a_version_7_store_gives_its_programs_owners,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -148,6 +149,14 @@ async fn round_trips_everything(kind: &str) {
         StoreOp::Program {
             sha256: "p1".into(),
             bytes: elf.clone(),
+        },
+        StoreOp::ProgramOwner {
+            sha256: "p1".into(),
+            client: "alice".into(),
+        },
+        StoreOp::ProgramOwner {
+            sha256: "p1".into(),
+            client: "alice".into(),
         },
         StoreOp::InsertJob(record(1, JobStatus::Running)),
         StoreOp::InsertJob(record(2, JobStatus::Running)),
@@ -256,7 +265,15 @@ async fn round_trips_everything(kind: &str) {
     // A new connection (as after a restart) reads back exactly what was written.
     let store = Store::open(&url).await.unwrap();
     let snapshot = store.load().await.unwrap();
-    assert_eq!(snapshot.programs, vec![("p1".to_string(), elf.to_vec())]);
+    // Programs are read back with the jobs that use them (job 1's is not stored here), and
+    // each when asked for, to the clients that uploaded it.
+    assert_eq!(snapshot.programs, vec![]);
+    assert_eq!(store.program("p1").await.unwrap(), Some(elf.to_vec()));
+    assert_eq!(
+        store.program_of("alice", "p1").await.unwrap(),
+        Some(elf.to_vec())
+    );
+    assert_eq!(store.program_of("bob", "p1").await.unwrap(), None);
     assert_eq!(snapshot.worker_identities, vec![banned]);
     assert_eq!(snapshot.clients, vec![alice]);
     assert_eq!(
@@ -2130,6 +2147,47 @@ async fn a_revoked_clients_name_is_not_issued_again(kind: &str) {
         "{again}"
     );
     c.issue_client("unused", limits).await.unwrap();
+}
+
+/// Version 7 had no program owners (every client could use every program): migrated, each
+/// program is the client `default`'s and that of each client with jobs of it.
+async fn a_version_7_store_gives_its_programs_owners(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    let (used, unused) = ("ab".repeat(32), "cd".repeat(32));
+    let ops = vec![
+        StoreOp::Program {
+            sha256: used.clone(),
+            bytes: Arc::new(b"used".to_vec()),
+        },
+        StoreOp::Program {
+            sha256: unused.clone(),
+            bytes: Arc::new(b"unused".to_vec()),
+        },
+        StoreOp::InsertJob(record(1, JobStatus::Running)), // alice's, of `used`
+    ];
+    store.apply(&ops).await.unwrap();
+    drop(store);
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        for statement in [
+            "DROP TABLE program_owners",
+            "UPDATE plait_meta SET value = '7' WHERE key = 'schema'",
+        ] {
+            sqlx::query(statement).execute(&mut conn).await.unwrap();
+        }
+    }
+    let store = Store::open(&url).await.unwrap();
+    let has = |client: &'static str, sha256: String| {
+        let store = &store;
+        async move { store.program_of(client, &sha256).await.unwrap().is_some() }
+    };
+    assert!(has("alice", used.clone()).await);
+    assert!(has("default", used.clone()).await);
+    assert!(has("default", unused.clone()).await);
+    assert!(!has("alice", unused.clone()).await);
+    assert!(!has("bob", used.clone()).await);
 }
 
 /// Claims as `who` until a task is handed out (a failed task comes back after its backoff).

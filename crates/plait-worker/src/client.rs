@@ -165,9 +165,10 @@ impl CoordinatorClient {
         Ok(body.task)
     }
 
-    pub async fn program(&self, sha256: &str) -> Result<Vec<u8>, ClientError> {
-        self.get_bytes(&format!("{}/programs/{sha256}", self.base), None)
-            .await
+    /// The leased task's program.
+    pub async fn program(&self, lease: &TaskAssignment) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}/jobs/{}/program", self.base, lease.job_id.0);
+        self.get_bytes(&url, Some(lease)).await
     }
 
     /// The accepted proof of `child`, a child of the leased aggregation task.

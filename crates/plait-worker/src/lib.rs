@@ -149,7 +149,7 @@ async fn work_on(
     let program = match programs.get(&task.program_sha256) {
         Some(p) => p.clone(),
         None => {
-            let bytes = client.program(&task.program_sha256).await?;
+            let bytes = client.program(task).await?;
             let program = ProgramImage::new(bytes);
             if program.digest != task.program_sha256 {
                 return client

@@ -1,5 +1,6 @@
 //! What the benchmarks share: a `plait serve` on a fresh SQLite store, and what they read
 //! about a process and the disk (Linux `/proc`).
+#![allow(dead_code)] // each benchmark uses its own part
 
 use std::{
     io::{BufRead, BufReader},
@@ -25,35 +26,21 @@ impl Served {
     pub fn start(plait: &Path, global: &[&str], args: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
         let store_path = dir.path().join("store.sqlite");
-        let mut child = Command::new(plait)
-            .args(global)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(["--store", &format!("sqlite://{}", store_path.display())])
-            .args([
-                "--worker-token",
-                WORKER_TOKEN,
-                "--client-token",
-                CLIENT_TOKEN,
-            ])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .env("PLAIT_LOG", "warn")
-            .spawn()
-            .with_context(|| format!("starting {}", plait.display()))?;
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .context("plait serve printed no address")?
-            .to_string();
+        let (child, url) = spawn(plait, global, args, &store_path)?;
         Ok(Self {
             child,
             url,
             store_path,
             _dir: dir,
         })
+    }
+
+    /// Kills the server and starts it again on the same store.
+    pub fn restart(&mut self, plait: &Path, global: &[&str], args: &[&str]) -> Result<()> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (self.child, self.url) = spawn(plait, global, args, &self.store_path)?;
+        Ok(())
     }
 
     pub fn pid(&self) -> u32 {
@@ -69,6 +56,38 @@ impl Served {
     }
 }
 
+fn spawn(
+    plait: &Path,
+    global: &[&str],
+    args: &[&str],
+    store_path: &Path,
+) -> Result<(Child, String)> {
+    let mut child = Command::new(plait)
+        .args(global)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--store", &format!("sqlite://{}", store_path.display())])
+        .args([
+            "--worker-token",
+            WORKER_TOKEN,
+            "--client-token",
+            CLIENT_TOKEN,
+        ])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .env("PLAIT_LOG", "warn")
+        .spawn()
+        .with_context(|| format!("starting {}", plait.display()))?;
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().context("stdout")?).read_line(&mut line)?;
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .context("plait serve printed no address")?
+        .to_string();
+    Ok((child, url))
+}
+
 /// User + system CPU seconds of a process, from /proc/PID/stat (clock ticks at 100 Hz).
 pub fn cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
@@ -80,11 +99,20 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
 
 /// The peak resident memory of a process, from /proc/PID/status (VmHWM).
 pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// The resident memory of a process now, from /proc/PID/status (VmRSS).
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .context("no VmHWM")?
+        .find_map(|l| l.strip_prefix(field))
+        .with_context(|| format!("no {field}"))?
         .trim()
         .trim_end_matches("kB")
         .trim()
