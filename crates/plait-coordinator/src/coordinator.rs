@@ -1176,10 +1176,10 @@ impl Coordinator {
     pub fn metrics_text(&self) -> String {
         let mut gauges = Gauges::default();
         {
-            let jobs = self.jobs.lock().expect("jobs lock");
+            let mut jobs = self.jobs.lock().expect("jobs lock");
             let mut ready = std::collections::BTreeMap::new();
             let mut states = std::collections::BTreeMap::new();
-            for job in jobs.values() {
+            for job in jobs.values_mut() {
                 for (kind, n) in job.ready_by_kind() {
                     *ready.entry(kind).or_insert(0) += n;
                 }
@@ -1852,8 +1852,9 @@ impl Coordinator {
 
     fn try_lease(&self, worker_id: &str, worker: &ClaimTaskRequest) -> Option<TaskAssignment> {
         let now = Instant::now();
-        // A claim may test every ready task of every job: each phase's need is looked up once
-        // per claim, and the other live workers only if a task this worker failed comes up.
+        // Each phase's need is looked up once per claim, and the other live workers only if a
+        // task this worker failed comes up; a job none of whose ready tasks fits the worker
+        // says so from its ready summary, without a walk of its tasks.
         let needs = std::cell::RefCell::new(HashMap::new());
         let on_gpu = worker.gpu().is_some();
         let need = |p: &ProvingParams, layer: Option<AggLayer>| {

@@ -11,8 +11,8 @@ use std::{
 use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
 use plait_core::{
     planner::{Measured, Prediction},
-    AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId, TaskKind,
-    TaskState,
+    AggLayer, JobId, ProgramInput, ReadyChange, SegmentPlan, SegmentSpec, TaskGraph, TaskId,
+    TaskKind, TaskState,
 };
 use plait_prover::{ProgramImage, ProvingParams};
 use serde::{Deserialize, Serialize};
@@ -228,6 +228,20 @@ pub(crate) struct Job {
     pub final_repairs: u32,
     /// Changes not yet written to the store, in order; the coordinator drains them.
     outbox: Vec<StoreOp>,
+    /// The ready tasks in brief, while the ready set has not changed.
+    ready_summary: Option<ReadySummary>,
+}
+
+/// The ready tasks in brief, kept up to date from the graph's ready changes: enough to tell a
+/// worker that fits none of them so without walking them (a claim that takes nothing would
+/// otherwise cost a walk of every ready task of every job), and to count them for the metrics.
+#[derive(Clone, Debug, Default)]
+struct ReadySummary {
+    /// Memory estimates of the ready segments (estimate -> how many).
+    segment_estimates: std::collections::BTreeMap<u64, usize>,
+    /// Aggregation layers with ready tasks, and how many.
+    layers: Vec<(AggLayer, usize)>,
+    by_kind: std::collections::BTreeMap<&'static str, usize>,
 }
 
 /// How failures that count against a task are retried.
@@ -353,6 +367,7 @@ impl Job {
             timings: Vec::new(),
             final_repairs: 0,
             outbox: Vec::new(),
+            ready_summary: None,
         };
         let record = job.record();
         job.outbox.push(StoreOp::InsertJob(record));
@@ -606,6 +621,7 @@ impl Job {
             timings,
             final_repairs: 0,
             outbox: Vec::new(),
+            ready_summary: None,
         })
     }
 
@@ -875,14 +891,76 @@ impl Job {
     }
 
     /// How many ready tasks of each kind the job has.
-    pub fn ready_by_kind(&self) -> std::collections::BTreeMap<&'static str, i64> {
-        let mut ready = std::collections::BTreeMap::new();
-        if self.is_running() {
-            for task in self.graph.ready_tasks() {
-                *ready.entry(self.task_kind(task)).or_insert(0) += 1;
+    pub fn ready_by_kind(&mut self) -> std::collections::BTreeMap<&'static str, i64> {
+        if !self.is_running() {
+            return Default::default();
+        }
+        let summary = self.ready_summary();
+        summary
+            .by_kind
+            .iter()
+            .map(|(&k, &n)| (k, n as i64))
+            .collect()
+    }
+
+    /// The ready tasks in brief, brought up to date with the graph's changes since last asked.
+    fn ready_summary(&mut self) -> &ReadySummary {
+        let logged = self.graph.take_ready_changes();
+        let changes: Vec<(TaskId, bool)> = match self.ready_summary {
+            Some(_) => logged
+                .into_iter()
+                .map(|change| match change {
+                    ReadyChange::Ready(task) => (task, true),
+                    ReadyChange::NotReady(task) => (task, false),
+                })
+                .collect(),
+            // The graph's log starts with the first call: begin from the ready set itself.
+            None => self.graph.ready_tasks().map(|task| (task, true)).collect(),
+        };
+        let mut summary = self.ready_summary.take().unwrap_or_default();
+        for (task, ready) in changes {
+            let step = |n: &mut usize| *n = if ready { *n + 1 } else { n.saturating_sub(1) };
+            step(summary.by_kind.entry(self.task_kind(task)).or_insert(0));
+            match self.graph.kind(task) {
+                Ok(TaskKind::ProveSegment { segment }) => {
+                    let estimate = self.segments[segment as usize].memory_estimate_bytes;
+                    step(summary.segment_estimates.entry(estimate).or_insert(0));
+                }
+                Ok(TaskKind::Aggregate { layer, .. }) => {
+                    match summary.layers.iter_mut().find(|(l, _)| *l == layer) {
+                        Some((_, n)) => step(n),
+                        None => summary.layers.push((layer, usize::from(ready))),
+                    }
+                }
+                Err(_) => {}
             }
         }
-        ready
+        summary.by_kind.retain(|_, n| *n > 0);
+        summary.segment_estimates.retain(|_, n| *n > 0);
+        summary.layers.retain(|(_, n)| *n > 0);
+        self.ready_summary.insert(summary)
+    }
+
+    /// Whether some ready task needs no more than `capacity` bytes ([`Self::memory_need`]),
+    /// from the summary: the smallest segment estimate and each ready layer's need.
+    fn fits_a_ready_task(
+        &mut self,
+        capacity: u64,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    ) -> bool {
+        let params = self.params;
+        let summary = self.ready_summary();
+        let smallest_segment = summary.segment_estimates.keys().next();
+        smallest_segment
+            .map(|&estimate| estimate.max(need(&params, None)))
+            .into_iter()
+            .chain(
+                summary
+                    .layers
+                    .iter()
+                    .map(|&(layer, _)| need(&params, Some(layer))),
+            )
+            .any(|n| n <= capacity)
     }
 
     fn phase(&self, task: TaskId) -> String {
@@ -937,6 +1015,13 @@ impl Job {
         time_limit: &dyn Fn(&ProvingParams, &Work) -> Duration,
     ) -> Option<TaskAssignment> {
         if !self.is_running() {
+            return None;
+        }
+        let capacity = match worker.gpu() {
+            Some(gpu) => gpu.memory_bytes,
+            None => worker.memory_bytes.min(memory_left),
+        };
+        if !self.fits_a_ready_task(capacity, need) {
             return None;
         }
         let task = self.graph.next_ready(|t| {
@@ -1553,5 +1638,167 @@ fn bounded_meta(
             0.0
         },
         ..meta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use plait_api::ClaimTaskRequest;
+    use plait_core::{AggLayer, JobId, ProgramInput, SegmentSpec};
+    use plait_prover::{ProgramImage, ProvingParams};
+
+    use super::{Job, RetryPolicy};
+    use crate::store::JobOwner;
+
+    fn worker(memory_bytes: u64) -> ClaimTaskRequest {
+        ClaimTaskRequest {
+            cores: 1,
+            memory_bytes,
+            backend: "dev".into(),
+            backend_version: "0".into(),
+            plait_version: String::new(),
+            key_sets: Vec::new(),
+            gpus: 0,
+            device_profile: None,
+            device: None,
+            slots: 1,
+        }
+    }
+
+    /// Whether a ready task fits `capacity`, by walking every ready task (what the summary
+    /// saves a claim from doing).
+    fn fits_by_walk(
+        job: &Job,
+        capacity: u64,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    ) -> bool {
+        job.graph
+            .ready_tasks()
+            .any(|task| job.memory_need(task, need) <= capacity)
+    }
+
+    /// The brief of the ready tasks a claim reads instead of walking them agrees with a walk
+    /// after every lease, failure, acceptance and new segment.
+    #[test]
+    fn the_ready_summary_follows_every_change() {
+        let now = Instant::now();
+        let mut job = Job::new(
+            JobId(1),
+            JobOwner::default(),
+            ProgramImage::new(b"program".to_vec()),
+            ProgramInput::default(),
+            ProvingParams::default(),
+            now,
+            0,
+        )
+        .unwrap();
+        // Segments need 10..=80 bytes by their estimates; nodes of the leaf layer 50, others 5.
+        let need = |_: &ProvingParams, layer: Option<AggLayer>| match layer {
+            None => 0,
+            Some(AggLayer::Leaf) => 50,
+            Some(_) => 5,
+        };
+        let estimates = [40u64, 80, 10, 60, 30, 70, 20, 50, 90, 10, 40, 60];
+        let policy = RetryPolicy {
+            max_attempts: 100,
+            max_lost_leases: 100,
+            live_workers: 1,
+            counts: true,
+            backoff: Duration::from_secs(1),
+        };
+        let check = |job: &mut Job| {
+            for capacity in [0, 5, 9, 10, 25, 50, 79, 1000] {
+                assert_eq!(
+                    job.fits_a_ready_task(capacity, &need),
+                    fits_by_walk(job, capacity, &need),
+                    "capacity {capacity}"
+                );
+            }
+            let mut walked = std::collections::BTreeMap::new();
+            for task in job.graph.ready_tasks().collect::<Vec<_>>() {
+                *walked.entry(job.task_kind(task)).or_insert(0i64) += 1;
+            }
+            assert_eq!(job.ready_by_kind(), walked);
+        };
+        let mut leased = Vec::new();
+        for (index, &memory) in estimates.iter().enumerate() {
+            let spec = SegmentSpec {
+                index: index as u32,
+                instret_start: index as u64 * 8,
+                num_insns: 8,
+                memory_estimate_bytes: memory,
+                backend_hint: serde_json::Value::Null,
+                checkpoint: None,
+            };
+            let last = index + 1 == estimates.len();
+            job.add_segment(spec, last.then(Vec::new), now).unwrap();
+            check(&mut job);
+            // Lease to workers of growing memory as segments arrive; fail every third lease.
+            let lease = |job: &mut Job, memory: u64| {
+                job.lease_next(
+                    "w",
+                    &worker(memory),
+                    u64::MAX,
+                    Duration::from_secs(60),
+                    now,
+                    &need,
+                    &|_, _| false,
+                    &|_, _| Duration::from_secs(60),
+                )
+            };
+            if let Some(a) = lease(&mut job, 10 * index as u64) {
+                leased.push(a);
+            }
+            check(&mut job);
+            if index % 3 == 2 {
+                let a = leased.remove(0);
+                job.fail_attempt(
+                    a.task_id,
+                    a.attempt,
+                    &a.lease_secret,
+                    "test",
+                    Some(policy),
+                    now,
+                )
+                .unwrap();
+                check(&mut job);
+            }
+        }
+        // Prove everything: accept each lease, lease again, until the job is done.
+        let mut later = now;
+        loop {
+            later += Duration::from_secs(3600); // past every backoff
+            for a in std::mem::take(&mut leased) {
+                job.accept(
+                    a.task_id,
+                    a.attempt,
+                    &a.lease_secret,
+                    (String::new(), 0),
+                    Default::default(),
+                    later,
+                )
+                .unwrap();
+                check(&mut job);
+            }
+            while let Some(a) = job.lease_next(
+                "w",
+                &worker(1000),
+                u64::MAX,
+                Duration::from_secs(60),
+                later,
+                &need,
+                &|_, _| false,
+                &|_, _| Duration::from_secs(60),
+            ) {
+                leased.push(a);
+                check(&mut job);
+            }
+            if leased.is_empty() {
+                break;
+            }
+        }
+        assert!(job.graph.is_complete(), "every task was proven");
     }
 }

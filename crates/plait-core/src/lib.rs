@@ -22,4 +22,4 @@ pub use device::{Device, DeviceChoice, DeviceKind};
 pub use ids::{JobId, TaskId};
 pub use input::{InputError, InputItemSource, ProgramInput};
 pub use plan::{SegmentPlan, SegmentSpec};
-pub use task_graph::{TaskGraph, TaskGraphError, TaskKind, TaskState};
+pub use task_graph::{ReadyChange, TaskGraph, TaskGraphError, TaskKind, TaskState};

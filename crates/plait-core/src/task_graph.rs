@@ -78,11 +78,52 @@ pub struct TaskGraph {
     tasks: Vec<TaskEntry>,
     levels: Vec<Level>,
     /// Ready tasks, in id order: the scheduling order.
-    ready: std::collections::BTreeSet<TaskId>,
+    ready: ReadySet,
     /// (phase, done, total), segments first, then the layers bottom-up.
     phases: Vec<(String, usize, usize)>,
     root: Option<TaskId>,
     sealed: bool,
+}
+
+/// The ready tasks, and (once asked for) a log of how the set changed, so that what is derived
+/// from it can follow without a walk of every ready task.
+#[derive(Clone, Debug, Default)]
+struct ReadySet {
+    tasks: std::collections::BTreeSet<TaskId>,
+    log: Option<Vec<ReadyChange>>,
+}
+
+/// A task that became ready, or stopped being ready.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadyChange {
+    Ready(TaskId),
+    NotReady(TaskId),
+}
+
+impl ReadySet {
+    fn insert(&mut self, task: TaskId) {
+        if self.tasks.insert(task) {
+            if let Some(log) = &mut self.log {
+                log.push(ReadyChange::Ready(task));
+            }
+        }
+    }
+
+    fn remove(&mut self, task: &TaskId) {
+        if self.tasks.remove(task) {
+            if let Some(log) = &mut self.log {
+                log.push(ReadyChange::NotReady(*task));
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &TaskId> + '_ {
+        self.tasks.iter()
+    }
 }
 
 impl TaskGraph {
@@ -222,6 +263,12 @@ impl TaskGraph {
     /// How many tasks are ready.
     pub fn ready_count(&self) -> usize {
         self.ready.len()
+    }
+
+    /// The changes of the ready set since the last call, in order. The first call starts the
+    /// log and returns nothing: take the ready tasks as they are then, and follow the changes.
+    pub fn take_ready_changes(&mut self) -> Vec<ReadyChange> {
+        self.ready.log.replace(Vec::new()).unwrap_or_default()
     }
 
     /// Returns every ready task, oldest first.
@@ -496,6 +543,38 @@ mod tests {
         );
         assert_eq!(g.children(leaf0).unwrap(), &segments[..4]);
         assert_eq!(g.ready_tasks().collect::<Vec<_>>(), vec![leaf0]);
+    }
+
+    #[test]
+    fn the_ready_set_can_be_followed_by_its_changes() {
+        let mut g = TaskGraph::new(4, AggTreeShape::default()).unwrap();
+        let (first, second) = (seg(&g, 0), seg(&g, 1));
+        assert!(g.take_ready_changes().is_empty(), "the log starts here");
+        let mut followed: std::collections::BTreeSet<TaskId> = g.ready_tasks().collect();
+        g.start(first).unwrap();
+        g.start(second).unwrap();
+        g.retry(first).unwrap();
+        g.complete(second).unwrap();
+        let changes = g.take_ready_changes();
+        assert_eq!(
+            changes[..3],
+            [
+                ReadyChange::NotReady(first),
+                ReadyChange::NotReady(second),
+                ReadyChange::Ready(first)
+            ]
+        );
+        for change in changes {
+            match change {
+                ReadyChange::Ready(t) => assert!(followed.insert(t)),
+                ReadyChange::NotReady(t) => assert!(followed.remove(&t)),
+            }
+        }
+        assert_eq!(followed, g.ready_tasks().collect());
+        assert!(
+            g.take_ready_changes().is_empty(),
+            "each change is told once"
+        );
     }
 
     #[test]
