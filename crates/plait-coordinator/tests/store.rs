@@ -2129,9 +2129,12 @@ async fn a_revoked_clients_name_is_not_issued_again(kind: &str) {
         client: "alice".into(),
         priority: 0,
     };
-    c.submit_for(owner, program, dev_input(8), params(), None)
+    let job = c
+        .submit_for(owner, program, dev_input(8), params(), None)
         .await
         .unwrap();
+    // Its execution must be over before the store is opened again (it holds the store).
+    wait_until_executed(&c, job).await;
     c.revoke_client("alice").await.unwrap();
     c.revoke_client("unused").await.unwrap();
     let again = c.issue_client("alice", limits).await.unwrap_err();
@@ -2139,6 +2142,7 @@ async fn a_revoked_clients_name_is_not_issued_again(kind: &str) {
         matches!(again, CoordinatorError::ClientExists(_)),
         "{again}"
     );
+    c.halt();
     drop(c);
     let c = open(&url).await;
     let again = c.issue_client("alice", limits).await.unwrap_err();
