@@ -919,25 +919,43 @@ impl Job {
         };
         let mut summary = self.ready_summary.take().unwrap_or_default();
         for (task, ready) in changes {
-            let step = |n: &mut usize| *n = if ready { *n + 1 } else { n.saturating_sub(1) };
-            step(summary.by_kind.entry(self.task_kind(task)).or_insert(0));
+            // Counts that reach 0 leave their map at once: a claim costs no sweep of them.
+            fn step<K: Ord>(counts: &mut std::collections::BTreeMap<K, usize>, key: K, up: bool) {
+                use std::collections::btree_map::Entry;
+                match (counts.entry(key), up) {
+                    (Entry::Occupied(mut n), true) => *n.get_mut() += 1,
+                    (Entry::Vacant(n), true) => {
+                        n.insert(1);
+                    }
+                    (Entry::Occupied(n), false) if *n.get() <= 1 => {
+                        n.remove();
+                    }
+                    (Entry::Occupied(mut n), false) => *n.get_mut() -= 1,
+                    (Entry::Vacant(_), false) => {}
+                }
+            }
+            step(&mut summary.by_kind, self.task_kind(task), ready);
             match self.graph.kind(task) {
                 Ok(TaskKind::ProveSegment { segment }) => {
                     let estimate = self.segments[segment as usize].memory_estimate_bytes;
-                    step(summary.segment_estimates.entry(estimate).or_insert(0));
+                    step(&mut summary.segment_estimates, estimate, ready);
                 }
                 Ok(TaskKind::Aggregate { layer, .. }) => {
-                    match summary.layers.iter_mut().find(|(l, _)| *l == layer) {
-                        Some((_, n)) => step(n),
-                        None => summary.layers.push((layer, usize::from(ready))),
+                    match summary.layers.iter().position(|(l, _)| *l == layer) {
+                        Some(i) if ready => summary.layers[i].1 += 1,
+                        Some(i) => {
+                            summary.layers[i].1 -= 1;
+                            if summary.layers[i].1 == 0 {
+                                summary.layers.swap_remove(i);
+                            }
+                        }
+                        None if ready => summary.layers.push((layer, 1)),
+                        None => {}
                     }
                 }
                 Err(_) => {}
             }
         }
-        summary.by_kind.retain(|_, n| *n > 0);
-        summary.segment_estimates.retain(|_, n| *n > 0);
-        summary.layers.retain(|(_, n)| *n > 0);
         self.ready_summary.insert(summary)
     }
 
