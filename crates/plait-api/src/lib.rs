@@ -246,6 +246,14 @@ pub struct UploadProgramResponse {
     pub program_sha256: String,
 }
 
+/// `GET /v1/programs`: one of the client's programs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct ProgramRecord {
+    pub program_sha256: String,
+    pub bytes: u64,
+}
+
 /// `POST /v1/jobs`: prove an uploaded program on an input.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
@@ -517,6 +525,10 @@ pub struct ClientLimits {
     /// The most instructions one job may execute: a job asking for more is refused (403).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_instructions: Option<u64>,
+    /// The most bytes of programs it may keep on the coordinator (its uploads, each distinct
+    /// program counted once): an upload beyond it is refused (413) until it deletes some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_program_bytes: Option<u64>,
     /// The client's share of the pool against other clients' (1 to 1000): when clients
     /// compete, leases go to the one holding the fewest per unit of weight.
     #[serde(default = "ClientLimits::default_weight")]
@@ -534,6 +546,7 @@ impl Default for ClientLimits {
         Self {
             max_jobs_in_flight: None,
             max_instructions: None,
+            max_program_bytes: None,
             weight: 1,
         }
     }
@@ -567,6 +580,9 @@ pub struct ClientRecord {
     pub jobs_in_flight: u32,
     /// Leases its jobs' tasks hold now.
     pub leases: u32,
+    /// Bytes of the programs it keeps (counted against `max-program-bytes`).
+    #[serde(default)]
+    pub program_bytes: u64,
 }
 
 /// `POST /v1/admin/workers/{id}/ban`.

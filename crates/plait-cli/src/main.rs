@@ -60,6 +60,8 @@ enum Command {
     Clients(commands::clients::ClientsArgs),
     /// Upload a program to a coordinator and submit a job; with --wait, fetch its proof.
     Submit(commands::client::SubmitArgs),
+    /// This client's programs on a coordinator: list, delete.
+    Programs(commands::client::ProgramsArgs),
     /// Show a job's status and progress.
     Status(commands::client::JobArgs),
     /// List every job a coordinator holds.
@@ -185,6 +187,7 @@ fn main() -> ExitCode {
             Command::Workers(args) => commands::workers::run(args).await,
             Command::Clients(args) => commands::clients::run(args).await,
             Command::Submit(args) => commands::client::submit(args, &cache).await,
+            Command::Programs(args) => commands::client::programs(args).await,
             Command::Status(args) => commands::client::status(args).await,
             Command::Jobs(args) => commands::client::list(args).await,
             Command::Events(args) => commands::client::events(args).await,

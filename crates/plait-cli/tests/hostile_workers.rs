@@ -878,3 +878,77 @@ fn a_client_cannot_run_another_clients_program_by_its_hash() {
     assert_eq!(upload(&bob), sha256);
     assert_eq!(submit(&bob, &sha256).0, 200);
 }
+
+/// A client may keep so many bytes of programs: of 12 distinct 10 KiB programs uploaded at
+/// once by a client allowed 30 KiB, exactly 3 are kept and the rest refused
+/// (`over-program-quota`); deleting one makes room for another. The shared token's client
+/// `default` is limited the same way (`--default-client-max-program-bytes`).
+#[test]
+fn uploads_sent_at_once_cannot_pass_a_clients_program_bytes() {
+    const KIB: usize = 1024;
+    let server = serve(&["--default-client-max-program-bytes", "15000"]);
+    let issued = server
+        .clients(&[
+            "issue",
+            "limited",
+            "--max-program-bytes",
+            &(30 * KIB).to_string(),
+        ])
+        .unwrap();
+    let token = issued["token"].as_str().unwrap().to_string();
+    let program = |n: usize| vec![n as u8; 10 * KIB];
+    let upload = |token: &str, bytes: Vec<u8>| {
+        let response = server.post_bytes("/v1/programs", token, bytes);
+        let status = response.status().as_u16();
+        let body: Value = response.json().unwrap();
+        let code = body["code"].as_str().unwrap_or("").to_string();
+        (
+            status,
+            code,
+            body["program-sha256"].as_str().map(String::from),
+        )
+    };
+    let answers: Vec<_> = std::thread::scope(|scope| {
+        let sending: Vec<_> = (0..12)
+            .map(|n| {
+                let (upload, token) = (&upload, &token);
+                scope.spawn(move || upload(token, program(n)))
+            })
+            .collect();
+        sending.into_iter().map(|s| s.join().unwrap()).collect()
+    });
+    let kept: Vec<String> = answers.iter().filter_map(|a| a.2.clone()).collect();
+    assert_eq!(kept.len(), 3, "{answers:?}");
+    assert!(
+        answers.iter().all(|(status, code, _)| *status == 200
+            || (*status, code.as_str()) == (413, "over-program-quota")),
+        "{answers:?}"
+    );
+    let listed: Vec<Value> = server.get("/v1/programs", &token).json().unwrap();
+    assert_eq!(listed.len(), 3);
+    // A program it keeps costs nothing to upload again; a new one does not fit.
+    let again = answers.iter().position(|a| a.2.is_some()).unwrap();
+    assert_eq!(upload(&token, program(again)).0, 200);
+    assert_eq!(upload(&token, program(100)).0, 413);
+    let deleted = server
+        .http
+        .delete(format!("{}/v1/programs/{}", server.url, kept[0]))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(upload(&token, program(100)).0, 200);
+    // Deleted, it is unknown to its client: no job of it, no second delete.
+    let again = server
+        .http
+        .delete(format!("{}/v1/programs/{}", server.url, kept[0]))
+        .bearer_auth(&token)
+        .send()
+        .unwrap();
+    assert_eq!(again.status(), 404);
+
+    // The client `default`: one 10 KiB program fits its 15,000 bytes, a second does not.
+    assert_eq!(upload(CLIENT_TOKEN, program(1)).0, 200);
+    let (status, code, _) = upload(CLIENT_TOKEN, program(2));
+    assert_eq!((status, code.as_str()), (413, "over-program-quota"));
+}

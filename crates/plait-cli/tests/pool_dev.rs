@@ -1317,6 +1317,26 @@ fn node_states(dom: &str) -> std::collections::BTreeMap<String, usize> {
 #[test]
 fn the_dashboard_shows_a_jobs_tree_change_as_it_is_proven() {
     let server = serve(&[]);
+    // Its CSP allows no inline script or style (so shown text cannot run), and the page has
+    // none: everything below runs under that policy in the browser.
+    for path in ["/ui", "/ui/dashboard.js", "/ui/dashboard.css"] {
+        let response = server.get(path, "");
+        assert_eq!(response.status(), 200, "{path}");
+        let csp = response.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            !csp.contains("unsafe-inline") && csp.contains("script-src 'self'"),
+            "{csp}"
+        );
+    }
+    let page = server.get("/ui", "").text().unwrap();
+    assert!(
+        !page.contains("<style") && !page.contains("style="),
+        "{page}"
+    );
+    assert!(page.matches("<script").count() == page.matches("<script src=").count());
     let job = server.submit("program", 40);
     server.wait_for("the job's segments", Duration::from_secs(20), || {
         server.status(job)["executing"] == false
@@ -1483,7 +1503,7 @@ fn the_api_description_is_served_committed_and_true() {
     // this description.
     assert_eq!(
         operations,
-        31,
+        35,
         "{}",
         paths.keys().cloned().collect::<Vec<_>>().join("\n")
     );

@@ -42,12 +42,22 @@ impl Credentialed for Client {
 #[derive(Default)]
 pub struct Clients {
     registry: Registry<Client>,
+    default_limits: ClientLimits,
 }
 
 impl Clients {
     pub fn load(stored: Vec<Client>) -> Self {
         Self {
             registry: Registry::load(stored),
+            default_limits: ClientLimits::default(),
+        }
+    }
+
+    /// The limits of the client [`DEFAULT_CLIENT`].
+    pub fn with_default_limits(self, default_limits: ClientLimits) -> Self {
+        Self {
+            default_limits,
+            ..self
         }
     }
 
@@ -86,8 +96,11 @@ impl Clients {
         self.registry.revoke(id).is_some()
     }
 
-    /// The limits of `id`; the default client (and a revoked one) has none but a weight of 1.
+    /// The limits of `id` (a revoked client has none but a weight of 1).
     pub fn limits(&self, id: &str) -> ClientLimits {
+        if id == DEFAULT_CLIENT {
+            return self.default_limits;
+        }
         self.registry.get(id).map(|c| c.limits).unwrap_or_default()
     }
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use plait_api::{ClaimTaskRequest, TaskAssignment, TaskMeta, Work};
+use plait_api::{ClaimTaskRequest, ClientLimits, TaskAssignment, TaskMeta, Work};
 use plait_core::{
     cost::DeviceProfile,
     planner::{evaluate, recommend, Goal, Measured, Pool, Prediction},
@@ -31,7 +31,7 @@ use crate::{
     },
     metrics::{Gauges, Metrics},
     planning::{self, PlannerConfig},
-    programs::ProgramCache,
+    programs::{OverQuota, ProgramCache, ProgramOwnership},
     store::{JobOwner, Store, StoreError, StoreOp, WriterLock},
 };
 
@@ -43,6 +43,8 @@ pub struct CoordinatorConfig {
     pub worker_token: String,
     /// Token clients (job submitters) must present.
     pub client_token: String,
+    /// The limits of the client `default` (the shared client token's).
+    pub default_client_limits: ClientLimits,
     /// Token the operator presents to list, issue, revoke, ban and unban workers. Empty: the
     /// operator routes are closed.
     pub operator_token: String,
@@ -98,6 +100,7 @@ impl Default for CoordinatorConfig {
         Self {
             worker_token: String::new(),
             client_token: String::new(),
+            default_client_limits: ClientLimits::default(),
             operator_token: String::new(),
             metrics_token: None,
             worker_idle: Duration::from_secs(24 * 3600),
@@ -170,6 +173,15 @@ pub enum CoordinatorError {
         limit: u64,
         asked: u64,
     },
+    #[error("client {client} may keep {limit} bytes of programs; it keeps {kept} and this one has {asked} (delete some: `plait programs delete`)")]
+    OverProgramQuota {
+        client: String,
+        limit: u64,
+        kept: u64,
+        asked: u64,
+    },
+    #[error("no program {0}")]
+    UnknownProgram(String),
     #[error("no worker {0}")]
     UnknownWorker(String),
     #[error("worker id {0} is taken")]
@@ -219,6 +231,8 @@ pub struct Coordinator {
     ended_summaries: Mutex<HashMap<JobId, JobSummary>>,
     /// Recently used programs (the store holds every one, with who uploaded it).
     programs: Mutex<ProgramCache>,
+    /// Which client keeps which program: its quota is counted from this.
+    program_owners: Mutex<ProgramOwnership>,
     /// Worker identities, with their rejection counts and bans.
     identities: Mutex<Identities>,
     /// Client credentials and limits.
@@ -264,7 +278,9 @@ impl Coordinator {
         store: Store,
     ) -> Result<Arc<Self>, CoordinatorError> {
         let writer = store.claim_writer().await?;
+        store.claim_backend(&backend.info().name).await?;
         let snapshot = store.load().await?;
+        let program_owners = ProgramOwnership::load(store.program_ownership().await?);
         let backend_info = backend.info();
         let programs: HashMap<String, ProgramImage> = snapshot
             .programs
@@ -322,6 +338,7 @@ impl Coordinator {
             .filter(|j| j.awaits_finalization())
             .map(|j| j.id)
             .collect();
+        let default_limits = config.default_client_limits;
         let this = Arc::new(Self {
             backend,
             backend_info,
@@ -332,8 +349,11 @@ impl Coordinator {
             jobs: Mutex::new(jobs),
             ended_summaries: Mutex::new(HashMap::new()),
             programs: Mutex::new(cache),
+            program_owners: Mutex::new(program_owners),
             identities: Mutex::new(Identities::load(snapshot.worker_identities)),
-            clients: Mutex::new(Clients::load(snapshot.clients)),
+            clients: Mutex::new(
+                Clients::load(snapshot.clients).with_default_limits(default_limits),
+            ),
             submitting: Submitting::default(),
             fair_share: Mutex::new(FairShare::default()),
             tasks_done: Mutex::new(HashMap::new()),
@@ -663,7 +683,10 @@ impl Coordinator {
         if let Some(prediction) = chosen {
             job.set_prediction(prediction, now);
         }
-        self.remember_program(&owner_client, &program);
+        // In-process submissions (the library's callers) bring their own program; a client
+        // over the API names one it keeps already, which costs nothing here.
+        self.remember_program(&owner_client, &program, None)
+            .expect("no limit refuses nothing");
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
             self.collect_writes(&mut job);
@@ -1507,6 +1530,7 @@ impl Coordinator {
             }
         }
         let clients = self.clients.lock().expect("clients lock");
+        let owners = self.program_owners.lock().expect("program owners lock");
         let mut records: Vec<_> = clients
             .all()
             .map(|c: &Client| plait_api::ClientRecord {
@@ -1515,8 +1539,19 @@ impl Coordinator {
                 limits: c.limits,
                 jobs_in_flight: in_flight.get(&c.id).copied().unwrap_or(0),
                 leases: leases.get(&c.id).copied().unwrap_or(0),
+                program_bytes: owners.bytes_of(&c.id),
             })
             .collect();
+        if !self.config.client_token.is_empty() {
+            records.push(plait_api::ClientRecord {
+                client_id: DEFAULT_CLIENT.into(),
+                created_unix_ms: 0,
+                limits: clients.limits(DEFAULT_CLIENT),
+                jobs_in_flight: in_flight.get(DEFAULT_CLIENT).copied().unwrap_or(0),
+                leases: leases.get(DEFAULT_CLIENT).copied().unwrap_or(0),
+                program_bytes: owners.bytes_of(DEFAULT_CLIENT),
+            });
+        }
         records.sort_by(|a, b| a.client_id.cmp(&b.client_id));
         records
     }
@@ -1975,26 +2010,94 @@ impl Coordinator {
     ) -> Result<ProgramImage, CoordinatorError> {
         let program = ProgramImage::new(bytes);
         self.backend.check_program(&program)?;
-        self.remember_program(client, &program);
+        let limit = self
+            .clients
+            .lock()
+            .expect("clients lock")
+            .limits(client)
+            .max_program_bytes;
+        self.remember_program(client, &program, limit)
+            .map_err(
+                |OverQuota { kept, limit }| CoordinatorError::OverProgramQuota {
+                    client: client.into(),
+                    limit,
+                    kept,
+                    asked: program.bytes.len() as u64,
+                },
+            )?;
         self.flush().await?;
         Ok(program)
     }
 
-    /// Stores `program` (if it is not in the cache, it may not be stored yet) as `client`'s.
-    fn remember_program(&self, client: &str, program: &ProgramImage) {
+    /// Stores `program` as `client`'s, unless that takes the client over `limit` bytes of
+    /// programs. Counted before any await, so that uploads sent at once cannot all pass.
+    fn remember_program(
+        &self,
+        client: &str,
+        program: &ProgramImage,
+        limit: Option<u64>,
+    ) -> Result<(), OverQuota> {
+        // The programs lock, then the owners', then the outbox's, as `delete_program_for`.
         let mut programs = self.programs.lock().expect("programs lock");
+        let mut owners = self.program_owners.lock().expect("program owners lock");
+        let newly_owned = owners.take(client, program, limit)?;
         let mut outbox = self.outbox.lock().expect("outbox lock");
-        if programs.get(&program.digest).is_none() {
+        // A program new to its client is written again (a no-op if stored): another client's
+        // deletion queued before may have removed it from the store.
+        if programs.get(&program.digest).is_none() || newly_owned {
             programs.insert(program);
             outbox.push(StoreOp::Program {
                 sha256: program.digest.clone(),
                 bytes: program.bytes.clone(),
             });
         }
-        outbox.push(StoreOp::ProgramOwner {
-            sha256: program.digest.clone(),
-            client: client.to_string(),
-        });
+        if newly_owned {
+            outbox.push(StoreOp::ProgramOwner {
+                sha256: program.digest.clone(),
+                client: client.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The programs `client` keeps, with their sizes.
+    pub fn programs_of(&self, client: &str) -> Vec<plait_api::ProgramRecord> {
+        self.program_owners
+            .lock()
+            .expect("program owners lock")
+            .programs_of(client)
+            .into_iter()
+            .map(|(program_sha256, bytes)| plait_api::ProgramRecord {
+                program_sha256,
+                bytes,
+            })
+            .collect()
+    }
+
+    /// `client` no longer keeps the program `sha256`: its bytes leave the client's quota, and
+    /// the program leaves the store once no client keeps it and no job names it.
+    pub async fn delete_program_for(
+        &self,
+        client: &str,
+        sha256: &str,
+    ) -> Result<(), CoordinatorError> {
+        {
+            let mut programs = self.programs.lock().expect("programs lock");
+            let mut owners = self.program_owners.lock().expect("program owners lock");
+            if !owners.release(client, sha256) {
+                return Err(CoordinatorError::UnknownProgram(sha256.into()));
+            }
+            // Read back from the store if still wanted (it may be gone from there).
+            programs.remove(sha256);
+            self.outbox
+                .lock()
+                .expect("outbox lock")
+                .push(StoreOp::DropProgramOwner {
+                    sha256: sha256.into(),
+                    client: client.into(),
+                });
+        }
+        self.flush().await
     }
 
     /// The program `sha256`, if `client` uploaded it: a client cannot run or probe a program

@@ -13,9 +13,10 @@ use axum::{
 use plait_api::{
     ApiErrorBody, BanWorkerRequest, ClaimTaskRequest, ClaimTaskResponse, ClientRecord, EventsQuery,
     IssueClientRequest, IssueClientResponse, IssueWorkerRequest, IssueWorkerResponse, JobEventBody,
-    JobStatusResponse, JobsQuery, MemoryNeedRecord, RegisterWorkerRequest, RegisterWorkerResponse,
-    ReportFailureRequest, SubmitJobRequest, SubmitJobResponse, SubmitResultResponse, TaskMeta,
-    TreeQuery, UploadProgramResponse, WorkerRecord, LEASE_SECRET_HEADER, TASK_META_HEADER,
+    JobStatusResponse, JobsQuery, MemoryNeedRecord, ProgramRecord, RegisterWorkerRequest,
+    RegisterWorkerResponse, ReportFailureRequest, SubmitJobRequest, SubmitJobResponse,
+    SubmitResultResponse, TaskMeta, TreeQuery, UploadProgramResponse, WorkerRecord,
+    LEASE_SECRET_HEADER, TASK_META_HEADER,
 };
 use plait_core::{JobId, TaskId};
 use plait_prover::ProofBlob;
@@ -89,6 +90,10 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::OverInstructionLimit { .. } => {
                 (StatusCode::FORBIDDEN, "over-instruction-limit")
             }
+            CoordinatorError::OverProgramQuota { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "over-program-quota")
+            }
+            CoordinatorError::UnknownProgram(_) => (StatusCode::NOT_FOUND, "unknown-program"),
             CoordinatorError::RegistrationClosed => (StatusCode::FORBIDDEN, "registration-closed"),
             CoordinatorError::PoolFull { .. } => (StatusCode::SERVICE_UNAVAILABLE, "pool-full"),
             CoordinatorError::Panicked(_) | CoordinatorError::Halted => {
@@ -176,6 +181,8 @@ fn documented_router(
         .routes(routes!(job_events))
         .routes(routes!(job_timings))
         .routes(routes!(job_tree))
+        .routes(routes!(list_programs))
+        .routes(routes!(delete_program))
         .layer(deadline.clone())
         .routes(routes!(upload_program))
         .layer(middleware::from_fn_with_state(
@@ -192,6 +199,8 @@ fn documented_router(
     let open = OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(dashboard))
+        .routes(routes!(dashboard_script))
+        .routes(routes!(dashboard_styles))
         .routes(routes!(openapi_json))
         .layer(deadline);
     OpenApiRouter::with_openapi(ApiDescription::openapi())
@@ -450,20 +459,49 @@ async fn openapi_json(
 }
 
 /// The live dashboard: one page, embedded in the binary (no CDN), that reads the API with the
-/// tokens the user gives it; it holds no data itself, so it is served to anyone.
+/// tokens the user gives it; it holds no data itself, so it is served to anyone. Its script
+/// and styles are files of their own, so that its CSP allows no inline script or style: text
+/// the page shows (job names, failure reasons) can never run as code.
 #[utoipa::path(get, path = "/ui", responses(
     (status = 200, description = "The live dashboard: one HTML page that reads this API with the tokens given to it", content_type = "text/html")
 ))]
 async fn dashboard() -> Response {
+    dashboard_file("text/html; charset=utf-8", include_str!("ui/index.html"))
+}
+
+#[utoipa::path(get, path = "/ui/dashboard.js", responses(
+    (status = 200, description = "The dashboard's script", content_type = "text/javascript")
+))]
+async fn dashboard_script() -> Response {
+    dashboard_file(
+        "text/javascript; charset=utf-8",
+        include_str!("ui/dashboard.js"),
+    )
+}
+
+#[utoipa::path(get, path = "/ui/dashboard.css", responses(
+    (status = 200, description = "The dashboard's styles", content_type = "text/css")
+))]
+async fn dashboard_styles() -> Response {
+    dashboard_file("text/css; charset=utf-8", include_str!("ui/dashboard.css"))
+}
+
+/// What the dashboard's page may load and do: its own script and styles, calls to this
+/// server, nothing inline, no framing, no form posts.
+pub const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
+     connect-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; \
+     frame-ancestors 'none'";
+
+fn dashboard_file(content_type: &'static str, body: &'static str) -> Response {
+    use axum::http::header;
     (
         [
-            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
-            (
-                axum::http::header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'",
-            ),
+            (header::CONTENT_TYPE, content_type),
+            (header::CONTENT_SECURITY_POLICY, DASHBOARD_CSP),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
         ],
-        include_str!("ui/index.html"),
+        body,
     )
         .into_response()
 }
@@ -517,6 +555,7 @@ fn unauthorized(who: &str) -> ApiError {
     responses(
         (status = 200, description = "Stored (or already stored), by its SHA-256", body = UploadProgramResponse),
         (status = 422, description = "`invalid-program`: the backend cannot run it; nothing stored", body = ApiErrorBody),
+        (status = 413, description = "`over-program-quota`: it would take the client over its program bytes; nothing stored", body = ApiErrorBody),
     ))]
 async fn upload_program(
     State(coordinator): State<Arc<Coordinator>>,
@@ -534,6 +573,29 @@ async fn upload_program(
     Ok(Json(UploadProgramResponse {
         program_sha256: program.digest,
     }))
+}
+
+#[utoipa::path(get, path = "/programs", responses(
+    (status = 200, description = "The programs the client keeps, with their sizes (its quota counts them)", body = Vec<ProgramRecord>),
+))]
+async fn list_programs(
+    State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
+) -> Json<Vec<ProgramRecord>> {
+    Json(coordinator.programs_of(&client))
+}
+
+#[utoipa::path(delete, path = "/programs/{sha256}", params(("sha256" = String, Path, description = "The program's SHA-256")), responses(
+    (status = 204, description = "The client no longer keeps it (jobs already submitted run on); the coordinator drops it once no client keeps it and no job names it"),
+    (status = 404, description = "`unknown-program`: the client keeps no such program", body = ApiErrorBody),
+))]
+async fn delete_program(
+    State(coordinator): State<Arc<Coordinator>>,
+    Extension(ClientId(client)): Extension<ClientId>,
+    Path(sha256): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    coordinator.delete_program_for(&client, &sha256).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(post, path = "/jobs", request_body = SubmitJobRequest, responses(

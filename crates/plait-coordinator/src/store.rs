@@ -101,6 +101,12 @@ pub enum StoreOp {
         sha256: String,
         client: String,
     },
+    /// `client` deleted the program `sha256`: it is no longer its; the program itself goes
+    /// once no client keeps it and no job names it.
+    DropProgramOwner {
+        sha256: String,
+        client: String,
+    },
     InsertJob(JobRecord),
     /// A segment execution cut (JSON of its spec).
     Segment {
@@ -195,6 +201,7 @@ impl StoreOp {
             | StoreOp::TaskDiscarded { job, .. } => Some(*job),
             StoreOp::Program { .. }
             | StoreOp::ProgramOwner { .. }
+            | StoreOp::DropProgramOwner { .. }
             | StoreOp::NodeMemory { .. }
             | StoreOp::WorkerIdentity(_)
             | StoreOp::Client(_)
@@ -331,6 +338,15 @@ pub enum StoreError {
          store would overwrite each other's records)"
     )]
     InUse(String),
+    #[error(
+        "the store {url} holds the {stored} backend's jobs and proofs; a coordinator with the \
+         {asked} backend cannot use it (name another store)"
+    )]
+    OtherBackend {
+        url: String,
+        stored: String,
+        asked: String,
+    },
 }
 
 /// Held by the one coordinator that writes to a store ([`Store::claim_writer`]); released when
@@ -600,6 +616,30 @@ impl Store {
         Ok(())
     }
 
+    /// Binds the store to the backend `name` (`openvm` or `dev`) on first use, and refuses
+    /// another afterwards: proofs of one backend mean nothing to another, and fake dev proofs
+    /// must never be finalized as real ones.
+    pub async fn claim_backend(&self, name: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO plait_meta (key, value) VALUES ('backend', $1) ON CONFLICT (key) DO NOTHING",
+        )
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        let stored: String =
+            sqlx::query_scalar("SELECT value FROM plait_meta WHERE key = 'backend'")
+                .fetch_one(&self.pool)
+                .await?;
+        if stored != name {
+            return Err(StoreError::OtherBackend {
+                url: self.url_for_display.clone(),
+                stored,
+                asked: name.into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Makes the caller the store's only writer for as long as the lock lives. A coordinator
     /// numbers its records (events, tasks, jobs) from what it holds in memory: a second one on
     /// the same store would write under the same numbers and wedge the first.
@@ -699,6 +739,19 @@ impl Store {
                 )
                 .bind(sha256.clone())
                 .bind(client.clone()),
+                StoreOp::DropProgramOwner { sha256, client } => {
+                    sqlx::query("DELETE FROM program_owners WHERE sha256 = $1 AND client = $2")
+                        .bind(sha256.clone())
+                        .bind(client.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "DELETE FROM programs WHERE sha256 = $1 \
+                         AND NOT EXISTS (SELECT 1 FROM program_owners o WHERE o.sha256 = $1) \
+                         AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.program_sha256 = $1)",
+                    )
+                    .bind(sha256.clone())
+                }
                 StoreOp::InsertJob(r) => {
                     let (state, reason, proof) = r.state.columns();
                     sqlx::query(
@@ -932,6 +985,30 @@ impl Store {
         .bind(client)
         .fetch_optional(&self.pool)
         .await?)
+    }
+
+    /// Which client keeps which program, with its size in bytes.
+    pub async fn program_ownership(&self) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let rows: Vec<(String, String, i64)> = sqlx::query_as(
+            "SELECT o.client, o.sha256, CAST(length(p.elf) AS BIGINT) FROM program_owners o \
+             JOIN programs p ON p.sha256 = o.sha256",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(client, sha256, bytes)| (client, sha256, bytes as u64))
+            .collect())
+    }
+
+    /// Whether the store holds the program `sha256` at all.
+    pub async fn has_program(&self, sha256: &str) -> Result<bool, StoreError> {
+        let found: Option<String> =
+            sqlx::query_scalar("SELECT sha256 FROM programs WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
     }
 
     /// The program `sha256`, whoever uploaded it.

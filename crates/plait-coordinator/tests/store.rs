@@ -10,7 +10,9 @@ use std::{collections::BTreeMap, sync::Arc};
 use plait_api::{ClaimTaskRequest, TaskAssignment, Work};
 use plait_coordinator::{
     clients::Client,
-    store::{scratch_postgres_database, JobOwner, JobRecord, StoreOp, StoredJob, StoredTask},
+    store::{
+        scratch_postgres_database, JobOwner, JobRecord, StoreError, StoreOp, StoredJob, StoredTask,
+    },
     Ban, Coordinator, CoordinatorConfig, CoordinatorError, Identity, JobAction, JobStatus, Origin,
     Store,
 };
@@ -86,6 +88,8 @@ on_both_stores!(
     new_identities_cannot_fail_a_job_by_reporting_failures,
     a_revoked_clients_name_is_not_issued_again,
     a_version_7_store_gives_its_programs_owners,
+    program_quotas_hold_across_a_restart_and_deleted_programs_leave_the_store,
+    a_store_keeps_the_backend_it_was_made_for,
 );
 
 fn record(id: u64, state: JobStatus) -> JobRecord {
@@ -128,6 +132,7 @@ async fn round_trips_everything(kind: &str) {
         limits: plait_api::ClientLimits {
             max_jobs_in_flight: Some(3),
             max_instructions: Some(1 << 30),
+            max_program_bytes: Some(1 << 20),
             weight: 5,
         },
     };
@@ -2192,6 +2197,102 @@ async fn a_version_7_store_gives_its_programs_owners(kind: &str) {
     assert!(has("default", unused.clone()).await);
     assert!(!has("alice", unused.clone()).await);
     assert!(!has("bob", used.clone()).await);
+}
+
+/// A client's program bytes are counted from the store after a restart; a deleted program
+/// leaves the store once no client keeps it and no job names it, and stays while one does.
+async fn program_quotas_hold_across_a_restart_and_deleted_programs_leave_the_store(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let limits = plait_api::ClientLimits {
+        max_program_bytes: Some(100),
+        ..plait_api::ClientLimits::default()
+    };
+    c.issue_client("alice", limits).await.unwrap();
+    c.issue_client("bob", limits).await.unwrap();
+    let program = |n: u8| vec![n; 40];
+    let unused = c.add_program_for("alice", program(1)).await.unwrap();
+    let shared = c.add_program_for("alice", program(2)).await.unwrap();
+    c.add_program_for("bob", program(2)).await.unwrap();
+    let with_job = c.add_program_for("alice", program(3)).await.unwrap_err();
+    assert!(
+        matches!(
+            with_job,
+            CoordinatorError::OverProgramQuota { kept: 80, .. }
+        ),
+        "{with_job}"
+    );
+    c.delete_program_for("alice", &unused.digest).await.unwrap();
+    let with_job = c.add_program_for("alice", program(3)).await.unwrap();
+    let owner = JobOwner {
+        client: "alice".into(),
+        priority: 0,
+    };
+    let job = c
+        .submit_for(owner, with_job.clone(), dev_input(8), params(), None)
+        .await
+        .unwrap();
+    wait_until_executed(&c, job).await;
+    c.halt();
+    drop(c);
+
+    let c = open(&url).await;
+    let kept: Vec<String> = c
+        .programs_of("alice")
+        .into_iter()
+        .map(|p| p.program_sha256)
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.contains(&shared.digest) && kept.contains(&with_job.digest));
+    let full = c.add_program_for("alice", program(4)).await.unwrap_err();
+    assert!(
+        matches!(full, CoordinatorError::OverProgramQuota { kept: 80, .. }),
+        "{full}"
+    );
+    assert!(matches!(
+        c.delete_program_for("alice", &unused.digest).await,
+        Err(CoordinatorError::UnknownProgram(_))
+    ));
+    c.delete_program_for("alice", &shared.digest).await.unwrap();
+    c.delete_program_for("alice", &with_job.digest)
+        .await
+        .unwrap();
+    assert!(c.programs_of("alice").is_empty());
+    c.halt();
+    drop(c);
+    let store = Store::open(&url).await.unwrap();
+    assert!(
+        !store.has_program(&unused.digest).await.unwrap(),
+        "kept by nobody"
+    );
+    assert!(
+        store.has_program(&shared.digest).await.unwrap(),
+        "bob keeps it"
+    );
+    assert!(
+        store.has_program(&with_job.digest).await.unwrap(),
+        "a job names it"
+    );
+    assert!(store
+        .program_of("alice", &shared.digest)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// A store made by one backend is refused to a coordinator of another: dev-backend (fake)
+/// proofs must never be finalized as real ones.
+async fn a_store_keeps_the_backend_it_was_made_for(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    store.claim_backend("dev").await.unwrap();
+    store.claim_backend("dev").await.unwrap();
+    let refused = store.claim_backend("openvm").await.unwrap_err();
+    assert!(
+        matches!(&refused, StoreError::OtherBackend { stored, .. } if stored == "dev"),
+        "{refused}"
+    );
+    assert!(refused.to_string().contains("holds the dev backend's jobs"));
 }
 
 /// Claims as `who` until a task is handed out (a failed task comes back after its backoff).

@@ -1,5 +1,5 @@
 //! Client commands for a running coordinator: submit, list, status, events, fetch, pause,
-//! resume, cancel, retry. Each prints JSON with `--json`.
+//! resume, cancel, retry, programs. Each prints JSON with `--json`.
 
 use std::{
     path::{Path, PathBuf},
@@ -94,6 +94,53 @@ pub struct ListArgs {
     before: Option<u64>,
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Args)]
+pub struct ProgramsArgs {
+    #[command(subcommand)]
+    command: ProgramsCommand,
+    #[command(flatten)]
+    connection: Connection,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum ProgramsCommand {
+    /// The programs this client keeps on the coordinator, with their sizes (its quota counts
+    /// them).
+    List,
+    /// Stop keeping a program (its jobs run on); the coordinator drops it once no client
+    /// keeps it and no job names it.
+    Delete {
+        /// The program's SHA-256 (as `plait programs list` shows it).
+        sha256: String,
+    },
+}
+
+pub async fn programs(args: ProgramsArgs) -> Result<()> {
+    let c = &args.connection;
+    match args.command {
+        ProgramsCommand::List => {
+            let programs: Vec<plait_api::ProgramRecord> = c.get_json("/programs").await?;
+            if args.json {
+                return print_json(&programs);
+            }
+            for p in &programs {
+                println!("{}  {:>12} bytes", p.program_sha256, p.bytes);
+            }
+            let total: u64 = programs.iter().map(|p| p.bytes).sum();
+            eprintln!("{} programs, {total} bytes", programs.len());
+        }
+        ProgramsCommand::Delete { sha256 } => {
+            let http = c.http()?;
+            c.send(http.delete(c.url(&format!("/programs/{sha256}"))))
+                .await?;
+            eprintln!("program {sha256}: deleted");
+        }
+    }
+    Ok(())
 }
 
 fn parse_job(text: &str) -> Result<u64, String> {

@@ -28,6 +28,9 @@ enum ClientsCommand {
         /// Instructions one of its jobs may execute at most (default: no limit).
         #[arg(long)]
         max_instructions: Option<u64>,
+        /// Bytes of programs it may keep on the coordinator (default: no limit).
+        #[arg(long)]
+        max_program_bytes: Option<u64>,
         /// Its share of the pool against other clients' (1 to 1000).
         #[arg(long, default_value_t = 1)]
         weight: u32,
@@ -50,19 +53,28 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                 return super::client::print_json(&clients);
             }
             println!(
-                "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6}",
-                "client", "weight", "max jobs", "max instructions", "in flight", "leases"
+                "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14}",
+                "client",
+                "weight",
+                "max jobs",
+                "max instructions",
+                "in flight",
+                "leases",
+                "program bytes",
+                "max prog bytes"
             );
             let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for client in clients {
                 println!(
-                    "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6}",
+                    "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14}",
                     client.client_id,
                     client.limits.weight,
                     or_none(client.limits.max_jobs_in_flight.map(|n| n.to_string())),
                     or_none(client.limits.max_instructions.map(|n| n.to_string())),
                     client.jobs_in_flight,
-                    client.leases
+                    client.leases,
+                    client.program_bytes,
+                    or_none(client.limits.max_program_bytes.map(|n| n.to_string())),
                 );
             }
         }
@@ -70,6 +82,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
             client_id,
             max_jobs,
             max_instructions,
+            max_program_bytes,
             weight,
         } => {
             let request = IssueClientRequest {
@@ -77,6 +90,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                 limits: ClientLimits {
                     max_jobs_in_flight: max_jobs,
                     max_instructions,
+                    max_program_bytes,
                     weight,
                 },
             };

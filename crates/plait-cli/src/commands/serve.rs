@@ -16,6 +16,7 @@ use plait_coordinator::{
 use plait_prover::{ProverBackend, VmConfig};
 use serde::{Deserialize, Serialize};
 
+use plait_api::ClientLimits;
 use plait_core::planner::Pool;
 
 use super::{openvm_backend, planner};
@@ -114,8 +115,13 @@ pub struct ServeOptions {
     /// Largest accepted upload (program or proof), in bytes. [default: 1073741824]
     #[arg(long, env = "PLAIT_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<usize>,
+    /// Bytes of programs the shared client token's client (`default`) may keep on the coordinator (`plait programs
+    /// delete` frees them). [default: 1073741824]
+    #[arg(long, env = "PLAIT_DEFAULT_CLIENT_MAX_PROGRAM_BYTES")]
+    default_client_max_program_bytes: Option<u64>,
     /// Where job state lives: `sqlite://PATH` (created if missing) or
-    /// `postgres://USER:PASSWORD@HOST/DB`. Default: `sqlite://<cache dir>/coordinator.sqlite`.
+    /// `postgres://USER:PASSWORD@HOST/DB`. Default: `sqlite://<cache dir>/coordinator.sqlite`
+    /// (with `--dev`, `coordinator-dev.sqlite`: a store keeps the backend it was made for).
     #[arg(long, env = "PLAIT_STORE")]
     store: Option<String>,
     /// Device profiles (`plait calibrate`) for the planner, which predicts each job's latency
@@ -153,6 +159,7 @@ impl Layered for ServeOptions {
         max_connections_per_ip,
         header_timeout_seconds,
         max_upload_bytes,
+        default_client_max_program_bytes,
         store,
         plan_profile,
         plan_heights,
@@ -170,6 +177,7 @@ impl Layered for ServeOptions {
             max_connections_per_ip: Some(ConnectionLimits::default().max_connections_per_ip),
             header_timeout_seconds: Some(ConnectionLimits::default().header_timeout.as_secs()),
             max_upload_bytes: Some(1 << 30),
+            default_client_max_program_bytes: Some(1 << 30),
             plan_profile: Some(Vec::new()),
             plan_heights: Some(vec![19, 20, 21]),
             ..Self::default()
@@ -192,6 +200,7 @@ struct Settings {
     max_workers: usize,
     connections: ConnectionLimits,
     max_upload_bytes: usize,
+    default_client_limits: ClientLimits,
     store: Option<String>,
     plan_profile: Vec<String>,
     plan_heights: Vec<u32>,
@@ -240,6 +249,10 @@ impl ServeOptions {
                 ..ConnectionLimits::default()
             },
             max_upload_bytes: self.max_upload_bytes.expect(defaulted),
+            default_client_limits: ClientLimits {
+                max_program_bytes: Some(self.default_client_max_program_bytes.expect(defaulted)),
+                ..ClientLimits::default()
+            },
             store: self.store,
             plan_profile: self.plan_profile.expect(defaulted),
             plan_heights: self.plan_heights.expect(defaulted),
@@ -368,7 +381,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
         None => {
             std::fs::create_dir_all(cache)
                 .with_context(|| format!("creating {}", cache.display()))?;
-            format!("sqlite://{}", cache.join("coordinator.sqlite").display())
+            default_store_url(cache, args.dev)
         }
     };
     let store = Store::open(&store_url)
@@ -379,6 +392,7 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
         CoordinatorConfig {
             worker_token: settings.worker_token.clone(),
             client_token: settings.client_token.clone(),
+            default_client_limits: settings.default_client_limits,
             operator_token: settings.operator_token.clone(),
             metrics_token: settings.metrics_token.clone(),
             lease: Duration::from_secs(settings.lease_seconds),
@@ -410,6 +424,17 @@ pub async fn run(args: ServeArgs, cache: &Path) -> Result<()> {
         reason = coordinator.stopped() => anyhow::bail!("the coordinator stopped: {reason}"),
     }
     Ok(())
+}
+
+/// The store a coordinator uses when none is named: one file for real proofs, another for
+/// `--dev` (fake proofs), so that a trial with `--dev` never mixes into the real one.
+fn default_store_url(cache: &Path, dev: bool) -> String {
+    let file = if dev {
+        "coordinator-dev.sqlite"
+    } else {
+        "coordinator.sqlite"
+    };
+    format!("sqlite://{}", cache.join(file).display())
 }
 
 /// Raises the open-files limit and checks the connection cap fits under it, with room for the
