@@ -1244,7 +1244,7 @@ fn two_clients_share_the_pool_fairly_and_see_only_their_own_jobs() {
     assert_eq!(body["code"], "too-many-jobs", "{body}");
     let _ = late_second;
 
-    // The operator sees both, and revoking ends a credential.
+    // The operator sees both (and the shared token's client), and revoking ends a credential.
     let clients = server.clients(&["list"]).unwrap();
     let names: Vec<&str> = clients
         .as_array()
@@ -1252,7 +1252,11 @@ fn two_clients_share_the_pool_fairly_and_see_only_their_own_jobs() {
         .iter()
         .map(|c| c["client-id"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["busy", "late"]);
+    assert_eq!(
+        names,
+        ["busy", "default", "late"],
+        "the shared token's client too"
+    );
     server.clients(&["revoke", "late"]);
     assert_eq!(server.get("/v1/jobs", &late).status(), 401);
 }
