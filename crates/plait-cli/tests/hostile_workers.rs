@@ -800,37 +800,38 @@ fn slow_connections_cannot_lock_workers_out() {
 
 /// A client limited to one job in flight sends 40 submissions at once, while loading a
 /// program takes the coordinator 300 ms (as OpenVM's takes seconds): exactly one is accepted,
-/// the others are refused as `too-many-jobs`.
+/// the others are refused as `too-many-jobs`. The shared token's client `default` is limited
+/// the same way (`--default-client-max-jobs`).
 #[test]
 fn concurrent_submissions_cannot_pass_a_clients_job_limit() {
-    let server = serve(&["--dev-prepare-ms", "300"]);
+    let server = serve(&["--dev-prepare-ms", "300", "--default-client-max-jobs", "1"]);
     let issued = server
         .clients(&["issue", "limited", "--max-jobs", "1"])
         .unwrap();
-    let token = issued["token"].as_str().unwrap().to_string();
-    let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
-        let sending: Vec<_> = (0..40)
-            .map(|_| {
-                let (server, token) = (&server, &token);
-                scope.spawn(move || {
-                    let response = server.submit_as(token, "program", 16, 1 << 20);
-                    let status = response.status().as_u16();
-                    let body: Value = response.json().unwrap();
-                    (status, body["code"].as_str().unwrap_or("").to_string())
+    let limited = issued["token"].as_str().unwrap().to_string();
+    for token in [limited.as_str(), CLIENT_TOKEN] {
+        let answers: Vec<(u16, String)> = std::thread::scope(|scope| {
+            let sending: Vec<_> = (0..40)
+                .map(|_| {
+                    let server = &server;
+                    scope.spawn(move || {
+                        let response = server.submit_as(token, "program", 16, 1 << 20);
+                        let status = response.status().as_u16();
+                        let body: Value = response.json().unwrap();
+                        (status, body["code"].as_str().unwrap_or("").to_string())
+                    })
                 })
-            })
-            .collect();
-        sending.into_iter().map(|s| s.join().unwrap()).collect()
-    });
-    let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
-    assert_eq!(accepted, 1, "{answers:?}");
-    assert!(
-        answers
-            .iter()
-            .all(|(status, code)| *status == 200
+                .collect();
+            sending.into_iter().map(|s| s.join().unwrap()).collect()
+        });
+        let accepted = answers.iter().filter(|(status, _)| *status == 200).count();
+        assert_eq!(accepted, 1, "{answers:?}");
+        assert!(
+            answers.iter().all(|(status, code)| *status == 200
                 || (*status, code.as_str()) == (429, "too-many-jobs")),
-        "{answers:?}"
-    );
+            "{answers:?}"
+        );
+    }
 }
 
 /// A program belongs to the clients that uploaded it: another client cannot submit a job of

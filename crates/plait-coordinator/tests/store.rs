@@ -2293,6 +2293,28 @@ async fn a_store_keeps_the_backend_it_was_made_for(kind: &str) {
         "{refused}"
     );
     assert!(refused.to_string().contains("holds the dev backend's jobs"));
+    drop(store);
+    // A coordinator claims its store when it opens: one of another backend is refused.
+    let (url, _guard) = fresh_store(kind).await;
+    Store::open(&url)
+        .await
+        .unwrap()
+        .claim_backend("openvm")
+        .await
+        .unwrap();
+    let store = Store::open(&url).await.unwrap();
+    let refused = Coordinator::open(Arc::new(DevBackend::default()), test_config(), store)
+        .await
+        .err()
+        .expect("a dev coordinator on an openvm store is refused");
+    assert!(
+        matches!(
+            &refused,
+            CoordinatorError::Store(StoreError::OtherBackend { stored, asked, .. })
+                if stored == "openvm" && asked == "dev"
+        ),
+        "{refused}"
+    );
 }
 
 /// Claims as `who` until a task is handed out (a failed task comes back after its backoff).

@@ -119,6 +119,10 @@ pub struct ServeOptions {
     /// delete` frees them). [default: 1073741824]
     #[arg(long, env = "PLAIT_DEFAULT_CLIENT_MAX_PROGRAM_BYTES")]
     default_client_max_program_bytes: Option<u64>,
+    /// Jobs the shared client token's client (`default`) may have in flight (executing,
+    /// running or paused) at once; more are refused as `too-many-jobs`. [default: 64]
+    #[arg(long, env = "PLAIT_DEFAULT_CLIENT_MAX_JOBS")]
+    default_client_max_jobs: Option<u32>,
     /// Where job state lives: `sqlite://PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST/DB`. Default: `sqlite://<cache dir>/coordinator.sqlite`
     /// (with `--dev`, `coordinator-dev.sqlite`: a store keeps the backend it was made for).
@@ -160,6 +164,7 @@ impl Layered for ServeOptions {
         header_timeout_seconds,
         max_upload_bytes,
         default_client_max_program_bytes,
+        default_client_max_jobs,
         store,
         plan_profile,
         plan_heights,
@@ -178,6 +183,7 @@ impl Layered for ServeOptions {
             header_timeout_seconds: Some(ConnectionLimits::default().header_timeout.as_secs()),
             max_upload_bytes: Some(1 << 30),
             default_client_max_program_bytes: Some(1 << 30),
+            default_client_max_jobs: Some(64),
             plan_profile: Some(Vec::new()),
             plan_heights: Some(vec![19, 20, 21]),
             ..Self::default()
@@ -223,6 +229,10 @@ impl ServeOptions {
                 "header-timeout-seconds",
                 self.header_timeout_seconds.map(|s| s as usize),
             ),
+            (
+                "default-client-max-jobs",
+                self.default_client_max_jobs.map(|n| n as usize),
+            ),
         ] {
             if value == Some(0) {
                 return Err(BadInput(format!("{name} is at least 1")).into());
@@ -251,6 +261,7 @@ impl ServeOptions {
             max_upload_bytes: self.max_upload_bytes.expect(defaulted),
             default_client_limits: ClientLimits {
                 max_program_bytes: Some(self.default_client_max_program_bytes.expect(defaulted)),
+                max_jobs_in_flight: Some(self.default_client_max_jobs.expect(defaulted)),
                 ..ClientLimits::default()
             },
             store: self.store,
