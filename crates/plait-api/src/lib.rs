@@ -529,6 +529,9 @@ pub struct ClientLimits {
     /// program counted once): an upload beyond it is refused (413) until it deletes some.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_program_bytes: Option<u64>,
+    /// The most bytes of input one of its jobs may carry: a job with more is refused (413).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_input_bytes: Option<u64>,
     /// The client's share of the pool against other clients' (1 to 1000): when clients
     /// compete, leases go to the one holding the fewest per unit of weight.
     #[serde(default = "ClientLimits::default_weight")]
@@ -547,6 +550,7 @@ impl Default for ClientLimits {
             max_jobs_in_flight: None,
             max_instructions: None,
             max_program_bytes: None,
+            max_input_bytes: None,
             weight: 1,
         }
     }

@@ -834,6 +834,49 @@ fn concurrent_submissions_cannot_pass_a_clients_job_limit() {
     }
 }
 
+/// A job's input is bounded by its client's `max-input-bytes` (the shared token's client
+/// `default` by `--default-client-max-input-bytes`): a job carrying more is refused as
+/// `over-input-limit` before anything is stored.
+#[test]
+fn a_jobs_input_is_bounded_by_its_clients_limit() {
+    let server = serve(&["--default-client-max-input-bytes", "1000"]);
+    let issued = server
+        .clients(&["issue", "limited", "--max-input-bytes", "100"])
+        .unwrap();
+    let limited = issued["token"].as_str().unwrap().to_string();
+    let submit = |token: &str, padding: usize| {
+        let upload: Value = server
+            .post_bytes("/v1/programs", token, b"program".to_vec())
+            .json()
+            .unwrap();
+        let response = server
+            .http
+            .post(format!("{}/v1/jobs", server.url))
+            .bearer_auth(token)
+            .json(&serde_json::json!({
+                "program-sha256": upload["program-sha256"],
+                "input": {"items": [16u64.to_le_bytes().to_vec(), vec![0u8; padding]]},
+                "params": {
+                    "segment-height": 3,
+                    "tree": {"num-children-leaf": 4, "num-children-internal": 3},
+                    "max-instructions": 1000,
+                },
+            }))
+            .send()
+            .unwrap();
+        let status = response.status().as_u16();
+        let body: Value = response.json().unwrap();
+        (status, body["code"].as_str().unwrap_or("").to_string())
+    };
+    let refused = (413, "over-input-limit".to_string());
+    assert_eq!(submit(&limited, 92).0, 200, "8 + 92 bytes fit 100");
+    assert_eq!(submit(&limited, 93), refused);
+    assert_eq!(submit(CLIENT_TOKEN, 992).0, 200);
+    assert_eq!(submit(CLIENT_TOKEN, 993), refused);
+    let jobs: Vec<Value> = server.get("/v1/jobs", &limited).json().unwrap();
+    assert_eq!(jobs.len(), 1, "the refused job was not stored: {jobs:?}");
+}
+
 /// A program belongs to the clients that uploaded it: another client cannot submit a job of
 /// it by its hash (it is told no such program exists) unless it uploads the same bytes itself.
 #[test]

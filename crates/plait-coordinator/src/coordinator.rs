@@ -173,6 +173,12 @@ pub enum CoordinatorError {
         limit: u64,
         asked: u64,
     },
+    #[error("client {client}'s jobs may carry {limit} bytes of input; this one has {asked}")]
+    OverInputLimit {
+        client: String,
+        limit: u64,
+        asked: u64,
+    },
     #[error("client {client} may keep {limit} bytes of programs; it keeps {kept} and this one has {asked} (delete some: `plait programs delete`)")]
     OverProgramQuota {
         client: String,
@@ -647,7 +653,7 @@ impl Coordinator {
             )));
         }
         // Held until the job is stored, across the awaits below.
-        let reservation = self.check_client_limits(&owner.client, &params)?;
+        let reservation = self.check_client_limits(&owner.client, &params, &input)?;
         let chosen = match auto {
             None => None,
             Some(goal) => {
@@ -1562,8 +1568,19 @@ impl Coordinator {
         &self,
         client: &str,
         params: &ProvingParams,
+        input: &ProgramInput,
     ) -> Result<Reservation, CoordinatorError> {
         let limits = self.clients.lock().expect("clients lock").limits(client);
+        if let Some(limit) = limits.max_input_bytes {
+            let asked = input.total_bytes();
+            if asked > limit {
+                return Err(CoordinatorError::OverInputLimit {
+                    client: client.into(),
+                    limit,
+                    asked,
+                });
+            }
+        }
         if let Some(limit) = limits.max_instructions {
             if params.max_instructions > limit {
                 return Err(CoordinatorError::OverInstructionLimit {

@@ -90,6 +90,9 @@ impl From<CoordinatorError> for ApiError {
             CoordinatorError::OverInstructionLimit { .. } => {
                 (StatusCode::FORBIDDEN, "over-instruction-limit")
             }
+            CoordinatorError::OverInputLimit { .. } => {
+                (StatusCode::PAYLOAD_TOO_LARGE, "over-input-limit")
+            }
             CoordinatorError::OverProgramQuota { .. } => {
                 (StatusCode::PAYLOAD_TOO_LARGE, "over-program-quota")
             }
@@ -602,6 +605,7 @@ async fn delete_program(
     (status = 200, description = "The job is stored; its program executes in the background", body = SubmitJobResponse),
     (status = 404, description = "`unknown-program`", body = ApiErrorBody),
     (status = 403, description = "`over-instruction-limit`: more instructions than the client may ask for", body = ApiErrorBody),
+    (status = 413, description = "`over-input-limit`: more input than the client's jobs may carry", body = ApiErrorBody),
     (status = 429, description = "`too-many-jobs`: the client's jobs in flight are at its limit", body = ApiErrorBody),
 ))]
 async fn submit_job(

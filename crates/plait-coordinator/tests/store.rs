@@ -133,6 +133,7 @@ async fn round_trips_everything(kind: &str) {
             max_jobs_in_flight: Some(3),
             max_instructions: Some(1 << 30),
             max_program_bytes: Some(1 << 20),
+            max_input_bytes: Some(1 << 16),
             weight: 5,
         },
     };

@@ -28,6 +28,11 @@ pub enum InputItemSource<'a> {
 }
 
 impl ProgramInput {
+    /// The input's size: the bytes of all its items.
+    pub fn total_bytes(&self) -> u64 {
+        self.items.iter().map(|item| item.len() as u64).sum()
+    }
+
     /// Parses one `TYPE:VALUE` item. `file:` items are returned as a path for the caller to read.
     pub fn parse_item(item: &str) -> Result<InputItemSource<'_>, InputError> {
         let fail = |reason: &str| InputError::Unparsable {

@@ -31,6 +31,9 @@ enum ClientsCommand {
         /// Bytes of programs it may keep on the coordinator (default: no limit).
         #[arg(long)]
         max_program_bytes: Option<u64>,
+        /// Bytes of input one of its jobs may carry (default: no limit beyond the upload limit).
+        #[arg(long)]
+        max_input_bytes: Option<u64>,
         /// Its share of the pool against other clients' (1 to 1000).
         #[arg(long, default_value_t = 1)]
         weight: u32,
@@ -53,7 +56,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                 return super::client::print_json(&clients);
             }
             println!(
-                "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14}",
+                "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14} {:>15}",
                 "client",
                 "weight",
                 "max jobs",
@@ -61,12 +64,13 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                 "in flight",
                 "leases",
                 "program bytes",
-                "max prog bytes"
+                "max prog bytes",
+                "max input bytes"
             );
             let or_none = |v: Option<String>| v.unwrap_or_else(|| "-".into());
             for client in clients {
                 println!(
-                    "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14}",
+                    "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14} {:>15}",
                     client.client_id,
                     client.limits.weight,
                     or_none(client.limits.max_jobs_in_flight.map(|n| n.to_string())),
@@ -75,6 +79,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                     client.leases,
                     client.program_bytes,
                     or_none(client.limits.max_program_bytes.map(|n| n.to_string())),
+                    or_none(client.limits.max_input_bytes.map(|n| n.to_string())),
                 );
             }
         }
@@ -83,6 +88,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
             max_jobs,
             max_instructions,
             max_program_bytes,
+            max_input_bytes,
             weight,
         } => {
             let request = IssueClientRequest {
@@ -91,6 +97,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                     max_jobs_in_flight: max_jobs,
                     max_instructions,
                     max_program_bytes,
+                    max_input_bytes,
                     weight,
                 },
             };

@@ -123,6 +123,10 @@ pub struct ServeOptions {
     /// running or paused) at once; more are refused as `too-many-jobs`. [default: 64]
     #[arg(long, env = "PLAIT_DEFAULT_CLIENT_MAX_JOBS")]
     default_client_max_jobs: Option<u32>,
+    /// Bytes of input one job of the shared client token's client (`default`) may carry; a
+    /// job with more is refused as `over-input-limit`. [default: 67108864]
+    #[arg(long, env = "PLAIT_DEFAULT_CLIENT_MAX_INPUT_BYTES")]
+    default_client_max_input_bytes: Option<u64>,
     /// Where job state lives: `sqlite://PATH` (created if missing) or
     /// `postgres://USER:PASSWORD@HOST/DB`. Default: `sqlite://<cache dir>/coordinator.sqlite`
     /// (with `--dev`, `coordinator-dev.sqlite`: a store keeps the backend it was made for).
@@ -165,6 +169,7 @@ impl Layered for ServeOptions {
         max_upload_bytes,
         default_client_max_program_bytes,
         default_client_max_jobs,
+        default_client_max_input_bytes,
         store,
         plan_profile,
         plan_heights,
@@ -184,6 +189,7 @@ impl Layered for ServeOptions {
             max_upload_bytes: Some(1 << 30),
             default_client_max_program_bytes: Some(1 << 30),
             default_client_max_jobs: Some(64),
+            default_client_max_input_bytes: Some(64 << 20),
             plan_profile: Some(Vec::new()),
             plan_heights: Some(vec![19, 20, 21]),
             ..Self::default()
@@ -262,6 +268,7 @@ impl ServeOptions {
             default_client_limits: ClientLimits {
                 max_program_bytes: Some(self.default_client_max_program_bytes.expect(defaulted)),
                 max_jobs_in_flight: Some(self.default_client_max_jobs.expect(defaulted)),
+                max_input_bytes: Some(self.default_client_max_input_bytes.expect(defaulted)),
                 ..ClientLimits::default()
             },
             store: self.store,
