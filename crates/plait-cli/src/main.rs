@@ -4,6 +4,7 @@
 
 mod commands;
 mod config_file;
+mod connection;
 mod exit;
 mod guest_build;
 mod local;

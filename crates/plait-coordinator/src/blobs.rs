@@ -22,7 +22,14 @@ use plait_core::JobId;
 use sha2::{Digest, Sha256};
 use sqlx::{AnyPool, Row};
 
-use crate::store::StoreError;
+/// Why a blob could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum BlobError {
+    #[error("{0}")]
+    Io(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
 
 #[derive(Clone, Debug)]
 pub(crate) enum BlobStore {
@@ -31,7 +38,7 @@ pub(crate) enum BlobStore {
 }
 
 impl BlobStore {
-    pub(crate) async fn migrate(&self) -> Result<(), StoreError> {
+    pub(crate) async fn migrate(&self) -> Result<(), BlobError> {
         match self {
             Self::Directory(dir) => fs::create_dir_all(dir).map_err(|e| io_error(dir, e)),
             Self::Postgres(pool) => {
@@ -50,7 +57,7 @@ impl BlobStore {
     /// blob stored again is written again, not skipped: proofs are deterministic, so a proof
     /// proven again because its stored copy was unusable (damaged on disk, say) has the same
     /// name, and must replace that copy.
-    pub(crate) async fn put(&self, job: JobId, bytes: &[u8]) -> Result<String, StoreError> {
+    pub(crate) async fn put(&self, job: JobId, bytes: &[u8]) -> Result<String, BlobError> {
         let sha256 = hex::encode(Sha256::digest(bytes));
         match self {
             Self::Directory(dir) => {
@@ -72,11 +79,7 @@ impl BlobStore {
     }
 
     /// The blob of `job` named `sha256`, if stored.
-    pub(crate) async fn get(
-        &self,
-        job: JobId,
-        sha256: &str,
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    pub(crate) async fn get(&self, job: JobId, sha256: &str) -> Result<Option<Vec<u8>>, BlobError> {
         if !is_sha256_hex(sha256) {
             return Ok(None);
         }
@@ -98,7 +101,7 @@ impl BlobStore {
     }
 
     /// Deletes every blob of `job`; returns how many bytes that freed.
-    pub(crate) async fn delete_job(&self, job: JobId) -> Result<u64, StoreError> {
+    pub(crate) async fn delete_job(&self, job: JobId) -> Result<u64, BlobError> {
         match self {
             Self::Directory(dir) => {
                 let job_dir = dir.join(job_dir_name(job));
@@ -133,7 +136,7 @@ impl BlobStore {
     }
 
     /// Bytes stored for `job`.
-    pub(crate) async fn job_bytes(&self, job: JobId) -> Result<u64, StoreError> {
+    pub(crate) async fn job_bytes(&self, job: JobId) -> Result<u64, BlobError> {
         match self {
             Self::Directory(dir) => Ok(fs::read_dir(dir.join(job_dir_name(job)))
                 .map(|entries| {
@@ -170,7 +173,7 @@ fn is_sha256_hex(s: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), BlobError> {
     let dir = path.parent().expect("blob paths have a parent");
     fs::create_dir_all(dir).map_err(|e| io_error(dir, e))?;
     let mut file = tempfile::NamedTempFile::new_in(dir).map_err(|e| io_error(dir, e))?;
@@ -181,6 +184,6 @@ fn write_durably(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     Ok(())
 }
 
-fn io_error(path: &Path, e: std::io::Error) -> StoreError {
-    StoreError::Blobs(format!("{}: {e}", path.display()))
+fn io_error(path: &Path, e: std::io::Error) -> BlobError {
+    BlobError::Io(format!("{}: {e}", path.display()))
 }

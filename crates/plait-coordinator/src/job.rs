@@ -17,44 +17,10 @@ use plait_core::{
 use plait_prover::{ProgramImage, ProvingParams};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{JobOwner, JobRecord, StoreOp, StoredJob};
-
-/// Where a job is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum JobStatus {
-    Running,
-    /// No new task is handed out; results in flight are still accepted.
-    Paused,
-    /// Ended by its owner; results in flight are ignored.
-    Cancelled,
-    /// The final proof file, verified.
-    Succeeded(Vec<u8>),
-    /// Can be retried, keeping every accepted proof.
-    Failed(String),
-}
-
-impl JobStatus {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::Running => "running",
-            Self::Paused => "paused",
-            Self::Cancelled => "cancelled",
-            Self::Succeeded(_) => "succeeded",
-            Self::Failed(_) => "failed",
-        }
-    }
-
-    /// Whether the job can still change on its own (running or paused).
-    pub fn is_live(&self) -> bool {
-        matches!(self, Self::Running | Self::Paused)
-    }
-
-    /// Whether the job's blobs (checkpoints, task proofs) are never used again, so that they
-    /// can be deleted after the retention time. A failed job may be retried, so it keeps them.
-    pub fn blobs_collectable(&self) -> bool {
-        matches!(self, Self::Succeeded(_) | Self::Cancelled)
-    }
-}
+use crate::{
+    job_status::JobStatus,
+    store::{JobOwner, JobRecord, StoreOp, StoredJob},
+};
 
 /// A change its owner asks of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -674,7 +640,7 @@ impl Job {
         self.outbox.push(StoreOp::JobState {
             job: self.id,
             state: status.clone(),
-            ended_unix_ms: (!status.is_live()).then(crate::coordinator::unix_ms),
+            ended_unix_ms: (!status.is_live()).then(crate::clock::unix_ms),
         });
         self.status = status;
     }

@@ -12,19 +12,26 @@
 
 mod blobs;
 pub mod clients;
+mod clock;
 mod coordinator;
 mod credentials;
+mod error;
+mod fair_share;
 pub mod http;
 mod identities;
 mod job;
+mod job_status;
+mod memory_reports;
 pub mod metrics;
 pub mod planning;
 mod programs;
 pub mod serving;
 pub mod store;
 
-pub use coordinator::{Coordinator, CoordinatorConfig, CoordinatorError, WorkerCaller};
+pub use coordinator::{Coordinator, CoordinatorConfig, WorkerCaller};
+pub use error::CoordinatorError;
 pub use identities::{Ban, Identity, Origin};
-pub use job::{JobAction, JobEvent, JobProgress, JobStatus, JobSummary, TaskTiming};
+pub use job::{JobAction, JobEvent, JobProgress, JobSummary, TaskTiming};
+pub use job_status::JobStatus;
 pub use planning::PlannerConfig;
 pub use store::Store;

@@ -11,7 +11,7 @@ use plait_core::{
 };
 use plait_prover::{ProgramImage, ProverBackend, ProvingParams};
 
-use crate::CoordinatorError;
+use crate::error::CoordinatorError;
 
 /// The pool a coordinator's planner assumes.
 #[derive(Clone, Debug)]

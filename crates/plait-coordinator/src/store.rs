@@ -15,10 +15,10 @@ use plait_core::{AggTreeShape, JobId, TaskGraph, TaskId};
 use plait_prover::KeySetId;
 
 use crate::{
-    blobs::BlobStore,
+    blobs::{BlobError, BlobStore},
     clients::Client,
     identities::{Ban, Identity, Origin},
-    JobStatus,
+    job_status::JobStatus,
 };
 use sqlx::{any::AnyPoolOptions, AnyPool, Row};
 
@@ -347,6 +347,15 @@ pub enum StoreError {
         stored: String,
         asked: String,
     },
+}
+
+impl From<BlobError> for StoreError {
+    fn from(e: BlobError) -> Self {
+        match e {
+            BlobError::Io(e) => Self::Blobs(e),
+            BlobError::Database(e) => Self::Database(e),
+        }
+    }
 }
 
 /// Held by the one coordinator that writes to a store ([`Store::claim_writer`]); released when
@@ -1286,22 +1295,22 @@ async fn learn_node_memory_from_timings(
 impl Store {
     /// Stores a blob of `job` (durably) and returns its SHA-256 (hex).
     pub async fn put_blob(&self, job: JobId, bytes: &[u8]) -> Result<String, StoreError> {
-        self.blobs.put(job, bytes).await
+        self.blobs.put(job, bytes).await.map_err(Into::into)
     }
 
     /// The blob of `job` named `sha256`, if it is stored.
     pub async fn blob(&self, job: JobId, sha256: &str) -> Result<Option<Vec<u8>>, StoreError> {
-        self.blobs.get(job, sha256).await
+        self.blobs.get(job, sha256).await.map_err(Into::into)
     }
 
     /// Deletes every blob of `job`; returns the bytes freed.
     pub async fn delete_blobs(&self, job: JobId) -> Result<u64, StoreError> {
-        self.blobs.delete_job(job).await
+        self.blobs.delete_job(job).await.map_err(Into::into)
     }
 
     /// Bytes of blobs stored for `job`.
     pub async fn blob_bytes(&self, job: JobId) -> Result<u64, StoreError> {
-        self.blobs.job_bytes(job).await
+        self.blobs.job_bytes(job).await.map_err(Into::into)
     }
 
     /// The accepted proofs of one job, by task (an error if they were garbage-collected).

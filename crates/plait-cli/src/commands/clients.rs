@@ -53,7 +53,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                 .json()
                 .await?;
             if args.operator.json {
-                return super::client::print_json(&clients);
+                return crate::connection::print_json(&clients);
             }
             println!(
                 "{:<24} {:>6} {:>9} {:>16} {:>8} {:>6} {:>14} {:>14} {:>15}",
@@ -107,7 +107,7 @@ pub async fn run(args: ClientsArgs) -> Result<()> {
                 .json()
                 .await?;
             if args.operator.json {
-                return super::client::print_json(&issued);
+                return crate::connection::print_json(&issued);
             }
             eprintln!(
                 "client {}: it submits with `plait submit --token <this token>` (shown once)",

@@ -498,8 +498,8 @@ pub struct PredictionsArgs {
 }
 
 async fn records_of_coordinator(url: &str, token: &str) -> Result<Vec<PredictionRecord>> {
-    let connection = super::client::Connection::new(url, token);
-    let jobs = super::client::all_jobs(&connection).await?;
+    let connection = crate::connection::Connection::new(url, token);
+    let jobs = crate::connection::all_jobs(&connection).await?;
     Ok(jobs
         .into_iter()
         .filter_map(|job| {

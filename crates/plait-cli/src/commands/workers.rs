@@ -8,7 +8,7 @@ use plait_api::{
     BanWorkerRequest, IssueWorkerRequest, IssueWorkerResponse, MemoryNeedRecord, WorkerRecord,
 };
 
-use super::client::Connection;
+use crate::connection::Connection;
 
 #[derive(Args)]
 pub struct WorkersArgs {
@@ -86,7 +86,7 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
                 .json()
                 .await?;
             if json {
-                return super::client::print_json(&workers);
+                return crate::connection::print_json(&workers);
             }
             println!(
                 "{:<32} {:<10} {:<5} {:>8} {:<28} {:>6} {:>10}  ban",
@@ -118,7 +118,7 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
                 .json()
                 .await?;
             if json {
-                return super::client::print_json(&issued);
+                return crate::connection::print_json(&issued);
             }
             eprintln!(
                 "worker {}: start it with `plait worker --token <this token>` (shown once)",
@@ -151,7 +151,7 @@ pub async fn run(args: WorkersArgs) -> Result<()> {
                 .json()
                 .await?;
             if json {
-                return super::client::print_json(&needs);
+                return crate::connection::print_json(&needs);
             }
             println!(
                 "{:<14} {:>6} {:<22} {:>10}  from",

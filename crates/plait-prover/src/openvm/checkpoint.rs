@@ -34,11 +34,16 @@ use openvm_stark_backend::p3_field::{PrimeCharacteristicRing, PrimeField32};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{
-    execution::Boundary,
-    resident_pages::{candidate_pages, OS_PAGE},
-};
+use super::resident_pages::{candidate_pages, OS_PAGE};
 use crate::BackendError;
+
+/// The VM state at a segment boundary, as segment and aggregation proofs expose it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Boundary {
+    pub pc: u32,
+    pub memory_root: [u32; 8],
+}
 
 /// Version of the checkpoint encoding; a worker refuses any other.
 const CHECKPOINT_VERSION: u8 = 1;

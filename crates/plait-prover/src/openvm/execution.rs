@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use openvm_sdk_config::SdkVmCpuBuilder;
 
 use super::{
-    checkpoint::{self, BoundaryTracker, CheckpointHeader},
+    checkpoint::{self, Boundary, BoundaryTracker, CheckpointHeader},
     keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
 };
@@ -42,14 +42,6 @@ pub(crate) struct SegmentHint {
     pub trace_heights: Vec<u32>,
     pub start: Boundary,
     pub end: Boundary,
-}
-
-/// The VM state at a segment boundary, as segment and aggregation proofs expose it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct Boundary {
-    pub pc: u32,
-    pub memory_root: [u32; 8],
 }
 
 impl SegmentHint {

@@ -33,8 +33,8 @@ use plait_core::{AggLayer, SegmentSpec};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    checkpoint::{CheckpointHeader, StartState},
-    execution::{stdin_of, Boundary, SegmentHint},
+    checkpoint::{Boundary, CheckpointHeader, StartState},
+    execution::{stdin_of, SegmentHint},
     keys::{Engine, KeySet},
     program::{vm_instance_on, LoadedProgram},
 };
