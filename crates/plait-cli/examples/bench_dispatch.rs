@@ -44,7 +44,7 @@ struct Args {
     /// Simulated proving time per segment and per aggregation node.
     #[arg(long, default_value_t = 50)]
     task_ms: u64,
-    /// Pad every dev proof to this many bytes (real proofs weigh about as much: see README).
+    /// Pad every dev proof to this many bytes (real proofs weigh about as much: see docs/benchmarks.md).
     #[arg(long, default_value_t = 0)]
     proof_bytes: usize,
     /// The plait binary (default: beside this example's directory).

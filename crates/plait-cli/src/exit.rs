@@ -1,4 +1,4 @@
-//! Exit codes, documented in the README.
+//! Exit codes, documented in `docs/usage.md`.
 
 use plait_coordinator::CoordinatorError;
 use plait_prover::BackendError;

@@ -186,7 +186,7 @@ fn fixture() -> &'static Fixture {
             );
         }
         // Proofs live in the blob store beside the store (the coordinator keeps their names):
-        // print what real ones weigh, for the README's memory figures.
+        // print what real ones weigh, for the memory figures in docs/benchmarks.md.
         for (task, proof) in &stored_proofs {
             eprintln!("stored proof of {task}: {} bytes", proof.len());
         }
@@ -590,7 +590,7 @@ fn incremental_boundaries_equal_a_full_rebuild() {
 
 /// `auto` plans every candidate height from one execution: the predicted segment plans at
 /// heights 20 and 21 (from an execution at 19) are close to real executions there. The input is
-/// the README's planner example (fib 2,000,000: 30M instructions).
+/// the planner example in docs/planner.md (fib 2,000,000: 30M instructions).
 #[test]
 fn predicted_segment_plans_match_real_executions() {
     let program = ProgramImage::new(std::fs::read(guest_elf("fib")).unwrap());

@@ -115,7 +115,7 @@ pub struct DevOptions {
     #[arg(long, default_value_t = 0)]
     pub dev_aggregate_ms: u64,
     /// Dev backend: pad every proof to this many bytes (as large as real ones; see the
-    /// README's memory figures).
+    /// memory figures in docs/benchmarks.md).
     #[arg(long, default_value_t = 0)]
     pub dev_proof_bytes: usize,
     /// Dev backend: misbehave on every segment (`corrupt-proof` or `wrong-segment`).

@@ -239,8 +239,8 @@ impl ProverBackend for OpenVmBackend {
         }
     }
 
-    /// The largest proof measured is a full segment's, 1.25 MB at height 19 (README, Large
-    /// jobs); STARK proofs grow with the logarithm of the trace, so 64 MiB leaves a wide margin
+    /// The largest proof measured is a full segment's, 1.25 MB at height 19
+    /// (`docs/benchmarks.md`, Large jobs); STARK proofs grow with the logarithm of the trace, so 64 MiB leaves a wide margin
     /// at every height while bounding what a worker can make the coordinator read.
     fn max_proof_bytes(&self) -> Option<usize> {
         Some(64 << 20)
