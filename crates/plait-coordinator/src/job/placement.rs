@@ -1,0 +1,203 @@
+//! Which ready tasks a worker can hold: the summary of ready tasks by need, so that a claim that
+//! fits nothing costs no walk, and the memory each task needs.
+
+//! accepted proofs. Plain data with
+//! synchronous methods; the coordinator holds it under a lock and does all slow work (proof
+//! checks, finalization) outside it.
+
+use std::time::Instant;
+
+use plait_core::{AggLayer, ReadyChange, TaskId, TaskKind};
+use plait_prover::ProvingParams;
+
+use super::{Job, ReadySummary};
+
+impl Job {
+    /// Looks for ready tasks that no live worker has the memory for (`largest`: the most any
+    /// live worker advertised; `None` when one advertised no limit or none is live), and says
+    /// so in the status and, when it starts, in the event log, instead of letting them wait
+    /// silently. `source` says where a phase's need comes from.
+    pub fn check_placeable(
+        &mut self,
+        largest: Option<u64>,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+        source: &dyn Fn(&ProvingParams, Option<AggLayer>) -> String,
+        now: Instant,
+    ) {
+        let mut stuck: Vec<(String, u64, String)> = Vec::new();
+        if let (Some(largest), true) = (largest, self.is_running()) {
+            for task in self.graph.ready_tasks() {
+                let layer = match self.graph.kind(task) {
+                    Ok(TaskKind::Aggregate { layer, .. }) => Some(layer),
+                    _ => None,
+                };
+                let phase = self.phase(task);
+                if stuck.iter().any(|(p, ..)| *p == phase) {
+                    continue;
+                }
+                let required = self.memory_need(task, need);
+                if required > largest {
+                    stuck.push((phase, required, source(&self.params, layer)));
+                }
+            }
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let report = (!stuck.is_empty()).then(|| {
+            let what: Vec<String> = stuck
+                .iter()
+                .map(|(phase, required, source)| {
+                    format!("{phase} tasks need {:.1} GiB ({source})", gib(*required))
+                })
+                .collect();
+            format!(
+                "{}; the largest live worker advertises {:.1} GiB, so they wait",
+                what.join(", "),
+                gib(largest.unwrap_or(0))
+            )
+        });
+        if report.is_some() && report != self.waiting_for_memory {
+            self.log(
+                now,
+                format!(
+                    "no live worker can take ready tasks: {}",
+                    report.clone().unwrap_or_default()
+                ),
+            );
+        }
+        self.waiting_for_memory = report;
+    }
+
+    /// The task's kind, as metrics label it (`segment`, `leaf`, … `wrap`).
+    pub fn task_kind(&self, task: TaskId) -> &'static str {
+        match self.graph.kind(task) {
+            Ok(TaskKind::Aggregate { layer, .. }) => plait_core::cost::node_kind(layer),
+            _ => "segment",
+        }
+    }
+
+    /// How many ready tasks of each kind the job has.
+    pub fn ready_by_kind(&mut self) -> std::collections::BTreeMap<&'static str, i64> {
+        if !self.is_running() {
+            return Default::default();
+        }
+        let summary = self.ready_summary();
+        summary
+            .by_kind
+            .iter()
+            .map(|(&k, &n)| (k, n as i64))
+            .collect()
+    }
+
+    /// The ready tasks in brief, brought up to date with the graph's changes since last asked.
+    pub(super) fn ready_summary(&mut self) -> &ReadySummary {
+        let logged = self.graph.take_ready_changes();
+        let changes: Vec<(TaskId, bool)> = match self.ready_summary {
+            Some(_) => logged
+                .into_iter()
+                .map(|change| match change {
+                    ReadyChange::Ready(task) => (task, true),
+                    ReadyChange::NotReady(task) => (task, false),
+                })
+                .collect(),
+            // The graph's log starts with the first call: begin from the ready set itself.
+            None => self.graph.ready_tasks().map(|task| (task, true)).collect(),
+        };
+        let mut summary = self.ready_summary.take().unwrap_or_default();
+        for (task, ready) in changes {
+            // Counts that reach 0 leave their map at once: a claim costs no sweep of them.
+            fn step<K: Ord>(counts: &mut std::collections::BTreeMap<K, usize>, key: K, up: bool) {
+                use std::collections::btree_map::Entry;
+                match (counts.entry(key), up) {
+                    (Entry::Occupied(mut n), true) => *n.get_mut() += 1,
+                    (Entry::Vacant(n), true) => {
+                        n.insert(1);
+                    }
+                    (Entry::Occupied(n), false) if *n.get() <= 1 => {
+                        n.remove();
+                    }
+                    (Entry::Occupied(mut n), false) => *n.get_mut() -= 1,
+                    (Entry::Vacant(_), false) => {}
+                }
+            }
+            step(&mut summary.by_kind, self.task_kind(task), ready);
+            match self.graph.kind(task) {
+                Ok(TaskKind::ProveSegment { segment }) => {
+                    let estimate = self.segments[segment as usize].memory_estimate_bytes;
+                    step(&mut summary.segment_estimates, estimate, ready);
+                }
+                Ok(TaskKind::Aggregate { layer, .. }) => {
+                    match summary.layers.iter().position(|(l, _)| *l == layer) {
+                        Some(i) if ready => summary.layers[i].1 += 1,
+                        Some(i) => {
+                            summary.layers[i].1 -= 1;
+                            if summary.layers[i].1 == 0 {
+                                summary.layers.swap_remove(i);
+                            }
+                        }
+                        None if ready => summary.layers.push((layer, 1)),
+                        None => {}
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        self.ready_summary.insert(summary)
+    }
+
+    /// Whether some ready task needs no more than `capacity` bytes ([`Self::memory_need`]),
+    /// from the summary: the smallest segment estimate and each ready layer's need.
+    pub(super) fn fits_a_ready_task(
+        &mut self,
+        capacity: u64,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    ) -> bool {
+        let params = self.params;
+        let summary = self.ready_summary();
+        let smallest_segment = summary.segment_estimates.keys().next();
+        smallest_segment
+            .map(|&estimate| estimate.max(need(&params, None)))
+            .into_iter()
+            .chain(
+                summary
+                    .layers
+                    .iter()
+                    .map(|&(layer, _)| need(&params, Some(layer))),
+            )
+            .any(|n| n <= capacity)
+    }
+
+    pub(super) fn phase(&self, task: TaskId) -> String {
+        match self.graph.kind(task) {
+            Ok(TaskKind::Aggregate { layer, .. }) => layer.to_string(),
+            _ => "segments".into(),
+        }
+    }
+
+    /// Memory a task needs (0: unknown), from what `need` says for its phase (peaks workers
+    /// measured, or the backend's figure for a node); for a segment, at least the backend's
+    /// estimate of it.
+    pub(super) fn memory_need(
+        &self,
+        task: TaskId,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    ) -> u64 {
+        match self.graph.kind(task) {
+            Ok(TaskKind::ProveSegment { segment }) => self.segments[segment as usize]
+                .memory_estimate_bytes
+                .max(need(&self.params, None)),
+            Ok(TaskKind::Aggregate { layer, .. }) => need(&self.params, Some(layer)),
+            Err(_) => 0,
+        }
+    }
+
+    /// What the tasks leased now need together (see [`Self::memory_need`]).
+    pub fn leased_memory_need(
+        &self,
+        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    ) -> u64 {
+        self.leases
+            .keys()
+            .map(|&task| self.memory_need(task, need))
+            .sum()
+    }
+}

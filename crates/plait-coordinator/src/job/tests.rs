@@ -1,0 +1,158 @@
+use std::time::{Duration, Instant};
+
+use plait_api::ClaimTaskRequest;
+use plait_core::{AggLayer, JobId, ProgramInput, SegmentSpec};
+use plait_prover::{ProgramImage, ProvingParams};
+
+use super::{Job, RetryPolicy};
+use crate::store::JobOwner;
+
+fn worker(memory_bytes: u64) -> ClaimTaskRequest {
+    ClaimTaskRequest {
+        cores: 1,
+        memory_bytes,
+        backend: "dev".into(),
+        backend_version: "0".into(),
+        plait_version: String::new(),
+        key_sets: Vec::new(),
+        gpus: 0,
+        device_profile: None,
+        device: None,
+        slots: 1,
+    }
+}
+
+/// Whether a ready task fits `capacity`, by walking every ready task (what the summary
+/// saves a claim from doing).
+fn fits_by_walk(
+    job: &Job,
+    capacity: u64,
+    need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+) -> bool {
+    job.graph
+        .ready_tasks()
+        .any(|task| job.memory_need(task, need) <= capacity)
+}
+
+/// The brief of the ready tasks a claim reads instead of walking them agrees with a walk
+/// after every lease, failure, acceptance and new segment.
+#[test]
+fn the_ready_summary_follows_every_change() {
+    let now = Instant::now();
+    let mut job = Job::new(
+        JobId(1),
+        JobOwner::default(),
+        ProgramImage::new(b"program".to_vec()),
+        ProgramInput::default(),
+        ProvingParams::default(),
+        now,
+        0,
+    )
+    .unwrap();
+    // Segments need 10..=80 bytes by their estimates; nodes of the leaf layer 50, others 5.
+    let need = |_: &ProvingParams, layer: Option<AggLayer>| match layer {
+        None => 0,
+        Some(AggLayer::Leaf) => 50,
+        Some(_) => 5,
+    };
+    let estimates = [40u64, 80, 10, 60, 30, 70, 20, 50, 90, 10, 40, 60];
+    let policy = RetryPolicy {
+        max_attempts: 100,
+        max_lost_leases: 100,
+        live_workers: 1,
+        counts: true,
+        backoff: Duration::from_secs(1),
+    };
+    let check = |job: &mut Job| {
+        for capacity in [0, 5, 9, 10, 25, 50, 79, 1000] {
+            assert_eq!(
+                job.fits_a_ready_task(capacity, &need),
+                fits_by_walk(job, capacity, &need),
+                "capacity {capacity}"
+            );
+        }
+        let mut walked = std::collections::BTreeMap::new();
+        for task in job.graph.ready_tasks().collect::<Vec<_>>() {
+            *walked.entry(job.task_kind(task)).or_insert(0i64) += 1;
+        }
+        assert_eq!(job.ready_by_kind(), walked);
+    };
+    let mut leased = Vec::new();
+    for (index, &memory) in estimates.iter().enumerate() {
+        let spec = SegmentSpec {
+            index: index as u32,
+            instret_start: index as u64 * 8,
+            num_insns: 8,
+            memory_estimate_bytes: memory,
+            backend_hint: serde_json::Value::Null,
+            checkpoint: None,
+        };
+        let last = index + 1 == estimates.len();
+        job.add_segment(spec, last.then(Vec::new), now).unwrap();
+        check(&mut job);
+        // Lease to workers of growing memory as segments arrive; fail every third lease.
+        let lease = |job: &mut Job, memory: u64| {
+            job.lease_next(
+                "w",
+                &worker(memory),
+                u64::MAX,
+                Duration::from_secs(60),
+                now,
+                &need,
+                &|_, _| false,
+                &|_, _| Duration::from_secs(60),
+            )
+        };
+        if let Some(a) = lease(&mut job, 10 * index as u64) {
+            leased.push(a);
+        }
+        check(&mut job);
+        if index % 3 == 2 {
+            let a = leased.remove(0);
+            job.fail_attempt(
+                a.task_id,
+                a.attempt,
+                &a.lease_secret,
+                "test",
+                Some(policy),
+                now,
+            )
+            .unwrap();
+            check(&mut job);
+        }
+    }
+    // Prove everything: accept each lease, lease again, until the job is done.
+    let mut later = now;
+    loop {
+        later += Duration::from_secs(3600); // past every backoff
+        for a in std::mem::take(&mut leased) {
+            job.accept(
+                a.task_id,
+                a.attempt,
+                &a.lease_secret,
+                (String::new(), 0),
+                Default::default(),
+                later,
+            )
+            .unwrap();
+            check(&mut job);
+        }
+        while let Some(a) = job.lease_next(
+            "w",
+            &worker(1000),
+            u64::MAX,
+            Duration::from_secs(60),
+            later,
+            &need,
+            &|_, _| false,
+            &|_, _| Duration::from_secs(60),
+        ) {
+            leased.push(a);
+            check(&mut job);
+        }
+        if leased.is_empty() {
+            break;
+        }
+    }
+    assert!(job.graph.is_complete(), "every task was proven");
+}
