@@ -16,12 +16,13 @@ use std::{
 #[path = "common/bench_support.rs"]
 mod bench_support;
 
-use anyhow::{bail, Context, Result};
-use bench_support::{cpu_seconds, Served, CLIENT_TOKEN, WORKER_TOKEN};
+use anyhow::{bail, Result};
+use bench_support::{
+    cpu_seconds, dev_worker_config, percentile, plait_binary, Served, CLIENT_TOKEN,
+};
 use clap::Parser;
 use plait_api::{JobStatusResponse, SubmitJobResponse};
 use plait_prover::{dev::DevBackend, ProverBackend};
-use plait_worker::WorkerConfig;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -40,22 +41,11 @@ struct Args {
     plait: Option<PathBuf>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     rlimit::increase_nofile_limit(u64::MAX)?;
-    let plait = match args.plait {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(|examples| examples.parent())
-            .context("locating target dir")?
-            .join("plait"),
-    };
+    let plait = plait_binary(args.plait)?;
     // Every worker of this benchmark connects from 127.0.0.1.
     let per_ip = (args.small + args.fitting + 64).to_string();
     let server = Served::start(&plait, &[], &["--dev", "--max-connections-per-ip", &per_ip])?;
@@ -110,17 +100,7 @@ async fn main() -> Result<()> {
     let started = Instant::now();
     let backend: Arc<dyn ProverBackend> = Arc::new(DevBackend::default());
     let worker = |name: String, memory_bytes: u64| {
-        let config = WorkerConfig {
-            coordinator: url.clone(),
-            token: WORKER_TOKEN.into(),
-            name,
-            ca_cert: None,
-            cores: 1,
-            memory_bytes,
-            max_tasks: None,
-            device_profile: None,
-            device: None,
-        };
+        let config = dev_worker_config(&url, name, memory_bytes);
         tokio::spawn(plait_worker::run(config, backend.clone()))
     };
     let mut workers = Vec::new();

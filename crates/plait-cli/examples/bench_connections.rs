@@ -24,11 +24,12 @@ use std::{
 mod bench_support;
 
 use anyhow::{bail, Context, Result};
-use bench_support::{cpu_seconds, peak_rss_bytes, Served, CLIENT_TOKEN, WORKER_TOKEN};
+use bench_support::{
+    cpu_seconds, dev_worker_config, peak_rss_bytes, plait_binary, Served, CLIENT_TOKEN,
+};
 use clap::Parser;
 use plait_api::{JobStatusResponse, SubmitJobResponse, UploadProgramResponse};
 use plait_prover::{dev::DevBackend, ProverBackend};
-use plait_worker::WorkerConfig;
 use serde_json::json;
 use tokio::{io::AsyncWriteExt, net::TcpStream};
 
@@ -79,14 +80,7 @@ fn is_closed(stream: &TcpStream) -> bool {
 async fn main() -> Result<()> {
     let args = Args::parse();
     rlimit::increase_nofile_limit(u64::MAX)?;
-    let plait = match args.plait {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(|examples| examples.parent())
-            .context("locating target dir")?
-            .join("plait"),
-    };
+    let plait = plait_binary(args.plait)?;
     let server = Served::start(&plait, &[], &["--dev"])?;
     let (url, pid) = (server.url.clone(), server.pid());
     let address: SocketAddr = url.strip_prefix("http://").context("url")?.parse()?;
@@ -117,17 +111,7 @@ async fn main() -> Result<()> {
 
     // 2. A job with and without slow connections kept open.
     let backend: Arc<dyn ProverBackend> = Arc::new(DevBackend::default());
-    let config = WorkerConfig {
-        coordinator: url.clone(),
-        token: WORKER_TOKEN.into(),
-        name: "honest".into(),
-        ca_cert: None,
-        cores: 1,
-        memory_bytes: 1 << 40,
-        max_tasks: None,
-        device_profile: None,
-        device: None,
-    };
+    let config = dev_worker_config(&url, "honest".into(), 1 << 40);
     tokio::spawn(plait_worker::run(config, backend));
     let http = reqwest::Client::new();
     let upload: UploadProgramResponse = http

@@ -19,12 +19,13 @@ use std::{
 #[path = "common/bench_support.rs"]
 mod bench_support;
 
-use anyhow::{bail, Context, Result};
-use bench_support::{cpu_seconds, peak_rss_bytes, Served, CLIENT_TOKEN, WORKER_TOKEN};
+use anyhow::{bail, Result};
+use bench_support::{
+    cpu_seconds, dev_worker_config, peak_rss_bytes, percentile, plait_binary, Served, CLIENT_TOKEN,
+};
 use clap::Parser;
 use plait_api::{JobStatusResponse, SubmitJobResponse, UploadProgramResponse};
 use plait_prover::{dev::DevBackend, ProverBackend};
-use plait_worker::WorkerConfig;
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -52,21 +53,10 @@ struct Args {
     plait: Option<PathBuf>,
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
-}
-
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    let plait = match args.plait {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(|examples| examples.parent())
-            .context("locating target dir")?
-            .join("plait"),
-    };
+    let plait = plait_binary(args.plait)?;
     let server = Served::start(&plait, &[], &["--dev"])?;
     let (url, pid) = (server.url.clone(), server.pid());
 
@@ -79,17 +69,7 @@ async fn main() -> Result<()> {
         fault: None,
     });
     for i in 0..args.workers {
-        let config = WorkerConfig {
-            coordinator: url.clone(),
-            token: WORKER_TOKEN.into(),
-            name: format!("bench-{i}"),
-            ca_cert: None,
-            cores: 1,
-            memory_bytes: 1 << 40,
-            max_tasks: None,
-            device_profile: None,
-            device: None,
-        };
+        let config = dev_worker_config(&url, format!("bench-{i}"), 1 << 40);
         let backend = backend.clone();
         tokio::spawn(async move { plait_worker::run(config, backend).await });
     }

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 #[path = "common/bench_support.rs"]
 mod bench_support;
 
-use anyhow::{bail, Context, Result};
-use bench_support::{peak_rss_bytes, rss_bytes, sqlite_bytes, Served, CLIENT_TOKEN};
+use anyhow::{bail, Result};
+use bench_support::{peak_rss_bytes, plait_binary, rss_bytes, sqlite_bytes, Served, CLIENT_TOKEN};
 use clap::Parser;
 
 #[derive(Parser)]
@@ -33,14 +33,7 @@ fn mib(bytes: u64) -> f64 {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    let plait = match args.plait {
-        Some(p) => p,
-        None => std::env::current_exe()?
-            .parent()
-            .and_then(|examples| examples.parent())
-            .context("locating target dir")?
-            .join("plait"),
-    };
+    let plait = plait_binary(args.plait)?;
     let server = Served::start(&plait, &[], &["--dev"])?;
     let pid = server.pid();
     let http = reqwest::blocking::Client::new();

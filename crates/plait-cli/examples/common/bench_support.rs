@@ -13,6 +13,43 @@ use anyhow::{Context, Result};
 pub const WORKER_TOKEN: &str = "bench-worker-token-0123";
 pub const CLIENT_TOKEN: &str = "bench-client-token-0123";
 
+/// The `plait` binary to measure: `given`, else the one beside this example's directory
+/// (`target/release/plait` for `target/release/examples/bench_*`).
+pub fn plait_binary(given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(path) => Ok(path),
+        None => Ok(std::env::current_exe()?
+            .parent()
+            .and_then(|examples| examples.parent())
+            .context("locating target dir")?
+            .join("plait")),
+    }
+}
+
+/// The `p` quantile (0 to 1) of ascending `sorted` figures, by the nearest rank.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+/// A dev worker of `memory_bytes` with one core, joining `coordinator` with the pool token.
+pub fn dev_worker_config(
+    coordinator: &str,
+    name: String,
+    memory_bytes: u64,
+) -> plait_worker::WorkerConfig {
+    plait_worker::WorkerConfig {
+        coordinator: coordinator.to_string(),
+        token: WORKER_TOKEN.into(),
+        name,
+        ca_cert: None,
+        cores: 1,
+        memory_bytes,
+        max_tasks: None,
+        device_profile: None,
+        device: None,
+    }
+}
+
 /// A `plait serve` process on a fresh SQLite store (deleted with it).
 pub struct Served {
     pub child: Child,
