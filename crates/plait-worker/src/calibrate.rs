@@ -22,8 +22,11 @@ use crate::usage::{process_usage, reset_peak_rss};
 /// What to measure, with what. The program is the Fibonacci guest (`guests/fib`), whose one
 /// input is the number of iterations.
 pub struct Calibration<'a> {
+    /// The backend whose proving is measured.
     pub backend: &'a dyn ProverBackend,
+    /// The Fibonacci guest's ELF.
     pub fib: &'a ProgramImage,
+    /// The VM config measured (each has its own chips, keys and costs).
     pub vm_config: VmConfig,
     /// Ascending; the lowest also measures the aggregation nodes.
     pub heights: Vec<u32>,
@@ -37,22 +40,30 @@ pub struct Calibration<'a> {
 pub enum Progress {
     /// Now doing `what`; `done` of `total` steps are done.
     Step {
+        /// Steps done.
         done: usize,
+        /// Steps in all.
         total: usize,
+        /// The step now under way.
         what: String,
     },
     /// A step was measured: a line to show.
     Measured(String),
 }
 
+/// Why a calibration stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum CalibrationError {
+    /// Proving or key generation failed.
     #[error(transparent)]
     Backend(#[from] BackendError),
+    /// The profile or a kept proof could not be read or written.
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
+    /// The program cut into too few segments to measure a leaf of 4 children.
     #[error("the aggregation workload has fewer than 4 segments")]
     TooFewSegments,
+    /// A resumed run lost a proof that a later step aggregates.
     #[error("the {0} proof of the earlier steps is missing")]
     MissingProof(String),
 }

@@ -10,16 +10,28 @@ use plait_api::{
 use plait_core::TaskId;
 use plait_prover::{ProofBlob, Verdict};
 
+/// Why a call to the coordinator failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The CA certificate to trust could not be read or parsed.
     #[error("CA certificate {path}: {reason}")]
-    CaCert { path: String, reason: String },
+    CaCert {
+        /// The certificate's file.
+        path: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The coordinator could not be reached (or the connection broke).
     #[error("cannot reach the coordinator: {0}")]
     Transport(#[from] reqwest::Error),
+    /// The coordinator answered with an error.
     #[error("coordinator refused ({status} {code}): {message}")]
     Refused {
+        /// The HTTP status.
         status: u16,
+        /// The API's stable error code (`docs/api.md`).
         code: String,
+        /// What the coordinator said.
         message: String,
     },
 }
@@ -77,10 +89,13 @@ pub fn http_client_builder(ca_cert: Option<&Path>) -> Result<reqwest::ClientBuil
     Ok(builder)
 }
 
+/// An HTTP client that trusts `ca_cert` (PEM) besides the system's roots.
 pub fn http_client(ca_cert: Option<&Path>) -> Result<reqwest::Client, ClientError> {
     Ok(http_client_builder(ca_cert)?.build()?)
 }
 
+/// A worker's connection to its coordinator: the worker routes of `docs/api.md`, with its
+/// credential.
 pub struct CoordinatorClient {
     http: reqwest::Client,
     base: String,
@@ -91,6 +106,7 @@ pub struct CoordinatorClient {
 }
 
 impl CoordinatorClient {
+    /// A client of the coordinator at `base`, presenting `token`.
     pub fn new(base: &str, token: &str, ca_cert: Option<&Path>) -> Result<Self, ClientError> {
         Ok(Self {
             http: http_client_builder(ca_cert)?
@@ -147,6 +163,7 @@ impl CoordinatorClient {
         })
     }
 
+    /// Asks for a task (the coordinator holds the call open for a while if none is ready).
     pub async fn claim(
         &self,
         request: &ClaimTaskRequest,
@@ -219,6 +236,7 @@ impl CoordinatorClient {
             .header(LEASE_SECRET_HEADER, &lease.lease_secret)
     }
 
+    /// Keeps `lease` alive.
     pub async fn heartbeat(&self, lease: &TaskAssignment) -> Result<(), ClientError> {
         let response = self
             .post_attempt(lease, "heartbeat")
@@ -230,6 +248,7 @@ impl CoordinatorClient {
         Ok(())
     }
 
+    /// Uploads the proof made for `lease`, and returns the coordinator's verdict.
     pub async fn submit(
         &self,
         lease: &TaskAssignment,
@@ -250,6 +269,7 @@ impl CoordinatorClient {
         Ok(body.verdict)
     }
 
+    /// Tells the coordinator that `lease`'s task failed here, and why.
     pub async fn report_failure(
         &self,
         lease: &TaskAssignment,

@@ -2,6 +2,8 @@
 //! heartbeating the lease, upload the result. A worker holds no job state; losing one loses at
 //! most the task it was proving, which the coordinator re-leases when the lease runs out.
 
+#![warn(missing_docs)]
+
 pub mod calibrate;
 mod client;
 mod usage;
@@ -31,8 +33,10 @@ macro_rules! task_event {
     };
 }
 
+/// How a worker joins a pool and what it says about its machine.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
+    /// The coordinator's base URL (`http://` or `https://`).
     pub coordinator: String,
     /// The pool's worker token, or a credential the operator issued for this worker.
     pub token: String,
@@ -40,7 +44,9 @@ pub struct WorkerConfig {
     pub name: String,
     /// A CA certificate (PEM) to trust for an `https://` coordinator, besides the system's.
     pub ca_cert: Option<std::path::PathBuf>,
+    /// CPU cores it proves with (advertised with each claim).
     pub cores: u32,
+    /// Memory it may use for a task, in bytes: it is handed only tasks that need no more.
     pub memory_bytes: u64,
     /// Stop after this many tasks (for tests and benchmarks); `None` runs forever.
     pub max_tasks: Option<u64>,
@@ -51,8 +57,10 @@ pub struct WorkerConfig {
     pub device: Option<Device>,
 }
 
+/// Why the worker loop stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
+    /// The coordinator could not be reached, or refused the worker for good.
     #[error("coordinator: {0}")]
     Client(#[from] ClientError),
 }

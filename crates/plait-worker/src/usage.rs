@@ -3,7 +3,9 @@
 /// Peak memory and CPU time of the current process.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct ProcessUsage {
+    /// The highest resident memory so far (`VmHWM`), in bytes.
     pub peak_rss_bytes: u64,
+    /// User and system CPU time so far, in seconds.
     pub cpu_seconds: f64,
 }
 
