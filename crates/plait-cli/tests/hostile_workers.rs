@@ -849,21 +849,9 @@ fn a_jobs_input_is_bounded_by_its_clients_limit() {
             .post_bytes("/v1/programs", token, b"program".to_vec())
             .json()
             .unwrap();
-        let response = server
-            .http
-            .post(format!("{}/v1/jobs", server.url))
-            .bearer_auth(token)
-            .json(&serde_json::json!({
-                "program-sha256": upload["program-sha256"],
-                "input": {"items": [16u64.to_le_bytes().to_vec(), vec![0u8; padding]]},
-                "params": {
-                    "segment-height": 3,
-                    "tree": {"num-children-leaf": 4, "num-children-internal": 3},
-                    "max-instructions": 1000,
-                },
-            }))
-            .send()
-            .unwrap();
+        let items = vec![16u64.to_le_bytes().to_vec(), vec![0u8; padding]];
+        let sha256 = upload["program-sha256"].as_str().unwrap();
+        let response = server.submit_items_as(token, sha256, items, 1000);
         let status = response.status().as_u16();
         let body: Value = response.json().unwrap();
         (status, body["code"].as_str().unwrap_or("").to_string())
@@ -888,21 +876,8 @@ fn a_client_cannot_run_another_clients_program_by_its_hash() {
     };
     let (alice, bob) = (token("alice"), token("bob"));
     let submit = |token: &str, sha256: &str| {
-        let response = server
-            .http
-            .post(format!("{}/v1/jobs", server.url))
-            .bearer_auth(token)
-            .json(&serde_json::json!({
-                "program-sha256": sha256,
-                "input": {"items": [16u64.to_le_bytes().to_vec()]},
-                "params": {
-                    "segment-height": 3,
-                    "tree": {"num-children-leaf": 4, "num-children-internal": 3},
-                    "max-instructions": 1000,
-                },
-            }))
-            .send()
-            .unwrap();
+        let items = vec![16u64.to_le_bytes().to_vec()];
+        let response = server.submit_items_as(token, sha256, items, 1000);
         let status = response.status().as_u16();
         let body: Value = response.json().unwrap();
         (status, body["code"].as_str().unwrap_or("").to_string())

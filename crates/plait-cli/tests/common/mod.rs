@@ -300,12 +300,30 @@ impl Server {
             .post_bytes("/v1/programs", token, name.as_bytes().to_vec())
             .json()
             .unwrap();
+        let sha256 = upload["program-sha256"].as_str().unwrap();
+        self.submit_items_as(
+            token,
+            sha256,
+            vec![instructions.to_le_bytes().to_vec()],
+            max_instructions,
+        )
+    }
+
+    /// Submits a dev job of the program `sha256` (height 3) with these input items, as the
+    /// client of `token`.
+    pub fn submit_items_as(
+        &self,
+        token: &str,
+        sha256: &str,
+        items: Vec<Vec<u8>>,
+        max_instructions: u64,
+    ) -> reqwest::blocking::Response {
         self.http
             .post(format!("{}/v1/jobs", self.url))
             .bearer_auth(token)
             .json(&serde_json::json!({
-                "program-sha256": upload["program-sha256"],
-                "input": {"items": [instructions.to_le_bytes().to_vec()]},
+                "program-sha256": sha256,
+                "input": {"items": items},
                 "params": {
                     "segment-height": 3,
                     "tree": {"num-children-leaf": 4, "num-children-internal": 3},
