@@ -740,6 +740,23 @@ fn guests_reveal_what_the_host_computes_and_reach_three_segments() {
         digest = sha256(&digest);
     }
     assert_eq!(sha_plan["public-values"], hex::encode(digest));
+
+    // Each segment's trace size, what the cost model predicts memory and time from. The first
+    // (full) segments of the two programs differ in main cells but share LogUp's rounded input
+    // size: in the measurements behind the model, such segments peak alike.
+    let size = |plan: &serde_json::Value, field: &str| -> u64 {
+        plan["segments"][0]["trace-size"][field].as_u64().unwrap()
+    };
+    for plan in [&fib_plan, &sha_plan] {
+        for segment in plan["segments"].as_array().unwrap() {
+            let logup = segment["trace-size"]["logup-cells"].as_u64().unwrap();
+            assert!(logup.is_power_of_two(), "{segment}");
+            assert!(segment["trace-size"]["main-cells"].as_u64().unwrap() > 0);
+        }
+    }
+    assert_eq!(size(&fib_plan, "logup-cells"), 1 << 25);
+    assert_eq!(size(&sha_plan, "logup-cells"), 1 << 25);
+    assert!(size(&sha_plan, "main-cells") > size(&fib_plan, "main-cells") * 3 / 2);
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

@@ -126,6 +126,7 @@ fn predicted_plan(
                 memory_estimate_bytes: memory,
                 backend_hint: serde_json::Value::Null,
                 checkpoint: None,
+                trace_size: None,
             };
             instret_start += num_insns;
             spec

@@ -21,5 +21,5 @@ pub use agg_tree::{AggLayer, AggNode, AggTree, AggTreeShape, ChildRef, TreeShape
 pub use device::{Device, DeviceChoice, DeviceKind};
 pub use ids::{JobId, TaskId};
 pub use input::{InputError, InputItemSource, ProgramInput};
-pub use plan::{SegmentPlan, SegmentSpec};
+pub use plan::{SegmentPlan, SegmentSpec, TraceSize};
 pub use task_graph::{ReadyChange, TaskGraph, TaskGraphError, TaskKind, TaskState};

@@ -21,6 +21,23 @@ pub struct SegmentSpec {
     /// one: a worker downloads it by this name instead of re-executing the program.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint: Option<String>,
+    /// How big the segment's traces are, where the backend can say: what its proving memory
+    /// and time grow with (see [`crate::cost`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_size: Option<TraceSize>,
+}
+
+/// The size of a segment's traces, in the two measures a STARK prover's memory and time follow.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub struct TraceSize {
+    /// Main trace cells of all chips (rows padded to a power of two, times columns): what
+    /// committing to the traces costs.
+    pub main_cells: u64,
+    /// Inputs of the lookup argument (LogUp's GKR): every chip's rows times its bus
+    /// interactions, summed and rounded up to a power of two. Its fractional sumcheck is where
+    /// a segment's proof peaks in memory.
+    pub logup_cells: u64,
 }
 
 /// All segments of one execution, in order.

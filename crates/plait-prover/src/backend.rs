@@ -143,6 +143,22 @@ pub enum SegmentStart<'a> {
     Reexecute(&'a ProgramInput),
 }
 
+/// The steps of proving a segment, in order, for tools that measure them apart.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProvingPhase {
+    /// Rebuilding the VM state the segment starts from (a checkpoint, or re-execution).
+    StartState,
+    /// Executing the segment again, recording what each chip's trace needs.
+    Recording,
+    /// Building every chip's trace from the records.
+    TraceGeneration,
+    /// The STARK prover: committing to the traces and proving the constraints.
+    Proving,
+    /// For the last segment: the proof that its public values sit in the final memory.
+    PublicValues,
+}
+
 /// A segment as execution cuts it.
 #[derive(Clone, Debug)]
 pub struct CutSegment {

@@ -233,6 +233,7 @@ impl ProverBackend for DevBackend {
                 memory_estimate_bytes: per_segment * 1024,
                 backend_hint: serde_json::json!({ "input-sha256": input_sha }),
                 checkpoint: None,
+                trace_size: None,
             };
             let checkpoint = checkpoints_for.map(|job| {
                 let blob = encode_checkpoint(&DevCheckpoint {

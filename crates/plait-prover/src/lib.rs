@@ -13,6 +13,6 @@ pub mod openvm;
 
 pub use backend::{
     BackendError, BackendInfo, CutSegment, KeySetId, ProgramImage, ProofBlob, ProofMeta,
-    ProverBackend, ProvingParams, RunOutcome, SegmentSink, SegmentStart, Verdict, VerifiedProof,
-    VmConfig, DEFAULT_MAX_INSTRUCTIONS,
+    ProverBackend, ProvingParams, ProvingPhase, RunOutcome, SegmentSink, SegmentStart, Verdict,
+    VerifiedProof, VmConfig, DEFAULT_MAX_INSTRUCTIONS,
 };

@@ -1,40 +1,57 @@
 //! This process's resource use, read from `/proc/self` (Linux).
 
-/// Peak memory and CPU time of the current process.
+/// Memory, CPU time and page faults of the current process.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct ProcessUsage {
-    /// The highest resident memory so far (`VmHWM`), in bytes.
+    /// The highest resident memory since the process started or the peak was last reset
+    /// (`VmHWM`), in bytes.
     pub peak_rss_bytes: u64,
+    /// The resident memory now (`VmRSS`), in bytes.
+    pub rss_bytes: u64,
     /// User and system CPU time so far, in seconds.
     pub cpu_seconds: f64,
+    /// User CPU time so far, in seconds.
+    pub user_seconds: f64,
+    /// System (kernel) CPU time so far, in seconds: page faults and zeroing fresh pages land here.
+    pub system_seconds: f64,
+    /// Minor page faults so far (a page mapped without reading the disk; each fresh anonymous
+    /// page is one, and the kernel zeroes it).
+    pub minor_faults: u64,
 }
 
-/// Reads the current process's peak RSS (`VmHWM`) and user+system CPU time. Zeroes where
-/// `/proc` is unavailable.
+/// Reads the current process's memory (`VmHWM`, `VmRSS`), CPU time and minor faults. Zeroes
+/// where `/proc` is unavailable.
 pub fn process_usage() -> ProcessUsage {
-    let peak_rss_bytes = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            Some(kib * 1024)
-        })
-        .unwrap_or(0);
-    // Fields 14 and 15 of /proc/self/stat (after the parenthesised name) are utime and stime
-    // in clock ticks; Linux reports them at 100 Hz (USER_HZ).
-    let cpu_seconds = std::fs::read_to_string("/proc/self/stat")
-        .ok()
-        .and_then(|stat| {
-            let after_name = &stat[stat.rfind(')')? + 2..];
-            let fields: Vec<&str> = after_name.split_whitespace().collect();
-            let utime: f64 = fields.get(11)?.parse().ok()?;
-            let stime: f64 = fields.get(12)?.parse().ok()?;
-            Some((utime + stime) / 100.0)
-        })
-        .unwrap_or(0.0);
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status_bytes = |key: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(key))
+            .and_then(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024)
+    };
+    // After the parenthesised name, /proc/self/stat's fields from `state` on: minflt is the
+    // 8th, utime and stime the 12th and 13th (clock ticks, 100 Hz on Linux: USER_HZ).
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rfind(')')
+        .map(|end| stat[end + 2..].split_whitespace().collect())
+        .unwrap_or_default();
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let user_seconds = field(11) as f64 / 100.0;
+    let system_seconds = field(12) as f64 / 100.0;
     ProcessUsage {
-        peak_rss_bytes,
-        cpu_seconds,
+        peak_rss_bytes: status_bytes("VmHWM:"),
+        rss_bytes: status_bytes("VmRSS:"),
+        cpu_seconds: user_seconds + system_seconds,
+        user_seconds,
+        system_seconds,
+        minor_faults: field(7),
     }
 }
 
@@ -73,6 +90,9 @@ mod tests {
         let usage = super::process_usage();
         assert!(usage.peak_rss_bytes > 1 << 20, "{usage:?}");
         assert!(usage.cpu_seconds > 0.0, "{usage:?}");
+        assert!(usage.rss_bytes > 1 << 20 && usage.rss_bytes <= usage.peak_rss_bytes);
+        assert!(usage.user_seconds > 0.0, "{usage:?}");
+        assert!(usage.minor_faults > 0, "{usage:?}");
     }
 
     #[test]

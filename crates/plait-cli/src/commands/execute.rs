@@ -104,6 +104,7 @@ pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
                 "instret-start": s.instret_start,
                 "instructions": s.num_insns,
                 "memory-estimate-bytes": s.memory_estimate_bytes,
+                "trace-size": s.trace_size,
             })).collect::<Vec<_>>(),
             "aggregation-layers": layers,
             "public-values": hex::encode(&plan.public_values),
@@ -150,16 +151,19 @@ pub async fn run(args: ExecuteArgs, cache: &Path) -> Result<()> {
         params.segment_height
     );
     println!(
-        "  {:>5}  {:>12}  {:>12}  {:>14}",
-        "index", "start", "instructions", "est. memory"
+        "  {:>5}  {:>12}  {:>12}  {:>14}  {:>12}  {:>12}",
+        "index", "start", "instructions", "est. memory", "main cells", "logup cells"
     );
     for s in &plan.segments {
+        let size = s.trace_size.unwrap_or_default();
         println!(
-            "  {:>5}  {:>12}  {:>12}  {:>10.2} GiB",
+            "  {:>5}  {:>12}  {:>12}  {:>10.2} GiB  {:>11.1}M  {:>11.1}M",
             s.index,
             s.instret_start,
             s.num_insns,
-            s.memory_estimate_bytes as f64 / (1u64 << 30) as f64
+            s.memory_estimate_bytes as f64 / (1u64 << 30) as f64,
+            size.main_cells as f64 / 1e6,
+            size.logup_cells as f64 / 1e6,
         );
     }
     println!(

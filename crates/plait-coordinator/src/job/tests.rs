@@ -86,6 +86,7 @@ fn the_ready_summary_follows_every_change() {
             memory_estimate_bytes: memory,
             backend_hint: serde_json::Value::Null,
             checkpoint: None,
+            trace_size: None,
         };
         let last = index + 1 == estimates.len();
         job.add_segment(spec, last.then(Vec::new), now).unwrap();

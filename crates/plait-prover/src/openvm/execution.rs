@@ -29,6 +29,7 @@ use super::{
     checkpoint::{self, Boundary, BoundaryTracker, CheckpointHeader},
     keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
+    trace_cells,
 };
 use crate::{BackendError, CutSegment, ProgramImage, RunOutcome, SegmentSink};
 
@@ -177,6 +178,7 @@ pub(crate) fn execute(
             let t = std::time::Instant::now();
             let end = tracker.advance(&behind);
             spent[2] += t.elapsed();
+            let trace_size = trace_cells::of_heights(keys, &segment.trace_heights)?.size();
             let hint = SegmentHint {
                 trace_heights: segment.trace_heights,
                 start,
@@ -194,6 +196,7 @@ pub(crate) fn execute(
                     .unwrap_or(0),
                 backend_hint: serde_json::to_value(&hint).expect("hint serializes"),
                 checkpoint: checkpoint.as_deref().map(checkpoint::digest),
+                trace_size: Some(trace_size),
             };
             let is_last = finished && index + 1 == ahead.ctx.segments().len();
             sink(CutSegment {
@@ -433,6 +436,7 @@ mod prediction_tests {
                         memory_estimate_bytes: 0,
                         backend_hint: serde_json::to_value(hint).unwrap(),
                         checkpoint: None,
+                        trace_size: None,
                     };
                     start += num_insns;
                     spec

@@ -19,6 +19,7 @@ mod program;
 mod proof_file;
 mod proofs;
 mod resident_pages;
+mod trace_cells;
 
 use std::{
     collections::HashMap,
@@ -35,6 +36,7 @@ use openvm_verify_stark_host::vk::VmStarkVerifyingKey;
 use plait_core::{AggLayer, DeviceChoice, JobId, ProgramInput, SegmentPlan, SegmentSpec};
 #[doc(hidden)]
 pub use proofs::with_other_children_key;
+pub use trace_cells::{ChipCells, TraceCells};
 
 use self::{keys::KeySet, program::LoadedProgram, proofs::ProofEnvelope};
 use crate::{
@@ -120,6 +122,39 @@ impl OpenVmBackend {
 
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
+    }
+
+    /// Proves one segment as [`ProverBackend::prove_segment`] does, calling `on_phase` as each
+    /// step begins (so that a caller can measure the steps apart), and returns the segment's
+    /// traces chip by chip beside the proof.
+    pub fn prove_segment_observed(
+        &self,
+        program: &ProgramImage,
+        params: &ProvingParams,
+        segment: &SegmentSpec,
+        is_last: bool,
+        start: SegmentStart<'_>,
+        on_phase: &mut dyn FnMut(crate::ProvingPhase),
+    ) -> Result<(ProofBlob, ProofMeta, TraceCells), BackendError> {
+        let keys = self.keys_for(params)?;
+        let loaded = self.program(&keys, program)?;
+        let cells =
+            trace_cells::of_heights(&keys, &execution::SegmentHint::of(segment)?.trace_heights)?;
+        let task = proofs::SegmentTask {
+            keys: &keys,
+            program: &loaded,
+            image: program,
+            segment,
+            is_last,
+            start,
+            on_phase,
+        };
+        let (proof, meta) = match &self.device {
+            ProvingDevice::Cpu(_) => proofs::prove_segment(task)?,
+            #[cfg(feature = "cuda")]
+            ProvingDevice::Gpu(gpu) => gpu.prove_segment(task)?,
+        };
+        Ok((proof, meta, cells))
     }
 
     fn key_set(&self, vm: VmConfig, segment_height: u32) -> Result<Arc<KeySet>, BackendError> {
@@ -352,21 +387,8 @@ impl ProverBackend for OpenVmBackend {
         is_last: bool,
         start: SegmentStart<'_>,
     ) -> Result<(ProofBlob, ProofMeta), BackendError> {
-        let keys = self.keys_for(params)?;
-        let loaded = self.program(&keys, program)?;
-        let task = proofs::SegmentTask {
-            keys: &keys,
-            program: &loaded,
-            image: program,
-            segment,
-            is_last,
-            start,
-        };
-        match &self.device {
-            ProvingDevice::Cpu(_) => proofs::prove_segment(task),
-            #[cfg(feature = "cuda")]
-            ProvingDevice::Gpu(gpu) => gpu.prove_segment(task),
-        }
+        self.prove_segment_observed(program, params, segment, is_last, start, &mut |_| {})
+            .map(|(proof, meta, _)| (proof, meta))
     }
 
     fn aggregate(

@@ -5,8 +5,9 @@ use std::{borrow::Borrow, mem::size_of, time::Instant};
 
 use openvm_circuit::{
     arch::{
-        hasher::poseidon2::vm_poseidon2_hasher, PreflightExecutor, VmBuilder, VmExecutionConfig,
-        CONNECTOR_AIR_ID, MERKLE_AIR_ID, PROGRAM_AIR_ID, PROGRAM_CACHED_TRACE_INDEX,
+        hasher::poseidon2::vm_poseidon2_hasher, ExitCode, PreflightExecutionOutput,
+        PreflightExecutor, VmBuilder, VmExecutionConfig, CONNECTOR_AIR_ID, MERKLE_AIR_ID,
+        PROGRAM_AIR_ID, PROGRAM_CACHED_TRACE_INDEX,
     },
     system::{
         connector::VmConnectorPvs,
@@ -38,7 +39,9 @@ use super::{
     keys::{Engine, KeySet},
     program::{vm_instance_on, LoadedProgram},
 };
-use crate::{BackendError, ProgramImage, ProofBlob, ProofMeta, SegmentStart, Verdict};
+use crate::{
+    BackendError, ProgramImage, ProofBlob, ProofMeta, ProvingPhase, SegmentStart, Verdict,
+};
 
 const ENVELOPE_VERSION: u8 = 1;
 
@@ -102,6 +105,8 @@ pub(crate) struct SegmentTask<'a> {
     pub segment: &'a SegmentSpec,
     pub is_last: bool,
     pub start: SegmentStart<'a>,
+    /// Called as each step begins, for tools that measure the steps apart.
+    pub on_phase: &'a mut dyn FnMut(ProvingPhase),
 }
 
 /// Proves one segment on the CPU.
@@ -127,11 +132,13 @@ where
         segment,
         is_last,
         start,
+        on_phase,
     } = task;
     let hint = SegmentHint::of(segment)?;
     let mut instance = vm_instance_on::<E, VB>(builder, keys, &program.exe)?;
     let failed = |e: &dyn std::fmt::Display| BackendError::ProvingFailed(e.to_string());
 
+    on_phase(ProvingPhase::StartState);
     let started = Instant::now();
     let (state, reexecuted_instructions) = {
         let interpreter = instance
@@ -187,17 +194,39 @@ where
         )));
     }
 
+    // OpenVM's `VirtualMachine::prove`, step by step.
     let started = Instant::now();
     let instance = &mut instance;
-    let (proof, final_memory) = instance
+    on_phase(ProvingPhase::Recording);
+    instance.vm.transport_init_memory_to_device(&state.memory);
+    let PreflightExecutionOutput {
+        system_records,
+        record_arenas,
+        to_state,
+    } = instance
         .vm
-        .prove(
+        .execute_preflight(
             &mut instance.interpreter,
             state,
             Some(segment.num_insns),
             &hint.trace_heights,
         )
         .map_err(|e| failed(&e))?;
+    // Final memory matters only to a terminal segment that exited successfully.
+    let final_memory =
+        (system_records.exit_code == Some(ExitCode::Success as u32)).then_some(to_state.memory);
+    on_phase(ProvingPhase::TraceGeneration);
+    let ctx = instance
+        .vm
+        .generate_proving_ctx(system_records, record_arenas)
+        .map_err(|e| failed(&e))?;
+    on_phase(ProvingPhase::Proving);
+    let proof = instance
+        .vm
+        .engine
+        .prove(instance.vm.pk(), ctx)
+        .map_err(|e| failed(&format!("{e:?}")))?;
+    on_phase(ProvingPhase::PublicValues);
     let user_pvs = if is_last {
         let final_memory = final_memory.ok_or_else(|| {
             BackendError::ProvingFailed("the last segment did not end in a successful exit".into())
