@@ -10,14 +10,25 @@
 //!   leaves of 1 to 4 children, other kinds with 1); other counts use `fixed + per_child ·
 //!   children`, fitted from the leaf's fewest- and most-children measurements, with the
 //!   leaf's fixed fraction for other kinds.
+//!
+//! Where the profile measured segments of several programs with their trace sizes (format 2),
+//! a segment whose own trace size is known is costed from it instead: peak memory and seconds
+//! are each fitted as `base + a · main cells + b · LogUp cells` over the measured segments
+//! ([`TraceCostFit`]). Two segments of one height can differ twofold in memory when their chip
+//! mixes differ (a zkML segment against a fib one), which a per-height figure cannot see.
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::{AggLayer, AggTreeShape, DeviceKind};
+use crate::{AggLayer, AggTreeShape, DeviceKind, TraceSize};
 
+/// The `format` every profile names.
 pub const PROFILE_FORMAT: &str = "plait-device-profile";
-pub const PROFILE_FORMAT_VERSION: u32 = 1;
+/// The profile format this Plait writes. Version 2 added each measured segment's program and
+/// trace size; version 1 profiles are read as they are (costed per height).
+pub const PROFILE_FORMAT_VERSION: u32 = 2;
+/// The oldest profile format this Plait still reads.
+pub const OLDEST_PROFILE_FORMAT_VERSION: u32 = 1;
 
 pub(crate) fn rv32im() -> String {
     "rv32im".into()
@@ -50,17 +61,28 @@ pub struct DeviceProfile {
     pub nodes: Vec<NodeCost>,
 }
 
-/// A full segment proven at one segment height.
+/// A segment proven at one segment height.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SegmentCost {
+    /// The segment height it was cut at.
     pub segment_height: u32,
+    /// Its instructions.
     pub instructions: u64,
+    /// Seconds to prove it.
     pub seconds: f64,
+    /// The worker process's peak resident memory while proving it.
     pub peak_rss_bytes: u64,
     /// On a GPU: the most device memory in use while it was proven.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub peak_device_bytes: u64,
+    /// The calibration program it belongs to (`fib`, `sha-chain`, …); format-1 profiles
+    /// measured fib only and leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Its trace size, which the cost fit takes; format-1 profiles leave it out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_size: Option<TraceSize>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -132,12 +154,14 @@ impl DeviceProfile {
                 expected,
             })
         };
+        let version_known =
+            (OLDEST_PROFILE_FORMAT_VERSION..=PROFILE_FORMAT_VERSION).contains(&self.format_version);
         let checks = [
-            mismatch(
-                "format version",
-                self.format_version.to_string(),
-                PROFILE_FORMAT_VERSION.to_string(),
-            ),
+            (!version_known).then(|| ProfileError::Mismatch {
+                what: "format version",
+                found: self.format_version.to_string(),
+                expected: format!("{OLDEST_PROFILE_FORMAT_VERSION} to {PROFILE_FORMAT_VERSION}"),
+            }),
             mismatch(
                 "Plait version",
                 self.plait_version.clone(),
@@ -164,10 +188,13 @@ impl DeviceProfile {
             || self.vm_config.len() > 32
             || self.segments.len() > 64
             || self.nodes.len() > 256
-            || !self
-                .segments
-                .iter()
-                .all(|s| finite(s.seconds) && s.instructions > 0)
+            || !self.segments.iter().all(|s| {
+                finite(s.seconds)
+                    && s.instructions > 0
+                    && s.program
+                        .as_ref()
+                        .is_none_or(|p| p.len() <= 32 && crate::text::is_printable(p))
+            })
             || !self.nodes.iter().all(|n| {
                 finite(n.seconds) && n.kind.len() <= 32 && crate::text::is_printable(&n.kind)
             })
@@ -185,11 +212,18 @@ impl DeviceProfile {
         Ok(())
     }
 
-    /// The measured full segment nearest to `height`.
+    /// The measured full fib segment nearest to `height` (the per-height figures are fib's;
+    /// any program's where the profile has no fib segment).
     fn nearest_segment(&self, height: u32) -> &SegmentCost {
-        self.segments
-            .iter()
-            .min_by_key(|s| s.segment_height.abs_diff(height))
+        let is_fib = |s: &&SegmentCost| s.program.as_deref().is_none_or(|p| p == "fib");
+        let nearest = |fib_only: bool| {
+            self.segments
+                .iter()
+                .filter(|s| !fib_only || is_fib(s))
+                .min_by_key(|s| s.segment_height.abs_diff(height))
+        };
+        nearest(true)
+            .or_else(|| nearest(false))
             .expect("checked profiles have segments")
     }
 
@@ -205,6 +239,43 @@ impl DeviceProfile {
         let full_seconds = scale_pow2(s.seconds, height, s.segment_height);
         let fill = instructions as f64 / self.full_segment_instructions(height) as f64;
         full_seconds * fill.clamp(0.125, 1.0)
+    }
+
+    /// Seconds to prove a segment of `instructions` at `height`, from its trace size where
+    /// both it and the profile's fit are known (see [`TraceCostFit`]), else from the height.
+    pub fn segment_seconds_sized(
+        &self,
+        height: u32,
+        instructions: u64,
+        size: Option<TraceSize>,
+    ) -> f64 {
+        match (size, self.trace_fit()) {
+            (Some(size), Some(fit)) => fit.seconds(size),
+            _ => self.segment_seconds(height, instructions),
+        }
+    }
+
+    /// Peak memory of a segment task at `height`, from its trace size where both it and the
+    /// profile's fit are known, else from the height (device memory on a GPU).
+    pub fn segment_memory_sized(&self, height: u32, size: Option<TraceSize>) -> u64 {
+        match (size, self.trace_fit()) {
+            (Some(size), Some(fit)) => fit.memory_bytes(size),
+            _ => self.segment_memory(height),
+        }
+    }
+
+    /// The fit of segment cost to trace size over the measured segments that have one, if
+    /// they are enough to fit (see [`TraceCostFit::fit`]).
+    pub fn trace_fit(&self) -> Option<TraceCostFit> {
+        let measured: Vec<(TraceSize, f64, f64)> = self
+            .segments
+            .iter()
+            .filter_map(|s| {
+                let peak = self.placed_peak(s.peak_rss_bytes, s.peak_device_bytes);
+                Some((s.trace_size?, peak as f64, s.seconds))
+            })
+            .collect();
+        TraceCostFit::fit(&measured)
     }
 
     /// The memory a measurement counts against [`Self::memory_bytes`]: device memory on a
@@ -281,6 +352,129 @@ impl DeviceProfile {
     }
 }
 
+/// A segment's peak memory and proving seconds as `base + a · main cells + b · LogUp cells`,
+/// each fitted by least squares over measured segments.
+///
+/// Measured on OpenVM, a segment's proof peaks in LogUp's fractional sumcheck, whose size is
+/// the LogUp cells, on top of the committed main traces; its time splits between committing
+/// (main cells) and the sumchecks (LogUp cells). See `docs/benchmarks.md`, "Where a segment's
+/// memory and time go".
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TraceCostFit {
+    /// Peak memory: bytes, bytes per main cell, bytes per LogUp cell.
+    pub memory: [f64; 3],
+    /// Proving time: seconds, seconds per main cell, seconds per LogUp cell.
+    pub seconds: [f64; 3],
+}
+
+impl TraceCostFit {
+    /// Fits both costs to `measured` (trace size, peak bytes, seconds). Coefficients are
+    /// never negative (a feature that would get a negative one is left out). `None` with fewer
+    /// than three measurements of different sizes, which cannot separate the two measures.
+    pub fn fit(measured: &[(TraceSize, f64, f64)]) -> Option<Self> {
+        let mut sizes: Vec<TraceSize> = measured.iter().map(|m| m.0).collect();
+        sizes.sort_by_key(|s| (s.main_cells, s.logup_cells));
+        sizes.dedup();
+        if sizes.len() < 3 {
+            return None;
+        }
+        let x: Vec<[f64; 3]> = measured
+            .iter()
+            .map(|(size, ..)| [1.0, size.main_cells as f64, size.logup_cells as f64])
+            .collect();
+        let memory: Vec<f64> = measured.iter().map(|m| m.1).collect();
+        let seconds: Vec<f64> = measured.iter().map(|m| m.2).collect();
+        Some(Self {
+            memory: nonnegative_least_squares(&x, &memory)?,
+            seconds: nonnegative_least_squares(&x, &seconds)?,
+        })
+    }
+
+    /// Predicted peak memory of a segment of this size, in bytes.
+    pub fn memory_bytes(&self, size: TraceSize) -> u64 {
+        apply(&self.memory, size).max(0.0) as u64
+    }
+
+    /// Predicted seconds to prove a segment of this size.
+    pub fn seconds(&self, size: TraceSize) -> f64 {
+        apply(&self.seconds, size).max(0.0)
+    }
+}
+
+fn apply(c: &[f64; 3], size: TraceSize) -> f64 {
+    c[0] + c[1] * size.main_cells as f64 + c[2] * size.logup_cells as f64
+}
+
+/// Least squares `y ≈ x · c` with every `c[i] >= 0`: the best of the fits over each subset of
+/// the three features whose coefficients all come out non-negative (three features make
+/// seven subsets, so trying them all is exact and cheap).
+fn nonnegative_least_squares(x: &[[f64; 3]], y: &[f64]) -> Option<[f64; 3]> {
+    let mut best: Option<([f64; 3], f64)> = None;
+    for subset in 1u8..8 {
+        let used: Vec<usize> = (0..3).filter(|i| subset & (1 << i) != 0).collect();
+        let Some(solution) = least_squares(x, y, &used) else {
+            continue;
+        };
+        if solution.iter().any(|&c| c < 0.0) {
+            continue;
+        }
+        let mut c = [0.0; 3];
+        for (&i, &value) in used.iter().zip(&solution) {
+            c[i] = value;
+        }
+        let residual: f64 = x
+            .iter()
+            .zip(y)
+            .map(|(row, &y)| (row.iter().zip(&c).map(|(a, b)| a * b).sum::<f64>() - y).powi(2))
+            .sum();
+        if best.is_none_or(|(_, r)| residual < r) {
+            best = Some((c, residual));
+        }
+    }
+    best.map(|(c, _)| c)
+}
+
+/// Ordinary least squares over the features `used`, through the normal equations (columns
+/// scaled to 1 first: cells run to 10^8, the constant is 1). `None` if they are singular.
+fn least_squares(x: &[[f64; 3]], y: &[f64], used: &[usize]) -> Option<Vec<f64>> {
+    let n = used.len();
+    let scale: Vec<f64> = used
+        .iter()
+        .map(|&j| x.iter().map(|row| row[j].abs()).fold(0.0, f64::max))
+        .collect();
+    if scale.iter().any(|&s| s == 0.0) {
+        return None;
+    }
+    // Augmented normal equations [XᵀX | Xᵀy] in the scaled columns.
+    let mut a = vec![vec![0.0; n + 1]; n];
+    for (row, &target) in x.iter().zip(y) {
+        let v: Vec<f64> = used.iter().zip(&scale).map(|(&j, s)| row[j] / s).collect();
+        for i in 0..n {
+            for k in 0..n {
+                a[i][k] += v[i] * v[k];
+            }
+            a[i][n] += v[i] * target;
+        }
+    }
+    // Gaussian elimination with partial pivoting.
+    for col in 0..n {
+        let pivot = (col..n).max_by(|&p, &q| a[p][col].abs().total_cmp(&a[q][col].abs()))?;
+        if a[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        a.swap(col, pivot);
+        for r in 0..n {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for k in col..=n {
+                    a[r][k] -= f * a[col][k];
+                }
+            }
+        }
+    }
+    Some((0..n).map(|i| a[i][n] / a[i][i] / scale[i]).collect())
+}
+
 /// `value` measured at height `from`, doubled (or halved) per step to height `to`.
 fn scale_pow2(value: f64, to: u32, from: u32) -> f64 {
     value * 2f64.powi(to as i32 - from as i32)
@@ -310,6 +504,8 @@ pub(crate) mod tests {
                     seconds: 50.0,
                     peak_rss_bytes: 2 << 30,
                     peak_device_bytes: 0,
+                    program: None,
+                    trace_size: None,
                 },
                 SegmentCost {
                     segment_height: 20,
@@ -317,6 +513,8 @@ pub(crate) mod tests {
                     seconds: 110.0,
                     peak_rss_bytes: 4 << 30,
                     peak_device_bytes: 0,
+                    program: None,
+                    trace_size: None,
                 },
             ],
             nodes: vec![
@@ -436,5 +634,175 @@ pub(crate) mod tests {
             long.check("0.1.0", "openvm", "2.0", tree),
             Err(ProfileError::OutOfBounds)
         );
+    }
+
+    fn sized(main_cells: u64, logup_cells: u64) -> TraceSize {
+        TraceSize {
+            main_cells,
+            logup_cells,
+        }
+    }
+
+    #[test]
+    fn the_trace_fit_recovers_a_linear_cost_and_never_goes_negative() {
+        let truth = |size: TraceSize| {
+            let memory = 0.75e9 + 16.0 * size.main_cells as f64 + 150.0 * size.logup_cells as f64;
+            let seconds = 0.4e-6 * size.main_cells as f64 + 0.9e-6 * size.logup_cells as f64;
+            (size, memory, seconds)
+        };
+        let measured: Vec<_> = [(37, 25), (62, 25), (70, 26), (124, 26)]
+            .into_iter()
+            .map(|(main, log)| truth(sized(main * 1_000_000, 1 << log)))
+            .collect();
+        let fit = TraceCostFit::fit(&measured).unwrap();
+        let unseen = sized(155_000_000, 1 << 27);
+        let (_, memory, seconds) = truth(unseen);
+        assert!(
+            (fit.memory_bytes(unseen) as f64 / memory - 1.0).abs() < 1e-6,
+            "{fit:?}"
+        );
+        assert!(
+            (fit.seconds(unseen) / seconds - 1.0).abs() < 1e-6,
+            "{fit:?}"
+        );
+        assert!(
+            fit.seconds[0].abs() < 1e-6,
+            "a zero base stays zero: {fit:?}"
+        );
+        // Two sizes cannot separate three coefficients.
+        assert_eq!(
+            TraceCostFit::fit(&[measured[0], measured[1], measured[0]]),
+            None
+        );
+        // Costs that fall as cells grow would need negative coefficients: the fit drops them.
+        let odd: Vec<_> = measured
+            .iter()
+            .map(|&(size, m, t)| (size, 1e10 - m, t))
+            .collect();
+        let fit = TraceCostFit::fit(&odd).unwrap();
+        assert!(fit.memory.iter().all(|&c| c >= 0.0), "{fit:?}");
+    }
+
+    /// The calibration segments `bench_segment_memory` measured on the 2-core benchmark
+    /// machine under `rv32im-sha2` (fib at heights 19 and 20, sha-chain at 19), and the zkML
+    /// guest's segments at 19 and 20: (trace size, peak RSS bytes, seconds).
+    pub const MEASURED_FIB_19: (TraceSize, f64, f64) = (
+        TraceSize {
+            main_cells: 37_208_972,
+            logup_cells: 1 << 25,
+        },
+        6_395_949_056.0,
+        35.5,
+    );
+    pub const MEASURED_SHA_CHAIN_19: (TraceSize, f64, f64) = (
+        TraceSize {
+            main_cells: 62_160_140,
+            logup_cells: 1 << 25,
+        },
+        6_793_613_312.0,
+        44.7,
+    );
+    pub const MEASURED_FIB_20: (TraceSize, f64, f64) = (
+        TraceSize {
+            main_cells: 70_370_188,
+            logup_cells: 1 << 26,
+        },
+        12_025_425_920.0,
+        78.2,
+    );
+    pub const MEASURED_ZKML_19: (TraceSize, f64, f64) = (
+        TraceSize {
+            main_cells: 91_252_776,
+            logup_cells: 1 << 26,
+        },
+        12_191_944_704.0,
+        79.3,
+    );
+    pub const MEASURED_ZKML_20: (TraceSize, f64, f64) = (
+        TraceSize {
+            main_cells: 155_776_564,
+            logup_cells: 1 << 27,
+        },
+        23_486_205_952.0,
+        167.5,
+    );
+
+    /// [`profile`] with the measured calibration segments in place of its per-height ones.
+    pub fn fitted_profile() -> DeviceProfile {
+        let mut p = profile();
+        p.segments = [
+            (19, "fib", MEASURED_FIB_19),
+            (19, "sha-chain", MEASURED_SHA_CHAIN_19),
+            (20, "fib", MEASURED_FIB_20),
+        ]
+        .into_iter()
+        .map(|(h, program, (size, memory, seconds))| SegmentCost {
+            segment_height: h,
+            instructions: 1_000_000 << (h - 19),
+            seconds,
+            peak_rss_bytes: memory as u64,
+            peak_device_bytes: 0,
+            program: Some(program.into()),
+            trace_size: Some(size),
+        })
+        .collect();
+        p
+    }
+
+    /// The figures `bench_segment_memory` measured on the 2-core benchmark machine under
+    /// `rv32im-sha2` (docs/benchmarks.md, "Where a segment's memory and time go"): fitted on
+    /// the calibration programs' segments (fib at heights 19 and 20, sha-chain at 19), the
+    /// model predicts the zkML guest's segments, whose chip mix it never saw, within the
+    /// targets (memory 15%, time 20%). The per-height figure puts a zkML segment at half its
+    /// memory.
+    #[test]
+    fn fitted_on_fib_and_sha_chain_the_model_predicts_zkml_segments() {
+        let fit =
+            TraceCostFit::fit(&[MEASURED_FIB_19, MEASURED_SHA_CHAIN_19, MEASURED_FIB_20]).unwrap();
+        for (size, memory, seconds) in [MEASURED_ZKML_19, MEASURED_ZKML_20] {
+            let memory_error = fit.memory_bytes(size) as f64 / memory - 1.0;
+            let time_error = fit.seconds(size) / seconds - 1.0;
+            assert!(
+                memory_error.abs() < 0.15,
+                "memory off by {memory_error:.3}: {fit:?}"
+            );
+            assert!(
+                time_error.abs() < 0.20,
+                "time off by {time_error:.3}: {fit:?}"
+            );
+        }
+
+        // Through a profile: a sized segment goes by the fit, an unsized one by its height.
+        let p = fitted_profile();
+        let zkml_20 = MEASURED_ZKML_20;
+        assert_eq!(
+            p.segment_memory_sized(20, Some(zkml_20.0)),
+            fit.memory_bytes(zkml_20.0)
+        );
+        assert_eq!(p.segment_memory_sized(20, None), p.segment_memory(20));
+        assert!(p.segment_memory(20) < zkml_20.1 as u64 * 6 / 10);
+        assert_eq!(
+            p.segment_seconds_sized(20, 3_000_000, Some(zkml_20.0)),
+            fit.seconds(zkml_20.0)
+        );
+    }
+
+    #[test]
+    fn format_1_profiles_are_read_and_unknown_formats_refused() {
+        let mut p = profile();
+        p.format_version = 1;
+        assert_eq!(
+            p.check("0.1.0", "openvm", "2.0", AggTreeShape::default()),
+            Ok(())
+        );
+        assert_eq!(p.trace_fit(), None, "format 1 has no trace sizes");
+        p.format_version = PROFILE_FORMAT_VERSION + 1;
+        assert!(matches!(
+            p.check("0.1.0", "openvm", "2.0", AggTreeShape::default()),
+            Err(ProfileError::Mismatch {
+                what: "format version",
+                ..
+            })
+        ));
     }
 }

@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::{
     cost::DeviceProfile,
     sim::{simulate, SimConfig, SimJob, SimOutcome},
-    AggTreeShape, SegmentPlan, TaskGraph, TreeShapeError,
+    AggTreeShape, SegmentPlan, TaskGraph, TraceSize, TreeShapeError,
 };
 
 /// What a segment height is chosen for.
@@ -153,6 +153,10 @@ pub struct Candidate {
     pub segments: usize,
     pub nodes_per_layer: Vec<(String, usize)>,
     pub segment_instructions: Vec<u64>,
+    /// Per segment, its trace size where the executor measured it (none for a height
+    /// predicted from another height's execution).
+    #[serde(skip)]
+    pub segment_sizes: Vec<Option<TraceSize>>,
     /// Executing the program at this height (part of the predicted latency).
     pub execution_seconds: f64,
     /// The zkVM's own estimate for the largest segment.
@@ -181,6 +185,7 @@ pub fn evaluate(
     config: SimConfig,
 ) -> Result<Candidate, TreeShapeError> {
     let instructions: Vec<u64> = plan.segments.iter().map(|s| s.num_insns).collect();
+    let sizes: Vec<Option<TraceSize>> = plan.segments.iter().map(|s| s.trace_size).collect();
     let graph = TaskGraph::new(instructions.len() as u32, tree)?;
     let nodes_per_layer = graph
         .progress()
@@ -190,13 +195,21 @@ pub fn evaluate(
         .collect();
     let job = SimJob {
         segment_instructions: &instructions,
+        segment_sizes: &sizes,
         segment_height: height,
         tree,
     };
     let tree = graph.tree().expect("a planned graph is sealed");
+    // The largest task: a node, or the segment that needs the most (by its trace size where
+    // both it and the profile's fit are known).
     let peak = |p: &DeviceProfile| {
         let nodes = tree.layers.iter().flatten().map(|n| p.node_memory(n.layer));
-        nodes.chain([p.segment_memory(height)]).max().unwrap_or(0)
+        let fit = p.trace_fit();
+        let segments = sizes.iter().map(|size| match (size, fit) {
+            (Some(size), Some(fit)) => fit.memory_bytes(*size),
+            _ => p.segment_memory(height),
+        });
+        nodes.chain(segments).max().unwrap_or(0)
     };
     let devices_that_fit = pool
         .profiles
@@ -216,6 +229,7 @@ pub fn evaluate(
             .unwrap_or(0),
         peak_task_memory_bytes: pool.profiles.first().map_or(0, peak),
         segment_instructions: instructions.clone(),
+        segment_sizes: sizes.clone(),
         execution_seconds: config.execution_seconds,
         devices_that_fit,
         predicted_latency_seconds: None,
@@ -405,6 +419,7 @@ mod tests {
             segments: 1,
             nodes_per_layer: vec![],
             segment_instructions: vec![],
+            segment_sizes: vec![],
             execution_seconds: 0.0,
             openvm_segment_memory_bytes: 0,
             peak_task_memory_bytes: 0,
@@ -417,6 +432,57 @@ mod tests {
             infeasible: None,
             predicted_from: None,
         }
+    }
+
+    /// A plan whose segments carry trace sizes is placed and timed by the profile's fit: four
+    /// height-20 zkML segments need about 23.6 GB each, which a per-height (fib) figure puts
+    /// at half that.
+    #[test]
+    fn sized_segments_are_placed_and_timed_by_the_trace_fit() {
+        use crate::cost::tests::{fitted_profile, MEASURED_ZKML_20};
+        let segment = |index: u32, sized: bool| crate::SegmentSpec {
+            index,
+            instret_start: 3_000_000 * u64::from(index),
+            num_insns: 3_000_000,
+            memory_estimate_bytes: 5 << 30,
+            backend_hint: serde_json::Value::Null,
+            checkpoint: None,
+            trace_size: sized.then_some(MEASURED_ZKML_20.0),
+        };
+        let plan = |sized: bool| SegmentPlan {
+            segments: (0..4).map(|i| segment(i, sized)).collect(),
+            public_values: vec![],
+        };
+        let mut profile = fitted_profile();
+        profile.memory_bytes = 20 << 30;
+        let pool = Pool::uniform(profile.clone(), 1);
+        let tree = AggTreeShape::default();
+        let config = SimConfig::default();
+
+        let sized = evaluate(&plan(true), 20, tree, &pool, config).unwrap();
+        let need = sized.peak_task_memory_bytes as f64;
+        assert!((need / MEASURED_ZKML_20.1 - 1.0).abs() < 0.15, "{need}");
+        assert!(sized.devices_that_fit.is_empty());
+        assert!(
+            sized.infeasible.is_some(),
+            "20 GiB cannot hold such a segment"
+        );
+        let unsized_ = evaluate(&plan(false), 20, tree, &pool, config).unwrap();
+        assert!(
+            unsized_.infeasible.is_none(),
+            "by the per-height figure it fits"
+        );
+
+        profile.memory_bytes = 24 << 30;
+        let pool = Pool::uniform(profile, 1);
+        let sized = evaluate(&plan(true), 20, tree, &pool, config).unwrap();
+        let unsized_ = evaluate(&plan(false), 20, tree, &pool, config).unwrap();
+        let (sized, unsized_) = (
+            sized.predicted_latency_seconds.unwrap(),
+            unsized_.predicted_latency_seconds.unwrap(),
+        );
+        // Four segments at about 157 s each by the fit, 78 s by fib's height-20 figure.
+        assert!(sized > unsized_ + 4.0 * 60.0, "{sized} against {unsized_}");
     }
 
     #[test]

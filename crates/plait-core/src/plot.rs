@@ -43,6 +43,7 @@ pub fn pool_size_series(
                 .filter_map(|c| {
                     let job = SimJob {
                         segment_instructions: &c.segment_instructions,
+                        segment_sizes: &c.segment_sizes,
                         segment_height: c.segment_height,
                         tree,
                     };

@@ -13,7 +13,10 @@
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
-use crate::{cost::DeviceProfile, AggTreeShape, TaskGraph, TaskId, TaskKind, TreeShapeError};
+use crate::{
+    cost::{DeviceProfile, TraceCostFit},
+    AggTreeShape, TaskGraph, TaskId, TaskKind, TraceSize, TreeShapeError,
+};
 
 #[derive(Clone, Copy, Debug)]
 pub struct SimConfig {
@@ -71,16 +74,33 @@ pub enum SimError {
 /// The job: its segments' instruction counts and segment height, and its tree shape.
 pub struct SimJob<'a> {
     pub segment_instructions: &'a [u64],
+    /// Per segment, its trace size where the executor measured it (empty where none is
+    /// known): a profile with a trace fit costs such segments from it.
+    pub segment_sizes: &'a [Option<TraceSize>],
     pub segment_height: u32,
     pub tree: AggTreeShape,
 }
 
-fn task_seconds(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId) -> f64 {
+/// A device's profile with its trace fit, fitted once per simulation.
+struct Device<'a> {
+    profile: &'a DeviceProfile,
+    fit: Option<TraceCostFit>,
+}
+
+fn segment_size(job: &SimJob, segment: u32) -> Option<TraceSize> {
+    job.segment_sizes.get(segment as usize).copied().flatten()
+}
+
+fn task_seconds(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> f64 {
+    let p = d.profile;
     match graph.kind(task).expect("task exists") {
-        TaskKind::ProveSegment { segment } => p.segment_seconds(
-            job.segment_height,
-            job.segment_instructions[segment as usize],
-        ),
+        TaskKind::ProveSegment { segment } => match (segment_size(job, segment), d.fit) {
+            (Some(size), Some(fit)) => fit.seconds(size),
+            _ => p.segment_seconds(
+                job.segment_height,
+                job.segment_instructions[segment as usize],
+            ),
+        },
         TaskKind::Aggregate { layer, .. } => {
             let children = graph.children(task).expect("task exists").len() as u32;
             p.node_seconds(layer, children)
@@ -88,9 +108,13 @@ fn task_seconds(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId
     }
 }
 
-fn task_memory(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId) -> u64 {
+fn task_memory(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> u64 {
+    let p = d.profile;
     match graph.kind(task).expect("task exists") {
-        TaskKind::ProveSegment { .. } => p.segment_memory(job.segment_height),
+        TaskKind::ProveSegment { segment } => match (segment_size(job, segment), d.fit) {
+            (Some(size), Some(fit)) => fit.memory_bytes(size),
+            _ => p.segment_memory(job.segment_height),
+        },
         TaskKind::Aggregate { layer, .. } => p.node_memory(layer),
     }
 }
@@ -130,6 +154,13 @@ pub fn simulate(
         return Err(SimError::NoWorkers);
     }
     let mut graph = TaskGraph::new(job.segment_instructions.len() as u32, job.tree)?;
+    let devices: Vec<Device> = profiles
+        .iter()
+        .map(|profile| Device {
+            profile,
+            fit: profile.trace_fit(),
+        })
+        .collect();
     let mut rng = config.seed.max(1);
     let mut next_random = move || {
         // xorshift64*: deterministic for a seed.
@@ -165,8 +196,8 @@ pub fn simulate(
         idle.sort_by(|&a, &b| speed(a).total_cmp(&speed(b)).then(a.cmp(&b)));
         let mut still_idle = Vec::with_capacity(idle.len());
         for w in idle {
-            let p = &profiles[workers[w]];
-            let fits = |t: TaskId| task_memory(&graph, job, p, t) <= p.memory_bytes;
+            let d = &devices[workers[w]];
+            let fits = |t: TaskId| task_memory(&graph, job, d, t) <= d.profile.memory_bytes;
             // Whether this worker should take `t`: not if the devices faster at it would
             // clear every ready task before this one finished it.
             let ready = graph.ready_count() as f64;
@@ -174,11 +205,13 @@ pub fn simulate(
                 if !heterogeneous {
                     return true;
                 }
-                let mine = task_seconds(&graph, job, p, t);
-                let faster_rate: f64 = profiles
+                let mine = task_seconds(&graph, job, d, t);
+                let faster_rate: f64 = devices
                     .iter()
                     .zip(&of_profile)
-                    .filter(|&(q, &n)| n > 0 && task_memory(&graph, job, q, t) <= q.memory_bytes)
+                    .filter(|&(q, &n)| {
+                        n > 0 && task_memory(&graph, job, q, t) <= q.profile.memory_bytes
+                    })
                     .map(|(q, &n)| (n, task_seconds(&graph, job, q, t)))
                     .filter(|&(_, theirs)| theirs < mine)
                     .map(|(n, theirs)| n as f64 / theirs.max(f64::MIN_POSITIVE))
@@ -188,7 +221,7 @@ pub fn simulate(
             match graph.next_ready(|t| fits(t) && worth_taking(t)) {
                 Some(task) => {
                     graph.start(task).expect("ready");
-                    let seconds = task_seconds(&graph, job, p, task);
+                    let seconds = task_seconds(&graph, job, d, task);
                     work += seconds;
                     let phase = match graph.kind(task).expect("task exists") {
                         TaskKind::ProveSegment { .. } => "segments".to_string(),
@@ -215,7 +248,7 @@ pub fn simulate(
                 .ready_tasks()
                 .next()
                 .expect("an incomplete graph has work");
-            let need = task_memory(&graph, job, &profiles[workers[0]], task);
+            let need = task_memory(&graph, job, &devices[workers[0]], task);
             let largest = workers
                 .iter()
                 .map(|&w| profiles[w].memory_bytes)
@@ -246,9 +279,9 @@ pub fn simulate(
 
     // Critical path and the fastest device's total work, for the lower bound.
     let fastest = |t: TaskId| {
-        profiles
+        devices
             .iter()
-            .map(|p| task_seconds(&graph, job, p, t))
+            .map(|d| task_seconds(&graph, job, d, t))
             .fold(f64::INFINITY, f64::min)
     };
     let n = graph.num_tasks();
@@ -289,6 +322,7 @@ mod tests {
     fn job(segments: &[u64]) -> SimJob<'_> {
         SimJob {
             segment_instructions: segments,
+            segment_sizes: &[],
             segment_height: 19,
             tree: AggTreeShape::default(),
         }

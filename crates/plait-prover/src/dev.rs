@@ -202,9 +202,13 @@ impl ProverBackend for DevBackend {
     ) -> Result<SegmentPlan, BackendError> {
         let total = match input.items.first().map(Vec::as_slice) {
             Some(bytes) if bytes.len() == 8 => u64::from_le_bytes(bytes.try_into().unwrap()),
+            // A u32 count too, as the sha-chain guest's first item is (calibration runs it).
+            Some(bytes) if bytes.len() == 4 => {
+                u64::from(u32::from_le_bytes(bytes.try_into().unwrap()))
+            }
             _ => {
                 return Err(BackendError::GuestFailed(
-                    "a dev program's first input item is its instruction count (u64)".into(),
+                    "a dev program's first input item is its instruction count (u64 or u32)".into(),
                 ))
             }
         };

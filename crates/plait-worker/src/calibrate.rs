@@ -19,13 +19,17 @@ use plait_prover::{
 
 use crate::usage::{process_usage, reset_peak_rss};
 
-/// What to measure, with what. The program is the Fibonacci guest (`guests/fib`), whose one
-/// input is the number of iterations.
+/// What to measure, with what. Segments are measured for two programs with different chip
+/// mixes, so that the cost fit can tell main cells from LogUp cells: the Fibonacci guest
+/// (`guests/fib`; input: the number of iterations), which also makes the aggregation workload,
+/// and the SHA-256 chain (`guests/sha-chain`; input: iterations, then a buffer).
 pub struct Calibration<'a> {
     /// The backend whose proving is measured.
     pub backend: &'a dyn ProverBackend,
     /// The Fibonacci guest's ELF.
     pub fib: &'a ProgramImage,
+    /// The SHA-256 chain guest's ELF.
+    pub sha_chain: &'a ProgramImage,
     /// The VM config measured (each has its own chips, keys and costs).
     pub vm_config: VmConfig,
     /// Ascending; the lowest also measures the aggregation nodes.
@@ -97,7 +101,8 @@ pub fn new_profile(
 /// Whether `old` (read from the profile path) was measured by this Plait and backend, for
 /// this VM config: then a calibration resumes it rather than starting over.
 pub fn resumable(old: &DeviceProfile, fresh: &DeviceProfile) -> bool {
-    old.plait_version == fresh.plait_version
+    old.format_version == fresh.format_version
+        && old.plait_version == fresh.plait_version
         && old.backend_version == fresh.backend_version
         && old.vm_config == fresh.vm_config
         && old.device_kind == fresh.device_kind
@@ -129,6 +134,65 @@ fn device_peak(bytes: u64) -> String {
 }
 
 impl Calibration<'_> {
+    /// Proves the first segment of `program` at height `h`, and records it with its trace size.
+    fn measure_segment(
+        &self,
+        profile: &mut DeviceProfile,
+        (name, program, input): (&str, &ProgramImage, &ProgramInput),
+        h: u32,
+        done: usize,
+        total: usize,
+        progress: &mut dyn FnMut(Progress),
+    ) -> Result<(), CalibrationError> {
+        let backend = self.backend;
+        let params = self.params(h);
+        progress(Progress::Step {
+            done,
+            total,
+            what: format!("{name} at height {h}: execution"),
+        });
+        let plan = backend.execute(program, input, &params)?;
+        progress(Progress::Step {
+            done,
+            total,
+            what: format!("{name} segment at height {h}"),
+        });
+        let seg = &plan.segments[0];
+        let last = plan.segments.len() == 1;
+        let ((proof, meta), seconds, peak) = measured(|| {
+            backend.prove_segment(program, &params, seg, last, SegmentStart::Reexecute(input))
+        })?;
+        self.write(&format!("h{h}-{name}-segment-0.proof"), &proof)?;
+        profile.segments.push(SegmentCost {
+            segment_height: h,
+            instructions: seg.num_insns,
+            seconds,
+            peak_rss_bytes: peak,
+            peak_device_bytes: meta.device_peak_bytes,
+            program: Some(name.into()),
+            trace_size: seg.trace_size,
+        });
+        profile
+            .segments
+            .sort_by(|a, b| (a.segment_height, &a.program).cmp(&(b.segment_height, &b.program)));
+        self.save(profile)?;
+        let cells = seg.trace_size.map_or(String::new(), |size| {
+            format!(
+                "; {:.1}M main cells, {:.1}M LogUp cells",
+                size.main_cells as f64 / 1e6,
+                size.logup_cells as f64 / 1e6
+            )
+        });
+        progress(Progress::Measured(format!(
+            "{name} segment at height {h}: {} instructions in {seconds:.1} s ({:.0} per second), peak {:.2} GiB{}{cells}",
+            seg.num_insns,
+            seg.num_insns as f64 / seconds,
+            gib(peak),
+            device_peak(meta.device_peak_bytes)
+        )));
+        Ok(())
+    }
+
     fn save(&self, profile: &DeviceProfile) -> Result<(), CalibrationError> {
         let tmp = self.profile_path.with_extension("tmp");
         let io = |e| CalibrationError::Io(self.profile_path.clone(), e);
@@ -165,56 +229,42 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = self.heights.len() + 8;
+        let total = 2 * self.heights.len() + 8;
         let mut done = 0;
         let backend = self.backend;
         for &h in &self.heights {
             let params = self.params(h);
-            // About two segments: one full, which is what is measured.
-            let input = fib_input(80_000u64 << h.saturating_sub(19));
-            progress(Progress::Step {
-                done,
-                total,
-                what: format!("keys and execution at height {h}"),
-            });
             backend.prepare_keys(&params)?;
-            let plan = backend.execute(self.fib, &input, &params)?;
-            if !profile.segments.iter().any(|s| s.segment_height == h) {
-                progress(Progress::Step {
-                    done,
-                    total,
-                    what: format!("segment at height {h}"),
-                });
-                let seg = &plan.segments[0];
-                let last = plan.segments.len() == 1;
-                let ((proof, meta), seconds, peak) = measured(|| {
-                    backend.prove_segment(
-                        self.fib,
-                        &params,
-                        seg,
-                        last,
-                        SegmentStart::Reexecute(&input),
-                    )
-                })?;
-                self.write(&format!("h{h}-segment-0.proof"), &proof)?;
-                profile.segments.push(SegmentCost {
-                    segment_height: h,
-                    instructions: seg.num_insns,
-                    seconds,
-                    peak_rss_bytes: peak,
-                    peak_device_bytes: meta.device_peak_bytes,
-                });
-                profile.segments.sort_by_key(|s| s.segment_height);
-                self.save(profile)?;
-                progress(Progress::Measured(format!(
-                    "segment at height {h}: {} instructions in {seconds:.1} s ({:.0} per second), peak {:.2} GiB{}",
-                    seg.num_insns,
-                    seg.num_insns as f64 / seconds,
-                    gib(peak),
-                    device_peak(meta.device_peak_bytes)
-                )));
+            // About two segments of each: the first, full, is what is measured.
+            let programs = [
+                (
+                    "fib",
+                    self.fib,
+                    fib_input(80_000u64 << h.saturating_sub(19)),
+                ),
+                (
+                    "sha-chain",
+                    self.sha_chain,
+                    sha_chain_input(500u32 << h.saturating_sub(19)),
+                ),
+            ];
+            for (name, program, input) in programs {
+                let measured_before = profile
+                    .segments
+                    .iter()
+                    .any(|s| s.segment_height == h && s.program.as_deref() == Some(name));
+                if !measured_before {
+                    self.measure_segment(
+                        profile,
+                        (name, program, &input),
+                        h,
+                        done,
+                        total,
+                        progress,
+                    )?;
+                }
+                done += 1;
             }
-            done += 1;
         }
 
         // Every node kind, at the lowest height: leaves of 1 to 4 segments, then the chain.
@@ -328,6 +378,12 @@ fn fib_input(n: u64) -> ProgramInput {
     }
 }
 
+fn sha_chain_input(iterations: u32) -> ProgramInput {
+    ProgramInput {
+        items: vec![iterations.to_le_bytes().to_vec(), b"plait".to_vec()],
+    }
+}
+
 /// Where a profile's work directory goes: beside it.
 pub fn work_dir(profile_path: &Path) -> PathBuf {
     profile_path.with_extension("work")
@@ -340,16 +396,18 @@ mod tests {
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
-    /// segment per height and the 7 node kinds, saving as it goes; run again, it resumes and
-    /// measures nothing twice.
+    /// segment per program and height and the 7 node kinds, saving as it goes; run again, it
+    /// resumes and measures nothing twice.
     #[test]
     fn measures_every_step_once_and_resumes() {
         let dir = tempfile::tempdir().unwrap();
         let backend = DevBackend::default();
         let fib = ProgramImage::new(b"dev program".to_vec());
+        let sha_chain = ProgramImage::new(b"another dev program".to_vec());
         let calibration = Calibration {
             backend: &backend,
             fib: &fib,
+            sha_chain: &sha_chain,
             vm_config: VmConfig::Rv32im,
             heights: vec![10, 11],
             profile_path: dir.path().join("profile.json"),
@@ -370,13 +428,25 @@ mod tests {
                 Progress::Step { .. } => steps += 1,
             })
             .unwrap();
-        assert_eq!(measured.len(), 2 + 7, "{measured:#?}");
-        assert!(steps >= 9);
+        assert_eq!(measured.len(), 4 + 7, "{measured:#?}");
+        assert!(steps >= 11);
         let saved: DeviceProfile =
             serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
         assert_eq!(saved, profile);
-        let heights: Vec<u32> = saved.segments.iter().map(|s| s.segment_height).collect();
-        assert_eq!(heights, [10, 11]);
+        let measured_segments: Vec<(u32, &str)> = saved
+            .segments
+            .iter()
+            .map(|s| (s.segment_height, s.program.as_deref().unwrap()))
+            .collect();
+        assert_eq!(
+            measured_segments,
+            [
+                (10, "fib"),
+                (10, "sha-chain"),
+                (11, "fib"),
+                (11, "sha-chain")
+            ]
+        );
         let leaves: Vec<u32> = saved
             .nodes
             .iter()
@@ -405,6 +475,15 @@ mod tests {
         assert!(!resumable(
             &saved,
             &new_profile(&backend, "x".into(), &cpu, VmConfig::Rv32imSha2)
+        ));
+        // A format-1 profile has no trace sizes to fit: measured again, not resumed.
+        let format_1 = DeviceProfile {
+            format_version: 1,
+            ..saved.clone()
+        };
+        assert!(!resumable(
+            &format_1,
+            &new_profile(&backend, "x".into(), &cpu, VmConfig::Rv32im)
         ));
         // A GPU's profile is another device's: never resumed from a CPU's.
         let gpu = Device {

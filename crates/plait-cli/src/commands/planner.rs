@@ -27,6 +27,7 @@ use super::openvm_backend;
 use crate::{exit::BadInput, program_arg::ProgramArgs};
 
 const FIB_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/fib");
+const SHA_CHAIN_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/sha-chain");
 
 /// Where `plait calibrate` keeps this machine's profile for `vm` on a device of `kind`
 /// (`device-profile.json` for the CPU under RV32IM, `device-profile-gpu-rv32im-sha2.json`...).
@@ -103,6 +104,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
         Err(_) => fresh,
     };
     let fib = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
+    let sha_chain = crate::program_arg::load_program(Path::new(SHA_CHAIN_GUEST), cache)?;
     let vm_config = args.vm_config;
     let work_dir = calibrate::work_dir(&path);
     let profile_path = path.clone();
@@ -114,6 +116,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
         let calibration = Calibration {
             backend: &backend,
             fib: &fib,
+            sha_chain: &sha_chain,
             vm_config,
             heights,
             profile_path,

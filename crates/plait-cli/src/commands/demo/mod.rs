@@ -57,7 +57,7 @@ pub struct ZkmlArgs {
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/zkml"))]
     guest: PathBuf,
     /// Local worker processes. One by default: a worker proving a height-20 segment of the
-    /// Fashion models under rv32im-sha2 peaked at 12 GB here (OpenVM estimates 4 GiB), local
+    /// CNN under rv32im-sha2 peaked at 21.9 GiB here (OpenVM estimates 5 GiB), local
     /// workers share the machine's memory, and one worker uses every core anyway.
     #[arg(long, default_value_t = 1)]
     workers: usize,
