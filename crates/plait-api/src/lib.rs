@@ -4,6 +4,8 @@
 //! raw bytes (`application/octet-stream`). Routes live under [`API_PREFIX`]; a breaking change
 //! bumps it.
 
+#![warn(missing_docs)]
+
 use plait_core::{
     cost::DeviceProfile,
     planner::{Goal, Measured, Prediction},
@@ -13,6 +15,7 @@ use plait_prover::{KeySetId, ProofMeta, ProvingParams, Verdict};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The prefix every route lives under; a breaking change bumps it.
 pub const API_PREFIX: &str = "/v1";
 
 /// HTTP header carrying a result's [`TaskMeta`] as JSON.
@@ -86,6 +89,7 @@ pub struct RegisterWorkerRequest {
     pub name: String,
 }
 
+/// The coordinator's answer to a registration.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RegisterWorkerResponse {
@@ -102,12 +106,14 @@ pub struct RegisterWorkerResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClaimTaskRequest {
+    /// CPU cores the worker proves with.
     pub cores: u32,
     /// The worker's memory (1 byte to [`limits::MAX_MEMORY_BYTES`]): it is given only tasks
     /// that fit it.
     pub memory_bytes: u64,
     /// Backend name and zkVM version the worker proves with; tasks go only to matching workers.
     pub backend: String,
+    /// The zkVM version of that backend.
     pub backend_version: String,
     /// The worker's Plait version.
     #[serde(default)]
@@ -179,9 +185,11 @@ impl ClaimTaskRequest {
     }
 }
 
+/// The coordinator's answer to a claim.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClaimTaskResponse {
+    /// The task leased to the worker, or none (nothing fits it now).
     pub task: Option<TaskAssignment>,
 }
 
@@ -190,35 +198,46 @@ pub struct ClaimTaskResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TaskAssignment {
+    /// The job the task belongs to.
     pub job_id: JobId,
+    /// The task, within its job.
     pub task_id: TaskId,
     /// Attempt number of this lease; results and heartbeats must quote it.
     pub attempt: u32,
     /// A random secret (256 bits, hex) only the lease's holder knows: every call about the
     /// lease presents it in [`LEASE_SECRET_HEADER`], so no one else can act on it.
     pub lease_secret: String,
+    /// The job's proving parameters (VM config, segment height, tree shape).
     pub params: ProvingParams,
+    /// The program's SHA-256, to fetch it by.
     pub program_sha256: String,
     /// Seconds the lease lasts without a heartbeat.
     pub lease_seconds: u64,
     /// Seconds the lease lasts at most, heartbeats or not (from the worker's device profile's
     /// prediction for this task, or the coordinator's ceiling).
     pub time_limit_seconds: u64,
+    /// What to prove.
     pub work: Work,
 }
 
+/// What a task asks a worker to prove.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind", deny_unknown_fields)]
 pub enum Work {
     /// Prove one segment, from the checkpoint `segment.checkpoint` names (fetched by job and
     /// SHA-256), or, for a segment without one, by re-executing the program on `input`.
     ProveSegment {
+        /// The segment (its plan entry: where it starts and how long it runs).
         segment: SegmentSpec,
+        /// Whether it is the execution's last segment (its proof also shows the public values).
         is_last: bool,
+        /// The program's input, for a segment without a checkpoint.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         input: Option<ProgramInput>,
     },
+    /// Join the proofs of `children` into one node proof of `layer`.
     Aggregate {
+        /// The node's layer.
         layer: AggLayer,
         /// Tasks whose accepted proofs are the children, in execution order.
         children: Vec<TaskId>,
@@ -229,6 +248,7 @@ pub enum Work {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitResultResponse {
+    /// Accepted, or rejected with the reason.
     pub verdict: Verdict,
 }
 
@@ -236,6 +256,7 @@ pub struct SubmitResultResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ReportFailureRequest {
+    /// Why proving failed, in words.
     pub reason: String,
 }
 
@@ -243,6 +264,7 @@ pub struct ReportFailureRequest {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct UploadProgramResponse {
+    /// The SHA-256 the program is stored under.
     pub program_sha256: String,
 }
 
@@ -250,7 +272,9 @@ pub struct UploadProgramResponse {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ProgramRecord {
+    /// The program's SHA-256.
     pub program_sha256: String,
+    /// Its size.
     pub bytes: u64,
 }
 
@@ -258,8 +282,11 @@ pub struct ProgramRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitJobRequest {
+    /// The uploaded program's SHA-256.
     pub program_sha256: String,
+    /// The guest's input items.
     pub input: ProgramInput,
+    /// Proving parameters; `segment-height` is ignored with `auto-segment-height`.
     pub params: ProvingParams,
     /// `latency`, `cost` or `deadline=SECONDS`: the coordinator chooses the segment height for
     /// this goal from its device profiles, and `params.segment-height` is ignored.
@@ -271,13 +298,16 @@ pub struct SubmitJobRequest {
     pub priority: i32,
 }
 
+/// The coordinator's answer to a submission.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SubmitJobResponse {
+    /// The new job's number.
     pub job_id: JobId,
     /// Segments cut when the answer was sent: the job is stored before its program executes,
     /// so this is usually 0 (see the job's status for execution progress).
     pub segments: usize,
+    /// The segment height the job is proven at (the planner's choice with `auto-segment-height`).
     #[serde(default)]
     pub segment_height: u32,
 }
@@ -286,16 +316,20 @@ pub struct SubmitJobResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct JobStatusResponse {
+    /// The job.
     pub job_id: JobId,
+    /// Its program's SHA-256.
     #[serde(default)]
     pub program_sha256: String,
     /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
     pub state: String,
+    /// Why it failed, if it did.
     pub failure: Option<String>,
     /// (phase, done, total): `segments`, then each aggregation layer.
     pub phases: Vec<(String, usize, usize)>,
     /// Since submission; for a job that ended, until it ended.
     pub elapsed_seconds: f64,
+    /// The segment height it is proven at.
     #[serde(default)]
     pub segment_height: u32,
     /// The planner's prediction at submission (when the coordinator has device profiles).
@@ -328,7 +362,9 @@ pub struct JobStatusResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct JobEventBody {
+    /// Seconds since the job's submission.
     pub at_seconds: f64,
+    /// What happened.
     pub message: String,
 }
 
@@ -338,6 +374,7 @@ pub struct JobEventBody {
 pub struct ApiErrorBody {
     /// Stable machine-readable code, e.g. `unauthorized`, `unknown-task`, `stale-lease`.
     pub code: String,
+    /// What went wrong, in words.
     pub message: String,
 }
 
@@ -347,9 +384,13 @@ pub struct ApiErrorBody {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct MemoryNeedRecord {
+    /// The VM config and segment height.
     pub key_set: KeySetId,
-    /// `segments`, or an aggregation layer (`leaf`, `internal-for-leaf`, ...).
+    /// `segments:` and a program's SHA-256 (segments' needs are learned per program: they
+    /// differ twofold between programs at one height), or an aggregation layer (`leaf`,
+    /// `internal-for-leaf`, ...).
     pub phase: String,
+    /// What a task of this phase needs, in bytes.
     pub need_bytes: u64,
     /// Workers whose figures count now (0: the need was stored before a restart).
     pub reporters: u32,
@@ -359,14 +400,17 @@ pub struct MemoryNeedRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct WorkerRecord {
+    /// The worker's id.
     pub worker_id: String,
     /// `registered` (joined with the pool token) or `issued` (a credential the operator issued).
     pub origin: String,
     /// The name the worker registered with (an issued worker's id).
     pub name: String,
+    /// When the identity was created (Unix milliseconds).
     pub created_unix_ms: i64,
     /// Proofs of this worker the coordinator rejected.
     pub rejections: u32,
+    /// Its ban, if it is banned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ban: Option<BanRecord>,
     /// Whether it asked for work within the last lease period.
@@ -393,15 +437,18 @@ pub struct WorkerRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct TreeNode {
+    /// The task's id.
     pub task: TaskId,
     /// `segments`, `leaf`, `internal-for-leaf`, `internal-recursive.N` or `wrap`.
     pub phase: String,
+    /// Its children, in execution order (none for a segment).
     pub children: Vec<TaskId>,
     /// `waiting` (for its children), `ready`, `leased` or `accepted`.
     pub state: String,
     /// Who holds its lease, if leased.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Attempts made so far.
     pub attempts: u32,
     /// Why its last attempt failed (a rejected proof, a lost lease…), until one is accepted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -420,6 +467,7 @@ pub struct TreeView {
     pub layers: Vec<LayerCounts>,
     /// Whether `nodes` holds every task (else the notable ones, at most `limit`).
     pub complete: bool,
+    /// The tasks sent: every one, or the notable ones.
     pub nodes: Vec<TreeNode>,
 }
 
@@ -429,9 +477,13 @@ pub struct TreeView {
 pub struct LayerCounts {
     /// `segments`, `leaf`, `internal-for-leaf`, `internal-recursive.N` or `wrap`.
     pub phase: String,
+    /// Waiting for their children.
     pub waiting: usize,
+    /// Ready to be leased.
     pub ready: usize,
+    /// Leased now.
     pub leased: usize,
+    /// Accepted.
     pub accepted: usize,
     /// Tasks not accepted yet whose last attempt failed (rejected, lost or reported).
     pub failing: usize,
@@ -448,9 +500,12 @@ pub struct TreeQuery {
 }
 
 impl TreeQuery {
+    /// Nodes sent when the query names no limit.
     pub const DEFAULT_LIMIT: usize = 4096;
+    /// The most nodes a query may ask for.
     pub const MAX_LIMIT: usize = 65536;
 
+    /// The limit asked for, bounded.
     pub fn limit(&self) -> usize {
         self.limit
             .unwrap_or(Self::DEFAULT_LIMIT)
@@ -471,9 +526,12 @@ pub struct JobsQuery {
 }
 
 impl JobsQuery {
+    /// Jobs sent when the query names no limit.
     pub const DEFAULT_LIMIT: usize = 100;
+    /// The most jobs a query may ask for.
     pub const MAX_LIMIT: usize = 1000;
 
+    /// The limit asked for, bounded.
     pub fn limit(&self) -> usize {
         self.limit
             .unwrap_or(Self::DEFAULT_LIMIT)
@@ -490,10 +548,13 @@ pub struct EventsQuery {
     pub last: Option<usize>,
 }
 
+/// A ban on a worker identity.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BanRecord {
+    /// Why it was banned.
     pub reason: String,
+    /// When (Unix milliseconds).
     pub at_unix_ms: i64,
     /// `operator`, or `coordinator` for a ban it imposed after rejected proofs.
     pub by: String,
@@ -503,12 +564,15 @@ pub struct BanRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueWorkerRequest {
+    /// The new worker's id (its name in logs and bans).
     pub worker_id: String,
 }
 
+/// The coordinator's answer to an issued worker credential.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueWorkerResponse {
+    /// The worker's id.
     pub worker_id: String,
     /// Shown once: the coordinator keeps only its SHA-256.
     pub token: String,
@@ -560,14 +624,18 @@ impl Default for ClientLimits {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueClientRequest {
+    /// The new client's id.
     pub client_id: String,
+    /// What it may use of the pool (defaults where left out).
     #[serde(default)]
     pub limits: ClientLimits,
 }
 
+/// The coordinator's answer to an issued client credential.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct IssueClientResponse {
+    /// The client's id.
     pub client_id: String,
     /// Shown once: the coordinator keeps only its SHA-256.
     pub token: String,
@@ -577,8 +645,11 @@ pub struct IssueClientResponse {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct ClientRecord {
+    /// The client's id.
     pub client_id: String,
+    /// When its credential was issued (Unix milliseconds).
     pub created_unix_ms: i64,
+    /// What it may use of the pool.
     pub limits: ClientLimits,
     /// Its jobs that are not over.
     pub jobs_in_flight: u32,
@@ -593,6 +664,7 @@ pub struct ClientRecord {
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct BanWorkerRequest {
+    /// Why, in words (kept with the ban).
     pub reason: String,
 }
 

@@ -21,11 +21,16 @@ pub const MAX_WEIGHT: u32 = 1000;
 /// A job's priority (within its client's share) is -MAX_PRIORITY to MAX_PRIORITY.
 pub const MAX_PRIORITY: i32 = 1000;
 
+/// A client: who submits jobs, with what limits.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Client {
+    /// Its id (its name in jobs and logs).
     pub id: String,
+    /// SHA-256 of its credential (the credential itself is never kept).
     pub credential_sha256: [u8; 32],
+    /// When its credential was issued (Unix milliseconds).
     pub created_unix_ms: i64,
+    /// What it may use of the pool.
     pub limits: ClientLimits,
 }
 
@@ -39,6 +44,7 @@ impl Credentialed for Client {
     }
 }
 
+/// Every client, by id and by credential.
 #[derive(Default)]
 pub struct Clients {
     registry: Registry<Client>,
@@ -46,6 +52,7 @@ pub struct Clients {
 }
 
 impl Clients {
+    /// The clients the store holds.
     pub fn load(stored: Vec<Client>) -> Self {
         Self {
             registry: Registry::load(stored),
@@ -66,6 +73,7 @@ impl Clients {
         self.registry.identify(credential)
     }
 
+    /// The client of this id.
     pub fn get(&self, id: &str) -> Option<&Client> {
         self.registry.get(id)
     }
@@ -104,6 +112,7 @@ impl Clients {
         self.registry.get(id).map(|c| c.limits).unwrap_or_default()
     }
 
+    /// Every client.
     pub fn all(&self) -> impl Iterator<Item = &Client> {
         self.registry.values()
     }
@@ -128,6 +137,7 @@ impl Submitting {
         open.get(client).copied().unwrap_or(0)
     }
 
+    /// Counts a submission of `client` under way until the returned reservation drops.
     pub fn reserve(&self, client: &str) -> Reservation {
         *self
             .0

@@ -21,6 +21,7 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// Its name in the store and the API: `registered` or `issued`.
     pub fn as_str(self) -> &'static str {
         match self {
             Origin::Registered => "registered",
@@ -28,6 +29,7 @@ impl Origin {
         }
     }
 
+    /// The origin of that name.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "registered" => Some(Origin::Registered),
@@ -37,9 +39,12 @@ impl Origin {
     }
 }
 
+/// A ban on a worker identity.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Ban {
+    /// Why it was banned.
     pub reason: String,
+    /// When (Unix milliseconds).
     pub at_unix_ms: i64,
     /// Whether the operator banned it (else the coordinator, for rejected proofs).
     pub by_operator: bool,
@@ -48,13 +53,19 @@ pub struct Ban {
 /// One worker identity, as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Identity {
+    /// Its id.
     pub id: String,
+    /// How it joined.
     pub origin: Origin,
     /// The name it registered with (an issued worker's id).
     pub name: String,
+    /// SHA-256 of its credential (the credential itself is never kept).
     pub credential_sha256: [u8; 32],
+    /// When it was created (Unix milliseconds).
     pub created_unix_ms: i64,
+    /// Its proofs the coordinator rejected.
     pub rejections: u32,
+    /// Its ban, if it is banned.
     pub ban: Option<Ban>,
 }
 
@@ -77,6 +88,7 @@ pub struct Identities {
 }
 
 impl Identities {
+    /// The identities the store holds.
     pub fn load(stored: Vec<Identity>) -> Self {
         let mut identities = Self::default();
         for identity in stored {
@@ -96,10 +108,12 @@ impl Identities {
         self.registry.identify(credential)
     }
 
+    /// The identity of this id.
     pub fn get(&self, id: &str) -> Option<&Identity> {
         self.registry.get(id)
     }
 
+    /// How many identities there are.
     pub fn len(&self) -> usize {
         self.registry.len()
     }
@@ -159,6 +173,7 @@ impl Identities {
         Some(identity.clone())
     }
 
+    /// Notes that the identity asked for work now (it counts as active).
     pub fn saw(&mut self, id: &str) {
         if let Some(seen) = self.seen.get_mut(id) {
             *seen = std::time::Instant::now();

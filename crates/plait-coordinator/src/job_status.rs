@@ -3,6 +3,7 @@
 /// Where a job is.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum JobStatus {
+    /// Its tasks are handed out and proven.
     Running,
     /// No new task is handed out; results in flight are still accepted.
     Paused,
@@ -15,6 +16,7 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
+    /// The state's name in the API and the store: `running`, `paused`, …
     pub fn name(&self) -> &'static str {
         match self {
             Self::Running => "running",

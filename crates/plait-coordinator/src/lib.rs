@@ -9,6 +9,14 @@
 //!
 //! Every change that must survive a restart is written to the [`store`] (SQLite or
 //! PostgreSQL) before the coordinator answers; a restarted coordinator resumes every job from it.
+//!
+//! Main types: [`Coordinator`] (the shared state, its methods split by responsibility under
+//! `coordinator/`: submission, execution, dispatch, leases, the gate, finalization, …),
+//! [`CoordinatorConfig`], [`Store`], [`JobStatus`] and [`CoordinatorError`]. Per job, the
+//! crate-private `Job` keeps the task graph, leases and accepted proofs. `docs/architecture.md`
+//! follows a job through the modules.
+
+#![warn(missing_docs)]
 
 mod blobs;
 pub mod clients;

@@ -19,17 +19,28 @@ pub const TASK_KINDS: [&str; 5] = [
     "wrap",
 ];
 
+/// The coordinator's Prometheus metrics (served at `/metrics`).
 pub struct Metrics {
     registry: Registry,
+    /// Leases granted, by task kind.
     pub leases_granted: IntCounterVec,
+    /// Leases that expired, by task kind.
     pub leases_expired: IntCounterVec,
+    /// Calls about leases that had ended, by call.
     pub stale_requests: IntCounterVec,
+    /// Results received, by task kind and verdict.
     pub results: IntCounterVec,
+    /// Seconds from lease to accepted result, by task kind.
     pub task_seconds: HistogramVec,
+    /// Jobs submitted.
     pub jobs_submitted: IntCounter,
+    /// Jobs ended, by final state.
     pub jobs_ended: IntCounterVec,
+    /// Seconds jobs' executions took.
     pub execution_seconds: Histogram,
+    /// Seconds choosing a segment height took, by outcome.
     pub planning_seconds: HistogramVec,
+    /// Store writes that failed.
     pub store_errors: IntCounter,
     ready_tasks: IntGaugeVec,
     jobs: IntGaugeVec,
@@ -44,7 +55,9 @@ pub struct Gauges {
     pub ready_tasks: Vec<(&'static str, i64)>,
     /// (job state, jobs in it) for the jobs that are not over.
     pub jobs: Vec<(&'static str, i64)>,
+    /// Workers that asked for work within a lease period.
     pub live_workers: i64,
+    /// The memory those workers advertised, summed.
     pub live_workers_memory_bytes: i64,
 }
 
@@ -53,6 +66,7 @@ fn opts(name: &str, help: &str) -> Opts {
 }
 
 impl Metrics {
+    /// Metrics registered in a registry of their own.
     pub fn new() -> Self {
         let registry = Registry::new();
         // Seconds, from 10 ms (dev backend) to over two hours (the longest lease).

@@ -105,8 +105,9 @@ fn candidates_blocking(
     Ok(out)
 }
 
-/// A plan with the predicted segments' instruction counts, and the zkVM's memory estimate of
-/// the executed plan's largest segment scaled by the height (traces double with each step).
+/// A plan with the predicted segments' instruction counts, their trace sizes merged from the
+/// executed segments they are made of, and the zkVM's memory estimate of the executed plan's
+/// largest segment scaled by the height (traces double with each step).
 fn predicted_plan(
     executed: &SegmentPlan,
     from: u32,
@@ -114,11 +115,13 @@ fn predicted_plan(
     instructions: Vec<u64>,
 ) -> SegmentPlan {
     let memory = executed.peak_memory_estimate_bytes() << (height - from).min(16);
+    let sizes = executed.regrouped_sizes(&instructions);
     let mut instret_start = 0;
     let segments = instructions
         .into_iter()
+        .zip(sizes)
         .enumerate()
-        .map(|(index, num_insns)| {
+        .map(|(index, (num_insns, trace_size))| {
             let spec = plait_core::SegmentSpec {
                 index: index as u32,
                 instret_start,
@@ -126,7 +129,7 @@ fn predicted_plan(
                 memory_estimate_bytes: memory,
                 backend_hint: serde_json::Value::Null,
                 checkpoint: None,
-                trace_size: None,
+                trace_size,
             };
             instret_start += num_insns;
             spec

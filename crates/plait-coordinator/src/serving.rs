@@ -49,7 +49,9 @@ impl Default for ConnectionLimits {
 /// HTTPS: the coordinator's certificate chain and private key, PEM files.
 #[derive(Clone, Debug)]
 pub struct TlsFiles {
+    /// The certificate chain (PEM).
     pub cert: PathBuf,
+    /// The private key (PEM).
     pub key: PathBuf,
 }
 

@@ -41,7 +41,9 @@ impl fmt::Display for AggLayer {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct AggTreeShape {
+    /// Segment proofs one leaf node joins (OpenVM allows 1 to 4).
     pub num_children_leaf: u32,
+    /// Proofs one internal node joins (OpenVM allows 2 to 3).
     pub num_children_internal: u32,
 }
 
@@ -55,12 +57,16 @@ impl Default for AggTreeShape {
     }
 }
 
+/// Why a tree shape or segment count cannot make a tree.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TreeShapeError {
+    /// A leaf must join at least one segment.
     #[error("num-children-leaf must be at least 1, got {0}")]
     LeafTooNarrow(u32),
+    /// An internal node must join at least two proofs.
     #[error("num-children-internal must be at least 2 (1 would never reduce the tree), got {0}")]
     InternalTooNarrow(u32),
+    /// There are no segments to join.
     #[error("a job needs at least one segment")]
     NoSegments,
 }
@@ -68,6 +74,7 @@ pub enum TreeShapeError {
 /// What a node aggregates: a segment proof or the proof of a node one layer down.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ChildRef {
+    /// A segment's proof, by the segment's index.
     Segment(u32),
     /// A node of the layer below, by its index in that layer.
     Node(u32),
@@ -76,6 +83,7 @@ pub enum ChildRef {
 /// One aggregation node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggNode {
+    /// The layer the node belongs to.
     pub layer: AggLayer,
     /// Position of the node within its layer, left to right.
     pub index: u32,
@@ -88,7 +96,9 @@ pub struct AggNode {
 /// All aggregation nodes of a job, layer by layer from the leaves up to the wrap node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AggTree {
+    /// Segments the tree aggregates.
     pub num_segments: u32,
+    /// Nodes per layer, from the leaves up to the wrap node.
     pub layers: Vec<Vec<AggNode>>,
 }
 

@@ -38,26 +38,35 @@ pub(crate) fn rv32im() -> String {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct DeviceProfile {
+    /// Always [`PROFILE_FORMAT`].
     pub format: String,
+    /// The format version it was written in (see [`PROFILE_FORMAT_VERSION`]).
     pub format_version: u32,
+    /// The Plait that measured it.
     pub plait_version: String,
+    /// The proving backend measured (`openvm`).
     pub backend: String,
+    /// The backend's version.
     pub backend_version: String,
     /// A name for the device (host name by default).
     pub device: String,
     /// What proved: the CPU, or a GPU. Profiles written before GPUs measured a CPU.
     #[serde(default)]
     pub device_kind: DeviceKind,
+    /// CPU cores of the machine.
     pub cores: u32,
     /// The memory tasks are placed by: the machine's for a CPU, the GPU's own for a GPU.
     pub memory_bytes: u64,
+    /// The aggregation tree shape the nodes were measured with.
     pub tree: AggTreeShape,
     /// The VM config the measurements were made under (`rv32im`, `rv32im-sha2`): a config with
     /// more chips proves each segment more slowly. Profiles written before configs existed
     /// measured `rv32im`.
     #[serde(default = "rv32im")]
     pub vm_config: String,
+    /// The segments measured.
     pub segments: Vec<SegmentCost>,
+    /// The aggregation nodes measured.
     pub nodes: Vec<NodeCost>,
 }
 
@@ -94,9 +103,13 @@ fn is_zero(n: &u64) -> bool {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeCost {
+    /// The node kind: `leaf`, `internal-for-leaf`, `internal-recursive` or `wrap`.
     pub kind: String,
+    /// Proofs it joined.
     pub children: u32,
+    /// Seconds to prove it.
     pub seconds: f64,
+    /// The worker process's peak resident memory while proving it.
     pub peak_rss_bytes: u64,
     /// On a GPU: the most device memory in use while it was proven.
     #[serde(default, skip_serializing_if = "is_zero")]
@@ -113,21 +126,29 @@ pub fn node_kind(layer: AggLayer) -> &'static str {
     }
 }
 
+/// Why a profile cannot be used.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum ProfileError {
+    /// The file is not a device profile.
     #[error("not a device profile (format {0:?}); `plait calibrate` writes them")]
     NotAProfile(String),
+    /// The profile was made for another Plait, backend, tree shape or format.
     #[error(
         "profile {what} is {found}, this Plait needs {expected}: run `plait calibrate` again \
          on that device"
     )]
     Mismatch {
+        /// What differs.
         what: &'static str,
+        /// The profile's.
         found: String,
+        /// This Plait's.
         expected: String,
     },
+    /// A measurement the model needs is missing.
     #[error("profile has no {0} measurement; run `plait calibrate` to finish it")]
     Missing(String),
+    /// A figure is out of bounds.
     #[error(
         "profile out of bounds: a device name over 128 bytes, a VM config name over 32, over 64 \
          segment or 256 node measurements, seconds that are negative or not finite, or a segment of no instructions"
@@ -276,6 +297,14 @@ impl DeviceProfile {
             })
             .collect();
         TraceCostFit::fit(&measured)
+    }
+
+    /// The memory the planner lets one task take: nine tenths of [`Self::memory_bytes`]. The
+    /// rest is the operating system's, the page cache's and the coordinator's (a height-20
+    /// zkML segment at 93% of a 24 GiB machine ran at half speed, the kernel reclaiming
+    /// pages).
+    pub fn usable_memory_bytes(&self) -> u64 {
+        self.memory_bytes / 10 * 9
     }
 
     /// The memory a measurement counts against [`Self::memory_bytes`]: device memory on a
@@ -640,6 +669,7 @@ pub(crate) mod tests {
         TraceSize {
             main_cells,
             logup_cells,
+            interaction_cells: 0,
         }
     }
 
@@ -690,6 +720,7 @@ pub(crate) mod tests {
         TraceSize {
             main_cells: 37_208_972,
             logup_cells: 1 << 25,
+            interaction_cells: 0,
         },
         6_395_949_056.0,
         35.5,
@@ -698,6 +729,7 @@ pub(crate) mod tests {
         TraceSize {
             main_cells: 62_160_140,
             logup_cells: 1 << 25,
+            interaction_cells: 0,
         },
         6_793_613_312.0,
         44.7,
@@ -706,6 +738,7 @@ pub(crate) mod tests {
         TraceSize {
             main_cells: 70_370_188,
             logup_cells: 1 << 26,
+            interaction_cells: 0,
         },
         12_025_425_920.0,
         78.2,
@@ -714,6 +747,7 @@ pub(crate) mod tests {
         TraceSize {
             main_cells: 91_252_776,
             logup_cells: 1 << 26,
+            interaction_cells: 0,
         },
         12_191_944_704.0,
         79.3,
@@ -722,6 +756,7 @@ pub(crate) mod tests {
         TraceSize {
             main_cells: 155_776_564,
             logup_cells: 1 << 27,
+            interaction_cells: 0,
         },
         23_486_205_952.0,
         167.5,

@@ -15,12 +15,15 @@ use utoipa::ToSchema;
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceKind {
+    /// The machine's processor.
     #[default]
     Cpu,
+    /// An NVIDIA GPU.
     Gpu,
 }
 
 impl DeviceKind {
+    /// The kind's name in profiles and on the command line: `cpu` or `gpu`.
     pub fn name(self) -> &'static str {
         match self {
             DeviceKind::Cpu => "cpu",
@@ -39,6 +42,7 @@ impl fmt::Display for DeviceKind {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct Device {
+    /// A CPU or a GPU.
     pub kind: DeviceKind,
     /// The device's name, e.g. `NVIDIA H200` or the CPU's model name.
     pub model: String,
@@ -96,9 +100,12 @@ impl Device {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum DeviceChoice {
+    /// A GPU if there is one (and the build supports it), else the CPU.
     #[default]
     Auto,
+    /// A GPU, or refuse.
     Gpu,
+    /// The CPU, even with a GPU present.
     Cpu,
 }
 

@@ -11,17 +11,26 @@ use utoipa::ToSchema;
 /// The guest's input stream, one byte string per item.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ProgramInput {
+    /// The items, in the order the guest reads them.
     pub items: Vec<Vec<u8>>,
 }
 
+/// Why an input item cannot be read.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum InputError {
+    /// The item does not parse.
     #[error("input item {item:?} does not parse: {reason}")]
-    Unparsable { item: String, reason: String },
+    Unparsable {
+        /// The item as written.
+        item: String,
+        /// Why it does not parse.
+        reason: String,
+    },
 }
 
 /// What an input item names before it becomes bytes.
 pub enum InputItemSource<'a> {
+    /// The item's bytes.
     Bytes(Vec<u8>),
     /// A file whose whole content is the item.
     File(&'a str),

@@ -4,6 +4,14 @@
 //! This crate owns the segment plan, the shape of the aggregation tree and the task graph that
 //! ties them together. It does no IO, spawns nothing and reads no clock: callers pass every fact
 //! in, which keeps the scheduling rules testable in microseconds.
+//!
+//! Main types: [`SegmentPlan`] and [`SegmentSpec`] (an execution cut into segments, each with
+//! its [`TraceSize`]), [`AggTree`] and [`AggTreeShape`] (how segment proofs are joined),
+//! [`TaskGraph`] (the job's tasks, their states and the scheduling rule), and, for choosing a
+//! segment height, [`cost::DeviceProfile`] (a device's measured costs), [`sim::simulate`] and
+//! [`planner::evaluate`].
+
+#![warn(missing_docs)]
 
 mod agg_tree;
 pub mod cost;

@@ -85,7 +85,9 @@ impl ToSchema for Goal {}
 /// A pool to plan for: its distinct device profiles and, per worker, which profile it has.
 #[derive(Clone, Debug)]
 pub struct Pool {
+    /// The distinct device profiles.
     pub profiles: Vec<DeviceProfile>,
+    /// Per worker, the index of its profile in `profiles`.
     pub workers: Vec<usize>,
 }
 
@@ -149,9 +151,13 @@ impl Pool {
 /// One candidate segment height, executed and simulated.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Candidate {
+    /// The candidate segment height.
     pub segment_height: u32,
+    /// Segments the program cuts into at this height.
     pub segments: usize,
+    /// (layer, nodes) for each aggregation layer.
     pub nodes_per_layer: Vec<(String, usize)>,
+    /// Instructions of each segment.
     pub segment_instructions: Vec<u64>,
     /// Per segment, its trace size where the executor measured it (none for a height
     /// predicted from another height's execution).
@@ -161,12 +167,19 @@ pub struct Candidate {
     pub execution_seconds: f64,
     /// The zkVM's own estimate for the largest segment.
     pub openvm_segment_memory_bytes: u64,
+    /// The largest task's memory on the pool's first device.
     pub peak_task_memory_bytes: u64,
+    /// The devices of the pool that can hold every task.
     pub devices_that_fit: Vec<String>,
+    /// Predicted latency T, from submission to the final proof.
     pub predicted_latency_seconds: Option<f64>,
+    /// Predicted work L, proving seconds over all tasks.
     pub predicted_work_seconds: Option<f64>,
+    /// No schedule can finish sooner: `max(L / workers, critical path)`.
     pub lower_bound_seconds: Option<f64>,
+    /// Busy fraction of the workers in the simulation.
     pub utilization: Option<f64>,
+    /// Predicted proving seconds per phase: `segments`, then each layer.
     pub work_by_phase: Vec<(String, f64)>,
     /// Why the simulation could not run (no device holds a task).
     pub infeasible: Option<String>,
@@ -214,7 +227,7 @@ pub fn evaluate(
     let devices_that_fit = pool
         .profiles
         .iter()
-        .filter(|p| peak(p) <= p.memory_bytes)
+        .filter(|p| peak(p) <= p.usable_memory_bytes())
         .map(|p| p.device.clone())
         .collect();
     let mut candidate = Candidate {
@@ -265,6 +278,7 @@ pub fn evaluate(
     "no candidate segment height fits any device of the pool ({0}); try smaller segment \
      heights or add devices with more memory"
 )]
+/// No candidate fits any device; the text lists each candidate's reason.
 pub struct NothingFeasible(pub String);
 
 /// Picks a candidate for the goal; returns its index and the reason, in words.
@@ -352,11 +366,13 @@ pub fn recommend(candidates: &[Candidate], goal: Goal) -> Result<(usize, String)
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct Prediction {
+    /// The segment height.
     pub segment_height: u32,
     /// The VM config of the profiles it was made with (predictions made before configs
     /// existed: `rv32im`).
     #[serde(default = "crate::cost::rv32im")]
     pub vm_config: String,
+    /// Segments the program was cut into.
     pub segments: usize,
     /// Workers in the simulated pool.
     pub workers: usize,
@@ -365,8 +381,11 @@ pub struct Prediction {
     pub devices: Vec<(String, usize)>,
     /// Set when the height was chosen by the planner (`auto`), with the reason.
     pub goal: Option<Goal>,
+    /// Why the planner chose this height, in words (with `goal`).
     pub reason: Option<String>,
+    /// Predicted latency T in seconds.
     pub latency_seconds: f64,
+    /// Predicted work L in seconds.
     pub work_seconds: f64,
     /// (phase, predicted proving seconds): `segments`, then each aggregation layer.
     pub work_by_phase: Vec<(String, f64)>,
@@ -401,6 +420,7 @@ pub struct Measured {
     pub latency_seconds: f64,
     /// Proving (and re-execution) seconds of the accepted task proofs.
     pub work_seconds: f64,
+    /// Measured proving seconds per phase: `segments`, then each layer.
     pub work_by_phase: Vec<(String, f64)>,
 }
 
@@ -473,7 +493,7 @@ mod tests {
             "by the per-height figure it fits"
         );
 
-        profile.memory_bytes = 24 << 30;
+        profile.memory_bytes = 28 << 30;
         let pool = Pool::uniform(profile, 1);
         let sized = evaluate(&plan(true), 20, tree, &pool, config).unwrap();
         let unsized_ = evaluate(&plan(false), 20, tree, &pool, config).unwrap();

@@ -22,7 +22,9 @@ use crate::{
 /// One pool size's predictions: (segments, T seconds, L seconds) per candidate.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Series {
+    /// What the series shows, e.g. `10 workers`.
     pub label: String,
+    /// (segments, T seconds, L seconds) per candidate height.
     pub points: Vec<(f64, f64, f64)>,
 }
 

@@ -18,6 +18,7 @@ use crate::{
     AggTreeShape, TaskGraph, TaskId, TaskKind, TraceSize, TreeShapeError,
 };
 
+/// What the simulation assumes beyond the job and the pool.
 #[derive(Clone, Copy, Debug)]
 pub struct SimConfig {
     /// Executing and planning before the first task (seconds).
@@ -26,6 +27,7 @@ pub struct SimConfig {
     pub transfer_seconds: f64,
     /// Probability that an attempt fails at its end and must be redone.
     pub failure_rate: f64,
+    /// Seed of the failure draws (the same seed gives the same run).
     pub seed: u64,
 }
 
@@ -40,6 +42,7 @@ impl Default for SimConfig {
     }
 }
 
+/// What a simulated run predicts.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SimOutcome {
     /// Wall time from submission to the root proof (T).
@@ -52,32 +55,46 @@ pub struct SimOutcome {
     pub critical_path_seconds: f64,
     /// No schedule can beat `max(execution + L_fastest / workers, critical path)`.
     pub lower_bound_seconds: f64,
+    /// Attempts that failed and were redone.
     pub failed_attempts: u64,
     /// Proving seconds per phase (`segments`, then each layer), summed over attempts.
     pub work_by_phase: Vec<(String, f64)>,
 }
 
+/// Why a job cannot be simulated.
 #[derive(Debug, thiserror::Error, PartialEq)]
 pub enum SimError {
+    /// The tree shape cannot make a tree.
     #[error(transparent)]
     Tree(#[from] TreeShapeError),
+    /// The pool has no workers.
     #[error("the pool has no workers")]
     NoWorkers,
-    #[error("no device in the pool can hold {task} ({need} bytes); the largest has {largest}")]
+    /// No device's usable memory holds a ready task.
+    #[error(
+        "no device in the pool can hold {task} ({need} bytes); the largest lets a task use \
+         {largest} (nine tenths of its memory)"
+    )]
     NothingFits {
+        /// The task, in words.
         task: String,
+        /// What it needs, in bytes.
         need: u64,
+        /// The most usable memory of any device in the pool.
         largest: u64,
     },
 }
 
 /// The job: its segments' instruction counts and segment height, and its tree shape.
 pub struct SimJob<'a> {
+    /// Instructions of each segment.
     pub segment_instructions: &'a [u64],
     /// Per segment, its trace size where the executor measured it (empty where none is
     /// known): a profile with a trace fit costs such segments from it.
     pub segment_sizes: &'a [Option<TraceSize>],
+    /// The segment height the job is cut at.
     pub segment_height: u32,
+    /// Its aggregation tree shape.
     pub tree: AggTreeShape,
 }
 
@@ -197,7 +214,8 @@ pub fn simulate(
         let mut still_idle = Vec::with_capacity(idle.len());
         for w in idle {
             let d = &devices[workers[w]];
-            let fits = |t: TaskId| task_memory(&graph, job, d, t) <= d.profile.memory_bytes;
+            let fits =
+                |t: TaskId| task_memory(&graph, job, d, t) <= d.profile.usable_memory_bytes();
             // Whether this worker should take `t`: not if the devices faster at it would
             // clear every ready task before this one finished it.
             let ready = graph.ready_count() as f64;
@@ -210,7 +228,7 @@ pub fn simulate(
                     .iter()
                     .zip(&of_profile)
                     .filter(|&(q, &n)| {
-                        n > 0 && task_memory(&graph, job, q, t) <= q.profile.memory_bytes
+                        n > 0 && task_memory(&graph, job, q, t) <= q.profile.usable_memory_bytes()
                     })
                     .map(|(q, &n)| (n, task_seconds(&graph, job, q, t)))
                     .filter(|&(_, theirs)| theirs < mine)
@@ -251,7 +269,7 @@ pub fn simulate(
             let need = task_memory(&graph, job, &devices[workers[0]], task);
             let largest = workers
                 .iter()
-                .map(|&w| profiles[w].memory_bytes)
+                .map(|&w| profiles[w].usable_memory_bytes())
                 .max()
                 .unwrap_or(0);
             let what = match graph.kind(task).expect("task exists") {

@@ -35,14 +35,20 @@ pub enum TaskState {
     Done,
 }
 
+/// A task graph call that does not apply to the named task.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum TaskGraphError {
+    /// No such task (yet).
     #[error("{0} does not exist in this job")]
     UnknownTask(TaskId),
+    /// The task is not in the state the call needs.
     #[error("{task} is {state:?}, expected {expected:?}")]
     WrongState {
+        /// The task.
         task: TaskId,
+        /// Its state.
         state: TaskState,
+        /// The state the call needs.
         expected: TaskState,
     },
 }
@@ -96,7 +102,9 @@ struct ReadySet {
 /// A task that became ready, or stopped being ready.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReadyChange {
+    /// The task became ready.
     Ready(TaskId),
+    /// The task stopped being ready (leased, or discarded back to waiting).
     NotReady(TaskId),
 }
 
@@ -203,10 +211,12 @@ impl TaskGraph {
         }
     }
 
+    /// Whether execution has ended: the number of segments, and so the tree, is final.
     pub fn is_sealed(&self) -> bool {
         self.sealed
     }
 
+    /// Segments added so far.
     pub fn num_segments(&self) -> u32 {
         self.levels[0].members.len() as u32
     }
@@ -233,6 +243,7 @@ impl TaskGraph {
             .then(|| AggTree::plan(self.num_segments(), self.shape).expect("valid shape"))
     }
 
+    /// Tasks in the graph so far.
     pub fn num_tasks(&self) -> usize {
         self.tasks.len()
     }
@@ -242,10 +253,12 @@ impl TaskGraph {
         self.root
     }
 
+    /// What the task proves.
     pub fn kind(&self, task: TaskId) -> Result<TaskKind, TaskGraphError> {
         Ok(self.entry(task)?.kind)
     }
 
+    /// Where the task stands.
     pub fn state(&self, task: TaskId) -> Result<TaskState, TaskGraphError> {
         Ok(self.entry(task)?.state)
     }
@@ -283,6 +296,7 @@ impl TaskGraph {
         self.ready_tasks().find(|t| fits(*t))
     }
 
+    /// Whether the root (wrap) task is accepted: the job is proven.
     pub fn is_complete(&self) -> bool {
         self.root
             .is_some_and(|root| self.tasks[root.0 as usize].state == TaskState::Done)

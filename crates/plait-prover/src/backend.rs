@@ -10,12 +10,14 @@ use utoipa::ToSchema;
 /// A guest program as the user gave it (an ELF), with its content hash.
 #[derive(Clone)]
 pub struct ProgramImage {
+    /// The ELF's bytes (shared: jobs and tasks hold the same program).
     pub bytes: Arc<Vec<u8>>,
     /// SHA-256 of `bytes`, hex. Programs are content-addressed by it.
     pub digest: String,
 }
 
 impl ProgramImage {
+    /// A program of these bytes, hashed.
     pub fn new(bytes: Vec<u8>) -> Self {
         let digest = hex::encode(Sha256::digest(&bytes));
         Self {
@@ -50,12 +52,15 @@ impl fmt::Debug for ProgramImage {
 )]
 #[serde(rename_all = "kebab-case")]
 pub enum VmConfig {
+    /// RV32IM and the zkVM's I/O.
     #[default]
     Rv32im,
+    /// RV32IM with OpenVM's SHA-2 extension.
     Rv32imSha2,
 }
 
 impl VmConfig {
+    /// Every VM config, in the order they are listed.
     pub const ALL: [VmConfig; 2] = [VmConfig::Rv32im, VmConfig::Rv32imSha2];
 
     /// `rv32im` or `rv32im-sha2`: how flags, files and logs name it.
@@ -87,7 +92,9 @@ impl std::str::FromStr for VmConfig {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct KeySetId {
+    /// The VM config.
     pub vm_config: VmConfig,
+    /// The segment height (log2 of the largest trace height).
     pub segment_height: u32,
 }
 
@@ -108,6 +115,7 @@ pub struct ProvingParams {
 }
 
 impl ProvingParams {
+    /// The key set these parameters need.
     pub fn key_set(&self) -> KeySetId {
         KeySetId {
             vm_config: self.vm_config,
@@ -162,6 +170,7 @@ pub enum ProvingPhase {
 /// A segment as execution cuts it.
 #[derive(Clone, Debug)]
 pub struct CutSegment {
+    /// The segment, as the scheduler sees it.
     pub spec: SegmentSpec,
     /// The checkpoint of its start state, if asked for (its digest is `spec.checkpoint`).
     pub checkpoint: Option<Vec<u8>>,
@@ -208,11 +217,17 @@ pub struct ProofMeta {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", tag = "verdict")]
 pub enum Verdict {
+    /// The proof is valid and is the one asked for.
     Accepted,
-    Rejected { reason: String },
+    /// It is not.
+    Rejected {
+        /// Why, in words.
+        reason: String,
+    },
 }
 
 impl Verdict {
+    /// A rejection, with why.
     pub fn rejected(reason: impl Into<String>) -> Self {
         Verdict::Rejected {
             reason: reason.into(),
@@ -232,7 +247,9 @@ pub struct VerifiedProof {
 /// What running a guest (without planning or proving) gives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RunOutcome {
+    /// The public values the guest revealed.
     pub public_values: Vec<u8>,
+    /// Instructions it executed.
     pub instructions: u64,
 }
 
@@ -247,22 +264,39 @@ pub struct BackendInfo {
     pub sound: bool,
 }
 
+/// Why a backend call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The bytes are not a program this backend runs.
     #[error("program is not a usable guest: {0}")]
     InvalidProgram(String),
+    /// The guest failed while executing (a panic exits with 1).
     #[error("guest failed during execution: {0}")]
     GuestFailed(String),
+    /// The guest ran past the instruction limit.
     #[error("guest exceeded the instruction limit of {limit} instructions")]
-    InstructionLimit { limit: u64 },
+    InstructionLimit {
+        /// The limit.
+        limit: u64,
+    },
+    /// Parameters the backend cannot use (a segment height out of range, …).
     #[error("invalid parameters: {0}")]
     InvalidParams(String),
+    /// A task's inputs do not fit it (a checkpoint of another segment, a bad hint, …).
     #[error("task input is malformed: {0}")]
     MalformedTask(String),
+    /// Proving failed.
     #[error("proving failed: {0}")]
     ProvingFailed(String),
+    /// The key cache cannot be read or written.
     #[error("key store at {path}: {reason}")]
-    KeyStore { path: String, reason: String },
+    KeyStore {
+        /// The key set's directory.
+        path: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A proof did not verify.
     #[error("proof rejected: {0}")]
     ProofRejected(String),
     /// The device asked for is not there (no GPU, or a build without GPU support).
@@ -279,6 +313,7 @@ pub enum BackendError {
 /// Implementations cache expensive state (keys, committed programs) internally, so calls are
 /// cheap to repeat.
 pub trait ProverBackend: Send + Sync {
+    /// Who the backend is: name, version, and whether its proofs are sound.
     fn info(&self) -> BackendInfo;
 
     /// Makes sure the keys for `params` exist (generating and caching them if needed) and

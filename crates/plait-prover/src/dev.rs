@@ -26,7 +26,9 @@ pub const DEV_PROOF_BANNER: &str =
 /// Simulated costs of the dev backend, and a fault it can inject (to test the pool).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DevBackend {
+    /// How long proving each segment takes (on the worker).
     pub segment_delay: Duration,
+    /// How long proving each aggregation node takes (on the worker).
     pub aggregate_delay: Duration,
     /// How long executing each segment takes (on the coordinator).
     pub execute_delay: Duration,
@@ -34,6 +36,7 @@ pub struct DevBackend {
     pub prepare_delay: Duration,
     /// Proofs are padded to this many bytes (0: no padding), to load the pool like real ones.
     pub proof_bytes: usize,
+    /// A misbehaviour to show, or a fault to hit (see [`DevFault`]).
     pub fault: Option<DevFault>,
 }
 

@@ -1,6 +1,10 @@
 //! The worker loop: claim a task, fetch what it needs, prove it on a blocking thread while
 //! heartbeating the lease, upload the result. A worker holds no job state; losing one loses at
 //! most the task it was proving, which the coordinator re-leases when the lease runs out.
+//!
+//! Main items: [`run`], the loop over a [`CoordinatorClient`] configured by [`WorkerConfig`];
+//! [`calibrate`] (measuring a device into a profile); and [`process_usage`] (the peak memory
+//! and CPU reported with each proof).
 
 #![warn(missing_docs)]
 

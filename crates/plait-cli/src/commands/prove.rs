@@ -349,35 +349,35 @@ fn print_summary(timings: &[TaskTiming]) {
             None => phases.push((t.phase.clone(), vec![t])),
         }
     }
-    // Tasks proven on a GPU report their device memory: show its peak per phase.
+    // Tasks proven on a GPU report their device memory, others the worker's resident memory:
+    // show the highest per phase.
     let on_gpu = timings.iter().any(|t| t.meta.device_peak_bytes > 0);
     eprintln!(
-        "{:>22} {:>5} {:>12} {:>12} {:>14}{}",
+        "{:>22} {:>5} {:>12} {:>12} {:>14} {:>10}",
         "phase",
         "tasks",
         "prove s/task",
         "wall s/task",
         "start s/task",
-        if on_gpu { "  device GiB" } else { "" }
+        if on_gpu { "device GiB" } else { "peak GiB" }
     );
     for (phase, list) in phases {
         let n = list.len() as f64;
         let prove: f64 = list.iter().map(|t| t.meta.proving_seconds).sum::<f64>() / n;
         let wall: f64 = list.iter().map(|t| t.wall_seconds).sum::<f64>() / n;
         let reexec: f64 = list.iter().map(|t| t.meta.reexecution_seconds).sum::<f64>() / n;
-        let device = list
+        let peak = list
             .iter()
-            .map(|t| t.meta.device_peak_bytes)
+            .map(|t| match on_gpu {
+                true => t.meta.device_peak_bytes,
+                false => t.meta.process_peak_rss_bytes,
+            })
             .max()
             .unwrap_or(0);
-        let device = if on_gpu {
-            format!("  {:>10.2}", device as f64 / (1u64 << 30) as f64)
-        } else {
-            String::new()
-        };
         eprintln!(
-            "{phase:>22} {:>5} {prove:>12.2} {wall:>12.2} {reexec:>14.2}{device}",
-            list.len()
+            "{phase:>22} {:>5} {prove:>12.2} {wall:>12.2} {reexec:>14.2} {:>10.2}",
+            list.len(),
+            peak as f64 / (1u64 << 30) as f64
         );
     }
 }

@@ -171,13 +171,15 @@ impl Coordinator {
         // says so from its ready summary, without a walk of its tasks.
         let needs = std::cell::RefCell::new(HashMap::new());
         let on_gpu = worker.gpu().is_some();
-        let need = |p: &ProvingParams, layer: Option<AggLayer>| {
+        let need = |p: &ProvingParams, program: &str, layer: Option<AggLayer>| {
+            // Segments' needs are learned per program; nodes' are the same for every program.
+            let program = if layer.is_none() { program } else { "" };
             *needs
                 .borrow_mut()
-                .entry((p.key_set(), layer))
+                .entry((p.key_set(), layer, program.to_string()))
                 .or_insert_with(|| match on_gpu {
                     true => self.device_memory_need(p, layer),
-                    false => self.memory_need(p, layer),
+                    false => self.memory_need(p, program, layer),
                 })
         };
         // A task this worker just failed goes to another worker, if one that fits is live; a

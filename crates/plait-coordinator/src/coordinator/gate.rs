@@ -146,6 +146,7 @@ impl Coordinator {
                 .inc();
         }
         let (target, program, params, kind) = looked_up?;
+        let program_digest = program.digest.clone();
         let backend = self.backend.clone();
         let checked = proof.clone();
         let verdict =
@@ -171,7 +172,7 @@ impl Coordinator {
                 let (root_done, timing) = self.with_lease(job, task, attempt, worker, |j| {
                     j.accept(task, attempt, secret, stored, meta, Instant::now())
                 })?;
-                self.record_peak_memory(params.key_set(), &timing);
+                self.record_peak_memory(params.key_set(), &program_digest, &timing);
                 *self
                     .tasks_done
                     .lock()

@@ -67,6 +67,7 @@ impl Coordinator {
         }
     }
 
+    /// Extends a lease by a lease period (up to its time limit), for the worker holding it.
     pub fn heartbeat(
         &self,
         worker: &str,
@@ -88,6 +89,7 @@ impl Coordinator {
         result
     }
 
+    /// A worker gives up on a task: the attempt ends, and the task is retried by the retry policy.
     pub async fn report_failure(
         &self,
         worker: &str,

@@ -244,6 +244,7 @@ impl Coordinator {
         }
     }
 
+    /// Issues a credential for a new worker identity `id` (a closed pool's way in); returns the credential, shown once.
     pub async fn issue_worker(&self, id: &str) -> Result<String, CoordinatorError> {
         plait_api::check_worker_name("worker-id", id).map_err(CoordinatorError::BadRequest)?;
         let (identity, credential) = self

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use plait_core::{AggLayer, DeviceKind};
+use plait_core::{cost::TraceCostFit, AggLayer, DeviceKind};
 use plait_prover::{KeySetId, ProvingParams};
 
 use crate::{job::TaskTiming, store::StoreOp};
@@ -83,9 +83,10 @@ impl Coordinator {
     pub(super) fn memory_need_source(
         &self,
         params: &ProvingParams,
+        program: &str,
         layer: Option<AggLayer>,
     ) -> String {
-        let phase = layer.map_or_else(|| "segments".to_string(), |l| l.to_string());
+        let phase = need_key(program, layer);
         let measured = self.node_memory.lock().expect("node memory lock");
         let min_reports = self.min_memory_reports();
         let now = Instant::now();
@@ -100,6 +101,9 @@ impl Coordinator {
                  forgets it"
                     .into()
             }
+            _ if layer.is_none() && !self.segment_memory_fits(params).is_empty() => {
+                "each segment's trace size, by the calibrated profile's fit".into()
+            }
             _ if self.profile_peak(params, layer).is_some() => {
                 "the peak measured when this machine was calibrated".into()
             }
@@ -112,8 +116,12 @@ impl Coordinator {
     /// has the memory for (the reaper calls it every 10 s).
     pub async fn report_unplaceable_tasks(&self) -> Result<(), CoordinatorError> {
         let largest = self.largest_live_worker_memory();
-        let need = |p: &ProvingParams, layer: Option<AggLayer>| self.memory_need(p, layer);
-        let source = |p: &ProvingParams, layer: Option<AggLayer>| self.memory_need_source(p, layer);
+        let need = |p: &ProvingParams, program: &str, layer: Option<AggLayer>| {
+            self.memory_need(p, program, layer)
+        };
+        let source = |p: &ProvingParams, program: &str, layer: Option<AggLayer>| {
+            self.memory_need_source(p, program, layer)
+        };
         let now = Instant::now();
         {
             let mut jobs = self.jobs.lock().expect("jobs lock");
@@ -143,9 +151,10 @@ impl Coordinator {
     }
 
     /// Learns from a task's measured peak memory (already bounded by what its worker
-    /// advertised), per key set and phase (`segments` or the layer); a changed need is stored
-    /// with the result's next flush.
-    pub(super) fn record_peak_memory(&self, keys: KeySetId, t: &TaskTiming) {
+    /// advertised), per key set and phase: a layer, or the segments of one program (programs
+    /// of one height differ twofold in memory). A changed need is stored with the result's
+    /// next flush.
+    pub(super) fn record_peak_memory(&self, keys: KeySetId, program: &str, t: &TaskTiming) {
         let peak = t.meta.process_peak_rss_bytes;
         // A GPU prover's host memory says nothing of what a CPU prover needs.
         if peak == 0 || t.meta.device_peak_bytes > 0 {
@@ -162,8 +171,12 @@ impl Coordinator {
             + 1;
         let now = Instant::now();
         let mut known = self.node_memory.lock().expect("node memory lock");
+        let phase = match t.phase.as_str() {
+            "segments" => need_key(program, None),
+            layer => layer.to_string(),
+        };
         let reports = known
-            .entry((keys, t.phase.clone()))
+            .entry((keys, phase.clone()))
             .or_insert_with(NodeMemoryReports::new);
         let min_reports = self.min_memory_reports();
         let before = reports.need(min_reports, now);
@@ -175,20 +188,26 @@ impl Coordinator {
                 .expect("outbox lock")
                 .push(StoreOp::NodeMemory {
                     keys,
-                    layer: t.phase.clone(),
+                    layer: phase,
                     peak_bytes: need,
                 });
         }
     }
 
-    /// What a task of `layer` (`None`: a segment) is assumed to need: what workers measured
-    /// for that phase and key set ([`NodeMemoryReports`]), else for a node the
-    /// backend's figure (segments then go by the backend's estimate of each, which OpenVM
-    /// puts far below the measured peak: 1.5 GiB against 5.96 GiB at height 19).
-    /// Before any is learned, the peak the planner's own profiles (the operator's, never a
-    /// worker's) measured for the phase at that height; then the backend's figure.
-    pub(super) fn memory_need(&self, params: &ProvingParams, layer: Option<AggLayer>) -> u64 {
-        let phase = layer.map_or_else(|| "segments".to_string(), |l| l.to_string());
+    /// What a task of `layer` (`None`: a segment of `program`) is assumed to need: what
+    /// workers measured for that phase and key set ([`NodeMemoryReports`]), else for a node
+    /// the backend's figure. Before any is learned, the peak the planner's own profiles (the
+    /// operator's, never a worker's) measured for the phase at that height; then the
+    /// backend's figure. A segment needs at least its floor besides (see
+    /// [`crate::job::Job::segment_floor`]: its trace size by the profiles' fit, and the
+    /// backend's estimate, which OpenVM puts far below the measured peak).
+    pub(super) fn memory_need(
+        &self,
+        params: &ProvingParams,
+        program: &str,
+        layer: Option<AggLayer>,
+    ) -> u64 {
+        let phase = need_key(program, layer);
         let learned = {
             let measured = self.node_memory.lock().expect("node memory lock");
             measured
@@ -229,11 +248,14 @@ impl Coordinator {
             .iter()
             .filter(|p| p.vm_config == config && p.device_kind == kind);
         let peaks: Vec<u64> = match layer {
+            // A profile with a trace fit costs each segment by its trace size instead (the
+            // job's segment floor).
             None => profiles
                 .filter(|p| {
-                    p.segments
-                        .iter()
-                        .any(|s| s.segment_height == params.segment_height)
+                    p.trace_fit().is_none()
+                        && p.segments
+                            .iter()
+                            .any(|s| s.segment_height == params.segment_height)
                 })
                 .map(|p| p.segment_memory(params.segment_height))
                 .collect(),
@@ -241,6 +263,12 @@ impl Coordinator {
             Some(layer) => profiles.map(|p| p.node_memory(layer)).collect(),
         };
         peaks.into_iter().filter(|&p| p > 0).max()
+    }
+
+    /// The fits of segment memory to trace size of the operator's CPU profiles for the job's
+    /// VM config: a job's segments need at least what they predict.
+    pub(crate) fn segment_memory_fits(&self, params: &ProvingParams) -> Vec<TraceCostFit> {
+        segment_memory_fits(&self.config, params)
     }
 
     pub(super) fn profile_peak(
@@ -266,4 +294,31 @@ impl Coordinator {
             (None, None) => 0,
         }
     }
+}
+
+/// The key a phase's learned need is kept under: the layer's name, or `segments:` and the
+/// program's SHA-256 (segments of one height differ twofold in memory between programs).
+pub(crate) fn need_key(program: &str, layer: Option<AggLayer>) -> String {
+    match layer {
+        Some(layer) => layer.to_string(),
+        None => format!("segments:{program}"),
+    }
+}
+
+/// See [`Coordinator::segment_memory_fits`].
+pub(super) fn segment_memory_fits(
+    config: &super::CoordinatorConfig,
+    params: &ProvingParams,
+) -> Vec<TraceCostFit> {
+    let Some(planner) = config.planner.as_ref() else {
+        return Vec::new();
+    };
+    let vm_config = params.vm_config.name();
+    planner
+        .pool
+        .profiles
+        .iter()
+        .filter(|p| p.vm_config == vm_config && p.device_kind == DeviceKind::Cpu)
+        .filter_map(|p| p.trace_fit())
+        .collect()
 }

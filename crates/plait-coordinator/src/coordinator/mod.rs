@@ -60,6 +60,7 @@ mod retention;
 mod submission;
 mod uploads;
 
+/// How a coordinator runs: tokens, leases, limits, retention, the planner.
 #[derive(Clone, Debug)]
 pub struct CoordinatorConfig {
     /// The pool's worker token: a worker presenting it registers and gets an identity and a
@@ -146,6 +147,7 @@ impl Default for CoordinatorConfig {
     }
 }
 
+/// The coordinator: owns the jobs, the workers' and clients' state and the store, and hands out, checks and joins tasks (see the crate's documentation).
 pub struct Coordinator {
     backend: Arc<dyn ProverBackend>,
     backend_info: BackendInfo,
@@ -239,6 +241,7 @@ impl Coordinator {
                 })?;
             let mut job =
                 Job::restore(stored, program, now, now_unix_ms).map_err(StoreError::Corrupt)?;
+            job.segment_fits = memory::segment_memory_fits(&config, &job.params);
             if job.status.is_live() {
                 let (accepted, total) = job.accepted_count();
                 job.log(
@@ -436,10 +439,12 @@ impl Coordinator {
         self.store_lock.lock().expect("store lock").take();
     }
 
+    /// The store it writes to.
     pub fn store(&self) -> &Store {
         &self.store
     }
 
+    /// How it was configured.
     pub fn config(&self) -> &CoordinatorConfig {
         &self.config
     }
@@ -455,6 +460,7 @@ impl Coordinator {
         self.backend.max_proof_bytes()
     }
 
+    /// The backend it checks proofs with.
     pub fn backend_info(&self) -> &BackendInfo {
         &self.backend_info
     }

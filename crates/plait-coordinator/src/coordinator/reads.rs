@@ -143,10 +143,12 @@ impl Coordinator {
         Ok(self.store.job_ids().await?)
     }
 
+    /// The job's state.
     pub async fn status(&self, job: JobId) -> Result<JobStatus, CoordinatorError> {
         self.read_job(job, |j| j.status.clone()).await
     }
 
+    /// The job's status, as its status page shows it.
     pub async fn summary(&self, job: JobId) -> Result<JobSummary, CoordinatorError> {
         if let Some(state) = self.jobs.lock().expect("jobs lock").get(&job) {
             return Ok(state.summary(Instant::now()));
@@ -173,6 +175,7 @@ impl Coordinator {
         Ok(summary)
     }
 
+    /// How far the job has come, per phase.
     pub async fn progress(&self, job: JobId) -> Result<JobProgress, CoordinatorError> {
         self.read_job(job, |j| j.progress(Instant::now())).await
     }
@@ -186,6 +189,7 @@ impl Coordinator {
             .await
     }
 
+    /// The job's proving parameters.
     pub async fn params(&self, job: JobId) -> Result<ProvingParams, CoordinatorError> {
         self.read_job(job, |j| j.params).await
     }
@@ -199,6 +203,7 @@ impl Coordinator {
         .await
     }
 
+    /// The job's event log.
     pub async fn events(&self, job: JobId) -> Result<Vec<JobEvent>, CoordinatorError> {
         self.read_job(job, |j| j.events().to_vec()).await
     }
@@ -216,6 +221,7 @@ impl Coordinator {
         .await
     }
 
+    /// Each accepted task's timing and measurements.
     pub async fn timings(&self, job: JobId) -> Result<Vec<TaskTiming>, CoordinatorError> {
         self.read_job(job, |j| j.timings().to_vec()).await
     }

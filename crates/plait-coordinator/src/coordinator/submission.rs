@@ -101,6 +101,7 @@ impl Coordinator {
             now,
             unix_ms(),
         )?;
+        job.segment_fits = self.segment_memory_fits(&params);
         if let Some(prediction) = chosen {
             job.set_prediction(prediction, now);
         }

@@ -28,7 +28,7 @@ impl Job {
         memory_left: u64,
         lease: Duration,
         now: Instant,
-        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+        need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
         leave_to_others: &dyn Fn(&str, u64) -> bool,
         time_limit: &dyn Fn(&ProvingParams, &Work) -> Duration,
     ) -> Option<TaskAssignment> {

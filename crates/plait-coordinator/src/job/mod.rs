@@ -12,6 +12,7 @@ use std::{
 
 use plait_api::TaskMeta;
 use plait_core::{
+    cost::TraceCostFit,
     planner::{Measured, Prediction},
     AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId,
 };
@@ -32,14 +33,18 @@ mod views;
 /// A change its owner asks of a job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobAction {
+    /// Stop handing out its tasks (results in flight are still accepted).
     Pause,
+    /// Hand out a paused job's tasks again.
     Resume,
+    /// End the job; results in flight are ignored.
     Cancel,
     /// Restart a failed job, keeping what was accepted.
     Retry,
 }
 
 impl JobAction {
+    /// The action's name in the API: `pause`, `resume`, `cancel` or `retry`.
     pub fn name(self) -> &'static str {
         match self {
             Self::Pause => "pause",
@@ -55,16 +60,20 @@ impl JobAction {
 pub struct JobEvent {
     /// Seconds since the job was submitted.
     pub at_seconds: f64,
+    /// What happened.
     pub message: String,
 }
 
 /// How long one accepted task took, and where.
 #[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TaskTiming {
+    /// The task.
     pub task: TaskId,
     /// `segments` or the layer name.
     pub phase: String,
+    /// The worker whose result was accepted.
     pub worker: String,
+    /// The attempt that was accepted.
     pub attempt: u32,
     /// From the moment the task could be handed out (its children accepted, or its retry
     /// backoff over) to its lease: the pool's dispatch delay, plus any wait for a free worker.
@@ -75,18 +84,26 @@ pub struct TaskTiming {
     /// Size of the accepted proof.
     #[serde(default)]
     pub proof_bytes: u64,
+    /// What the worker measured (bounded by what it advertised).
     pub meta: TaskMeta,
 }
 
 /// What a job's status shows, taken in one read and without copying its final proof.
 #[derive(Clone, Debug)]
 pub struct JobSummary {
+    /// `running`, `paused`, `cancelled`, `succeeded` or `failed`.
     pub state: &'static str,
+    /// Why it failed, if it did.
     pub failure: Option<String>,
+    /// Its program's SHA-256.
     pub program_sha256: String,
+    /// The segment height it is proven at.
     pub segment_height: u32,
+    /// How far it has come.
     pub progress: JobProgress,
+    /// The planner's prediction at submission, if there was one.
     pub prediction: Option<Prediction>,
+    /// The same figures measured, once it succeeded.
     pub measured: Option<Measured>,
     /// Instructions the program executed.
     pub instructions: u64,
@@ -101,8 +118,11 @@ pub struct JobSummary {
 /// Done/total per phase, and elapsed time.
 #[derive(Clone, Debug, Serialize)]
 pub struct JobProgress {
+    /// (phase, done, total): `segments`, then each aggregation layer.
     pub phases: Vec<(String, usize, usize)>,
+    /// Since submission; for a job that ended, until it ended.
     pub elapsed_seconds: f64,
+    /// Whether the job is over.
     pub finished: bool,
     /// Whether the program is still executing (segments, and so totals, still grow).
     pub executing: bool,
@@ -162,6 +182,9 @@ pub(crate) struct Job {
     pub submitted_unix_ms: i64,
     /// What the planner predicted at submission, if the coordinator has a device profile.
     pub prediction: Option<Prediction>,
+    /// The operator's calibrated profiles' fits of segment memory to trace size, for this
+    /// job's VM config (see [`Job::segment_floor`]); set by the coordinator, not stored.
+    pub segment_fits: Vec<TraceCostFit>,
     graph: TaskGraph,
     /// The SHA-256 of each accepted task's proof: the proofs themselves live in the blob
     /// store, not in memory.
@@ -322,6 +345,7 @@ impl Job {
             submitted: now,
             submitted_unix_ms: now_unix_ms,
             prediction: None,
+            segment_fits: Vec::new(),
             graph: TaskGraph::open(params.tree)?,
             proofs: HashMap::new(),
             leases: HashMap::new(),
@@ -460,6 +484,7 @@ impl Job {
             submitted,
             submitted_unix_ms: r.submitted_unix_ms,
             prediction,
+            segment_fits: Vec::new(),
             graph,
             proofs,
             leases: HashMap::new(),

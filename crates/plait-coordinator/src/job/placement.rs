@@ -20,8 +20,8 @@ impl Job {
     pub fn check_placeable(
         &mut self,
         largest: Option<u64>,
-        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
-        source: &dyn Fn(&ProvingParams, Option<AggLayer>) -> String,
+        need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
+        source: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> String,
         now: Instant,
     ) {
         let mut stuck: Vec<(String, u64, String)> = Vec::new();
@@ -37,7 +37,8 @@ impl Job {
                 }
                 let required = self.memory_need(task, need);
                 if required > largest {
-                    stuck.push((phase, required, source(&self.params, layer)));
+                    let source = source(&self.params, &self.program.digest, layer);
+                    stuck.push((phase, required, source));
                 }
             }
         }
@@ -122,8 +123,8 @@ impl Job {
             step(&mut summary.by_kind, self.task_kind(task), ready);
             match self.graph.kind(task) {
                 Ok(TaskKind::ProveSegment { segment }) => {
-                    let estimate = self.segments[segment as usize].memory_estimate_bytes;
-                    step(&mut summary.segment_estimates, estimate, ready);
+                    let floor = self.segment_floor(segment);
+                    step(&mut summary.segment_estimates, floor, ready);
                 }
                 Ok(TaskKind::Aggregate { layer, .. }) => {
                     match summary.layers.iter().position(|(l, _)| *l == layer) {
@@ -145,23 +146,24 @@ impl Job {
     }
 
     /// Whether some ready task needs no more than `capacity` bytes ([`Self::memory_need`]),
-    /// from the summary: the smallest segment estimate and each ready layer's need.
+    /// from the summary: the smallest segment floor and each ready layer's need.
     pub(super) fn fits_a_ready_task(
         &mut self,
         capacity: u64,
-        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+        need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
     ) -> bool {
         let params = self.params;
+        let program = self.program.digest.clone();
         let summary = self.ready_summary();
         let smallest_segment = summary.segment_estimates.keys().next();
         smallest_segment
-            .map(|&estimate| estimate.max(need(&params, None)))
+            .map(|&floor| floor.max(need(&params, &program, None)))
             .into_iter()
             .chain(
                 summary
                     .layers
                     .iter()
-                    .map(|&(layer, _)| need(&params, Some(layer))),
+                    .map(|&(layer, _)| need(&params, &program, Some(layer))),
             )
             .any(|n| n <= capacity)
     }
@@ -174,26 +176,44 @@ impl Job {
     }
 
     /// Memory a task needs (0: unknown), from what `need` says for its phase (peaks workers
-    /// measured, or the backend's figure for a node); for a segment, at least the backend's
-    /// estimate of it.
+    /// measured, or the backend's figure for a node); for a segment, at least its floor
+    /// ([`Self::segment_floor`]).
     pub(super) fn memory_need(
         &self,
         task: TaskId,
-        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+        need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
     ) -> u64 {
         match self.graph.kind(task) {
-            Ok(TaskKind::ProveSegment { segment }) => self.segments[segment as usize]
-                .memory_estimate_bytes
-                .max(need(&self.params, None)),
-            Ok(TaskKind::Aggregate { layer, .. }) => need(&self.params, Some(layer)),
+            Ok(TaskKind::ProveSegment { segment }) => {
+                self.segment_floor(segment)
+                    .max(need(&self.params, &self.program.digest, None))
+            }
+            Ok(TaskKind::Aggregate { layer, .. }) => {
+                need(&self.params, &self.program.digest, Some(layer))
+            }
             Err(_) => 0,
         }
+    }
+
+    /// The least a segment is assumed to need: the backend's estimate of it, and what each
+    /// of the operator's calibrated profiles predicts from its trace size (the segment's own
+    /// chip mix, which a per-height figure cannot see).
+    pub(crate) fn segment_floor(&self, segment: u32) -> u64 {
+        let spec = &self.segments[segment as usize];
+        let predicted = spec.trace_size.map_or(0, |size| {
+            self.segment_fits
+                .iter()
+                .map(|fit| fit.memory_bytes(size))
+                .max()
+                .unwrap_or(0)
+        });
+        spec.memory_estimate_bytes.max(predicted)
     }
 
     /// What the tasks leased now need together (see [`Self::memory_need`]).
     pub fn leased_memory_need(
         &self,
-        need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+        need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
     ) -> u64 {
         self.leases
             .keys()

@@ -124,8 +124,37 @@ impl Job {
                 timing.phase, timing.worker, timing.wall_seconds, timing.proof_bytes
             ),
         );
+        self.note_memory_above_prediction(task, &timing, now);
         self.timings.push(timing.clone());
         Ok((self.graph.is_complete(), timing))
+    }
+
+    /// Logs a segment whose measured peak exceeds what its trace size predicted by more than
+    /// the model's 15% target: the pool then learns the program's need from such peaks (see
+    /// `Coordinator::record_peak_memory`), and the operator sees the model is off.
+    fn note_memory_above_prediction(&mut self, task: TaskId, timing: &TaskTiming, now: Instant) {
+        let Ok(TaskKind::ProveSegment { segment }) = self.graph.kind(task) else {
+            return;
+        };
+        let predicted = self.segment_floor(segment);
+        let peak = timing.meta.process_peak_rss_bytes;
+        let has_prediction =
+            self.segments[segment as usize].trace_size.is_some() && !self.segment_fits.is_empty();
+        if !has_prediction || predicted == 0 || (peak as f64) <= 1.15 * predicted as f64 {
+            return;
+        }
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        self.log(
+            now,
+            format!(
+                "{task} (segment {segment}) peaked at {:.2} GiB on {}, {:.0}% above the {:.2} GiB \
+                 its trace size predicts; the pool learns this program's need from such peaks",
+                gib(peak),
+                timing.worker,
+                100.0 * (peak as f64 / predicted as f64 - 1.0),
+                gib(predicted)
+            ),
+        );
     }
 
     /// Discards accepted proofs the job cannot use, and those of every node above them (they

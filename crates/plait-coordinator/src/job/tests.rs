@@ -1,7 +1,7 @@
 use std::time::{Duration, Instant};
 
 use plait_api::ClaimTaskRequest;
-use plait_core::{AggLayer, JobId, ProgramInput, SegmentSpec};
+use plait_core::{cost::TraceCostFit, AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize};
 use plait_prover::{ProgramImage, ProvingParams};
 
 use super::{Job, RetryPolicy};
@@ -27,7 +27,7 @@ fn worker(memory_bytes: u64) -> ClaimTaskRequest {
 fn fits_by_walk(
     job: &Job,
     capacity: u64,
-    need: &dyn Fn(&ProvingParams, Option<AggLayer>) -> u64,
+    need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
 ) -> bool {
     job.graph
         .ready_tasks()
@@ -50,12 +50,13 @@ fn the_ready_summary_follows_every_change() {
     )
     .unwrap();
     // Segments need 10..=80 bytes by their estimates; nodes of the leaf layer 50, others 5.
-    let need = |_: &ProvingParams, layer: Option<AggLayer>| match layer {
+    let need = |_: &ProvingParams, _: &str, layer: Option<AggLayer>| match layer {
         None => 0,
         Some(AggLayer::Leaf) => 50,
         Some(_) => 5,
     };
     let estimates = [40u64, 80, 10, 60, 30, 70, 20, 50, 90, 10, 40, 60];
+    job.segment_fits = vec![logup_cells_fit()];
     let policy = RetryPolicy {
         max_attempts: 100,
         max_lost_leases: 100,
@@ -86,7 +87,12 @@ fn the_ready_summary_follows_every_change() {
             memory_estimate_bytes: memory,
             backend_hint: serde_json::Value::Null,
             checkpoint: None,
-            trace_size: None,
+            // Odd segments have a trace size the fit below puts above their estimate.
+            trace_size: (index % 2 == 1).then_some(TraceSize {
+                main_cells: 1,
+                logup_cells: memory + 15,
+                interaction_cells: 0,
+            }),
         };
         let last = index + 1 == estimates.len();
         job.add_segment(spec, last.then(Vec::new), now).unwrap();
@@ -156,4 +162,166 @@ fn the_ready_summary_follows_every_change() {
         }
     }
     assert!(job.graph.is_complete(), "every task was proven");
+}
+
+/// A fit that predicts a segment needs as many bytes as it has LogUp cells.
+fn logup_cells_fit() -> TraceCostFit {
+    TraceCostFit {
+        memory: [0.0, 0.0, 1.0],
+        seconds: [0.0, 0.0, 0.0],
+    }
+}
+
+/// A segment is placed by the larger of the backend's estimate and what the operator's
+/// calibrated fit predicts from its trace size: a worker with room for the estimate but not
+/// for the prediction does not get it.
+#[test]
+fn a_segment_is_placed_by_its_trace_size() {
+    let now = Instant::now();
+    let mut job = Job::new(
+        JobId(1),
+        JobOwner::default(),
+        ProgramImage::new(b"program".to_vec()),
+        ProgramInput::default(),
+        ProvingParams::default(),
+        now,
+        0,
+    )
+    .unwrap();
+    job.segment_fits = vec![logup_cells_fit()];
+    for (index, logup_cells) in [Some(100u64), None].into_iter().enumerate() {
+        let spec = SegmentSpec {
+            index: index as u32,
+            instret_start: index as u64 * 8,
+            num_insns: 8,
+            memory_estimate_bytes: 10,
+            backend_hint: serde_json::Value::Null,
+            checkpoint: None,
+            trace_size: logup_cells.map(|logup_cells| TraceSize {
+                main_cells: 1,
+                logup_cells,
+                interaction_cells: 0,
+            }),
+        };
+        job.add_segment(spec, (index == 1).then(Vec::new), now)
+            .unwrap();
+    }
+    assert_eq!(job.segment_floor(0), 100);
+    assert_eq!(job.segment_floor(1), 10);
+    let need = |_: &ProvingParams, _: &str, _: Option<AggLayer>| 0;
+    let lease = |job: &mut Job, memory: u64| {
+        job.lease_next(
+            "w",
+            &worker(memory),
+            u64::MAX,
+            Duration::from_secs(60),
+            now,
+            &need,
+            &|_, _| false,
+            &|_, _| Duration::from_secs(60),
+        )
+    };
+    let small = lease(&mut job, 50).expect("the unsized segment fits 50 bytes");
+    assert!(matches!(
+        small.work,
+        plait_api::Work::ProveSegment { ref segment, .. } if segment.index == 1
+    ));
+    assert!(lease(&mut job, 50).is_none(), "segment 0 needs 100 bytes");
+    let large = lease(&mut job, 1000).expect("segment 0 fits 1000 bytes");
+    assert!(matches!(
+        large.work,
+        plait_api::Work::ProveSegment { ref segment, .. } if segment.index == 0
+    ));
+
+    // A segment that peaks more than 15% above its prediction is logged; one without a
+    // prediction is not.
+    let above = |job: &Job| {
+        job.events()
+            .iter()
+            .filter(|e| e.message.contains("above the"))
+            .count()
+    };
+    for (assignment, peak) in [(&small, 900u64), (&large, 114)] {
+        let meta = plait_api::TaskMeta {
+            process_peak_rss_bytes: peak,
+            ..Default::default()
+        };
+        job.accept(
+            assignment.task_id,
+            assignment.attempt,
+            &assignment.lease_secret,
+            (String::new(), 0),
+            meta,
+            now,
+        )
+        .unwrap();
+    }
+    assert_eq!(
+        above(&job),
+        0,
+        "900 bytes has no prediction, 114 is within 15% of 100"
+    );
+}
+
+/// A segment's measured peak well above its prediction is logged in the job's events.
+#[test]
+fn a_peak_above_its_prediction_is_logged() {
+    let now = Instant::now();
+    let mut job = Job::new(
+        JobId(1),
+        JobOwner::default(),
+        ProgramImage::new(b"program".to_vec()),
+        ProgramInput::default(),
+        ProvingParams::default(),
+        now,
+        0,
+    )
+    .unwrap();
+    job.segment_fits = vec![logup_cells_fit()];
+    let spec = SegmentSpec {
+        index: 0,
+        instret_start: 0,
+        num_insns: 8,
+        memory_estimate_bytes: 10,
+        backend_hint: serde_json::Value::Null,
+        checkpoint: None,
+        trace_size: Some(TraceSize {
+            main_cells: 1,
+            logup_cells: 100,
+            interaction_cells: 0,
+        }),
+    };
+    job.add_segment(spec, Some(Vec::new()), now).unwrap();
+    let need = |_: &ProvingParams, _: &str, _: Option<AggLayer>| 0;
+    let a = job
+        .lease_next(
+            "w",
+            &worker(1000),
+            u64::MAX,
+            Duration::from_secs(60),
+            now,
+            &need,
+            &|_, _| false,
+            &|_, _| Duration::from_secs(60),
+        )
+        .unwrap();
+    let meta = plait_api::TaskMeta {
+        process_peak_rss_bytes: 200,
+        ..Default::default()
+    };
+    job.accept(
+        a.task_id,
+        a.attempt,
+        &a.lease_secret,
+        (String::new(), 0),
+        meta,
+        now,
+    )
+    .unwrap();
+    let logged: Vec<_> = job
+        .events()
+        .iter()
+        .filter(|e| e.message.contains("100% above the"))
+        .collect();
+    assert_eq!(logged.len(), 1, "{:?}", job.events());
 }

@@ -62,12 +62,19 @@ impl JobStatus {
 /// A job as submitted. The JSON members are the coordinator's own types, serialized.
 #[derive(Clone, Debug, PartialEq)]
 pub struct JobRecord {
+    /// The job's number.
     pub id: JobId,
+    /// Its program's SHA-256.
     pub program_sha256: String,
+    /// Its input ([`plait_core::ProgramInput`], JSON).
     pub input_json: String,
+    /// Its proving parameters ([`plait_prover::ProvingParams`], JSON).
     pub params_json: String,
+    /// The whole plan, for jobs stored before segments were stored one by one (else empty).
     pub plan_json: String,
+    /// When it was submitted (Unix milliseconds).
     pub submitted_unix_ms: i64,
+    /// Its state.
     pub state: JobStatus,
     /// The planner's prediction for the job (JSON), if the coordinator could make one.
     pub prediction_json: Option<String>,
@@ -83,7 +90,9 @@ pub struct JobRecord {
 /// among that client's jobs.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct JobOwner {
+    /// The client's id.
     pub client: String,
+    /// The job's priority within the client's share (-1000 to 1000).
     pub priority: i32,
 }
 
@@ -99,39 +108,58 @@ impl Default for JobOwner {
 /// One change to durable state.
 #[derive(Clone, Debug)]
 pub enum StoreOp {
+    /// A program uploaded.
     Program {
+        /// Its SHA-256.
         sha256: String,
+        /// The ELF.
         bytes: Arc<Vec<u8>>,
     },
     /// `client` uploaded the program `sha256` (stored already, or in the same batch).
     ProgramOwner {
+        /// The program.
         sha256: String,
+        /// The client that keeps it.
         client: String,
     },
     /// `client` deleted the program `sha256`: it is no longer its; the program itself goes
     /// once no client keeps it and no job names it.
     DropProgramOwner {
+        /// The program.
         sha256: String,
+        /// The client that no longer keeps it.
         client: String,
     },
+    /// A job submitted.
     InsertJob(JobRecord),
     /// A segment execution cut (JSON of its spec).
     Segment {
+        /// The job.
         job: JobId,
+        /// The segment's position, from 0.
         index: u32,
+        /// Its [`plait_core::SegmentSpec`], JSON.
         spec_json: String,
     },
     /// Execution ended: with the public values, or with none after a failure or a cancel.
     ExecutionEnded {
+        /// The job.
         job: JobId,
+        /// What the program revealed, if it ended successfully.
         public_values: Option<Vec<u8>>,
     },
+    /// The planner's prediction for the job.
     Prediction {
+        /// The job.
         job: JobId,
+        /// The [`plait_core::planner::Prediction`], JSON.
         prediction_json: String,
     },
+    /// The job's state changed.
     JobState {
+        /// The job.
         job: JobId,
+        /// Its new state.
         state: JobStatus,
         /// When the job ended (succeeded, failed or was cancelled); `None` while it is live.
         ended_unix_ms: Option<i64>,
@@ -139,53 +167,77 @@ pub enum StoreOp {
     /// The job's blobs were deleted after its retention time; the event says so in its log
     /// (appended after the job's last event: the job is no longer in the coordinator's memory).
     BlobsDeleted {
+        /// The job.
         job: JobId,
+        /// When (Unix milliseconds).
         at_unix_ms: i64,
+        /// The event's text.
         message: String,
     },
-    /// The memory need learned for a phase (`segments` or an aggregation layer) of one key
-    /// set (VM config and segment height).
+    /// The memory need learned for a phase (`segments:` and a program's SHA-256, or an
+    /// aggregation layer) of one key set (VM config and segment height).
     NodeMemory {
+        /// The VM config and segment height.
         keys: KeySetId,
+        /// The phase.
         layer: String,
+        /// The need, in bytes.
         peak_bytes: u64,
     },
+    /// An entry of the job's event log.
     Event {
+        /// The job.
         job: JobId,
+        /// Its position in the log.
         seq: u32,
+        /// Seconds since the job's submission.
         at_seconds: f64,
+        /// What happened.
         message: String,
     },
     /// How often a task was leased and how often it failed (counted against the task).
     TaskCounters {
+        /// The job.
         job: JobId,
+        /// The task.
         task: TaskId,
+        /// Leases of it so far.
         attempts: u32,
+        /// Its failures that count.
         failures: u32,
     },
     /// A verified proof (already in the blob store under `proof_sha256`), with its timing
     /// record (JSON).
     TaskAccepted {
+        /// The job.
         job: JobId,
+        /// The task.
         task: TaskId,
+        /// The proof's blob.
         proof_sha256: String,
+        /// The [`crate::TaskTiming`], JSON.
         timing_json: String,
     },
     /// An accepted proof the job cannot use (finalization failed on it, or on one below it):
     /// the task is proven again. Its blob goes with the job's other blobs.
     TaskDiscarded {
+        /// The job.
         job: JobId,
+        /// The task.
         task: TaskId,
     },
     /// A worker identity, new or changed (its rejections, its ban).
     WorkerIdentity(Identity),
     /// A client's credential and limits (created or changed).
     Client(Client),
+    /// A client revoked.
     ForgetClient {
+        /// The client.
         id: String,
     },
     /// An identity revoked or pruned.
     ForgetWorker {
+        /// The identity.
         id: String,
     },
     /// Every learned memory need forgotten (the operator's `plait workers reset-needs`).
@@ -222,7 +274,9 @@ impl StoreOp {
 /// A task's stored row.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct StoredTask {
+    /// Attempts made.
     pub attempts: u32,
+    /// Failed attempts that count.
     pub failures: u32,
     /// Once accepted: the SHA-256 of its proof (a blob of the job) and its timing (JSON).
     pub accepted: Option<(String, String)>,
@@ -231,9 +285,11 @@ pub struct StoredTask {
 /// One job with everything recorded about it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StoredJob {
+    /// The job as submitted.
     pub record: JobRecord,
     /// The segments cut so far (JSON), in order.
     pub segments: Vec<String>,
+    /// Its tasks' rows, by task.
     pub tasks: BTreeMap<TaskId, StoredTask>,
     /// (at_seconds, message), in order.
     pub events: Vec<(f64, String)>,
@@ -242,39 +298,52 @@ pub struct StoredJob {
 /// Everything a coordinator needs to resume.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Snapshot {
+    /// Every program kept: (SHA-256, the ELF's bytes).
     pub programs: Vec<(String, Vec<u8>)>,
     /// The jobs that are not over: live ones, and any whose execution a restart interrupted.
     pub jobs: Vec<StoredJob>,
     /// The largest job id ever stored (0 if none).
     pub last_job_id: u64,
+    /// Every worker identity.
     pub worker_identities: Vec<Identity>,
     /// (key set, phase, the memory need learned from what workers measured).
     pub node_memory: Vec<(KeySetId, String, u64)>,
+    /// Every client.
     pub clients: Vec<Client>,
 }
 
+/// Why the store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The store URL names no store this build opens.
     #[error("store URL {0:?}: expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DB")]
     BadUrl(String),
+    /// The database failed.
     #[error("store: {0}")]
     Database(#[from] sqlx::Error),
+    /// The store holds data this version cannot read.
     #[error("store holds data this version cannot read: {0}")]
     Corrupt(String),
+    /// The blob store failed.
     #[error("blob store: {0}")]
     Blobs(String),
+    /// Another coordinator holds the store.
     #[error(
         "another coordinator is using the store {0}: stop it first (two coordinators on one \
          store would overwrite each other's records)"
     )]
     InUse(String),
+    /// The store belongs to a coordinator of another backend.
     #[error(
         "the store {url} holds the {stored} backend's jobs and proofs; a coordinator with the \
          {asked} backend cannot use it (name another store)"
     )]
     OtherBackend {
+        /// The store's URL.
         url: String,
+        /// The backend it belongs to.
         stored: String,
+        /// The backend that asked.
         asked: String,
     },
 }
@@ -306,6 +375,7 @@ enum Held {
 /// one is refused.
 const SCHEMA_VERSION: &str = "8";
 
+/// The store: jobs, tasks, events, identities, clients and programs in SQLite or PostgreSQL, proofs and checkpoints in its blob store.
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,

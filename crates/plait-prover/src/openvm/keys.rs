@@ -59,13 +59,18 @@ pub(crate) struct LayerVks {
 /// What keygen recorded about itself.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct KeyMeta {
+    /// The key cache's format version.
     pub format_version: u32,
+    /// The OpenVM version that generated the keys.
     pub openvm_version: String,
     /// Key sets written before VM configs existed are RV32IM's.
     #[serde(default)]
     pub vm_config: VmConfig,
+    /// The segment height the keys are for.
     pub segment_height: u32,
+    /// Seconds the app key took to generate.
     pub app_keygen_seconds: f64,
+    /// Seconds the aggregation keys took to generate.
     pub agg_keygen_seconds: f64,
     /// File name and size in bytes of every key file.
     pub files: Vec<(String, u64)>,

@@ -120,6 +120,7 @@ impl OpenVmBackend {
         }
     }
 
+    /// Where keys are cached.
     pub fn cache_dir(&self) -> &Path {
         &self.cache_dir
     }

@@ -43,6 +43,8 @@ pub struct TraceCells {
     pub chips: Vec<ChipCells>,
     /// The lookup argument's input size (see [`TraceSize::logup_cells`]).
     pub logup_cells: u64,
+    /// Its input before rounding (see [`TraceSize::interaction_cells`]).
+    pub lifted_interaction_cells: u64,
 }
 
 impl TraceCells {
@@ -61,6 +63,7 @@ impl TraceCells {
         TraceSize {
             main_cells: self.main_cells(),
             logup_cells: self.logup_cells,
+            interaction_cells: self.lifted_interaction_cells,
         }
     }
 }
@@ -100,5 +103,9 @@ pub(crate) fn of_heights(keys: &KeySet, trace_heights: &[u32]) -> Result<TraceCe
         0 => 0,
         n => 1u64 << (l_skip + calculate_n_logup(l_skip, n)),
     };
-    Ok(TraceCells { chips, logup_cells })
+    Ok(TraceCells {
+        chips,
+        logup_cells,
+        lifted_interaction_cells: interactions,
+    })
 }
