@@ -16,9 +16,17 @@ use crate::{AggLayer, AggTree, AggTreeShape, TaskId, TreeShapeError};
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum TaskKind {
     /// Proves one segment of the execution.
-    ProveSegment { segment: u32 },
+    ProveSegment {
+        /// The segment's index in execution order.
+        segment: u32,
+    },
     /// Joins the proofs of its children into one recursion proof.
-    Aggregate { layer: AggLayer, index: u32 },
+    Aggregate {
+        /// The layer of the aggregation tree the node sits in.
+        layer: AggLayer,
+        /// The node's position in its layer, from the left.
+        index: u32,
+    },
 }
 
 /// Where a task is in its life.

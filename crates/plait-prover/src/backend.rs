@@ -145,7 +145,12 @@ pub const DEFAULT_MAX_INSTRUCTIONS: u64 = 1 << 36;
 pub enum SegmentStart<'a> {
     /// A checkpoint the executor saved at the segment's start (see
     /// [`ProverBackend::execute_streaming`]), for the named job; nothing is re-executed.
-    Checkpoint { job: JobId, bytes: &'a [u8] },
+    Checkpoint {
+        /// The job whose execution saved the checkpoint.
+        job: JobId,
+        /// The checkpoint as the executor serialized it.
+        bytes: &'a [u8],
+    },
     /// Re-execute the program from its first instruction on this input (costs the whole
     /// prefix of the execution; for tools that have no checkpoint).
     Reexecute(&'a ProgramInput),
