@@ -2,6 +2,9 @@
 //! `plait-*` libraries: it parses arguments, sets up logging, and maps errors to exit codes
 //! (see [`exit`]).
 
+// The options' doc comments are clap's help text, written for a terminal, not for rustdoc.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
+
 mod commands;
 mod config_file;
 mod connection;

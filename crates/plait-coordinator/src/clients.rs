@@ -1,7 +1,7 @@
 //! Who a client is. The operator issues each client a named credential with its limits
 //! (`plait clients issue`); jobs belong to the client that submitted them, and a client sees
 //! and acts on its own jobs only. The pool's shared client token (`--client-token`), if set,
-//! is the client `default`. Credentials are kept as for workers ([`crate::credentials`]).
+//! is the client `default`. Credentials are kept as for workers (`crate::credentials`).
 
 use std::{
     collections::HashMap,

@@ -2,11 +2,11 @@
 //! run by the guest (`guests/zkml`) and by the host (`plait demo zkml`) alike, so the host's
 //! reference answer is the guest's, bit for bit. Three kinds, told apart by the model file's
 //! header: an MLP over 8×8 digit images (this file), and over 28×28 Fashion-MNIST images a CNN
-//! ([`cnn`]) and a vision transformer ([`vit`]).
+//! (`cnn`) and a vision transformer (`vit`).
 //!
 //! MLP model file (`zkml/train.py` writes it), little-endian: `PLAITMLP`, version u32 (1), layer
 //! count u32, then per layer: inputs u32, outputs u32, shift u32, multiplier i32, weights
-//! i8[outputs × inputs] (row-major), biases i32[outputs]. Hidden layers apply ReLU and
+//! `i8[outputs × inputs]` (row-major), biases `i32[outputs]`. Hidden layers apply ReLU and
 //! requantize to `0..=127` as `(acc · multiplier + 2^(shift−1)) >> shift`; the last layer
 //! (shift 0) gives the logits.
 //!

@@ -41,7 +41,7 @@ impl Coordinator {
         self.read_job(job, Job::tree).await
     }
 
-    /// The job's tree, whole up to `limit` tasks, else counted (see [`Job::tree_view`]).
+    /// The job's tree, whole up to `limit` tasks, else counted (see `Job::tree_view`).
     pub async fn tree_view(
         &self,
         job: JobId,

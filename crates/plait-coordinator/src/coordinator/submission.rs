@@ -38,7 +38,7 @@ impl Coordinator {
     ///
     /// With `auto`, the planner first chooses the segment height for that goal (ignoring
     /// `params.segment_height`) by planning each candidate height from one execution
-    /// ([`planning::candidates`]) and simulating each on the pool; the job is stored after
+    /// (`planning::candidates`) and simulating each on the pool; the job is stored after
     /// that choice.
     pub async fn submit(
         self: &Arc<Self>,

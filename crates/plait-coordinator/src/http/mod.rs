@@ -1,8 +1,8 @@
 //! The coordinator's HTTP API (`docs/api.md`): [`router`] assembles the route groups, each
-//! behind its bearer token ([`auth`]): the worker protocol ([`worker_routes`]), the clients'
-//! routes ([`client_routes`]), the operator's ([`operator_routes`]), the dashboard
-//! ([`dashboard`]) and the open routes and metrics here. Every error answer is an
-//! [`ApiError`] ([`error`]); every route is registered with its OpenAPI description, so the
+//! behind its bearer token (`auth`): the worker protocol (`worker_routes`), the clients'
+//! routes (`client_routes`), the operator's (`operator_routes`), the dashboard
+//! (`dashboard`) and the open routes and metrics here. Every error answer is an
+//! [`ApiError`] (`error`); every route is registered with its OpenAPI description, so the
 //! description served at `/v1/openapi.json` cannot leave one out.
 
 use std::{sync::Arc, time::Duration};

@@ -9,8 +9,8 @@
 //! SQLite (the embedded default) and PostgreSQL (a cluster) share one SQL dialect through
 //! sqlx's `Any` driver; only the column type for bytes differs.
 //!
-//! [`migrations`] brings an older store up to this schema, [`writes`] applies the coordinator's
-//! store operations, [`reads`] reads the snapshot and ended jobs back.
+//! `migrations` brings an older store up to this schema, `writes` applies the coordinator's
+//! store operations, `reads` reads the snapshot and ended jobs back.
 
 use std::{collections::BTreeMap, sync::Arc};
 

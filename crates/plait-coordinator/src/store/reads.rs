@@ -27,7 +27,7 @@ use super::{JobOwner, JobRecord, Snapshot, Store, StoreError, StoredJob, StoredT
 
 impl Store {
     /// Reads back what a coordinator needs to resume: programs, workers, learned node memory,
-    /// and the jobs that are not over (see [`JobFilter::Resident`]).
+    /// and the jobs that are not over (see `JobFilter::Resident`).
     pub async fn load(&self) -> Result<Snapshot, StoreError> {
         let mut conn = self.pool.acquire().await?;
         // Only the programs of the jobs it resumes: the others are read when asked for.

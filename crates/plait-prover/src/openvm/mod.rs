@@ -1,10 +1,10 @@
 //! OpenVM 2.0, proving on the CPU or (with the `cuda` feature) on an NVIDIA GPU.
 //!
-//! Layout: [`keys`] generates and caches proving keys per VM config and segment height;
-//! [`program`] loads a
-//! guest ELF; [`execution`] plans segments and their boundaries; [`proofs`] proves and checks
-//! segments and aggregation nodes; [`proof_file`] is the final proof's on-disk format;
-//! [`host`] describes the CPU and `gpu` finds the GPU and proves on it.
+//! Layout: `keys` generates and caches proving keys per VM config and segment height;
+//! `program` loads a
+//! guest ELF; `execution` plans segments and their boundaries; `proofs` proves and checks
+//! segments and aggregation nodes; `proof_file` is the final proof's on-disk format;
+//! `host` describes the CPU and `gpu` finds the GPU and proves on it.
 //!
 //! Execution, proof checks and verification always run on the CPU; only proving moves to the
 //! device the backend was opened on.
