@@ -22,6 +22,20 @@ fn worker(memory_bytes: u64) -> ClaimTaskRequest {
     }
 }
 
+/// A job of the default parameters, as submitted at `now`.
+fn new_job(now: Instant) -> Job {
+    Job::new(
+        JobId(1),
+        JobOwner::default(),
+        ProgramImage::new(b"program".to_vec()),
+        ProgramInput::default(),
+        ProvingParams::default(),
+        now,
+        0,
+    )
+    .unwrap()
+}
+
 /// Whether a ready task fits `capacity`, by walking every ready task (what the summary
 /// saves a claim from doing).
 fn fits_by_walk(
@@ -39,16 +53,7 @@ fn fits_by_walk(
 #[test]
 fn the_ready_summary_follows_every_change() {
     let now = Instant::now();
-    let mut job = Job::new(
-        JobId(1),
-        JobOwner::default(),
-        ProgramImage::new(b"program".to_vec()),
-        ProgramInput::default(),
-        ProvingParams::default(),
-        now,
-        0,
-    )
-    .unwrap();
+    let mut job = new_job(now);
     // Segments need 10..=80 bytes by their estimates; nodes of the leaf layer 50, others 5.
     let need = |_: &ProvingParams, _: &str, layer: Option<AggLayer>| match layer {
         None => 0,
@@ -178,16 +183,7 @@ fn logup_cells_fit() -> TraceCostFit {
 #[test]
 fn a_segment_is_placed_by_its_trace_size() {
     let now = Instant::now();
-    let mut job = Job::new(
-        JobId(1),
-        JobOwner::default(),
-        ProgramImage::new(b"program".to_vec()),
-        ProgramInput::default(),
-        ProvingParams::default(),
-        now,
-        0,
-    )
-    .unwrap();
+    let mut job = new_job(now);
     job.segment_fits = vec![logup_cells_fit()];
     for (index, logup_cells) in [Some(100u64), None].into_iter().enumerate() {
         let spec = SegmentSpec {
@@ -267,16 +263,7 @@ fn a_segment_is_placed_by_its_trace_size() {
 #[test]
 fn a_peak_above_its_prediction_is_logged() {
     let now = Instant::now();
-    let mut job = Job::new(
-        JobId(1),
-        JobOwner::default(),
-        ProgramImage::new(b"program".to_vec()),
-        ProgramInput::default(),
-        ProvingParams::default(),
-        now,
-        0,
-    )
-    .unwrap();
+    let mut job = new_job(now);
     job.segment_fits = vec![logup_cells_fit()];
     let spec = SegmentSpec {
         index: 0,
