@@ -63,6 +63,7 @@ on_both_stores!(
     refuses_a_store_of_another_schema_version,
     migrates_a_version_1_store,
     migrates_a_version_5_store,
+    migrates_a_version_8_store,
     a_second_coordinator_on_the_same_store_is_refused,
     stores_and_deletes_blobs,
     jobs_cancelled_or_failed_while_executing,
@@ -570,7 +571,9 @@ async fn migrates_a_version_5_store(kind: &str) {
             "DROP TABLE memory_needs",
             "CREATE TABLE node_memory (segment_height BIGINT NOT NULL, layer TEXT NOT NULL, \
              peak_bytes BIGINT NOT NULL, PRIMARY KEY (segment_height, layer))",
-            "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES (20, 'segments', 99)",
+            "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES (20, 'leaf', 99)",
+            // Learned for every program of the height: version 9 learns per program.
+            "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES (20, 'segments', 98)",
         ] {
             sqlx::query(statement).execute(&mut conn).await.unwrap();
         }
@@ -578,11 +581,67 @@ async fn migrates_a_version_5_store(kind: &str) {
     let store = Store::open(&url).await.unwrap();
     assert_eq!(
         store.load().await.unwrap().node_memory,
-        vec![(keys(VmConfig::Rv32im, 20), "segments".to_string(), 99)]
+        vec![(keys(VmConfig::Rv32im, 20), "leaf".to_string(), 99)]
     );
     drop(store);
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.load().await.unwrap().node_memory.len(), 1);
+}
+
+/// A version 8 store learned segment needs for all programs of a height (`segments`): they go,
+/// as version 9 reads needs per program; the rest stays, and no program gains an owner.
+async fn migrates_a_version_8_store(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let store = Store::open(&url).await.unwrap();
+    let program = "ab".repeat(32);
+    let per_program = format!("segments:{program}");
+    let need = |layer: &str, peak_bytes| StoreOp::NodeMemory {
+        keys: keys(VmConfig::Rv32imSha2, 19),
+        layer: layer.to_string(),
+        peak_bytes,
+    };
+    let ops = vec![
+        StoreOp::Program {
+            sha256: program.clone(),
+            bytes: Arc::new(b"alice's".to_vec()),
+        },
+        StoreOp::ProgramOwner {
+            sha256: program.clone(),
+            client: "alice".into(),
+        },
+        need("segments", 5),
+        need(&per_program, 6),
+        need("leaf", 7),
+    ];
+    store.apply(&ops).await.unwrap();
+    drop(store);
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE plait_meta SET value = '8' WHERE key = 'schema'")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    let store = Store::open(&url).await.unwrap();
+    let mut needs = store.load().await.unwrap().node_memory;
+    needs.sort_by(|a, b| a.1.cmp(&b.1));
+    assert_eq!(
+        needs,
+        vec![
+            (keys(VmConfig::Rv32imSha2, 19), "leaf".to_string(), 7),
+            (keys(VmConfig::Rv32imSha2, 19), per_program, 6),
+        ]
+    );
+    assert!(store.program_of("alice", &program).await.unwrap().is_some());
+    assert!(
+        store
+            .program_of("default", &program)
+            .await
+            .unwrap()
+            .is_none(),
+        "a version 8 store's owners stand"
+    );
 }
 
 /// Two coordinators on one store would number records from their own memory and overwrite

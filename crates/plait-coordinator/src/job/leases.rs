@@ -59,6 +59,7 @@ impl Job {
                 .is_some_and(|failed_by| leave_to_others(failed_by, need))
         })?;
         self.not_before.remove(&task);
+        let placed_by = self.memory_need(task, need);
         let queued = self
             .ready_since
             .remove(&task)
@@ -102,6 +103,7 @@ impl Job {
                 worker: worker_id.to_string(),
                 worker_memory: worker.memory_bytes,
                 worker_device_memory: worker.gpu().map_or(0, |g| g.memory_bytes),
+                placed_by,
                 started: now,
                 expires: now + lease,
                 deadline: now + limit,

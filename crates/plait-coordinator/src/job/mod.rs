@@ -137,6 +137,9 @@ struct Lease {
     worker_memory: u64,
     /// The memory of the GPU the holder said it proves on (0: a CPU).
     worker_device_memory: u64,
+    /// The memory need the task was placed by (0: none known): a peak well above it is
+    /// logged.
+    placed_by: u64,
     started: Instant,
     /// When the lease ends without a heartbeat; each heartbeat moves it, up to `deadline`.
     expires: Instant,

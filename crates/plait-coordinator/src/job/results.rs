@@ -101,6 +101,12 @@ impl Job {
                 lease.worker_device_memory,
             ),
         };
+        // A GPU prover's host memory is not what its task was placed by.
+        let placed_by = if lease.worker_device_memory == 0 {
+            lease.placed_by
+        } else {
+            0
+        };
         self.remove_lease(task);
         self.failed_by.remove(&task);
         self.last_failure.remove(&task);
@@ -124,31 +130,51 @@ impl Job {
                 timing.phase, timing.worker, timing.wall_seconds, timing.proof_bytes
             ),
         );
-        self.note_memory_above_prediction(task, &timing, now);
+        self.note_memory_above_prediction(task, &timing, placed_by, now);
         self.timings.push(timing.clone());
         Ok((self.graph.is_complete(), timing))
     }
 
-    /// Logs a segment whose measured peak exceeds what its trace size predicted by more than
-    /// the model's 15% target: the pool then learns the program's need from such peaks (see
+    /// Logs a task whose measured peak exceeds its prediction by more than the model's 15%
+    /// target: a segment's, what its trace size predicts; a node's, the need it was placed by
+    /// (`placed_by`). The pool then learns the need from such peaks (see
     /// `Coordinator::record_peak_memory`), and the operator sees the model is off.
-    fn note_memory_above_prediction(&mut self, task: TaskId, timing: &TaskTiming, now: Instant) {
-        let Ok(TaskKind::ProveSegment { segment }) = self.graph.kind(task) else {
-            return;
+    fn note_memory_above_prediction(
+        &mut self,
+        task: TaskId,
+        timing: &TaskTiming,
+        placed_by: u64,
+        now: Instant,
+    ) {
+        let (what, predicted, by) = match self.graph.kind(task) {
+            Ok(TaskKind::ProveSegment { segment }) => {
+                let has_prediction = self.segments[segment as usize].trace_size.is_some()
+                    && !self.segment_fits.is_empty();
+                if !has_prediction {
+                    return;
+                }
+                (
+                    format!("{task} (segment {segment})"),
+                    self.segment_floor(segment),
+                    "its trace size predicts; the pool learns this program's need from such peaks",
+                )
+            }
+            Ok(TaskKind::Aggregate { layer, .. }) => (
+                format!("{task} ({layer})"),
+                placed_by,
+                "it was placed by; the pool learns the layer's need from such peaks",
+            ),
+            Err(_) => return,
         };
-        let predicted = self.segment_floor(segment);
         let peak = timing.meta.process_peak_rss_bytes;
-        let has_prediction =
-            self.segments[segment as usize].trace_size.is_some() && !self.segment_fits.is_empty();
-        if !has_prediction || predicted == 0 || (peak as f64) <= 1.15 * predicted as f64 {
+        if predicted == 0 || (peak as f64) <= 1.15 * predicted as f64 {
             return;
         }
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         self.log(
             now,
             format!(
-                "{task} (segment {segment}) peaked at {:.2} GiB on {}, {:.0}% above the {:.2} GiB \
-                 its trace size predicts; the pool learns this program's need from such peaks",
+                "{what} peaked at {:.2} GiB on {}, {:.0}% above the {:.2} GiB {by}",
                 gib(peak),
                 timing.worker,
                 100.0 * (peak as f64 / predicted as f64 - 1.0),

@@ -312,3 +312,81 @@ fn a_peak_above_its_prediction_is_logged() {
         .collect();
     assert_eq!(logged.len(), 1, "{:?}", job.events());
 }
+
+/// A node's measured peak well above the need it was placed by is logged too (a leaf over
+/// segments with many chips peaks far above one over fib, which profiles measure); one
+/// within 15% is not.
+#[test]
+fn a_node_peak_above_its_placement_is_logged() {
+    for (peak, logged) in [(200u64, 1), (114, 0)] {
+        let now = Instant::now();
+        let mut job = new_job(now);
+        let spec = SegmentSpec {
+            index: 0,
+            instret_start: 0,
+            num_insns: 8,
+            memory_estimate_bytes: 10,
+            backend_hint: serde_json::Value::Null,
+            checkpoint: None,
+            trace_size: None,
+        };
+        job.add_segment(spec, Some(Vec::new()), now).unwrap();
+        // Leaves are placed by 100 bytes, everything else by nothing known.
+        let need = |_: &ProvingParams, _: &str, layer: Option<AggLayer>| match layer {
+            Some(AggLayer::Leaf) => 100,
+            _ => 0,
+        };
+        let prove = |job: &mut Job, peak: u64| {
+            let a = job
+                .lease_next(
+                    "w",
+                    &worker(1000),
+                    u64::MAX,
+                    Duration::from_secs(60),
+                    now,
+                    &need,
+                    &|_, _| false,
+                    &|_, _| Duration::from_secs(60),
+                )
+                .expect("a task is ready");
+            let meta = plait_api::TaskMeta {
+                process_peak_rss_bytes: peak,
+                ..Default::default()
+            };
+            job.accept(
+                a.task_id,
+                a.attempt,
+                &a.lease_secret,
+                (String::new(), 0),
+                meta,
+                now,
+            )
+            .unwrap();
+            a.work
+        };
+        // The segment, with no prediction, logs nothing whatever its peak.
+        prove(&mut job, 10_000);
+        let leaf = prove(&mut job, peak);
+        assert!(matches!(
+            leaf,
+            plait_api::Work::Aggregate {
+                layer: AggLayer::Leaf,
+                ..
+            }
+        ));
+        let above: Vec<_> = job
+            .events()
+            .iter()
+            .filter(|e| e.message.contains("above the"))
+            .map(|e| e.message.clone())
+            .collect();
+        assert_eq!(above.len(), logged, "peak {peak}: {above:?}");
+        if logged == 1 {
+            assert!(
+                above[0].contains("(leaf) peaked at") && above[0].contains("100% above the"),
+                "{}",
+                above[0]
+            );
+        }
+    }
+}

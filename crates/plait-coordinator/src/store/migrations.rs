@@ -91,7 +91,7 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6" | "7")) => {
+            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6" | "7" | "8")) => {
                 if matches!(old, "1" | "2") {
                     // Version 1 had no predictions; its jobs simply have none.
                     if old == "1" {
@@ -172,15 +172,24 @@ impl Store {
                 }
                 // Version 8 gives programs owners. Before, every client could use every
                 // program: each stays the client `default`'s, and each client that submitted
-                // jobs of one owns it.
-                for statement in [
+                // jobs of one owns it. (A version 8 store has its owners: giving `default`
+                // every program again would let it use programs other clients uploaded.)
+                let owner_statements = [
                     "INSERT INTO program_owners (sha256, client) SELECT sha256, 'default' \
                      FROM programs WHERE true ON CONFLICT (sha256, client) DO NOTHING",
                     "INSERT INTO program_owners (sha256, client) SELECT DISTINCT \
                      program_sha256, client FROM jobs WHERE true ON CONFLICT (sha256, client) DO NOTHING",
-                ] {
-                    sqlx::query(statement).execute(&mut *tx).await?;
+                ];
+                if old != "8" {
+                    for statement in owner_statements {
+                        sqlx::query(statement).execute(&mut *tx).await?;
+                    }
                 }
+                // Version 9 learns segment needs per program (`segments:<program SHA-256>`):
+                // a need learned for all programs of a height (`segments`) is read no more.
+                sqlx::query("DELETE FROM memory_needs WHERE layer = 'segments'")
+                    .execute(&mut *tx)
+                    .await?;
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
                     .bind(SCHEMA_VERSION)
                     .execute(&mut *tx)
