@@ -259,6 +259,42 @@ fn a_segment_is_placed_by_its_trace_size() {
     );
 }
 
+/// Leases the next ready task to a worker of 1000 bytes and accepts its result with a measured
+/// peak of `peak` bytes; returns its work.
+fn prove_next(
+    job: &mut Job,
+    need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
+    peak: u64,
+    now: Instant,
+) -> plait_api::Work {
+    let a = job
+        .lease_next(
+            "w",
+            &worker(1000),
+            u64::MAX,
+            Duration::from_secs(60),
+            now,
+            need,
+            &|_, _| false,
+            &|_, _| Duration::from_secs(60),
+        )
+        .expect("a task is ready");
+    let meta = plait_api::TaskMeta {
+        process_peak_rss_bytes: peak,
+        ..Default::default()
+    };
+    job.accept(
+        a.task_id,
+        a.attempt,
+        &a.lease_secret,
+        (String::new(), 0),
+        meta,
+        now,
+    )
+    .unwrap();
+    a.work
+}
+
 /// A segment's measured peak well above its prediction is logged in the job's events.
 #[test]
 fn a_peak_above_its_prediction_is_logged() {
@@ -279,32 +315,7 @@ fn a_peak_above_its_prediction_is_logged() {
         }),
     };
     job.add_segment(spec, Some(Vec::new()), now).unwrap();
-    let need = |_: &ProvingParams, _: &str, _: Option<AggLayer>| 0;
-    let a = job
-        .lease_next(
-            "w",
-            &worker(1000),
-            u64::MAX,
-            Duration::from_secs(60),
-            now,
-            &need,
-            &|_, _| false,
-            &|_, _| Duration::from_secs(60),
-        )
-        .unwrap();
-    let meta = plait_api::TaskMeta {
-        process_peak_rss_bytes: 200,
-        ..Default::default()
-    };
-    job.accept(
-        a.task_id,
-        a.attempt,
-        &a.lease_secret,
-        (String::new(), 0),
-        meta,
-        now,
-    )
-    .unwrap();
+    prove_next(&mut job, &|_, _, _| 0, 200, now);
     let logged: Vec<_> = job
         .events()
         .iter()
@@ -336,37 +347,9 @@ fn a_node_peak_above_its_placement_is_logged() {
             Some(AggLayer::Leaf) => 100,
             _ => 0,
         };
-        let prove = |job: &mut Job, peak: u64| {
-            let a = job
-                .lease_next(
-                    "w",
-                    &worker(1000),
-                    u64::MAX,
-                    Duration::from_secs(60),
-                    now,
-                    &need,
-                    &|_, _| false,
-                    &|_, _| Duration::from_secs(60),
-                )
-                .expect("a task is ready");
-            let meta = plait_api::TaskMeta {
-                process_peak_rss_bytes: peak,
-                ..Default::default()
-            };
-            job.accept(
-                a.task_id,
-                a.attempt,
-                &a.lease_secret,
-                (String::new(), 0),
-                meta,
-                now,
-            )
-            .unwrap();
-            a.work
-        };
         // The segment, with no prediction, logs nothing whatever its peak.
-        prove(&mut job, 10_000);
-        let leaf = prove(&mut job, peak);
+        prove_next(&mut job, &need, 10_000, now);
+        let leaf = prove_next(&mut job, &need, peak, now);
         assert!(matches!(
             leaf,
             plait_api::Work::Aggregate {
