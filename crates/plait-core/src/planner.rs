@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::{
     cost::DeviceProfile,
     sim::{simulate, SimConfig, SimJob, SimOutcome},
-    AggTreeShape, SegmentPlan, TaskGraph, TraceSize, TreeShapeError,
+    AggLayer, AggTreeShape, SegmentPlan, TaskGraph, TraceSize, TreeShapeError,
 };
 
 /// What a segment height is chosen for.
@@ -216,7 +216,21 @@ pub fn evaluate(
     // The largest task: a node, or the segment that needs the most (by its trace size where
     // both it and the profile's fit are known).
     let peak = |p: &DeviceProfile| {
-        let nodes = tree.layers.iter().flatten().map(|n| p.node_memory(n.layer));
+        // A leaf by the proofs it verifies where the profile can predict them; every other
+        // node by the most its kind was measured to need.
+        let nodes = tree.layers.iter().flatten().map(|n| match n.layer {
+            AggLayer::Leaf => {
+                let (from, to) = n.covers;
+                let bytes: Option<u64> = (from..to)
+                    .map(|s| p.segment_proof_bytes(sizes.get(s as usize).copied().flatten()))
+                    .sum();
+                match bytes {
+                    Some(_) => p.node_memory(n.layer, n.children.len() as u32, bytes),
+                    None => p.node_memory_ceiling(n.layer),
+                }
+            }
+            layer => p.node_memory_ceiling(layer),
+        });
         let fit = p.trace_fit();
         let segments = sizes.iter().map(|size| match (size, fit) {
             (Some(size), Some(fit)) => fit.memory_bytes(*size),

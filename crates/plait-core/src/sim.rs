@@ -120,7 +120,7 @@ fn task_seconds(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> f6
         },
         TaskKind::Aggregate { layer, .. } => {
             let children = graph.children(task).expect("task exists").len() as u32;
-            p.node_seconds(layer, children)
+            p.node_seconds(layer, children, child_proof_bytes(graph, job, p, task))
         }
     }
 }
@@ -132,8 +132,30 @@ fn task_memory(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> u64
             (Some(size), Some(fit)) => fit.memory_bytes(size),
             _ => p.segment_memory(job.segment_height),
         },
-        TaskKind::Aggregate { layer, .. } => p.node_memory(layer),
+        TaskKind::Aggregate { layer, .. } => {
+            let children = graph.children(task).expect("task exists").len() as u32;
+            p.node_memory(layer, children, child_proof_bytes(graph, job, p, task))
+        }
     }
+}
+
+/// A leaf's children's proof bytes, as the profile predicts each segment's proof from its
+/// chips (see [`DeviceProfile::segment_proof_bytes`]); `None` for other nodes (their cost
+/// follows their children count) or where the profile measured no proof sizes.
+fn child_proof_bytes(
+    graph: &TaskGraph,
+    job: &SimJob,
+    p: &DeviceProfile,
+    task: TaskId,
+) -> Option<u64> {
+    let children = graph.children(task).expect("task exists");
+    children
+        .iter()
+        .map(|&child| match graph.kind(child).expect("task exists") {
+            TaskKind::ProveSegment { segment } => p.segment_proof_bytes(segment_size(job, segment)),
+            TaskKind::Aggregate { .. } => None,
+        })
+        .sum()
 }
 
 #[derive(PartialEq)]
@@ -405,16 +427,16 @@ mod tests {
         let out = simulate(&job(&segments), &profiles, &mixed, config).unwrap();
         let gpu = &profiles[0];
         let expected_nodes = [
-            ("leaf", 3.0 * gpu.node_seconds(AggLayer::Leaf, 4)),
+            ("leaf", 3.0 * gpu.node_seconds(AggLayer::Leaf, 4, None)),
             (
                 "internal-for-leaf",
-                gpu.node_seconds(AggLayer::InternalForLeaf, 3),
+                gpu.node_seconds(AggLayer::InternalForLeaf, 3, None),
             ),
             (
                 "internal-recursive.0",
-                gpu.node_seconds(AggLayer::InternalRecursive(0), 1),
+                gpu.node_seconds(AggLayer::InternalRecursive(0), 1, None),
             ),
-            ("wrap", gpu.node_seconds(AggLayer::Wrap, 1)),
+            ("wrap", gpu.node_seconds(AggLayer::Wrap, 1, None)),
         ];
         for (phase, seconds) in expected_nodes {
             let work = out

@@ -1,7 +1,7 @@
-//! How a device measures itself into a profile (`plait calibrate`): one segment proof at each
-//! segment height, and every aggregation node kind (leaves of 1 to 4 children, then the
-//! internal layers and the wrap) at the lowest height, each timed and with the process's peak
-//! memory. Each step is saved as soon as it is measured, with the proofs it made, so an
+//! How a device measures itself into a profile (`plait calibrate`): one segment proof of each
+//! program at each segment height, and every aggregation node kind at the lowest height
+//! (leaves over proofs of different sizes, internal nodes of 1 to 3 children, the wrap), each
+//! timed, with the process's peak memory and the sizes of the proofs it took and made. Each step is saved as soon as it is measured, with the proofs it made, so an
 //! interrupted calibration resumes where it stopped.
 
 use std::{
@@ -171,6 +171,7 @@ impl Calibration<'_> {
             peak_device_bytes: meta.device_peak_bytes,
             program: Some(name.into()),
             trace_size: seg.trace_size,
+            proof_bytes: proof.0.len() as u64,
         });
         profile
             .segments
@@ -229,7 +230,7 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = 2 * self.heights.len() + 8;
+        let total = 2 * self.heights.len() + 18;
         let mut done = 0;
         let backend = self.backend;
         for &h in &self.heights {
@@ -295,40 +296,82 @@ impl Calibration<'_> {
             segs.push(proof);
         }
         done += 1;
-        let steps: [(&str, AggLayer, &str, &[&str]); 7] = [
-            ("leaf", AggLayer::Leaf, "leaf-1", &["seg0"]),
-            ("leaf", AggLayer::Leaf, "leaf-2", &["seg0", "seg1"]),
-            ("leaf", AggLayer::Leaf, "leaf-3", &["seg0", "seg1", "seg2"]),
+        // Leaves of 1 to 4 fib segments, and of one SHA-256 segment (a leaf's cost follows the
+        // bytes of the proofs it verifies); internal nodes of 1 to 3 children (theirs follows
+        // their children count). Children of one node must cover consecutive segments: the
+        // recursion checks each child ends where the next begins.
+        let sha = format!("h{lowest}-sha-chain-segment-0");
+        let steps: Vec<(&str, AggLayer, &str, Vec<&str>)> = vec![
+            ("leaf", AggLayer::Leaf, "leaf-1", vec!["seg0"]),
+            ("leaf", AggLayer::Leaf, "leaf-2", vec!["seg0", "seg1"]),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "leaf-3",
+                vec!["seg0", "seg1", "seg2"],
+            ),
             (
                 "leaf",
                 AggLayer::Leaf,
                 "leaf-4",
-                &["seg0", "seg1", "seg2", "seg3"],
+                vec!["seg0", "seg1", "seg2", "seg3"],
             ),
+            ("leaf", AggLayer::Leaf, "leaf-sha", vec![sha.as_str()]),
+            ("leaf", AggLayer::Leaf, "leaf-seg1", vec!["seg1"]),
+            ("leaf", AggLayer::Leaf, "leaf-seg2", vec!["seg2"]),
+            ("leaf", AggLayer::Leaf, "leaf-seg3", vec!["seg3"]),
             (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
                 "ifl",
-                &["leaf-2"],
+                vec!["leaf-2"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-2",
+                vec!["leaf-1", "leaf-seg1"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-3",
+                vec!["leaf-1", "leaf-seg1", "leaf-seg2"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-seg2",
+                vec!["leaf-seg2"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-seg3",
+                vec!["leaf-seg3"],
             ),
             (
                 "internal-recursive",
                 AggLayer::InternalRecursive(0),
                 "ir",
-                &["ifl"],
+                vec!["ifl"],
             ),
-            ("wrap", AggLayer::Wrap, "wrap", &["ir"]),
+            (
+                "internal-recursive",
+                AggLayer::InternalRecursive(0),
+                "ir-2",
+                vec!["ifl", "ifl-seg2"],
+            ),
+            (
+                "internal-recursive",
+                AggLayer::InternalRecursive(0),
+                "ir-3",
+                vec!["ifl", "ifl-seg2", "ifl-seg3"],
+            ),
+            ("wrap", AggLayer::Wrap, "wrap", vec!["ir"]),
         ];
         for (kind, layer, name, children) in steps {
             let file = format!("h{lowest}-{name}.proof");
-            let already = profile
-                .nodes
-                .iter()
-                .any(|n| n.kind == kind && n.children == children.len() as u32);
-            if already && self.load(&file).is_some() {
-                done += 1;
-                continue;
-            }
             let inputs: Vec<ProofBlob> = children
                 .iter()
                 .map(|c| match c.strip_prefix("seg") {
@@ -336,11 +379,24 @@ impl Calibration<'_> {
                         .get(i.parse::<usize>().expect("seg index"))
                         .cloned()
                         .ok_or(CalibrationError::TooFewSegments),
+                    None if c.starts_with('h') => self
+                        .load(&format!("{c}.proof"))
+                        .ok_or_else(|| CalibrationError::MissingProof(c.to_string())),
                     None => self
                         .load(&format!("h{lowest}-{c}.proof"))
                         .ok_or_else(|| CalibrationError::MissingProof(c.to_string())),
                 })
                 .collect::<Result<_, _>>()?;
+            let child_proof_bytes: u64 = inputs.iter().map(|p| p.0.len() as u64).sum();
+            let same = |n: &NodeCost| {
+                n.kind == kind
+                    && n.children == inputs.len() as u32
+                    && n.child_proof_bytes == child_proof_bytes
+            };
+            if profile.nodes.iter().any(same) && self.load(&file).is_some() {
+                done += 1;
+                continue;
+            }
             progress(Progress::Step {
                 done,
                 total,
@@ -349,20 +405,20 @@ impl Calibration<'_> {
             let ((proof, meta), seconds, peak) =
                 measured(|| backend.aggregate_with_meta(&params, layer, &inputs))?;
             self.write(&file, &proof)?;
-            profile
-                .nodes
-                .retain(|n| !(n.kind == kind && n.children == inputs.len() as u32));
             profile.nodes.push(NodeCost {
                 kind: kind.into(),
                 children: inputs.len() as u32,
                 seconds,
                 peak_rss_bytes: peak,
                 peak_device_bytes: meta.device_peak_bytes,
+                child_proof_bytes,
+                proof_bytes: proof.0.len() as u64,
             });
             self.save(profile)?;
             progress(Progress::Measured(format!(
-                "{layer} node, {} children: {seconds:.1} s, peak {:.2} GiB{}",
+                "{layer} node, {} children ({:.2} MB of proofs): {seconds:.1} s, peak {:.2} GiB{}",
                 inputs.len(),
+                child_proof_bytes as f64 / 1e6,
                 gib(peak),
                 device_peak(meta.device_peak_bytes)
             )));
@@ -396,7 +452,7 @@ mod tests {
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
-    /// segment per program and height and the 7 node kinds, saving as it goes; run again, it
+    /// segment per program and height and the 17 nodes, saving as it goes; run again, it
     /// resumes and measures nothing twice.
     #[test]
     fn measures_every_step_once_and_resumes() {
@@ -428,8 +484,8 @@ mod tests {
                 Progress::Step { .. } => steps += 1,
             })
             .unwrap();
-        assert_eq!(measured.len(), 4 + 7, "{measured:#?}");
-        assert!(steps >= 11);
+        assert_eq!(measured.len(), 4 + 17, "{measured:#?}");
+        assert!(steps >= 21);
         let saved: DeviceProfile =
             serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
         assert_eq!(saved, profile);
@@ -453,7 +509,7 @@ mod tests {
             .filter(|n| n.kind == "leaf")
             .map(|n| n.children)
             .collect();
-        assert_eq!(leaves, [1, 2, 3, 4]);
+        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1]);
 
         let mut again = Vec::new();
         calibration

@@ -90,6 +90,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     }
     let fresh = calibrate::new_profile(&backend, name, &device, args.vm_config);
     // Resume: keep what an interrupted run measured, if it was made by this Plait.
+    let work_dir = calibrate::work_dir(&path);
     let mut profile = match std::fs::read(&path) {
         Ok(bytes) => {
             let old: DeviceProfile = serde_json::from_slice(&bytes)
@@ -98,6 +99,8 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
                 eprintln!("resuming the calibration in {}", path.display());
                 old
             } else {
+                // Proofs kept by another Plait's run must not stand in for this one's.
+                let _ = std::fs::remove_dir_all(&work_dir);
                 fresh
             }
         }
@@ -106,7 +109,6 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     let fib = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
     let sha_chain = crate::program_arg::load_program(Path::new(SHA_CHAIN_GUEST), cache)?;
     let vm_config = args.vm_config;
-    let work_dir = calibrate::work_dir(&path);
     let profile_path = path.clone();
     tokio::task::spawn_blocking(move || {
         let bar = indicatif::ProgressBar::new(0).with_style(

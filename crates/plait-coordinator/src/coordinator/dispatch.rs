@@ -144,7 +144,7 @@ impl Coordinator {
                 profile.segment_seconds(params.segment_height, segment.num_insns)
             }
             Work::Aggregate { layer, children } => {
-                profile.node_seconds(*layer, children.len() as u32)
+                profile.node_seconds(*layer, children.len() as u32, None)
             }
         };
         let keygen = if worker.key_sets.contains(&params.key_set()) {

@@ -260,7 +260,7 @@ impl Coordinator {
                 .map(|p| p.segment_memory(params.segment_height))
                 .collect(),
             // Aggregation proofs are of the same size at every segment height.
-            Some(layer) => profiles.map(|p| p.node_memory(layer)).collect(),
+            Some(layer) => profiles.map(|p| p.node_memory_ceiling(layer)).collect(),
         };
         peaks.into_iter().filter(|&p| p > 0).max()
     }

@@ -22,11 +22,15 @@ use utoipa::ToSchema;
 
 use crate::{AggLayer, AggTreeShape, DeviceKind, TraceSize};
 
+mod proof_size;
+pub use proof_size::{LeafCostFit, Line};
+
 /// The `format` every profile names.
 pub const PROFILE_FORMAT: &str = "plait-device-profile";
 /// The profile format this Plait writes. Version 2 added each measured segment's program and
-/// trace size; version 1 profiles are read as they are (costed per height).
-pub const PROFILE_FORMAT_VERSION: u32 = 2;
+/// trace size; version 3 each measured proof's size and each node's children's proof sizes.
+/// Older profiles are read as they are (costed per height, and nodes per children count).
+pub const PROFILE_FORMAT_VERSION: u32 = 3;
 /// The oldest profile format this Plait still reads.
 pub const OLDEST_PROFILE_FORMAT_VERSION: u32 = 1;
 
@@ -71,7 +75,7 @@ pub struct DeviceProfile {
 }
 
 /// A segment proven at one segment height.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct SegmentCost {
     /// The segment height it was cut at.
@@ -92,6 +96,9 @@ pub struct SegmentCost {
     /// Its trace size, which the cost fit takes; format-1 profiles leave it out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace_size: Option<TraceSize>,
+    /// The size of its proof (0 in profiles before format 3): what a leaf over it verifies.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proof_bytes: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -100,7 +107,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// One aggregation node proven: its kind (`leaf`, `internal-for-leaf`, `internal-recursive`,
 /// `wrap`) and how many children it joined.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct NodeCost {
     /// The node kind: `leaf`, `internal-for-leaf`, `internal-recursive` or `wrap`.
@@ -114,6 +121,13 @@ pub struct NodeCost {
     /// On a GPU: the most device memory in use while it was proven.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub peak_device_bytes: u64,
+    /// The summed size of the proofs it joined (0 in profiles before format 3): a leaf's cost
+    /// follows it (see [`NodeCostFit`]).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub child_proof_bytes: u64,
+    /// The size of the proof it made (0 in profiles before format 3).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub proof_bytes: u64,
 }
 
 /// The kind name of a layer, as profiles record it (all internal-recursive depths share one).
@@ -309,7 +323,7 @@ impl DeviceProfile {
 
     /// The memory a measurement counts against [`Self::memory_bytes`]: device memory on a
     /// GPU, the process's on a CPU.
-    fn placed_peak(&self, peak_rss_bytes: u64, peak_device_bytes: u64) -> u64 {
+    pub(crate) fn placed_peak(&self, peak_rss_bytes: u64, peak_device_bytes: u64) -> u64 {
         match self.device_kind {
             DeviceKind::Cpu => peak_rss_bytes,
             DeviceKind::Gpu => peak_device_bytes,
@@ -341,8 +355,20 @@ impl DeviceProfile {
         }
     }
 
-    /// Seconds to prove an aggregation node of `layer` with `children` children.
-    pub fn node_seconds(&self, layer: AggLayer, children: u32) -> f64 {
+    /// Seconds to prove an aggregation node of `layer` with `children` children. A leaf whose
+    /// children's proof bytes are known is costed from them where the profile measured them
+    /// ([`LeafCostFit`]).
+    pub fn node_seconds(
+        &self,
+        layer: AggLayer,
+        children: u32,
+        child_proof_bytes: Option<u64>,
+    ) -> f64 {
+        if let (AggLayer::Leaf, Some(bytes), Some(fit)) =
+            (layer, child_proof_bytes, self.leaf_cost_fit())
+        {
+            return fit.seconds.at(bytes as f64);
+        }
         let kind = node_kind(layer);
         let Some(measured) = self
             .nodes
@@ -369,8 +395,34 @@ impl DeviceProfile {
         measured.seconds * at(children) / at(measured.children)
     }
 
-    /// Peak memory of a node of `layer` (device memory on a GPU).
-    pub fn node_memory(&self, layer: AggLayer) -> u64 {
+    /// Peak memory of a node of `layer` with `children` children (device memory on a GPU):
+    /// for a leaf whose children's proof bytes are known, from them ([`LeafCostFit`]); else
+    /// what was measured with exactly these children, or the kind's largest measured peak.
+    pub fn node_memory(
+        &self,
+        layer: AggLayer,
+        children: u32,
+        child_proof_bytes: Option<u64>,
+    ) -> u64 {
+        if let (AggLayer::Leaf, Some(bytes), Some(fit)) =
+            (layer, child_proof_bytes, self.leaf_cost_fit())
+        {
+            return fit.memory.at(bytes as f64) as u64;
+        }
+        let kind = node_kind(layer);
+        let peak = |n: &NodeCost| self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes);
+        let of_kind = || self.nodes.iter().filter(|n| n.kind == kind);
+        of_kind()
+            .filter(|n| n.children == children)
+            .map(peak)
+            .max()
+            .or_else(|| of_kind().map(peak).max())
+            .unwrap_or(0)
+    }
+
+    /// The most memory any node of `layer` was measured to need, whatever its children
+    /// (device memory on a GPU): what a node is placed by before its children are known.
+    pub fn node_memory_ceiling(&self, layer: AggLayer) -> u64 {
         let kind = node_kind(layer);
         self.nodes
             .iter()
@@ -437,7 +489,7 @@ fn apply(c: &[f64; 3], size: TraceSize) -> f64 {
 /// Least squares `y ≈ x · c` with every `c[i] >= 0`: the best of the fits over each subset of
 /// the three features whose coefficients all come out non-negative (three features make
 /// seven subsets, so trying them all is exact and cheap).
-fn nonnegative_least_squares(x: &[[f64; 3]], y: &[f64]) -> Option<[f64; 3]> {
+pub(crate) fn nonnegative_least_squares(x: &[[f64; 3]], y: &[f64]) -> Option<[f64; 3]> {
     let mut best: Option<([f64; 3], f64)> = None;
     for subset in 1u8..8 {
         let used: Vec<usize> = (0..3).filter(|i| subset & (1 << i) != 0).collect();
@@ -535,6 +587,7 @@ pub(crate) mod tests {
                     peak_device_bytes: 0,
                     program: None,
                     trace_size: None,
+                    ..Default::default()
                 },
                 SegmentCost {
                     segment_height: 20,
@@ -544,6 +597,7 @@ pub(crate) mod tests {
                     peak_device_bytes: 0,
                     program: None,
                     trace_size: None,
+                    ..Default::default()
                 },
             ],
             nodes: vec![
@@ -553,6 +607,7 @@ pub(crate) mod tests {
                     seconds: 60.0,
                     peak_rss_bytes: 5 << 30,
                     peak_device_bytes: 0,
+                    ..Default::default()
                 },
                 NodeCost {
                     kind: "leaf".into(),
@@ -560,6 +615,7 @@ pub(crate) mod tests {
                     seconds: 80.0,
                     peak_rss_bytes: 6 << 30,
                     peak_device_bytes: 0,
+                    ..Default::default()
                 },
                 NodeCost {
                     kind: "internal-for-leaf".into(),
@@ -567,6 +623,7 @@ pub(crate) mod tests {
                     seconds: 70.0,
                     peak_rss_bytes: 6 << 30,
                     peak_device_bytes: 0,
+                    ..Default::default()
                 },
                 NodeCost {
                     kind: "internal-recursive".into(),
@@ -574,6 +631,7 @@ pub(crate) mod tests {
                     seconds: 60.0,
                     peak_rss_bytes: 6 << 30,
                     peak_device_bytes: 0,
+                    ..Default::default()
                 },
                 NodeCost {
                     kind: "wrap".into(),
@@ -581,6 +639,7 @@ pub(crate) mod tests {
                     seconds: 36.0,
                     peak_rss_bytes: 6 << 30,
                     peak_device_bytes: 0,
+                    ..Default::default()
                 },
             ],
         }
@@ -608,7 +667,7 @@ pub(crate) mod tests {
     fn a_gpu_profile_is_placed_by_device_memory() {
         let gpu = gpu_profile();
         assert_eq!(gpu.segment_memory(19), (2 << 30) / 3);
-        assert_eq!(gpu.node_memory(AggLayer::Wrap), (6 << 30) / 3);
+        assert_eq!(gpu.node_memory_ceiling(AggLayer::Wrap), (6 << 30) / 3);
         assert_eq!(profile().segment_memory(19), 2 << 30);
         // Profiles written before devices had kinds are a CPU's.
         let mut json = serde_json::to_value(profile()).unwrap();
@@ -629,10 +688,12 @@ pub(crate) mod tests {
         assert_eq!(p.segment_seconds(21, 3_400_000), 220.0); // doubled from 20
         assert_eq!(p.full_segment_instructions(18), 400_000);
         // leaf: 40 s fixed + 20 s per child.
-        assert_eq!(p.node_seconds(AggLayer::Leaf, 4), 120.0);
+        assert_eq!(p.node_seconds(AggLayer::Leaf, 4, None), 120.0);
         // internal-for-leaf measured 70 s with 1 child: × (40 + 60) / (40 + 20).
-        assert!((p.node_seconds(AggLayer::InternalForLeaf, 3) - 70.0 * 100.0 / 60.0).abs() < 1e-9);
-        assert_eq!(p.node_seconds(AggLayer::Wrap, 1), 36.0);
+        assert!(
+            (p.node_seconds(AggLayer::InternalForLeaf, 3, None) - 70.0 * 100.0 / 60.0).abs() < 1e-9
+        );
+        assert_eq!(p.node_seconds(AggLayer::Wrap, 1, None), 36.0);
     }
 
     #[test]
@@ -670,6 +731,7 @@ pub(crate) mod tests {
             main_cells,
             logup_cells,
             interaction_cells: 0,
+            present_columns: 0,
         }
     }
 
@@ -721,6 +783,7 @@ pub(crate) mod tests {
             main_cells: 37_208_972,
             logup_cells: 1 << 25,
             interaction_cells: 0,
+            present_columns: 0,
         },
         6_395_949_056.0,
         35.5,
@@ -730,6 +793,7 @@ pub(crate) mod tests {
             main_cells: 62_160_140,
             logup_cells: 1 << 25,
             interaction_cells: 0,
+            present_columns: 0,
         },
         6_793_613_312.0,
         44.7,
@@ -739,6 +803,7 @@ pub(crate) mod tests {
             main_cells: 70_370_188,
             logup_cells: 1 << 26,
             interaction_cells: 0,
+            present_columns: 0,
         },
         12_025_425_920.0,
         78.2,
@@ -748,6 +813,7 @@ pub(crate) mod tests {
             main_cells: 91_252_776,
             logup_cells: 1 << 26,
             interaction_cells: 0,
+            present_columns: 0,
         },
         12_191_944_704.0,
         79.3,
@@ -757,6 +823,7 @@ pub(crate) mod tests {
             main_cells: 155_776_564,
             logup_cells: 1 << 27,
             interaction_cells: 0,
+            present_columns: 0,
         },
         23_486_205_952.0,
         167.5,
@@ -779,6 +846,7 @@ pub(crate) mod tests {
             peak_device_bytes: 0,
             program: Some(program.into()),
             trace_size: Some(size),
+            ..Default::default()
         })
         .collect();
         p
