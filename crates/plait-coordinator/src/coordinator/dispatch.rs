@@ -121,8 +121,8 @@ impl Coordinator {
         );
     }
 
-    /// How long a lease of `work` may last at most: four times what the worker's profile
-    /// predicts, plus two minutes (and ten for a keygen if it holds no keys for the height),
+    /// How long a lease of `work` (with its children's proof bytes, for a node whose children
+    /// are accepted) may last at most: four times what the worker's profile predicts, plus two minutes (and ten for a keygen if it holds no keys for the height),
     /// never more than the configured ceiling, which also serves without a prediction.
     /// (Called once per lease granted, with the jobs lock held: it takes the workers lock
     /// after it, as no other path takes them the other way round.)
@@ -131,7 +131,7 @@ impl Coordinator {
         worker_id: &str,
         worker: &ClaimTaskRequest,
         params: &ProvingParams,
-        work: &Work,
+        (work, child_proof_bytes): (&Work, Option<u64>),
     ) -> Duration {
         let ceiling = self.config.max_lease;
         let seen = self.workers_seen.lock().expect("workers lock");
@@ -144,7 +144,7 @@ impl Coordinator {
                 profile.segment_seconds(params.segment_height, segment.num_insns)
             }
             Work::Aggregate { layer, children } => {
-                profile.node_seconds(*layer, children.len() as u32, None)
+                profile.node_seconds(*layer, children.len() as u32, child_proof_bytes)
             }
         };
         let keygen = if worker.key_sets.contains(&params.key_set()) {
@@ -196,8 +196,9 @@ impl Coordinator {
                 && !self.is_trusted(failed_by)
                 && others.iter().any(|&(m, trusted)| trusted && need <= m)
         };
-        let time_limit =
-            |params: &ProvingParams, work: &Work| self.time_limit(worker_id, worker, params, work);
+        let time_limit = |params: &ProvingParams, work: &Work, child_proof_bytes: Option<u64>| {
+            self.time_limit(worker_id, worker, params, (work, child_proof_bytes))
+        };
         // Read before the jobs lock is taken: the two locks are never held together.
         let weights: HashMap<String, u32> = self
             .clients

@@ -3,7 +3,10 @@
 
 use std::time::Instant;
 
-use plait_core::{cost::TraceCostFit, AggLayer, DeviceKind};
+use plait_core::{
+    cost::{LeafCostFit, TraceCostFit},
+    AggLayer, DeviceKind,
+};
 use plait_prover::{KeySetId, ProvingParams};
 
 use crate::{job::TaskTiming, store::StoreOp};
@@ -310,15 +313,32 @@ pub(super) fn segment_memory_fits(
     config: &super::CoordinatorConfig,
     params: &ProvingParams,
 ) -> Vec<TraceCostFit> {
-    let Some(planner) = config.planner.as_ref() else {
-        return Vec::new();
-    };
-    let vm_config = params.vm_config.name();
-    planner
-        .pool
-        .profiles
-        .iter()
-        .filter(|p| p.vm_config == vm_config && p.device_kind == DeviceKind::Cpu)
+    cpu_profiles(config, params)
         .filter_map(|p| p.trace_fit())
         .collect()
+}
+
+/// The fits of a leaf's memory to its children's proof bytes of the operator's CPU profiles
+/// for the job's VM config: a leaf needs at least what they predict (see `Job::node_floor`).
+pub(super) fn leaf_memory_fits(
+    config: &super::CoordinatorConfig,
+    params: &ProvingParams,
+) -> Vec<LeafCostFit> {
+    cpu_profiles(config, params)
+        .filter_map(|p| p.leaf_cost_fit())
+        .collect()
+}
+
+/// The operator's CPU profiles for the job's VM config (workers' own profiles never place
+/// others' tasks).
+fn cpu_profiles<'a>(
+    config: &'a super::CoordinatorConfig,
+    params: &ProvingParams,
+) -> impl Iterator<Item = &'a plait_core::cost::DeviceProfile> {
+    let vm_config = params.vm_config.name();
+    config
+        .planner
+        .iter()
+        .flat_map(|planner| &planner.pool.profiles)
+        .filter(move |p| p.vm_config == vm_config && p.device_kind == DeviceKind::Cpu)
 }

@@ -19,7 +19,7 @@ impl Job {
     /// Leases the first ready task that fits the worker and `memory_left` (the machine's
     /// memory not leased yet, for workers sharing one), if any. A task the worker failed
     /// last is left to another worker while `another_fits` its memory need. The lease lasts
-    /// `lease` past each heartbeat, and `time_limit(work)` at most.
+    /// `lease` past each heartbeat, and `time_limit(work, child proof bytes)` at most.
     #[allow(clippy::too_many_arguments)]
     pub fn lease_next(
         &mut self,
@@ -30,7 +30,7 @@ impl Job {
         now: Instant,
         need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
         leave_to_others: &dyn Fn(&str, u64) -> bool,
-        time_limit: &dyn Fn(&ProvingParams, &Work) -> Duration,
+        time_limit: &dyn Fn(&ProvingParams, &Work, Option<u64>) -> Duration,
     ) -> Option<TaskAssignment> {
         if !self.is_running() {
             return None;
@@ -94,7 +94,7 @@ impl Job {
         };
         let secret = LeaseSecret::random();
         let lease_secret = secret.hex();
-        let limit = time_limit(&self.params, &work).max(lease);
+        let limit = time_limit(&self.params, &work, self.child_proof_bytes(task)).max(lease);
         self.insert_lease(
             task,
             Lease {

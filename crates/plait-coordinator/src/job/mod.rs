@@ -12,7 +12,7 @@ use std::{
 
 use plait_api::TaskMeta;
 use plait_core::{
-    cost::TraceCostFit,
+    cost::{LeafCostFit, TraceCostFit},
     planner::{Measured, Prediction},
     AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec, TaskGraph, TaskId,
 };
@@ -188,10 +188,15 @@ pub(crate) struct Job {
     /// The operator's calibrated profiles' fits of segment memory to trace size, for this
     /// job's VM config (see [`Job::segment_floor`]); set by the coordinator, not stored.
     pub segment_fits: Vec<TraceCostFit>,
+    /// The same profiles' fits of a leaf's memory to its children's proof bytes (see
+    /// [`Job::node_floor`]); set by the coordinator, not stored.
+    pub leaf_fits: Vec<LeafCostFit>,
     graph: TaskGraph,
     /// The SHA-256 of each accepted task's proof: the proofs themselves live in the blob
     /// store, not in memory.
     proofs: HashMap<TaskId, String>,
+    /// The size of each accepted task's proof (what a leaf over it costs follows it).
+    proof_sizes: HashMap<TaskId, u64>,
     leases: HashMap<TaskId, Lease>,
     /// How many of `leases` each worker holds (a claim checks it against the worker's slots,
     /// so it must not walk every lease).
@@ -238,8 +243,10 @@ pub(crate) struct Job {
 struct ReadySummary {
     /// Memory estimates of the ready segments (estimate -> how many).
     segment_estimates: std::collections::BTreeMap<u64, usize>,
-    /// Aggregation layers with ready tasks, and how many.
-    layers: Vec<(AggLayer, usize)>,
+    /// Ready aggregation nodes by layer and floor ([`Job::node_floor`]), and how many.
+    nodes: std::collections::BTreeMap<(AggLayer, u64), usize>,
+    /// The floor each ready node was counted with.
+    node_floors: HashMap<TaskId, u64>,
     by_kind: std::collections::BTreeMap<&'static str, usize>,
 }
 
@@ -349,8 +356,10 @@ impl Job {
             submitted_unix_ms: now_unix_ms,
             prediction: None,
             segment_fits: Vec::new(),
+            leaf_fits: Vec::new(),
             graph: TaskGraph::open(params.tree)?,
             proofs: HashMap::new(),
+            proof_sizes: HashMap::new(),
             leases: HashMap::new(),
             held: HashMap::new(),
             by_secret: HashMap::new(),
@@ -474,6 +483,12 @@ impl Job {
             })
             .collect();
         let ready_since = graph.ready_tasks().map(|t| (t, now)).collect();
+        // Timings stored before proof sizes were recorded say 0: unknown.
+        let proof_sizes = timings
+            .iter()
+            .filter(|t: &&TaskTiming| t.proof_bytes > 0)
+            .map(|t| (t.task, t.proof_bytes))
+            .collect();
         Ok(Self {
             id: r.id,
             owner: r.owner.clone(),
@@ -488,8 +503,10 @@ impl Job {
             submitted_unix_ms: r.submitted_unix_ms,
             prediction,
             segment_fits: Vec::new(),
+            leaf_fits: Vec::new(),
             graph,
             proofs,
+            proof_sizes,
             leases: HashMap::new(),
             held: HashMap::new(),
             by_secret: HashMap::new(),

@@ -127,17 +127,16 @@ impl Job {
                     step(&mut summary.segment_estimates, floor, ready);
                 }
                 Ok(TaskKind::Aggregate { layer, .. }) => {
-                    match summary.layers.iter().position(|(l, _)| *l == layer) {
-                        Some(i) if ready => summary.layers[i].1 += 1,
-                        Some(i) => {
-                            summary.layers[i].1 -= 1;
-                            if summary.layers[i].1 == 0 {
-                                summary.layers.swap_remove(i);
-                            }
-                        }
-                        None if ready => summary.layers.push((layer, 1)),
-                        None => {}
-                    }
+                    // The floor the node was counted with, not one recomputed later: its
+                    // children may have been proven again meanwhile, with other sizes.
+                    let floor = if ready {
+                        let floor = self.node_floor(task);
+                        summary.node_floors.insert(task, floor);
+                        floor
+                    } else {
+                        summary.node_floors.remove(&task).unwrap_or(0)
+                    };
+                    step(&mut summary.nodes, (layer, floor), ready);
                 }
                 Err(_) => {}
             }
@@ -146,7 +145,8 @@ impl Job {
     }
 
     /// Whether some ready task needs no more than `capacity` bytes ([`Self::memory_need`]),
-    /// from the summary: the smallest segment floor and each ready layer's need.
+    /// from the summary: the smallest segment floor, and each ready layer's need with the
+    /// floors of its ready nodes.
     pub(super) fn fits_a_ready_task(
         &mut self,
         capacity: u64,
@@ -161,9 +161,9 @@ impl Job {
             .into_iter()
             .chain(
                 summary
-                    .layers
-                    .iter()
-                    .map(|&(layer, _)| need(&params, &program, Some(layer))),
+                    .nodes
+                    .keys()
+                    .map(|&(layer, floor)| floor.max(need(&params, &program, Some(layer)))),
             )
             .any(|n| n <= capacity)
     }
@@ -176,8 +176,8 @@ impl Job {
     }
 
     /// Memory a task needs (0: unknown), from what `need` says for its phase (peaks workers
-    /// measured, or the backend's figure for a node); for a segment, at least its floor
-    /// ([`Self::segment_floor`]).
+    /// measured, or the backend's figure for a node), and at least the task's floor
+    /// ([`Self::segment_floor`], [`Self::node_floor`]).
     pub(super) fn memory_need(
         &self,
         task: TaskId,
@@ -188,11 +188,36 @@ impl Job {
                 self.segment_floor(segment)
                     .max(need(&self.params, &self.program.digest, None))
             }
-            Ok(TaskKind::Aggregate { layer, .. }) => {
-                need(&self.params, &self.program.digest, Some(layer))
-            }
+            Ok(TaskKind::Aggregate { layer, .. }) => self
+                .node_floor(task)
+                .max(need(&self.params, &self.program.digest, Some(layer))),
             Err(_) => 0,
         }
+    }
+
+    /// The least a node is assumed to need: for a leaf whose children's proofs are accepted,
+    /// what the operator's calibrated profiles predict from their bytes (a leaf over zkML
+    /// segments needs 1.7 times one over as many fib segments, which a per-layer figure
+    /// cannot see); 0 otherwise.
+    pub(crate) fn node_floor(&self, task: TaskId) -> u64 {
+        match (self.graph.kind(task), self.child_proof_bytes(task)) {
+            (Ok(TaskKind::Aggregate { layer: AggLayer::Leaf, .. }), Some(bytes)) => self
+                .leaf_fits
+                .iter()
+                .map(|fit| fit.memory.at(bytes as f64) as u64)
+                .max()
+                .unwrap_or(0),
+            _ => 0,
+        }
+    }
+
+    /// The summed size of a node's children's accepted proofs; `None` until all are accepted.
+    pub(crate) fn child_proof_bytes(&self, task: TaskId) -> Option<u64> {
+        let children = self.graph.children(task).ok()?;
+        children
+            .iter()
+            .map(|child| self.proof_sizes.get(child).copied())
+            .sum()
     }
 
     /// The least a segment is assumed to need: the backend's estimate of it, and what each

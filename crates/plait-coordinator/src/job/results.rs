@@ -120,6 +120,7 @@ impl Job {
             timing_json: serde_json::to_string(&timing).expect("timings serialize"),
         });
         self.proofs.insert(task, proof_sha256);
+        self.proof_sizes.insert(task, proof_bytes);
         self.log_attempt(
             now,
             task,
@@ -195,6 +196,7 @@ impl Job {
                 match was {
                     TaskState::Done => {
                         self.proofs.remove(&t);
+                        self.proof_sizes.remove(&t);
                         self.outbox.push(StoreOp::TaskDiscarded {
                             job: self.id,
                             task: t,

@@ -1,7 +1,9 @@
 use std::time::{Duration, Instant};
 
 use plait_api::ClaimTaskRequest;
-use plait_core::{cost::TraceCostFit, AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize};
+use plait_core::{
+    cost::{LeafCostFit, Line, TraceCostFit},
+    AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize};
 use plait_prover::{ProgramImage, ProvingParams};
 
 use super::{Job, RetryPolicy};
@@ -62,6 +64,8 @@ fn the_ready_summary_follows_every_change() {
     };
     let estimates = [40u64, 80, 10, 60, 30, 70, 20, 50, 90, 10, 40, 60];
     job.segment_fits = vec![logup_cells_fit()];
+    // Leaves need their children's proof bytes: each leaf's floor differs.
+    job.leaf_fits = vec![proof_bytes_fit()];
     let policy = RetryPolicy {
         max_attempts: 100,
         max_lost_leases: 100,
@@ -113,7 +117,7 @@ fn the_ready_summary_follows_every_change() {
                 now,
                 &need,
                 &|_, _| false,
-                &|_, _| Duration::from_secs(60),
+                &|_, _, _| Duration::from_secs(60),
             )
         };
         if let Some(a) = lease(&mut job, 10 * index as u64) {
@@ -139,11 +143,12 @@ fn the_ready_summary_follows_every_change() {
     loop {
         later += Duration::from_secs(3600); // past every backoff
         for a in std::mem::take(&mut leased) {
+            let proof_bytes = 3 + 7 * (a.task_id.0 as u64 % 11);
             job.accept(
                 a.task_id,
                 a.attempt,
                 &a.lease_secret,
-                (String::new(), 0),
+                (String::new(), proof_bytes),
                 Default::default(),
                 later,
             )
@@ -158,7 +163,7 @@ fn the_ready_summary_follows_every_change() {
             later,
             &need,
             &|_, _| false,
-            &|_, _| Duration::from_secs(60),
+            &|_, _, _| Duration::from_secs(60),
         ) {
             leased.push(a);
             check(&mut job);
@@ -176,6 +181,83 @@ fn logup_cells_fit() -> TraceCostFit {
         memory: [0.0, 0.0, 1.0],
         seconds: [0.0, 0.0, 0.0],
     }
+}
+
+/// A fit that predicts a leaf needs as many bytes as its children's proofs have.
+fn proof_bytes_fit() -> LeafCostFit {
+    let line = |per_unit| Line {
+        at_zero: 0.0,
+        per_unit,
+    };
+    LeafCostFit {
+        seconds: line(0.0),
+        memory: line(1.0),
+    }
+}
+
+/// A leaf is placed by what its children's accepted proofs predict (a leaf over zkML
+/// segments needs 1.7 times one over as many fib segments), and its lease's time limit is
+/// given their bytes.
+#[test]
+fn a_leaf_is_placed_by_its_childrens_proofs() {
+    let now = Instant::now();
+    let mut job = new_job(now);
+    job.leaf_fits = vec![proof_bytes_fit()];
+    for index in 0..2u32 {
+        let spec = SegmentSpec {
+            index,
+            instret_start: index as u64 * 8,
+            num_insns: 8,
+            memory_estimate_bytes: 10,
+            backend_hint: serde_json::Value::Null,
+            checkpoint: None,
+            trace_size: None,
+        };
+        job.add_segment(spec, (index == 1).then(Vec::new), now)
+            .unwrap();
+    }
+    let need = |_: &ProvingParams, _: &str, _: Option<AggLayer>| 50;
+    let limited_by = std::cell::Cell::new(None);
+    let lease = |job: &mut Job, memory: u64| {
+        job.lease_next(
+            "w",
+            &worker(memory),
+            u64::MAX,
+            Duration::from_secs(60),
+            now,
+            &need,
+            &|_, _| false,
+            &|_, _, child_proof_bytes| {
+                limited_by.set(child_proof_bytes);
+                Duration::from_secs(60)
+            },
+        )
+    };
+    for proof_bytes in [100, 200] {
+        let a = lease(&mut job, 1000).expect("a segment is ready");
+        job.accept(
+            a.task_id,
+            a.attempt,
+            &a.lease_secret,
+            (String::new(), proof_bytes),
+            Default::default(),
+            now,
+        )
+        .unwrap();
+    }
+    assert!(
+        lease(&mut job, 299).is_none(),
+        "the leaf needs its children's 300 bytes, above the layer's 50"
+    );
+    let leaf = lease(&mut job, 300).expect("the leaf fits 300 bytes");
+    assert!(matches!(
+        leaf.work,
+        plait_api::Work::Aggregate {
+            layer: AggLayer::Leaf,
+            ..
+        }
+    ));
+    assert_eq!(limited_by.get(), Some(300));
 }
 
 /// A segment is placed by the larger of the backend's estimate and what the operator's
@@ -216,7 +298,7 @@ fn a_segment_is_placed_by_its_trace_size() {
             now,
             &need,
             &|_, _| false,
-            &|_, _| Duration::from_secs(60),
+            &|_, _, _| Duration::from_secs(60),
         )
     };
     let small = lease(&mut job, 50).expect("the unsized segment fits 50 bytes");
@@ -278,7 +360,7 @@ fn prove_next(
             now,
             need,
             &|_, _| false,
-            &|_, _| Duration::from_secs(60),
+            &|_, _, _| Duration::from_secs(60),
         )
         .expect("a task is ready");
     let meta = plait_api::TaskMeta {
