@@ -42,14 +42,6 @@ pub struct TraceSize {
     /// add up.
     #[serde(default)]
     pub interaction_cells: u64,
-    /// Columns of the chips the segment uses (0 where unknown): what its proof's size
-    /// follows (see [`crate::cost::DeviceProfile::segment_proof_bytes`]).
-    #[serde(default, skip_serializing_if = "is_zero")]
-    pub present_columns: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl TraceSize {
@@ -59,10 +51,8 @@ impl TraceSize {
     /// It errs high, as the parts' padding to powers of two is counted (by 17% in main cells
     /// for two height-19 zkML segments against the height-20 one they make).
     pub fn merged(parts: impl IntoIterator<Item = (f64, TraceSize)>) -> TraceSize {
-        let (mut main, mut interactions, mut columns) = (0f64, 0f64, 0);
+        let (mut main, mut interactions) = (0f64, 0f64);
         for (share, size) in parts {
-            // The parts' chips together: at least the widest part's.
-            columns = columns.max(size.present_columns);
             main += share * size.main_cells as f64;
             let part = match size.interaction_cells {
                 0 => size.logup_cells,
@@ -79,7 +69,6 @@ impl TraceSize {
                 n => 1 << (64 - n.leading_zeros()),
             },
             interaction_cells,
-            present_columns: columns,
         }
     }
 }
@@ -164,7 +153,6 @@ mod tests {
                 main_cells,
                 logup_cells: 1 << (64 - interaction_cells.leading_zeros()),
                 interaction_cells,
-                present_columns: 0,
             }),
         }
     }
@@ -190,13 +178,11 @@ mod tests {
                     main_cells: 2000,
                     logup_cells: 1 << 21,
                     interaction_cells: 1_200_000,
-                    present_columns: 0,
                 }),
                 Some(TraceSize {
                     main_cells: 600,
                     logup_cells: 1 << 19,
                     interaction_cells: 300_000,
-                    present_columns: 0,
                 }),
             ]
         );

@@ -222,7 +222,9 @@ pub fn evaluate(
             AggLayer::Leaf => {
                 let (from, to) = n.covers;
                 let bytes: Option<u64> = (from..to)
-                    .map(|s| p.segment_proof_bytes(sizes.get(s as usize).copied().flatten()))
+                    .map(|s| {
+                        p.segment_proof_bytes(height, sizes.get(s as usize).copied().flatten())
+                    })
                     .sum();
                 match bytes {
                     Some(_) => p.node_memory(n.layer, n.children.len() as u32, bytes),

@@ -140,7 +140,7 @@ fn task_memory(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> u64
 }
 
 /// A leaf's children's proof bytes, as the profile predicts each segment's proof from its
-/// chips (see [`DeviceProfile::segment_proof_bytes`]); `None` for other nodes (their cost
+/// trace size (see [`DeviceProfile::segment_proof_bytes`]); `None` for other nodes (their cost
 /// follows their children count) or where the profile measured no proof sizes.
 fn child_proof_bytes(
     graph: &TaskGraph,
@@ -152,7 +152,9 @@ fn child_proof_bytes(
     children
         .iter()
         .map(|&child| match graph.kind(child).expect("task exists") {
-            TaskKind::ProveSegment { segment } => p.segment_proof_bytes(segment_size(job, segment)),
+            TaskKind::ProveSegment { segment } => {
+                p.segment_proof_bytes(job.segment_height, segment_size(job, segment))
+            }
             TaskKind::Aggregate { .. } => None,
         })
         .sum()

@@ -188,9 +188,10 @@ impl Job {
                 self.segment_floor(segment)
                     .max(need(&self.params, &self.program.digest, None))
             }
-            Ok(TaskKind::Aggregate { layer, .. }) => self
-                .node_floor(task)
-                .max(need(&self.params, &self.program.digest, Some(layer))),
+            Ok(TaskKind::Aggregate { layer, .. }) => {
+                self.node_floor(task)
+                    .max(need(&self.params, &self.program.digest, Some(layer)))
+            }
             Err(_) => 0,
         }
     }
@@ -201,7 +202,13 @@ impl Job {
     /// cannot see); 0 otherwise.
     pub(crate) fn node_floor(&self, task: TaskId) -> u64 {
         match (self.graph.kind(task), self.child_proof_bytes(task)) {
-            (Ok(TaskKind::Aggregate { layer: AggLayer::Leaf, .. }), Some(bytes)) => self
+            (
+                Ok(TaskKind::Aggregate {
+                    layer: AggLayer::Leaf,
+                    ..
+                }),
+                Some(bytes),
+            ) => self
                 .leaf_fits
                 .iter()
                 .map(|fit| fit.memory.at(bytes as f64) as u64)

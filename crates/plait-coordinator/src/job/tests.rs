@@ -3,7 +3,8 @@ use std::time::{Duration, Instant};
 use plait_api::ClaimTaskRequest;
 use plait_core::{
     cost::{LeafCostFit, Line, TraceCostFit},
-    AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize};
+    AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize,
+};
 use plait_prover::{ProgramImage, ProvingParams};
 
 use super::{Job, RetryPolicy};
@@ -101,7 +102,6 @@ fn the_ready_summary_follows_every_change() {
                 main_cells: 1,
                 logup_cells: memory + 15,
                 interaction_cells: 0,
-                present_columns: 0,
             }),
         };
         let last = index + 1 == estimates.len();
@@ -280,7 +280,6 @@ fn a_segment_is_placed_by_its_trace_size() {
                 main_cells: 1,
                 logup_cells,
                 interaction_cells: 0,
-                present_columns: 0,
             }),
         };
         job.add_segment(spec, (index == 1).then(Vec::new), now)
@@ -396,7 +395,6 @@ fn a_peak_above_its_prediction_is_logged() {
             main_cells: 1,
             logup_cells: 100,
             interaction_cells: 0,
-            present_columns: 0,
         }),
     };
     job.add_segment(spec, Some(Vec::new()), now).unwrap();

@@ -731,7 +731,6 @@ pub(crate) mod tests {
             main_cells,
             logup_cells,
             interaction_cells: 0,
-            present_columns: 0,
         }
     }
 
@@ -783,7 +782,6 @@ pub(crate) mod tests {
             main_cells: 37_208_972,
             logup_cells: 1 << 25,
             interaction_cells: 0,
-            present_columns: 0,
         },
         6_395_949_056.0,
         35.5,
@@ -793,7 +791,6 @@ pub(crate) mod tests {
             main_cells: 62_160_140,
             logup_cells: 1 << 25,
             interaction_cells: 0,
-            present_columns: 0,
         },
         6_793_613_312.0,
         44.7,
@@ -803,7 +800,6 @@ pub(crate) mod tests {
             main_cells: 70_370_188,
             logup_cells: 1 << 26,
             interaction_cells: 0,
-            present_columns: 0,
         },
         12_025_425_920.0,
         78.2,
@@ -813,7 +809,6 @@ pub(crate) mod tests {
             main_cells: 91_252_776,
             logup_cells: 1 << 26,
             interaction_cells: 0,
-            present_columns: 0,
         },
         12_191_944_704.0,
         79.3,
@@ -823,7 +818,6 @@ pub(crate) mod tests {
             main_cells: 155_776_564,
             logup_cells: 1 << 27,
             interaction_cells: 0,
-            present_columns: 0,
         },
         23_486_205_952.0,
         167.5,

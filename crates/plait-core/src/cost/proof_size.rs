@@ -3,9 +3,13 @@
 //!
 //! A leaf verifies its children's segment proofs inside a recursion circuit whose traces grow
 //! with what it verifies, so a leaf over four zkML segments (8.8 MB of proofs) costs far more
-//! than one over four fib segments (4.9 MB): 126 s against 73 s, 8.7 GiB against 5.2 GiB. A
-//! segment's proof size follows the columns of the chips it uses, not its height (a fib segment's
-//! proof is 1.2 MB at heights 19 and 20 alike; SHA-256's chips make it 1.8 MB, zkML's 2.1–2.4).
+//! than one over four fib segments (4.9 MB): 126 s against 73 s, 8.7 GiB against 5.2 GiB.
+//!
+//! A segment's proof size follows its *stacked width*, its main cells over 2^height: OpenVM
+//! stacks every trace into one matrix of 2^height rows (the segment height is its
+//! `log_stacked_height`), and each query of the proof opens a row of it. A fib segment's proof is
+//! 1.2 MB at heights 19 and 20 alike (72 and 68 stacked columns), SHA-256's chips make it 1.8 MB
+//! (119 and 115), zkML's 2.1–2.4 MB (174 at height 19).
 //! The other node kinds verify proofs of Plait's fixed recursion circuits and cost the same
 //! whatever the program (an internal-for-leaf node over three fib leaves and over three zkML
 //! leaves: 91.0 s and 91.1 s); they go by their children count.
@@ -80,37 +84,43 @@ impl DeviceProfile {
         })
     }
 
-    /// The predicted size of a segment's proof from the columns of the chips it uses (see
-    /// [`TraceSize::present_columns`]), fitted over the profile's measured segments (format
-    /// 3). Where the segment's columns are unknown, or the profile measured segments of only
-    /// one chip mix, the mean of the measured proofs; `None` where none was measured.
-    pub fn segment_proof_bytes(&self, size: Option<TraceSize>) -> Option<u64> {
-        let measured: Vec<(f64, f64)> = self
+    /// The predicted size of a segment's proof at `height` from its stacked width (main cells
+    /// over 2^height), fitted over the profile's measured segments (format 3). Where the
+    /// segment's trace size is unknown, or the profile measured segments of one width only,
+    /// the mean of the measured proofs; `None` where none was measured.
+    pub fn segment_proof_bytes(&self, height: u32, size: Option<TraceSize>) -> Option<u64> {
+        let measured: Vec<(Option<f64>, f64)> = self
             .segments
             .iter()
             .filter(|s| s.proof_bytes > 0)
             .map(|s| {
-                let columns = s.trace_size.map_or(0, |t| t.present_columns);
-                (columns as f64, s.proof_bytes as f64)
+                let width = s.trace_size.map(|t| stacked_width(s.segment_height, t));
+                (width, s.proof_bytes as f64)
             })
             .collect();
         if measured.is_empty() {
             return None;
         }
-        let with_columns: Vec<(f64, f64)> =
-            measured.iter().copied().filter(|p| p.0 > 0.0).collect();
-        let columns = size.map_or(0, |s| s.present_columns);
-        match Line::fit(&with_columns) {
-            Some(line) if columns > 0 => Some(line.at(columns as f64) as u64),
+        let sized: Vec<(f64, f64)> = measured
+            .iter()
+            .filter_map(|&(w, bytes)| Some((w?, bytes)))
+            .collect();
+        match (Line::fit(&sized), size) {
+            (Some(line), Some(size)) => Some(line.at(stacked_width(height, size)) as u64),
             _ => Some((measured.iter().map(|p| p.1).sum::<f64>() / measured.len() as f64) as u64),
         }
     }
 }
 
+/// A segment's main cells over the rows of its stacked matrix.
+fn stacked_width(height: u32, size: TraceSize) -> f64 {
+    size.main_cells as f64 / 2f64.powi(height as i32)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cost::{tests::profile, NodeCost};
+    use crate::cost::{tests::profile, NodeCost, SegmentCost};
     use crate::AggLayer;
 
     #[test]
@@ -165,20 +175,47 @@ mod tests {
         );
     }
 
+    /// Measured by calibration (`plait calibrate --vm-config rv32im-sha2 --heights 19,20`):
+    /// fib and sha-chain segments at heights 19 and 20; the zkML guest's height-19 segments'
+    /// proofs were 2.06–2.40 MB.
     #[test]
-    fn a_segment_proof_is_sized_by_its_chips() {
+    fn a_segment_proof_is_sized_by_its_stacked_width() {
         let mut p = profile();
-        assert_eq!(p.segment_proof_bytes(None), None, "nothing measured");
-        let size = |columns| TraceSize {
-            present_columns: columns,
-            ..Default::default()
+        assert_eq!(p.segment_proof_bytes(19, None), None, "nothing measured");
+        let size = |main_cells| {
+            Some(TraceSize {
+                main_cells,
+                ..Default::default()
+            })
         };
-        p.segments[0].proof_bytes = 1_200_000;
-        p.segments[0].trace_size = Some(size(1_000));
-        assert_eq!(p.segment_proof_bytes(Some(size(3_000))), Some(1_200_000));
-        p.segments[1].proof_bytes = 1_800_000;
-        p.segments[1].trace_size = Some(size(2_000));
-        assert_eq!(p.segment_proof_bytes(Some(size(3_000))), Some(2_400_000));
-        assert_eq!(p.segment_proof_bytes(None), Some(1_500_000));
+        p.segments.clear();
+        for (height, main_cells, proof_bytes) in [
+            (19, 37_706_002, 1_245_841),
+            (19, 62_478_988, 1_828_305),
+            (20, 70_867_218, 1_217_537),
+            (20, 120_322_444, 1_812_369),
+        ] {
+            p.segments.push(SegmentCost {
+                segment_height: height,
+                instructions: 1,
+                trace_size: size(main_cells),
+                proof_bytes,
+                ..Default::default()
+            });
+        }
+        // Each measured segment within 3%, whatever its height.
+        for s in &p.segments {
+            let predicted = p
+                .segment_proof_bytes(s.segment_height, s.trace_size)
+                .unwrap();
+            assert!((predicted as f64 / s.proof_bytes as f64 - 1.0).abs() < 0.03);
+        }
+        let zkml = p.segment_proof_bytes(19, size(91_252_776)).unwrap() as f64;
+        assert!((2.06e6..2.40e6 * 1.1).contains(&zkml), "{zkml}");
+        let without_size = p.segment_proof_bytes(19, None).unwrap();
+        assert_eq!(
+            without_size,
+            (1_245_841 + 1_828_305 + 1_217_537 + 1_812_369) / 4
+        );
     }
 }

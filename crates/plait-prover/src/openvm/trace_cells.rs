@@ -64,7 +64,6 @@ impl TraceCells {
             main_cells: self.main_cells(),
             logup_cells: self.logup_cells,
             interaction_cells: self.lifted_interaction_cells,
-            present_columns: self.chips.iter().map(|c| c.width).sum(),
         }
     }
 }
