@@ -139,9 +139,10 @@ fn task_memory(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> u64
     }
 }
 
-/// A leaf's children's proof bytes, as the profile predicts each segment's proof from its
-/// trace size (see [`DeviceProfile::segment_proof_bytes`]); `None` for other nodes (their cost
-/// follows their children count) or where the profile measured no proof sizes.
+/// A node's children's proof bytes, as the profile predicts each child's proof: a segment's
+/// from its trace size ([`DeviceProfile::segment_proof_bytes`]), a node's from its own
+/// children's ([`DeviceProfile::node_proof_bytes`]); `None` where the profile measured no proof
+/// sizes.
 fn child_proof_bytes(
     graph: &TaskGraph,
     job: &SimJob,
@@ -151,13 +152,21 @@ fn child_proof_bytes(
     let children = graph.children(task).expect("task exists");
     children
         .iter()
-        .map(|&child| match graph.kind(child).expect("task exists") {
-            TaskKind::ProveSegment { segment } => {
-                p.segment_proof_bytes(job.segment_height, segment_size(job, segment))
-            }
-            TaskKind::Aggregate { .. } => None,
-        })
+        .map(|&child| proof_bytes(graph, job, p, child))
         .sum()
+}
+
+/// The predicted size of a task's proof (see [`child_proof_bytes`]).
+fn proof_bytes(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId) -> Option<u64> {
+    match graph.kind(task).expect("task exists") {
+        TaskKind::ProveSegment { segment } => {
+            p.segment_proof_bytes(job.segment_height, segment_size(job, segment))
+        }
+        TaskKind::Aggregate { layer, .. } => {
+            let children = graph.children(task).expect("task exists").len() as u32;
+            p.node_proof_bytes(layer, children, child_proof_bytes(graph, job, p, task))
+        }
+    }
 }
 
 #[derive(PartialEq)]

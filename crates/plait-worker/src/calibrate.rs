@@ -64,8 +64,8 @@ pub enum CalibrationError {
     /// The profile or a kept proof could not be read or written.
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
-    /// The program cut into too few segments to measure a leaf of 4 children.
-    #[error("the aggregation workload has fewer than 4 segments")]
+    /// The program cut into too few segments to measure two leaves of 4 children.
+    #[error("the aggregation workload has fewer than 8 segments")]
     TooFewSegments,
     /// A resumed run lost a proof that a later step aggregates.
     #[error("the {0} proof of the earlier steps is missing")]
@@ -230,7 +230,7 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = 2 * self.heights.len() + 18;
+        let total = 2 * self.heights.len() + 20;
         let mut done = 0;
         let backend = self.backend;
         for &h in &self.heights {
@@ -268,16 +268,20 @@ impl Calibration<'_> {
             }
         }
 
-        // Every node kind, at the lowest height: leaves of 1 to 4 segments, then the chain.
-        // Four segments, so that leaves of 1 to 4 children can be measured: a leaf's circuit
-        // grows in power-of-two steps, so its cost is not linear in its children.
+        // Every node kind, at the lowest height, over the first eight segments of a longer
+        // fib run: leaves of 1 to 4 children (a leaf's circuit grows in power-of-two steps, so
+        // its cost is not linear in its children), and internal nodes over small and full leaves.
         let lowest = self.heights[0];
         let params = self.params(lowest);
-        let wide_input = fib_input(215_000u64 << lowest.saturating_sub(19));
+        let iterations = 440_000u64 << lowest.saturating_sub(19);
+        let wide_input = fib_input(iterations);
+        // Proofs kept for a resumed run are named by the workload they belong to: a node
+        // joins only proofs of one execution (each child must end where the next begins).
+        let workload = format!("h{lowest}-fib{iterations}");
         let wide = backend.execute(self.fib, &wide_input, &params)?;
         let mut segs = Vec::new();
-        for (i, seg) in wide.segments.iter().enumerate().take(4) {
-            let file = format!("h{lowest}-wide-segment-{i}.proof");
+        for (i, seg) in wide.segments.iter().enumerate().take(8) {
+            let file = format!("{workload}-segment-{i}.proof");
             let proof = match self.load(&file) {
                 Some(p) => p,
                 None => {
@@ -321,6 +325,12 @@ impl Calibration<'_> {
             ("leaf", AggLayer::Leaf, "leaf-seg2", vec!["seg2"]),
             ("leaf", AggLayer::Leaf, "leaf-seg3", vec!["seg3"]),
             (
+                "leaf",
+                AggLayer::Leaf,
+                "leaf-4-next",
+                vec!["seg4", "seg5", "seg6", "seg7"],
+            ),
+            (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
                 "ifl",
@@ -351,6 +361,12 @@ impl Calibration<'_> {
                 vec!["leaf-seg3"],
             ),
             (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-full",
+                vec!["leaf-4", "leaf-4-next"],
+            ),
+            (
                 "internal-recursive",
                 AggLayer::InternalRecursive(0),
                 "ir",
@@ -371,7 +387,7 @@ impl Calibration<'_> {
             ("wrap", AggLayer::Wrap, "wrap", vec!["ir"]),
         ];
         for (kind, layer, name, children) in steps {
-            let file = format!("h{lowest}-{name}.proof");
+            let file = format!("{workload}-{name}.proof");
             let inputs: Vec<ProofBlob> = children
                 .iter()
                 .map(|c| match c.strip_prefix("seg") {
@@ -383,7 +399,7 @@ impl Calibration<'_> {
                         .load(&format!("{c}.proof"))
                         .ok_or_else(|| CalibrationError::MissingProof(c.to_string())),
                     None => self
-                        .load(&format!("h{lowest}-{c}.proof"))
+                        .load(&format!("{workload}-{c}.proof"))
                         .ok_or_else(|| CalibrationError::MissingProof(c.to_string())),
                 })
                 .collect::<Result<_, _>>()?;
@@ -452,7 +468,7 @@ mod tests {
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
-    /// segment per program and height and the 17 nodes, saving as it goes; run again, it
+    /// segment per program and height and the 19 nodes, saving as it goes; run again, it
     /// resumes and measures nothing twice.
     #[test]
     fn measures_every_step_once_and_resumes() {
@@ -484,8 +500,8 @@ mod tests {
                 Progress::Step { .. } => steps += 1,
             })
             .unwrap();
-        assert_eq!(measured.len(), 4 + 17, "{measured:#?}");
-        assert!(steps >= 21);
+        assert_eq!(measured.len(), 4 + 19, "{measured:#?}");
+        assert!(steps >= 23);
         let saved: DeviceProfile =
             serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
         assert_eq!(saved, profile);
@@ -509,7 +525,7 @@ mod tests {
             .filter(|n| n.kind == "leaf")
             .map(|n| n.children)
             .collect();
-        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1]);
+        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1, 4]);
 
         let mut again = Vec::new();
         calibration

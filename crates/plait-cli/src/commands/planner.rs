@@ -91,20 +91,23 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     let fresh = calibrate::new_profile(&backend, name, &device, args.vm_config);
     // Resume: keep what an interrupted run measured, if it was made by this Plait.
     let work_dir = calibrate::work_dir(&path);
-    let mut profile = match std::fs::read(&path) {
-        Ok(bytes) => {
-            let old: DeviceProfile = serde_json::from_slice(&bytes)
-                .map_err(|e| BadInput(format!("{} is not a profile: {e}", path.display())))?;
-            if calibrate::resumable(&old, &fresh) {
-                eprintln!("resuming the calibration in {}", path.display());
-                old
-            } else {
-                // Proofs kept by another Plait's run must not stand in for this one's.
-                let _ = std::fs::remove_dir_all(&work_dir);
-                fresh
-            }
+    let old = match std::fs::read(&path) {
+        Ok(bytes) => Some(
+            serde_json::from_slice::<DeviceProfile>(&bytes)
+                .map_err(|e| BadInput(format!("{} is not a profile: {e}", path.display())))?,
+        ),
+        Err(_) => None,
+    };
+    let mut profile = match old {
+        Some(old) if calibrate::resumable(&old, &fresh) => {
+            eprintln!("resuming the calibration in {}", path.display());
+            old
         }
-        Err(_) => fresh,
+        _ => {
+            // Proofs another run kept must not stand in for this one's.
+            let _ = std::fs::remove_dir_all(&work_dir);
+            fresh
+        }
     };
     let fib = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
     let sha_chain = crate::program_arg::load_program(Path::new(SHA_CHAIN_GUEST), cache)?;

@@ -355,9 +355,10 @@ impl DeviceProfile {
         }
     }
 
-    /// Seconds to prove an aggregation node of `layer` with `children` children. A leaf whose
-    /// children's proof bytes are known is costed from them where the profile measured them
-    /// ([`LeafCostFit`]).
+    /// Seconds to prove an aggregation node of `layer` with `children` children. Where its
+    /// children's proof bytes are known and the profile measured them, a leaf is costed by its
+    /// line ([`LeafCostFit`]) and another node as the measured node of its kind nearest in
+    /// child bytes ([`Self::nearest_in_child_bytes`]).
     pub fn node_seconds(
         &self,
         layer: AggLayer,
@@ -368,6 +369,9 @@ impl DeviceProfile {
             (layer, child_proof_bytes, self.leaf_cost_fit())
         {
             return fit.seconds.at(bytes as f64);
+        }
+        if let Some(n) = self.nearest_in_child_bytes(layer, children, child_proof_bytes) {
+            return n.seconds;
         }
         let kind = node_kind(layer);
         let Some(measured) = self
@@ -396,21 +400,24 @@ impl DeviceProfile {
     }
 
     /// Peak memory of a node of `layer` with `children` children (device memory on a GPU):
-    /// for a leaf whose children's proof bytes are known, from them ([`LeafCostFit`]); else
-    /// what was measured with exactly these children, or the kind's largest measured peak.
+    /// where its children's proof bytes are known, from them as [`Self::node_seconds`] does;
+    /// else what was measured with exactly these children, or the kind's largest measured peak.
     pub fn node_memory(
         &self,
         layer: AggLayer,
         children: u32,
         child_proof_bytes: Option<u64>,
     ) -> u64 {
+        let peak = |n: &NodeCost| self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes);
         if let (AggLayer::Leaf, Some(bytes), Some(fit)) =
             (layer, child_proof_bytes, self.leaf_cost_fit())
         {
             return fit.memory.at(bytes as f64) as u64;
         }
+        if let Some(n) = self.nearest_in_child_bytes(layer, children, child_proof_bytes) {
+            return peak(n);
+        }
         let kind = node_kind(layer);
-        let peak = |n: &NodeCost| self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes);
         let of_kind = || self.nodes.iter().filter(|n| n.kind == kind);
         of_kind()
             .filter(|n| n.children == children)
@@ -418,6 +425,55 @@ impl DeviceProfile {
             .max()
             .or_else(|| of_kind().map(peak).max())
             .unwrap_or(0)
+    }
+
+    /// The size of the proof a node of `layer` makes, where its children's proof bytes are
+    /// known: a leaf's by the line of the measured leaves' proofs against their children's
+    /// bytes, another node's as its kind's measured node nearest in child bytes.
+    pub fn node_proof_bytes(
+        &self,
+        layer: AggLayer,
+        children: u32,
+        child_proof_bytes: Option<u64>,
+    ) -> Option<u64> {
+        let bytes = child_proof_bytes?;
+        if layer == AggLayer::Leaf {
+            let points: Vec<(f64, f64)> = self
+                .nodes
+                .iter()
+                .filter(|n| n.kind == "leaf" && n.child_proof_bytes > 0 && n.proof_bytes > 0)
+                .map(|n| (n.child_proof_bytes as f64, n.proof_bytes as f64))
+                .collect();
+            return Line::fit(&points).map(|line| line.at(bytes as f64) as u64);
+        }
+        self.nearest_in_child_bytes(layer, children, Some(bytes))
+            .map(|n| n.proof_bytes)
+            .filter(|&b| b > 0)
+    }
+
+    /// The measured node of `layer`'s kind whose children's proofs were nearest in bytes to
+    /// `child_proof_bytes` (on a tie, nearest in children count); `None` where the bytes or
+    /// such measurements are unknown. A recursion node's cost steps as its verifier's traces
+    /// cross powers of two, and what crosses them is the bytes it verifies: an
+    /// internal-for-leaf node took 41–44 s over one small leaf, 67 s over two or three, and
+    /// 88–91 s over two or three full ones, whatever their program.
+    fn nearest_in_child_bytes(
+        &self,
+        layer: AggLayer,
+        children: u32,
+        child_proof_bytes: Option<u64>,
+    ) -> Option<&NodeCost> {
+        let bytes = child_proof_bytes?;
+        let kind = node_kind(layer);
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == kind && n.child_proof_bytes > 0)
+            .min_by_key(|n| {
+                (
+                    n.child_proof_bytes.abs_diff(bytes),
+                    n.children.abs_diff(children),
+                )
+            })
     }
 
     /// The most memory any node of `layer` was measured to need, whatever its children

@@ -175,6 +175,41 @@ mod tests {
         );
     }
 
+    /// Measured: internal-for-leaf nodes over one small leaf (0.47 MB of child proofs, 41 s),
+    /// two small leaves (0.95 MB, 66.6 s) and two full ones (1.56 MB, 90 s); in jobs, three
+    /// full fib leaves (2.34 MB) took 88.3 s and three full zkML leaves (3.33 MB) 91.1 s.
+    #[test]
+    fn an_internal_node_is_costed_as_the_nearest_measured_in_child_bytes() {
+        let mut p = profile();
+        p.nodes.retain(|n| n.kind != "internal-for-leaf");
+        for (children, child_proof_bytes, seconds, gib, proof_bytes) in [
+            (1, 470_000, 41.0, 2.0, 416_000),
+            (2, 950_000, 66.6, 3.8, 600_000),
+            (2, 1_560_000, 90.0, 5.5, 845_000),
+        ] {
+            p.nodes.push(NodeCost {
+                kind: "internal-for-leaf".into(),
+                children,
+                seconds,
+                peak_rss_bytes: (gib * (1u64 << 30) as f64) as u64,
+                child_proof_bytes,
+                proof_bytes,
+                ..Default::default()
+            });
+        }
+        let ifl = AggLayer::InternalForLeaf;
+        for (bytes, measured) in [(2_340_000, 88.3), (3_330_000, 91.1)] {
+            let predicted = p.node_seconds(ifl, 3, Some(bytes));
+            assert!((predicted / measured - 1.0).abs() < 0.05, "{predicted}");
+        }
+        assert_eq!(p.node_seconds(ifl, 1, Some(500_000)), 41.0);
+        assert_eq!(p.node_proof_bytes(ifl, 3, Some(2_340_000)), Some(845_000));
+        assert_eq!(p.node_memory(ifl, 1, Some(500_000)), 2 << 30);
+        // Without the bytes: the measurement of these children, or the kind's largest peak.
+        assert_eq!(p.node_seconds(ifl, 1, None), 41.0);
+        assert_eq!(p.node_memory(ifl, 3, None), p.node_memory_ceiling(ifl));
+    }
+
     /// Measured by calibration (`plait calibrate --vm-config rv32im-sha2 --heights 19,20`):
     /// fib and sha-chain segments at heights 19 and 20; the zkML guest's height-19 segments'
     /// proofs were 2.06–2.40 MB.
