@@ -6,10 +6,11 @@
 //! - a segment costs its height's full-segment time scaled by how full it is (never below an
 //!   eighth: small traces still pay fixed costs); a height between or beyond the measured ones
 //!   doubles per height step from the nearest measured one;
-//! - a node costs what was measured for its kind and number of children (calibration measures
-//!   leaves of 1 to 4 children, other kinds with 1); other counts use `fixed + per_child ·
-//!   children`, fitted from the leaf's fewest- and most-children measurements, with the
-//!   leaf's fixed fraction for other kinds.
+//! - a node whose children's proof sizes are known (format 3) costs by them: a leaf by a line
+//!   in its children's proof bytes, another node as its kind's measured node nearest in child
+//!   bytes (see [`LeafCostFit`]); else what was measured for its kind and number of children, other
+//!   counts `fixed + per_child · children`, fitted from the leaf's fewest- and most-children
+//!   measurements, with the leaf's fixed fraction for other kinds.
 //!
 //! Where the profile measured segments of several programs with their trace sizes (format 2),
 //! a segment whose own trace size is known is costed from it instead: peak memory and seconds
@@ -122,7 +123,7 @@ pub struct NodeCost {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub peak_device_bytes: u64,
     /// The summed size of the proofs it joined (0 in profiles before format 3): a leaf's cost
-    /// follows it (see [`NodeCostFit`]).
+    /// follows it (see [`LeafCostFit`]).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub child_proof_bytes: u64,
     /// The size of the proof it made (0 in profiles before format 3).
@@ -358,7 +359,7 @@ impl DeviceProfile {
     /// Seconds to prove an aggregation node of `layer` with `children` children. Where its
     /// children's proof bytes are known and the profile measured them, a leaf is costed by its
     /// line ([`LeafCostFit`]) and another node as the measured node of its kind nearest in
-    /// child bytes ([`Self::nearest_in_child_bytes`]).
+    /// child bytes.
     pub fn node_seconds(
         &self,
         layer: AggLayer,
@@ -455,8 +456,8 @@ impl DeviceProfile {
     /// `child_proof_bytes` (on a tie, nearest in children count); `None` where the bytes or
     /// such measurements are unknown. A recursion node's cost steps as its verifier's traces
     /// cross powers of two, and what crosses them is the bytes it verifies: an
-    /// internal-for-leaf node took 41–44 s over one small leaf, 67 s over two or three, and
-    /// 88–91 s over two or three full ones, whatever their program.
+    /// internal-for-leaf node took 39–45 s over 0.5 MB of child proofs, 63–67 s over 0.95 to
+    /// 1.56 MB, and 88–91 s over 2.2 to 3.3 MB, whatever their program.
     fn nearest_in_child_bytes(
         &self,
         layer: AggLayer,

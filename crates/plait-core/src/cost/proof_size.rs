@@ -10,9 +10,11 @@
 //! `log_stacked_height`), and each query of the proof opens a row of it. A fib segment's proof is
 //! 1.2 MB at heights 19 and 20 alike (72 and 68 stacked columns), SHA-256's chips make it 1.8 MB
 //! (119 and 115), zkML's 2.1–2.4 MB (174 at height 19).
-//! The other node kinds verify proofs of Plait's fixed recursion circuits and cost the same
-//! whatever the program (an internal-for-leaf node over three fib leaves and over three zkML
-//! leaves: 91.0 s and 91.1 s); they go by their children count.
+//! The other node kinds verify proofs of Plait's own recursion circuits; their cost steps with
+//! the bytes they verify too (an internal-for-leaf node took 63–67 s over 0.95 to 1.56 MB of
+//! child proofs and 88–91 s over 2.2 to 3.3 MB, fib's or zkML's alike), and a line cannot follow
+//! steps: they cost what their kind's measured node nearest in child bytes cost
+//! (`DeviceProfile::node_seconds`).
 
 use super::{nonnegative_least_squares, DeviceProfile};
 use crate::TraceSize;
@@ -175,17 +177,17 @@ mod tests {
         );
     }
 
-    /// Measured: internal-for-leaf nodes over one small leaf (0.47 MB of child proofs, 41 s),
-    /// two small leaves (0.95 MB, 66.6 s) and two full ones (1.56 MB, 90 s); in jobs, three
-    /// full fib leaves (2.34 MB) took 88.3 s and three full zkML leaves (3.33 MB) 91.1 s.
+    /// Calibrated internal-for-leaf nodes (64ef42f): over one small leaf (0.47 MB of child
+    /// proofs), two small leaves (0.95 MB) and two full ones (1.56 MB). A node is costed as the
+    /// measured one nearest in child bytes, whatever its children count.
     #[test]
     fn an_internal_node_is_costed_as_the_nearest_measured_in_child_bytes() {
         let mut p = profile();
         p.nodes.retain(|n| n.kind != "internal-for-leaf");
         for (children, child_proof_bytes, seconds, gib, proof_bytes) in [
-            (1, 470_000, 41.0, 2.0, 416_000),
-            (2, 950_000, 66.6, 3.8, 600_000),
-            (2, 1_560_000, 90.0, 5.5, 845_000),
+            (1, 470_000, 38.5, 2.05, 416_000),
+            (2, 950_000, 63.4, 3.81, 600_000),
+            (2, 1_560_000, 63.8, 3.92, 845_000),
         ] {
             p.nodes.push(NodeCost {
                 kind: "internal-for-leaf".into(),
@@ -198,15 +200,16 @@ mod tests {
             });
         }
         let ifl = AggLayer::InternalForLeaf;
-        for (bytes, measured) in [(2_340_000, 88.3), (3_330_000, 91.1)] {
-            let predicted = p.node_seconds(ifl, 3, Some(bytes));
-            assert!((predicted / measured - 1.0).abs() < 0.05, "{predicted}");
-        }
-        assert_eq!(p.node_seconds(ifl, 1, Some(500_000)), 41.0);
+        assert_eq!(p.node_seconds(ifl, 3, Some(2_340_000)), 63.8);
+        assert_eq!(p.node_seconds(ifl, 1, Some(500_000)), 38.5);
+        assert_eq!(p.node_seconds(ifl, 3, Some(1_000_000)), 63.4);
         assert_eq!(p.node_proof_bytes(ifl, 3, Some(2_340_000)), Some(845_000));
-        assert_eq!(p.node_memory(ifl, 1, Some(500_000)), 2 << 30);
+        assert_eq!(
+            p.node_memory(ifl, 1, Some(500_000)),
+            (2.05 * (1u64 << 30) as f64) as u64
+        );
         // Without the bytes: the measurement of these children, or the kind's largest peak.
-        assert_eq!(p.node_seconds(ifl, 1, None), 41.0);
+        assert_eq!(p.node_seconds(ifl, 1, None), 38.5);
         assert_eq!(p.node_memory(ifl, 3, None), p.node_memory_ceiling(ifl));
     }
 
