@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use plait_core::{
-    cost::{LeafCostFit, TraceCostFit},
+    cost::{DeviceProfile, TraceCostFit},
     AggLayer, DeviceKind,
 };
 use plait_prover::{KeySetId, ProvingParams};
@@ -318,14 +318,15 @@ pub(super) fn segment_memory_fits(
         .collect()
 }
 
-/// The fits of a leaf's memory to its children's proof bytes of the operator's CPU profiles
-/// for the job's VM config: a leaf needs at least what they predict (see `Job::node_floor`).
-pub(super) fn leaf_memory_fits(
+/// The operator's CPU profiles for the job's VM config that can cost a leaf by its children's
+/// proof sizes (format 3): a leaf needs at least what they predict (see `Job::node_floor`).
+pub(super) fn leaf_profiles(
     config: &super::CoordinatorConfig,
     params: &ProvingParams,
-) -> Vec<LeafCostFit> {
+) -> Vec<DeviceProfile> {
     cpu_profiles(config, params)
-        .filter_map(|p| p.leaf_cost_fit())
+        .filter(|p| p.leaf_cost_fit().is_some() && p.segments.iter().any(|s| s.proof_bytes > 0))
+        .cloned()
         .collect()
 }
 
@@ -334,7 +335,7 @@ pub(super) fn leaf_memory_fits(
 fn cpu_profiles<'a>(
     config: &'a super::CoordinatorConfig,
     params: &ProvingParams,
-) -> impl Iterator<Item = &'a plait_core::cost::DeviceProfile> {
+) -> impl Iterator<Item = &'a DeviceProfile> {
     let vm_config = params.vm_config.name();
     config
         .planner

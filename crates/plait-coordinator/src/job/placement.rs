@@ -196,26 +196,42 @@ impl Job {
         }
     }
 
-    /// The least a node is assumed to need: for a leaf whose children's proofs are accepted,
-    /// what the operator's calibrated profiles predict from their bytes (a leaf over zkML
-    /// segments needs 1.7 times one over as many fib segments, which a per-layer figure
-    /// cannot see); 0 otherwise.
+    /// The least a node is assumed to need: for a leaf, what the operator's calibrated
+    /// profiles predict from the sizes of its children's proofs (a leaf over zkML segments
+    /// needs 1.7 times one over as many fib segments, which a per-layer figure cannot see); 0
+    /// otherwise. The sizes are predicted from the segments' trace sizes, which the
+    /// coordinator's own execution measured, not taken from the proofs workers sent: a worker
+    /// could pad its proof to make the leaf above it too large for every other worker.
     pub(crate) fn node_floor(&self, task: TaskId) -> u64 {
-        match (self.graph.kind(task), self.child_proof_bytes(task)) {
-            (
-                Ok(TaskKind::Aggregate {
-                    layer: AggLayer::Leaf,
-                    ..
-                }),
-                Some(bytes),
-            ) => self
-                .leaf_fits
-                .iter()
-                .map(|fit| fit.memory.at(bytes as f64) as u64)
-                .max()
-                .unwrap_or(0),
-            _ => 0,
-        }
+        let Ok(TaskKind::Aggregate {
+            layer: AggLayer::Leaf,
+            ..
+        }) = self.graph.kind(task)
+        else {
+            return 0;
+        };
+        let Ok(children) = self.graph.children(task) else {
+            return 0;
+        };
+        let height = self.params.segment_height;
+        self.leaf_profiles
+            .iter()
+            .filter_map(|profile| {
+                let bytes: Option<u64> = children
+                    .iter()
+                    .map(|&child| match self.graph.kind(child) {
+                        Ok(TaskKind::ProveSegment { segment }) => {
+                            let size = self.segments.get(segment as usize)?.trace_size?;
+                            profile.segment_proof_bytes(height, Some(size))
+                        }
+                        _ => None,
+                    })
+                    .sum();
+                let fit = profile.leaf_cost_fit()?;
+                Some(fit.memory.at(bytes? as f64) as u64)
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The summed size of a node's children's accepted proofs; `None` until all are accepted.

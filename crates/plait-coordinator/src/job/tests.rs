@@ -2,7 +2,9 @@ use std::time::{Duration, Instant};
 
 use plait_api::ClaimTaskRequest;
 use plait_core::{
-    cost::{LeafCostFit, Line, TraceCostFit},
+    cost::{
+        DeviceProfile, NodeCost, SegmentCost, TraceCostFit, PROFILE_FORMAT, PROFILE_FORMAT_VERSION,
+    },
     AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize,
 };
 use plait_prover::{ProgramImage, ProvingParams};
@@ -65,8 +67,8 @@ fn the_ready_summary_follows_every_change() {
     };
     let estimates = [40u64, 80, 10, 60, 30, 70, 20, 50, 90, 10, 40, 60];
     job.segment_fits = vec![logup_cells_fit()];
-    // Leaves need their children's proof bytes: each leaf's floor differs.
-    job.leaf_fits = vec![proof_bytes_fit()];
+    // Leaves need what their children's proof sizes predict: each leaf's floor differs.
+    job.leaf_profiles = vec![leaf_profile(job.params.segment_height)];
     let policy = RetryPolicy {
         max_attempts: 100,
         max_lost_leases: 100,
@@ -75,7 +77,7 @@ fn the_ready_summary_follows_every_change() {
         backoff: Duration::from_secs(1),
     };
     let check = |job: &mut Job| {
-        for capacity in [0, 5, 9, 10, 25, 50, 79, 1000] {
+        for capacity in [0, 5, 9, 10, 25, 50, 79, 1000, 1050, 1100, 1200, 100_000] {
             assert_eq!(
                 job.fits_a_ready_task(capacity, &need),
                 fits_by_walk(job, capacity, &need),
@@ -97,10 +99,11 @@ fn the_ready_summary_follows_every_change() {
             memory_estimate_bytes: memory,
             backend_hint: serde_json::Value::Null,
             checkpoint: None,
-            // Odd segments have a trace size the fit below puts above their estimate.
-            trace_size: (index % 2 == 1).then_some(TraceSize {
-                main_cells: 1,
-                logup_cells: memory + 15,
+            // Odd segments have a trace size the fit below puts above their estimate; even
+            // ones one it puts at 0. Their main cells size their proofs, for the leaves.
+            trace_size: Some(TraceSize {
+                main_cells: (1 + index as u64 % 5) << job.params.segment_height,
+                logup_cells: if index % 2 == 1 { memory + 15 } else { 0 },
                 interaction_cells: 0,
             }),
         };
@@ -157,7 +160,7 @@ fn the_ready_summary_follows_every_change() {
         }
         while let Some(a) = job.lease_next(
             "w",
-            &worker(1000),
+            &worker(100_000),
             u64::MAX,
             Duration::from_secs(60),
             later,
@@ -183,27 +186,55 @@ fn logup_cells_fit() -> TraceCostFit {
     }
 }
 
-/// A fit that predicts a leaf needs as many bytes as its children's proofs have.
-fn proof_bytes_fit() -> LeafCostFit {
-    let line = |per_unit| Line {
-        at_zero: 0.0,
-        per_unit,
+/// A profile whose segments' proofs have 10 bytes per stacked column (main cells over
+/// 2^height) and whose leaves need 1000 bytes plus their children's proof bytes.
+fn leaf_profile(height: u32) -> DeviceProfile {
+    let segment = |width: u64, proof_bytes| SegmentCost {
+        segment_height: height,
+        instructions: 1,
+        trace_size: Some(TraceSize {
+            main_cells: width << height,
+            ..Default::default()
+        }),
+        proof_bytes,
+        ..Default::default()
     };
-    LeafCostFit {
-        seconds: line(0.0),
-        memory: line(1.0),
+    let leaf = |child_proof_bytes: u64| NodeCost {
+        kind: "leaf".into(),
+        children: 1,
+        seconds: 1.0,
+        peak_rss_bytes: 1000 + child_proof_bytes,
+        child_proof_bytes,
+        ..Default::default()
+    };
+    DeviceProfile {
+        format: PROFILE_FORMAT.into(),
+        format_version: PROFILE_FORMAT_VERSION,
+        plait_version: String::new(),
+        backend: "dev".into(),
+        backend_version: "0".into(),
+        device: "test".into(),
+        device_kind: Default::default(),
+        cores: 1,
+        memory_bytes: 1 << 30,
+        tree: Default::default(),
+        vm_config: "rv32im".into(),
+        segments: vec![segment(100, 1000), segment(200, 2000)],
+        nodes: vec![leaf(1000), leaf(4000)],
     }
 }
 
-/// A leaf is placed by what its children's accepted proofs predict (a leaf over zkML
-/// segments needs 1.7 times one over as many fib segments), and its lease's time limit is
-/// given their bytes.
+/// A leaf is placed by what its children's proofs predict (a leaf over zkML segments needs 1.7
+/// times one over as many fib segments), sized from the segments' trace sizes, which the
+/// coordinator measured itself: a worker that pads its proof cannot make the leaf too large
+/// for the pool. The lease's time limit is given the real bytes (it is bounded anyway).
 #[test]
 fn a_leaf_is_placed_by_its_childrens_proofs() {
     let now = Instant::now();
     let mut job = new_job(now);
-    job.leaf_fits = vec![proof_bytes_fit()];
-    for index in 0..2u32 {
+    let height = job.params.segment_height;
+    job.leaf_profiles = vec![leaf_profile(height)];
+    for (index, width) in [(0u32, 100u64), (1, 150)] {
         let spec = SegmentSpec {
             index,
             instret_start: index as u64 * 8,
@@ -211,7 +242,10 @@ fn a_leaf_is_placed_by_its_childrens_proofs() {
             memory_estimate_bytes: 10,
             backend_hint: serde_json::Value::Null,
             checkpoint: None,
-            trace_size: None,
+            trace_size: Some(TraceSize {
+                main_cells: width << height,
+                ..Default::default()
+            }),
         };
         job.add_segment(spec, (index == 1).then(Vec::new), now)
             .unwrap();
@@ -233,23 +267,25 @@ fn a_leaf_is_placed_by_its_childrens_proofs() {
             },
         )
     };
-    for proof_bytes in [100, 200] {
-        let a = lease(&mut job, 1000).expect("a segment is ready");
+    // The workers padded their proofs to a gigabyte each.
+    for _ in 0..2 {
+        let a = lease(&mut job, 1 << 40).expect("a segment is ready");
         job.accept(
             a.task_id,
             a.attempt,
             &a.lease_secret,
-            (String::new(), proof_bytes),
+            (String::new(), 1 << 30),
             Default::default(),
             now,
         )
         .unwrap();
     }
+    // Predicted: 1000 + 1500 bytes of proofs, so 3500 bytes of memory.
     assert!(
-        lease(&mut job, 299).is_none(),
-        "the leaf needs its children's 300 bytes, above the layer's 50"
+        lease(&mut job, 3499).is_none(),
+        "the leaf needs 3500 bytes, above the layer's 50"
     );
-    let leaf = lease(&mut job, 300).expect("the leaf fits 300 bytes");
+    let leaf = lease(&mut job, 3500).expect("the leaf fits 3500 bytes, padding or not");
     assert!(matches!(
         leaf.work,
         plait_api::Work::Aggregate {
@@ -257,7 +293,7 @@ fn a_leaf_is_placed_by_its_childrens_proofs() {
             ..
         }
     ));
-    assert_eq!(limited_by.get(), Some(300));
+    assert_eq!(limited_by.get(), Some(2 << 30));
 }
 
 /// A segment is placed by the larger of the backend's estimate and what the operator's
