@@ -102,6 +102,9 @@ pub struct SimJob<'a> {
 struct Device<'a> {
     profile: &'a DeviceProfile,
     fit: Option<TraceCostFit>,
+    /// Per task id, the size of its proof as this profile predicts it (see [`proof_bytes`]):
+    /// computed once, as a node's cost asks for its whole subtree's.
+    proof_bytes: Vec<Option<u64>>,
 }
 
 fn segment_size(job: &SimJob, segment: u32) -> Option<TraceSize> {
@@ -120,7 +123,7 @@ fn task_seconds(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> f6
         },
         TaskKind::Aggregate { layer, .. } => {
             let children = graph.children(task).expect("task exists").len() as u32;
-            p.node_seconds(layer, children, child_proof_bytes(graph, job, p, task))
+            p.node_seconds(layer, children, child_proof_bytes(graph, d, task))
         }
     }
 }
@@ -134,39 +137,51 @@ fn task_memory(graph: &TaskGraph, job: &SimJob, d: &Device, task: TaskId) -> u64
         },
         TaskKind::Aggregate { layer, .. } => {
             let children = graph.children(task).expect("task exists").len() as u32;
-            p.node_memory(layer, children, child_proof_bytes(graph, job, p, task))
+            p.node_memory(layer, children, child_proof_bytes(graph, d, task))
         }
     }
 }
 
-/// A node's children's proof bytes, as the profile predicts each child's proof: a segment's
-/// from its trace size ([`DeviceProfile::segment_proof_bytes`]), a node's from its own
-/// children's ([`DeviceProfile::node_proof_bytes`]); `None` where the profile measured no proof
-/// sizes.
-fn child_proof_bytes(
-    graph: &TaskGraph,
-    job: &SimJob,
-    p: &DeviceProfile,
-    task: TaskId,
-) -> Option<u64> {
+/// A node's children's proof bytes, as the device's profile predicts them.
+fn child_proof_bytes(graph: &TaskGraph, d: &Device, task: TaskId) -> Option<u64> {
     let children = graph.children(task).expect("task exists");
-    children
-        .iter()
-        .map(|&child| proof_bytes(graph, job, p, child))
-        .sum()
+    children.iter().map(|c| d.proof_bytes[c.0 as usize]).sum()
 }
 
-/// The predicted size of a task's proof (see [`child_proof_bytes`]).
-fn proof_bytes(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile, task: TaskId) -> Option<u64> {
-    match graph.kind(task).expect("task exists") {
-        TaskKind::ProveSegment { segment } => {
-            p.segment_proof_bytes(job.segment_height, segment_size(job, segment))
+/// Per task id, the size of its proof as `p` predicts it: a segment's from its trace size
+/// ([`DeviceProfile::segment_proof_bytes`]), a node's from its children's
+/// ([`DeviceProfile::node_proof_bytes`]); `None` where the profile measured no proof sizes.
+fn proof_bytes(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile) -> Vec<Option<u64>> {
+    let mut sizes: Vec<Option<Option<u64>>> = vec![None; graph.num_tasks()];
+    fn size_of(
+        graph: &TaskGraph,
+        job: &SimJob,
+        p: &DeviceProfile,
+        task: TaskId,
+        sizes: &mut Vec<Option<Option<u64>>>,
+    ) -> Option<u64> {
+        if let Some(known) = sizes[task.0 as usize] {
+            return known;
         }
-        TaskKind::Aggregate { layer, .. } => {
-            let children = graph.children(task).expect("task exists").len() as u32;
-            p.node_proof_bytes(layer, children, child_proof_bytes(graph, job, p, task))
-        }
+        let size = match graph.kind(task).expect("task exists") {
+            TaskKind::ProveSegment { segment } => {
+                p.segment_proof_bytes(job.segment_height, segment_size(job, segment))
+            }
+            TaskKind::Aggregate { layer, .. } => {
+                let children = graph.children(task).expect("task exists").to_vec();
+                let bytes: Option<u64> = children
+                    .iter()
+                    .map(|&c| size_of(graph, job, p, c, sizes))
+                    .sum();
+                p.node_proof_bytes(layer, children.len() as u32, bytes)
+            }
+        };
+        sizes[task.0 as usize] = Some(size);
+        size
     }
+    (0..graph.num_tasks() as u32)
+        .map(|t| size_of(graph, job, p, TaskId(t), &mut sizes))
+        .collect()
 }
 
 #[derive(PartialEq)]
@@ -209,6 +224,7 @@ pub fn simulate(
         .map(|profile| Device {
             profile,
             fit: profile.trace_fit(),
+            proof_bytes: proof_bytes(&graph, job, profile),
         })
         .collect();
     let mut rng = config.seed.max(1);
@@ -377,6 +393,52 @@ mod tests {
             segment_height: 19,
             tree: AggTreeShape::default(),
         }
+    }
+
+    /// With proof sizes in the profile, a leaf costs what its children's predicted proofs
+    /// say: heavier segments (more main cells) make a slower leaf than the children count
+    /// alone would.
+    #[test]
+    fn a_leaf_is_simulated_by_its_childrens_predicted_proofs() {
+        let mut p = profile();
+        for (s, width) in p.segments.iter_mut().zip([100u64, 200]) {
+            s.segment_height = 19;
+            s.trace_size = Some(TraceSize {
+                main_cells: width << 19,
+                ..Default::default()
+            });
+            s.proof_bytes = width * 10_000; // 1 MB and 2 MB
+        }
+        for (n, mb) in p
+            .nodes
+            .iter_mut()
+            .filter(|n| n.kind == "leaf")
+            .zip([1u64, 2])
+        {
+            n.child_proof_bytes = mb * 1_000_000; // leaf-1: 60 s, leaf-2: 80 s
+        }
+        let profiles = vec![p];
+        let segments = [800_000u64, 800_000];
+        let heavy = [Some(TraceSize {
+            main_cells: 300 << 19, // 3 MB of proof each
+            ..Default::default()
+        }); 2];
+        let sized = SimJob {
+            segment_sizes: &heavy,
+            ..job(&segments)
+        };
+        let leaf = |job: &SimJob| {
+            let out = simulate(job, &profiles, &[0], SimConfig::default()).unwrap();
+            out.work_by_phase
+                .iter()
+                .find(|(p, _)| p == "leaf")
+                .unwrap()
+                .1
+        };
+        // 40 s + 20 s per MB over 6 MB of children, against the 2-child leaf's 80 s.
+        assert!((leaf(&sized) - 160.0).abs() < 1e-6, "{}", leaf(&sized));
+        // Without trace sizes each segment's proof is the measured mean, 1.5 MB.
+        assert!((leaf(&job(&segments)) - 100.0).abs() < 1e-6);
     }
 
     #[test]
