@@ -53,6 +53,26 @@ fn fits_by_walk(
         .any(|task| job.memory_need(task, need) <= capacity)
 }
 
+/// Leases the next ready task that fits `memory` to worker `w`, with a one-minute lease and
+/// time limit.
+fn lease(
+    job: &mut Job,
+    memory: u64,
+    need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
+    now: Instant,
+) -> Option<plait_api::TaskAssignment> {
+    job.lease_next(
+        "w",
+        &worker(memory),
+        u64::MAX,
+        Duration::from_secs(60),
+        now,
+        need,
+        &|_, _| false,
+        &|_, _, _| Duration::from_secs(60),
+    )
+}
+
 /// The brief of the ready tasks a claim reads instead of walking them agrees with a walk
 /// after every lease, failure, acceptance and new segment.
 #[test]
@@ -111,18 +131,7 @@ fn the_ready_summary_follows_every_change() {
         job.add_segment(spec, last.then(Vec::new), now).unwrap();
         check(&mut job);
         // Lease to workers of growing memory as segments arrive; fail every third lease.
-        let lease = |job: &mut Job, memory: u64| {
-            job.lease_next(
-                "w",
-                &worker(memory),
-                u64::MAX,
-                Duration::from_secs(60),
-                now,
-                &need,
-                &|_, _| false,
-                &|_, _, _| Duration::from_secs(60),
-            )
-        };
+        let lease = |job: &mut Job, memory: u64| lease(job, memory, &need, now);
         if let Some(a) = lease(&mut job, 10 * index as u64) {
             leased.push(a);
         }
@@ -158,16 +167,7 @@ fn the_ready_summary_follows_every_change() {
             .unwrap();
             check(&mut job);
         }
-        while let Some(a) = job.lease_next(
-            "w",
-            &worker(100_000),
-            u64::MAX,
-            Duration::from_secs(60),
-            later,
-            &need,
-            &|_, _| false,
-            &|_, _, _| Duration::from_secs(60),
-        ) {
+        while let Some(a) = lease(&mut job, 100_000, &need, later) {
             leased.push(a);
             check(&mut job);
         }
@@ -324,18 +324,7 @@ fn a_segment_is_placed_by_its_trace_size() {
     assert_eq!(job.segment_floor(0), 100);
     assert_eq!(job.segment_floor(1), 10);
     let need = |_: &ProvingParams, _: &str, _: Option<AggLayer>| 0;
-    let lease = |job: &mut Job, memory: u64| {
-        job.lease_next(
-            "w",
-            &worker(memory),
-            u64::MAX,
-            Duration::from_secs(60),
-            now,
-            &need,
-            &|_, _| false,
-            &|_, _, _| Duration::from_secs(60),
-        )
-    };
+    let lease = |job: &mut Job, memory: u64| lease(job, memory, &need, now);
     let small = lease(&mut job, 50).expect("the unsized segment fits 50 bytes");
     assert!(matches!(
         small.work,
@@ -386,18 +375,7 @@ fn prove_next(
     peak: u64,
     now: Instant,
 ) -> plait_api::Work {
-    let a = job
-        .lease_next(
-            "w",
-            &worker(1000),
-            u64::MAX,
-            Duration::from_secs(60),
-            now,
-            need,
-            &|_, _| false,
-            &|_, _, _| Duration::from_secs(60),
-        )
-        .expect("a task is ready");
+    let a = lease(job, 1000, need, now).expect("a task is ready");
     let meta = plait_api::TaskMeta {
         process_peak_rss_bytes: peak,
         ..Default::default()
