@@ -1,8 +1,9 @@
 //! How a device measures itself into a profile (`plait calibrate`): one segment proof of each
 //! program at each segment height, and every aggregation node kind at the lowest height
-//! (leaves over proofs of different sizes, internal nodes of 1 to 3 children, the wrap), each
-//! timed, with the process's peak memory and the sizes of the proofs it took and made. Each step is saved as soon as it is measured, with the proofs it made, so an
-//! interrupted calibration resumes where it stopped.
+//! (leaves and internal nodes over small and over full children, the wrap), each timed, with
+//! the process's peak memory and the sizes of the proofs it took and made. Each step is saved
+//! as soon as it is measured, with the proofs it made, so an interrupted calibration resumes
+//! where it stopped.
 
 use std::{
     path::{Path, PathBuf},
@@ -21,8 +22,9 @@ use crate::usage::{process_usage, reset_peak_rss};
 
 /// What to measure, with what. Segments are measured for two programs with different chip
 /// mixes, so that the cost fit can tell main cells from LogUp cells: the Fibonacci guest
-/// (`guests/fib`; input: the number of iterations), which also makes the aggregation workload,
-/// and the SHA-256 chain (`guests/sha-chain`; input: iterations, then a buffer).
+/// (`guests/fib`; input: the number of iterations) and the SHA-256 chain (`guests/sha-chain`;
+/// input: iterations, then a buffer). Both make the aggregation workload: fib's segment proofs
+/// are small, SHA-256's large.
 pub struct Calibration<'a> {
     /// The backend whose proving is measured.
     pub backend: &'a dyn ProverBackend,
@@ -64,8 +66,8 @@ pub enum CalibrationError {
     /// The profile or a kept proof could not be read or written.
     #[error("{0}: {1}")]
     Io(PathBuf, std::io::Error),
-    /// The program cut into too few segments to measure two leaves of 4 children.
-    #[error("the aggregation workload has fewer than 8 segments")]
+    /// A program of the aggregation workload cut into too few segments for its leaves.
+    #[error("the aggregation workload cut into too few segments")]
     TooFewSegments,
     /// A resumed run lost a proof that a later step aggregates.
     #[error("the {0} proof of the earlier steps is missing")]
@@ -230,7 +232,7 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = 2 * self.heights.len() + 20;
+        let total = 2 * self.heights.len() + 2 + 25;
         let mut done = 0;
         let backend = self.backend;
         for &h in &self.heights {
@@ -268,74 +270,81 @@ impl Calibration<'_> {
             }
         }
 
-        // Every node kind, at the lowest height, over the first eight segments of a longer
-        // fib run: leaves of 1 to 4 children (a leaf's circuit grows in power-of-two steps, so
-        // its cost is not linear in its children), and internal nodes over small and full leaves.
+        // Every node kind, at the lowest height, over the segments of two longer runs: four of
+        // fib (small proofs) and twelve of the SHA-256 chain (large ones). Leaves of 1 to 4
+        // children (a leaf's circuit grows in power-of-two steps, so its cost is not linear in
+        // its children), and internal nodes over small and over full children: a recursion
+        // node's cost steps with the bytes it verifies, and the planner costs a node as the
+        // cheapest measured one at least as large, so the largest nodes a job makes must be
+        // among those measured.
         let lowest = self.heights[0];
         let params = self.params(lowest);
-        let iterations = 440_000u64 << lowest.saturating_sub(19);
-        let wide_input = fib_input(iterations);
-        // Proofs kept for a resumed run are named by the workload they belong to: a node
-        // joins only proofs of one execution (each child must end where the next begins).
-        let workload = format!("h{lowest}-fib{iterations}");
-        let wide = backend.execute(self.fib, &wide_input, &params)?;
-        let mut segs = Vec::new();
-        for (i, seg) in wide.segments.iter().enumerate().take(8) {
-            let file = format!("{workload}-segment-{i}.proof");
-            let proof = match self.load(&file) {
-                Some(p) => p,
-                None => {
-                    progress(Progress::Step {
-                        done,
-                        total,
-                        what: format!("segment {i} of the aggregation workload"),
-                    });
-                    let last = i + 1 == wide.segments.len();
-                    let start = SegmentStart::Reexecute(&wide_input);
-                    let (proof, _) = backend.prove_segment(self.fib, &params, seg, last, start)?;
-                    self.write(&file, &proof)?;
-                    proof
-                }
-            };
-            segs.push(proof);
+        let shift = lowest.saturating_sub(19);
+        let fib_iterations = 240_000u64 << shift;
+        let sha_iterations = 3_200u32 << shift;
+        let runs = [
+            (
+                "fib",
+                self.fib,
+                fib_input(fib_iterations),
+                format!("h{lowest}-fib{fib_iterations}"),
+                4,
+            ),
+            (
+                "sha",
+                self.sha_chain,
+                sha_chain_input(sha_iterations),
+                format!("h{lowest}-sha-chain{sha_iterations}"),
+                12,
+            ),
+        ];
+        // Proofs kept for a resumed run are named by the run they belong to: a node joins only
+        // proofs of one execution (each child must end where the next begins).
+        let mut segs: Vec<(String, ProofBlob)> = Vec::new();
+        for (short, program, input, workload, count) in &runs {
+            let plan = backend.execute(program, input, &params)?;
+            if plan.segments.len() < *count {
+                return Err(CalibrationError::TooFewSegments);
+            }
+            for (i, seg) in plan.segments.iter().enumerate().take(*count) {
+                let file = format!("{workload}-segment-{i}.proof");
+                let proof = match self.load(&file) {
+                    Some(p) => p,
+                    None => {
+                        progress(Progress::Step {
+                            done,
+                            total,
+                            what: format!("{short} segment {i} of the aggregation workload"),
+                        });
+                        let last = i + 1 == plan.segments.len();
+                        let start = SegmentStart::Reexecute(input);
+                        let (proof, _) = backend.prove_segment(program, &params, seg, last, start)?;
+                        self.write(&file, &proof)?;
+                        proof
+                    }
+                };
+                segs.push((format!("{short}{i}"), proof));
+            }
+            done += 1;
         }
-        done += 1;
-        // Leaves of 1 to 4 fib segments, and of one SHA-256 segment (a leaf's cost follows the
-        // bytes of the proofs it verifies); internal nodes of 1 to 3 children (theirs follows
-        // their children count). Children of one node must cover consecutive segments: the
-        // recursion checks each child ends where the next begins.
+        // Node proofs are named by the runs they cover.
+        let workload = format!("{}+{}", runs[0].3, runs[1].3);
+        // Children of one node must cover consecutive segments of one run: the recursion
+        // checks each child ends where the next begins.
         let sha = format!("h{lowest}-sha-chain-segment-0");
         let steps: Vec<(&str, AggLayer, &str, Vec<&str>)> = vec![
-            ("leaf", AggLayer::Leaf, "leaf-1", vec!["seg0"]),
-            ("leaf", AggLayer::Leaf, "leaf-2", vec!["seg0", "seg1"]),
-            (
-                "leaf",
-                AggLayer::Leaf,
-                "leaf-3",
-                vec!["seg0", "seg1", "seg2"],
-            ),
-            (
-                "leaf",
-                AggLayer::Leaf,
-                "leaf-4",
-                vec!["seg0", "seg1", "seg2", "seg3"],
-            ),
+            ("leaf", AggLayer::Leaf, "leaf-1", vec!["fib0"]),
+            ("leaf", AggLayer::Leaf, "leaf-2", vec!["fib0", "fib1"]),
+            ("leaf", AggLayer::Leaf, "leaf-3", vec!["fib0", "fib1", "fib2"]),
+            ("leaf", AggLayer::Leaf, "leaf-4", vec!["fib0", "fib1", "fib2", "fib3"]),
             ("leaf", AggLayer::Leaf, "leaf-sha", vec![sha.as_str()]),
-            ("leaf", AggLayer::Leaf, "leaf-seg1", vec!["seg1"]),
-            ("leaf", AggLayer::Leaf, "leaf-seg2", vec!["seg2"]),
-            ("leaf", AggLayer::Leaf, "leaf-seg3", vec!["seg3"]),
-            (
-                "leaf",
-                AggLayer::Leaf,
-                "leaf-4-next",
-                vec!["seg4", "seg5", "seg6", "seg7"],
-            ),
-            (
-                "internal-for-leaf",
-                AggLayer::InternalForLeaf,
-                "ifl",
-                vec!["leaf-2"],
-            ),
+            ("leaf", AggLayer::Leaf, "leaf-seg1", vec!["fib1"]),
+            ("leaf", AggLayer::Leaf, "leaf-seg2", vec!["fib2"]),
+            ("leaf", AggLayer::Leaf, "leaf-seg3", vec!["fib3"]),
+            ("leaf", AggLayer::Leaf, "sha-leaf-a", vec!["sha0", "sha1", "sha2", "sha3"]),
+            ("leaf", AggLayer::Leaf, "sha-leaf-b", vec!["sha4", "sha5", "sha6", "sha7"]),
+            ("leaf", AggLayer::Leaf, "sha-leaf-c", vec!["sha8", "sha9", "sha10", "sha11"]),
+            ("internal-for-leaf", AggLayer::InternalForLeaf, "ifl", vec!["leaf-2"]),
             (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
@@ -348,30 +357,27 @@ impl Calibration<'_> {
                 "ifl-3",
                 vec!["leaf-1", "leaf-seg1", "leaf-seg2"],
             ),
+            ("internal-for-leaf", AggLayer::InternalForLeaf, "ifl-seg2", vec!["leaf-seg2"]),
+            ("internal-for-leaf", AggLayer::InternalForLeaf, "ifl-seg3", vec!["leaf-seg3"]),
             (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
-                "ifl-seg2",
-                vec!["leaf-seg2"],
-            ),
-            (
-                "internal-for-leaf",
-                AggLayer::InternalForLeaf,
-                "ifl-seg3",
-                vec!["leaf-seg3"],
+                "ifl-sha-2",
+                vec!["sha-leaf-a", "sha-leaf-b"],
             ),
             (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
-                "ifl-full",
-                vec!["leaf-4", "leaf-4-next"],
+                "ifl-sha-c",
+                vec!["sha-leaf-c"],
             ),
             (
-                "internal-recursive",
-                AggLayer::InternalRecursive(0),
-                "ir",
-                vec!["ifl"],
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-sha-3",
+                vec!["sha-leaf-a", "sha-leaf-b", "sha-leaf-c"],
             ),
+            ("internal-recursive", AggLayer::InternalRecursive(0), "ir", vec!["ifl"]),
             (
                 "internal-recursive",
                 AggLayer::InternalRecursive(0),
@@ -384,17 +390,26 @@ impl Calibration<'_> {
                 "ir-3",
                 vec!["ifl", "ifl-seg2", "ifl-seg3"],
             ),
+            (
+                "internal-recursive",
+                AggLayer::InternalRecursive(0),
+                "ir-sha",
+                vec!["ifl-sha-3"],
+            ),
+            (
+                "internal-recursive",
+                AggLayer::InternalRecursive(0),
+                "ir-sha-2",
+                vec!["ifl-sha-2", "ifl-sha-c"],
+            ),
             ("wrap", AggLayer::Wrap, "wrap", vec!["ir"]),
         ];
         for (kind, layer, name, children) in steps {
             let file = format!("{workload}-{name}.proof");
             let inputs: Vec<ProofBlob> = children
                 .iter()
-                .map(|c| match c.strip_prefix("seg") {
-                    Some(i) => segs
-                        .get(i.parse::<usize>().expect("seg index"))
-                        .cloned()
-                        .ok_or(CalibrationError::TooFewSegments),
+                .map(|c| match segs.iter().find(|(name, _)| name == c) {
+                    Some((_, proof)) => Ok(proof.clone()),
                     None if c.starts_with('h') => self
                         .load(&format!("{c}.proof"))
                         .ok_or_else(|| CalibrationError::MissingProof(c.to_string())),
@@ -468,7 +483,7 @@ mod tests {
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
-    /// segment per program and height and the 19 nodes, saving as it goes; run again, it
+    /// segment per program and height and the 25 nodes, saving as it goes; run again, it
     /// resumes and measures nothing twice.
     #[test]
     fn measures_every_step_once_and_resumes() {
@@ -481,7 +496,7 @@ mod tests {
             fib: &fib,
             sha_chain: &sha_chain,
             vm_config: VmConfig::Rv32im,
-            heights: vec![10, 11],
+            heights: vec![8, 9],
             profile_path: dir.path().join("profile.json"),
             work_dir: dir.path().join("profile.work"),
         };
@@ -500,8 +515,8 @@ mod tests {
                 Progress::Step { .. } => steps += 1,
             })
             .unwrap();
-        assert_eq!(measured.len(), 4 + 19, "{measured:#?}");
-        assert!(steps >= 23);
+        assert_eq!(measured.len(), 4 + 25, "{measured:#?}");
+        assert!(steps >= 29);
         let saved: DeviceProfile =
             serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
         assert_eq!(saved, profile);
@@ -513,10 +528,10 @@ mod tests {
         assert_eq!(
             measured_segments,
             [
-                (10, "fib"),
-                (10, "sha-chain"),
-                (11, "fib"),
-                (11, "sha-chain")
+                (8, "fib"),
+                (8, "sha-chain"),
+                (9, "fib"),
+                (9, "sha-chain")
             ]
         );
         let leaves: Vec<u32> = saved
@@ -525,7 +540,7 @@ mod tests {
             .filter(|n| n.kind == "leaf")
             .map(|n| n.children)
             .collect();
-        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1, 4]);
+        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1, 4, 4, 4]);
 
         let mut again = Vec::new();
         calibration

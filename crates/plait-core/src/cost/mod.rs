@@ -7,8 +7,8 @@
 //!   eighth: small traces still pay fixed costs); a height between or beyond the measured ones
 //!   doubles per height step from the nearest measured one;
 //! - a node whose children's proof sizes are known (format 3) costs by them: a leaf by a line
-//!   in its children's proof bytes, another node as its kind's measured node nearest in child
-//!   bytes (see [`LeafCostFit`]); else what was measured for its kind and number of children, other
+//!   in its children's proof bytes (see [`LeafCostFit`]), another node as the smallest measured
+//!   node of its kind at least as large in child bytes; else what was measured for its kind and number of children, other
 //!   counts `fixed + per_child · children`, fitted from the leaf's fewest- and most-children
 //!   measurements, with the leaf's fixed fraction for other kinds.
 //!
@@ -139,6 +139,15 @@ pub fn node_kind(layer: AggLayer) -> &'static str {
         AggLayer::InternalRecursive(_) => "internal-recursive",
         AggLayer::Wrap => "wrap",
     }
+}
+
+/// What a node is predicted to cost (see [`DeviceProfile::measured_at_least`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct NodeEstimate {
+    seconds: f64,
+    /// Peak memory it is placed by (device memory on a GPU).
+    peak_bytes: u64,
+    proof_bytes: u64,
 }
 
 /// Why a profile cannot be used.
@@ -358,8 +367,8 @@ impl DeviceProfile {
 
     /// Seconds to prove an aggregation node of `layer` with `children` children. Where its
     /// children's proof bytes are known and the profile measured them, a leaf is costed by its
-    /// line ([`LeafCostFit`]) and another node as the measured node of its kind nearest in
-    /// child bytes.
+    /// line ([`LeafCostFit`]) and another node as the smallest measured node of its kind at
+    /// least as large in child bytes (see [`Self::measured_at_least`]).
     pub fn node_seconds(
         &self,
         layer: AggLayer,
@@ -371,7 +380,7 @@ impl DeviceProfile {
         {
             return fit.seconds.at(bytes as f64);
         }
-        if let Some(n) = self.nearest_in_child_bytes(layer, children, child_proof_bytes) {
+        if let Some(n) = self.measured_at_least(layer, child_proof_bytes) {
             return n.seconds;
         }
         let kind = node_kind(layer);
@@ -415,8 +424,8 @@ impl DeviceProfile {
         {
             return fit.memory.at(bytes as f64) as u64;
         }
-        if let Some(n) = self.nearest_in_child_bytes(layer, children, child_proof_bytes) {
-            return peak(n);
+        if let Some(n) = self.measured_at_least(layer, child_proof_bytes) {
+            return n.peak_bytes;
         }
         let kind = node_kind(layer);
         let of_kind = || self.nodes.iter().filter(|n| n.kind == kind);
@@ -430,13 +439,8 @@ impl DeviceProfile {
 
     /// The size of the proof a node of `layer` makes, where its children's proof bytes are
     /// known: a leaf's by the line of the measured leaves' proofs against their children's
-    /// bytes, another node's as its kind's measured node nearest in child bytes.
-    pub fn node_proof_bytes(
-        &self,
-        layer: AggLayer,
-        children: u32,
-        child_proof_bytes: Option<u64>,
-    ) -> Option<u64> {
+    /// bytes, another node's as [`Self::node_seconds`] costs it.
+    pub fn node_proof_bytes(&self, layer: AggLayer, child_proof_bytes: Option<u64>) -> Option<u64> {
         let bytes = child_proof_bytes?;
         if layer == AggLayer::Leaf {
             let points: Vec<(f64, f64)> = self
@@ -447,34 +451,51 @@ impl DeviceProfile {
                 .collect();
             return Line::fit(&points).map(|line| line.at(bytes as f64) as u64);
         }
-        self.nearest_in_child_bytes(layer, children, Some(bytes))
+        self.measured_at_least(layer, Some(bytes))
             .map(|n| n.proof_bytes)
             .filter(|&b| b > 0)
     }
 
-    /// The measured node of `layer`'s kind whose children's proofs were nearest in bytes to
-    /// `child_proof_bytes` (on a tie, nearest in children count); `None` where the bytes or
-    /// such measurements are unknown. A recursion node's cost steps as its verifier's traces
-    /// cross powers of two, and what crosses them is the bytes it verifies: an
-    /// internal-for-leaf node took 39–45 s over 0.5 MB of child proofs, 63–67 s over 0.95 to
-    /// 1.56 MB, and 88–91 s over 2.2 to 3.3 MB, whatever their program.
-    fn nearest_in_child_bytes(
-        &self,
-        layer: AggLayer,
-        children: u32,
-        child_proof_bytes: Option<u64>,
-    ) -> Option<&NodeCost> {
+    /// A node of `layer`'s kind over `child_proof_bytes` of child proofs, costed from the
+    /// measured nodes of its kind: as the smallest one whose children's proofs were at least as
+    /// large, at no less than any smaller one cost (a cost never falls as the bytes grow);
+    /// beyond the largest, that one's cost scaled by the bytes. `None` where the bytes or such
+    /// measurements are unknown.
+    ///
+    /// A recursion node's cost steps as its verifier's traces cross powers of two, and what
+    /// crosses them is the bytes it verifies: an internal-for-leaf node took 39–45 s over
+    /// 0.5 MB of child proofs, 63–67 s over 0.95 to 1.56 MB, and 88–91 s over 2.2 to 3.3 MB,
+    /// whatever their program. Between two measurements the step may lie anywhere, so the
+    /// larger one is taken: a node is never placed below what it may need.
+    fn measured_at_least(&self, layer: AggLayer, child_proof_bytes: Option<u64>) -> Option<NodeEstimate> {
         let bytes = child_proof_bytes?;
         let kind = node_kind(layer);
-        self.nodes
+        let mut measured: Vec<&NodeCost> = self
+            .nodes
             .iter()
             .filter(|n| n.kind == kind && n.child_proof_bytes > 0)
-            .min_by_key(|n| {
-                (
-                    n.child_proof_bytes.abs_diff(bytes),
-                    n.children.abs_diff(children),
-                )
-            })
+            .collect();
+        measured.sort_by_key(|n| n.child_proof_bytes);
+        let mut envelope = NodeEstimate::default();
+        for n in &measured {
+            envelope = NodeEstimate {
+                seconds: envelope.seconds.max(n.seconds),
+                peak_bytes: envelope
+                    .peak_bytes
+                    .max(self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes)),
+                proof_bytes: envelope.proof_bytes.max(n.proof_bytes),
+            };
+            if n.child_proof_bytes >= bytes {
+                return Some(envelope);
+            }
+        }
+        let largest = measured.last()?.child_proof_bytes as f64;
+        let scale = bytes as f64 / largest;
+        Some(NodeEstimate {
+            seconds: envelope.seconds * scale,
+            peak_bytes: (envelope.peak_bytes as f64 * scale) as u64,
+            proof_bytes: (envelope.proof_bytes as f64 * scale) as u64,
+        })
     }
 
     /// The most memory any node of `layer` was measured to need, whatever its children
