@@ -325,6 +325,13 @@ pub trait ProverBackend: Send + Sync {
     /// returns a one-line report: where they are, how long keygen took, their sizes.
     fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError>;
 
+    /// Loads the aggregation layers' provers for `params` ahead of their first node (for
+    /// OpenVM: reads each layer's proving key and commits its child's verifying key, 10–20 s
+    /// a layer), so that a measured node's time is its proof's alone. Nothing by default.
+    fn prepare_aggregation(&self, _params: &ProvingParams) -> Result<(), BackendError> {
+        Ok(())
+    }
+
     /// Checks, cheaply, that `program` is something this backend can run (for OpenVM: a 32-bit
     /// RISC-V ELF), so that uploads of anything else are refused at the door.
     fn check_program(&self, program: &ProgramImage) -> Result<(), BackendError>;

@@ -318,7 +318,8 @@ impl Calibration<'_> {
                         });
                         let last = i + 1 == plan.segments.len();
                         let start = SegmentStart::Reexecute(input);
-                        let (proof, _) = backend.prove_segment(program, &params, seg, last, start)?;
+                        let (proof, _) =
+                            backend.prove_segment(program, &params, seg, last, start)?;
                         self.write(&file, &proof)?;
                         proof
                     }
@@ -327,6 +328,8 @@ impl Calibration<'_> {
             }
             done += 1;
         }
+        // The first node of each kind would otherwise also pay for loading its layer's prover.
+        backend.prepare_aggregation(&params)?;
         // Node proofs are named by the runs they cover.
         let workload = format!("{}+{}", runs[0].3, runs[1].3);
         // Children of one node must cover consecutive segments of one run: the recursion
@@ -335,16 +338,46 @@ impl Calibration<'_> {
         let steps: Vec<(&str, AggLayer, &str, Vec<&str>)> = vec![
             ("leaf", AggLayer::Leaf, "leaf-1", vec!["fib0"]),
             ("leaf", AggLayer::Leaf, "leaf-2", vec!["fib0", "fib1"]),
-            ("leaf", AggLayer::Leaf, "leaf-3", vec!["fib0", "fib1", "fib2"]),
-            ("leaf", AggLayer::Leaf, "leaf-4", vec!["fib0", "fib1", "fib2", "fib3"]),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "leaf-3",
+                vec!["fib0", "fib1", "fib2"],
+            ),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "leaf-4",
+                vec!["fib0", "fib1", "fib2", "fib3"],
+            ),
             ("leaf", AggLayer::Leaf, "leaf-sha", vec![sha.as_str()]),
             ("leaf", AggLayer::Leaf, "leaf-seg1", vec!["fib1"]),
             ("leaf", AggLayer::Leaf, "leaf-seg2", vec!["fib2"]),
             ("leaf", AggLayer::Leaf, "leaf-seg3", vec!["fib3"]),
-            ("leaf", AggLayer::Leaf, "sha-leaf-a", vec!["sha0", "sha1", "sha2", "sha3"]),
-            ("leaf", AggLayer::Leaf, "sha-leaf-b", vec!["sha4", "sha5", "sha6", "sha7"]),
-            ("leaf", AggLayer::Leaf, "sha-leaf-c", vec!["sha8", "sha9", "sha10", "sha11"]),
-            ("internal-for-leaf", AggLayer::InternalForLeaf, "ifl", vec!["leaf-2"]),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "sha-leaf-a",
+                vec!["sha0", "sha1", "sha2", "sha3"],
+            ),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "sha-leaf-b",
+                vec!["sha4", "sha5", "sha6", "sha7"],
+            ),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "sha-leaf-c",
+                vec!["sha8", "sha9", "sha10", "sha11"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl",
+                vec!["leaf-2"],
+            ),
             (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
@@ -357,8 +390,18 @@ impl Calibration<'_> {
                 "ifl-3",
                 vec!["leaf-1", "leaf-seg1", "leaf-seg2"],
             ),
-            ("internal-for-leaf", AggLayer::InternalForLeaf, "ifl-seg2", vec!["leaf-seg2"]),
-            ("internal-for-leaf", AggLayer::InternalForLeaf, "ifl-seg3", vec!["leaf-seg3"]),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-seg2",
+                vec!["leaf-seg2"],
+            ),
+            (
+                "internal-for-leaf",
+                AggLayer::InternalForLeaf,
+                "ifl-seg3",
+                vec!["leaf-seg3"],
+            ),
             (
                 "internal-for-leaf",
                 AggLayer::InternalForLeaf,
@@ -377,7 +420,12 @@ impl Calibration<'_> {
                 "ifl-sha-3",
                 vec!["sha-leaf-a", "sha-leaf-b", "sha-leaf-c"],
             ),
-            ("internal-recursive", AggLayer::InternalRecursive(0), "ir", vec!["ifl"]),
+            (
+                "internal-recursive",
+                AggLayer::InternalRecursive(0),
+                "ir",
+                vec!["ifl"],
+            ),
             (
                 "internal-recursive",
                 AggLayer::InternalRecursive(0),
@@ -527,12 +575,7 @@ mod tests {
             .collect();
         assert_eq!(
             measured_segments,
-            [
-                (8, "fib"),
-                (8, "sha-chain"),
-                (9, "fib"),
-                (9, "sha-chain")
-            ]
+            [(8, "fib"), (8, "sha-chain"), (9, "fib"), (9, "sha-chain")]
         );
         let leaves: Vec<u32> = saved
             .nodes

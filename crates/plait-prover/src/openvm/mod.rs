@@ -290,6 +290,22 @@ impl ProverBackend for OpenVmBackend {
         6 << 30
     }
 
+    fn prepare_aggregation(&self, params: &ProvingParams) -> Result<(), BackendError> {
+        Self::check_params(params)?;
+        let keys = self.keys_for(params)?;
+        match &self.device {
+            ProvingDevice::Cpu(_) => {
+                keys.leaf_prover()?;
+                keys.internal_for_leaf_prover()?;
+                keys.internal_recursive_prover()?;
+            }
+            // The GPU's provers load on their first node.
+            #[cfg(feature = "cuda")]
+            ProvingDevice::Gpu(_) => {}
+        }
+        Ok(())
+    }
+
     fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError> {
         Self::check_params(params)?;
         let keys = self.keys_for(params)?;
