@@ -173,7 +173,7 @@ fn proof_bytes(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile) -> Vec<Option
                     .iter()
                     .map(|&c| size_of(graph, job, p, c, sizes))
                     .sum();
-                p.node_proof_bytes(layer, bytes)
+                p.node_proof_bytes(layer, children.len() as u32, bytes)
             }
         };
         sizes[task.0 as usize] = Some(size);

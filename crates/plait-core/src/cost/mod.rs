@@ -7,8 +7,8 @@
 //!   eighth: small traces still pay fixed costs); a height between or beyond the measured ones
 //!   doubles per height step from the nearest measured one;
 //! - a node whose children's proof sizes are known (format 3) costs by them: a leaf by a line
-//!   in its children's proof bytes (see [`LeafCostFit`]), another node as the smallest measured
-//!   node of its kind at least as large in child bytes; else what was measured for its kind and number of children, other
+//!   in its children's proof bytes (see [`LeafCostFit`]), another node as the cheapest measured
+//!   node of its kind at least as large in children and child bytes; else what was measured for its kind and number of children, other
 //!   counts `fixed + per_child · children`, fitted from the leaf's fewest- and most-children
 //!   measurements, with the leaf's fixed fraction for other kinds.
 //!
@@ -147,7 +147,6 @@ struct NodeEstimate {
     seconds: f64,
     /// Peak memory it is placed by (device memory on a GPU).
     peak_bytes: u64,
-    proof_bytes: u64,
 }
 
 /// Why a profile cannot be used.
@@ -367,8 +366,8 @@ impl DeviceProfile {
 
     /// Seconds to prove an aggregation node of `layer` with `children` children. Where its
     /// children's proof bytes are known and the profile measured them, a leaf is costed by its
-    /// line ([`LeafCostFit`]) and another node as the smallest measured node of its kind at
-    /// least as large in child bytes (see [`Self::measured_at_least`]).
+    /// line ([`LeafCostFit`]) and another node as the cheapest measured node of its kind at
+    /// least as large in children and child bytes (see [`Self::measured_at_least`]).
     pub fn node_seconds(
         &self,
         layer: AggLayer,
@@ -380,7 +379,7 @@ impl DeviceProfile {
         {
             return fit.seconds.at(bytes as f64);
         }
-        if let Some(n) = self.measured_at_least(layer, child_proof_bytes) {
+        if let Some(n) = self.measured_at_least(layer, children, child_proof_bytes) {
             return n.seconds;
         }
         let kind = node_kind(layer);
@@ -424,7 +423,7 @@ impl DeviceProfile {
         {
             return fit.memory.at(bytes as f64) as u64;
         }
-        if let Some(n) = self.measured_at_least(layer, child_proof_bytes) {
+        if let Some(n) = self.measured_at_least(layer, children, child_proof_bytes) {
             return n.peak_bytes;
         }
         let kind = node_kind(layer);
@@ -439,8 +438,14 @@ impl DeviceProfile {
 
     /// The size of the proof a node of `layer` makes, where its children's proof bytes are
     /// known: a leaf's by the line of the measured leaves' proofs against their children's
-    /// bytes, another node's as [`Self::node_seconds`] costs it.
-    pub fn node_proof_bytes(&self, layer: AggLayer, child_proof_bytes: Option<u64>) -> Option<u64> {
+    /// bytes, another node's as its kind's measured node of as many children nearest in child
+    /// bytes.
+    pub fn node_proof_bytes(
+        &self,
+        layer: AggLayer,
+        children: u32,
+        child_proof_bytes: Option<u64>,
+    ) -> Option<u64> {
         let bytes = child_proof_bytes?;
         if layer == AggLayer::Leaf {
             let points: Vec<(f64, f64)> = self
@@ -451,51 +456,87 @@ impl DeviceProfile {
                 .collect();
             return Line::fit(&points).map(|line| line.at(bytes as f64) as u64);
         }
-        self.measured_at_least(layer, Some(bytes))
-            .map(|n| n.proof_bytes)
-            .filter(|&b| b > 0)
+        self.measured_proof_bytes(layer, children, bytes)
     }
 
-    /// A node of `layer`'s kind over `child_proof_bytes` of child proofs, costed from the
-    /// measured nodes of its kind: as the smallest one whose children's proofs were at least as
-    /// large, at no less than any smaller one cost (a cost never falls as the bytes grow);
-    /// beyond the largest, that one's cost scaled by the bytes. `None` where the bytes or such
-    /// measurements are unknown.
+    /// A node of `layer`'s kind with `children` children over `child_proof_bytes` of child
+    /// proofs, costed from the measured nodes of its kind: as the cheapest one at least as
+    /// large in both (as many children or more, as many child bytes or more). Where none is,
+    /// the most any measured node no larger cost, or the kind's line in child bytes where that
+    /// is higher. `None` where the bytes or such measurements are unknown.
     ///
     /// A recursion node's cost steps as its verifier's traces cross powers of two, and what
-    /// crosses them is the bytes it verifies: an internal-for-leaf node took 39–45 s over
-    /// 0.5 MB of child proofs, 63–67 s over 0.95 to 1.56 MB, and 88–91 s over 2.2 to 3.3 MB,
-    /// whatever their program. Between two measurements the step may lie anywhere, so the
-    /// larger one is taken: a node is never placed below what it may need.
-    fn measured_at_least(&self, layer: AggLayer, child_proof_bytes: Option<u64>) -> Option<NodeEstimate> {
+    /// crosses them is the bytes and the number of proofs it verifies: an internal-for-leaf node
+    /// took 52–58 s over 0.5 MB of child proofs, 86–88 s over 0.95 to 1.42 MB, 109–127 s over
+    /// 2.2 to 3.3 MB; an internal-recursive node over one child peaked at 1.3–1.6 GiB, over two
+    /// or three at 2.4–2.7 GiB. Between two measurements a step may lie anywhere, so the
+    /// larger one is taken: a node is not placed below what it may need.
+    fn measured_at_least(
+        &self,
+        layer: AggLayer,
+        children: u32,
+        child_proof_bytes: Option<u64>,
+    ) -> Option<NodeEstimate> {
         let bytes = child_proof_bytes?;
         let kind = node_kind(layer);
-        let mut measured: Vec<&NodeCost> = self
+        let measured: Vec<&NodeCost> = self
             .nodes
             .iter()
             .filter(|n| n.kind == kind && n.child_proof_bytes > 0)
             .collect();
-        measured.sort_by_key(|n| n.child_proof_bytes);
-        let mut envelope = NodeEstimate::default();
-        for n in &measured {
-            envelope = NodeEstimate {
-                seconds: envelope.seconds.max(n.seconds),
-                peak_bytes: envelope
-                    .peak_bytes
-                    .max(self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes)),
-                proof_bytes: envelope.proof_bytes.max(n.proof_bytes),
-            };
-            if n.child_proof_bytes >= bytes {
-                return Some(envelope);
-            }
+        if measured.is_empty() {
+            return None;
         }
-        let largest = measured.last()?.child_proof_bytes as f64;
-        let scale = bytes as f64 / largest;
+        let peak = |n: &NodeCost| self.placed_peak(n.peak_rss_bytes, n.peak_device_bytes);
+        let cheapest = |of: &[&NodeCost]| NodeEstimate {
+            seconds: of.iter().map(|n| n.seconds).fold(f64::INFINITY, f64::min),
+            peak_bytes: of.iter().map(|n| peak(n)).min().unwrap_or(0),
+        };
+        let larger: Vec<&NodeCost> = measured
+            .iter()
+            .copied()
+            .filter(|n| n.children >= children && n.child_proof_bytes >= bytes)
+            .collect();
+        if !larger.is_empty() {
+            return Some(cheapest(&larger));
+        }
+        // Larger than every measurement: the most a smaller one cost, or the kind's line (the
+        // wrap, measured once and verifying proofs of nearly one size, stays flat; a node's
+        // cost is not proportional to its children's bytes).
+        let line = |y: &dyn Fn(&NodeCost) -> f64| -> f64 {
+            let points: Vec<(f64, f64)> = measured
+                .iter()
+                .map(|n| (n.child_proof_bytes as f64, y(n)))
+                .collect();
+            Line::fit(&points).map_or(0.0, |line| line.at(bytes as f64))
+        };
+        let smaller = measured
+            .iter()
+            .filter(|n| n.children <= children && n.child_proof_bytes <= bytes);
+        let most_seconds = smaller.clone().map(|n| n.seconds).fold(0.0, f64::max);
+        let most_peak = smaller.map(|n| peak(n)).max().unwrap_or(0);
         Some(NodeEstimate {
-            seconds: envelope.seconds * scale,
-            peak_bytes: (envelope.peak_bytes as f64 * scale) as u64,
-            proof_bytes: (envelope.proof_bytes as f64 * scale) as u64,
+            seconds: most_seconds.max(line(&|n| n.seconds)),
+            peak_bytes: most_peak.max(line(&|n| peak(n) as f64) as u64),
         })
+    }
+
+    /// The size of the proof a node of `layer` with `children` children over
+    /// `child_proof_bytes` makes: its kind's measured node with as many children (else any)
+    /// nearest in child bytes. A node's proof grows with its children count more than with
+    /// their bytes (internal-recursive: 0.31–0.33 MB over one child, 0.43 MB over two).
+    fn measured_proof_bytes(&self, layer: AggLayer, children: u32, bytes: u64) -> Option<u64> {
+        let kind = node_kind(layer);
+        self.nodes
+            .iter()
+            .filter(|n| n.kind == kind && n.child_proof_bytes > 0 && n.proof_bytes > 0)
+            .min_by_key(|n| {
+                (
+                    n.children.abs_diff(children),
+                    n.child_proof_bytes.abs_diff(bytes),
+                )
+            })
+            .map(|n| n.proof_bytes)
     }
 
     /// The most memory any node of `layer` was measured to need, whatever its children
