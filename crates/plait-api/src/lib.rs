@@ -386,9 +386,9 @@ pub struct ApiErrorBody {
 pub struct MemoryNeedRecord {
     /// The VM config and segment height.
     pub key_set: KeySetId,
-    /// `segments:` and a program's SHA-256 (segments' needs are learned per program: they
-    /// differ twofold between programs at one height), or an aggregation layer (`leaf`,
-    /// `internal-for-leaf`, ...).
+    /// `segments` or an aggregation layer (`leaf`, `internal-for-leaf`, ...), `:` and a
+    /// program's SHA-256: needs are learned per program (a zkML segment needs twice a fib
+    /// one of its height, and the nodes above it verify proofs twice as large).
     pub phase: String,
     /// What a task of this phase needs, in bytes.
     pub need_bytes: u64,

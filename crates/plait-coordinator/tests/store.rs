@@ -16,7 +16,7 @@ use plait_coordinator::{
     Ban, Coordinator, CoordinatorConfig, CoordinatorError, Identity, JobAction, JobStatus, Origin,
     Store,
 };
-use plait_core::{AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId};
+use plait_core::{AggLayer, AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId};
 use plait_prover::{
     dev::{DevBackend, DevFault},
     KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams, SegmentStart,
@@ -64,6 +64,8 @@ on_both_stores!(
     migrates_a_version_1_store,
     migrates_a_version_5_store,
     migrates_a_version_8_store,
+    migrates_a_version_9_store,
+    node_needs_are_learned_per_program,
     a_second_coordinator_on_the_same_store_is_refused,
     stores_and_deletes_blobs,
     jobs_cancelled_or_failed_while_executing,
@@ -501,7 +503,7 @@ async fn migrates_a_version_1_store(kind: &str) {
     // due for blob deletion (it ended at its submission: it has no events).
     assert_eq!(
         snapshot.node_memory,
-        vec![(keys(VmConfig::Rv32im, 3), "leaf".to_string(), 123)]
+        vec![(keys(VmConfig::Rv32im, 3), "leaf:ab".to_string(), 123)]
     );
     assert_eq!(snapshot.last_job_id, 8);
     assert_eq!(
@@ -552,8 +554,8 @@ async fn migrates_a_version_1_store(kind: &str) {
     );
 }
 
-/// A version 5 store learned memory needs without a VM config (all of its jobs ran RV32IM):
-/// they open as RV32IM's, and the old table goes.
+/// A version 5 store learned memory needs without a VM config and for every program of a
+/// height: they go (version 10 learns each program's), and so does the old table.
 async fn migrates_a_version_5_store(kind: &str) {
     let (url, _guard) = fresh_store(kind).await;
     let store = Store::open(&url).await.unwrap();
@@ -572,25 +574,30 @@ async fn migrates_a_version_5_store(kind: &str) {
             "CREATE TABLE node_memory (segment_height BIGINT NOT NULL, layer TEXT NOT NULL, \
              peak_bytes BIGINT NOT NULL, PRIMARY KEY (segment_height, layer))",
             "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES (20, 'leaf', 99)",
-            // Learned for every program of the height: version 9 learns per program.
             "INSERT INTO node_memory (segment_height, layer, peak_bytes) VALUES (20, 'segments', 98)",
         ] {
             sqlx::query(statement).execute(&mut conn).await.unwrap();
         }
     }
     let store = Store::open(&url).await.unwrap();
-    assert_eq!(
-        store.load().await.unwrap().node_memory,
-        vec![(keys(VmConfig::Rv32im, 20), "leaf".to_string(), 99)]
-    );
+    assert_eq!(store.load().await.unwrap().node_memory, vec![]);
     drop(store);
     let store = Store::open(&url).await.unwrap();
-    assert_eq!(store.load().await.unwrap().node_memory.len(), 1);
+    assert_eq!(store.load().await.unwrap().node_memory, vec![]);
 }
 
-/// A version 8 store learned segment needs for all programs of a height (`segments`): they go,
-/// as version 9 reads needs per program; the rest stays, and no program gains an owner.
 async fn migrates_a_version_8_store(kind: &str) {
+    needs_learned_for_every_program_go(kind, "8").await
+}
+
+async fn migrates_a_version_9_store(kind: &str) {
+    needs_learned_for_every_program_go(kind, "9").await
+}
+
+/// A version 8 store learned needs for all programs of a height (`segments`, `leaf`), a
+/// version 9 store those of nodes: they go, as version 10 reads every need per program; the
+/// rest stays, and no program gains an owner.
+async fn needs_learned_for_every_program_go(kind: &str, old: &str) {
     let (url, _guard) = fresh_store(kind).await;
     let store = Store::open(&url).await.unwrap();
     let program = "ab".repeat(32);
@@ -612,13 +619,15 @@ async fn migrates_a_version_8_store(kind: &str) {
         need("segments", 5),
         need(&per_program, 6),
         need("leaf", 7),
+        need(&format!("leaf:{program}"), 8),
     ];
     store.apply(&ops).await.unwrap();
     drop(store);
     {
         use sqlx::Connection;
         let mut conn = sqlx::AnyConnection::connect(&url).await.unwrap();
-        sqlx::query("UPDATE plait_meta SET value = '8' WHERE key = 'schema'")
+        sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
+            .bind(old.to_string())
             .execute(&mut conn)
             .await
             .unwrap();
@@ -629,7 +638,7 @@ async fn migrates_a_version_8_store(kind: &str) {
     assert_eq!(
         needs,
         vec![
-            (keys(VmConfig::Rv32imSha2, 19), "leaf".to_string(), 7),
+            (keys(VmConfig::Rv32imSha2, 19), format!("leaf:{program}"), 8),
             (keys(VmConfig::Rv32imSha2, 19), per_program, 6),
         ]
     );
@@ -640,7 +649,7 @@ async fn migrates_a_version_8_store(kind: &str) {
             .await
             .unwrap()
             .is_none(),
-        "a version 8 store's owners stand"
+        "a version {old} store's owners stand"
     );
 }
 
@@ -1466,6 +1475,87 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
         .unwrap()
         .unwrap();
     assert_eq!(task.job_id, other);
+}
+
+/// Proves every ready segment of `job` as `who` (`gib` GiB), reporting `peak` each time,
+/// until a task that is not a segment of it comes up; returns that task, if any.
+async fn prove_segments_of(
+    c: &Arc<Coordinator>,
+    program: &ProgramImage,
+    job: JobId,
+    who: &str,
+    gib: u64,
+) -> Option<TaskAssignment> {
+    loop {
+        let task = c.claim(who, &worker_with_memory(gib)).await.unwrap()?;
+        if task.job_id != job || !matches!(task.work, Work::ProveSegment { .. }) {
+            return Some(task);
+        }
+        let proof = prove(c, program, &task).await;
+        let meta = ProofMeta {
+            process_peak_rss_bytes: 1 << 30,
+            ..ProofMeta::default()
+        };
+        assert_eq!(
+            submit_as(c, who, &task, proof, meta).await,
+            Verdict::Accepted
+        );
+    }
+}
+
+/// Node needs are learned per program, as segment needs are: the nodes above a zkML
+/// program's segments verify proofs twice as large as fib's, so what its leaves measured must
+/// not keep another program's leaves from small machines.
+async fn node_needs_are_learned_per_program(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let c = open(&url).await;
+    let large = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &large, 64).await; // 8 segments, 2 leaves
+    wait_until_executed(&c, job).await;
+    let first = prove_segments_of(&c, &large, job, "a", 8).await.unwrap();
+    let second = prove_segments_of(&c, &large, job, "b", 8).await.unwrap();
+    for (who, task) in [("a", first), ("b", second)] {
+        assert!(matches!(
+            task.work,
+            Work::Aggregate {
+                layer: AggLayer::Leaf,
+                ..
+            }
+        ));
+        let proof = prove(&c, &large, &task).await;
+        let meta = ProofMeta {
+            process_peak_rss_bytes: 6 << 30,
+            ..ProofMeta::default()
+        };
+        assert_eq!(
+            submit_as(&c, who, &task, proof, meta).await,
+            Verdict::Accepted
+        );
+    }
+    let phases: Vec<String> = c.memory_needs().into_iter().map(|n| n.phase).collect();
+    assert!(
+        phases.contains(&format!("leaf:{}", large.digest)),
+        "{phases:?}"
+    );
+    c.act(job, JobAction::Cancel).await.unwrap();
+
+    let small = c
+        .add_program(b"another dev program".to_vec())
+        .await
+        .unwrap();
+    let other = submit_dev(&c, &small, 32).await; // 4 segments, 1 leaf
+    wait_until_executed(&c, other).await;
+    let task = prove_segments_of(&c, &small, other, "small", 4)
+        .await
+        .expect("a 4 GiB machine gets the other program's leaf");
+    assert_eq!(task.job_id, other);
+    assert!(matches!(
+        task.work,
+        Work::Aggregate {
+            layer: AggLayer::Leaf,
+            ..
+        }
+    ));
 }
 
 /// A worker proving on a GPU with `host_gib` GiB of memory and a GPU of `device_bytes`.

@@ -154,9 +154,8 @@ impl Coordinator {
     }
 
     /// Learns from a task's measured peak memory (already bounded by what its worker
-    /// advertised), per key set and phase: a layer, or the segments of one program (programs
-    /// of one height differ twofold in memory). A changed need is stored with the result's
-    /// next flush.
+    /// advertised), per key set, phase and program (see [`need_key`]). A changed need is
+    /// stored with the result's next flush.
     pub(super) fn record_peak_memory(&self, keys: KeySetId, program: &str, t: &TaskTiming) {
         let peak = t.meta.process_peak_rss_bytes;
         // A GPU prover's host memory says nothing of what a CPU prover needs.
@@ -176,7 +175,7 @@ impl Coordinator {
         let mut known = self.node_memory.lock().expect("node memory lock");
         let phase = match t.phase.as_str() {
             "segments" => need_key(program, None),
-            layer => layer.to_string(),
+            layer => format!("{layer}:{program}"),
         };
         let reports = known
             .entry((keys, phase.clone()))
@@ -299,11 +298,13 @@ impl Coordinator {
     }
 }
 
-/// The key a phase's learned need is kept under: the layer's name, or `segments:` and the
-/// program's SHA-256 (segments of one height differ twofold in memory between programs).
+/// The key a phase's learned need is kept under: the layer's name (or `segments`), `:` and
+/// the program's SHA-256. Tasks of one phase differ between programs: a height-19 zkML segment
+/// needs twice a fib one, and the nodes above it verify proofs twice as large (an
+/// internal-for-leaf node over zkML leaves peaked at 6.2 GiB, over small fib ones at 2.1).
 pub(crate) fn need_key(program: &str, layer: Option<AggLayer>) -> String {
     match layer {
-        Some(layer) => layer.to_string(),
+        Some(layer) => format!("{layer}:{program}"),
         None => format!("segments:{program}"),
     }
 }

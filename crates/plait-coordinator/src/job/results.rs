@@ -163,7 +163,7 @@ impl Job {
             Ok(TaskKind::Aggregate { layer, .. }) => (
                 format!("{task} ({layer})"),
                 placed_by,
-                "it was placed by; the pool learns the layer's need from such peaks",
+                "it was placed by; the pool learns this program's need for the layer from such peaks",
             ),
             Err(_) => return,
         };

@@ -91,7 +91,7 @@ impl Store {
                     .await?;
             }
             Some(SCHEMA_VERSION) => {}
-            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6" | "7" | "8")) => {
+            Some(old @ ("1" | "2" | "3" | "4" | "5" | "6" | "7" | "8" | "9")) => {
                 if matches!(old, "1" | "2") {
                     // Version 1 had no predictions; its jobs simply have none.
                     if old == "1" {
@@ -180,14 +180,15 @@ impl Store {
                     "INSERT INTO program_owners (sha256, client) SELECT DISTINCT \
                      program_sha256, client FROM jobs WHERE true ON CONFLICT (sha256, client) DO NOTHING",
                 ];
-                if old != "8" {
+                if !matches!(old, "8" | "9") {
                     for statement in owner_statements {
                         sqlx::query(statement).execute(&mut *tx).await?;
                     }
                 }
-                // Version 9 learns segment needs per program (`segments:<program SHA-256>`):
-                // a need learned for all programs of a height (`segments`) is read no more.
-                sqlx::query("DELETE FROM memory_needs WHERE layer = 'segments'")
+                // Version 9 learns segment needs per program (`segments:<program SHA-256>`),
+                // version 10 node needs too (`leaf:<program SHA-256>`): a need learned for
+                // every program of a height is read no more.
+                sqlx::query("DELETE FROM memory_needs WHERE layer NOT LIKE '%:%'")
                     .execute(&mut *tx)
                     .await?;
                 sqlx::query("UPDATE plait_meta SET value = $1 WHERE key = 'schema'")
@@ -233,15 +234,15 @@ async fn has_column(
 }
 
 /// Fills the memory-need table from the timings of every accepted task (schema 3 kept no
-/// table of its own; its jobs all ran RV32IM), by the coordinator's rule: per segment height
-/// and phase, the lower
+/// table of its own; its jobs all ran RV32IM), by the coordinator's rule: per segment height,
+/// phase and program, the lower
 /// median of each worker's largest figure, and only where at least two workers reported (one
 /// worker's figure, perhaps a hostile one, must not set a need).
 async fn learn_node_memory_from_timings(
     tx: &mut sqlx::Transaction<'_, sqlx::Any>,
 ) -> Result<(), StoreError> {
     let rows = sqlx::query(
-        "SELECT j.params, t.timing FROM tasks t JOIN jobs j ON j.id = t.job_id \
+        "SELECT j.params, t.timing, j.program_sha256 FROM tasks t JOIN jobs j ON j.id = t.job_id \
          WHERE t.timing IS NOT NULL",
     )
     .fetch_all(&mut **tx)
@@ -261,7 +262,10 @@ async fn learn_node_memory_from_timings(
             continue;
         };
         if peak > 0 {
-            let by_worker = peaks.entry((height as u32, phase.to_string())).or_default();
+            let program: String = row.try_get(2)?;
+            let by_worker = peaks
+                .entry((height as u32, format!("{phase}:{program}")))
+                .or_default();
             let known = by_worker.entry(worker.to_string()).or_insert(0);
             *known = (*known).max(peak);
         }

@@ -373,7 +373,7 @@ enum Held {
 
 /// The schema's version, recorded in the store. An older store is migrated on open; a newer
 /// one is refused.
-const SCHEMA_VERSION: &str = "9";
+const SCHEMA_VERSION: &str = "10";
 
 /// The store: jobs, tasks, events, identities, clients and programs in SQLite or PostgreSQL, proofs and checkpoints in its blob store.
 #[derive(Clone)]
