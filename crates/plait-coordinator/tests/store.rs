@@ -1477,8 +1477,8 @@ async fn segments_are_placed_by_the_peaks_workers_measured(kind: &str) {
     assert_eq!(task.job_id, other);
 }
 
-/// Proves every ready segment of `job` as `who` (`gib` GiB), reporting `peak` each time,
-/// until a task that is not a segment of it comes up; returns that task, if any.
+/// Proves every ready segment of `job` as `who` (`gib` GiB), reporting a 1 GiB peak each
+/// time, until a task that is not a segment of it comes up; returns that task, if any.
 async fn prove_segments_of(
     c: &Arc<Coordinator>,
     program: &ProgramImage,

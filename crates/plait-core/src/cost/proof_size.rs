@@ -178,8 +178,10 @@ mod tests {
     }
 
     /// Internal-for-leaf nodes as calibrated (64ef42f) and as measured in a fib job (over
-    /// three full leaves, 2.34 MB: 88.3 s, 5.49 GiB). The step between 1.56 and 2.34 MB lies
-    /// where no measurement shows it, so a node between them is costed as the larger.
+    /// three full leaves, 2.34 MB: 88.3 s, 5.49 GiB), with one made-up point (one child over
+    /// 1 MB, a 1-child node's cost) to tell children from bytes. The step between 1.56 and
+    /// 2.34 MB lies where no measurement shows it, so a node between them is costed as the
+    /// larger.
     #[test]
     fn an_internal_node_is_costed_as_the_cheapest_measured_at_least_as_large() {
         let mut p = profile();
