@@ -319,9 +319,9 @@ pub(super) fn segment_memory_fits(
         .collect()
 }
 
-/// The operator's CPU profiles for the job's VM config that can cost a leaf by its children's
-/// proof sizes (format 3): a leaf needs at least what they predict (see `Job::node_floor`).
-pub(super) fn leaf_profiles(
+/// The operator's CPU profiles for the job's VM config that can cost a node by its children's
+/// proof sizes (format 3): a node needs at least what they predict (see `Job::node_floor`).
+pub(super) fn node_profiles(
     config: &super::CoordinatorConfig,
     params: &ProvingParams,
 ) -> Vec<DeviceProfile> {

@@ -242,7 +242,7 @@ impl Coordinator {
             let mut job =
                 Job::restore(stored, program, now, now_unix_ms).map_err(StoreError::Corrupt)?;
             job.segment_fits = memory::segment_memory_fits(&config, &job.params);
-            job.leaf_profiles = memory::leaf_profiles(&config, &job.params);
+            job.node_profiles = memory::node_profiles(&config, &job.params);
             if job.status.is_live() {
                 let (accepted, total) = job.accepted_count();
                 job.log(

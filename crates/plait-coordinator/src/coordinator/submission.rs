@@ -102,7 +102,7 @@ impl Coordinator {
             unix_ms(),
         )?;
         job.segment_fits = self.segment_memory_fits(&params);
-        job.leaf_profiles = super::memory::leaf_profiles(&self.config, &params);
+        job.node_profiles = super::memory::node_profiles(&self.config, &params);
         if let Some(prediction) = chosen {
             job.set_prediction(prediction, now);
         }

@@ -188,9 +188,9 @@ pub(crate) struct Job {
     /// The operator's calibrated profiles' fits of segment memory to trace size, for this
     /// job's VM config (see [`Job::segment_floor`]); set by the coordinator, not stored.
     pub segment_fits: Vec<TraceCostFit>,
-    /// The same profiles where they can cost a leaf by its children's proof bytes (see
+    /// The same profiles where they can cost a node by its children's proof bytes (see
     /// [`Job::node_floor`]); set by the coordinator, not stored.
-    pub leaf_profiles: Vec<DeviceProfile>,
+    pub node_profiles: Vec<DeviceProfile>,
     graph: TaskGraph,
     /// The SHA-256 of each accepted task's proof: the proofs themselves live in the blob
     /// store, not in memory.
@@ -356,7 +356,7 @@ impl Job {
             submitted_unix_ms: now_unix_ms,
             prediction: None,
             segment_fits: Vec::new(),
-            leaf_profiles: Vec::new(),
+            node_profiles: Vec::new(),
             graph: TaskGraph::open(params.tree)?,
             proofs: HashMap::new(),
             proof_sizes: HashMap::new(),
@@ -503,7 +503,7 @@ impl Job {
             submitted_unix_ms: r.submitted_unix_ms,
             prediction,
             segment_fits: Vec::new(),
-            leaf_profiles: Vec::new(),
+            node_profiles: Vec::new(),
             graph,
             proofs,
             proof_sizes,

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use plait_core::{AggLayer, ReadyChange, TaskId, TaskKind};
+use plait_core::{cost::DeviceProfile, AggLayer, ReadyChange, TaskId, TaskKind};
 use plait_prover::ProvingParams;
 
 use super::{Job, ReadySummary};
@@ -196,42 +196,52 @@ impl Job {
         }
     }
 
-    /// The least a node is assumed to need: for a leaf, what the operator's calibrated
-    /// profiles predict from the sizes of its children's proofs (a leaf over zkML segments
-    /// needs 1.7 times one over as many fib segments, which a per-layer figure cannot see); 0
-    /// otherwise. The sizes are predicted from the segments' trace sizes, which the
-    /// coordinator's own execution measured, not taken from the proofs workers sent: a worker
-    /// could pad its proof to make the leaf above it too large for every other worker.
+    /// The least a node is assumed to need: what the operator's calibrated profiles predict
+    /// from its children count and the predicted sizes of its children's proofs (a leaf over
+    /// zkML segments needs 1.7 times one over as many fib segments; an internal-recursive node
+    /// over three full children 4.6 GiB, over one 1.4), the most of any profile. The sizes are
+    /// predicted from the segments' trace sizes, which the coordinator's own execution
+    /// measured, up the tree through the profiles' proof sizes, never taken from the proofs
+    /// workers sent: a worker could pad its proof to make the node above it too large for
+    /// every other worker. 0 where no profile can predict them.
     pub(crate) fn node_floor(&self, task: TaskId) -> u64 {
-        let Ok(TaskKind::Aggregate {
-            layer: AggLayer::Leaf,
-            ..
-        }) = self.graph.kind(task)
-        else {
+        let Ok(TaskKind::Aggregate { layer, .. }) = self.graph.kind(task) else {
             return 0;
         };
         let Ok(children) = self.graph.children(task) else {
             return 0;
         };
-        let height = self.params.segment_height;
-        self.leaf_profiles
+        self.node_profiles
             .iter()
             .filter_map(|profile| {
-                let bytes: Option<u64> = children
+                let bytes: u64 = children
                     .iter()
-                    .map(|&child| match self.graph.kind(child) {
-                        Ok(TaskKind::ProveSegment { segment }) => {
-                            let size = self.segments.get(segment as usize)?.trace_size?;
-                            profile.segment_proof_bytes(height, Some(size))
-                        }
-                        _ => None,
-                    })
-                    .sum();
-                let fit = profile.leaf_cost_fit()?;
-                Some(fit.memory.at(bytes? as f64) as u64)
+                    .map(|&child| self.predicted_proof_bytes(profile, child))
+                    .sum::<Option<u64>>()?;
+                Some(profile.node_memory(layer, children.len() as u32, Some(bytes)))
             })
             .max()
             .unwrap_or(0)
+    }
+
+    /// The size `profile` predicts for `task`'s proof: a segment's from its trace size, a
+    /// node's from its children's, bottom-up (work in the task's subtree, a few thousand
+    /// steps for the largest jobs' root). `None` where a segment's trace size is unknown.
+    fn predicted_proof_bytes(&self, profile: &DeviceProfile, task: TaskId) -> Option<u64> {
+        match self.graph.kind(task).ok()? {
+            TaskKind::ProveSegment { segment } => {
+                let size = self.segments.get(segment as usize)?.trace_size?;
+                profile.segment_proof_bytes(self.params.segment_height, Some(size))
+            }
+            TaskKind::Aggregate { layer, .. } => {
+                let children = self.graph.children(task).ok()?;
+                let bytes = children
+                    .iter()
+                    .map(|&child| self.predicted_proof_bytes(profile, child))
+                    .sum::<Option<u64>>()?;
+                profile.node_proof_bytes(layer, children.len() as u32, Some(bytes))
+            }
+        }
     }
 
     /// The summed size of a node's children's accepted proofs; `None` until all are accepted.

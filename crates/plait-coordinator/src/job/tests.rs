@@ -88,7 +88,7 @@ fn the_ready_summary_follows_every_change() {
     let estimates = [40u64, 80, 10, 60, 30, 70, 20, 50, 90, 10, 40, 60];
     job.segment_fits = vec![logup_cells_fit()];
     // Leaves need what their children's proof sizes predict: each leaf's floor differs.
-    job.leaf_profiles = vec![leaf_profile(job.params.segment_height)];
+    job.node_profiles = vec![node_profile(job.params.segment_height)];
     let policy = RetryPolicy {
         max_attempts: 100,
         max_lost_leases: 100,
@@ -187,8 +187,10 @@ fn logup_cells_fit() -> TraceCostFit {
 }
 
 /// A profile whose segments' proofs have 10 bytes per stacked column (main cells over
-/// 2^height) and whose leaves need 1000 bytes plus their children's proof bytes.
-fn leaf_profile(height: u32) -> DeviceProfile {
+/// 2^height), whose leaves of two children need 1000 bytes plus their children's proof bytes
+/// and make proofs of 300 bytes plus a tenth of those, and whose internal-for-leaf nodes of
+/// one child were measured over 400 and 800 bytes (10,000 and 20,000 bytes of memory).
+fn node_profile(height: u32) -> DeviceProfile {
     let segment = |width: u64, proof_bytes| SegmentCost {
         segment_height: height,
         instructions: 1,
@@ -201,10 +203,20 @@ fn leaf_profile(height: u32) -> DeviceProfile {
     };
     let leaf = |child_proof_bytes: u64| NodeCost {
         kind: "leaf".into(),
-        children: 1,
+        children: 2,
         seconds: 1.0,
         peak_rss_bytes: 1000 + child_proof_bytes,
         child_proof_bytes,
+        proof_bytes: 300 + child_proof_bytes / 10,
+        ..Default::default()
+    };
+    let internal_for_leaf = |child_proof_bytes: u64, peak_rss_bytes| NodeCost {
+        kind: "internal-for-leaf".into(),
+        children: 1,
+        seconds: 1.0,
+        peak_rss_bytes,
+        child_proof_bytes,
+        proof_bytes: 500,
         ..Default::default()
     };
     DeviceProfile {
@@ -220,20 +232,27 @@ fn leaf_profile(height: u32) -> DeviceProfile {
         tree: Default::default(),
         vm_config: "rv32im".into(),
         segments: vec![segment(100, 1000), segment(200, 2000)],
-        nodes: vec![leaf(1000), leaf(4000)],
+        nodes: vec![
+            leaf(1000),
+            leaf(4000),
+            internal_for_leaf(400, 10_000),
+            internal_for_leaf(800, 20_000),
+        ],
     }
 }
 
-/// A leaf is placed by what its children's proofs predict (a leaf over zkML segments needs 1.7
-/// times one over as many fib segments), sized from the segments' trace sizes, which the
-/// coordinator measured itself: a worker that pads its proof cannot make the leaf too large
-/// for the pool. The lease's time limit is given the real bytes (it is bounded anyway).
+/// A node is placed by what its children's proofs predict (a leaf over zkML segments needs 1.7
+/// times one over as many fib segments; an internal-recursive node over three full children
+/// 4.6 GiB, over one 1.4), sized from the segments' trace sizes, which the coordinator
+/// measured itself, and up the tree by the profile's proof sizes: a worker that pads its proof
+/// cannot make the node above it too large for the pool. The lease's time limit is given the
+/// real bytes (it is bounded anyway).
 #[test]
-fn a_leaf_is_placed_by_its_childrens_proofs() {
+fn a_node_is_placed_by_its_childrens_predicted_proofs() {
     let now = Instant::now();
     let mut job = new_job(now);
     let height = job.params.segment_height;
-    job.leaf_profiles = vec![leaf_profile(height)];
+    job.node_profiles = vec![node_profile(height)];
     for (index, width) in [(0u32, 100u64), (1, 150)] {
         let spec = SegmentSpec {
             index,
@@ -280,12 +299,13 @@ fn a_leaf_is_placed_by_its_childrens_proofs() {
         )
         .unwrap();
     }
-    // Predicted: 1000 + 1500 bytes of proofs, so 3500 bytes of memory.
+    // Predicted: 1000 + 1500 bytes of proofs; the cheapest leaf measured at least as large
+    // (4000 bytes) needed 5000.
     assert!(
-        lease(&mut job, 3499).is_none(),
-        "the leaf needs 3500 bytes, above the layer's 50"
+        lease(&mut job, 4999).is_none(),
+        "the leaf needs 5000 bytes, above the layer's 50"
     );
-    let leaf = lease(&mut job, 3500).expect("the leaf fits 3500 bytes, padding or not");
+    let leaf = lease(&mut job, 5000).expect("the leaf fits 5000 bytes, padding or not");
     assert!(matches!(
         leaf.work,
         plait_api::Work::Aggregate {
@@ -294,6 +314,29 @@ fn a_leaf_is_placed_by_its_childrens_proofs() {
         }
     ));
     assert_eq!(limited_by.get(), Some(2 << 30));
+    // The leaf's proof, padded too, is predicted at 300 + 250 bytes: the internal-for-leaf
+    // node over it is placed as the one measured over 800 bytes.
+    job.accept(
+        leaf.task_id,
+        leaf.attempt,
+        &leaf.lease_secret,
+        (String::new(), 1 << 30),
+        Default::default(),
+        now,
+    )
+    .unwrap();
+    assert!(
+        lease(&mut job, 19_999).is_none(),
+        "the internal-for-leaf node needs 20,000 bytes"
+    );
+    let node = lease(&mut job, 20_000).expect("the node fits 20,000 bytes");
+    assert!(matches!(
+        node.work,
+        plait_api::Work::Aggregate {
+            layer: AggLayer::InternalForLeaf,
+            ..
+        }
+    ));
 }
 
 /// A segment is placed by the larger of the backend's estimate and what the operator's
