@@ -838,6 +838,58 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
         "{stderr}"
     );
     assert!(png.exists());
+
+    // A default profile this Plait cannot read (here: one with a field from a newer Plait) only
+    // costs the demo its prediction; a profile named with --profile must be readable.
+    let cache = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(cache_dir().join("keys"), cache.path().join("keys")).unwrap();
+    let newer = cache.path().join("device-profile-rv32im-sha2.json");
+    std::fs::write(
+        &newer,
+        r#"{"format": "plait-device-profile", "format-version": 99, "from-a-newer-plait": 1}"#,
+    )
+    .unwrap();
+    let demo = |profile: Option<&Path>| {
+        let mut args = vec![
+            "demo",
+            "zkml",
+            "--model",
+            "vit",
+            "--image",
+            "0",
+            "--no-prove",
+            "--guest",
+        ];
+        let elf = guest_elf("zkml");
+        args.extend([elf.to_str().unwrap(), "--vm-config", "rv32im-sha2"]);
+        let height = SEGMENT_HEIGHT.to_string();
+        args.extend(["--segment-height", &height]);
+        args.extend(["--png", png.to_str().unwrap()]);
+        if let Some(profile) = profile {
+            args.extend(["--profile", profile.to_str().unwrap()]);
+        }
+        let output = Command::new(env!("CARGO_BIN_EXE_plait"))
+            .args(&args)
+            .env("PLAIT_CACHE_DIR", cache.path())
+            .output()
+            .expect("plait runs");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (ok, stderr) = demo(None);
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("revealed the host's claim"), "{stderr}");
+    assert!(
+        stderr.contains("not predicting this job") && stderr.contains("is not a device profile"),
+        "{stderr}"
+    );
+    let (ok, stderr) = demo(Some(&newer));
+    assert!(
+        !ok && stderr.contains("is not a device profile"),
+        "{stderr}"
+    );
 }
 
 /// A batch's guest memory does not grow per image: OpenVM's guest allocator never frees, so an

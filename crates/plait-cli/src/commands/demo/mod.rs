@@ -337,15 +337,25 @@ async fn execute_and_plan(
     });
     let backend = openvm_backend(cache);
     let execution_started = Instant::now();
-    let (plan, height, planned) = if profile.exists() {
-        // The planner's candidate heights and this one; the guest executes once, at the lowest,
-        // and the other heights' segments are predicted from that execution.
-        let mut heights = vec![19, 20, 21, params.segment_height];
-        heights.sort_unstable();
-        heights.dedup();
-        let pool_args =
-            planner::PoolArgs::local(Some(profile.clone()), 1, heights.clone(), Goal::Latency);
-        let pool = pool_args.pool(cache, &params)?;
+    // The planner's candidate heights and this one; the guest executes once, at the lowest,
+    // and the other heights' segments are predicted from that execution.
+    let mut heights = vec![19, 20, 21, params.segment_height];
+    heights.sort_unstable();
+    heights.dedup();
+    let pool_args =
+        planner::PoolArgs::local(Some(profile.clone()), 1, heights.clone(), Goal::Latency);
+    let pool = match profile.exists().then(|| pool_args.pool(cache, &params)) {
+        None => None,
+        Some(Ok(pool)) => Some(pool),
+        Some(Err(e)) if args.profile.is_some() => return Err(e),
+        // The default profile is only a bonus here: one an older or newer Plait wrote, or one
+        // from another VM config, must not stop the demo from executing and checking the claim.
+        Some(Err(e)) => {
+            eprintln!("warning   not predicting this job: {e:#}");
+            None
+        }
+    };
+    let (plan, height, planned) = if let Some(pool) = pool {
         let candidates = plait_coordinator::planning::candidates(
             backend,
             &program_image,
@@ -403,8 +413,8 @@ async fn execute_and_plan(
             );
         }
         None => eprintln!(
-            "no device profile at {}: run `plait calibrate --vm-config {}` to see this job's \
-             predicted latency and work on pools of 1 to 1000 workers",
+            "no usable device profile at {}: run `plait calibrate --vm-config {}` to see this \
+             job's predicted latency and work on pools of 1 to 1000 workers",
             profile.display(),
             params.vm_config
         ),
