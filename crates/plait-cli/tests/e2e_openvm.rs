@@ -706,8 +706,8 @@ fn bad_programs_and_inputs_get_clear_errors() {
     );
 }
 
-/// Executing (not proving) both guests: they reach 3 segments at height 19 and reveal what a
-/// host computation of the same function gives.
+/// Executing (not proving) the calibration's guests: fib and sha-chain reach 3 segments at
+/// height 19, and each reveals what a host computation of the same function gives.
 #[test]
 fn guests_reveal_what_the_host_computes_and_reach_three_segments() {
     let execute = |elf: &Path, inputs: &[&str]| -> serde_json::Value {
@@ -757,6 +757,46 @@ fn guests_reveal_what_the_host_computes_and_reach_three_segments() {
     assert_eq!(size(&fib_plan, "logup-cells"), 1 << 25);
     assert_eq!(size(&sha_plan, "logup-cells"), 1 << 25);
     assert!(size(&sha_plan, "main-cells") > size(&fib_plan, "main-cells") * 3 / 2);
+
+    // The memory walk calibration measures: its memory chips, by the executor's bound, are most
+    // of its main cells (fib's are a few percent), and they cut its segments at a tenth of
+    // fib's instructions.
+    let walk_plan = execute(&guest_elf("mem-walk"), &["u32:4000", "u32:20"]);
+    let instructions = |plan: &serde_json::Value| plan["segments"][0]["instructions"].as_u64();
+    assert!(instructions(&walk_plan).unwrap() < instructions(&fib_plan).unwrap() / 10);
+    let (at, seen) = mem_walk(4000, 20);
+    let mut expected = at.to_le_bytes().to_vec();
+    expected.extend(seen.to_le_bytes());
+    expected.resize(32, 0);
+    assert_eq!(walk_plan["public-values"], hex::encode(expected));
+    assert!(size(&walk_plan, "memory-cells") > size(&walk_plan, "main-cells") / 2);
+    assert!(size(&fib_plan, "memory-cells") < size(&fib_plan, "main-cells") / 20);
+}
+
+/// What `guests/mem-walk` computes, on the host: (last index, checksum).
+fn mem_walk(steps: u32, log_words: u32) -> (u32, u32) {
+    let mask = (1usize << log_words) - 1;
+    let mut table = vec![0u32; mask + 1];
+    let mut bytes = vec![0u8; 1 << 12];
+    let mut halves = vec![0i16; 1 << 11];
+    let (mut at, mut seen) = (0usize, 0u32);
+    for step in 0..steps {
+        let v = table[at]
+            .wrapping_add(at as u32)
+            .wrapping_mul(2_654_435_761);
+        table[at] = v ^ step;
+        let b = bytes[(v as usize >> 3) & 0xfff] as i8 as i32;
+        let h = halves[(v as usize >> 5) & 0x7ff] as i32;
+        bytes[at & 0xfff] = v as u8;
+        halves[at & 0x7ff] = (v >> 16) as i16;
+        let divisor = (step | 1) as i32;
+        let signed = ((v as i32 >> (step & 31)) / divisor).wrapping_add(v as i32 % divisor);
+        let high = ((v as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 40) as u32;
+        let signed_high = ((signed as i64 * h as i64) >> 33) as i32;
+        seen ^= if b < h { high } else { signed_high as u32 } ^ (v / (step | 3));
+        at = (v ^ (v >> 15)) as usize & mask;
+    }
+    (at as u32, seen)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {

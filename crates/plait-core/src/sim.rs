@@ -8,8 +8,9 @@
 //! long, and aggregation nodes (the critical path: each layer waits for the one below) go to
 //! the GPUs.
 //!
-//! Task durations come from each worker's device profile ([`DeviceProfile`]); attempts fail at
-//! a given rate (and are retried, their work counted); every task pays a transfer time.
+//! Task durations come from each worker's device profile ([`DeviceProfile`]); a worker's first
+//! node of each kind also loads that kind's prover; attempts fail at a given rate (and are
+//! retried, their work counted); every task pays a transfer time.
 
 use std::{cmp::Ordering, collections::BinaryHeap};
 
@@ -257,6 +258,8 @@ pub fn simulate(
         of_profile[p] += 1;
     }
     let heterogeneous = of_profile.iter().filter(|&&n| n > 0).count() > 1;
+    // The node kinds whose prover each worker has loaded: its first node of a kind pays for it.
+    let mut loaded: Vec<Vec<&'static str>> = vec![Vec::new(); workers.len()];
     while !graph.is_complete() {
         // Hand out work, fastest idle worker first, as the coordinator answers claims.
         idle.sort_by(|&a, &b| speed(a).total_cmp(&speed(b)).then(a.cmp(&b)));
@@ -288,12 +291,19 @@ pub fn simulate(
             match graph.next_ready(|t| fits(t) && worth_taking(t)) {
                 Some(task) => {
                     graph.start(task).expect("ready");
-                    let seconds = task_seconds(&graph, job, d, task);
-                    work += seconds;
+                    let mut seconds = task_seconds(&graph, job, d, task);
                     let phase = match graph.kind(task).expect("task exists") {
                         TaskKind::ProveSegment { .. } => "segments".to_string(),
-                        TaskKind::Aggregate { layer, .. } => layer.to_string(),
+                        TaskKind::Aggregate { layer, .. } => {
+                            let kind = crate::cost::node_kind(layer);
+                            if !loaded[w].contains(&kind) {
+                                loaded[w].push(kind);
+                                seconds += d.profile.prover_load_seconds(layer);
+                            }
+                            layer.to_string()
+                        }
                     };
+                    work += seconds;
                     if let Some(entry) = work_by_phase.iter_mut().find(|(p, _)| *p == phase) {
                         entry.1 += seconds;
                     }
@@ -393,6 +403,34 @@ mod tests {
             segment_height: 19,
             tree: AggTreeShape::default(),
         }
+    }
+
+    /// A worker loads a node kind's prover once, before its first node of that kind: two
+    /// leaves on one worker pay the leaf's load once, on two workers twice.
+    #[test]
+    fn each_worker_loads_a_kinds_prover_once() {
+        let segments = [800_000u64; 8];
+        let run = |p: &DeviceProfile, workers: &[usize]| {
+            simulate(&job(&segments), &[p.clone()], workers, SimConfig::default()).unwrap()
+        };
+        let phase = |out: &SimOutcome, name: &str| {
+            out.work_by_phase
+                .iter()
+                .find(|(p, _)| p == name)
+                .map(|(_, s)| *s)
+                .unwrap()
+        };
+        let warm = profile();
+        let mut cold = warm.clone();
+        cold.prover_load_seconds = [("leaf".to_string(), 10.0), ("wrap".to_string(), 3.0)]
+            .into_iter()
+            .collect();
+        let (one_warm, one_cold) = (run(&warm, &[0]), run(&cold, &[0]));
+        assert_eq!(phase(&one_cold, "leaf"), phase(&one_warm, "leaf") + 10.0);
+        assert_eq!(phase(&one_cold, "wrap"), phase(&one_warm, "wrap") + 3.0);
+        assert_eq!(one_cold.latency_seconds, one_warm.latency_seconds + 13.0);
+        let two_cold = run(&cold, &[0, 0]);
+        assert_eq!(phase(&two_cold, "leaf"), phase(&one_warm, "leaf") + 20.0);
     }
 
     /// With proof sizes in the profile, a leaf costs what its children's predicted proofs

@@ -325,10 +325,15 @@ pub trait ProverBackend: Send + Sync {
     /// returns a one-line report: where they are, how long keygen took, their sizes.
     fn prepare_keys(&self, params: &ProvingParams) -> Result<String, BackendError>;
 
-    /// Loads the aggregation layers' provers for `params` ahead of their first node (for
-    /// OpenVM: reads each layer's proving key and commits its child's verifying key, 10–20 s
-    /// a layer), so that a measured node's time is its proof's alone. Nothing by default.
-    fn prepare_aggregation(&self, _params: &ProvingParams) -> Result<(), BackendError> {
+    /// Loads `layer`'s prover for `params` ahead of its first node (for OpenVM: reads the
+    /// layer's proving key and commits its child's verifying key, 10–20 s a layer), so that a
+    /// measured node's time is its proof's alone, and the load is measured apart. Nothing by
+    /// default.
+    fn prepare_aggregation(
+        &self,
+        _params: &ProvingParams,
+        _layer: AggLayer,
+    ) -> Result<(), BackendError> {
         Ok(())
     }
 

@@ -20,11 +20,13 @@ use plait_prover::{
 
 use crate::usage::{process_usage, reset_peak_rss};
 
-/// What to measure, with what. Segments are measured for two programs with different chip
+/// What to measure, with what. Segments are measured for three programs with different chip
 /// mixes, so that the cost fit can tell main cells from LogUp cells: the Fibonacci guest
-/// (`guests/fib`; input: the number of iterations) and the SHA-256 chain (`guests/sha-chain`;
-/// input: iterations, then a buffer). Both make the aggregation workload: fib's segment proofs
-/// are small, SHA-256's large.
+/// (`guests/fib`; input: the number of iterations), the SHA-256 chain (`guests/sha-chain`;
+/// input: iterations, then a buffer) and a random walk over a 4 MiB table (`guests/mem-walk`;
+/// input: steps, then the table's log2 size in words), whose segments are mostly memory
+/// chips by the executor's bound. fib and SHA-256 make the aggregation workload: fib's segment
+/// proofs are small, SHA-256's large (the walk's are smaller than fib's).
 pub struct Calibration<'a> {
     /// The backend whose proving is measured.
     pub backend: &'a dyn ProverBackend,
@@ -32,6 +34,8 @@ pub struct Calibration<'a> {
     pub fib: &'a ProgramImage,
     /// The SHA-256 chain guest's ELF.
     pub sha_chain: &'a ProgramImage,
+    /// The memory walk guest's ELF.
+    pub mem_walk: &'a ProgramImage,
     /// The VM config measured (each has its own chips, keys and costs).
     pub vm_config: VmConfig,
     /// Ascending; the lowest also measures the aggregation nodes.
@@ -97,13 +101,16 @@ pub fn new_profile(
         vm_config: vm_config.name().into(),
         segments: Vec::new(),
         nodes: Vec::new(),
+        prover_load_seconds: Default::default(),
     }
 }
 
 /// Whether `old` (read from the profile path) was measured by this Plait and backend, for
 /// this VM config: then a calibration resumes it rather than starting over.
 pub fn resumable(old: &DeviceProfile, fresh: &DeviceProfile) -> bool {
-    old.format_version == fresh.format_version
+    // Version 3 lacks only the memory chips' cells, which `Calibration::run` recomputes.
+    (old.format_version == fresh.format_version
+        || (old.format_version == 3 && fresh.format_version == 4))
         && old.plait_version == fresh.plait_version
         && old.backend_version == fresh.backend_version
         && old.vm_config == fresh.vm_config
@@ -232,7 +239,7 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = 2 * self.heights.len() + 2 + 25;
+        let total = 3 * self.heights.len() + 2 + 25;
         let mut done = 0;
         let backend = self.backend;
         for &h in &self.heights {
@@ -250,21 +257,34 @@ impl Calibration<'_> {
                     self.sha_chain,
                     sha_chain_input(500u32 << h.saturating_sub(19)),
                 ),
+                (
+                    "mem-walk",
+                    self.mem_walk,
+                    mem_walk_input(4_000u32 << h.saturating_sub(19)),
+                ),
             ];
             for (name, program, input) in programs {
                 let measured_before = profile
                     .segments
-                    .iter()
-                    .any(|s| s.segment_height == h && s.program.as_deref() == Some(name));
-                if !measured_before {
-                    self.measure_segment(
+                    .iter_mut()
+                    .find(|s| s.segment_height == h && s.program.as_deref() == Some(name));
+                match measured_before {
+                    None => self.measure_segment(
                         profile,
                         (name, program, &input),
                         h,
                         done,
                         total,
                         progress,
-                    )?;
+                    )?,
+                    // Measured by a version-3 calibration: its trace size, which execution
+                    // alone gives, again with the memory chips' cells.
+                    Some(s) if s.trace_size.is_some_and(|t| t.memory_cells == 0) => {
+                        let plan = backend.execute(program, &input, &params)?;
+                        s.trace_size = plan.segments[0].trace_size;
+                        self.save(profile)?;
+                    }
+                    Some(_) => {}
                 }
                 done += 1;
             }
@@ -328,8 +348,21 @@ impl Calibration<'_> {
             }
             done += 1;
         }
-        // The first node of each kind would otherwise also pay for loading its layer's prover.
-        backend.prepare_aggregation(&params)?;
+        // The first node of each kind would otherwise also pay for loading its layer's prover:
+        // loaded first, and timed apart (a job's worker pays it once per kind).
+        for layer in [
+            AggLayer::Leaf,
+            AggLayer::InternalForLeaf,
+            AggLayer::InternalRecursive(0),
+        ] {
+            let started = Instant::now();
+            backend.prepare_aggregation(&params, layer)?;
+            profile.prover_load_seconds.insert(
+                plait_core::cost::node_kind(layer).into(),
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        self.save(profile)?;
         // Node proofs are named by the runs they cover.
         let workload = format!("{}+{}", runs[0].3, runs[1].3);
         // Children of one node must cover consecutive segments of one run: the recursion
@@ -519,6 +552,14 @@ fn sha_chain_input(iterations: u32) -> ProgramInput {
     }
 }
 
+/// `steps` of the walk over a table of 2^20 words (4 MiB: nearly every step touches another
+/// memory block).
+fn mem_walk_input(steps: u32) -> ProgramInput {
+    ProgramInput {
+        items: vec![steps.to_le_bytes().to_vec(), 20u32.to_le_bytes().to_vec()],
+    }
+}
+
 /// Where a profile's work directory goes: beside it.
 pub fn work_dir(profile_path: &Path) -> PathBuf {
     profile_path.with_extension("work")
@@ -539,10 +580,12 @@ mod tests {
         let backend = DevBackend::default();
         let fib = ProgramImage::new(b"dev program".to_vec());
         let sha_chain = ProgramImage::new(b"another dev program".to_vec());
+        let mem_walk = ProgramImage::new(b"a third dev program".to_vec());
         let calibration = Calibration {
             backend: &backend,
             fib: &fib,
             sha_chain: &sha_chain,
+            mem_walk: &mem_walk,
             vm_config: VmConfig::Rv32im,
             heights: vec![8, 9],
             profile_path: dir.path().join("profile.json"),
@@ -563,8 +606,8 @@ mod tests {
                 Progress::Step { .. } => steps += 1,
             })
             .unwrap();
-        assert_eq!(measured.len(), 4 + 25, "{measured:#?}");
-        assert!(steps >= 29);
+        assert_eq!(measured.len(), 6 + 25, "{measured:#?}");
+        assert!(steps >= 31);
         let saved: DeviceProfile =
             serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
         assert_eq!(saved, profile);
@@ -575,7 +618,14 @@ mod tests {
             .collect();
         assert_eq!(
             measured_segments,
-            [(8, "fib"), (8, "sha-chain"), (9, "fib"), (9, "sha-chain")]
+            [
+                (8, "fib"),
+                (8, "mem-walk"),
+                (8, "sha-chain"),
+                (9, "fib"),
+                (9, "mem-walk"),
+                (9, "sha-chain")
+            ]
         );
         let leaves: Vec<u32> = saved
             .nodes

@@ -28,6 +28,7 @@ use crate::{exit::BadInput, program_arg::ProgramArgs};
 
 const FIB_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/fib");
 const SHA_CHAIN_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/sha-chain");
+const MEM_WALK_GUEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../guests/mem-walk");
 
 /// Where `plait calibrate` keeps this machine's profile for `vm` on a device of `kind`
 /// (`device-profile.json` for the CPU under RV32IM, `device-profile-gpu-rv32im-sha2.json`...).
@@ -111,6 +112,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     };
     let fib = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
     let sha_chain = crate::program_arg::load_program(Path::new(SHA_CHAIN_GUEST), cache)?;
+    let mem_walk = crate::program_arg::load_program(Path::new(MEM_WALK_GUEST), cache)?;
     let vm_config = args.vm_config;
     let profile_path = path.clone();
     tokio::task::spawn_blocking(move || {
@@ -122,6 +124,7 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
             backend: &backend,
             fib: &fib,
             sha_chain: &sha_chain,
+            mem_walk: &mem_walk,
             vm_config,
             heights,
             profile_path,

@@ -125,6 +125,7 @@ fn the_ready_summary_follows_every_change() {
                 main_cells: (1 + index as u64 % 5) << job.params.segment_height,
                 logup_cells: if index % 2 == 1 { memory + 15 } else { 0 },
                 interaction_cells: 0,
+                memory_cells: 0,
             }),
         };
         let last = index + 1 == estimates.len();
@@ -181,8 +182,8 @@ fn the_ready_summary_follows_every_change() {
 /// A fit that predicts a segment needs as many bytes as it has LogUp cells.
 fn logup_cells_fit() -> TraceCostFit {
     TraceCostFit {
-        memory: [0.0, 0.0, 1.0],
-        seconds: [0.0, 0.0, 0.0],
+        memory: [0.0, 0.0, 1.0, 0.0],
+        seconds: [0.0; 4],
     }
 }
 
@@ -238,6 +239,7 @@ fn node_profile(height: u32) -> DeviceProfile {
             internal_for_leaf(400, 10_000),
             internal_for_leaf(800, 20_000),
         ],
+        prover_load_seconds: Default::default(),
     }
 }
 
@@ -359,6 +361,7 @@ fn a_segment_is_placed_by_its_trace_size() {
                 main_cells: 1,
                 logup_cells,
                 interaction_cells: 0,
+                memory_cells: 0,
             }),
         };
         job.add_segment(spec, (index == 1).then(Vec::new), now)
@@ -452,6 +455,7 @@ fn a_peak_above_its_prediction_is_logged() {
             main_cells: 1,
             logup_cells: 100,
             interaction_cells: 0,
+            memory_cells: 0,
         }),
     };
     job.add_segment(spec, Some(Vec::new()), now).unwrap();

@@ -19,6 +19,8 @@
 //! ([`TraceCostFit`]). Two segments of one height can differ twofold in memory when their chip
 //! mixes differ (a zkML segment against a fib one), which a per-height figure cannot see.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -30,9 +32,11 @@ pub use proof_size::{LeafCostFit, Line};
 /// The `format` every profile names.
 pub const PROFILE_FORMAT: &str = "plait-device-profile";
 /// The profile format this Plait writes. Version 2 added each measured segment's program and
-/// trace size; version 3 each measured proof's size and each node's children's proof sizes.
-/// Older profiles are read as they are (costed per height, and nodes per children count).
-pub const PROFILE_FORMAT_VERSION: u32 = 3;
+/// trace size; version 3 each measured proof's size and each node's children's proof sizes;
+/// version 4 the memory chips' cells in each trace size. Older profiles are read as they are
+/// (costed per height, nodes per children count, memory chips' cells as main cells), and a
+/// calibration resumes a version-3 one.
+pub const PROFILE_FORMAT_VERSION: u32 = 4;
 /// The oldest profile format this Plait still reads.
 pub const OLDEST_PROFILE_FORMAT_VERSION: u32 = 1;
 
@@ -74,6 +78,10 @@ pub struct DeviceProfile {
     pub segments: Vec<SegmentCost>,
     /// The aggregation nodes measured.
     pub nodes: Vec<NodeCost>,
+    /// Seconds a worker spends loading a node kind's prover before its first node of that
+    /// kind (measured apart from the nodes; none in profiles before format 4).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub prover_load_seconds: BTreeMap<String, f64>,
 }
 
 /// A segment proven at one segment height.
@@ -243,6 +251,11 @@ impl DeviceProfile {
             || !self.nodes.iter().all(|n| {
                 finite(n.seconds) && n.kind.len() <= 32 && crate::text::is_printable(&n.kind)
             })
+            || self.prover_load_seconds.len() > 8
+            || !self
+                .prover_load_seconds
+                .iter()
+                .all(|(kind, &s)| finite(s) && kind.len() <= 32 && crate::text::is_printable(kind))
         {
             return Err(ProfileError::OutOfBounds);
         }
@@ -546,6 +559,15 @@ impl DeviceProfile {
             .map(|n| n.proof_bytes)
     }
 
+    /// Seconds a worker spends loading `layer`'s prover before its first node of that kind
+    /// (0 where not measured).
+    pub fn prover_load_seconds(&self, layer: AggLayer) -> f64 {
+        self.prover_load_seconds
+            .get(node_kind(layer))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
     /// The most memory any node of `layer` was measured to need, whatever its children
     /// (device memory on a GPU): what a node is placed by before its children are known.
     pub fn node_memory_ceiling(&self, layer: AggLayer) -> u64 {
@@ -559,41 +581,56 @@ impl DeviceProfile {
     }
 }
 
-/// A segment's peak memory and proving seconds as `base + a · main cells + b · LogUp cells`,
-/// each fitted by least squares over measured segments.
+/// A segment's peak memory and proving seconds as
+/// `base + a · other main cells + b · LogUp cells + c · memory chips' main cells`, each fitted
+/// by least squares over measured segments.
 ///
 /// Measured on OpenVM, a segment's proof peaks in LogUp's fractional sumcheck, whose size is
 /// the LogUp cells, on top of the committed main traces; its time splits between committing
 /// (main cells) and the sumchecks (LogUp cells). See `docs/benchmarks.md`, "Where a segment's
-/// memory and time go".
+/// memory and time go". The memory chips' cells are the executor's bound, not what is
+/// committed ([`TraceSize::memory_cells`]), so they get their own coefficient where the
+/// measured segments tell it apart (a memory-heavy program among them), else the main cells'.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TraceCostFit {
-    /// Peak memory: bytes, bytes per main cell, bytes per LogUp cell.
-    pub memory: [f64; 3],
-    /// Proving time: seconds, seconds per main cell, seconds per LogUp cell.
-    pub seconds: [f64; 3],
+    /// Peak memory: bytes, then bytes per other main cell, per LogUp cell, per memory chip cell.
+    pub memory: [f64; 4],
+    /// Proving time: seconds, then seconds per other main cell, per LogUp cell, per memory
+    /// chip cell.
+    pub seconds: [f64; 4],
 }
 
 impl TraceCostFit {
     /// Fits both costs to `measured` (trace size, peak bytes, seconds). Coefficients are
     /// never negative (a feature that would get a negative one is left out). `None` with fewer
     /// than three measurements of different sizes, which cannot separate the two measures.
+    /// Where no measured segment's memory chips are known, or fewer than four sizes were
+    /// measured, their cells count as main cells.
     pub fn fit(measured: &[(TraceSize, f64, f64)]) -> Option<Self> {
         let mut sizes: Vec<TraceSize> = measured.iter().map(|m| m.0).collect();
-        sizes.sort_by_key(|s| (s.main_cells, s.logup_cells));
+        sizes.sort_by_key(|s| (s.main_cells, s.logup_cells, s.memory_cells));
         sizes.dedup();
         if sizes.len() < 3 {
             return None;
+        }
+        let memory: Vec<f64> = measured.iter().map(|m| m.1).collect();
+        let seconds: Vec<f64> = measured.iter().map(|m| m.2).collect();
+        let split = sizes.len() >= 4 && sizes.iter().any(|s| s.memory_cells > 0);
+        if split {
+            let x: Vec<[f64; 4]> = measured.iter().map(|(size, ..)| features(*size)).collect();
+            return Some(Self {
+                memory: nonnegative_least_squares(&x, &memory)?,
+                seconds: nonnegative_least_squares(&x, &seconds)?,
+            });
         }
         let x: Vec<[f64; 3]> = measured
             .iter()
             .map(|(size, ..)| [1.0, size.main_cells as f64, size.logup_cells as f64])
             .collect();
-        let memory: Vec<f64> = measured.iter().map(|m| m.1).collect();
-        let seconds: Vec<f64> = measured.iter().map(|m| m.2).collect();
+        let joint = |[base, main, logup]: [f64; 3]| [base, main, logup, main];
         Some(Self {
-            memory: nonnegative_least_squares(&x, &memory)?,
-            seconds: nonnegative_least_squares(&x, &seconds)?,
+            memory: joint(nonnegative_least_squares(&x, &memory)?),
+            seconds: joint(nonnegative_least_squares(&x, &seconds)?),
         })
     }
 
@@ -608,24 +645,39 @@ impl TraceCostFit {
     }
 }
 
-fn apply(c: &[f64; 3], size: TraceSize) -> f64 {
-    c[0] + c[1] * size.main_cells as f64 + c[2] * size.logup_cells as f64
+/// The fit's features of a segment: 1, its main cells other than the memory chips', its LogUp
+/// cells, the memory chips' main cells.
+fn features(size: TraceSize) -> [f64; 4] {
+    let memory = size.memory_cells.min(size.main_cells);
+    [
+        1.0,
+        (size.main_cells - memory) as f64,
+        size.logup_cells as f64,
+        memory as f64,
+    ]
+}
+
+fn apply(c: &[f64; 4], size: TraceSize) -> f64 {
+    features(size).iter().zip(c).map(|(x, c)| x * c).sum()
 }
 
 /// Least squares `y ≈ x · c` with every `c[i] >= 0`: the best of the fits over each subset of
-/// the three features whose coefficients all come out non-negative (three features make
-/// seven subsets, so trying them all is exact and cheap).
-pub(crate) fn nonnegative_least_squares(x: &[[f64; 3]], y: &[f64]) -> Option<[f64; 3]> {
-    let mut best: Option<([f64; 3], f64)> = None;
-    for subset in 1u8..8 {
-        let used: Vec<usize> = (0..3).filter(|i| subset & (1 << i) != 0).collect();
+/// the `N` features whose coefficients all come out non-negative (at most four features make
+/// fifteen subsets, so trying them all is exact and cheap).
+pub(crate) fn nonnegative_least_squares<const N: usize>(
+    x: &[[f64; N]],
+    y: &[f64],
+) -> Option<[f64; N]> {
+    let mut best: Option<([f64; N], f64)> = None;
+    for subset in 1u32..(1 << N) {
+        let used: Vec<usize> = (0..N).filter(|i| subset & (1 << i) != 0).collect();
         let Some(solution) = least_squares(x, y, &used) else {
             continue;
         };
         if solution.iter().any(|&c| c < 0.0) {
             continue;
         }
-        let mut c = [0.0; 3];
+        let mut c = [0.0; N];
         for (&i, &value) in used.iter().zip(&solution) {
             c[i] = value;
         }
@@ -643,7 +695,7 @@ pub(crate) fn nonnegative_least_squares(x: &[[f64; 3]], y: &[f64]) -> Option<[f6
 
 /// Ordinary least squares over the features `used`, through the normal equations (columns
 /// scaled to 1 first: cells run to 10^8, the constant is 1). `None` if they are singular.
-fn least_squares(x: &[[f64; 3]], y: &[f64], used: &[usize]) -> Option<Vec<f64>> {
+fn least_squares<const N: usize>(x: &[[f64; N]], y: &[f64], used: &[usize]) -> Option<Vec<f64>> {
     let n = used.len();
     let scale: Vec<f64> = used
         .iter()
@@ -768,6 +820,7 @@ pub(crate) mod tests {
                     ..Default::default()
                 },
             ],
+            prover_load_seconds: Default::default(),
         }
     }
 
@@ -857,6 +910,7 @@ pub(crate) mod tests {
             main_cells,
             logup_cells,
             interaction_cells: 0,
+            memory_cells: 0,
         }
     }
 
@@ -900,6 +954,51 @@ pub(crate) mod tests {
         assert!(fit.memory.iter().all(|&c| c >= 0.0), "{fit:?}");
     }
 
+    /// The executor bounds the memory chips' rows far above what is committed where a program
+    /// touches many memory blocks; with such a program among the measured segments the fit
+    /// gives their cells a coefficient of their own, else it counts them as main cells.
+    #[test]
+    fn memory_chips_get_their_own_coefficient_where_measured_apart() {
+        let truth = |main: u64, logup: u64, memory: u64| {
+            let size = TraceSize {
+                main_cells: main,
+                logup_cells: logup,
+                interaction_cells: 0,
+                memory_cells: memory,
+            };
+            let other = (main - memory) as f64;
+            let memory_bytes = 0.7e9 + 16.0 * other + 150.0 * logup as f64 + 1.0 * memory as f64;
+            let seconds = 0.5e-6 * other + 1e-6 * logup as f64 + 0.02e-6 * memory as f64;
+            (size, memory_bytes, seconds)
+        };
+        let fib_19 = truth(37_700_000, 1 << 25, 5_000_000);
+        let sha_19 = truth(62_500_000, 1 << 25, 5_000_000);
+        let fib_20 = truth(70_900_000, 1 << 26, 10_000_000);
+        let walk_19 = truth(188_700_000, 1 << 23, 180_000_000);
+        let fit = TraceCostFit::fit(&[fib_19, sha_19, fib_20, walk_19]).unwrap();
+        let (walk_20, memory, seconds) = truth(377_000_000, 1 << 24, 360_000_000);
+        assert!(
+            (fit.memory_bytes(walk_20) as f64 / memory - 1.0).abs() < 1e-6,
+            "{fit:?}"
+        );
+        assert!(
+            (fit.seconds(walk_20) / seconds - 1.0).abs() < 1e-6,
+            "{fit:?}"
+        );
+        // Counted as main cells, the walk would cost ten times what it does.
+        let unknown = |(size, m, t): (TraceSize, f64, f64)| {
+            let size = TraceSize {
+                memory_cells: 0,
+                ..size
+            };
+            (size, m, t)
+        };
+        let joint = TraceCostFit::fit(&[fib_19, sha_19, fib_20].map(unknown)).unwrap();
+        assert_eq!(joint.memory[3], joint.memory[1]);
+        assert_eq!(joint.seconds[3], joint.seconds[1]);
+        assert!(joint.seconds(walk_20) > 5.0 * seconds);
+    }
+
     /// The calibration segments `bench_segment_memory` measured on the 2-core benchmark
     /// machine under `rv32im-sha2` (fib at heights 19 and 20, sha-chain at 19), and the zkML
     /// guest's segments at 19 and 20: (trace size, peak RSS bytes, seconds).
@@ -908,6 +1007,7 @@ pub(crate) mod tests {
             main_cells: 37_208_972,
             logup_cells: 1 << 25,
             interaction_cells: 0,
+            memory_cells: 0,
         },
         6_395_949_056.0,
         35.5,
@@ -917,6 +1017,7 @@ pub(crate) mod tests {
             main_cells: 62_160_140,
             logup_cells: 1 << 25,
             interaction_cells: 0,
+            memory_cells: 0,
         },
         6_793_613_312.0,
         44.7,
@@ -926,6 +1027,7 @@ pub(crate) mod tests {
             main_cells: 70_370_188,
             logup_cells: 1 << 26,
             interaction_cells: 0,
+            memory_cells: 0,
         },
         12_025_425_920.0,
         78.2,
@@ -935,6 +1037,7 @@ pub(crate) mod tests {
             main_cells: 91_252_776,
             logup_cells: 1 << 26,
             interaction_cells: 0,
+            memory_cells: 0,
         },
         12_191_944_704.0,
         79.3,
@@ -944,6 +1047,7 @@ pub(crate) mod tests {
             main_cells: 155_776_564,
             logup_cells: 1 << 27,
             interaction_cells: 0,
+            memory_cells: 0,
         },
         23_486_205_952.0,
         167.5,

@@ -290,15 +290,26 @@ impl ProverBackend for OpenVmBackend {
         6 << 30
     }
 
-    fn prepare_aggregation(&self, params: &ProvingParams) -> Result<(), BackendError> {
+    fn prepare_aggregation(
+        &self,
+        params: &ProvingParams,
+        layer: AggLayer,
+    ) -> Result<(), BackendError> {
         Self::check_params(params)?;
         let keys = self.keys_for(params)?;
         match &self.device {
-            ProvingDevice::Cpu(_) => {
-                keys.leaf_prover()?;
-                keys.internal_for_leaf_prover()?;
-                keys.internal_recursive_prover()?;
-            }
+            ProvingDevice::Cpu(_) => match layer {
+                AggLayer::Leaf => {
+                    keys.leaf_prover()?;
+                }
+                AggLayer::InternalForLeaf => {
+                    keys.internal_for_leaf_prover()?;
+                }
+                AggLayer::InternalRecursive(_) => {
+                    keys.internal_recursive_prover()?;
+                }
+                AggLayer::Wrap => {}
+            },
             // The GPU's provers load on their first node.
             #[cfg(feature = "cuda")]
             ProvingDevice::Gpu(_) => {}

@@ -58,14 +58,33 @@ impl TraceCells {
         self.chips.iter().map(|c| c.rows * c.interactions).sum()
     }
 
-    /// The two measures the cost model takes.
+    /// The measures the cost model takes.
     pub fn size(&self) -> TraceSize {
         TraceSize {
             main_cells: self.main_cells(),
             logup_cells: self.logup_cells,
             interaction_cells: self.lifted_interaction_cells,
+            memory_cells: self
+                .chips
+                .iter()
+                .filter(|c| is_memory_chip(&c.chip))
+                .map(ChipCells::main_cells)
+                .sum(),
         }
     }
+}
+
+/// Whether a chip is one whose rows the executor bounds by the memory blocks a segment touches
+/// (see [`TraceSize::memory_cells`]): the Poseidon2 hasher, the memory Merkle tree, the
+/// persistent boundary.
+fn is_memory_chip(air_name: &str) -> bool {
+    [
+        "Poseidon2PeripheryAir",
+        "MemoryMerkleAir",
+        "PersistentBoundaryAir",
+    ]
+    .iter()
+    .any(|chip| air_name.starts_with(chip))
 }
 
 /// The traces of a segment whose per-chip heights (in the proving key's chip order) are
