@@ -84,6 +84,18 @@ pub struct TaskTiming {
     /// Size of the accepted proof.
     #[serde(default)]
     pub proof_bytes: u64,
+    /// The memory the operator's profiles predict the task needs (see [`Job::segment_floor`]
+    /// and [`Job::node_floor`]; 0: none could).
+    #[serde(default)]
+    pub predicted_peak_bytes: u64,
+    /// The memory the task was placed by when leased: the prediction, or more where workers
+    /// have measured more (0: unknown, or a GPU worker's task).
+    #[serde(default)]
+    pub placed_by_bytes: u64,
+    /// The seconds the operator's profile predicts the task takes, where the job has exactly
+    /// one (see [`Job::predicted_seconds`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub predicted_seconds: Option<f64>,
     /// What the worker measured (bounded by what it advertised).
     pub meta: TaskMeta,
 }

@@ -224,6 +224,31 @@ impl Job {
             .unwrap_or(0)
     }
 
+    /// The seconds the operator's profile predicts `task` takes, where the job has exactly one
+    /// profile (with several, which one the task's worker matches is not known here): a
+    /// segment's from its trace size, a node's from its children and their predicted proof
+    /// sizes; without the prover load a worker's first node of a kind also pays.
+    pub(crate) fn predicted_seconds(&self, task: TaskId) -> Option<f64> {
+        let [profile] = self.node_profiles.as_slice() else {
+            return None;
+        };
+        let height = self.params.segment_height;
+        match self.graph.kind(task).ok()? {
+            TaskKind::ProveSegment { segment } => {
+                let spec = self.segments.get(segment as usize)?;
+                Some(profile.segment_seconds_sized(height, spec.num_insns, spec.trace_size))
+            }
+            TaskKind::Aggregate { layer, .. } => {
+                let children = self.graph.children(task).ok()?;
+                let bytes = children
+                    .iter()
+                    .map(|&child| self.predicted_proof_bytes(profile, child))
+                    .sum::<Option<u64>>();
+                Some(profile.node_seconds(layer, children.len() as u32, bytes))
+            }
+        }
+    }
+
     /// The size `profile` predicts for `task`'s proof: a segment's from its trace size, a
     /// node's from its children's, bottom-up (work in the task's subtree, a few thousand
     /// steps for the largest jobs' root). `None` where a segment's trace size is unknown.

@@ -86,6 +86,16 @@ impl Job {
     ) -> Result<(bool, TaskTiming), LeaseError> {
         let lease = self.current_lease(task, attempt, secret)?;
         let wall_seconds = now.duration_since(lease.started).as_secs_f64();
+        // A GPU prover's host memory is not what its task was placed by.
+        let placed_by = if lease.worker_device_memory == 0 {
+            lease.placed_by
+        } else {
+            0
+        };
+        let predicted_peak_bytes = match self.graph.kind(task) {
+            Ok(TaskKind::ProveSegment { segment }) => self.segment_floor(segment),
+            _ => self.node_floor(task),
+        };
         let timing = TaskTiming {
             task,
             phase: self.phase(task),
@@ -94,18 +104,15 @@ impl Job {
             queued_seconds: lease.queued.as_secs_f64(),
             wall_seconds,
             proof_bytes,
+            predicted_peak_bytes,
+            placed_by_bytes: placed_by,
+            predicted_seconds: self.predicted_seconds(task),
             meta: bounded_meta(
                 meta,
                 wall_seconds,
                 lease.worker_memory,
                 lease.worker_device_memory,
             ),
-        };
-        // A GPU prover's host memory is not what its task was placed by.
-        let placed_by = if lease.worker_device_memory == 0 {
-            lease.placed_by
-        } else {
-            0
         };
         self.remove_lease(task);
         self.failed_by.remove(&task);

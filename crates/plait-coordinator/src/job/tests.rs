@@ -318,15 +318,20 @@ fn a_node_is_placed_by_its_childrens_predicted_proofs() {
     assert_eq!(limited_by.get(), Some(2 << 30));
     // The leaf's proof, padded too, is predicted at 300 + 250 bytes: the internal-for-leaf
     // node over it is placed as the one measured over 800 bytes.
-    job.accept(
-        leaf.task_id,
-        leaf.attempt,
-        &leaf.lease_secret,
-        (String::new(), 1 << 30),
-        Default::default(),
-        now,
-    )
-    .unwrap();
+    let (_, timing) = job
+        .accept(
+            leaf.task_id,
+            leaf.attempt,
+            &leaf.lease_secret,
+            (String::new(), 1 << 30),
+            Default::default(),
+            now,
+        )
+        .unwrap();
+    // Its timing record keeps what was predicted beside what was measured.
+    assert_eq!(timing.predicted_peak_bytes, 5000);
+    assert_eq!(timing.placed_by_bytes, 5000);
+    assert_eq!(timing.predicted_seconds, Some(1.0));
     assert!(
         lease(&mut job, 19_999).is_none(),
         "the internal-for-leaf node needs 20,000 bytes"
