@@ -44,7 +44,7 @@ pub struct ProveArgs {
     dev: bool,
     /// Print the per-task timings as JSON on stdout when done.
     #[arg(long)]
-    timings_json: bool,
+    pub(crate) timings_json: bool,
     /// Also write the segment plan and every accepted task proof into this directory
     /// (`plan.json`, `task-N.proof`), for inspection and tests.
     #[arg(long, value_name = "DIR")]

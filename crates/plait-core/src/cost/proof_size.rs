@@ -90,11 +90,22 @@ impl DeviceProfile {
     /// over 2^height), fitted over the profile's measured segments (format 3). Where the
     /// segment's trace size is unknown, or the profile measured segments of one width only,
     /// the mean of the measured proofs; `None` where none was measured.
+    ///
+    /// Segments whose memory chips are most of their main cells (calibration's memory walk)
+    /// are left out of the fit: the executor's bound on those chips is far above what is
+    /// committed (a walk segment of 189M cells by the bound made a 0.86 MB proof), so their
+    /// width says nothing about their proof, and with them the line came out flat at the
+    /// mean. Such a segment is still predicted from all its main cells: high, the safe side
+    /// for the node above it.
     pub fn segment_proof_bytes(&self, height: u32, size: Option<TraceSize>) -> Option<u64> {
         let measured: Vec<(Option<f64>, f64)> = self
             .segments
             .iter()
             .filter(|s| s.proof_bytes > 0)
+            .filter(|s| {
+                s.trace_size
+                    .is_none_or(|t| t.memory_cells.saturating_mul(2) <= t.main_cells)
+            })
             .map(|s| {
                 let width = s.trace_size.map(|t| stacked_width(s.segment_height, t));
                 (width, s.proof_bytes as f64)
@@ -332,5 +343,36 @@ mod tests {
             without_size,
             (1_245_841 + 1_828_305 + 1_217_537 + 1_812_369) / 4
         );
+
+        // The memory walk's segments (mostly memory chips by the executor's bound, small
+        // proofs) change none of it.
+        for (height, main_cells, memory_cells, proof_bytes) in [
+            (19, 188_731_496, 180_092_928, 861_761),
+            (20, 376_722_536, 360_185_856, 845_617),
+        ] {
+            p.segments.push(SegmentCost {
+                segment_height: height,
+                instructions: 1,
+                trace_size: Some(TraceSize {
+                    main_cells,
+                    memory_cells,
+                    ..Default::default()
+                }),
+                proof_bytes,
+                ..Default::default()
+            });
+        }
+        assert_eq!(
+            p.segment_proof_bytes(19, size(91_252_776)).unwrap(),
+            zkml as u64
+        );
+        // A walk over a smaller table (143M main cells, 86M of them memory chips by the bound)
+        // made 2.74 MB proofs: predicted from all its cells, it is not put below that.
+        let walk = Some(TraceSize {
+            main_cells: 143_082_600,
+            memory_cells: 85_721_088,
+            ..Default::default()
+        });
+        assert!(p.segment_proof_bytes(19, walk).unwrap() >= 2_742_481);
     }
 }

@@ -86,6 +86,10 @@ pub struct ZkmlArgs {
     plot: PathBuf,
     #[arg(long, default_value = "1,10,100,1000", value_delimiter = ',')]
     plot_pool_sizes: Vec<usize>,
+    /// Print every accepted task's timings (and what was predicted for it) as JSON on stdout,
+    /// as `plait prove --timings-json` does.
+    #[arg(long)]
+    timings_json: bool,
 }
 
 pub async fn run(command: DemoCommand, cache: &Path) -> Result<()> {
@@ -277,16 +281,14 @@ async fn zkml(mut args: ZkmlArgs, cache: &Path) -> Result<()> {
     if args.no_prove {
         return execute_and_plan(&args, &program, claim, cache).await;
     }
-    prove::run(
-        prove::ProveArgs::new(
-            program.clone(),
-            args.workers,
-            args.device,
-            args.output.clone(),
-        ),
-        cache,
-    )
-    .await?;
+    let mut prove_args = prove::ProveArgs::new(
+        program.clone(),
+        args.workers,
+        args.device,
+        args.output.clone(),
+    );
+    prove_args.timings_json = args.timings_json;
+    prove::run(prove_args, cache).await?;
 
     // Check the proof: it verifies for the guest, and reveals exactly the host's claim.
     let (program_image, _) = program.load(cache)?;

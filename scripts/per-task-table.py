@@ -1,0 +1,57 @@
+#!/usr/bin/env python3
+"""Predicted against measured, per task, from `plait prove --timings-json` (stdout, a JSON
+array of the job's accepted tasks): seconds (the worker's proving seconds, against the one
+profile's prediction) and peak memory (the worker's peak RSS, against what the profiles
+predicted and what the task was placed by). Prints a Markdown table.
+
+    plait prove … --timings-json > timings.json && scripts/per-task-table.py < timings.json
+"""
+import json
+import sys
+
+GIB = float(1 << 30)
+
+
+def error(predicted, measured):
+    """The prediction's error against the measurement, as a signed percentage."""
+    if not predicted or not measured:
+        return ""
+    return f"{(predicted / measured - 1) * 100:+.1f}%"
+
+
+def main():
+    text = sys.stdin.read()
+    # `plait prove` prints the array last; anything before it is not JSON.
+    timings = json.loads(text[text.index("["):])
+    order = {"segments": 0, "leaf": 1, "internal-for-leaf": 2, "wrap": 9}
+    timings.sort(key=lambda t: (order.get(t["phase"], 5), t["phase"], t["task"]))
+    print("| task | phase | predicted s | measured s | error | predicted GiB "
+          "| placed by GiB | measured GiB | error |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    worst = {}
+    for t in timings:
+        meta = t["meta"]
+        seconds = meta.get("proving_seconds", 0.0)
+        peak = meta.get("process_peak_rss_bytes", 0)
+        predicted_s = t.get("predicted_seconds")
+        predicted_b = t.get("predicted_peak_bytes", 0)
+        placed = t.get("placed_by_bytes", 0)
+        cells = [str(t["task"]), t["phase"]]
+        if predicted_s is None:
+            cells += ["", f"{seconds:.1f}", ""]
+        else:
+            cells += [f"{predicted_s:.1f}", f"{seconds:.1f}", error(predicted_s, seconds)]
+        cells += [f"{predicted_b / GIB:.2f}", f"{placed / GIB:.2f}", f"{peak / GIB:.2f}",
+                  error(predicted_b, peak)]
+        print("| " + " | ".join(cells) + " |")
+        if predicted_b and peak:
+            e = predicted_b / peak - 1
+            low, high = worst.get(t["phase"], (e, e))
+            worst[t["phase"]] = (min(low, e), max(high, e))
+    for phase, (low, high) in worst.items():
+        print(f"\n{phase}: peak predicted {low * 100:+.1f}% to {high * 100:+.1f}%", end="")
+    print()
+
+
+if __name__ == "__main__":
+    main()
