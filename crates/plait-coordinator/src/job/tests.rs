@@ -184,6 +184,7 @@ fn logup_cells_fit() -> TraceCostFit {
     TraceCostFit {
         memory: [0.0, 0.0, 1.0, 0.0],
         seconds: [0.0; 4],
+        least_memory: 0.0,
     }
 }
 

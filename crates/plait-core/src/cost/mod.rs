@@ -598,6 +598,11 @@ pub struct TraceCostFit {
     /// Proving time: seconds, then seconds per other main cell, per LogUp cell, per memory
     /// chip cell.
     pub seconds: [f64; 4],
+    /// The least peak any measured segment had: no segment is predicted below it. The fit is
+    /// made by full segments and its constant comes out small (0.13 GB), where a worker holds
+    /// its keys and program whatever it proves: a CNN job's last, partial segment was
+    /// predicted at 1.00 GiB and peaked at 1.71, above calibration's smallest (1.60).
+    pub least_memory: f64,
 }
 
 impl TraceCostFit {
@@ -615,12 +620,14 @@ impl TraceCostFit {
         }
         let memory: Vec<f64> = measured.iter().map(|m| m.1).collect();
         let seconds: Vec<f64> = measured.iter().map(|m| m.2).collect();
+        let least_memory = memory.iter().copied().fold(f64::INFINITY, f64::min);
         let split = sizes.len() >= 4 && sizes.iter().any(|s| s.memory_cells > 0);
         if split {
             let x: Vec<[f64; 4]> = measured.iter().map(|(size, ..)| features(*size)).collect();
             return Some(Self {
                 memory: nonnegative_least_squares(&x, &memory)?,
                 seconds: nonnegative_least_squares(&x, &seconds)?,
+                least_memory,
             });
         }
         let x: Vec<[f64; 3]> = measured
@@ -631,12 +638,13 @@ impl TraceCostFit {
         Some(Self {
             memory: joint(nonnegative_least_squares(&x, &memory)?),
             seconds: joint(nonnegative_least_squares(&x, &seconds)?),
+            least_memory,
         })
     }
 
     /// Predicted peak memory of a segment of this size, in bytes.
     pub fn memory_bytes(&self, size: TraceSize) -> u64 {
-        apply(&self.memory, size).max(0.0) as u64
+        apply(&self.memory, size).max(self.least_memory) as u64
     }
 
     /// Predicted seconds to prove a segment of this size.
@@ -952,6 +960,29 @@ pub(crate) mod tests {
             .collect();
         let fit = TraceCostFit::fit(&odd).unwrap();
         assert!(fit.memory.iter().all(|&c| c >= 0.0), "{fit:?}");
+    }
+
+    /// A segment far smaller than calibration's (a job's last, partial one) is not predicted
+    /// below the least any measured segment needed: the fit's constant is small, and a worker
+    /// holds its keys and program whatever it proves.
+    #[test]
+    fn no_segment_is_predicted_below_the_smallest_measured() {
+        let size = |main_cells: u64, logup_cells: u64| TraceSize {
+            main_cells,
+            logup_cells,
+            interaction_cells: 0,
+            memory_cells: 0,
+        };
+        let measured = [
+            (size(37_700_000, 1 << 25), 6.0e9, 45.0),
+            (size(62_500_000, 1 << 25), 6.3e9, 58.0),
+            (size(70_900_000, 1 << 26), 11.2e9, 101.0),
+            (size(8_000_000, 1 << 23), 1.6e9, 21.0),
+        ];
+        let fit = TraceCostFit::fit(&measured).unwrap();
+        assert_eq!(fit.least_memory, 1.6e9);
+        assert_eq!(fit.memory_bytes(size(1_000, 1 << 10)), 1_600_000_000);
+        assert!(fit.memory_bytes(size(70_900_000, 1 << 26)) > 11_000_000_000);
     }
 
     /// The executor bounds the memory chips' rows far above what is committed where a program
