@@ -188,6 +188,30 @@ mod tests {
         );
     }
 
+    /// A fib job's leaves over four segments were predicted at 5.04 MB of child proofs, 1.4%
+    /// above the calibrated fib leaf's 4.97 MB: they are costed as that leaf (they peaked at
+    /// 5.21 GiB), not as the next measurement up, a SHA-256 leaf over 7.31 MB (8.66 GiB).
+    #[test]
+    fn predicted_bytes_just_above_a_measurement_are_costed_as_it() {
+        let mut p = profile();
+        let gib = |g: f64| (g * (1u64 << 30) as f64) as u64;
+        p.nodes.retain(|n| n.kind != "leaf");
+        for (mb, seconds, peak) in [(4.970644, 108.1, 5.29), (7.30578, 173.2, 8.66)] {
+            p.nodes.push(NodeCost {
+                kind: "leaf".into(),
+                children: 4,
+                seconds,
+                peak_rss_bytes: gib(peak),
+                child_proof_bytes: (mb * 1e6) as u64,
+                ..Default::default()
+            });
+        }
+        assert_eq!(p.node_memory(AggLayer::Leaf, 4, Some(5_039_000)), gib(5.29));
+        assert_eq!(p.node_seconds(AggLayer::Leaf, 4, Some(5_039_000)), 108.1);
+        // 5% above is past the tolerance: the next measurement up.
+        assert_eq!(p.node_memory(AggLayer::Leaf, 4, Some(5_220_000)), gib(8.66));
+    }
+
     /// Internal-for-leaf nodes as calibrated (64ef42f) and as measured in a fib job (over
     /// three full leaves, 2.34 MB: 88.3 s, 5.49 GiB), with one made-up point (one child over
     /// 1 MB, a 1-child node's cost) to tell children from bytes. The step between 1.56 and
@@ -245,9 +269,11 @@ mod tests {
             "{far}"
         );
         assert_eq!(
-            p.node_seconds(ifl, 3, Some(2_400_000)),
-            line.at(2_400_000.0).max(88.3)
+            p.node_seconds(ifl, 3, Some(2_500_000)),
+            line.at(2_500_000.0).max(88.3)
         );
+        // Within the tolerance of the largest (2.4 MB against 2.34): costed as it.
+        assert_eq!(p.node_seconds(ifl, 3, Some(2_400_000)), 88.3);
         assert!(p.node_memory(ifl, 3, Some(4_680_000)) > gib(5.49));
         // A kind measured once (the wrap) stays flat.
         p.nodes.push(NodeCost {
