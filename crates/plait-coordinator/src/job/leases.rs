@@ -59,7 +59,10 @@ impl Job {
                 .is_some_and(|failed_by| leave_to_others(failed_by, need))
         })?;
         self.not_before.remove(&task);
-        let placed_by = self.memory_need(task, need);
+        // What the profiles predict, kept for the task's timing record, and what it is
+        // placed by (the need workers have measured, where that is more).
+        let predicted = self.memory_floor(task);
+        let placed_by = predicted.max(self.phase_need(task, need));
         let queued = self
             .ready_since
             .remove(&task)
@@ -103,6 +106,7 @@ impl Job {
                 worker: worker_id.to_string(),
                 worker_memory: worker.memory_bytes,
                 worker_device_memory: worker.gpu().map_or(0, |g| g.memory_bytes),
+                predicted,
                 placed_by,
                 started: now,
                 expires: now + lease,

@@ -84,8 +84,8 @@ pub struct TaskTiming {
     /// Size of the accepted proof.
     #[serde(default)]
     pub proof_bytes: u64,
-    /// The memory the operator's profiles predict the task needs (see [`Job::segment_floor`]
-    /// and [`Job::node_floor`]; 0: none could).
+    /// The memory the operator's profiles predicted the task needs when it was leased (see
+    /// [`Job::memory_floor`]; 0: none could).
     #[serde(default)]
     pub predicted_peak_bytes: u64,
     /// The memory the task was placed by when leased: the prediction, or more where workers
@@ -149,6 +149,8 @@ struct Lease {
     worker_memory: u64,
     /// The memory of the GPU the holder said it proves on (0: a CPU).
     worker_device_memory: u64,
+    /// The memory the operator's profiles predict the task needs (see [`Job::memory_floor`]).
+    predicted: u64,
     /// The memory need the task was placed by (0: none known): a peak well above it is
     /// logged.
     placed_by: u64,

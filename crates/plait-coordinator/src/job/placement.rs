@@ -183,15 +183,29 @@ impl Job {
         task: TaskId,
         need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
     ) -> u64 {
+        self.memory_floor(task).max(self.phase_need(task, need))
+    }
+
+    /// What `need` says for the task's phase (0 for a task not in the graph).
+    pub(super) fn phase_need(
+        &self,
+        task: TaskId,
+        need: &dyn Fn(&ProvingParams, &str, Option<AggLayer>) -> u64,
+    ) -> u64 {
+        let layer = match self.graph.kind(task) {
+            Ok(TaskKind::ProveSegment { .. }) => None,
+            Ok(TaskKind::Aggregate { layer, .. }) => Some(layer),
+            Err(_) => return 0,
+        };
+        need(&self.params, &self.program.digest, layer)
+    }
+
+    /// The least the task is assumed to need, from the operator's profiles alone
+    /// ([`Self::segment_floor`], [`Self::node_floor`]; 0 for a task not in the graph).
+    pub(super) fn memory_floor(&self, task: TaskId) -> u64 {
         match self.graph.kind(task) {
-            Ok(TaskKind::ProveSegment { segment }) => {
-                self.segment_floor(segment)
-                    .max(need(&self.params, &self.program.digest, None))
-            }
-            Ok(TaskKind::Aggregate { layer, .. }) => {
-                self.node_floor(task)
-                    .max(need(&self.params, &self.program.digest, Some(layer)))
-            }
+            Ok(TaskKind::ProveSegment { segment }) => self.segment_floor(segment),
+            Ok(TaskKind::Aggregate { .. }) => self.node_floor(task),
             Err(_) => 0,
         }
     }
@@ -214,10 +228,7 @@ impl Job {
         self.node_profiles
             .iter()
             .filter_map(|profile| {
-                let bytes: u64 = children
-                    .iter()
-                    .map(|&child| self.predicted_proof_bytes(profile, child))
-                    .sum::<Option<u64>>()?;
+                let bytes = self.predicted_child_bytes(profile, task)?;
                 Some(profile.node_memory(layer, children.len() as u32, Some(bytes)))
             })
             .max()
@@ -239,12 +250,9 @@ impl Job {
                 Some(profile.segment_seconds_sized(height, spec.num_insns, spec.trace_size))
             }
             TaskKind::Aggregate { layer, .. } => {
-                let children = self.graph.children(task).ok()?;
-                let bytes = children
-                    .iter()
-                    .map(|&child| self.predicted_proof_bytes(profile, child))
-                    .sum::<Option<u64>>();
-                Some(profile.node_seconds(layer, children.len() as u32, bytes))
+                let children = self.graph.children(task).ok()?.len() as u32;
+                let bytes = self.predicted_child_bytes(profile, task);
+                Some(profile.node_seconds(layer, children, bytes))
             }
         }
     }
@@ -259,14 +267,21 @@ impl Job {
                 profile.segment_proof_bytes(self.params.segment_height, Some(size))
             }
             TaskKind::Aggregate { layer, .. } => {
-                let children = self.graph.children(task).ok()?;
-                let bytes = children
-                    .iter()
-                    .map(|&child| self.predicted_proof_bytes(profile, child))
-                    .sum::<Option<u64>>()?;
-                profile.node_proof_bytes(layer, children.len() as u32, Some(bytes))
+                let children = self.graph.children(task).ok()?.len() as u32;
+                let bytes = self.predicted_child_bytes(profile, task)?;
+                profile.node_proof_bytes(layer, children, Some(bytes))
             }
         }
+    }
+
+    /// The summed sizes `profile` predicts for a node's children's proofs.
+    fn predicted_child_bytes(&self, profile: &DeviceProfile, node: TaskId) -> Option<u64> {
+        self.graph
+            .children(node)
+            .ok()?
+            .iter()
+            .map(|&child| self.predicted_proof_bytes(profile, child))
+            .sum()
     }
 
     /// The summed size of a node's children's accepted proofs; `None` until all are accepted.

@@ -92,10 +92,6 @@ impl Job {
         } else {
             0
         };
-        let predicted_peak_bytes = match self.graph.kind(task) {
-            Ok(TaskKind::ProveSegment { segment }) => self.segment_floor(segment),
-            _ => self.node_floor(task),
-        };
         let timing = TaskTiming {
             task,
             phase: self.phase(task),
@@ -104,7 +100,7 @@ impl Job {
             queued_seconds: lease.queued.as_secs_f64(),
             wall_seconds,
             proof_bytes,
-            predicted_peak_bytes,
+            predicted_peak_bytes: lease.predicted,
             placed_by_bytes: placed_by,
             predicted_seconds: self.predicted_seconds(task),
             meta: bounded_meta(
