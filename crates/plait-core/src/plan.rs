@@ -48,12 +48,8 @@ pub struct TraceSize {
     /// many: a random walk over 4 MiB has 524,288 Poseidon2 rows (85% of its main cells) by
     /// that bound and is proven in 18.7 s at 1.56 GiB, against a fib segment's 52 s and 6 GiB.
     /// The cost fit weighs them apart.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::cost::is_zero")]
     pub memory_cells: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 impl TraceSize {

@@ -117,7 +117,7 @@ pub struct SegmentCost {
     pub proof_bytes: u64,
 }
 
-fn is_zero(n: &u64) -> bool {
+pub(crate) fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
@@ -976,22 +976,16 @@ pub(crate) mod tests {
     /// holds its keys and program whatever it proves.
     #[test]
     fn no_segment_is_predicted_below_the_smallest_measured() {
-        let size = |main_cells: u64, logup_cells: u64| TraceSize {
-            main_cells,
-            logup_cells,
-            interaction_cells: 0,
-            memory_cells: 0,
-        };
         let measured = [
-            (size(37_700_000, 1 << 25), 6.0e9, 45.0),
-            (size(62_500_000, 1 << 25), 6.3e9, 58.0),
-            (size(70_900_000, 1 << 26), 11.2e9, 101.0),
-            (size(8_000_000, 1 << 23), 1.6e9, 21.0),
+            (sized(37_700_000, 1 << 25), 6.0e9, 45.0),
+            (sized(62_500_000, 1 << 25), 6.3e9, 58.0),
+            (sized(70_900_000, 1 << 26), 11.2e9, 101.0),
+            (sized(8_000_000, 1 << 23), 1.6e9, 21.0),
         ];
         let fit = TraceCostFit::fit(&measured).unwrap();
         assert_eq!(fit.least_memory, 1.6e9);
-        assert_eq!(fit.memory_bytes(size(1_000, 1 << 10)), 1_600_000_000);
-        assert!(fit.memory_bytes(size(70_900_000, 1 << 26)) > 11_000_000_000);
+        assert_eq!(fit.memory_bytes(sized(1_000, 1 << 10)), 1_600_000_000);
+        assert!(fit.memory_bytes(sized(70_900_000, 1 << 26)) > 11_000_000_000);
     }
 
     /// The executor bounds the memory chips' rows far above what is committed where a program
