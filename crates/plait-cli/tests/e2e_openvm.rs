@@ -818,7 +818,8 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
         .read_to_end(&mut idx)
         .unwrap();
     let images = idx[16..16 + 500 * plait_zkml_model::CNN_IMAGE_PIXELS].to_vec();
-    let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
+    let elf = guest_elf("zkml");
+    let guest = ProgramImage::new(std::fs::read(&elf).unwrap());
     let params = ProvingParams {
         segment_height: SEGMENT_HEIGHT,
         vm_config: VmConfig::Rv32imSha2,
@@ -847,31 +848,45 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
         );
     }
 
-    // Through the CLI: one image, executed and segmented; the claim must match.
+    // Through the CLI: one image, executed and segmented; the claim must match. `cache`: the
+    // cache directory, where not the default; `profile`: a --profile.
     let dir = tempfile::tempdir().unwrap();
     let png = dir.path().join("vit.png");
-    let out = plait(&[
-        "demo",
-        "zkml",
-        "--model",
-        "vit",
-        "--image",
-        "0",
-        "--no-prove",
-        "--guest",
-        guest_elf("zkml").to_str().unwrap(),
-        "--vm-config",
-        "rv32im-sha2",
-        "--segment-height",
-        &SEGMENT_HEIGHT.to_string(),
-        "--png",
-        png.to_str().unwrap(),
+    let height = SEGMENT_HEIGHT.to_string();
+    let demo = |cache: Option<&Path>, profile: Option<&Path>| {
+        let mut args = vec![
+            "demo",
+            "zkml",
+            "--model",
+            "vit",
+            "--image",
+            "0",
+            "--no-prove",
+        ];
+        args.extend([
+            "--guest",
+            elf.to_str().unwrap(),
+            "--vm-config",
+            "rv32im-sha2",
+        ]);
+        args.extend(["--segment-height", &height, "--png", png.to_str().unwrap()]);
         // With this machine's device profile it also plots; not into the source tree.
-        "--plot",
-        dir.path().join("plan.svg").to_str().unwrap(),
-    ]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+        let plot = dir.path().join("plan.svg");
+        args.extend(["--plot", plot.to_str().unwrap()]);
+        if let Some(profile) = profile {
+            args.extend(["--profile", profile.to_str().unwrap()]);
+        }
+        let mut command = Command::new(env!("CARGO_BIN_EXE_plait"));
+        if let Some(cache) = cache {
+            command.env("PLAIT_CACHE_DIR", cache);
+        }
+        let output = command.args(&args).output().expect("plait runs");
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        eprintln!("$ plait {}\n{stderr}", args.join(" "));
+        (output.status.success(), stderr)
+    };
+    let (ok, stderr) = demo(None, None);
+    assert!(ok, "{stderr}");
     assert!(stderr.contains("revealed the host's claim"), "{stderr}");
     assert!(
         stderr.contains("predicted Ankle boot  (true: Ankle boot: right)"),
@@ -889,43 +904,14 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
         r#"{"format": "plait-device-profile", "format-version": 99, "from-a-newer-plait": 1}"#,
     )
     .unwrap();
-    let demo = |profile: Option<&Path>| {
-        let mut args = vec![
-            "demo",
-            "zkml",
-            "--model",
-            "vit",
-            "--image",
-            "0",
-            "--no-prove",
-            "--guest",
-        ];
-        let elf = guest_elf("zkml");
-        args.extend([elf.to_str().unwrap(), "--vm-config", "rv32im-sha2"]);
-        let height = SEGMENT_HEIGHT.to_string();
-        args.extend(["--segment-height", &height]);
-        args.extend(["--png", png.to_str().unwrap()]);
-        if let Some(profile) = profile {
-            args.extend(["--profile", profile.to_str().unwrap()]);
-        }
-        let output = Command::new(env!("CARGO_BIN_EXE_plait"))
-            .args(&args)
-            .env("PLAIT_CACHE_DIR", cache.path())
-            .output()
-            .expect("plait runs");
-        (
-            output.status.success(),
-            String::from_utf8_lossy(&output.stderr).into_owned(),
-        )
-    };
-    let (ok, stderr) = demo(None);
+    let (ok, stderr) = demo(Some(cache.path()), None);
     assert!(ok, "{stderr}");
     assert!(stderr.contains("revealed the host's claim"), "{stderr}");
     assert!(
         stderr.contains("not predicting this job") && stderr.contains("is not a device profile"),
         "{stderr}"
     );
-    let (ok, stderr) = demo(Some(&newer));
+    let (ok, stderr) = demo(Some(cache.path()), Some(&newer));
     assert!(
         !ok && stderr.contains("is not a device profile"),
         "{stderr}"
