@@ -25,8 +25,9 @@ use crate::usage::{process_usage, reset_peak_rss};
 /// (`guests/fib`; input: the number of iterations), the SHA-256 chain (`guests/sha-chain`;
 /// input: iterations, then a buffer) and a random walk over a 4 MiB table (`guests/mem-walk`;
 /// input: steps, then the table's log2 size in words), whose segments are mostly memory
-/// chips by the executor's bound. fib and SHA-256 make the aggregation workload: fib's segment
-/// proofs are small, SHA-256's large (the walk's are smaller than fib's).
+/// chips by the executor's bound. All three make the aggregation workload: fib's segment
+/// proofs are small, SHA-256's large, and a walk over a 256 KiB table, which touches many
+/// chips in every segment, makes the largest (as large as a zkML guest's).
 pub struct Calibration<'a> {
     /// The backend whose proving is measured.
     pub backend: &'a dyn ProverBackend,
@@ -239,7 +240,7 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = 3 * self.heights.len() + 2 + 25;
+        let total = 3 * self.heights.len() + 3 + 26;
         let mut done = 0;
         let backend = self.backend;
         for &h in &self.heights {
@@ -260,7 +261,7 @@ impl Calibration<'_> {
                 (
                     "mem-walk",
                     self.mem_walk,
-                    mem_walk_input(4_000u32 << h.saturating_sub(19)),
+                    mem_walk_input(4_000u32 << h.saturating_sub(19), 20),
                 ),
             ];
             for (name, program, input) in programs {
@@ -290,8 +291,9 @@ impl Calibration<'_> {
             }
         }
 
-        // Every node kind, at the lowest height, over the segments of two longer runs: four of
-        // fib (small proofs) and twelve of the SHA-256 chain (large ones). Leaves of 1 to 4
+        // Every node kind, at the lowest height, over the segments of three longer runs: four
+        // of fib (small proofs), twelve of the SHA-256 chain (large ones) and four of a walk
+        // over a 256 KiB table (the largest: as large as a zkML guest's). Leaves of 1 to 4
         // children (a leaf's circuit grows in power-of-two steps, so its cost is not linear in
         // its children), and internal nodes over small and over full children: a recursion
         // node's cost steps with the bytes it verifies, and the planner costs a node as the
@@ -302,6 +304,7 @@ impl Calibration<'_> {
         let shift = lowest.saturating_sub(19);
         let fib_iterations = 240_000u64 << shift;
         let sha_iterations = 3_200u32 << shift;
+        let walk_steps = 125_000u32 << shift;
         let runs = [
             (
                 "fib",
@@ -316,6 +319,13 @@ impl Calibration<'_> {
                 sha_chain_input(sha_iterations),
                 format!("h{lowest}-sha-chain{sha_iterations}"),
                 12,
+            ),
+            (
+                "walk",
+                self.mem_walk,
+                mem_walk_input(walk_steps, 16),
+                format!("h{lowest}-mem-walk{walk_steps}"),
+                4,
             ),
         ];
         // Proofs kept for a resumed run are named by the run they belong to: a node joins only
@@ -363,7 +373,8 @@ impl Calibration<'_> {
             );
         }
         self.save(profile)?;
-        // Node proofs are named by the runs they cover.
+        // Node proofs are named by the runs they cover (the walk's by the first two, as before
+        // it was measured: their names do not change, and a resumed run keeps them).
         let workload = format!("{}+{}", runs[0].3, runs[1].3);
         // Children of one node must cover consecutive segments of one run: the recursion
         // checks each child ends where the next begins.
@@ -404,6 +415,12 @@ impl Calibration<'_> {
                 AggLayer::Leaf,
                 "sha-leaf-c",
                 vec!["sha8", "sha9", "sha10", "sha11"],
+            ),
+            (
+                "leaf",
+                AggLayer::Leaf,
+                "walk-leaf",
+                vec!["walk0", "walk1", "walk2", "walk3"],
             ),
             (
                 "internal-for-leaf",
@@ -552,11 +569,14 @@ fn sha_chain_input(iterations: u32) -> ProgramInput {
     }
 }
 
-/// `steps` of the walk over a table of 2^20 words (4 MiB: nearly every step touches another
-/// memory block).
-fn mem_walk_input(steps: u32) -> ProgramInput {
+/// `steps` of the walk over a table of 2^`log2_words` words (at 2^20, 4 MiB, nearly every step
+/// touches another memory block).
+fn mem_walk_input(steps: u32, log2_words: u32) -> ProgramInput {
     ProgramInput {
-        items: vec![steps.to_le_bytes().to_vec(), 20u32.to_le_bytes().to_vec()],
+        items: vec![
+            steps.to_le_bytes().to_vec(),
+            log2_words.to_le_bytes().to_vec(),
+        ],
     }
 }
 
@@ -572,7 +592,7 @@ mod tests {
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
-    /// segment per program and height and the 25 nodes, saving as it goes; run again, it
+    /// segment per program and height and the 26 nodes, saving as it goes; run again, it
     /// resumes and measures nothing twice.
     #[test]
     fn measures_every_step_once_and_resumes() {
@@ -606,8 +626,8 @@ mod tests {
                 Progress::Step { .. } => steps += 1,
             })
             .unwrap();
-        assert_eq!(measured.len(), 6 + 25, "{measured:#?}");
-        assert!(steps >= 31);
+        assert_eq!(measured.len(), 6 + 26, "{measured:#?}");
+        assert!(steps >= 32);
         let saved: DeviceProfile =
             serde_json::from_slice(&std::fs::read(&calibration.profile_path).unwrap()).unwrap();
         assert_eq!(saved, profile);
@@ -633,7 +653,7 @@ mod tests {
             .filter(|n| n.kind == "leaf")
             .map(|n| n.children)
             .collect();
-        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1, 4, 4, 4]);
+        assert_eq!(leaves, [1, 2, 3, 4, 1, 1, 1, 1, 4, 4, 4, 4]);
 
         let mut again = Vec::new();
         calibration

@@ -102,7 +102,11 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     let mut profile = match old {
         Some(old) if calibrate::resumable(&old, &fresh) => {
             eprintln!("resuming the calibration in {}", path.display());
-            old
+            // Saved in the current format: the run adds what an older one lacked.
+            DeviceProfile {
+                format_version: fresh.format_version,
+                ..old
+            }
         }
         _ => {
             // Proofs another run kept must not stand in for this one's.
