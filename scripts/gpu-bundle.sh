@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Gathers what scripts/gpu-check.sh needs on a GPU machine that has no Rust toolchain and no
 # network, into target/gpu-check/ (under 60 MiB): the GPU build of plait (scripts/build-gpu.sh
-# makes it; gzipped, 55 MiB as it is), the fib and zkml guest ELFs (built here by the CPU build), Fashion-MNIST's test set
+# makes it; gzipped, 55 MiB as it is), the guest ELFs the check proves and calibrates with (built
+# here by the CPU build), Fashion-MNIST's test set
 # (Debian's dataset-fashion-mnist), this machine's CPU profile if `plait calibrate` made one,
 # and the check script itself.
 set -euo pipefail
@@ -13,7 +14,9 @@ cargo build --release --quiet --bin plait
 rm -rf "$bundle"
 mkdir -p "$bundle/fashion-mnist"
 gzip -c "$gpu_plait" >"$bundle/plait.gz"
-cp "$(target/release/plait build-guest guests/fib)" "$bundle/fib.elf"
+for guest in fib sha-chain mem-walk; do  # fib for the check's job, all three to calibrate
+  cp "$(target/release/plait build-guest "guests/$guest")" "$bundle/$guest.elf"
+done
 cp "$(target/release/plait build-guest guests/zkml)" "$bundle/zkml.elf"
 cp /usr/share/datasets/fashion-mnist/t10k-*-ubyte.gz "$bundle/fashion-mnist/"
 cache="${PLAIT_CACHE_DIR:-$HOME/.cache/plait}"

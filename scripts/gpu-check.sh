@@ -44,7 +44,7 @@ nproc; free -g | head -2
 
 step "calibrating the GPU at heights 19 to 22"
 TAIL=40 run calibrate plait calibrate --device gpu --heights 19,20,21,22 \
-  --output "$out/gpu-profile.json"
+  --guest-elfs "$bundle" --output "$out/gpu-profile.json"
 
 step "fib: 30 million instructions, 35 segments at height 19, on the GPU"
 TAIL=30 run fib plait prove "$bundle/fib.elf" --input 2000000 --segment-height 19 \

@@ -118,6 +118,15 @@ pub fn resumable(old: &DeviceProfile, fresh: &DeviceProfile) -> bool {
         && old.device_kind == fresh.device_kind
 }
 
+/// `old`, to be resumed, in the current format (the run adds what an older one lacked), if it
+/// is [`resumable`].
+pub fn resume(old: DeviceProfile, fresh: &DeviceProfile) -> Option<DeviceProfile> {
+    resumable(&old, fresh).then(|| DeviceProfile {
+        format_version: fresh.format_version,
+        ..old
+    })
+}
+
 /// Runs one measured step: resets the peak RSS, runs `f`; its result, seconds and peak RSS.
 fn measured<T>(f: impl FnOnce() -> Result<T, BackendError>) -> Result<(T, f64, u64), BackendError> {
     reset_peak_rss();
@@ -676,6 +685,23 @@ mod tests {
             &saved,
             &new_profile(&backend, "x".into(), &cpu, VmConfig::Rv32imSha2)
         ));
+        // A format-3 profile lacks only the memory chips' cells: resumed, and saved as format 4
+        // (run again, it recomputes them and measures nothing else).
+        let format_3 = DeviceProfile {
+            format_version: 3,
+            ..saved.clone()
+        };
+        let mut resumed = resume(
+            format_3,
+            &new_profile(&backend, "x".into(), &cpu, VmConfig::Rv32im),
+        )
+        .unwrap();
+        assert_eq!(resumed.format_version, PROFILE_FORMAT_VERSION);
+        calibration
+            .run(&mut resumed, &mut |p| {
+                assert!(!matches!(p, Progress::Measured(_)), "measured again")
+            })
+            .unwrap();
         // A format-1 profile has no trace sizes to fit: measured again, not resumed.
         let format_1 = DeviceProfile {
             format_version: 1,

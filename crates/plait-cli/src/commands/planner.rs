@@ -65,6 +65,11 @@ pub struct CalibrateArgs {
     /// The VM config to measure under (each has its own profile).
     #[arg(long, default_value = "rv32im")]
     vm_config: VmConfig,
+    /// A folder with the calibration guests already built (`fib.elf`, `sha-chain.elf`,
+    /// `mem-walk.elf`), for a machine without the guest toolchain, such as the GPU check's
+    /// [default: build them from this checkout's `guests/`].
+    #[arg(long)]
+    guest_elfs: Option<PathBuf>,
 }
 
 pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
@@ -89,6 +94,17 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
     if heights.is_empty() {
         return Err(BadInput("--heights: give at least one segment height".into()).into());
     }
+    // The guests first: a missing one is refused before a kept calibration is touched.
+    let guest = |source: &str, elf: &str| {
+        let path = match &args.guest_elfs {
+            Some(dir) => dir.join(elf),
+            None => PathBuf::from(source),
+        };
+        crate::program_arg::load_program(&path, cache)
+    };
+    let fib = guest(FIB_GUEST, "fib.elf")?;
+    let sha_chain = guest(SHA_CHAIN_GUEST, "sha-chain.elf")?;
+    let mem_walk = guest(MEM_WALK_GUEST, "mem-walk.elf")?;
     let fresh = calibrate::new_profile(&backend, name, &device, args.vm_config);
     // Resume: keep what an interrupted run measured, if it was made by this Plait.
     let work_dir = calibrate::work_dir(&path);
@@ -99,24 +115,17 @@ pub async fn calibrate(args: CalibrateArgs, cache: &Path) -> Result<()> {
         ),
         Err(_) => None,
     };
-    let mut profile = match old {
-        Some(old) if calibrate::resumable(&old, &fresh) => {
+    let mut profile = match old.and_then(|old| calibrate::resume(old, &fresh)) {
+        Some(resumed) => {
             eprintln!("resuming the calibration in {}", path.display());
-            // Saved in the current format: the run adds what an older one lacked.
-            DeviceProfile {
-                format_version: fresh.format_version,
-                ..old
-            }
+            resumed
         }
-        _ => {
+        None => {
             // Proofs another run kept must not stand in for this one's.
             let _ = std::fs::remove_dir_all(&work_dir);
             fresh
         }
     };
-    let fib = crate::program_arg::load_program(Path::new(FIB_GUEST), cache)?;
-    let sha_chain = crate::program_arg::load_program(Path::new(SHA_CHAIN_GUEST), cache)?;
-    let mem_walk = crate::program_arg::load_program(Path::new(MEM_WALK_GUEST), cache)?;
     let vm_config = args.vm_config;
     let profile_path = path.clone();
     tokio::task::spawn_blocking(move || {
