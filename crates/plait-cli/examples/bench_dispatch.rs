@@ -67,6 +67,7 @@ async fn main() -> Result<()> {
         prepare_delay: Duration::ZERO,
         proof_bytes: args.proof_bytes,
         fault: None,
+        trace_size: None,
     });
     for i in 0..args.workers {
         let config = dev_worker_config(&url, format!("bench-{i}"), 1 << 40);

@@ -14,9 +14,13 @@ use plait_coordinator::{
         scratch_postgres_database, JobOwner, JobRecord, StoreError, StoreOp, StoredJob, StoredTask,
     },
     Ban, Coordinator, CoordinatorConfig, CoordinatorError, Identity, JobAction, JobStatus, Origin,
-    Store,
+    PlannerConfig, Store,
 };
-use plait_core::{AggLayer, AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId};
+use plait_core::{
+    cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
+    planner::Pool,
+    AggLayer, AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId, TraceSize,
+};
 use plait_prover::{
     dev::{DevBackend, DevFault},
     KeySetId, ProgramImage, ProofBlob, ProofMeta, ProverBackend, ProvingParams, SegmentStart,
@@ -66,6 +70,7 @@ on_both_stores!(
     migrates_a_version_8_store,
     migrates_a_version_9_store,
     node_needs_are_learned_per_program,
+    nodes_are_placed_by_their_own_predicted_need,
     a_second_coordinator_on_the_same_store_is_refused,
     stores_and_deletes_blobs,
     jobs_cancelled_or_failed_while_executing,
@@ -1559,6 +1564,95 @@ async fn node_needs_are_learned_per_program(kind: &str) {
 }
 
 /// A worker proving on a GPU with `host_gib` GiB of memory and a GPU of `device_bytes`.
+/// A calibrated CPU profile at the dev segments' height whose leaves of four were measured over
+/// 4,000 bytes of child proofs (2 GiB) and over 40,000 (9 GiB, as a leaf over zkML-sized
+/// proofs); its segments (1 GiB) make proofs of 10 bytes per stacked column.
+fn profile_with_small_and_large_leaves() -> DeviceProfile {
+    let height = params().segment_height;
+    let segment = |width: u64| SegmentCost {
+        segment_height: height,
+        instructions: 8,
+        seconds: 1.0,
+        peak_rss_bytes: 1 << 30,
+        trace_size: Some(TraceSize {
+            main_cells: width << height,
+            ..Default::default()
+        }),
+        proof_bytes: 10 * width,
+        ..Default::default()
+    };
+    let leaf = |child_proof_bytes: u64, gib: u64| NodeCost {
+        kind: "leaf".into(),
+        children: 4,
+        seconds: 1.0,
+        peak_rss_bytes: gib << 30,
+        child_proof_bytes,
+        proof_bytes: 1000,
+        ..Default::default()
+    };
+    DeviceProfile {
+        format: PROFILE_FORMAT.into(),
+        format_version: PROFILE_FORMAT_VERSION,
+        plait_version: String::new(),
+        backend: "dev".into(),
+        backend_version: "0".into(),
+        device: "calibrated".into(),
+        device_kind: DeviceKind::Cpu,
+        cores: 1,
+        memory_bytes: 16 << 30,
+        tree: AggTreeShape::default(),
+        vm_config: VmConfig::Rv32im.name().into(),
+        segments: vec![segment(100), segment(200)],
+        nodes: vec![leaf(4_000, 2), leaf(40_000, 9)],
+        prover_load_seconds: Default::default(),
+    }
+}
+
+/// A node is placed by what its children's predicted proofs say it needs, not by the largest
+/// node of its kind the operator's profile measured: a job's leaves predicted at 2 GiB go to a
+/// 4 GiB machine although the profile measured a leaf over larger proofs at 9 GiB.
+async fn nodes_are_placed_by_their_own_predicted_need(kind: &str) {
+    let (url, _guard) = fresh_store(kind).await;
+    let backend = DevBackend {
+        // 4,000 bytes of predicted proofs for a leaf over four segments.
+        trace_size: Some(TraceSize {
+            main_cells: 100 << params().segment_height,
+            ..Default::default()
+        }),
+        ..DevBackend::default()
+    };
+    let config = CoordinatorConfig {
+        planner: Some(PlannerConfig {
+            pool: Pool {
+                profiles: vec![profile_with_small_and_large_leaves()],
+                workers: vec![0],
+            },
+            fixed_size: true,
+            heights: vec![params().segment_height],
+        }),
+        ..test_config()
+    };
+    let c = open_configured(&url, backend, config).await;
+    let program = c.add_program(b"dev program".to_vec()).await.unwrap();
+    let job = submit_dev(&c, &program, 32).await; // 4 segments, 1 leaf
+    wait_until_executed(&c, job).await;
+    let task = prove_segments_of(&c, &program, job, "small", 4)
+        .await
+        .expect("a 4 GiB machine gets the leaf");
+    assert!(
+        matches!(
+            task.work,
+            Work::Aggregate {
+                layer: AggLayer::Leaf,
+                ..
+            }
+        ),
+        "{:?}",
+        task.work
+    );
+    assert_eq!(task.job_id, job);
+}
+
 fn gpu_worker(host_gib: u64, device_bytes: u64) -> ClaimTaskRequest {
     ClaimTaskRequest {
         gpus: 1,

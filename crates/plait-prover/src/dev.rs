@@ -10,7 +10,7 @@
 
 use std::{thread, time::Duration};
 
-use plait_core::{AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{AggLayer, JobId, ProgramInput, SegmentPlan, SegmentSpec, TraceSize};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -38,6 +38,9 @@ pub struct DevBackend {
     pub proof_bytes: usize,
     /// A misbehaviour to show, or a fault to hit (see [`DevFault`]).
     pub fault: Option<DevFault>,
+    /// The trace size every segment reports (`None`: none, as a backend that cannot measure
+    /// it), for tests of what the profiles predict from it.
+    pub trace_size: Option<TraceSize>,
 }
 
 /// A misbehaviour a dev worker can be told to show on every segment it proves, or a fault of
@@ -240,7 +243,7 @@ impl ProverBackend for DevBackend {
                 memory_estimate_bytes: per_segment * 1024,
                 backend_hint: serde_json::json!({ "input-sha256": input_sha }),
                 checkpoint: None,
-                trace_size: None,
+                trace_size: self.trace_size,
             };
             let checkpoint = checkpoints_for.map(|job| {
                 let blob = encode_checkpoint(&DevCheckpoint {

@@ -136,6 +136,7 @@ impl DevOptions {
                 Some("wrong-segment") => Some(DevFault::WrongSegment),
                 _ => None,
             },
+            trace_size: None,
         }
     }
 }

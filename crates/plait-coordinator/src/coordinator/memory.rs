@@ -110,6 +110,10 @@ impl Coordinator {
             _ if self.profile_peak(params, layer).is_some() => {
                 "the peak measured when this machine was calibrated".into()
             }
+            _ if layer.is_some() && !node_profiles(&self.config, params).is_empty() => {
+                "each node's children and their predicted proof sizes, by the calibrated profile"
+                    .into()
+            }
             _ if layer.is_some() => "the backend's estimate".into(),
             _ => "the backend's estimate of each segment".into(),
         }
@@ -261,8 +265,15 @@ impl Coordinator {
                 })
                 .map(|p| p.segment_memory(params.segment_height))
                 .collect(),
-            // Aggregation proofs are of the same size at every segment height.
-            Some(layer) => profiles.map(|p| p.node_memory_ceiling(layer)).collect(),
+            // Aggregation proofs are of the same size at every segment height. A CPU profile
+            // that costs nodes by their children's proofs places each node by its own
+            // prediction instead (the job's node floor): the largest node of a kind it
+            // measured (a leaf over zkML-sized proofs, 9.8 GiB) would keep a fib job's leaves
+            // (5.2 GiB) from every smaller machine until workers had measured them.
+            Some(layer) => profiles
+                .filter(|p| kind != DeviceKind::Cpu || !costs_nodes_by_bytes(p))
+                .map(|p| p.node_memory_ceiling(layer))
+                .collect(),
         };
         peaks.into_iter().filter(|&p| p > 0).max()
     }
@@ -326,9 +337,15 @@ pub(super) fn node_profiles(
     params: &ProvingParams,
 ) -> Vec<DeviceProfile> {
     cpu_profiles(config, params)
-        .filter(|p| p.leaf_cost_fit().is_some() && p.segments.iter().any(|s| s.proof_bytes > 0))
+        .filter(|p| costs_nodes_by_bytes(p))
         .cloned()
         .collect()
+}
+
+/// Whether a profile can cost a node by its children's predicted proof sizes (format 3): it
+/// measured leaves over proofs of different sizes, and the proofs of its segments.
+fn costs_nodes_by_bytes(p: &DeviceProfile) -> bool {
+    p.leaf_cost_fit().is_some() && p.segments.iter().any(|s| s.proof_bytes > 0)
 }
 
 /// The operator's CPU profiles for the job's VM config (workers' own profiles never place

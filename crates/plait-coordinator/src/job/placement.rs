@@ -217,7 +217,8 @@ impl Job {
     /// predicted from the segments' trace sizes, which the coordinator's own execution
     /// measured, up the tree through the profiles' proof sizes, never taken from the proofs
     /// workers sent: a worker could pad its proof to make the node above it too large for
-    /// every other worker. 0 where no profile can predict them.
+    /// every other worker. Where they cannot be predicted (a segment without a trace size),
+    /// the most the profile measured a node of the kind to need.
     pub(crate) fn node_floor(&self, task: TaskId) -> u64 {
         let Ok(TaskKind::Aggregate { layer, .. }) = self.graph.kind(task) else {
             return 0;
@@ -227,9 +228,9 @@ impl Job {
         };
         self.node_profiles
             .iter()
-            .filter_map(|profile| {
-                let bytes = self.predicted_child_bytes(profile, task)?;
-                Some(profile.node_memory(layer, children.len() as u32, Some(bytes)))
+            .map(|profile| match self.predicted_child_bytes(profile, task) {
+                Some(bytes) => profile.node_memory(layer, children.len() as u32, Some(bytes)),
+                None => profile.node_memory_ceiling(layer),
             })
             .max()
             .unwrap_or(0)
