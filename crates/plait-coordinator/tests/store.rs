@@ -17,7 +17,7 @@ use plait_coordinator::{
     PlannerConfig, Store,
 };
 use plait_core::{
-    cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
+    cost::{DeviceProfile, NodeCost, SegmentCost},
     planner::Pool,
     AggLayer, AggTreeShape, Device, DeviceKind, JobId, ProgramInput, TaskId, TraceSize,
 };
@@ -1591,20 +1591,12 @@ fn profile_with_small_and_large_leaves() -> DeviceProfile {
         ..Default::default()
     };
     DeviceProfile {
-        format: PROFILE_FORMAT.into(),
-        format_version: PROFILE_FORMAT_VERSION,
-        plait_version: String::new(),
         backend: "dev".into(),
-        backend_version: "0".into(),
         device: "calibrated".into(),
-        device_kind: DeviceKind::Cpu,
-        cores: 1,
         memory_bytes: 16 << 30,
-        tree: AggTreeShape::default(),
-        vm_config: VmConfig::Rv32im.name().into(),
         segments: vec![segment(100), segment(200)],
         nodes: vec![leaf(4_000, 2), leaf(40_000, 9)],
-        prover_load_seconds: Default::default(),
+        ..DeviceProfile::default()
     }
 }
 

@@ -2,9 +2,7 @@ use std::time::{Duration, Instant};
 
 use plait_api::ClaimTaskRequest;
 use plait_core::{
-    cost::{
-        DeviceProfile, NodeCost, SegmentCost, TraceCostFit, PROFILE_FORMAT, PROFILE_FORMAT_VERSION,
-    },
+    cost::{DeviceProfile, NodeCost, SegmentCost, TraceCostFit},
     AggLayer, JobId, ProgramInput, SegmentSpec, TraceSize,
 };
 use plait_prover::{ProgramImage, ProvingParams};
@@ -222,17 +220,9 @@ fn node_profile(height: u32) -> DeviceProfile {
         ..Default::default()
     };
     DeviceProfile {
-        format: PROFILE_FORMAT.into(),
-        format_version: PROFILE_FORMAT_VERSION,
-        plait_version: String::new(),
         backend: "dev".into(),
-        backend_version: "0".into(),
         device: "test".into(),
-        device_kind: Default::default(),
-        cores: 1,
         memory_bytes: 1 << 30,
-        tree: Default::default(),
-        vm_config: "rv32im".into(),
         segments: vec![segment(100, 1000), segment(200, 2000)],
         nodes: vec![
             leaf(1000),
@@ -240,7 +230,7 @@ fn node_profile(height: u32) -> DeviceProfile {
             internal_for_leaf(400, 10_000),
             internal_for_leaf(800, 20_000),
         ],
-        prover_load_seconds: Default::default(),
+        ..DeviceProfile::default()
     }
 }
 

@@ -90,6 +90,29 @@ pub struct DeviceProfile {
     pub prover_load_seconds: BTreeMap<String, f64>,
 }
 
+/// A profile of the current format with nothing measured: a CPU's, under RV32IM, with the
+/// default tree (what a calibration fills in).
+impl Default for DeviceProfile {
+    fn default() -> Self {
+        Self {
+            format: PROFILE_FORMAT.into(),
+            format_version: PROFILE_FORMAT_VERSION,
+            plait_version: String::new(),
+            backend: String::new(),
+            backend_version: String::new(),
+            device: String::new(),
+            device_kind: DeviceKind::Cpu,
+            cores: 1,
+            memory_bytes: 0,
+            tree: AggTreeShape::default(),
+            vm_config: rv32im(),
+            segments: Vec::new(),
+            nodes: Vec::new(),
+            prover_load_seconds: BTreeMap::new(),
+        }
+    }
+}
+
 /// A segment proven at one segment height.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
