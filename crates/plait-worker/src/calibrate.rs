@@ -11,8 +11,8 @@ use std::{
 };
 
 use plait_core::{
-    cost::{DeviceProfile, NodeCost, SegmentCost, PROFILE_FORMAT, PROFILE_FORMAT_VERSION},
-    AggLayer, AggTreeShape, Device, ProgramInput,
+    cost::{DeviceProfile, NodeCost, SegmentCost},
+    AggLayer, Device, ProgramInput,
 };
 use plait_prover::{
     BackendError, ProgramImage, ProofBlob, ProverBackend, ProvingParams, SegmentStart, VmConfig,
@@ -89,8 +89,6 @@ pub fn new_profile(
 ) -> DeviceProfile {
     let info = backend.info();
     DeviceProfile {
-        format: PROFILE_FORMAT.into(),
-        format_version: PROFILE_FORMAT_VERSION,
         plait_version: env!("CARGO_PKG_VERSION").into(),
         backend: info.name,
         backend_version: info.version,
@@ -98,11 +96,8 @@ pub fn new_profile(
         device_kind: device.kind,
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
         memory_bytes: device.memory_bytes,
-        tree: AggTreeShape::default(),
         vm_config: vm_config.name().into(),
-        segments: Vec::new(),
-        nodes: Vec::new(),
-        prover_load_seconds: Default::default(),
+        ..DeviceProfile::default()
     }
 }
 
@@ -249,57 +244,6 @@ impl Calibration<'_> {
     ) -> Result<(), CalibrationError> {
         std::fs::create_dir_all(&self.work_dir)
             .map_err(|e| CalibrationError::Io(self.work_dir.clone(), e))?;
-        let total = 3 * self.heights.len() + 3 + 26;
-        let mut done = 0;
-        let backend = self.backend;
-        for &h in &self.heights {
-            let params = self.params(h);
-            backend.prepare_keys(&params)?;
-            // About two segments of each: the first, full, is what is measured.
-            let programs = [
-                (
-                    "fib",
-                    self.fib,
-                    fib_input(80_000u64 << h.saturating_sub(19)),
-                ),
-                (
-                    "sha-chain",
-                    self.sha_chain,
-                    sha_chain_input(500u32 << h.saturating_sub(19)),
-                ),
-                (
-                    "mem-walk",
-                    self.mem_walk,
-                    mem_walk_input(4_000u32 << h.saturating_sub(19), 20),
-                ),
-            ];
-            for (name, program, input) in programs {
-                let measured_before = profile
-                    .segments
-                    .iter_mut()
-                    .find(|s| s.segment_height == h && s.program.as_deref() == Some(name));
-                match measured_before {
-                    None => self.measure_segment(
-                        profile,
-                        (name, program, &input),
-                        h,
-                        done,
-                        total,
-                        progress,
-                    )?,
-                    // Measured by a version-3 calibration: its trace size, which execution
-                    // alone gives, again with the memory chips' cells.
-                    Some(s) if s.trace_size.is_some_and(|t| t.memory_cells == 0) => {
-                        let plan = backend.execute(program, &input, &params)?;
-                        s.trace_size = plan.segments[0].trace_size;
-                        self.save(profile)?;
-                    }
-                    Some(_) => {}
-                }
-                done += 1;
-            }
-        }
-
         // Every node kind, at the lowest height, over the segments of three longer runs: four
         // of fib (small proofs), twelve of the SHA-256 chain (large ones) and four of a walk
         // over a 256 KiB table (the largest: as large as a zkML guest's). Leaves of 1 to 4
@@ -309,7 +253,6 @@ impl Calibration<'_> {
         // cheapest measured one at least as large, so the largest nodes a job makes must be
         // among those measured.
         let lowest = self.heights[0];
-        let params = self.params(lowest);
         let shift = lowest.saturating_sub(19);
         let fib_iterations = 240_000u64 << shift;
         let sha_iterations = 3_200u32 << shift;
@@ -337,54 +280,6 @@ impl Calibration<'_> {
                 4,
             ),
         ];
-        // Proofs kept for a resumed run are named by the run they belong to: a node joins only
-        // proofs of one execution (each child must end where the next begins).
-        let mut segs: Vec<(String, ProofBlob)> = Vec::new();
-        for (short, program, input, workload, count) in &runs {
-            let plan = backend.execute(program, input, &params)?;
-            if plan.segments.len() < *count {
-                return Err(CalibrationError::TooFewSegments);
-            }
-            for (i, seg) in plan.segments.iter().enumerate().take(*count) {
-                let file = format!("{workload}-segment-{i}.proof");
-                let proof = match self.load(&file) {
-                    Some(p) => p,
-                    None => {
-                        progress(Progress::Step {
-                            done,
-                            total,
-                            what: format!("{short} segment {i} of the aggregation workload"),
-                        });
-                        let last = i + 1 == plan.segments.len();
-                        let start = SegmentStart::Reexecute(input);
-                        let (proof, _) =
-                            backend.prove_segment(program, &params, seg, last, start)?;
-                        self.write(&file, &proof)?;
-                        proof
-                    }
-                };
-                segs.push((format!("{short}{i}"), proof));
-            }
-            done += 1;
-        }
-        // The first node of each kind would otherwise also pay for loading its layer's prover:
-        // loaded first, and timed apart (a job's worker pays it once per kind).
-        for layer in [
-            AggLayer::Leaf,
-            AggLayer::InternalForLeaf,
-            AggLayer::InternalRecursive(0),
-        ] {
-            let started = Instant::now();
-            backend.prepare_aggregation(&params, layer)?;
-            profile.prover_load_seconds.insert(
-                plait_core::cost::node_kind(layer).into(),
-                started.elapsed().as_secs_f64(),
-            );
-        }
-        self.save(profile)?;
-        // Node proofs are named by the runs they cover (the walk's by the first two, as before
-        // it was measured: their names do not change, and a resumed run keeps them).
-        let workload = format!("{}+{}", runs[0].3, runs[1].3);
         // Children of one node must cover consecutive segments of one run: the recursion
         // checks each child ends where the next begins.
         let sha = format!("h{lowest}-sha-chain-segment-0");
@@ -511,6 +406,108 @@ impl Calibration<'_> {
             ),
             ("wrap", AggLayer::Wrap, "wrap", vec!["ir"]),
         ];
+        // A segment per program and height, each run's segments, each node.
+        let total = 3 * self.heights.len() + runs.len() + steps.len();
+        let mut done = 0;
+        let backend = self.backend;
+        for &h in &self.heights {
+            let params = self.params(h);
+            backend.prepare_keys(&params)?;
+            // About two segments of each: the first, full, is what is measured.
+            let programs = [
+                (
+                    "fib",
+                    self.fib,
+                    fib_input(80_000u64 << h.saturating_sub(19)),
+                ),
+                (
+                    "sha-chain",
+                    self.sha_chain,
+                    sha_chain_input(500u32 << h.saturating_sub(19)),
+                ),
+                (
+                    "mem-walk",
+                    self.mem_walk,
+                    mem_walk_input(4_000u32 << h.saturating_sub(19), 20),
+                ),
+            ];
+            for (name, program, input) in programs {
+                let measured_before = profile
+                    .segments
+                    .iter_mut()
+                    .find(|s| s.segment_height == h && s.program.as_deref() == Some(name));
+                match measured_before {
+                    None => self.measure_segment(
+                        profile,
+                        (name, program, &input),
+                        h,
+                        done,
+                        total,
+                        progress,
+                    )?,
+                    // Measured by a version-3 calibration: its trace size, which execution
+                    // alone gives, again with the memory chips' cells.
+                    Some(s) if s.trace_size.is_some_and(|t| t.memory_cells == 0) => {
+                        let plan = backend.execute(program, &input, &params)?;
+                        s.trace_size = plan.segments[0].trace_size;
+                        self.save(profile)?;
+                    }
+                    Some(_) => {}
+                }
+                done += 1;
+            }
+        }
+
+        // The aggregation workload (`runs`, `steps`), at the lowest height.
+        let params = self.params(lowest);
+        // Proofs kept for a resumed run are named by the run they belong to: a node joins only
+        // proofs of one execution (each child must end where the next begins).
+        let mut segs: Vec<(String, ProofBlob)> = Vec::new();
+        for (short, program, input, workload, count) in &runs {
+            let plan = backend.execute(program, input, &params)?;
+            if plan.segments.len() < *count {
+                return Err(CalibrationError::TooFewSegments);
+            }
+            for (i, seg) in plan.segments.iter().enumerate().take(*count) {
+                let file = format!("{workload}-segment-{i}.proof");
+                let proof = match self.load(&file) {
+                    Some(p) => p,
+                    None => {
+                        progress(Progress::Step {
+                            done,
+                            total,
+                            what: format!("{short} segment {i} of the aggregation workload"),
+                        });
+                        let last = i + 1 == plan.segments.len();
+                        let start = SegmentStart::Reexecute(input);
+                        let (proof, _) =
+                            backend.prove_segment(program, &params, seg, last, start)?;
+                        self.write(&file, &proof)?;
+                        proof
+                    }
+                };
+                segs.push((format!("{short}{i}"), proof));
+            }
+            done += 1;
+        }
+        // The first node of each kind would otherwise also pay for loading its layer's prover:
+        // loaded first, and timed apart (a job's worker pays it once per kind).
+        for layer in [
+            AggLayer::Leaf,
+            AggLayer::InternalForLeaf,
+            AggLayer::InternalRecursive(0),
+        ] {
+            let started = Instant::now();
+            backend.prepare_aggregation(&params, layer)?;
+            profile.prover_load_seconds.insert(
+                plait_core::cost::node_kind(layer).into(),
+                started.elapsed().as_secs_f64(),
+            );
+        }
+        self.save(profile)?;
+        // Node proofs are named by the runs they cover (the walk's by the first two, as before
+        // it was measured: their names do not change, and a resumed run keeps them).
+        let workload = format!("{}+{}", runs[0].3, runs[1].3);
         for (kind, layer, name, children) in steps {
             let file = format!("{workload}-{name}.proof");
             let inputs: Vec<ProofBlob> = children
@@ -597,7 +594,7 @@ pub fn work_dir(profile_path: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use plait_core::DeviceKind;
+    use plait_core::{cost::PROFILE_FORMAT_VERSION, DeviceKind};
     use plait_prover::dev::DevBackend;
 
     /// With the dev backend (fake proofs, real bookkeeping): a calibration measures one
