@@ -110,7 +110,9 @@ impl Coordinator {
             _ if self.profile_peak(params, layer).is_some() => {
                 "the peak measured when this machine was calibrated".into()
             }
-            _ if layer.is_some() && !node_profiles(&self.config, params).is_empty() => {
+            _ if layer.is_some()
+                && cpu_profiles(&self.config, params).any(costs_nodes_by_bytes) =>
+            {
                 "each node's children and their predicted proof sizes, by the calibrated profile"
                     .into()
             }

@@ -201,11 +201,17 @@ impl Job {
     }
 
     /// The least the task is assumed to need, from the operator's profiles alone
-    /// ([`Self::segment_floor`], [`Self::node_floor`]; 0 for a task not in the graph).
+    /// ([`Self::segment_floor`], [`Self::node_floor`]; 0 for a task not in the graph). A ready
+    /// node's floor is the one the ready summary already worked out: a claim tests many ready
+    /// tasks, and a node's floor walks its whole subtree.
     pub(super) fn memory_floor(&self, task: TaskId) -> u64 {
         match self.graph.kind(task) {
             Ok(TaskKind::ProveSegment { segment }) => self.segment_floor(segment),
-            Ok(TaskKind::Aggregate { .. }) => self.node_floor(task),
+            Ok(TaskKind::Aggregate { .. }) => self
+                .ready_summary
+                .as_ref()
+                .and_then(|summary| summary.node_floors.get(&task).copied())
+                .unwrap_or_else(|| self.node_floor(task)),
             Err(_) => 0,
         }
     }
