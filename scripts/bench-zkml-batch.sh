@@ -7,9 +7,10 @@
 # 3. `plait plan` on the batch: the segment height it picks for this machine's memory, with
 #    its predicted latency;
 # 4. the proof at that height, through the local pool, verified; its per-phase predicted and
-#    measured figures, and each task's seconds and peak memory from the job's record.
-# Usage: scripts/bench-zkml-batch.sh [BATCH]   (default 16). About 2 h 15 min on 2 cores from
-# a fresh clone.
+#    measured figures, and each task's seconds and peak memory against their predictions
+#    (scripts/per-task-table.py).
+# Usage: scripts/bench-zkml-batch.sh [BATCH]   (default 16). 2 h 15 min on cpu-2, about 3 h 40 min
+# on cpu-2e (docs/benchmarks.md), from a fresh clone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batch="${1:-16}"
@@ -41,8 +42,11 @@ planned=$(date +%s)
 
 phase "prove at segment height $height"
 $plait demo zkml --model cnn --image 0 --batch "$batch" --segment-height "$height" \
-  -o "$out/zkml.proof" --png "$out/zkml.png" 2>&1 | tee "$out/demo.txt"
+  -o "$out/zkml.proof" --png "$out/zkml.png" --timings-json >"$out/timings.json" \
+  2> >(tee "$out/demo.txt" >&2)
 proved=$(date +%s)
+# Every task's predicted and measured seconds and peak memory, and the totals per phase.
+scripts/per-task-table.py <"$out/timings.json" | tee "$out/per-task.md"
 
 echo "== seconds: build $((built - started)), calibrate $((calibrated - built)), plan $((planned - calibrated)), proof $((proved - planned)); all $((proved - started))"
 echo "== output in $out"

@@ -2,7 +2,9 @@
 """Predicted against measured, per task, from `plait prove --timings-json` (stdout, a JSON
 array of the job's accepted tasks): seconds (the worker's proving seconds, against the one
 profile's prediction) and peak memory (the worker's peak RSS, against what the profiles
-predicted and what the task was placed by). Prints a Markdown table.
+predicted and what the task was placed by). Prints a Markdown table, then per phase the
+range of the memory errors and the predicted and measured seconds with the range of the time
+errors.
 
     plait prove … --timings-json > timings.json && scripts/per-task-table.py < timings.json
 """
@@ -29,6 +31,9 @@ def main():
           "| placed by GiB | measured GiB | error |")
     print("|---|---|---|---|---|---|---|---|---|")
     worst = {}
+    # Per phase: tasks, predicted and measured seconds (summed over the tasks that have both),
+    # and the range of the per-task time errors.
+    phase_seconds = {}
     for t in timings:
         meta = t["meta"]
         seconds = meta.get("proving_seconds", 0.0)
@@ -41,6 +46,12 @@ def main():
             cells += ["", f"{seconds:.1f}", ""]
         else:
             cells += [f"{predicted_s:.1f}", f"{seconds:.1f}", error(predicted_s, seconds)]
+            if seconds:
+                n, p_sum, m_sum, low, high = phase_seconds.get(
+                    t["phase"], (0, 0.0, 0.0, float("inf"), float("-inf")))
+                e = predicted_s / seconds - 1
+                phase_seconds[t["phase"]] = (n + 1, p_sum + predicted_s, m_sum + seconds,
+                                             min(low, e), max(high, e))
         cells += [f"{predicted_b / GIB:.2f}", f"{placed / GIB:.2f}", f"{peak / GIB:.2f}",
                   error(predicted_b, peak)]
         print("| " + " | ".join(cells) + " |")
@@ -50,6 +61,11 @@ def main():
             worst[t["phase"]] = (min(low, e), max(high, e))
     for phase, (low, high) in worst.items():
         print(f"\n{phase}: peak predicted {low * 100:+.1f}% to {high * 100:+.1f}%", end="")
+    print()
+    for phase, (n, p_sum, m_sum, low, high) in phase_seconds.items():
+        print(f"\n{phase} ({n}): {p_sum:.1f} s predicted, {m_sum:.1f} s measured "
+              f"({error(p_sum, m_sum)}); per task {low * 100:+.1f}% to {high * 100:+.1f}%",
+              end="")
     print()
 
 
