@@ -9,8 +9,9 @@
 # 4. the proof at that height, through the local pool, verified; its per-phase predicted and
 #    measured figures, and each task's seconds and peak memory against their predictions
 #    (scripts/per-task-table.py).
-# Usage: scripts/bench-zkml-batch.sh [BATCH]   (default 16). 2 h 15 min on cpu-2, about 3 h 40 min
-# on cpu-2e (docs/benchmarks.md), from a fresh clone.
+# Usage: scripts/bench-zkml-batch.sh [BATCH]   (default 16). 2 h 15 min on cpu-2 from a fresh
+# clone; on cpu-2e its calibration and proof, measured apart, add to 3 h 32 min before the build
+# (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batch="${1:-16}"

@@ -537,9 +537,9 @@ impl DeviceProfile {
         if !larger.is_empty() {
             return Some(cheapest(&larger));
         }
-        // Larger than every measurement: the most a smaller one cost, or the kind's line (the
-        // wrap, measured once and verifying proofs of nearly one size, stays flat; a node's
-        // cost is not proportional to its children's bytes).
+        // Larger than every measurement: the most a smaller one cost, or the kind's line (a
+        // kind measured at one size, the wrap, has none: its time stays flat, as a node's time
+        // is not proportional to its children's bytes; its memory is scaled below).
         let line = |y: &dyn Fn(&NodeCost) -> f64| -> f64 {
             let points: Vec<(f64, f64)> = measured
                 .iter()
