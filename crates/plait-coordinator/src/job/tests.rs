@@ -307,8 +307,8 @@ fn a_node_is_placed_by_its_childrens_predicted_proofs() {
         }
     ));
     assert_eq!(limited_by.get(), Some(2 << 30));
-    // The leaf's proof, padded too, is predicted at 300 + 250 bytes: the internal-for-leaf
-    // node over it is placed as the one measured over 800 bytes.
+    // The leaf's proof, padded too, is predicted as the leaf its cost is taken from made
+    // (700 bytes): the internal-for-leaf node over it is placed as the one measured over 800.
     let (_, timing) = job
         .accept(
             leaf.task_id,

@@ -470,26 +470,14 @@ impl DeviceProfile {
     }
 
     /// The size of the proof a node of `layer` makes, where its children's proof bytes are
-    /// known: a leaf's by the line of the measured leaves' proofs against their children's
-    /// bytes, another node's as its kind's measured node of as many children nearest in child
-    /// bytes.
+    /// known: see [`Self::measured_proof_bytes`].
     pub fn node_proof_bytes(
         &self,
         layer: AggLayer,
         children: u32,
         child_proof_bytes: Option<u64>,
     ) -> Option<u64> {
-        let bytes = child_proof_bytes?;
-        if layer == AggLayer::Leaf {
-            let points: Vec<(f64, f64)> = self
-                .nodes
-                .iter()
-                .filter(|n| n.kind == "leaf" && n.child_proof_bytes > 0 && n.proof_bytes > 0)
-                .map(|n| (n.child_proof_bytes as f64, n.proof_bytes as f64))
-                .collect();
-            return Line::fit(&points).map(|line| line.at(bytes as f64) as u64);
-        }
-        self.measured_proof_bytes(layer, children, bytes)
+        self.measured_proof_bytes(layer, children, child_proof_bytes?)
     }
 
     /// A node of `layer`'s kind with `children` children over `child_proof_bytes` of child
@@ -570,21 +558,54 @@ impl DeviceProfile {
     }
 
     /// The size of the proof a node of `layer` with `children` children over
-    /// `child_proof_bytes` makes: its kind's measured node with as many children (else any)
-    /// nearest in child bytes. A node's proof grows with its children count more than with
-    /// their bytes (internal-recursive: 0.31–0.33 MB over one child, 0.43 MB over two).
+    /// `child_proof_bytes` makes.
+    ///
+    /// A leaf's: the smallest proof of the measured leaves at least as large in children and
+    /// child bytes, as its cost is taken ([`Self::measured_at_least`]); past every one, the
+    /// largest's, or the leaves' line in child bytes where that is larger. A leaf's proof steps
+    /// with the bytes it verifies as its circuit's traces cross powers of two, so a line through
+    /// all of them misses most: it put a CNN leaf (four segments, 10.1 MB predicted) at
+    /// 1.29 MB where it made 1.11 MB, past every measured internal-for-leaf node's children.
+    ///
+    /// Another node's: its kind's measured node with as many children (else any) nearest in
+    /// child bytes. Its proof grows with its children count more than with their bytes
+    /// (internal-recursive: 0.31–0.33 MB over one child, 0.43 MB over two).
     fn measured_proof_bytes(&self, layer: AggLayer, children: u32, bytes: u64) -> Option<u64> {
         let kind = node_kind(layer);
-        self.nodes
+        let measured: Vec<&NodeCost> = self
+            .nodes
             .iter()
             .filter(|n| n.kind == kind && n.child_proof_bytes > 0 && n.proof_bytes > 0)
-            .min_by_key(|n| {
-                (
-                    n.children.abs_diff(children),
-                    n.child_proof_bytes.abs_diff(bytes),
-                )
+            .collect();
+        if layer != AggLayer::Leaf {
+            return measured
+                .iter()
+                .min_by_key(|n| {
+                    (
+                        n.children.abs_diff(children),
+                        n.child_proof_bytes.abs_diff(bytes),
+                    )
+                })
+                .map(|n| n.proof_bytes);
+        }
+        let at_least = measured
+            .iter()
+            .filter(|n| {
+                n.children >= children
+                    && n.child_proof_bytes as f64 >= bytes as f64 * (1.0 - CHILD_BYTES_TOLERANCE)
             })
             .map(|n| n.proof_bytes)
+            .min();
+        if at_least.is_some() {
+            return at_least;
+        }
+        let largest = measured.iter().max_by_key(|n| n.child_proof_bytes)?;
+        let points: Vec<(f64, f64)> = measured
+            .iter()
+            .map(|n| (n.child_proof_bytes as f64, n.proof_bytes as f64))
+            .collect();
+        let line = Line::fit(&points).map_or(0, |line| line.at(bytes as f64) as u64);
+        Some(largest.proof_bytes.max(line))
     }
 
     /// Seconds a worker spends loading `layer`'s prover before its first node of that kind

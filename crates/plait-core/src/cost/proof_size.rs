@@ -336,6 +336,49 @@ mod tests {
         assert!((55.7..81.0).contains(&seconds), "{seconds}");
     }
 
+    /// The calibrated leaves (`plait calibrate --vm-config rv32im-sha2 --heights 19,20` on the
+    /// 2-core machine: child bytes, proof bytes) and the CNN batch of 16's leaves, over four
+    /// zkML segments predicted at 10.1 MB, which made 1.11 MB proofs. The line through every
+    /// leaf put them at 1.29 MB (+16%), and so the internal-for-leaf nodes above them past
+    /// every measurement of their kind (7.2 GiB predicted, 6.1–6.2 measured).
+    #[test]
+    fn a_leafs_proof_is_sized_as_the_measured_leaf_its_cost_is_taken_from() {
+        let mut p = profile();
+        p.nodes.retain(|n| n.kind != "leaf");
+        for (children, child_proof_bytes, proof_bytes) in [
+            (1, 1_241_601, 474_743),
+            (1, 1_828_305, 558_071),
+            (2, 2_487_442, 580_775),
+            (3, 3_729_043, 770_055),
+            (4, 4_970_644, 778_791),
+            (4, 7_305_780, 1_111_863),
+            (4, 10_502_660, 1_195_111),
+        ] {
+            p.nodes.push(NodeCost {
+                kind: "leaf".into(),
+                children,
+                child_proof_bytes,
+                proof_bytes,
+                ..Default::default()
+            });
+        }
+        let leaf = |bytes| p.node_proof_bytes(AggLayer::Leaf, 4, Some(bytes)).unwrap();
+        let cnn = leaf(10_120_000);
+        assert_eq!(cnn, 1_195_111);
+        assert!((cnn as f64 / 1_111_863.0 - 1.0) < 0.08, "{cnn}");
+        assert_eq!(leaf(5_039_000), 778_791, "a fib job's leaf");
+        // One child over 1.3 MB: the smallest proof of the leaves at least as large.
+        assert_eq!(
+            p.node_proof_bytes(AggLayer::Leaf, 1, Some(1_300_000)),
+            Some(558_071)
+        );
+        // Past every measurement, the line where it is larger: not put below the largest
+        // measured proof's growth.
+        let far = leaf(20_000_000);
+        assert!(far > 1_195_111, "{far}");
+        assert_eq!(p.node_proof_bytes(AggLayer::Leaf, 4, None), None);
+    }
+
     /// Measured by calibration (`plait calibrate --vm-config rv32im-sha2 --heights 19,20`):
     /// fib and sha-chain segments at heights 19 and 20; the zkML guest's height-19 segments'
     /// proofs were 2.06–2.40 MB.
