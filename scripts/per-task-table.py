@@ -7,7 +7,12 @@ range of the memory errors and the predicted and measured seconds with the range
 errors.
 
     plait prove … --timings-json > timings.json && scripts/per-task-table.py < timings.json
+
+With `--predicted FILE` (`plait plan … --tasks-json FILE`), the predictions are that file's
+instead of the job's own: a changed cost model set beside a job measured before it, without
+proving it again. "placed by" is then left blank (it was the job's own).
 """
+import argparse
 import json
 import sys
 
@@ -22,9 +27,24 @@ def error(predicted, measured):
 
 
 def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--predicted", metavar="FILE",
+                        help="per-task predictions from `plait plan --tasks-json`")
+    args = parser.parse_args()
     text = sys.stdin.read()
     # `plait prove` prints the array last; anything before it is not JSON.
     timings = json.loads(text[text.index("["):])
+    if args.predicted:
+        with open(args.predicted) as f:
+            predicted = {p["task"]: p for p in json.load(f)}
+        for t in timings:
+            p = predicted.get(t["task"])
+            if p is None or p["phase"] != t["phase"]:
+                sys.exit(f"task {t['task']} ({t['phase']}) is not in {args.predicted} as such: "
+                         "not the same job, height or tree")
+            t["predicted_seconds"] = p["seconds"]
+            t["predicted_peak_bytes"] = p["peak_bytes"]
+            t["placed_by_bytes"] = None
     order = {"segments": 0, "leaf": 1, "internal-for-leaf": 2, "wrap": 9}
     timings.sort(key=lambda t: (order.get(t["phase"], 5), t["phase"], t["task"]))
     print("| task | phase | predicted s | measured s | error | predicted GiB "
@@ -52,7 +72,8 @@ def main():
                 e = predicted_s / seconds - 1
                 phase_seconds[t["phase"]] = (n + 1, p_sum + predicted_s, m_sum + seconds,
                                              min(low, e), max(high, e))
-        cells += [f"{predicted_b / GIB:.2f}", f"{placed / GIB:.2f}", f"{peak / GIB:.2f}",
+        placed = "" if placed is None else f"{placed / GIB:.2f}"
+        cells += [f"{predicted_b / GIB:.2f}", placed, f"{peak / GIB:.2f}",
                   error(predicted_b, peak)]
         print("| " + " | ".join(cells) + " |")
         if predicted_b and peak:

@@ -185,6 +185,48 @@ fn proof_bytes(graph: &TaskGraph, job: &SimJob, p: &DeviceProfile) -> Vec<Option
         .collect()
 }
 
+/// One task of a job as a profile predicts it, before any worker measured anything: what the
+/// coordinator costs and places it by.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct TaskPrediction {
+    /// The task's id in the job's task graph (as in `plait prove --timings-json`).
+    pub task: u32,
+    /// `segments`, or the node's layer (`leaf`, `internal-for-leaf`, …).
+    pub phase: String,
+    /// Proving seconds, without the prover load a worker's first node of a kind also pays.
+    pub seconds: f64,
+    /// Peak memory (device memory on a GPU).
+    pub peak_bytes: u64,
+    /// The size of the proof it makes; `None` where the profile measured no proof sizes.
+    pub proof_bytes: Option<u64>,
+}
+
+/// Every task of `job` as `profile` predicts it, in task id order.
+pub fn predict_tasks(
+    job: &SimJob,
+    profile: &DeviceProfile,
+) -> Result<Vec<TaskPrediction>, TreeShapeError> {
+    let graph = TaskGraph::new(job.segment_instructions.len() as u32, job.tree)?;
+    let device = Device {
+        profile,
+        fit: profile.trace_fit(),
+        proof_bytes: proof_bytes(&graph, job, profile),
+    };
+    Ok((0..graph.num_tasks() as u32)
+        .map(TaskId)
+        .map(|task| TaskPrediction {
+            task: task.0,
+            phase: match graph.kind(task).expect("task exists") {
+                TaskKind::ProveSegment { .. } => "segments".to_string(),
+                TaskKind::Aggregate { layer, .. } => layer.to_string(),
+            },
+            seconds: task_seconds(&graph, job, &device, task),
+            peak_bytes: task_memory(&graph, job, &device, task),
+            proof_bytes: device.proof_bytes[task.0 as usize],
+        })
+        .collect())
+}
+
 #[derive(PartialEq)]
 struct Finish {
     at: f64,

@@ -205,6 +205,11 @@ pub struct PlanArgs {
     plot_pool_sizes: String,
     #[arg(long)]
     json: bool,
+    /// Also write every task of the recommended height as the (first) profile predicts it
+    /// (seconds, peak memory, proof bytes) to this JSON file: what a job's timings can be set
+    /// beside (`scripts/per-task-table.py --predicted FILE`) without proving it again.
+    #[arg(long, value_name = "FILE")]
+    tasks_json: Option<PathBuf>,
 }
 
 /// Reads a device profile and checks it was made for this Plait, `backend` and `tree`.
@@ -413,6 +418,23 @@ pub async fn plan(args: PlanArgs, cache: &Path) -> Result<()> {
         println!(
             "recommended: --segment-height {}: {why}",
             candidates[best].segment_height
+        );
+    }
+    if let Some(path) = &args.tasks_json {
+        let c = &candidates[best];
+        let job = plait_core::sim::SimJob {
+            segment_instructions: &c.segment_instructions,
+            segment_sizes: &c.segment_sizes,
+            segment_height: c.segment_height,
+            tree: params.tree,
+        };
+        let tasks = plait_core::sim::predict_tasks(&job, &pool.profiles[0])?;
+        std::fs::write(path, serde_json::to_vec_pretty(&tasks)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        eprintln!(
+            "{} tasks' predictions written to {}",
+            tasks.len(),
+            path.display()
         );
     }
     if let Some(svg) = &args.plot {
