@@ -804,6 +804,43 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
+/// The CNN's segments are ended before their LogUp cells double: cut by height alone, its
+/// height-19 segments had 2^26 of them, twice a full fib segment's, and needed twice the
+/// memory. Segments cut again from their start (past the limit the first time) keep exact
+/// boundaries.
+#[test]
+fn zkml_segments_stay_within_the_logup_limit() {
+    let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
+    let params = ProvingParams {
+        segment_height: SEGMENT_HEIGHT,
+        vm_config: VmConfig::Rv32imSha2,
+        ..Default::default()
+    };
+    let model = std::fs::read(repo().join("zkml/data/fashion-cnn.bin")).unwrap();
+    let pixels: Vec<u8> = (0..3 * plait_zkml_model::CNN_IMAGE_PIXELS)
+        .map(|i| (i * 7 % 256) as u8)
+        .collect();
+    let input = plait_core::ProgramInput {
+        items: vec![model, pixels],
+    };
+    let backend = OpenVmBackend::new(cache_dir());
+    let plan = backend.execute(&guest, &input, &params).unwrap();
+    let limit = 1u64 << (SEGMENT_HEIGHT + 6);
+    for s in &plan.segments {
+        let size = s.trace_size.expect("executed segments have trace sizes");
+        assert!(
+            size.logup_cells <= limit,
+            "segment {}: {} LogUp cells",
+            s.index,
+            size.logup_cells
+        );
+    }
+    let mismatch =
+        plait_prover::openvm::first_boundary_mismatch(&cache_dir(), &guest, &input, &params, &plan)
+            .unwrap();
+    assert_eq!(mismatch, None, "boundaries of segment {mismatch:?} differ");
+}
+
 /// The Fashion-MNIST models (CNN and vision transformer), by execution (no proving): the guest's
 /// claim over the first 500 test images equals the host's, bit for bit (the host equals the
 /// training scripts on all 10,000: `zkml/model/tests/fashion.rs`); and `plait demo zkml

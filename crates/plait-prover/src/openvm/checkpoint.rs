@@ -169,6 +169,23 @@ impl BoundaryTracker {
         self.boundary(state)
     }
 
+    /// Writes `state`, the state last passed to [`Self::advance`] (or the initial state), over
+    /// `fresh`, a new initial state of the same execution: the pages that differ from the
+    /// program's image, the pc, the streams and the random generator. It costs what the guest
+    /// has touched, where cloning the state copies its whole address space (a second or more).
+    pub fn copy_onto(&self, state: &VmState<F>, fresh: &mut VmState<F>) {
+        let from = &state.memory.memory;
+        let to = &mut fresh.memory.memory;
+        for &(space, page) in &self.diverged {
+            let bytes = page_bytes(from.mem[space].as_slice(), page);
+            let start = page * OS_PAGE;
+            to.mem[space].as_mut_slice()[start..start + bytes.len()].copy_from_slice(bytes);
+        }
+        fresh.set_pc(state.pc());
+        fresh.streams = state.streams.clone();
+        fresh.rng = state.rng.clone();
+    }
+
     /// The checkpoint of `state`, which must be the state last passed to [`Self::advance`] (or
     /// the initial state). Refuses state that a checkpoint cannot carry.
     pub fn checkpoint(

@@ -20,7 +20,7 @@ use openvm_circuit::{
     system::memory::merkle::public_values::extract_public_values,
 };
 use openvm_sdk::{StdIn, F};
-use plait_core::{JobId, ProgramInput, SegmentPlan, SegmentSpec};
+use plait_core::{JobId, ProgramInput, SegmentPlan, SegmentSpec, TraceSize};
 use serde::{Deserialize, Serialize};
 
 use openvm_sdk_config::SdkVmCpuBuilder;
@@ -29,6 +29,7 @@ use super::{
     checkpoint::{self, Boundary, BoundaryTracker, CheckpointHeader},
     keys::{Engine, KeySet},
     program::{vm_instance, LoadedProgram},
+    segmentation::{self, no_cap, Segmentation},
     trace_cells,
 };
 use crate::{BackendError, CutSegment, ProgramImage, RunOutcome, SegmentSink};
@@ -100,7 +101,12 @@ pub(crate) fn execute(
     let capturing = tracing::subscriber::set_default(subscriber);
 
     let metered = vm.metered_interpreter(exe).map_err(|e| failed(&e))?;
-    let ctx = vm.build_metered_ctx(exe).with_suspend_on_segment(true);
+    // Segments are also ended before their LogUp cells pass the limit (see `segmentation`); a
+    // segment past it is cut again, from its start, with a cap worked out from its own chips.
+    let cut = Segmentation::new(vm, exe);
+    let mut cap = no_cap();
+    let mut recuts = 0;
+    let ctx = cut.ctx(exe, cap).with_suspend_on_segment(true);
     let mut ahead = VmExecState::new(metered.create_initial_vm_state(stdin_of(input)), ctx);
     let pure = vm.interpreter(exe).map_err(|e| failed(&e))?;
     let mut behind = pure.create_initial_vm_state(stdin_of(input));
@@ -117,6 +123,29 @@ pub(crate) fn execute(
             .execute_metered_until_suspend(ahead)
             .map_err(|e| failed(&e))?;
         spent[0] += t.elapsed();
+        let over = ahead.ctx.segments()[specs.len()..]
+            .iter()
+            .find(|s| cut.past_limit(&s.trace_heights))
+            .map(|s| cut.cap_after(&s.trace_heights));
+        if let Some(lower) = over.filter(|&lower| lower < cap && recuts < MAX_RECUTS) {
+            tracing::debug!(
+                segment = specs.len(),
+                cap = lower,
+                "a segment passed the LogUp limit: cut again"
+            );
+            // Again from its start, where the pure run stands (the segments before it are cut).
+            cap = lower;
+            let cut_before = ahead.ctx.segments()[..specs.len()].to_vec();
+            let ctx = cut
+                .ctx_from(exe, cap, cut_before)
+                .with_suspend_on_segment(true);
+            let mut again = metered.create_initial_vm_state(stdin_of(input));
+            tracker.copy_onto(&behind, &mut again);
+            ahead = VmExecState::new(again, ctx);
+            recuts += 1;
+            continue;
+        }
+        recuts = 0;
         let finished = match &ahead.exit_code {
             Ok(Some(0)) => true,
             Ok(Some(code)) => {
@@ -209,6 +238,11 @@ pub(crate) fn execute(
         }
         if finished {
             break;
+        }
+        // The next segment runs much the same code as the last: capped by its chips.
+        if let Some(last) = ahead.ctx.segments().last() {
+            cap = cut.cap_after(&last.trace_heights);
+            cut.set_cap(&mut ahead.ctx, cap);
         }
     }
     drop(capturing);
@@ -306,6 +340,17 @@ pub(crate) fn predict_segments(
     let before_last: u64 = out.iter().rev().skip(1).sum();
     let last = out.last_mut()?;
     *last = plan.total_insns().checked_sub(before_last)?;
+    // Segments this full of bus interactions would be ended earlier, by the LogUp limit (see
+    // `segmentation`), where no share of the planned ones says: execute at this height.
+    let within = |size: Option<TraceSize>| {
+        size.is_none_or(|s| {
+            s.interaction_cells as f64 * (1.0 + segmentation::MARGIN)
+                <= segmentation::logup_cell_limit(height) as f64
+        })
+    };
+    if !plan.regrouped_sizes(&out).into_iter().all(within) {
+        return None;
+    }
     Some(out)
 }
 
@@ -349,6 +394,10 @@ pub(crate) fn first_boundary_mismatch(
     }
     Ok(None)
 }
+
+/// How many times one segment is cut again, each with a lower cap, before it is kept past the
+/// LogUp limit (proven as it is, at the cost its trace size predicts).
+const MAX_RECUTS: u32 = 3;
 
 /// Runs the guest to its end under OpenVM's metered execution, which cuts it into segments.
 fn metered(
@@ -472,6 +521,34 @@ mod prediction_tests {
             None,
             "smaller heights need execution"
         );
+    }
+
+    #[test]
+    fn segments_the_logup_limit_would_end_are_not_predicted() {
+        let with_interactions = |cells: u64| {
+            let mut p = plan(&[
+                (16, [256, 16]),
+                (16, [256, 16]),
+                (16, [256, 16]),
+                (8, [256, 8]),
+            ]);
+            for s in &mut p.segments {
+                s.trace_size = Some(TraceSize {
+                    interaction_cells: cells * s.num_insns / 16,
+                    ..Default::default()
+                });
+            }
+            p
+        };
+        // At height 5 the limit is 2^11 interactions: two segments of 500 merge within it.
+        let light = with_interactions(500);
+        assert_eq!(predict_segments(&light, 4, 5), Some(vec![32, 24]));
+        assert_eq!(predict_segments(&light, 4, 6), Some(vec![56]));
+        // Two of 1,100 would pass it: the segmentation would end them earlier.
+        let heavy = with_interactions(1_100);
+        assert_eq!(predict_segments(&heavy, 4, 5), None);
+        // At height 6 (2^12) all of it fits one segment.
+        assert_eq!(predict_segments(&heavy, 4, 6), Some(vec![56]));
     }
 }
 

@@ -19,6 +19,7 @@ mod program;
 mod proof_file;
 mod proofs;
 mod resident_pages;
+mod segmentation;
 mod trace_cells;
 
 use std::{
