@@ -6,14 +6,15 @@
 //! its interactions) rounded up to a power of two: the LogUp cells ([`super::trace_cells`]).
 //! At height h a full fib or SHA-256 segment has at most 2^(h+6) of them. The zkML guest
 //! fills the load/store, ALU and multiplication chips at once, and its segments, cut by height
-//! alone, had 2^(h+7): twice the memory (11.3 GiB against 6.3 at height 19) and about 50 s
-//! more, for 25% more instructions. So a segment is also ended before its LogUp cells would
-//! pass [`logup_cell_limit`].
+//! alone, had 2^(h+7): at height 20 one of 3.1M instructions peaked at 21.9 GiB, where ended
+//! before that step 2.5M instructions peak at 12.2 GiB (docs/benchmarks.md). So a segment is
+//! also ended before its LogUp cells would pass [`logup_cell_limit`].
 //!
 //! OpenVM can end a segment at a number of interactions, but counts them on unpadded rows,
 //! and a chip's padded rows step at powers of two. So the cap for each segment is worked out
 //! from the one before it (its chips' heights, scaled: the next segment of a program runs
-//! much the same code), and the first segment's from a trial run to its first cut.
+//! much the same code); the first has none. A segment that passes the limit all the same is
+//! cut again from its start with the cap its own chips give (`execution::execute`).
 
 use openvm_circuit::arch::{
     execution_mode::metered::{
