@@ -106,7 +106,9 @@ pub(crate) fn execute(
     let cut = Segmentation::new(vm, exe);
     let mut cap = no_cap();
     let mut recuts = 0;
-    let ctx = cut.ctx(exe, cap).with_suspend_on_segment(true);
+    let ctx = cut
+        .ctx_from(exe, cap, Vec::new())
+        .with_suspend_on_segment(true);
     let mut ahead = VmExecState::new(metered.create_initial_vm_state(stdin_of(input)), ctx);
     let pure = vm.interpreter(exe).map_err(|e| failed(&e))?;
     let mut behind = pure.create_initial_vm_state(stdin_of(input));
@@ -135,11 +137,14 @@ pub(crate) fn execute(
             );
             // Again from its start, where the pure run stands (the segments before it are cut).
             cap = lower;
-            let cut_before = ahead.ctx.segments()[..specs.len()].to_vec();
+            // The segments kept are moved, not copied: a long job cuts tens of thousands.
+            let mut cut_before = std::mem::take(&mut ahead.ctx.segmentation_ctx.segments);
+            cut_before.truncate(specs.len());
             let ctx = cut
                 .ctx_from(exe, cap, cut_before)
                 .with_suspend_on_segment(true);
-            let mut again = metered.create_initial_vm_state(stdin_of(input));
+            // Its streams are the pure run's (copied below), not the input's from the start.
+            let mut again = metered.create_initial_vm_state(StdIn::default());
             tracker.copy_onto(&behind, &mut again);
             ahead = VmExecState::new(again, ctx);
             recuts += 1;

@@ -146,23 +146,43 @@ impl InteractionCap {
 pub(crate) struct Segmentation<'a> {
     vm: &'a VirtualMachine<Engine, SdkVmCpuBuilder>,
     cap: InteractionCap,
+    /// Per chip, what OpenVM's segmentation context is made from (read once from the key).
+    air_names: Vec<String>,
+    widths: Vec<usize>,
+    interactions: Vec<usize>,
+    need_rot: Vec<bool>,
+    constraint_eval_buffers: Vec<usize>,
 }
 
 impl<'a> Segmentation<'a> {
     pub(crate) fn new(vm: &'a VirtualMachine<Engine, SdkVmCpuBuilder>, exe: &VmExe<F>) -> Self {
-        let probe = vm.build_metered_ctx(exe);
+        let per_air = &vm.pk().per_air;
+        let interactions: Vec<usize> = per_air
+            .iter()
+            .map(|pk| pk.vk.symbolic_constraints.interactions.len())
+            .collect();
         let params = vm.engine.params();
         let cap = InteractionCap::new(
-            vm.pk()
-                .per_air
-                .iter()
-                .map(|pk| pk.vk.symbolic_constraints.interactions.len() as u64)
-                .collect(),
-            probe.is_trace_height_constant.clone(),
+            interactions.iter().map(|&k| k as u64).collect(),
+            vm.build_metered_ctx(exe).is_trace_height_constant,
             params.l_skip as u32,
             params.log_stacked_height() as u32,
         );
-        Self { vm, cap }
+        Self {
+            vm,
+            cap,
+            air_names: per_air.iter().map(|pk| pk.air_name.clone()).collect(),
+            widths: per_air
+                .iter()
+                .map(|pk| pk.vk.params.width.total_width())
+                .collect(),
+            interactions,
+            need_rot: per_air.iter().map(|pk| pk.vk.params.need_rot).collect(),
+            constraint_eval_buffers: per_air
+                .iter()
+                .map(<Engine as StarkEngine>::PB::constraint_eval_buffer_size)
+                .collect(),
+        }
     }
 
     /// Whether a segment whose chips have `heights` has more LogUp cells than the limit.
@@ -176,23 +196,18 @@ impl<'a> Segmentation<'a> {
         self.cap.after(heights)
     }
 
-    /// OpenVM's metered context for `exe` with `max_interactions` as its interaction limit.
-    pub(crate) fn ctx(&self, exe: &VmExe<F>, max_interactions: u32) -> MeteredCtx {
-        let mut ctx = self.vm.build_metered_ctx(exe);
-        ctx.segmentation_ctx = self.segmentation_ctx(max_interactions);
-        ctx
-    }
-
-    /// A metered context for a run from the end of the segments `cut_before` (its memory state
-    /// at that instruction), as OpenVM's own is when a segment starts there: no page touched
-    /// yet, the registers' Merkle paths counted.
+    /// OpenVM's metered context for a run of `exe` from the end of the segments `cut_before`
+    /// (all of them, so that segment indices go on; none for a run from the start), with
+    /// `max_interactions` as its interaction limit. As OpenVM's own context is when a segment
+    /// starts there: no page touched yet, the registers' Merkle paths counted.
     pub(crate) fn ctx_from(
         &self,
         exe: &VmExe<F>,
         max_interactions: u32,
         cut_before: Vec<Segment>,
     ) -> MeteredCtx {
-        let mut ctx = self.ctx(exe, max_interactions);
+        let mut ctx = self.vm.build_metered_ctx(exe);
+        ctx.segmentation_ctx = self.segmentation_ctx(max_interactions);
         ctx.segmentation_ctx.instret = cut_before
             .last()
             .map_or(0, |s| s.instret_start + s.num_insns);
@@ -213,23 +228,13 @@ impl<'a> Segmentation<'a> {
     }
 
     fn segmentation_ctx(&self, max_interactions: u32) -> SegmentationCtx {
-        let per_air = &self.vm.pk().per_air;
         let params = self.vm.engine.params();
         SegmentationCtx::new(
-            per_air.iter().map(|pk| pk.air_name.clone()).collect(),
-            per_air
-                .iter()
-                .map(|pk| pk.vk.params.width.total_width())
-                .collect(),
-            per_air
-                .iter()
-                .map(|pk| pk.vk.symbolic_constraints.interactions.len())
-                .collect(),
-            per_air.iter().map(|pk| pk.vk.params.need_rot).collect(),
-            per_air
-                .iter()
-                .map(<Engine as StarkEngine>::PB::constraint_eval_buffer_size)
-                .collect(),
+            self.air_names.clone(),
+            self.widths.clone(),
+            self.interactions.clone(),
+            self.need_rot.clone(),
+            self.constraint_eval_buffers.clone(),
             SegmentationLimits {
                 max_trace_height_bits: params.log_stacked_height() as u8,
                 max_memory: self.vm.config().as_ref().segmentation_max_memory,
