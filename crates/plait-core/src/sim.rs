@@ -108,6 +108,16 @@ struct Device<'a> {
     proof_bytes: Vec<Option<u64>>,
 }
 
+impl<'a> Device<'a> {
+    fn new(profile: &'a DeviceProfile, graph: &TaskGraph, job: &SimJob) -> Self {
+        Self {
+            profile,
+            fit: profile.trace_fit(),
+            proof_bytes: proof_bytes(graph, job, profile),
+        }
+    }
+}
+
 fn segment_size(job: &SimJob, segment: u32) -> Option<TraceSize> {
     job.segment_sizes.get(segment as usize).copied().flatten()
 }
@@ -207,11 +217,7 @@ pub fn predict_tasks(
     profile: &DeviceProfile,
 ) -> Result<Vec<TaskPrediction>, TreeShapeError> {
     let graph = TaskGraph::new(job.segment_instructions.len() as u32, job.tree)?;
-    let device = Device {
-        profile,
-        fit: profile.trace_fit(),
-        proof_bytes: proof_bytes(&graph, job, profile),
-    };
+    let device = Device::new(profile, &graph, job);
     Ok((0..graph.num_tasks() as u32)
         .map(TaskId)
         .map(|task| TaskPrediction {
@@ -264,11 +270,7 @@ pub fn simulate(
     let mut graph = TaskGraph::new(job.segment_instructions.len() as u32, job.tree)?;
     let devices: Vec<Device> = profiles
         .iter()
-        .map(|profile| Device {
-            profile,
-            fit: profile.trace_fit(),
-            proof_bytes: proof_bytes(&graph, job, profile),
-        })
+        .map(|profile| Device::new(profile, &graph, job))
         .collect();
     let mut rng = config.seed.max(1);
     let mut next_random = move || {
