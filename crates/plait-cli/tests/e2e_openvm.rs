@@ -804,25 +804,37 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     sha2::Sha256::digest(bytes).into()
 }
 
-/// The CNN's segments are ended before their LogUp cells double: cut by height alone, its
-/// height-19 segments had 2^26 of them, twice a full fib segment's, and needed twice the
-/// memory. Segments cut again from their start (past the limit the first time) keep exact
-/// boundaries.
-#[test]
-fn zkml_segments_stay_within_the_logup_limit() {
+/// The zkML guest and its parameters (the SHA-2 config, the suite's height).
+fn zkml_guest() -> (ProgramImage, ProvingParams) {
     let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
     let params = ProvingParams {
         segment_height: SEGMENT_HEIGHT,
         vm_config: VmConfig::Rv32imSha2,
         ..Default::default()
     };
+    (guest, params)
+}
+
+/// The CNN and `images` made-up images: any gray levels will do where only execution and
+/// memory are looked at.
+fn cnn_input(images: usize) -> plait_core::ProgramInput {
     let model = std::fs::read(repo().join("zkml/data/fashion-cnn.bin")).unwrap();
-    let pixels: Vec<u8> = (0..3 * plait_zkml_model::CNN_IMAGE_PIXELS)
+    let pixels: Vec<u8> = (0..images * plait_zkml_model::CNN_IMAGE_PIXELS)
         .map(|i| (i * 7 % 256) as u8)
         .collect();
-    let input = plait_core::ProgramInput {
+    plait_core::ProgramInput {
         items: vec![model, pixels],
-    };
+    }
+}
+
+/// The CNN's segments are ended before their LogUp cells double: cut by height alone, its
+/// height-19 segments had 2^26 of them, twice a full fib segment's, and needed twice the
+/// memory. Segments cut again from their start (past the limit the first time) keep exact
+/// boundaries.
+#[test]
+fn zkml_segments_stay_within_the_logup_limit() {
+    let (guest, params) = zkml_guest();
+    let input = cnn_input(3);
     let backend = OpenVmBackend::new(cache_dir());
     let plan = backend.execute(&guest, &input, &params).unwrap();
     let limit = 1u64 << (SEGMENT_HEIGHT + 6);
@@ -964,22 +976,10 @@ fn fashion_guests_and_host_agree_on_500_test_images() {
 #[test]
 fn a_zkml_batch_s_guest_memory_does_not_grow_per_image() {
     use plait_prover::openvm::checkpoint_raw_size;
-    let guest = ProgramImage::new(std::fs::read(guest_elf("zkml")).unwrap());
-    let params = ProvingParams {
-        segment_height: SEGMENT_HEIGHT,
-        vm_config: VmConfig::Rv32imSha2,
-        ..Default::default()
-    };
-    let model = std::fs::read(repo().join("zkml/data/fashion-cnn.bin")).unwrap();
+    let (guest, params) = zkml_guest();
     let backend = OpenVmBackend::new(cache_dir());
     let last_checkpoint_bytes = |images: usize| {
-        // Any gray levels will do: only the memory the inference uses is measured.
-        let pixels: Vec<u8> = (0..images * plait_zkml_model::CNN_IMAGE_PIXELS)
-            .map(|i| (i * 7 % 256) as u8)
-            .collect();
-        let input = plait_core::ProgramInput {
-            items: vec![model.clone(), pixels],
-        };
+        let input = cnn_input(images);
         let mut last = 0;
         backend
             .execute_streaming(&guest, &input, &params, Some(JobId(1)), &mut |cut| {
