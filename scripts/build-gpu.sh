@@ -8,7 +8,8 @@
 #     when the program starts, so the binary needs no driver library to be loaded at all and
 #     says by name what is missing on a machine without a GPU.
 # Writes target/cuda/release/plait and a stripped copy, target/cuda/plait, and prints what it
-# needs at run time. CUDA_ARCH (default 86,89,90: RTX 30xx, RTX 40xx / L4 / L40, H100 / H200,
+# needs at run time. The binary carries the default (CPU) build and runs it on a machine
+# without an NVIDIA GPU, so the one file proves wherever it is copied. CUDA_ARCH (default 86,89,90: RTX 30xx, RTX 40xx / L4 / L40, H100 / H200,
 # plus PTX for newer cards) selects the GPU generations the kernels are compiled for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,9 +105,14 @@ for crate, directory in crates.items():
 print(f"include paths: {links} linked to registry crates")
 EOF
 
+# The CPU build it carries and runs on a machine without a GPU (crates/plait-cli/src/cpu_fallback.rs).
+echo "building the CPU build of plait to carry"
+cargo build --release --bin plait
+mkdir -p target/cuda
+strip -o target/cuda/plait-cpu target/release/plait
 echo "building plait with --features cuda for CUDA_ARCH=$CUDA_ARCH (long: OpenVM's kernels)"
 PATH="$cuda/bin:$PATH" CUDA_PATH="$cuda" CUDA_LIB_DIR="$link_dir" NVCC_THREADS=1 \
-  CARGO_TARGET_DIR=target/cuda \
+  CARGO_TARGET_DIR=target/cuda PLAIT_CPU_FALLBACK="$PWD/target/cuda/plait-cpu" \
   cargo build --release --bin plait --features plait-cli/cuda
 strip -o target/cuda/plait target/cuda/release/plait
 
@@ -115,4 +121,9 @@ echo "built in $(( $(date +%s) - started )) s: target/cuda/plait ($(du -m target
 echo "needs at run time (ldd):"
 ldd target/cuda/plait | sed 's/^/  /'
 echo "and an NVIDIA GPU of compute capability ${CUDA_ARCH//,/, } (or newer, through PTX) with"
-echo "driver 580 or newer (CUDA 13.0), whose libcuda.so.1 it loads when it starts."
+echo "driver 580 or newer (CUDA 13.0), whose libcuda.so.1 it loads when it starts; without one"
+echo "it runs the CPU build it carries."
+if [ ! -e /dev/nvidiactl ]; then
+  echo "no GPU on this machine: the CPU build it carries answers instead:"
+  target/cuda/plait --version
+fi

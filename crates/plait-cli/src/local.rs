@@ -94,7 +94,7 @@ impl LocalPool {
         dev: bool,
         device: DeviceChoice,
     ) -> Result<()> {
-        let exe = std::env::current_exe().context("locating the plait binary")?;
+        let exe = this_binary()?;
         for i in 0..count {
             let log_path = self.log_dir.join(format!("worker-{i}.log"));
             let log = std::fs::File::create(&log_path)
@@ -135,4 +135,15 @@ impl LocalPool {
         self.server.abort();
         self.reaper.abort();
     }
+}
+
+/// This very binary, to start workers from. A GPU build's CPU fallback runs from memory (see
+/// `cpu_fallback`): its path names no file, but `/proc/self/exe` still opens it.
+fn this_binary() -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the plait binary")?;
+    Ok(if exe.is_file() {
+        exe
+    } else {
+        PathBuf::from("/proc/self/exe")
+    })
 }

@@ -8,6 +8,8 @@
 mod commands;
 mod config_file;
 mod connection;
+#[cfg(any(feature = "cuda", plait_cpu_fallback, test))]
+mod cpu_fallback;
 mod exit;
 mod guest_build;
 mod local;

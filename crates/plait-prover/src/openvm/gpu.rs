@@ -5,8 +5,9 @@
 //! CPU-made verifier expects, so a GPU proof passes the same gate as a CPU proof.
 //!
 //! OpenVM's CUDA memory manager claims the device in a constructor that runs before `main`: a
-//! `cuda` build cannot start on a machine without a usable GPU (`no_gpu_guard` says so, by name,
-//! instead of the memory manager's panic).
+//! process with this module cannot start on a machine without a usable GPU. The `plait` binary
+//! checks for one before that constructor and runs its embedded CPU build instead
+//! (`plait-cli`'s `cpu_fallback`).
 
 use std::{
     collections::HashMap,
@@ -50,29 +51,6 @@ extern "C" {
 
 const COMPUTE_CAPABILITY_MAJOR: c_int = 75;
 const COMPUTE_CAPABILITY_MINOR: c_int = 76;
-
-/// Runs before every constructor of the process (`.preinit_array`), so before OpenVM's memory
-/// manager claims the device: without the NVIDIA driver's device files there is no GPU, and
-/// the manager would abort the process with a panic that names nothing useful.
-#[used]
-#[link_section = ".preinit_array"]
-static NO_GPU_GUARD: extern "C" fn(c_int, *const *const c_char, *const *const c_char) =
-    no_gpu_guard;
-
-extern "C" fn no_gpu_guard(_: c_int, _: *const *const c_char, _: *const *const c_char) {
-    // Only system calls here: nothing of Rust's runtime is set up yet.
-    let present = unsafe { libc::access(c"/dev/nvidiactl".as_ptr(), libc::F_OK) } == 0;
-    if !present {
-        let message: &[u8] = b"plait: this binary was built with GPU support (cuda) and needs an \
-NVIDIA GPU and driver, and /dev/nvidiactl is missing. OpenVM's CUDA memory manager claims the \
-GPU before the program starts, so a cuda build cannot fall back to the CPU on a machine without \
-one: use the default build of plait there.\n";
-        unsafe {
-            libc::write(2, message.as_ptr().cast(), message.len());
-            libc::_exit(3);
-        }
-    }
-}
 
 /// An open GPU: what it is, and its provers per key set.
 pub(crate) struct Gpu {

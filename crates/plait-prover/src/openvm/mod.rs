@@ -64,6 +64,11 @@ enum ProvingDevice {
 /// Whether this build can prove on a GPU (the `cuda` feature).
 pub const GPU_SUPPORT: bool = cfg!(feature = "cuda");
 
+/// Set, to the reason, in the environment of the CPU build a GPU build of `plait` runs on a
+/// machine without a GPU: a CPU build that finds it names that reason rather than its own
+/// lack of GPU support.
+pub const NO_GPU_ENV: &str = "PLAIT_NO_GPU";
+
 impl OpenVmBackend {
     /// A backend that proves on the CPU (and executes, checks and verifies, as every backend
     /// does on the CPU).
@@ -100,7 +105,7 @@ impl OpenVmBackend {
 
     #[cfg(not(feature = "cuda"))]
     fn find_gpu() -> Result<ProvingDevice, String> {
-        Err("this plait was built without GPU support (build it with scripts/build-gpu.sh)".into())
+        Err(no_gpu_support(std::env::var(NO_GPU_ENV).ok()))
     }
 
     fn with_device(cache_dir: PathBuf, device: ProvingDevice) -> Self {
@@ -621,6 +626,18 @@ pub fn sdk_prove_single_process(
     Ok(encoded.proof.len() + encoded.user_pvs_proof.len())
 }
 
+/// Why a build without GPU support proves on the CPU: its own build, or, as the CPU build a GPU
+/// build carries, the reason the GPU build gave ([`NO_GPU_ENV`]).
+#[cfg(not(feature = "cuda"))]
+fn no_gpu_support(from_gpu_build: Option<String>) -> String {
+    match from_gpu_build {
+        Some(reason) => reason.chars().take(500).collect(),
+        None => {
+            "this plait was built without GPU support (build it with scripts/build-gpu.sh)".into()
+        }
+    }
+}
+
 #[cfg(all(test, not(feature = "cuda")))]
 mod device_tests {
     use plait_core::{DeviceChoice, DeviceKind};
@@ -643,5 +660,12 @@ mod device_tests {
             Err(other) => panic!("{other}"),
             Ok(_) => panic!("a CPU-only build opened a GPU"),
         }
+    }
+
+    #[test]
+    fn the_cpu_build_a_gpu_build_runs_gives_the_gpu_build_s_reason() {
+        let reason = "this machine has no NVIDIA driver (/dev/nvidiactl is missing)";
+        assert_eq!(super::no_gpu_support(Some(reason.into())), reason);
+        assert!(super::no_gpu_support(None).contains("without GPU support"));
     }
 }
