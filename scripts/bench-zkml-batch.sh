@@ -10,8 +10,8 @@
 #    measured figures, and each task's seconds and peak memory against their predictions
 #    (scripts/per-task-table.py).
 # Usage: scripts/bench-zkml-batch.sh [BATCH]   (default 16). 2 h 15 min on cpu-2 from a fresh
-# clone; on cpu-2e its calibration and proof, measured apart, add to 3 h 32 min before the build
-# (docs/benchmarks.md).
+# clone at height 19; on cpu-2e, where the planner now picks height 20, its phases measured apart
+# add to about 3 h 10 min (docs/benchmarks.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 batch="${1:-16}"
