@@ -9,8 +9,9 @@
 #     says by name what is missing on a machine without a GPU.
 # Writes target/cuda/release/plait and a stripped copy, target/cuda/plait, and prints what it
 # needs at run time. The binary carries the default (CPU) build and runs it on a machine
-# without an NVIDIA GPU, so the one file proves wherever it is copied. CUDA_ARCH (default 86,89,90: RTX 30xx, RTX 40xx / L4 / L40, H100 / H200,
-# plus PTX for newer cards) selects the GPU generations the kernels are compiled for.
+# without an NVIDIA GPU, so the one file proves wherever it is copied. CUDA_ARCH (default
+# 86,89,90: RTX 30xx, RTX 40xx / L4 / L40, H100 / H200, plus PTX for newer cards) selects the
+# GPU generations the kernels are compiled for.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 started=$(date +%s)
@@ -109,7 +110,13 @@ EOF
 echo "building the CPU build of plait to carry"
 cargo build --release --bin plait
 mkdir -p target/cuda
-strip -o target/cuda/plait-cpu target/release/plait
+# Replaced only when it changed: the GPU build relinks whenever the file it carries is newer.
+strip -o target/cuda/plait-cpu.new target/release/plait
+if cmp -s target/cuda/plait-cpu.new target/cuda/plait-cpu; then
+  rm target/cuda/plait-cpu.new
+else
+  mv target/cuda/plait-cpu.new target/cuda/plait-cpu
+fi
 echo "building plait with --features cuda for CUDA_ARCH=$CUDA_ARCH (long: OpenVM's kernels)"
 PATH="$cuda/bin:$PATH" CUDA_PATH="$cuda" CUDA_LIB_DIR="$link_dir" NVCC_THREADS=1 \
   CARGO_TARGET_DIR=target/cuda PLAIT_CPU_FALLBACK="$PWD/target/cuda/plait-cpu" \

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Gathers what scripts/gpu-check.sh needs on a GPU machine that has no Rust toolchain and no
 # network, into target/gpu-check/ (at most 60 MiB, checked): the GPU build of plait
-# (scripts/build-gpu.sh makes it, with the CPU build it carries; gzipped), the guest ELFs the check proves and calibrates with (built
-# here by the CPU build), Fashion-MNIST's test set
+# (scripts/build-gpu.sh makes it, with the CPU build it carries; gzipped), the guest ELFs the
+# check proves and calibrates with (built here by the CPU build), Fashion-MNIST's test set
 # (Debian's dataset-fashion-mnist), this machine's CPU profile if `plait calibrate` made one,
 # and the check script itself.
 set -euo pipefail

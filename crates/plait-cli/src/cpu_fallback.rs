@@ -84,8 +84,9 @@ fn say(message: &[u8]) {
     unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
 }
 
+/// The last system call's error number (std reads it without allocating).
 fn errno() -> c_int {
-    unsafe { *libc::__errno_location() }
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
 }
 
 /// At most this many environment variables are passed on with [`NO_GPU`] added; more than that
